@@ -1,0 +1,1 @@
+"""authmw: cloud-grade authentication and access control for Python web apps."""

@@ -1,0 +1,98 @@
+"""Immutable values that cross authmw's boundaries."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from authmw.errors import MalformedRequest
+
+__all__ = ["AccessKey", "AuthMethod", "Credential", "Request"]
+
+
+def _text(value: str | bytes) -> str:
+    # Header bytes are UTF-8 on the wire (the SDKs send raw UTF-8); surrogateescape keeps any other byte
+    # sequence reversible, so the canonical request re-encodes to exactly the bytes that were received.
+    return value if isinstance(value, str) else value.decode("utf-8", "surrogateescape")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """An HTTP request as authmw's core sees it: transport-free, already read.
+
+    ``path`` and ``query`` are the raw request-target parts as received (percent-encoded, no decoding);
+    ``headers`` maps lower-case names to values, repeated headers joined with ``,`` after trimming.
+    Build one with :meth:`Request.build` rather than the constructor.
+    """
+
+    method: str
+    path: str
+    query: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    client: str | None = None
+
+    @classmethod
+    def build(
+        cls,
+        method: str,
+        target: str | bytes,
+        headers: Iterable[tuple[str | bytes, str | bytes]] | Mapping[str, str] = (),
+        body: bytes = b"",
+        client: str | None = None,
+    ) -> Request:
+        """Build from a method, a request-target (``/path?query``) and headers in wire order."""
+        target = _text(target)
+        if not target.startswith("/"):
+            raise MalformedRequest("request-target must be an absolute path")
+        path, _, query = target.partition("?")
+        path = path.partition("#")[0]
+        pairs = headers.items() if isinstance(headers, Mapping) else headers
+        merged: dict[str, str] = {}
+        for raw_name, raw_value in pairs:
+            name = _text(raw_name).lower()
+            value = _text(raw_value)
+            if name in merged:
+                merged[name] = merged[name].strip() + "," + value.strip()
+            else:
+                merged[name] = value
+        return cls(method.upper(), path, query, merged, bytes(body), client)
+
+    @property
+    def target(self) -> str:
+        """The request-target as received."""
+        return f"{self.path}?{self.query}" if self.query else self.path
+
+
+class AuthMethod(enum.Enum):
+    """How a request proved its identity (the ``X-Authmw-Auth-Method`` values)."""
+
+    TOKEN = "token"
+    AKSK = "aksk"
+    TEMPORARY = "temporary"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessKey:
+    """An access key and its secret, as a key source or a security-token resolver returns it."""
+
+    access_key: str
+    secret_key: str = field(repr=False)
+    owner: str | None = None
+    temporary: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """What a verified request signature established."""
+
+    method: AuthMethod
+    scheme: str
+    access_key: str
+    owner: str | None
+    signed_at: int
+    region: str | None = None
+    service: str | None = None
+    security_token: str | None = field(default=None, repr=False)
+    unsigned_payload: bool = False

@@ -1,0 +1,161 @@
+"""Canonicalisation steps shared by the verifier, the client signer and the tests.
+
+Each function reproduces exactly what a real client computes (``research/signing.md``): Huawei's SDK
+(``huawei_*``) and botocore's SigV4 (``sigv4_*``). Fast paths skip percent-coding when the input is plain.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from urllib.parse import quote, unquote, unquote_plus
+
+from authmw.errors import BadDate
+
+__all__ = [
+    "format_basic_date",
+    "huawei_canonical_headers",
+    "huawei_canonical_query",
+    "huawei_canonical_uri",
+    "parse_basic_date",
+    "parse_http_date",
+    "sigv4_canonical_headers",
+    "sigv4_canonical_query",
+    "sigv4_canonical_uri",
+    "sigv4_raw_query",
+]
+
+# RFC 3986 unreserved characters; such a path or query needs no percent-coding.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_.~/-]*").fullmatch
+_PLAIN_QUERY = re.compile(r"[A-Za-z0-9_.~=&-]*").fullmatch
+_BASIC_DATE = re.compile(r"(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)Z", re.ASCII).fullmatch
+_EPOCH = datetime(1970, 1, 1)
+
+
+def huawei_canonical_uri(path: str) -> str:
+    """Huawei: decode, split on ``/`` (so ``%2F`` separates), re-encode each segment, end with ``/``."""
+    if not _PLAIN_PATH(path):
+        path = "/".join(quote(segment, safe="~") for segment in unquote(path).split("/"))
+    return path if path.endswith("/") else path + "/"
+
+
+def _huawei_pairs(query: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in query.split("&"):
+        key, _, value = item.partition("=")
+        if key:
+            pairs.append((unquote(key), unquote(value)))
+    return pairs
+
+
+def huawei_canonical_query(query: str) -> str:
+    """Huawei: decoded ``(key, value)`` pairs (``+`` stays ``+``), empty keys dropped, sorted, re-encoded."""
+    if not query:
+        return ""
+    if _PLAIN_QUERY(query):
+        plain = []
+        for item in query.split("&"):
+            key, _, value = item.partition("=")
+            if "=" in value:  # would need encoding as %3D
+                break
+            if key:
+                plain.append((key, value))
+        else:
+            plain.sort()
+            return "&".join(f"{k}={v}" for k, v in plain)
+    pairs = sorted(_huawei_pairs(query))
+    return "&".join(f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in pairs)
+
+
+def huawei_canonical_headers(headers: Mapping[str, str], names: tuple[str, ...]) -> str:
+    """Huawei: ``name:value`` with the value stripped (inner whitespace kept), one per line."""
+    return "".join(f"{name}:{headers[name].strip()}\n" for name in names)
+
+
+def _remove_dot_segments(path: str) -> str:
+    # RFC 3986 §5.2.4 plus the AWS rule that empty segments ("//") are dropped.
+    kept: list[str] = []
+    for segment in path.split("/"):
+        if segment == "..":
+            if kept:
+                kept.pop()
+        elif segment and segment != ".":
+            kept.append(segment)
+    lead = "/" if path.startswith("/") else ""
+    trail = "/" if path.endswith("/") and kept else ""
+    return lead + "/".join(kept) + trail
+
+
+def sigv4_canonical_uri(path: str, *, s3: bool) -> str:
+    """SigV4: S3 signs the raw path; other services normalise it and percent-encode it again."""
+    if not path:
+        return "/"
+    if s3:
+        return path
+    if _PLAIN_PATH(path) and "//" not in path and "/." not in path:
+        return path
+    return quote(_remove_dot_segments(path) or "/", safe="/~")
+
+
+def sigv4_canonical_query(query: str, *, exclude: str | None = None) -> str:
+    """SigV4 from wire values: decode (``+`` is a space), RFC 3986 re-encode, sort the encoded pairs."""
+    if not query:
+        return ""
+    pairs = []
+    for item in query.split("&"):
+        key, _, value = item.partition("=")
+        if exclude is not None and key == exclude:
+            continue
+        pairs.append((quote(unquote_plus(key), safe="-_.~"), quote(unquote_plus(value), safe="-_.~")))
+    pairs.sort()
+    return "&".join(f"{k}={v}" for k, v in pairs)
+
+
+def sigv4_raw_query(query: str, *, exclude: str | None = None) -> str:
+    """SigV4 as botocore signs a URL's own query: raw ``key=value`` parts, sorted, never re-encoded."""
+    if not query:
+        return ""
+    pairs = []
+    for item in query.split("&"):
+        key, _, value = item.partition("=")
+        if exclude is not None and key == exclude:
+            continue
+        pairs.append((key, value))
+    pairs.sort()
+    return "&".join(f"{k}={v}" for k, v in pairs)
+
+
+def sigv4_canonical_headers(headers: Mapping[str, str], names: tuple[str, ...]) -> str:
+    """SigV4: ``name:value`` with whitespace runs collapsed to one space ("trimall")."""
+    return "".join(f"{name}:{' '.join(headers[name].split())}\n" for name in names)
+
+
+def parse_basic_date(value: str) -> int:
+    """Parse ``YYYYMMDDTHHMMSSZ`` (UTC) into epoch seconds; anything else is :class:`BadDate`."""
+    match = _BASIC_DATE(value)
+    if match is None:
+        raise BadDate("expected YYYYMMDDTHHMMSSZ")
+    try:
+        year, month, day, hour, minute, second = map(int, match.groups())
+        moment = datetime(year, month, day, hour, minute, second)
+    except ValueError:
+        raise BadDate("date out of range") from None
+    return int((moment - _EPOCH).total_seconds())
+
+
+def parse_http_date(value: str) -> int:
+    """Parse an RFC 1123 ``Date`` header into epoch seconds."""
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        raise BadDate("expected an RFC 1123 date") from None
+    if moment.tzinfo is None:
+        raise BadDate("date without a time zone")
+    return int(moment.timestamp())
+
+
+def format_basic_date(epoch: int) -> str:
+    """Epoch seconds → ``YYYYMMDDTHHMMSSZ``."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y%m%dT%H%M%SZ")

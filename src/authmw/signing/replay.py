@@ -1,0 +1,53 @@
+"""An in-memory, bounded replay guard for signed requests."""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+from authmw.errors import ConfigurationError, ReplayCacheFull, ReplayedRequest
+
+__all__ = ["ReplayGuard"]
+
+
+class ReplayGuard:
+    """Remembers each accepted signature until its request could no longer pass the clock-skew check.
+
+    When ``capacity`` signatures are live it refuses new requests (503) instead of forgetting old ones:
+    forgetting would silently reopen the replay window. Size it for ``requests/s × 2 × skew``.
+    """
+
+    def __init__(
+        self,
+        *,
+        capacity: int = 1_000_000,
+        clock: Callable[[], float] = time.time,
+        lock: AbstractContextManager[object] | None = None,
+    ) -> None:
+        if capacity < 1:
+            raise ConfigurationError("replay guard capacity must be positive")
+        self.capacity = capacity
+        self._clock = clock
+        self._lock = lock if lock is not None else threading.Lock()
+        self._expiry: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def remember(self, signature: str, until: float) -> None:
+        """Record ``signature`` until ``until`` (epoch seconds); raise if it is live already or if full."""
+        with self._lock:
+            now = self._clock()
+            heap, expiry = self._heap, self._expiry
+            while heap and heap[0][0] <= now:
+                del expiry[heapq.heappop(heap)[1]]
+            if signature in expiry:
+                raise ReplayedRequest("signature already used")
+            if len(expiry) >= self.capacity:
+                raise ReplayCacheFull(f"replay guard holds {self.capacity} live signatures")
+            expiry[signature] = until
+            heapq.heappush(heap, (until, signature))

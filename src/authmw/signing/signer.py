@@ -1,0 +1,208 @@
+"""Client-side signing with any registered scheme, built from the same steps the verifier uses."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from authmw.errors import ConfigurationError
+from authmw.models import AccessKey, Request
+from authmw.signing.base import SignedParts
+from authmw.signing.canonical import format_basic_date, huawei_canonical_query
+from authmw.signing.registry import SCHEMES
+from authmw.signing.sigv4 import ALGORITHM as SIGV4
+from authmw.signing.sigv4 import S3_SERVICES, TERMINATOR
+
+__all__ = ["SignedHttpRequest", "presign_url", "sign_request"]
+
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+# Never signed: hop-by-hop headers that proxies may rewrite, and (SigV4) botocore's blacklist.
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "expect",
+        "authorization",
+    }
+)
+_SIGV4_UNSIGNED = _HOP_BY_HOP | {"baggage", "traceparent", "tracestate", "user-agent", "x-amzn-trace-id"}
+
+
+@dataclass(frozen=True, slots=True)
+class SignedHttpRequest:
+    """A request ready to send: the URL may differ from the input (Huawei sends its canonical query)."""
+
+    method: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+def _epoch(at: datetime | float | None) -> int:
+    if at is None:
+        return int(time.time())
+    if isinstance(at, datetime):
+        return int(at.timestamp())
+    return int(at)
+
+
+def _host(url_host: str, scheme: str) -> str:
+    host, _, port = url_host.rpartition(":") if url_host.count(":") == 1 else (url_host, "", "")
+    if port and port == {"https": "443", "http": "80"}.get(scheme):
+        return host.lower()
+    return url_host.lower()
+
+
+def sign_request(
+    method: str,
+    url: str,
+    headers: Mapping[str, str] | None = None,
+    body: bytes | str = b"",
+    *,
+    access_key: str,
+    secret_key: str,
+    scheme: str = "SDK-HMAC-SHA256",
+    region: str | None = None,
+    service: str | None = None,
+    security_token: str | None = None,
+    unsigned_payload: bool = False,
+    at: datetime | float | None = None,
+) -> SignedHttpRequest:
+    """Sign ``(method, url, headers, body)`` as the real client of ``scheme`` would.
+
+    ``region`` and ``service`` are required for ``V11-HMAC-SHA256`` and ``AWS4-HMAC-SHA256``. With
+    ``unsigned_payload`` the body is left out of the signature (``UNSIGNED-PAYLOAD``).
+    """
+    implementation = SCHEMES.get(scheme)
+    if implementation is None or implementation.presigned:
+        raise ConfigurationError(f"cannot sign with {scheme!r}; use presign_url for presigned URLs")
+    scoped = scheme in ("V11-HMAC-SHA256", SIGV4)
+    if scoped and not (region and service):
+        raise ConfigurationError(f"{scheme} needs region and service")
+    payload = body.encode() if isinstance(body, str) else bytes(body)
+    split = urlsplit(url)
+    method = method.upper()
+    timestamp = _epoch(at)
+    date = format_basic_date(timestamp)
+    out = dict(headers or {})
+    present = {name.lower() for name in out}
+    if "host" not in present:
+        out["Host"] = _host(split.netloc, split.scheme)
+    is_sigv4 = scheme == SIGV4
+    if is_sigv4:
+        out["X-Amz-Date"] = date
+        if security_token:
+            out["X-Amz-Security-Token"] = security_token
+        payload_hash = UNSIGNED_PAYLOAD if unsigned_payload else implementation.digest.hex(payload)
+        if unsigned_payload or service in S3_SERVICES:
+            out["X-Amz-Content-SHA256"] = payload_hash
+        names = sorted({n.lower() for n in out} - _SIGV4_UNSIGNED)
+        query = split.query
+    else:
+        out["X-Sdk-Date"] = date
+        if security_token:
+            out["X-Security-Token"] = security_token
+        if unsigned_payload:
+            out[implementation.payload_header.title()] = UNSIGNED_PAYLOAD
+        payload_hash = (
+            implementation.digest.empty
+            if not payload
+            else UNSIGNED_PAYLOAD
+            if unsigned_payload
+            else implementation.digest.hex(payload)
+        )
+        names = sorted({n.lower() for n in out if "_" not in n} - _HOP_BY_HOP)
+        query = huawei_canonical_query(split.query)
+    target = (split.path or "/") + (f"?{query}" if query else "")
+    request = Request.build(method, target, out, payload)
+    parts = SignedParts(
+        algorithm=implementation.algorithm,
+        access_key=access_key,
+        signed_headers=tuple(names),
+        signature="",
+        date=date,
+        timestamp=timestamp,
+        date_source="x-amz-date" if is_sigv4 else "x-sdk-date",
+        region=region,
+        service=service,
+        scope_date=date[:8] if scoped else None,
+    )
+    canonical = implementation.canonical_request(request, parts, payload_hash)
+    string_to_sign = implementation.string_to_sign(parts, canonical)
+    signature = implementation.sign(AccessKey(access_key, secret_key), parts, string_to_sign)
+    signed_headers = ";".join(names)
+    if is_sigv4:
+        credential = f"{access_key}/{parts.scope}/{TERMINATOR}"
+        out["Authorization"] = f"{SIGV4} Credential={credential}, SignedHeaders={signed_headers}, Signature={signature}"
+    elif scoped:
+        out["Authorization"] = (
+            f"{scheme} Credential={access_key}/{parts.scope}, SignedHeaders={signed_headers}, Signature={signature}"
+        )
+    else:
+        out["Authorization"] = f"{scheme} Access={access_key}, SignedHeaders={signed_headers}, Signature={signature}"
+    return SignedHttpRequest(method, urlunsplit(split._replace(query=query)), out, payload)
+
+
+def presign_url(
+    method: str,
+    url: str,
+    *,
+    access_key: str,
+    secret_key: str,
+    region: str,
+    service: str,
+    expires: int = 3600,
+    security_token: str | None = None,
+    at: datetime | float | None = None,
+) -> str:
+    """A SigV4 presigned URL (as botocore's ``SigV4QueryAuth``/``generate_presigned_url`` build it)."""
+    from authmw.signing.sigv4 import MAX_EXPIRES
+
+    if not 0 < expires <= MAX_EXPIRES:
+        raise ConfigurationError(f"expires must be 1..{MAX_EXPIRES} seconds")
+    implementation = SCHEMES["AWS4-HMAC-SHA256-PRESIGNED"]
+    split = urlsplit(url)
+    timestamp = _epoch(at)
+    date = format_basic_date(timestamp)
+    scope = f"{date[:8]}/{region}/{service}"
+    auth = {
+        "X-Amz-Algorithm": SIGV4,
+        "X-Amz-Credential": f"{access_key}/{scope}/{TERMINATOR}",
+        "X-Amz-Date": date,
+        "X-Amz-Expires": str(expires),
+        "X-Amz-SignedHeaders": "host",
+    }
+    if security_token:
+        auth["X-Amz-Security-Token"] = security_token
+    encoded = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in auth.items())
+    query = f"{split.query}&{encoded}" if split.query else encoded
+    host = _host(split.netloc, split.scheme)
+    request = Request.build(method, (split.path or "/") + "?" + query, {"host": host})
+    parts = SignedParts(
+        algorithm=SIGV4,
+        access_key=access_key,
+        signed_headers=("host",),
+        signature="",
+        date=date,
+        timestamp=timestamp,
+        date_source="X-Amz-Date",
+        region=region,
+        service=service,
+        scope_date=date[:8],
+        expires=expires,
+    )
+    payload_hash = UNSIGNED_PAYLOAD if service in S3_SERVICES else implementation.digest.empty
+    canonical = implementation.canonical_request(request, parts, payload_hash)
+    signature = implementation.sign(
+        AccessKey(access_key, secret_key), parts, implementation.string_to_sign(parts, canonical)
+    )
+    return urlunsplit(split._replace(query=f"{query}&X-Amz-Signature={signature}"))

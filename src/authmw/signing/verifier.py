@@ -1,0 +1,343 @@
+"""The signature verifier: picks the scheme, applies authmw's rules around it, checks the signature."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from authmw.errors import (
+    AuthmwError,
+    BodyDigestMismatch,
+    BodyTooLarge,
+    ConfigurationError,
+    DateOutOfWindow,
+    HeaderNotSigned,
+    InvalidSecurityToken,
+    MalformedRequest,
+    MissingCredentials,
+    MultipleCredentials,
+    PresignedUrlExpired,
+    SchemeDisabled,
+    SecurityTokenRequired,
+    SignatureMismatch,
+    SignedHeaderMissing,
+    UnsignedPayloadRefused,
+    UnsupportedPayload,
+    UnsupportedScheme,
+)
+from authmw.models import AccessKey, AuthMethod, Credential, Request
+from authmw.signing.awschunked import verify_aws_chunked
+from authmw.signing.base import Scheme, SignedParts
+from authmw.signing.registry import SCHEMES
+from authmw.signing.sigv4 import S3_SERVICES
+
+__all__ = [
+    "Inspection",
+    "KeySource",
+    "ReplayGuardLike",
+    "SecurityTokenResolver",
+    "StaticKeys",
+    "Verifier",
+]
+
+logger = logging.getLogger("authmw.signing")
+
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+STREAMING_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+DEFAULT_MAX_BODY = 12 * 1024 * 1024
+DEFAULT_MAX_SKEW = 15 * 60
+_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}").fullmatch
+_PRESIGN_MARKERS = ("X-Amz-Signature=", "X-Amz-Algorithm=", "X-Amz-Credential=")
+
+
+class KeySource(Protocol):
+    """Where the verifier finds the secret of a permanent access key."""
+
+    def get_access_key(self, access_key: str) -> AccessKey | None: ...
+
+
+class SecurityTokenResolver(Protocol):
+    """Validates a security token and returns the temporary key it carries (issue: temporary credentials).
+
+    Must raise :class:`~authmw.errors.InvalidSecurityToken` for a token that is invalid, expired or does
+    not belong to ``access_key``.
+    """
+
+    def resolve(self, token: str, access_key: str) -> AccessKey: ...
+
+
+class ReplayGuardLike(Protocol):
+    """Refuses a signature seen before (see :class:`~authmw.signing.replay.ReplayGuard`)."""
+
+    def remember(self, signature: str, until: float) -> None: ...
+
+
+class StaticKeys:
+    """A fixed set of access keys, e.g. from configuration or tests."""
+
+    def __init__(self, keys: Mapping[str, str] | Iterable[AccessKey]) -> None:
+        items = [AccessKey(ak, sk) for ak, sk in keys.items()] if isinstance(keys, Mapping) else list(keys)
+        self._keys = {key.access_key: key for key in items}
+
+    def get_access_key(self, access_key: str) -> AccessKey | None:
+        return self._keys.get(access_key)
+
+
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    """The full story of one verification, for ``authmw verify-request`` and debugging."""
+
+    valid: bool
+    scheme: str
+    access_key: str
+    reason: str | None
+    canonical_request: str
+    string_to_sign: str
+    credential: Credential | None = None
+
+
+@dataclass(slots=True)
+class _Trace:
+    scheme: Scheme | None = None
+    parts: SignedParts | None = None
+    canonical_request: str = ""
+    string_to_sign: str = ""
+
+
+class Verifier:
+    """Verifies AK/SK request signatures of every registered scheme.
+
+    Safe defaults: 15 minutes of clock skew each way, signed bodies up to 12 MiB (413 beyond), every
+    available scheme enabled. ``allow_unsigned_payload`` defaults to True because the official SDKs send
+    ``UNSIGNED-PAYLOAD`` for every non-JSON upload (and botocore's S3 client streams
+    ``STREAMING-UNSIGNED-PAYLOAD-TRAILER``); the signature then still covers method, path, query, signed
+    headers and time, but not the body. Turn it off where body integrity matters more than SDK uploads.
+    """
+
+    def __init__(
+        self,
+        *,
+        keys: KeySource | Mapping[str, str],
+        clock: Callable[[], float] = time.time,
+        max_skew: int = DEFAULT_MAX_SKEW,
+        max_body: int = DEFAULT_MAX_BODY,
+        allow_unsigned_payload: bool = True,
+        schemes: Iterable[str] | None = None,
+        disabled_schemes: Iterable[str] = (),
+        replay_guard: ReplayGuardLike | None = None,
+        security_tokens: SecurityTokenResolver | None = None,
+    ) -> None:
+        if max_skew < 0 or max_body < 0:
+            raise ConfigurationError("max_skew and max_body must not be negative")
+        enabled = set(SCHEMES if schemes is None else schemes)
+        disabled = set(disabled_schemes)
+        unknown = (enabled | disabled) - SCHEMES.keys()
+        if unknown:
+            raise ConfigurationError(
+                f"unknown or unavailable signature schemes: {', '.join(sorted(unknown))} "
+                f"(available: {', '.join(sorted(SCHEMES))})"
+            )
+        self._keys: KeySource = StaticKeys(keys) if isinstance(keys, Mapping) else keys
+        self._clock = clock
+        self.max_skew = max_skew
+        self.max_body = max_body
+        self.allow_unsigned_payload = allow_unsigned_payload
+        self.enabled = frozenset(enabled - disabled)
+        self._replay = replay_guard
+        self._tokens = security_tokens
+        # Unknown access keys are checked against a random secret so they cost the same as a wrong signature.
+        self._decoy = secrets.token_urlsafe(30)
+
+    # -- public verbs ----------------------------------------------------------------------------------
+
+    def verify(self, request: Request) -> Credential:
+        """Return the verified :class:`Credential` or raise an :class:`AuthmwError` leaf."""
+        return self._guarded(request, None)
+
+    def inspect(self, request: Request) -> Inspection:
+        """Verify and report every intermediate stage; never raises for bad input."""
+        trace = _Trace()
+        try:
+            credential = self._guarded(request, trace)
+        except AuthmwError as exc:
+            if trace.parts is not None and not trace.canonical_request:
+                self._trace_anyway(request, trace)
+            return Inspection(
+                valid=False,
+                scheme=trace.scheme.name if trace.scheme else "",
+                access_key=trace.parts.access_key if trace.parts else "",
+                reason=f"{exc.code}: {exc.detail}",
+                canonical_request=trace.canonical_request,
+                string_to_sign=trace.string_to_sign,
+            )
+        return Inspection(
+            True,
+            credential.scheme,
+            credential.access_key,
+            None,
+            trace.canonical_request,
+            trace.string_to_sign,
+            credential,
+        )
+
+    def scheme_of(self, request: Request) -> str | None:
+        """The registry name of the signature scheme the request uses, or None if it carries none."""
+        authorization = request.headers.get("authorization")
+        if authorization is not None:
+            return authorization.partition(" ")[0]
+        if request.query and any(marker in request.query for marker in _PRESIGN_MARKERS):
+            return "AWS4-HMAC-SHA256-PRESIGNED"
+        return None
+
+    # -- the pipeline ----------------------------------------------------------------------------------
+
+    def _guarded(self, request: Request, trace: _Trace | None) -> Credential:
+        try:
+            return self._verify(request, trace)
+        except AuthmwError:
+            raise
+        except (ValueError, LookupError, UnicodeError, OverflowError) as exc:
+            # Defence in depth: no input may surface as anything but an authmw error.
+            logger.warning("unexpected %s while verifying a signature", type(exc).__name__)
+            raise MalformedRequest("request could not be parsed") from None
+
+    def _select(self, request: Request) -> Scheme:
+        name = self.scheme_of(request)
+        if name is None:
+            raise MissingCredentials("no signature in the request")
+        if "authorization" in request.headers and any(m in request.query for m in _PRESIGN_MARKERS):
+            raise MultipleCredentials("both an Authorization header and a presigned query")
+        scheme = SCHEMES.get(name)
+        if scheme is None:
+            raise UnsupportedScheme(f"unsupported scheme {name[:40]!r}")
+        if name not in self.enabled:
+            raise SchemeDisabled(f"scheme {name} is disabled")
+        return scheme
+
+    def _verify(self, request: Request, trace: _Trace | None) -> Credential:
+        scheme = self._select(request)
+        if trace is not None:
+            trace.scheme = scheme
+        parts = scheme.parse(request)
+        if trace is not None:
+            trace.parts = parts
+        self._check_signed_headers(scheme, parts, request)
+        self._check_time(parts)
+        payloads, unsigned = self._payload_hashes(scheme, parts, request)
+        key = self._find_key(parts)
+
+        secret = key if key is not None else AccessKey(parts.access_key, self._decoy)
+        valid = False
+        for payload in payloads:
+            for canonical in scheme.canonical_requests(request, parts, payload):
+                string_to_sign = scheme.string_to_sign(parts, canonical)
+                matched = scheme.verify(secret, parts, string_to_sign)
+                if trace is not None and ((matched and not valid) or not trace.canonical_request):
+                    trace.canonical_request, trace.string_to_sign = canonical, string_to_sign
+                valid |= matched
+        if not valid or key is None:
+            raise SignatureMismatch("signature does not match (or unknown access key)")
+        if key.temporary and parts.security_token is None:
+            raise SecurityTokenRequired("temporary access keys need X-Security-Token")
+        if self._replay is not None and not scheme.presigned:
+            self._replay.remember(f"{scheme.name}:{parts.signature}", parts.timestamp + self.max_skew)
+        return Credential(
+            method=AuthMethod.TEMPORARY if key.temporary else AuthMethod.AKSK,
+            scheme=scheme.name,
+            access_key=parts.access_key,
+            owner=key.owner,
+            signed_at=parts.timestamp,
+            region=parts.region,
+            service=parts.service,
+            security_token=parts.security_token,
+            unsigned_payload=unsigned,
+        )
+
+    def _check_signed_headers(self, scheme: Scheme, parts: SignedParts, request: Request) -> None:
+        signed = parts.signed_headers
+        if not scheme.presigned and parts.date_source not in signed:
+            raise HeaderNotSigned(f"{parts.date_source} must be signed")
+        if "host" not in signed:
+            raise HeaderNotSigned("host must be signed")
+        headers = request.headers
+        for name in signed:
+            if name not in headers:
+                raise SignedHeaderMissing(f"signed header {name} is missing")
+        if scheme.token_header in headers and scheme.token_header not in signed:
+            raise HeaderNotSigned(f"{scheme.token_header} must be signed")
+
+    def _check_time(self, parts: SignedParts) -> None:
+        now = self._clock()
+        if parts.expires is not None:
+            if parts.timestamp - now > self.max_skew:
+                raise DateOutOfWindow("presigned URL dated in the future")
+            if now > parts.timestamp + parts.expires:
+                raise PresignedUrlExpired("presigned URL expired")
+        elif abs(now - parts.timestamp) > self.max_skew:
+            raise DateOutOfWindow(f"request time differs from server time by more than {self.max_skew}s")
+
+    def _payload_hashes(self, scheme: Scheme, parts: SignedParts, request: Request) -> tuple[list[str], bool]:
+        """Payload hash candidates for the canonical request, after checking any signed digest."""
+        body = request.body
+        signed = scheme.payload_header in parts.signed_headers
+        claimed = request.headers.get(scheme.payload_header) if signed else None
+        if claimed is None:
+            if scheme.presigned and parts.service in S3_SERVICES:
+                if body and not self.allow_unsigned_payload:
+                    raise UnsignedPayloadRefused("presigned S3 URLs do not sign the body")
+                return [UNSIGNED_PAYLOAD], bool(body)
+            if not body:
+                return [scheme.digest.empty], False
+            self._check_size(body)
+            return [scheme.digest.hex(body)], False
+        if _HEX_DIGEST(claimed):
+            self._check_size(body)
+            if not hmac.compare_digest(scheme.digest.hex(body), claimed.lower()):
+                raise BodyDigestMismatch(f"{scheme.payload_header} does not match the body")
+            return [claimed], False
+        if claimed not in (UNSIGNED_PAYLOAD, STREAMING_TRAILER):
+            raise UnsupportedPayload(f"unsupported {scheme.payload_header} value")
+        if not body:
+            # Nothing is left unsigned. Huawei's SDK then hashes "" while the APIG signer keeps the literal.
+            return ([scheme.digest.empty, claimed] if scheme.empty_body_hash_wins else [claimed]), False
+        if not self.allow_unsigned_payload:
+            raise UnsignedPayloadRefused(f"{claimed} is not accepted by configuration")
+        if claimed == STREAMING_TRAILER:
+            if "aws-chunked" not in request.headers.get("content-encoding", ""):
+                raise UnsupportedPayload(f"{STREAMING_TRAILER} needs Content-Encoding: aws-chunked")
+            verify_aws_chunked(body, request.headers)
+        return [claimed], True
+
+    def _check_size(self, body: bytes) -> None:
+        if len(body) > self.max_body:
+            raise BodyTooLarge(f"signed body larger than {self.max_body} bytes")
+
+    def _find_key(self, parts: SignedParts) -> AccessKey | None:
+        token = parts.security_token
+        if token is None:
+            return self._keys.get_access_key(parts.access_key)
+        if self._tokens is None:
+            raise InvalidSecurityToken("temporary credentials are not enabled")
+        key = self._tokens.resolve(token, parts.access_key)
+        if key.access_key != parts.access_key:
+            raise InvalidSecurityToken("security token belongs to another access key")
+        return key
+
+    def _trace_anyway(self, request: Request, trace: _Trace) -> None:
+        """Fill in the canonical request for a request that failed a rule, so it can still be diffed."""
+        scheme, parts = trace.scheme, trace.parts
+        assert scheme is not None and parts is not None
+        claimed = request.headers.get(scheme.payload_header)
+        if claimed is None or scheme.payload_header not in parts.signed_headers:
+            claimed = scheme.digest.hex(request.body) if request.body else scheme.digest.empty
+        try:
+            trace.canonical_request = scheme.canonical_requests(request, parts, claimed)[0]
+            trace.string_to_sign = scheme.string_to_sign(parts, trace.canonical_request)
+        except (AuthmwError, KeyError, ValueError, UnicodeError):
+            pass
