@@ -98,12 +98,16 @@ def sign_request(
     if "host" not in present:
         out["Host"] = _host(split.netloc, split.scheme)
     is_sigv4 = scheme == SIGV4
+    # A payload hash the caller set (e.g. STREAMING-UNSIGNED-PAYLOAD-TRAILER) is signed as given.
+    given = next((v for n, v in out.items() if n.lower() == implementation.payload_header), None)
+    if unsigned_payload and given is None:
+        given = out[implementation.payload_header.title()] = UNSIGNED_PAYLOAD
     if is_sigv4:
         out["X-Amz-Date"] = date
         if security_token:
             out["X-Amz-Security-Token"] = security_token
-        payload_hash = UNSIGNED_PAYLOAD if unsigned_payload else implementation.digest.hex(payload)
-        if unsigned_payload or service in S3_SERVICES:
+        payload_hash = given or implementation.digest.hex(payload)
+        if given is None and service in S3_SERVICES:
             out["X-Amz-Content-SHA256"] = payload_hash
         names = sorted({n.lower() for n in out} - _SIGV4_UNSIGNED)
         query = split.query
@@ -111,15 +115,7 @@ def sign_request(
         out["X-Sdk-Date"] = date
         if security_token:
             out["X-Security-Token"] = security_token
-        if unsigned_payload:
-            out[implementation.payload_header.title()] = UNSIGNED_PAYLOAD
-        payload_hash = (
-            implementation.digest.empty
-            if not payload
-            else UNSIGNED_PAYLOAD
-            if unsigned_payload
-            else implementation.digest.hex(payload)
-        )
+        payload_hash = (given or implementation.digest.hex(payload)) if payload else implementation.digest.empty
         names = sorted({n.lower() for n in out if "_" not in n} - _HOP_BY_HOP)
         query = huawei_canonical_query(split.query)
     target = (split.path or "/") + (f"?{query}" if query else "")

@@ -1,0 +1,7 @@
+"""``python -m authmw`` runs the CLI."""
+
+import sys
+
+from authmw.cli import main
+
+sys.exit(main())
