@@ -45,7 +45,7 @@ class _TrustedToken:
     def __init__(self, secret: str, access_key: str | None) -> None:
         self._secret, self._access_key = secret, access_key
 
-    def resolve(self, token: str, access_key: str) -> AccessKey:
+    def resolve(self, token: str, access_key: str) -> AccessKey:  # noqa: ARG002 - accepted as is
         if self._access_key is not None and access_key != self._access_key:
             raise InvalidSecurityToken("request names another access key")
         return AccessKey(access_key, self._secret, temporary=True)

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from vectors import Vector, load
 
 from authmw.cli import main
+from vectors import Vector, load
 
 POSITIVE = list(load("signed_requests.jsonl"))
 NEGATIVE = list(load("signed_requests_negative.jsonl"))
@@ -74,7 +74,7 @@ def test_without_access_key_any_key_name_is_tried() -> None:
 
 def test_other_access_key_is_invalid(tmp_path: Path) -> None:
     vector = POSITIVE[0]
-    code, report = _run(vector, access_key=False, *("--access-key", "SOMEONEELSE"))
+    code, report = _run(vector, "--access-key", "SOMEONEELSE", access_key=False)
     assert code == 1
     assert str(report["reason"]).startswith("signature_mismatch")
 

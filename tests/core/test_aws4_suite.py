@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from vectors import AWS4_SUITE
 
 from authmw.models import AccessKey
 from authmw.rawhttp import parse_raw_request
 from authmw.signing import Verifier
+from vectors import AWS4_SUITE
 
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 ACCESS = "AKIDEXAMPLE"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from vectors import Vector, VectorTokens, load
 
 from authmw.rawhttp import parse_raw_request
 from authmw.signing import Verifier
+from vectors import Vector, VectorTokens, load
 
 POSITIVE = list(load("signed_requests.jsonl"))
 NEGATIVE = list(load("signed_requests_negative.jsonl"))
