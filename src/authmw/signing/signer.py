@@ -66,7 +66,7 @@ def sign_request(
     method: str,
     url: str,
     headers: Mapping[str, str] | None = None,
-    body: bytes | str = b"",
+    body: bytes | str | None = b"",
     *,
     access_key: str,
     secret_key: str,
@@ -80,7 +80,8 @@ def sign_request(
     """Sign ``(method, url, headers, body)`` as the real client of ``scheme`` would.
 
     ``region`` and ``service`` are required for ``V11-HMAC-SHA256`` and ``AWS4-HMAC-SHA256``. With
-    ``unsigned_payload`` the body is left out of the signature (``UNSIGNED-PAYLOAD``).
+    ``unsigned_payload`` the body is left out of the signature (``UNSIGNED-PAYLOAD``); ``body=None`` means a
+    streamed body that cannot be hashed, so it implies ``unsigned_payload``.
     """
     implementation = SCHEMES.get(scheme)
     if implementation is None or implementation.presigned:
@@ -88,7 +89,9 @@ def sign_request(
     scoped = scheme in ("V11-HMAC-SHA256", SIGV4)
     if scoped and not (region and service):
         raise ConfigurationError(f"{scheme} needs region and service")
-    payload = body.encode() if isinstance(body, str) else bytes(body)
+    streamed = body is None
+    unsigned_payload |= streamed
+    payload = body.encode() if isinstance(body, str) else bytes(body or b"")
     split = urlsplit(url)
     method = method.upper()
     timestamp = _epoch(at)
@@ -115,7 +118,9 @@ def sign_request(
         out["X-Sdk-Date"] = date
         if security_token:
             out["X-Security-Token"] = security_token
-        payload_hash = (given or implementation.digest.hex(payload)) if payload else implementation.digest.empty
+        payload_hash = (
+            (given or implementation.digest.hex(payload)) if payload or streamed else implementation.digest.empty
+        )
         names = sorted({n.lower() for n in out if "_" not in n} - _HOP_BY_HOP)
         query = huawei_canonical_query(split.query)
     target = (split.path or "/") + (f"?{query}" if query else "")
