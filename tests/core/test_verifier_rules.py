@@ -378,3 +378,12 @@ def test_error_body_is_generic_and_never_echoes_input() -> None:
         "request_id": "req-1",
     }
     assert secret_looking not in str(raised.value)
+
+
+@pytest.mark.parametrize("scheme", ["V11-HMAC-SHA256", "AWS4-HMAC-SHA256"])
+def test_credential_scope_can_be_restricted(scheme: str) -> None:
+    request = signed(scheme)
+    verifier(regions={"cn-north-4"}, services={"modelarts"}).verify(request)
+    assert code_of(verifier(regions={"cn-east-3"}), request) == "credential_scope_mismatch"
+    assert code_of(verifier(services={"obs"}), request) == "credential_scope_mismatch"
+    verifier(regions={"cn-east-3"}).verify(signed())  # SDK-HMAC-SHA256 has no scope to restrict

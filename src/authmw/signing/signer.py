@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, urlsplit, urlunsplit
 
 from authmw.errors import ConfigurationError
 from authmw.models import AccessKey, Request
@@ -55,11 +55,15 @@ def _epoch(at: datetime | float | None) -> int:
     return int(at)
 
 
-def _host(url_host: str, scheme: str) -> str:
-    host, _, port = url_host.rpartition(":") if url_host.count(":") == 1 else (url_host, "", "")
-    if port and port == {"https": "443", "http": "80"}.get(scheme):
-        return host.lower()
-    return url_host.lower()
+def _host(split: SplitResult) -> str:
+    """The Host value an HTTP client sends for the URL (lower-case, default port dropped), as botocore signs it."""
+    host = split.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = split.port
+    if port is not None and port != {"https": 443, "http": 80}.get(split.scheme):
+        host = f"{host}:{port}"
+    return host
 
 
 def sign_request(
@@ -99,7 +103,7 @@ def sign_request(
     out = dict(headers or {})
     present = {name.lower() for name in out}
     if "host" not in present:
-        out["Host"] = _host(split.netloc, split.scheme)
+        out["Host"] = _host(split)
     is_sigv4 = scheme == SIGV4
     # A payload hash the caller set (e.g. STREAMING-UNSIGNED-PAYLOAD-TRAILER) is signed as given.
     given = next((v for n, v in out.items() if n.lower() == implementation.payload_header), None)
@@ -186,7 +190,7 @@ def presign_url(
         auth["X-Amz-Security-Token"] = security_token
     encoded = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in auth.items())
     query = f"{split.query}&{encoded}" if split.query else encoded
-    host = _host(split.netloc, split.scheme)
+    host = _host(split)
     request = Request.build(method, (split.path or "/") + "?" + query, {"host": host})
     parts = SignedParts(
         algorithm=SIGV4,

@@ -16,6 +16,7 @@ from authmw.errors import (
     BodyDigestMismatch,
     BodyTooLarge,
     ConfigurationError,
+    CredentialScopeMismatch,
     DateOutOfWindow,
     HeaderNotSigned,
     InvalidSecurityToken,
@@ -132,6 +133,8 @@ class Verifier:
         disabled_schemes: Iterable[str] = (),
         replay_guard: ReplayGuardLike | None = None,
         security_tokens: SecurityTokenResolver | None = None,
+        regions: Iterable[str] | None = None,
+        services: Iterable[str] | None = None,
     ) -> None:
         if max_skew < 0 or max_body < 0:
             raise ConfigurationError("max_skew and max_body must not be negative")
@@ -151,6 +154,8 @@ class Verifier:
         self.enabled = frozenset(enabled - disabled)
         self._replay = replay_guard
         self._tokens = security_tokens
+        self.regions = None if regions is None else frozenset(regions)
+        self.services = None if services is None else frozenset(services)
         # Unknown access keys are checked against a random secret so they cost the same as a wrong signature.
         self._decoy = secrets.token_urlsafe(30)
 
@@ -228,6 +233,7 @@ class Verifier:
         if trace is not None:
             trace.parts = parts
         self._check_signed_headers(scheme, parts, request)
+        self._check_scope(parts)
         self._check_time(parts)
         payloads, unsigned = self._payload_hashes(scheme, parts, request)
         key = self._find_key(parts)
@@ -271,6 +277,14 @@ class Verifier:
                 raise SignedHeaderMissing(f"signed header {name} is missing")
         if scheme.token_header in headers and scheme.token_header not in signed:
             raise HeaderNotSigned(f"{scheme.token_header} must be signed")
+
+    def _check_scope(self, parts: SignedParts) -> None:
+        if parts.region is None:  # schemes without a credential scope
+            return
+        if self.regions is not None and parts.region not in self.regions:
+            raise CredentialScopeMismatch("credential scope names another region")
+        if self.services is not None and parts.service not in self.services:
+            raise CredentialScopeMismatch("credential scope names another service")
 
     def _check_time(self, parts: SignedParts) -> None:
         now = self._clock()
