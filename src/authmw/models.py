@@ -11,10 +11,20 @@ from authmw.errors import MalformedRequest
 __all__ = ["AccessKey", "AuthMethod", "Credential", "Request"]
 
 
-def _text(value: str | bytes) -> str:
-    # Header bytes are UTF-8 on the wire (the SDKs send raw UTF-8); surrogateescape keeps any other byte
-    # sequence reversible, so the canonical request re-encodes to exactly the bytes that were received.
+def _target(value: str | bytes) -> str:
+    # surrogateescape keeps any byte sequence of the request-target reversible.
     return value if isinstance(value, str) else value.decode("utf-8", "surrogateescape")
+
+
+def _header(value: str | bytes) -> str:
+    # The SDKs send non-ASCII header values as UTF-8; clients built on http.client send them as ISO-8859-1
+    # (HTTP's historic charset) while having signed the text. Decoding by whichever applies recovers the text.
+    if isinstance(value, str):
+        return value
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +53,7 @@ class Request:
         client: str | None = None,
     ) -> Request:
         """Build from a method, a request-target (``/path?query``) and headers in wire order."""
-        target = _text(target)
+        target = _target(target)
         if not target.startswith("/"):
             raise MalformedRequest("request-target must be an absolute path")
         path, _, query = target.partition("?")
@@ -51,8 +61,8 @@ class Request:
         pairs = headers.items() if isinstance(headers, Mapping) else headers
         merged: dict[str, str] = {}
         for raw_name, raw_value in pairs:
-            name = _text(raw_name).lower()
-            value = _text(raw_value)
+            name = _header(raw_name).lower()
+            value = _header(raw_value)
             if name in merged:
                 merged[name] = merged[name].strip() + "," + value.strip()
             else:

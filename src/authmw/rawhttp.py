@@ -80,11 +80,14 @@ def parse_raw_request(data: bytes, *, client: str | None = None) -> Request:
         body = _dechunk(body)
     elif b"content-length" in lowered:
         length = lowered[b"content-length"].strip()
-        if not length.isdigit() or int(length) > len(body):
+        if not (length.isascii() and length.isdigit()) or len(length) > 15 or int(length) > len(body):
             raise MalformedRequest("Content-Length does not match the body")
         body = body[: int(length)]
     if not target.startswith(b"/"):
-        absolute = urlsplit(target.decode("utf-8", "surrogateescape"))
+        try:
+            absolute = urlsplit(target.decode("utf-8", "surrogateescape"))
+        except ValueError:  # e.g. a malformed IPv6 literal
+            raise MalformedRequest("bad absolute-form target") from None
         if not absolute.scheme or not absolute.netloc:
             raise MalformedRequest("request-target must be origin-form or absolute-form")
         if b"host" not in lowered:

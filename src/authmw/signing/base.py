@@ -5,22 +5,29 @@ from __future__ import annotations
 import abc
 import hmac
 import re
-from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
 
 from authmw.errors import MalformedAuthorization
 from authmw.models import AccessKey, Request
 from authmw.signing.digests import Digest
 
-__all__ = ["Scheme", "SignedParts", "check_hex_signature", "parse_auth_params", "parse_signed_headers"]
+__all__ = [
+    "Scheme",
+    "SignedParts",
+    "auth_fields",
+    "check_hex_signature",
+    "parse_auth_params",
+    "parse_signed_headers",
+]
 
-_HEX64 = re.compile(r"[0-9a-f]{64}").fullmatch
-_HEX_DER = re.compile(r"(?:[0-9a-f]{2}){8,80}").fullmatch
+_MAC_HEX = r"[0-9a-f]{64}"
+_DER_HEX = r"(?:[0-9a-f]{2}){8,80}"  # a DER-encoded (r, s) pair
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+").fullmatch
 
 
-@dataclass(frozen=True, slots=True)
-class SignedParts:
-    """What a scheme reads from a request before any key is looked up."""
+class SignedParts(NamedTuple):
+    """What a scheme reads from a request before any key is looked up (immutable; a tuple for speed)."""
 
     algorithm: str
     access_key: str
@@ -53,6 +60,7 @@ def parse_auth_params(value: str, expected: tuple[str, ...]) -> dict[str, str]:
     return params
 
 
+@lru_cache(maxsize=512)
 def parse_signed_headers(value: str) -> tuple[str, ...]:
     names = tuple(value.split(";"))
     if len(set(names)) != len(names) or not all(_HEADER_NAME(name) for name in names):
@@ -61,9 +69,33 @@ def parse_signed_headers(value: str) -> tuple[str, ...]:
 
 
 def check_hex_signature(signature: str, *, asymmetric: bool) -> str:
-    if not (_HEX_DER if asymmetric else _HEX64)(signature):
+    if not re.fullmatch(_DER_HEX if asymmetric else _MAC_HEX, signature):
         raise MalformedAuthorization("signature must be lower-case hex")
     return signature
+
+
+_LAYOUTS = {
+    (first, asymmetric): re.compile(
+        rf"{first}=([^,]+), SignedHeaders=([^,]+), Signature=({_DER_HEX if asymmetric else _MAC_HEX})"
+    )
+    for first in ("Access", "Credential")
+    for asymmetric in (False, True)
+}
+
+
+def auth_fields(value: str, first: str, *, asymmetric: bool) -> tuple[str, tuple[str, ...], str]:
+    """``(first, signed headers, signature)`` from ``First=..., SignedHeaders=..., Signature=...``.
+
+    The exact layout the SDKs emit is matched in one step; anything else goes through the general parser.
+    """
+    match = _LAYOUTS[first, asymmetric].fullmatch(value)
+    if match is not None:
+        ident, headers, signature = match.groups()
+    else:
+        params = parse_auth_params(value, (first, "SignedHeaders", "Signature"))
+        ident, headers = params[first], params["SignedHeaders"]
+        signature = check_hex_signature(params["Signature"], asymmetric=asymmetric)
+    return ident, parse_signed_headers(headers), signature
 
 
 class Scheme(abc.ABC):
@@ -95,7 +127,7 @@ class Scheme(abc.ABC):
         return self.canonical_requests(request, parts, payload_hash)[0]
 
     def string_to_sign(self, parts: SignedParts, canonical_request: str) -> str:
-        digest = self.digest.hex(canonical_request.encode("utf-8", "surrogateescape"))
+        digest = self.digest.new(canonical_request.encode("utf-8", "surrogateescape")).hexdigest()
         return f"{self.algorithm}\n{parts.date}\n{digest}"
 
     @abc.abstractmethod

@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from urllib.parse import quote, unquote, unquote_plus
 
 from authmw.errors import BadDate
@@ -30,8 +31,8 @@ __all__ = [
 # RFC 3986 unreserved characters; such a path or query needs no percent-coding.
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9_.~/-]*").fullmatch
 _PLAIN_QUERY = re.compile(r"[A-Za-z0-9_.~=&-]*").fullmatch
-_BASIC_DATE = re.compile(r"(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)Z", re.ASCII).fullmatch
 _EPOCH = datetime(1970, 1, 1)
+_CACHED_QUERY = 256  # longer queries are rare and would crowd the cache
 
 
 def huawei_canonical_uri(path: str) -> str:
@@ -54,6 +55,15 @@ def huawei_canonical_query(query: str) -> str:
     """Huawei: decoded ``(key, value)`` pairs (``+`` stays ``+``), empty keys dropped, sorted, re-encoded."""
     if not query:
         return ""
+    return _huawei_query_cached(query) if len(query) <= _CACHED_QUERY else _huawei_query(query)
+
+
+@lru_cache(maxsize=1024)
+def _huawei_query_cached(query: str) -> str:
+    return _huawei_query(query)
+
+
+def _huawei_query(query: str) -> str:
     if _PLAIN_QUERY(query):
         plain = []
         for item in query.split("&"):
@@ -71,7 +81,7 @@ def huawei_canonical_query(query: str) -> str:
 
 def huawei_canonical_headers(headers: Mapping[str, str], names: tuple[str, ...]) -> str:
     """Huawei: ``name:value`` with the value stripped (inner whitespace kept), one per line."""
-    return "".join(f"{name}:{headers[name].strip()}\n" for name in names)
+    return "".join([f"{name}:{headers[name].strip()}\n" for name in names])
 
 
 def _remove_dot_segments(path: str) -> str:
@@ -129,20 +139,34 @@ def sigv4_raw_query(query: str, *, exclude: str | None = None) -> str:
 
 def sigv4_canonical_headers(headers: Mapping[str, str], names: tuple[str, ...]) -> str:
     """SigV4: ``name:value`` with whitespace runs collapsed to one space ("trimall")."""
-    return "".join(f"{name}:{' '.join(headers[name].split())}\n" for name in names)
+    return "".join([f"{name}:{' '.join(headers[name].split())}\n" for name in names])
 
 
-def parse_basic_date(value: str) -> int:
-    """Parse ``YYYYMMDDTHHMMSSZ`` (UTC) into epoch seconds; anything else is :class:`BadDate`."""
-    match = _BASIC_DATE(value)
-    if match is None:
-        raise BadDate("expected YYYYMMDDTHHMMSSZ")
+@lru_cache(maxsize=64)
+def _epoch_day(date: str) -> int:
+    """Seconds at 00:00 UTC of ``YYYYMMDD``; cached because nearly every request of a day shares it."""
     try:
-        year, month, day, hour, minute, second = map(int, match.groups())
-        moment = datetime(year, month, day, hour, minute, second)
+        day = datetime(int(date[:4]), int(date[4:6]), int(date[6:8]))
     except ValueError:
         raise BadDate("date out of range") from None
-    return int((moment - _EPOCH).total_seconds())
+    return int((day - _EPOCH).total_seconds())
+
+
+@lru_cache(maxsize=256)
+def parse_basic_date(value: str) -> int:
+    """Parse ``YYYYMMDDTHHMMSSZ`` (UTC) into epoch seconds; anything else is :class:`BadDate`.
+
+    Cached: under load, many requests carry the same second."""
+    time = value[9:15]
+    if not (len(value) == 16 and value[8] == "T" and value[15] == "Z" and value.isascii()):
+        raise BadDate("expected YYYYMMDDTHHMMSSZ")
+    if not (value[:8].isdigit() and time.isdigit()):
+        raise BadDate("expected YYYYMMDDTHHMMSSZ")
+    hour, rest = divmod(int(time), 10000)
+    minute, second = divmod(rest, 100)
+    if hour > 23 or minute > 59 or second > 59:
+        raise BadDate("time out of range")
+    return _epoch_day(value[:8]) + hour * 3600 + minute * 60 + second
 
 
 def parse_http_date(value: str) -> int:
@@ -151,8 +175,8 @@ def parse_http_date(value: str) -> int:
         moment = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         raise BadDate("expected an RFC 1123 date") from None
-    if moment.tzinfo is None:
-        raise BadDate("date without a time zone")
+    if moment.tzinfo is None:  # "-0000" (RFC 5322: UTC, as botocore's formatdate writes it)
+        moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp())
 
 

@@ -6,7 +6,6 @@ and how the signature is made from the AK/SK pair.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from functools import lru_cache
 
 from authmw.errors import CredentialScopeMismatch, MalformedAuthorization, MissingDate
@@ -15,9 +14,7 @@ from authmw.signing import ec
 from authmw.signing.base import (
     Scheme,
     SignedParts,
-    check_hex_signature,
-    parse_auth_params,
-    parse_signed_headers,
+    auth_fields,
 )
 from authmw.signing.canonical import (
     huawei_canonical_headers,
@@ -33,20 +30,24 @@ __all__ = [
     "HuaweiHmac",
     "HuaweiSm2",
     "derived_key",
-    "huawei_canonical_request",
+    "huawei_canonical_requests",
 ]
 
 DATE_HEADER = "x-sdk-date"
-_ACCESS_FIELDS = ("Access", "SignedHeaders", "Signature")
-_CREDENTIAL_FIELDS = ("Credential", "SignedHeaders", "Signature")
 
 
-def huawei_canonical_request(request: Request, signed_headers: tuple[str, ...], payload_hash: str) -> str:
-    return (
-        f"{request.method}\n{huawei_canonical_uri(request.path)}\n{huawei_canonical_query(request.query)}\n"
-        f"{huawei_canonical_headers(request.headers, signed_headers)}\n{';'.join(signed_headers)}\n"
-        f"{payload_hash}"
-    )
+def huawei_canonical_requests(request: Request, signed_headers: tuple[str, ...], payload_hash: str) -> list[str]:
+    """The canonical request, plus the variant with the query exactly as sent when that differs.
+
+    The SDK sorts query values before ``str()``, so repeated numbers (``ids=9&ids=10``) go out in an order a
+    sort of decoded strings does not reproduce; its wire query *is* its canonical query, so it is tried too.
+    """
+    query = huawei_canonical_query(request.query)
+    head = f"{request.method}\n{huawei_canonical_uri(request.path)}\n"
+    tail = f"\n{huawei_canonical_headers(request.headers, signed_headers)}\n{';'.join(signed_headers)}\n{payload_hash}"
+    if query != request.query:
+        return [head + query + tail, head + request.query + tail]
+    return [head + query + tail]
 
 
 @lru_cache(maxsize=4096)
@@ -61,7 +62,6 @@ class HuaweiHmac(Scheme):
 
     token_header = "x-security-token"
     empty_body_hash_wins = True
-    _fields = _ACCESS_FIELDS
     _asymmetric = False
 
     def __init__(self, algorithm: str, digest: Digest, payload_header: str) -> None:
@@ -69,27 +69,30 @@ class HuaweiHmac(Scheme):
         self.digest = digest
         self.payload_header = payload_header
 
-    def _common(self, request: Request, params: dict[str, str], access_key: str) -> SignedParts:
+    def _parts(self, request: Request, first: str) -> tuple[SignedParts, str]:
+        ident, signed_headers, signature = auth_fields(
+            request.headers["authorization"].partition(" ")[2], first, asymmetric=self._asymmetric
+        )
         date = request.headers.get(DATE_HEADER)
         if date is None:
             raise MissingDate("X-Sdk-Date header missing")
-        return SignedParts(
-            algorithm=self.algorithm,
-            access_key=access_key,
-            signed_headers=parse_signed_headers(params["SignedHeaders"]),
-            signature=check_hex_signature(params["Signature"], asymmetric=self._asymmetric),
-            date=date,
-            timestamp=parse_basic_date(date),
-            date_source=DATE_HEADER,
+        parts = SignedParts(
+            self.algorithm,
+            ident,
+            signed_headers,
+            signature,
+            date,
+            parse_basic_date(date),
+            DATE_HEADER,
             security_token=request.headers.get(self.token_header),
         )
+        return parts, ident
 
     def parse(self, request: Request) -> SignedParts:
-        params = parse_auth_params(request.headers["authorization"].partition(" ")[2], self._fields)
-        return self._common(request, params, params["Access"])
+        return self._parts(request, "Access")[0]
 
     def canonical_requests(self, request: Request, parts: SignedParts, payload_hash: str) -> list[str]:
-        return [huawei_canonical_request(request, parts.signed_headers, payload_hash)]
+        return huawei_canonical_requests(request, parts.signed_headers, payload_hash)
 
     def sign(self, key: AccessKey, parts: SignedParts, string_to_sign: str) -> str:
         return self.digest.mac(key.secret_key.encode(), string_to_sign.encode()).hex()
@@ -98,21 +101,18 @@ class HuaweiHmac(Scheme):
 class HuaweiDerived(HuaweiHmac):
     """``V11-HMAC-SHA256``: HMAC with a per-day, per-region, per-service key derived by HKDF."""
 
-    _fields = _CREDENTIAL_FIELDS
-
     def __init__(self) -> None:
         super().__init__("V11-HMAC-SHA256", SHA256, "x-sdk-content-sha256")
 
     def parse(self, request: Request) -> SignedParts:
-        params = parse_auth_params(request.headers["authorization"].partition(" ")[2], self._fields)
-        scope = params["Credential"].rsplit("/", 3)
+        parts, credential = self._parts(request, "Credential")
+        scope = credential.rsplit("/", 3)
         if len(scope) != 4 or not all(scope):
             raise MalformedAuthorization("Credential must be AK/date/region/service")
         access_key, scope_date, region, service = scope
-        parts = self._common(request, params, access_key)
         if scope_date != parts.date[:8]:
             raise CredentialScopeMismatch("credential date differs from X-Sdk-Date")
-        return replace(parts, region=region, service=service, scope_date=scope_date)
+        return parts._replace(access_key=access_key, region=region, service=service, scope_date=scope_date)
 
     def string_to_sign(self, parts: SignedParts, canonical_request: str) -> str:
         digest = self.digest.hex(canonical_request.encode("utf-8", "surrogateescape"))

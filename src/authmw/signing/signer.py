@@ -100,7 +100,14 @@ def sign_request(
     method = method.upper()
     timestamp = _epoch(at)
     date = format_basic_date(timestamp)
-    out = dict(headers or {})
+    # Values go out trimmed, as the SDK sends them (HTTP clients refuse leading/trailing whitespace).
+    out = {name: value.strip() for name, value in (headers or {}).items()}
+
+    def put(name: str, value: str) -> None:  # replace a caller's header of any case
+        for existing in [n for n in out if n.lower() == name.lower()]:
+            del out[existing]
+        out[name] = value
+
     present = {name.lower() for name in out}
     if "host" not in present:
         out["Host"] = _host(split)
@@ -110,18 +117,18 @@ def sign_request(
     if unsigned_payload and given is None:
         given = out[implementation.payload_header.title()] = UNSIGNED_PAYLOAD
     if is_sigv4:
-        out["X-Amz-Date"] = date
+        put("X-Amz-Date", date)
         if security_token:
-            out["X-Amz-Security-Token"] = security_token
+            put("X-Amz-Security-Token", security_token)
         payload_hash = given or implementation.digest.hex(payload)
         if given is None and service in S3_SERVICES:
             out["X-Amz-Content-SHA256"] = payload_hash
         names = sorted({n.lower() for n in out} - _SIGV4_UNSIGNED)
         query = split.query
     else:
-        out["X-Sdk-Date"] = date
+        put("X-Sdk-Date", date)
         if security_token:
-            out["X-Security-Token"] = security_token
+            put("X-Security-Token", security_token)
         payload_hash = (
             (given or implementation.digest.hex(payload)) if payload or streamed else implementation.digest.empty
         )
@@ -144,16 +151,13 @@ def sign_request(
     canonical = implementation.canonical_request(request, parts, payload_hash)
     string_to_sign = implementation.string_to_sign(parts, canonical)
     signature = implementation.sign(AccessKey(access_key, secret_key), parts, string_to_sign)
-    signed_headers = ";".join(names)
     if is_sigv4:
-        credential = f"{access_key}/{parts.scope}/{TERMINATOR}"
-        out["Authorization"] = f"{SIGV4} Credential={credential}, SignedHeaders={signed_headers}, Signature={signature}"
+        first = f"Credential={access_key}/{parts.scope}/{TERMINATOR}"
     elif scoped:
-        out["Authorization"] = (
-            f"{scheme} Credential={access_key}/{parts.scope}, SignedHeaders={signed_headers}, Signature={signature}"
-        )
+        first = f"Credential={access_key}/{parts.scope}"
     else:
-        out["Authorization"] = f"{scheme} Access={access_key}, SignedHeaders={signed_headers}, Signature={signature}"
+        first = f"Access={access_key}"
+    put("Authorization", f"{implementation.algorithm} {first}, SignedHeaders={';'.join(names)}, Signature={signature}")
     return SignedHttpRequest(method, urlunsplit(split._replace(query=query)), out, payload)
 
 

@@ -10,8 +10,8 @@ from authmw.models import AccessKey, Request
 from authmw.signing.base import (
     Scheme,
     SignedParts,
+    auth_fields,
     check_hex_signature,
-    parse_auth_params,
     parse_signed_headers,
 )
 from authmw.signing.canonical import (
@@ -25,7 +25,7 @@ from authmw.signing.canonical import (
 )
 from authmw.signing.digests import SHA256
 
-__all__ = ["S3_SERVICES", "SigV4", "SigV4Presigned", "signing_key", "sigv4_canonical_request"]
+__all__ = ["S3_SERVICES", "SigV4", "SigV4Presigned", "signing_key", "sigv4_canonical_requests"]
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 TERMINATOR = "aws4_request"
@@ -51,12 +51,16 @@ def signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
     return key
 
 
-def sigv4_canonical_request(request: Request, parts: SignedParts, payload_hash: str, *, raw_query: bool = False) -> str:
+def sigv4_canonical_requests(request: Request, parts: SignedParts, payload_hash: str) -> list[str]:
+    """The canonical request with the RFC 3986 query, then (if different) with the query as botocore signs
+    a URL's own query string: verbatim. botocore uses the first for ``params=`` and the second otherwise."""
     exclude = "X-Amz-Signature" if parts.expires is not None else None
-    query = (sigv4_raw_query if raw_query else sigv4_canonical_query)(request.query, exclude=exclude)
-    uri = sigv4_canonical_uri(request.path, s3=parts.service in S3_SERVICES)
+    normal = sigv4_canonical_query(request.query, exclude=exclude)
+    raw = sigv4_raw_query(request.query, exclude=exclude)
+    head = f"{request.method}\n{sigv4_canonical_uri(request.path, s3=parts.service in S3_SERVICES)}\n"
     headers = sigv4_canonical_headers(request.headers, parts.signed_headers)
-    return f"{request.method}\n{uri}\n{query}\n{headers}\n{';'.join(parts.signed_headers)}\n{payload_hash}"
+    tail = f"\n{headers}\n{';'.join(parts.signed_headers)}\n{payload_hash}"
+    return [head + normal + tail] if raw == normal else [head + normal + tail, head + raw + tail]
 
 
 def _split_credential(credential: str) -> tuple[str, str, str, str]:
@@ -75,10 +79,10 @@ class SigV4(Scheme):
     token_header = "x-amz-security-token"
 
     def parse(self, request: Request) -> SignedParts:
-        params = parse_auth_params(
-            request.headers["authorization"].partition(" ")[2], ("Credential", "SignedHeaders", "Signature")
+        credential, signed_headers, signature = auth_fields(
+            request.headers["authorization"].partition(" ")[2], "Credential", asymmetric=False
         )
-        access_key, scope_date, region, service = _split_credential(params["Credential"])
+        access_key, scope_date, region, service = _split_credential(credential)
         headers = request.headers
         if "x-amz-date" in headers:
             date, source = headers["x-amz-date"], "x-amz-date"
@@ -95,8 +99,8 @@ class SigV4(Scheme):
         return SignedParts(
             algorithm=ALGORITHM,
             access_key=access_key,
-            signed_headers=parse_signed_headers(params["SignedHeaders"]),
-            signature=check_hex_signature(params["Signature"], asymmetric=False),
+            signed_headers=signed_headers,
+            signature=signature,
             date=date,
             timestamp=timestamp,
             date_source=source,
@@ -107,13 +111,10 @@ class SigV4(Scheme):
         )
 
     def canonical_requests(self, request: Request, parts: SignedParts, payload_hash: str) -> list[str]:
-        # botocore signs a URL's own query verbatim but params= in RFC 3986 form: accept either.
-        normal = sigv4_canonical_request(request, parts, payload_hash)
-        raw = sigv4_canonical_request(request, parts, payload_hash, raw_query=True)
-        return [normal] if raw == normal else [normal, raw]
+        return sigv4_canonical_requests(request, parts, payload_hash)
 
     def canonical_request(self, request: Request, parts: SignedParts, payload_hash: str) -> str:
-        return sigv4_canonical_request(request, parts, payload_hash, raw_query=True)
+        return sigv4_canonical_requests(request, parts, payload_hash)[-1]  # botocore signs a URL's query as is
 
     def string_to_sign(self, parts: SignedParts, canonical_request: str) -> str:
         digest = SHA256.hex(canonical_request.encode("utf-8", "surrogateescape"))
