@@ -85,7 +85,7 @@ def target_of(url: str) -> str:
     return split.path + (f"?{split.query}" if split.query else "")
 
 
-def sign(scheme: str, method: str = "GET", body: bytes = b"", url: str = URL) -> SignedHttpRequest:
+def sign(scheme: str, method: str = "GET", body: bytes = b"", url: str = URL, at: int = AT) -> SignedHttpRequest:
     """authmw's client signer on the workload (region and service only for the scoped schemes)."""
     scoped = scheme in ("V11-HMAC-SHA256", "AWS4-HMAC-SHA256")
     return sign_request(
@@ -98,13 +98,13 @@ def sign(scheme: str, method: str = "GET", body: bytes = b"", url: str = URL) ->
         scheme=scheme,
         region=REGION if scoped else None,
         service=SERVICE if scoped else None,
-        at=AT,
+        at=at,
     )
 
 
-def signed(scheme: str, method: str = "GET", body: bytes = b"", url: str = URL) -> Request:
+def signed(scheme: str, method: str = "GET", body: bytes = b"", url: str = URL, at: int = AT) -> Request:
     """A request signed by authmw's client signer, as the server would receive it."""
-    out = sign(scheme, method, body, url)
+    out = sign(scheme, method, body, url, at)
     return Request.build(out.method, target_of(out.url), list(out.headers.items()), out.body)
 
 
@@ -303,7 +303,23 @@ def replay_cases() -> list[Case]:
     def with_guard() -> Callable[[Request], object]:
         return verifier(replay_guard=ReplayGuard(clock=lambda: AT)).verify
 
+    cold: list[Request] = []
+
+    def cold_requests(n: int) -> list[Request]:
+        # A new path, query and signing second for every request: the path, query and date caches all miss.
+        while len(cold) < n:
+            i = len(cold)
+            url = f"{URL.partition('?')[0]}/job-{i}?limit=10&offset={i}"
+            cold.append(signed("SDK-HMAC-SHA256", url=url, at=AT - i % 800))
+        return cold[:n]
+
     return [
+        Case(
+            "verify SDK-HMAC-SHA256, distinct path, query and date (cold caches)",
+            "guard",
+            each_of(cold_requests, lambda: verifier().verify),
+            FLOOR_SMALL,
+        ),
         Case(
             "verify SDK-HMAC-SHA256, distinct small GETs, no guard",
             "guard",

@@ -151,13 +151,14 @@ def test_streaming_trailer_needs_aws_chunked_body() -> None:
 
 def test_unknown_key_and_wrong_signature_are_indistinguishable(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    original = Scheme.verify
+    scheme_class = type(SCHEMES["SDK-HMAC-SHA256"])
+    original = scheme_class.verify
 
     def spy(self: Scheme, key: AccessKey, parts, string_to_sign: str) -> bool:  # type: ignore[no-untyped-def]
         calls.append(key.access_key)
         return original(self, key, parts, string_to_sign)
 
-    monkeypatch.setattr(Scheme, "verify", spy)
+    monkeypatch.setattr(scheme_class, "verify", spy)
     failures = []
     for keys in ({AK: "wrong-secret"}, {"OTHER": SK}):
         with pytest.raises(errors.AuthmwError) as raised:
@@ -387,3 +388,27 @@ def test_credential_scope_can_be_restricted(scheme: str) -> None:
     assert code_of(verifier(regions={"cn-east-3"}), request) == "credential_scope_mismatch"
     assert code_of(verifier(services={"obs"}), request) == "credential_scope_mismatch"
     verifier(regions={"cn-east-3"}).verify(signed())  # SDK-HMAC-SHA256 has no scope to restrict
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        ("Access=" + AK, "Access=" + "A" * 129),
+        ("Access=" + AK, "Access=AK\u00e9"),
+        ("Access=" + AK, "Access=a/b"),
+        ("SignedHeaders=", "SignedHeaders=" + "x;" * 1100),
+    ],
+    ids=["long-access-key", "non-ascii-access-key", "slash-in-access-key", "huge-signed-headers"],
+)
+def test_client_chosen_identifiers_are_bounded(change: tuple[str, str]) -> None:
+    # They key bounded caches (derived keys, parsed header lists): their size must be bounded as well.
+    request = signed()
+    authorization = request.headers["authorization"].replace(*change)
+    assert code_of(verifier(), with_headers(request, authorization=authorization)) == "malformed_authorization"
+
+
+@pytest.mark.parametrize("scheme", ["V11-HMAC-SHA256", "AWS4-HMAC-SHA256"])
+def test_scope_parts_are_bounded(scheme: str) -> None:
+    request = signed(scheme)
+    authorization = request.headers["authorization"].replace("/cn-north-4/", "/" + "r" * 200 + "/")
+    assert code_of(verifier(), with_headers(request, authorization=authorization)) == "malformed_authorization"

@@ -17,10 +17,14 @@ __all__ = [
     "SignedParts",
     "auth_fields",
     "check_hex_signature",
+    "check_identifier",
     "parse_auth_params",
     "parse_signed_headers",
 ]
 
+#: Limits on client-chosen identifiers: they key bounded caches, so their size must be bounded too.
+MAX_SIGNED_HEADERS_LENGTH = 2048
+_IDENTIFIER = re.compile(r"[A-Za-z0-9._~+-]{1,128}").fullmatch
 _MAC_HEX = r"[0-9a-f]{64}"
 _DER_HEX = r"(?:[0-9a-f]{2}){8,80}"  # a DER-encoded (r, s) pair
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+").fullmatch
@@ -62,10 +66,19 @@ def parse_auth_params(value: str, expected: tuple[str, ...]) -> dict[str, str]:
 
 @lru_cache(maxsize=512)
 def parse_signed_headers(value: str) -> tuple[str, ...]:
+    if len(value) > MAX_SIGNED_HEADERS_LENGTH:
+        raise MalformedAuthorization("SignedHeaders too long")
     names = tuple(value.split(";"))
     if len(set(names)) != len(names) or not all(_HEADER_NAME(name) for name in names):
         raise MalformedAuthorization("SignedHeaders must list distinct lower-case header names")
     return names
+
+
+def check_identifier(value: str, what: str) -> str:
+    """Access keys, regions and services: 1-128 characters of ``A-Z a-z 0-9 . _ ~ + -``."""
+    if not _IDENTIFIER(value):
+        raise MalformedAuthorization(f"malformed {what}")
+    return value
 
 
 def check_hex_signature(signature: str, *, asymmetric: bool) -> str:

@@ -32,11 +32,21 @@ __all__ = [
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9_.~/-]*").fullmatch
 _PLAIN_QUERY = re.compile(r"[A-Za-z0-9_.~=&-]*").fullmatch
 _EPOCH = datetime(1970, 1, 1)
-_CACHED_QUERY = 256  # longer queries are rare and would crowd the cache
+_CACHED_LENGTH = 256  # longer paths and queries are rare; caching them would only cost memory
 
 
 def huawei_canonical_uri(path: str) -> str:
     """Huawei: decode, split on ``/`` (so ``%2F`` separates), re-encode each segment, end with ``/``."""
+    # The same resource paths and list queries recur: short ones are cached (bounded in count and size).
+    return _huawei_uri_cached(path) if len(path) <= _CACHED_LENGTH else _huawei_uri(path)
+
+
+@lru_cache(maxsize=1024)
+def _huawei_uri_cached(path: str) -> str:
+    return _huawei_uri(path)
+
+
+def _huawei_uri(path: str) -> str:
     if not _PLAIN_PATH(path):
         path = "/".join(quote(segment, safe="~") for segment in unquote(path).split("/"))
     return path if path.endswith("/") else path + "/"
@@ -55,7 +65,7 @@ def huawei_canonical_query(query: str) -> str:
     """Huawei: decoded ``(key, value)`` pairs (``+`` stays ``+``), empty keys dropped, sorted, re-encoded."""
     if not query:
         return ""
-    return _huawei_query_cached(query) if len(query) <= _CACHED_QUERY else _huawei_query(query)
+    return _huawei_query_cached(query) if len(query) <= _CACHED_LENGTH else _huawei_query(query)
 
 
 @lru_cache(maxsize=1024)

@@ -6,6 +6,7 @@ and how the signature is made from the AK/SK pair.
 
 from __future__ import annotations
 
+import hmac
 from functools import lru_cache
 
 from authmw.errors import CredentialScopeMismatch, MalformedAuthorization, MissingDate
@@ -15,6 +16,7 @@ from authmw.signing.base import (
     Scheme,
     SignedParts,
     auth_fields,
+    check_identifier,
 )
 from authmw.signing.canonical import (
     huawei_canonical_headers,
@@ -43,11 +45,13 @@ def huawei_canonical_requests(request: Request, signed_headers: tuple[str, ...],
     sort of decoded strings does not reproduce; its wire query *is* its canonical query, so it is tried too.
     """
     query = huawei_canonical_query(request.query)
-    head = f"{request.method}\n{huawei_canonical_uri(request.path)}\n"
-    tail = f"\n{huawei_canonical_headers(request.headers, signed_headers)}\n{';'.join(signed_headers)}\n{payload_hash}"
-    if query != request.query:
-        return [head + query + tail, head + request.query + tail]
-    return [head + query + tail]
+    uri = huawei_canonical_uri(request.path)
+    headers = huawei_canonical_headers(request.headers, signed_headers)
+    names = ";".join(signed_headers)
+    normal = f"{request.method}\n{uri}\n{query}\n{headers}\n{names}\n{payload_hash}"
+    if query == request.query:
+        return [normal]
+    return [normal, f"{request.method}\n{uri}\n{request.query}\n{headers}\n{names}\n{payload_hash}"]
 
 
 @lru_cache(maxsize=4096)
@@ -70,21 +74,18 @@ class HuaweiHmac(Scheme):
         self.payload_header = payload_header
 
     def _parts(self, request: Request, first: str) -> tuple[SignedParts, str]:
+        headers = request.headers
         ident, signed_headers, signature = auth_fields(
-            request.headers["authorization"].partition(" ")[2], first, asymmetric=self._asymmetric
+            headers["authorization"].partition(" ")[2], first, asymmetric=self._asymmetric
         )
-        date = request.headers.get(DATE_HEADER)
+        date = headers.get(DATE_HEADER)
         if date is None:
             raise MissingDate("X-Sdk-Date header missing")
+        token = headers.get(self.token_header)
+        timestamp = parse_basic_date(date)
+        # Positional (region, service, scope_date filled by V11): the hot path avoids keyword overhead.
         parts = SignedParts(
-            self.algorithm,
-            ident,
-            signed_headers,
-            signature,
-            date,
-            parse_basic_date(date),
-            DATE_HEADER,
-            security_token=request.headers.get(self.token_header),
+            self.algorithm, ident, signed_headers, signature, date, timestamp, DATE_HEADER, None, None, None, token
         )
         return parts, ident
 
@@ -96,6 +97,11 @@ class HuaweiHmac(Scheme):
 
     def sign(self, key: AccessKey, parts: SignedParts, string_to_sign: str) -> str:
         return self.digest.mac(key.secret_key.encode(), string_to_sign.encode()).hex()
+
+    def verify(self, key: AccessKey, parts: SignedParts, string_to_sign: str) -> bool:
+        # sign() inlined: this is the hot path of the default scheme.
+        mac = self.digest.mac(key.secret_key.encode(), string_to_sign.encode())
+        return hmac.compare_digest(mac.hex(), parts.signature)
 
 
 class HuaweiDerived(HuaweiHmac):
@@ -110,6 +116,8 @@ class HuaweiDerived(HuaweiHmac):
         if len(scope) != 4 or not all(scope):
             raise MalformedAuthorization("Credential must be AK/date/region/service")
         access_key, scope_date, region, service = scope
+        for value, what in ((access_key, "access key"), (region, "region"), (service, "service")):
+            check_identifier(value, what)
         if scope_date != parts.date[:8]:
             raise CredentialScopeMismatch("credential date differs from X-Sdk-Date")
         return parts._replace(access_key=access_key, region=region, service=service, scope_date=scope_date)
@@ -117,6 +125,8 @@ class HuaweiDerived(HuaweiHmac):
     def string_to_sign(self, parts: SignedParts, canonical_request: str) -> str:
         digest = self.digest.hex(canonical_request.encode("utf-8", "surrogateescape"))
         return f"{self.algorithm}\n{parts.date}\n{parts.scope}\n{digest}"
+
+    verify = Scheme.verify  # compares with sign() below, not with an HMAC keyed by the secret itself
 
     def sign(self, key: AccessKey, parts: SignedParts, string_to_sign: str) -> str:
         signing_key = derived_key(key.access_key, key.secret_key, parts.scope)

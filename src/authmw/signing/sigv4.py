@@ -12,6 +12,7 @@ from authmw.signing.base import (
     SignedParts,
     auth_fields,
     check_hex_signature,
+    check_identifier,
     parse_signed_headers,
 )
 from authmw.signing.canonical import (
@@ -67,6 +68,8 @@ def _split_credential(credential: str) -> tuple[str, str, str, str]:
     scope = credential.rsplit("/", 4)
     if len(scope) != 5 or not all(scope) or scope[4] != TERMINATOR:
         raise MalformedAuthorization("Credential must be AK/date/region/service/aws4_request")
+    for value, what in ((scope[0], "access key"), (scope[2], "region"), (scope[3], "service")):
+        check_identifier(value, what)
     return scope[0], scope[1], scope[2], scope[3]
 
 

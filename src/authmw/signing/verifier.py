@@ -35,7 +35,7 @@ from authmw.errors import (
 )
 from authmw.models import AccessKey, AuthMethod, Credential, Request
 from authmw.signing.awschunked import verify_aws_chunked
-from authmw.signing.base import Scheme, SignedParts
+from authmw.signing.base import Scheme, SignedParts, check_identifier
 from authmw.signing.registry import SCHEMES
 from authmw.signing.sigv4 import S3_SERVICES
 
@@ -247,10 +247,21 @@ class Verifier:
         self._check_signed_headers(scheme, parts, request)
         if parts.region is not None:
             self._check_scope(parts)
-        self._check_time(parts)
+        now = self._clock()
+        if parts.expires is not None:
+            self._check_expiry(parts, now)
+        elif abs(now - parts.timestamp) > self.max_skew:
+            raise DateOutOfWindow(f"request time differs from server time by more than {self.max_skew}s")
         payloads, unsigned = self._payload_hashes(scheme, parts, request)
-        key = self._find_key(parts)
+        if parts.security_token is None:
+            key = self._keys.get_access_key(parts.access_key)
+        else:
+            key = self._resolve_token(parts.security_token, parts.access_key)
 
+        if key is None:
+            # Known keys are well-formed by construction; an unknown one is client-chosen and keys the
+            # derived-key caches of the decoy check below, so its size and alphabet are bounded first.
+            check_identifier(parts.access_key, "access key")
         secret = key if key is not None else AccessKey(parts.access_key, self._decoy)
         valid = False
         for payload in payloads:
@@ -299,15 +310,12 @@ class Verifier:
         if self.services is not None and parts.service not in self.services:
             raise CredentialScopeMismatch("credential scope names another service")
 
-    def _check_time(self, parts: SignedParts) -> None:
-        now = self._clock()
-        if parts.expires is not None:
-            if parts.timestamp - now > self.max_skew:
-                raise DateOutOfWindow("presigned URL dated in the future")
-            if now > parts.timestamp + parts.expires:
-                raise PresignedUrlExpired("presigned URL expired")
-        elif abs(now - parts.timestamp) > self.max_skew:
-            raise DateOutOfWindow(f"request time differs from server time by more than {self.max_skew}s")
+    def _check_expiry(self, parts: SignedParts, now: float) -> None:
+        assert parts.expires is not None
+        if parts.timestamp - now > self.max_skew:
+            raise DateOutOfWindow("presigned URL dated in the future")
+        if now > parts.timestamp + parts.expires:
+            raise PresignedUrlExpired("presigned URL expired")
 
     def _payload_hashes(self, scheme: Scheme, parts: SignedParts, request: Request) -> tuple[list[str], bool]:
         """Payload hash candidates for the canonical request, after checking any signed digest."""
@@ -345,14 +353,11 @@ class Verifier:
         if len(body) > self.max_body:
             raise BodyTooLarge(f"signed body larger than {self.max_body} bytes")
 
-    def _find_key(self, parts: SignedParts) -> AccessKey | None:
-        token = parts.security_token
-        if token is None:
-            return self._keys.get_access_key(parts.access_key)
+    def _resolve_token(self, token: str, access_key: str) -> AccessKey:
         if self._tokens is None:
             raise InvalidSecurityToken("temporary credentials are not enabled")
-        key = self._tokens.resolve(token, parts.access_key)
-        if key.access_key != parts.access_key:
+        key = self._tokens.resolve(token, access_key)
+        if key.access_key != access_key:
             raise InvalidSecurityToken("security token belongs to another access key")
         return key
 
