@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from authmw.errors import InvalidSecurityToken
-from authmw.models import AccessKey
+from tokens import OneToken
 
 SHARED = Path(os.environ.get("AUTHMW_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 SIGNING = SHARED / "conformance" / "signing"
@@ -55,16 +54,9 @@ class Vector:
         return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
-class VectorTokens:
+def vector_tokens(vector: Vector) -> OneToken:
     """Security-token resolver for a vector: accepts exactly its token, bound to its access key."""
-
-    def __init__(self, vector: Vector) -> None:
-        self.record = vector.record
-
-    def resolve(self, token: str, access_key: str) -> AccessKey:
-        if token != self.record["security_token"] or access_key != self.record["access_key"]:
-            raise InvalidSecurityToken("unknown token")
-        return AccessKey(access_key, self.record["secret_key"], temporary=True)
+    return OneToken(vector.record["security_token"], vector.record["access_key"], vector.record["secret_key"])
 
 
 def load(name: str) -> Iterator[Vector]:

@@ -6,14 +6,14 @@ import pytest
 
 from authmw.rawhttp import parse_raw_request
 from authmw.signing import Verifier
-from vectors import Vector, VectorTokens, load
+from vectors import Vector, load, vector_tokens
 
 POSITIVE = list(load("signed_requests.jsonl"))
 NEGATIVE = list(load("signed_requests_negative.jsonl"))
 
 
 def _inspect(vector: Vector):
-    verifier = Verifier(keys=vector.keys, clock=lambda: vector.signed_at, security_tokens=VectorTokens(vector))
+    verifier = Verifier(keys=vector.keys, clock=lambda: vector.signed_at, security_tokens=vector_tokens(vector))
     return verifier.inspect(parse_raw_request(vector.wire()))
 
 

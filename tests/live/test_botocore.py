@@ -25,10 +25,11 @@ import requests
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse, create_request_object, prepare_request_dict
 from botocore.httpchecksum import apply_request_checksum
 
-from authmw.errors import AuthmwError, InvalidSecurityToken
-from authmw.models import AccessKey, AuthMethod, Credential, Request
+from authmw.errors import AuthmwError
+from authmw.models import AuthMethod, Credential, Request
 from authmw.rawhttp import parse_raw_request
 from authmw.signing import Verifier
+from tokens import OneToken
 from wire import (
     CaptureServer,
     botocore_wire,
@@ -53,17 +54,8 @@ PRESIGNED = "AWS4-HMAC-SHA256-PRESIGNED"
 AUTHS = {"SigV4Auth": "modelarts", "S3SigV4Auth": "s3"}
 
 
-class Tokens:
-    """Security-token resolver that knows exactly one session token, bound to :data:`AK`."""
-
-    def resolve(self, token: str, access_key: str) -> AccessKey:
-        if token != TOKEN or access_key != AK:
-            raise InvalidSecurityToken("unknown token")
-        return AccessKey(access_key, SK, temporary=True)
-
-
 def make_verifier(*, at: float = NOW, **options: Any) -> Verifier:
-    options.setdefault("security_tokens", Tokens())
+    options.setdefault("security_tokens", OneToken(TOKEN, AK, SK))
     return Verifier(keys={AK: SK}, clock=lambda: at, **options)
 
 

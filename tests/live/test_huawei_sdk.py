@@ -20,10 +20,11 @@ import pytest
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.signer import signer as sdk_signer
 
-from authmw.errors import AuthmwError, InvalidSecurityToken
-from authmw.models import AccessKey, AuthMethod, Credential, Request
+from authmw.errors import AuthmwError
+from authmw.models import AuthMethod, Credential, Request
 from authmw.rawhttp import parse_raw_request
 from authmw.signing import ReplayGuard, Verifier
+from tokens import OneToken
 from wire import HUAWEI_SIGNERS, CaptureServer, huawei_wire, parse_raw
 
 pytestmark = pytest.mark.live
@@ -45,18 +46,9 @@ SM2_SHORT_X_AK = "HPUASM2ZA0176"
 SM2_SHORT_Y_AK = "HPUASM2ZA0108"
 
 
-class Tokens:
-    """Security-token resolver that knows exactly one token, bound to :data:`AK`."""
-
-    def resolve(self, token: str, access_key: str) -> AccessKey:
-        if token != TOKEN or access_key != AK:
-            raise InvalidSecurityToken("unknown token")
-        return AccessKey(access_key, SK, temporary=True)
-
-
 def make_verifier(*, at: float = NOW, **options: Any) -> Verifier:
     keys = {AK: SK, SM2_SHORT_X_AK: SM2_SK, SM2_SHORT_Y_AK: SM2_SK}
-    options.setdefault("security_tokens", Tokens())
+    options.setdefault("security_tokens", OneToken(TOKEN, AK, SK))
     return Verifier(keys=keys, clock=lambda: at, **options)
 
 

@@ -29,10 +29,10 @@ from huaweicloudsdkcore.signer.signer import P256SHA256Signer, SM2SM3Signer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authmw.errors import InvalidSecurityToken
-from authmw.models import AccessKey, AuthMethod, Request
+from authmw.models import AuthMethod, Request
 from authmw.rawhttp import parse_raw_request
 from authmw.signing import SignedHttpRequest, Verifier, presign_url, sign_request
+from tokens import OneToken
 from wire import CaptureServer, frozen_time
 
 pytestmark = pytest.mark.live
@@ -53,15 +53,8 @@ SM2_SHORT_Y_AK = "HPUASM2ZA0108"
 KEYS = {AK: SK, SM2_SHORT_X_AK: SM2_SK, SM2_SHORT_Y_AK: SM2_SK}
 
 
-class Tokens:
-    def resolve(self, token: str, access_key: str) -> AccessKey:
-        if token != TOKEN or access_key != AK:
-            raise InvalidSecurityToken("unknown token")
-        return AccessKey(access_key, SK, temporary=True)
-
-
 def make_verifier(*, at: float = NOW, **options: Any) -> Verifier:
-    return Verifier(keys=KEYS, clock=lambda: at, security_tokens=Tokens(), **options)
+    return Verifier(keys=KEYS, clock=lambda: at, security_tokens=OneToken(TOKEN, AK, SK), **options)
 
 
 # --------------------------------------------------------------------------- header signing parity
