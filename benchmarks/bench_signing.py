@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from authmw.models import AccessKey, AuthMethod, Credential, Request
+from authmw.errors import AuthmwError
+from authmw.models import AuthMethod, Credential, Request
 from authmw.rawhttp import parse_raw_request
 from authmw.signing import SCHEMES, ReplayGuard, SignedHttpRequest, Verifier, presign_url, sign_request
 from authmw.signing.base import check_hex_signature, parse_auth_params, parse_signed_headers
@@ -336,6 +337,27 @@ def replay_cases() -> list[Case]:
     ]
 
 
+def refusal_cases(small: Request) -> list[Case]:
+    """A wrong signature and an unknown access key must cost the same (no timing oracle for key existence)."""
+
+    def refused(verifier: Verifier) -> Callable[[], object]:
+        def call() -> object:
+            try:
+                verifier.verify(small)
+            except AuthmwError as exc:
+                return exc
+            raise AssertionError("expected a refusal")
+
+        return call
+
+    wrong = Verifier(keys={ACCESS_KEY: SECRET_KEY + "x"}, clock=lambda: AT)
+    unknown = Verifier(keys={"SOMEONE-ELSE": SECRET_KEY}, clock=lambda: AT)
+    return [
+        Case("refuse SDK-HMAC-SHA256 small GET: wrong signature", "refusal", same_op(refused(wrong))),
+        Case("refuse SDK-HMAC-SHA256 small GET: unknown access key", "refusal", same_op(refused(unknown))),
+    ]
+
+
 def parse_cases(small: Request) -> list[Case]:
     header_list = list(small.headers.items())
     raw = raw_http(small)
@@ -423,6 +445,7 @@ def all_cases() -> list[Case]:
         floor_cases(small, body)
         + verify_cases(body)
         + replay_cases()
+        + refusal_cases(small)
         + parse_cases(small)
         + client_cases()
         + (peer_cases())
@@ -639,9 +662,8 @@ def breakdown_cases() -> list[Case]:
     payload = SHA256.empty
     canonical = scheme.canonical_requests(request, parts, payload)[0]
     to_sign = scheme.string_to_sign(parts, canonical)
-    key = AccessKey(ACCESS_KEY, SECRET_KEY)
     secret = SECRET_KEY.encode()
-    mac = scheme.sign(key, parts, to_sign)
+    mac = scheme.sign(SECRET_KEY, parts, to_sign)
 
     def credential() -> Credential:
         return Credential(
@@ -674,7 +696,7 @@ def breakdown_cases() -> list[Case]:
         ("3c  huawei_canonical_headers", huawei_canonical_headers, (request.headers, parts.signed_headers)),
         ("4 scheme.string_to_sign (total)", scheme.string_to_sign, (parts, canonical)),
         ("4a  sha256 hex of the canonical request", SHA256.hex, (canonical.encode(),)),
-        ("5 scheme.verify (total)", scheme.verify, (key, parts, to_sign)),
+        ("5 scheme.verify (total)", scheme.verify, (SECRET_KEY, parts, to_sign)),
         ("5a  hmac.digest sha256", hmac.digest, (secret, to_sign.encode(), "sha256")),
         ("5b  hmac.compare_digest", hmac.compare_digest, (mac, parts.signature)),
         ("6 Credential(...)", credential, ()),

@@ -150,13 +150,13 @@ def test_streaming_trailer_needs_aws_chunked_body() -> None:
 
 
 def test_unknown_key_and_wrong_signature_are_indistinguishable(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
+    calls: list[tuple[str, str]] = []
     scheme_class = type(SCHEMES["SDK-HMAC-SHA256"])
     original = scheme_class.verify
 
-    def spy(self: Scheme, key: AccessKey, parts, string_to_sign: str) -> bool:  # type: ignore[no-untyped-def]
-        calls.append(key.access_key)
-        return original(self, key, parts, string_to_sign)
+    def spy(self: Scheme, secret: str, parts, string_to_sign: str) -> bool:  # type: ignore[no-untyped-def]
+        calls.append((parts.access_key, secret))
+        return original(self, secret, parts, string_to_sign)
 
     monkeypatch.setattr(scheme_class, "verify", spy)
     failures = []
@@ -167,7 +167,9 @@ def test_unknown_key_and_wrong_signature_are_indistinguishable(monkeypatch: pyte
     assert [type(f) for f in failures] == [errors.SignatureMismatch] * 2
     assert failures[0].detail == failures[1].detail
     assert failures[0].to_dict() == failures[1].to_dict()
-    assert calls == [AK, AK], "the unknown key must still be checked against a decoy secret"
+    assert [ak for ak, _ in calls] == [AK, AK], "the unknown key must still be checked, against a decoy secret"
+    assert calls[0][1] == "wrong-secret"
+    assert calls[1][1] not in {SK, "wrong-secret"}
 
 
 class Tokens:

@@ -9,7 +9,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from authmw.errors import MalformedAuthorization
-from authmw.models import AccessKey, Request
+from authmw.models import Request
 from authmw.signing.digests import Digest
 
 __all__ = [
@@ -76,7 +76,7 @@ def parse_signed_headers(value: str) -> tuple[str, ...]:
 
 def check_identifier(value: str, what: str) -> str:
     """Access keys, regions and services: 1-128 characters of ``A-Z a-z 0-9 . _ ~ + -``."""
-    if not _IDENTIFIER(value):
+    if not ((value.isascii() and value.isalnum() and len(value) <= 128) or _IDENTIFIER(value)):
         raise MalformedAuthorization(f"malformed {what}")
     return value
 
@@ -144,9 +144,9 @@ class Scheme(abc.ABC):
         return f"{self.algorithm}\n{parts.date}\n{digest}"
 
     @abc.abstractmethod
-    def sign(self, key: AccessKey, parts: SignedParts, string_to_sign: str) -> str:
-        """The signature the holder of ``key`` would send."""
+    def sign(self, secret_key: str, parts: SignedParts, string_to_sign: str) -> str:
+        """The signature the holder of ``secret_key`` (and ``parts.access_key``) would send."""
 
-    def verify(self, key: AccessKey, parts: SignedParts, string_to_sign: str) -> bool:
+    def verify(self, secret_key: str, parts: SignedParts, string_to_sign: str) -> bool:
         """Constant-time comparison for MAC schemes; asymmetric schemes override."""
-        return hmac.compare_digest(self.sign(key, parts, string_to_sign), parts.signature)
+        return hmac.compare_digest(self.sign(secret_key, parts, string_to_sign), parts.signature)

@@ -10,7 +10,7 @@ import hmac
 from functools import lru_cache
 
 from authmw.errors import CredentialScopeMismatch, MalformedAuthorization, MissingDate
-from authmw.models import AccessKey, Request
+from authmw.models import Request
 from authmw.signing import ec
 from authmw.signing.base import (
     Scheme,
@@ -90,17 +90,19 @@ class HuaweiHmac(Scheme):
         return parts, ident
 
     def parse(self, request: Request) -> SignedParts:
-        return self._parts(request, "Access")[0]
+        parts, access_key = self._parts(request, "Access")
+        check_identifier(access_key, "access key")
+        return parts
 
     def canonical_requests(self, request: Request, parts: SignedParts, payload_hash: str) -> list[str]:
         return huawei_canonical_requests(request, parts.signed_headers, payload_hash)
 
-    def sign(self, key: AccessKey, parts: SignedParts, string_to_sign: str) -> str:
-        return self.digest.mac(key.secret_key.encode(), string_to_sign.encode()).hex()
+    def sign(self, secret_key: str, parts: SignedParts, string_to_sign: str) -> str:
+        return self.digest.mac(secret_key.encode(), string_to_sign.encode()).hex()
 
-    def verify(self, key: AccessKey, parts: SignedParts, string_to_sign: str) -> bool:
+    def verify(self, secret_key: str, parts: SignedParts, string_to_sign: str) -> bool:
         # sign() inlined: this is the hot path of the default scheme.
-        mac = self.digest.mac(key.secret_key.encode(), string_to_sign.encode())
+        mac = self.digest.mac(secret_key.encode(), string_to_sign.encode())
         return hmac.compare_digest(mac.hex(), parts.signature)
 
 
@@ -128,8 +130,8 @@ class HuaweiDerived(HuaweiHmac):
 
     verify = Scheme.verify  # compares with sign() below, not with an HMAC keyed by the secret itself
 
-    def sign(self, key: AccessKey, parts: SignedParts, string_to_sign: str) -> str:
-        signing_key = derived_key(key.access_key, key.secret_key, parts.scope)
+    def sign(self, secret_key: str, parts: SignedParts, string_to_sign: str) -> str:
+        signing_key = derived_key(parts.access_key, secret_key, parts.scope)
         return SHA256.mac(signing_key, string_to_sign.encode()).hex()
 
 
@@ -141,11 +143,11 @@ class HuaweiEcdsa(HuaweiHmac):
     def __init__(self) -> None:
         super().__init__("SDK-ECDSA-P256-SHA256", SHA256, "x-sdk-content-sha256")
 
-    def sign(self, key: AccessKey, parts: SignedParts, string_to_sign: str) -> str:
-        return ec.p256_sign(key.access_key, key.secret_key, string_to_sign.encode())
+    def sign(self, secret_key: str, parts: SignedParts, string_to_sign: str) -> str:
+        return ec.p256_sign(parts.access_key, secret_key, string_to_sign.encode())
 
-    def verify(self, key: AccessKey, parts: SignedParts, string_to_sign: str) -> bool:
-        return ec.p256_verify(key.access_key, key.secret_key, string_to_sign.encode(), parts.signature)
+    def verify(self, secret_key: str, parts: SignedParts, string_to_sign: str) -> bool:
+        return ec.p256_verify(parts.access_key, secret_key, string_to_sign.encode(), parts.signature)
 
 
 class HuaweiSm2(HuaweiHmac):
@@ -156,8 +158,8 @@ class HuaweiSm2(HuaweiHmac):
     def __init__(self) -> None:
         super().__init__("SDK-SM2-SM3", SM3, "x-sdk-content-sm3")
 
-    def sign(self, key: AccessKey, parts: SignedParts, string_to_sign: str) -> str:
-        return ec.sm2_sign(key.access_key, key.secret_key, string_to_sign.encode())
+    def sign(self, secret_key: str, parts: SignedParts, string_to_sign: str) -> str:
+        return ec.sm2_sign(parts.access_key, secret_key, string_to_sign.encode())
 
-    def verify(self, key: AccessKey, parts: SignedParts, string_to_sign: str) -> bool:
-        return ec.sm2_verify(key.access_key, key.secret_key, string_to_sign.encode(), parts.signature)
+    def verify(self, secret_key: str, parts: SignedParts, string_to_sign: str) -> bool:
+        return ec.sm2_verify(parts.access_key, secret_key, string_to_sign.encode(), parts.signature)

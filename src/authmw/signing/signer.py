@@ -9,7 +9,7 @@ from datetime import datetime
 from urllib.parse import SplitResult, quote, urlsplit, urlunsplit
 
 from authmw.errors import ConfigurationError
-from authmw.models import AccessKey, Request
+from authmw.models import Request
 from authmw.signing.base import SignedParts
 from authmw.signing.canonical import format_basic_date, huawei_canonical_query
 from authmw.signing.registry import SCHEMES
@@ -150,7 +150,7 @@ def sign_request(
     )
     canonical = implementation.canonical_request(request, parts, payload_hash)
     string_to_sign = implementation.string_to_sign(parts, canonical)
-    signature = implementation.sign(AccessKey(access_key, secret_key), parts, string_to_sign)
+    signature = implementation.sign(secret_key, parts, string_to_sign)
     if is_sigv4:
         first = f"Credential={access_key}/{parts.scope}/{TERMINATOR}"
     elif scoped:
@@ -211,7 +211,5 @@ def presign_url(
     )
     payload_hash = UNSIGNED_PAYLOAD if service in S3_SERVICES else implementation.digest.empty
     canonical = implementation.canonical_request(request, parts, payload_hash)
-    signature = implementation.sign(
-        AccessKey(access_key, secret_key), parts, implementation.string_to_sign(parts, canonical)
-    )
+    signature = implementation.sign(secret_key, parts, implementation.string_to_sign(parts, canonical))
     return urlunsplit(split._replace(query=f"{query}&X-Amz-Signature={signature}"))

@@ -6,7 +6,7 @@ from functools import lru_cache
 from urllib.parse import unquote_plus
 
 from authmw.errors import CredentialScopeMismatch, MalformedAuthorization, MissingDate
-from authmw.models import AccessKey, Request
+from authmw.models import Request
 from authmw.signing.base import (
     Scheme,
     SignedParts,
@@ -123,9 +123,9 @@ class SigV4(Scheme):
         digest = SHA256.hex(canonical_request.encode("utf-8", "surrogateescape"))
         return f"{ALGORITHM}\n{parts.date}\n{parts.scope}/{TERMINATOR}\n{digest}"
 
-    def sign(self, key: AccessKey, parts: SignedParts, string_to_sign: str) -> str:
+    def sign(self, secret_key: str, parts: SignedParts, string_to_sign: str) -> str:
         assert parts.scope_date and parts.region and parts.service
-        derived = signing_key(key.secret_key, parts.scope_date, parts.region, parts.service)
+        derived = signing_key(secret_key, parts.scope_date, parts.region, parts.service)
         return SHA256.mac(derived, string_to_sign.encode()).hex()
 
 
