@@ -51,6 +51,11 @@ class _TrustedToken:
         return AccessKey(access_key, self._secret, temporary=True)
 
 
+def _printable(text: str) -> str:
+    """Undecodable request bytes (kept as surrogates) shown as escapes rather than crashing the output."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _parse_time(value: str) -> float:
     try:
         moment = datetime.fromisoformat(value)
@@ -95,7 +100,7 @@ def _verify_request(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
         "string_to_sign": result.string_to_sign,
     }
     if args.format == "json":
-        stdout.write(json.dumps(report, ensure_ascii=False) + "\n")
+        stdout.write(json.dumps(report) + "\n")  # ASCII: undecodable request bytes survive any stdout encoding
     else:
         stdout.write(f"{'VALID' if result.valid else 'INVALID'}  scheme={result.scheme or '-'}  ")
         stdout.write(f"access_key={result.access_key or '-'}\n")
@@ -103,8 +108,8 @@ def _verify_request(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
             stdout.write(f"reason: {result.reason}\n")
         if not result.valid and result.canonical_request:
             stdout.write("\n--- canonical request (as authmw computed it) ---\n")
-            stdout.write(result.canonical_request + "\n")
-            stdout.write("--- string to sign ---\n" + result.string_to_sign + "\n")
+            stdout.write(_printable(result.canonical_request) + "\n")
+            stdout.write("--- string to sign ---\n" + _printable(result.string_to_sign) + "\n")
     return EXIT_OK if result.valid else EXIT_INVALID
 
 

@@ -33,7 +33,8 @@ operators go in typed fields and never contain secrets, signatures or canonical 
     ├── PayloadTooLarge (413)
     │   └── BodyTooLarge                body_too_large
     └── ServiceUnavailable (503)
-        └── ReplayCacheFull             replay_cache_full
+        ├── ReplayCacheFull             replay_cache_full
+        └── StoreUnavailable            store_unavailable
 
 :class:`ConfigurationError` is separate: it is raised at start-up for invalid settings, never per request.
 """
@@ -209,6 +210,11 @@ class ServiceUnavailable(AuthmwError):
 class ReplayCacheFull(ServiceUnavailable):
     code = "replay_cache_full"
     message = "too many requests in flight, retry later"
+
+
+class StoreUnavailable(ServiceUnavailable):
+    code = "store_unavailable"
+    message = "identity store unavailable, retry later"
 
 
 def all_error_classes() -> list[type[AuthmwError]]:

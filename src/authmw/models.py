@@ -32,8 +32,8 @@ class Request:
     """An HTTP request as authmw's core sees it: transport-free, already read.
 
     ``path`` and ``query`` are the raw request-target parts as received (percent-encoded, no decoding);
-    ``headers`` maps lower-case names to values, repeated headers joined with ``,`` after trimming.
-    Build one with :meth:`Request.build` rather than the constructor.
+    ``headers`` maps lower-case names to values (a repeated header's values are trimmed and joined with
+    ``,``, as SigV4 canonicalises them); treat it as read-only. Build one with :meth:`Request.build`.
     """
 
     method: str
@@ -60,13 +60,19 @@ class Request:
         path = path.partition("#")[0]
         pairs = headers.items() if isinstance(headers, Mapping) else headers
         merged: dict[str, str] = {}
+        repeated: dict[str, list[str]] = {}
         for raw_name, raw_value in pairs:
-            name = _header(raw_name).lower()
+            name = _header(raw_name)
+            if not name.isascii():  # checked before lower(): "X-Sd\u212a-Date" lower-cases to x-sdk-date
+                raise MalformedRequest("non-ASCII header name")
+            name = name.lower()
             value = _header(raw_value)
             if name in merged:
-                merged[name] = merged[name].strip() + "," + value.strip()
+                repeated.setdefault(name, [merged[name].strip()]).append(value.strip())
             else:
                 merged[name] = value
+        for name, values in repeated.items():
+            merged[name] = ",".join(values)
         return cls(method.upper(), path, query, merged, bytes(body), client)
 
     @property

@@ -90,8 +90,9 @@ def parse_raw_request(data: bytes, *, client: str | None = None) -> Request:
             raise MalformedRequest("bad absolute-form target") from None
         if not absolute.scheme or not absolute.netloc:
             raise MalformedRequest("request-target must be origin-form or absolute-form")
-        if b"host" not in lowered:
-            headers.append((b"Host", absolute.netloc.encode("utf-8", "surrogateescape")))
+        # RFC 9112 §3.2.2: the authority of an absolute-form target replaces any Host header.
+        headers = [(name, value) for name, value in headers if name.lower() != b"host"]
+        headers.append((b"Host", absolute.netloc.encode("utf-8", "surrogateescape")))
         target = (absolute.path or "/").encode("utf-8", "surrogateescape") + (
             b"?" + absolute.query.encode("utf-8", "surrogateescape") if absolute.query else b""
         )

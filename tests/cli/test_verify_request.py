@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -127,3 +128,28 @@ def test_help_lists_every_scheme(capsys: pytest.CaptureFixture[str]) -> None:
         main(["verify-request", "--help"])
     assert exited.value.code == 0
     assert "SDK-HMAC-SHA256" in capsys.readouterr().out
+
+
+def test_undecodable_bytes_never_crash_the_output(tmp_path: Path) -> None:
+    raw = (
+        b"GET /bucket/\xff\xfekey HTTP/1.1\r\nHost: obs.example.com\r\nX-Amz-Date: 20240501T123456Z\r\n"
+        b"Authorization: AWS4-HMAC-SHA256 Credential=AK/20240501/r/s3/aws4_request, SignedHeaders=host;x-amz-date, "
+        b"Signature=" + b"0" * 64 + b"\r\n\r\n"
+    )
+    request = tmp_path / "req.http"
+    request.write_bytes(raw)
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    for fmt in ("json", "text"):
+        argv = ["verify-request", "--file", str(request), "--secret-key", "x", "--at", "2024-05-01T12:34:56Z"]
+        done = subprocess.run(
+            [sys.executable, "-m", "authmw", *argv, "--format", fmt],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+            env=env,
+        )
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr
+        if fmt == "json":
+            assert json.loads(done.stdout)["reason"].startswith("signature_mismatch")

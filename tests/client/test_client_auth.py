@@ -106,3 +106,15 @@ def test_bad_configuration_fails_when_built() -> None:
 
 def test_secret_never_in_repr() -> None:
     assert SK not in repr(HttpxAuth(AK, SK).config)
+
+
+def test_httpx_streamed_body_is_sent_as_unsigned_payload(server: CaptureServer) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b"part one, "
+        yield b"part two"
+
+    mark = server.mark()
+    httpx.post(f"{server.base_url}/upload", content=chunks(), auth=HttpxAuth(AK, SK))
+    raw = server.since(mark)
+    assert b"UNSIGNED-PAYLOAD" in raw
+    assert _verify(raw).unsigned_payload

@@ -226,10 +226,13 @@ def test_replay_guard_refuses_a_second_use_until_the_window_passes() -> None:
     check.verify(request)
     assert code_of(check, request) == "replayed_request"
     check.verify(signed(at=T0 + 1))  # another signature is fine
-    clock.now = T0 + 901
+    clock.now = T0 + 900  # the last second the first request is acceptable: still remembered
+    assert code_of(check, request) == "replayed_request"
+    clock.now = T0 + 903
     assert len(guard) == 2
     guard.remember("probe", T0 + 2000)  # purges what the window no longer protects
     assert len(guard) == 1
+    assert code_of(check, request) == "date_out_of_window"
 
 
 def test_replay_guard_refuses_when_full_rather_than_forgetting() -> None:

@@ -32,7 +32,7 @@ class SigningConfig:
         implementation = SCHEMES.get(self.scheme)
         if implementation is None or implementation.presigned:
             raise ConfigurationError(f"cannot sign requests with scheme {self.scheme!r}")
-        if self.scheme in ("V11-HMAC-SHA256", "AWS4-HMAC-SHA256") and not (self.region and self.service):
+        if implementation.scoped and not (self.region and self.service):
             raise ConfigurationError(f"{self.scheme} needs region and service")
         if not self.access_key or not self.secret_key:
             raise ConfigurationError("access_key and secret_key are required")

@@ -16,10 +16,11 @@ class HttpxAuth(httpx.Auth):
     """Sign requests with an AK/SK pair: ``httpx.Client(auth=HttpxAuth("AK", "SK"))``.
 
     Keyword arguments are those of :class:`SigningConfig` (``scheme``, ``region``, ``service``,
-    ``security_token``, ``unsigned_payload``, ``clock``). Streaming bodies are sent as ``UNSIGNED-PAYLOAD``.
+    ``security_token``, ``unsigned_payload``, ``clock``). Bodies given as bytes, text, JSON or form data are
+    signed; streamed bodies (iterators, files) are not read into memory and go out as ``UNSIGNED-PAYLOAD``.
     """
 
-    requires_request_body = True
+    requires_request_body = False  # httpx has already read non-streamed bodies; streams stay streams
 
     def __init__(self, access_key: str, secret_key: str, **options: Any) -> None:
         self.config = SigningConfig(access_key, secret_key, **options)

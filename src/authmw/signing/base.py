@@ -13,6 +13,7 @@ from authmw.models import Request
 from authmw.signing.digests import Digest
 
 __all__ = [
+    "UNSIGNED_PAYLOAD",
     "Scheme",
     "SignedParts",
     "auth_fields",
@@ -22,6 +23,7 @@ __all__ = [
     "parse_signed_headers",
 ]
 
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 #: Limits on client-chosen identifiers: they key bounded caches, so their size must be bounded too.
 MAX_SIGNED_HEADERS_LENGTH = 2048
 _IDENTIFIER = re.compile(r"[A-Za-z0-9._~+-]{1,128}").fullmatch
@@ -49,6 +51,12 @@ class SignedParts(NamedTuple):
     @property
     def scope(self) -> str:
         return f"{self.scope_date}/{self.region}/{self.service}"
+
+    def __repr__(self) -> str:  # the signature and security token stay out of logs and tracebacks
+        return (
+            f"SignedParts(algorithm={self.algorithm!r}, access_key={self.access_key!r}, "
+            f"signed_headers={self.signed_headers!r}, date={self.date!r}, scope={self.scope_date and self.scope!r})"
+        )
 
 
 def parse_auth_params(value: str, expected: tuple[str, ...]) -> dict[str, str]:
@@ -126,6 +134,12 @@ class Scheme(abc.ABC):
     #: Huawei's SDK hashes an empty body even when ``payload_header`` says otherwise.
     empty_body_hash_wins: bool = False
     presigned: bool = False
+    #: Signing needs a credential scope (``region`` and ``service``).
+    scoped: bool = False
+    #: The signature depends on the access key, not only on the secret (derived or asymmetric keys).
+    keyed_by_access_key: bool = False
+    #: ``STREAMING-UNSIGNED-PAYLOAD-TRAILER`` with an aws-chunked body is a valid payload mode.
+    streaming_payloads: bool = False
 
     @abc.abstractmethod
     def parse(self, request: Request) -> SignedParts:

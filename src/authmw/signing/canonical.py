@@ -32,6 +32,7 @@ __all__ = [
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9_.~/-]*").fullmatch
 _PLAIN_QUERY = re.compile(r"[A-Za-z0-9_.~=&-]*").fullmatch
 _EPOCH = datetime(1970, 1, 1)
+_OWS = " \t"  # HTTP's optional whitespace; other Unicode spaces are content, never stripped
 _CACHED_LENGTH = 256  # longer paths and queries are rare; caching them would only cost memory
 
 
@@ -57,12 +58,14 @@ def _huawei_pairs(query: str) -> list[tuple[str, str]]:
     for item in query.split("&"):
         key, _, value = item.partition("=")
         if key:
-            pairs.append((unquote(key), unquote(value)))
+            # Real Huawei clients never send a raw "+" (they send %2B); applications read one as a space,
+            # so it is canonicalised as a space: a %2B → "+" rewrite then no longer verifies.
+            pairs.append((unquote_plus(key), unquote_plus(value)))
     return pairs
 
 
 def huawei_canonical_query(query: str) -> str:
-    """Huawei: decoded ``(key, value)`` pairs (``+`` stays ``+``), empty keys dropped, sorted, re-encoded."""
+    """Huawei: decoded ``(key, value)`` pairs (a raw ``+`` is a space), empty keys dropped, sorted, re-encoded."""
     if not query:
         return ""
     return _huawei_query_cached(query) if len(query) <= _CACHED_LENGTH else _huawei_query(query)
@@ -90,8 +93,8 @@ def _huawei_query(query: str) -> str:
 
 
 def huawei_canonical_headers(headers: Mapping[str, str], names: tuple[str, ...]) -> str:
-    """Huawei: ``name:value`` with the value stripped (inner whitespace kept), one per line."""
-    return "".join([f"{name}:{headers[name].strip()}\n" for name in names])
+    """Huawei: ``name:value`` with the value stripped of spaces and tabs (inner ones kept), one per line."""
+    return "".join([f"{name}:{headers[name].strip(_OWS)}\n" for name in names])
 
 
 def _remove_dot_segments(path: str) -> str:
@@ -126,9 +129,10 @@ def sigv4_canonical_query(query: str, *, exclude: str | None = None) -> str:
     pairs = []
     for item in query.split("&"):
         key, _, value = item.partition("=")
-        if exclude is not None and key == exclude:
+        name = unquote_plus(key)
+        if name == exclude:
             continue
-        pairs.append((quote(unquote_plus(key), safe="-_.~"), quote(unquote_plus(value), safe="-_.~")))
+        pairs.append((quote(name, safe="-_.~"), quote(unquote_plus(value), safe="-_.~")))
     pairs.sort()
     return "&".join(f"{k}={v}" for k, v in pairs)
 
@@ -140,7 +144,7 @@ def sigv4_raw_query(query: str, *, exclude: str | None = None) -> str:
     pairs = []
     for item in query.split("&"):
         key, _, value = item.partition("=")
-        if exclude is not None and key == exclude:
+        if exclude is not None and unquote_plus(key) == exclude:
             continue
         pairs.append((key, value))
     pairs.sort()

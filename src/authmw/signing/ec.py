@@ -179,6 +179,13 @@ def sm2_sign(access_key: str, secret_key: str, message: bytes) -> str:
             return encode_dss_signature(r, s).hex()
 
 
+@lru_cache(maxsize=16)
+def _sm2_point(access_key: str, secret_key: str, r: int, s: int) -> tuple[_Affine, _Affine | None]:
+    """s·G + (r+s)·P: independent of the message, so every candidate of one request shares it."""
+    _, public = _sm2_keys(access_key, secret_key)
+    return public, _sum(_multiply(s, _SM2_G), _multiply((r + s) % _SM2_N, public))
+
+
 def sm2_verify(access_key: str, secret_key: str, message: bytes, signature_hex: str) -> bool:
     try:
         r, s = decode_dss_signature(bytes.fromhex(signature_hex))
@@ -186,11 +193,9 @@ def sm2_verify(access_key: str, secret_key: str, message: bytes, signature_hex: 
         return False
     if not (0 < r < _SM2_N and 0 < s < _SM2_N):
         return False
-    t = (r + s) % _SM2_N
-    if t == 0:
+    if (r + s) % _SM2_N == 0:
         return False
-    _, public = _sm2_keys(access_key, secret_key)
-    point = _sum(_multiply(s, _SM2_G), _multiply(t, public))
+    public, point = _sm2_point(access_key, secret_key, r, s)
     if point is None:
         return False
     accepted = False

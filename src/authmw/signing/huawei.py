@@ -109,6 +109,8 @@ class HuaweiHmac(Scheme):
 class HuaweiDerived(HuaweiHmac):
     """``V11-HMAC-SHA256``: HMAC with a per-day, per-region, per-service key derived by HKDF."""
 
+    scoped = keyed_by_access_key = True
+
     def __init__(self) -> None:
         super().__init__("V11-HMAC-SHA256", SHA256, "x-sdk-content-sha256")
 
@@ -138,7 +140,7 @@ class HuaweiDerived(HuaweiHmac):
 class HuaweiEcdsa(HuaweiHmac):
     """``SDK-ECDSA-P256-SHA256``: ECDSA with a P-256 key derived from the AK/SK pair."""
 
-    _asymmetric = True
+    _asymmetric = keyed_by_access_key = True
 
     def __init__(self) -> None:
         super().__init__("SDK-ECDSA-P256-SHA256", SHA256, "x-sdk-content-sha256")
@@ -153,7 +155,7 @@ class HuaweiEcdsa(HuaweiHmac):
 class HuaweiSm2(HuaweiHmac):
     """``SDK-SM2-SM3``: SM2 with a key derived from the AK/SK pair; the canonical request is hashed with SM3."""
 
-    _asymmetric = True
+    _asymmetric = keyed_by_access_key = True
 
     def __init__(self) -> None:
         super().__init__("SDK-SM2-SM3", SM3, "x-sdk-content-sm3")

@@ -10,10 +10,7 @@ from authmw.signing.digests import SHA256, SM3, sm3_available
 from authmw.signing.huawei import HuaweiDerived, HuaweiEcdsa, HuaweiHmac, HuaweiSm2
 from authmw.signing.sigv4 import SigV4, SigV4Presigned
 
-__all__ = ["SCHEMES", "SM3_SCHEMES"]
-
-#: Schemes that need SM3 from OpenSSL; absent from :data:`SCHEMES` when it is missing.
-SM3_SCHEMES = frozenset({"SDK-HMAC-SM3", "SDK-SM2-SM3"})
+__all__ = ["SCHEMES"]
 
 
 def _build() -> Mapping[str, Scheme]:

@@ -39,11 +39,12 @@ class ReplayGuard:
         return len(self._expiry)
 
     def remember(self, signature: str, until: float) -> None:
-        """Record ``signature`` until ``until`` (epoch seconds); raise if it is live already or if full."""
+        """Record ``signature`` (any fingerprint of the request) until ``until`` (epoch seconds, inclusive);
+        raise if it is live already or if the guard is full."""
         with self._lock:
             now = self._clock()
             heap, expiry = self._heap, self._expiry
-            while heap and heap[0][0] <= now:
+            while heap and heap[0][0] < now:  # kept through ``until`` itself: no gap at the window's edge
                 del expiry[heapq.heappop(heap)[1]]
             if signature in expiry:
                 raise ReplayedRequest("signature already used")

@@ -10,15 +10,14 @@ from urllib.parse import SplitResult, quote, urlsplit, urlunsplit
 
 from authmw.errors import ConfigurationError
 from authmw.models import Request
-from authmw.signing.base import SignedParts
+from authmw.signing.base import UNSIGNED_PAYLOAD, SignedParts
 from authmw.signing.canonical import format_basic_date, huawei_canonical_query
 from authmw.signing.registry import SCHEMES
 from authmw.signing.sigv4 import ALGORITHM as SIGV4
-from authmw.signing.sigv4 import S3_SERVICES, TERMINATOR
+from authmw.signing.sigv4 import MAX_EXPIRES, PRESIGNED, S3_SERVICES, TERMINATOR
 
 __all__ = ["SignedHttpRequest", "presign_url", "sign_request"]
 
-UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 # Never signed: hop-by-hop headers that proxies may rewrite, and (SigV4) botocore's blacklist.
 _HOP_BY_HOP = frozenset(
     {
@@ -90,7 +89,7 @@ def sign_request(
     implementation = SCHEMES.get(scheme)
     if implementation is None or implementation.presigned:
         raise ConfigurationError(f"cannot sign with {scheme!r}; use presign_url for presigned URLs")
-    scoped = scheme in ("V11-HMAC-SHA256", SIGV4)
+    scoped = implementation.scoped
     if scoped and not (region and service):
         raise ConfigurationError(f"{scheme} needs region and service")
     streamed = body is None
@@ -174,11 +173,9 @@ def presign_url(
     at: datetime | float | None = None,
 ) -> str:
     """A SigV4 presigned URL (as botocore's ``SigV4QueryAuth``/``generate_presigned_url`` build it)."""
-    from authmw.signing.sigv4 import MAX_EXPIRES
-
     if not 0 < expires <= MAX_EXPIRES:
         raise ConfigurationError(f"expires must be 1..{MAX_EXPIRES} seconds")
-    implementation = SCHEMES["AWS4-HMAC-SHA256-PRESIGNED"]
+    implementation = SCHEMES[PRESIGNED]
     split = urlsplit(url)
     timestamp = _epoch(at)
     date = format_basic_date(timestamp)

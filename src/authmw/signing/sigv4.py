@@ -26,10 +26,11 @@ from authmw.signing.canonical import (
 )
 from authmw.signing.digests import SHA256
 
-__all__ = ["S3_SERVICES", "SigV4", "SigV4Presigned", "signing_key", "sigv4_canonical_requests"]
+__all__ = ["PRESIGNED", "S3_SERVICES", "SigV4", "SigV4Presigned", "signing_key", "sigv4_canonical_requests"]
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 TERMINATOR = "aws4_request"
+PRESIGNED = "AWS4-HMAC-SHA256-PRESIGNED"
 #: Services whose signers use the raw path (botocore's ``S3SigV4Auth``) instead of the normalised one.
 S3_SERVICES = frozenset({"s3"})
 #: Longest validity AWS allows for a presigned URL (7 days).
@@ -80,6 +81,7 @@ class SigV4(Scheme):
     digest = SHA256
     payload_header = "x-amz-content-sha256"
     token_header = "x-amz-security-token"
+    scoped = streaming_payloads = True
 
     def parse(self, request: Request) -> SignedParts:
         credential, signed_headers, signature = auth_fields(
@@ -132,7 +134,7 @@ class SigV4(Scheme):
 class SigV4Presigned(SigV4):
     """SigV4 in the query string (botocore ``generate_presigned_url``, ``SigV4QueryAuth``)."""
 
-    name = "AWS4-HMAC-SHA256-PRESIGNED"
+    name = PRESIGNED
     presigned = True
 
     def parse(self, request: Request) -> SignedParts:

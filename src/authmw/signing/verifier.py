@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import unquote_plus
 
@@ -29,15 +30,16 @@ from authmw.errors import (
     SecurityTokenRequired,
     SignatureMismatch,
     SignedHeaderMissing,
+    StoreUnavailable,
     UnsignedPayloadRefused,
     UnsupportedPayload,
     UnsupportedScheme,
 )
 from authmw.models import AccessKey, AuthMethod, Credential, Request
 from authmw.signing.awschunked import verify_aws_chunked
-from authmw.signing.base import Scheme, SignedParts
+from authmw.signing.base import UNSIGNED_PAYLOAD, Scheme, SignedParts
 from authmw.signing.registry import SCHEMES
-from authmw.signing.sigv4 import S3_SERVICES
+from authmw.signing.sigv4 import PRESIGNED, S3_SERVICES
 
 __all__ = [
     "Inspection",
@@ -50,12 +52,15 @@ __all__ = [
 
 logger = logging.getLogger("authmw.signing")
 
-UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 STREAMING_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+# What is left to check of the body once the signature holds (see Verifier._payload_plan).
+_DIGEST, _CHUNKED, _UNSIGNED = "digest", "chunked", "unsigned"
+# Stands in for an unknown access key so the decoy check hits the same derived-key caches every time.
+_DECOY_ACCESS_KEY = "authmw-decoy-access-key"
 DEFAULT_MAX_BODY = 12 * 1024 * 1024
 DEFAULT_MAX_SKEW = 15 * 60
 _HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}").fullmatch
-PRESIGNED = "AWS4-HMAC-SHA256-PRESIGNED"
+_ALGORITHM_NAME = re.compile(r"[A-Z0-9]+(?:-[A-Z0-9]+){1,5}").fullmatch
 _PRESIGN_KEYS = frozenset({"X-Amz-Signature", "X-Amz-Algorithm", "X-Amz-Credential"})
 
 
@@ -106,8 +111,8 @@ class Inspection:
     scheme: str
     access_key: str
     reason: str | None
-    canonical_request: str
-    string_to_sign: str
+    canonical_request: str = field(repr=False)  # holds every signed header value, tokens included
+    string_to_sign: str = field(repr=False)
     credential: Credential | None = None
 
 
@@ -215,8 +220,9 @@ class Verifier:
         except AuthmwError:
             raise
         except (ValueError, LookupError, UnicodeError, OverflowError) as exc:
-            # Defence in depth: no input may surface as anything but an authmw error.
-            logger.warning("unexpected %s while verifying a signature", type(exc).__name__)
+            # Defence in depth: no input may surface as anything but an authmw error. DEBUG, not WARNING:
+            # any client can trigger this, and must not be able to flood the log.
+            logger.debug("unexpected %s while verifying a signature", type(exc).__name__)
             raise MalformedRequest("request could not be parsed") from None
 
     def _select(self, request: Request) -> Scheme:
@@ -234,7 +240,9 @@ class Verifier:
         if scheme is None:
             if name in SCHEMES:
                 raise SchemeDisabled(f"scheme {name} is disabled")
-            raise UnsupportedScheme(f"unsupported scheme {name[:40]!r}")
+            # Named only when it looks like an algorithm: the header might hold a bare token instead.
+            shown = repr(name) if _ALGORITHM_NAME(name) else "(not an algorithm name)"
+            raise UnsupportedScheme(f"unsupported scheme {shown}")
         return scheme
 
     def _verify(self, request: Request, trace: _Trace | None) -> Credential:
@@ -252,29 +260,35 @@ class Verifier:
             self._check_expiry(parts, now)
         elif abs(now - parts.timestamp) > self.max_skew:
             raise DateOutOfWindow(f"request time differs from server time by more than {self.max_skew}s")
-        payloads, unsigned = self._payload_hashes(scheme, parts, request)
-        if parts.security_token is None:
-            key = self._keys.get_access_key(parts.access_key)
-        else:
-            key = self._resolve_token(parts.security_token, parts.access_key)
+        payloads, body_check = self._payload_plan(scheme, parts, request)
+        key = self._find_key(parts)
 
-        secret = key.secret_key if key is not None else self._decoy
-        valid = False
+        if key is not None:
+            secret, checked = key.secret_key, parts
+        else:  # checked against a decoy whose derived keys are cached, so it costs what a known key does
+            secret = self._decoy
+            checked = parts._replace(access_key=_DECOY_ACCESS_KEY) if scheme.keyed_by_access_key else parts
+        matched = ""
         for payload in payloads:
             for canonical in scheme.canonical_requests(request, parts, payload):
                 string_to_sign = scheme.string_to_sign(parts, canonical)
-                if scheme.verify(secret, parts, string_to_sign):  # no early exit: every candidate costs the same
-                    if trace is not None and not valid:
-                        trace.canonical_request, trace.string_to_sign = canonical, string_to_sign
-                    valid = True
+                if scheme.verify(secret, checked, string_to_sign):  # no early exit: each candidate costs the same
+                    if not matched:
+                        matched = string_to_sign
+                        if trace is not None:
+                            trace.canonical_request, trace.string_to_sign = canonical, string_to_sign
                 elif trace is not None and not trace.canonical_request:
                     trace.canonical_request, trace.string_to_sign = canonical, string_to_sign
-        if not valid or key is None:
+        if not matched or key is None:
             raise SignatureMismatch("signature does not match (or unknown access key)")
         if key.temporary and parts.security_token is None:
             raise SecurityTokenRequired("temporary access keys need X-Security-Token")
+        if body_check:  # only now: an unauthenticated request never makes authmw hash or decode its body
+            self._check_body(scheme, request, body_check)
         if self._replay is not None and not scheme.presigned:
-            self._replay.remember(f"{scheme.name}:{parts.signature}", parts.timestamp + self.max_skew)
+            # Keyed by what was signed, not by the signature's bytes: ECDSA signatures are malleable.
+            fingerprint = hashlib.sha256(f"{parts.access_key}\n{matched}".encode()).hexdigest()
+            self._replay.remember(fingerprint, parts.timestamp + self.max_skew + 1)
         return Credential(  # positional: a frozen dataclass builds markedly faster that way (hot path)
             AuthMethod.TEMPORARY if key.temporary else AuthMethod.AKSK,
             scheme.name,
@@ -284,7 +298,7 @@ class Verifier:
             parts.region,
             parts.service,
             parts.security_token,
-            unsigned,
+            body_check in (_UNSIGNED, _CHUNKED),
         )
 
     def _check_signed_headers(self, scheme: Scheme, parts: SignedParts, request: Request) -> None:
@@ -313,8 +327,10 @@ class Verifier:
         if now > parts.timestamp + parts.expires:
             raise PresignedUrlExpired("presigned URL expired")
 
-    def _payload_hashes(self, scheme: Scheme, parts: SignedParts, request: Request) -> tuple[list[str], bool]:
-        """Payload hash candidates for the canonical request, after checking any signed digest."""
+    def _payload_plan(self, scheme: Scheme, parts: SignedParts, request: Request) -> tuple[list[str], str]:
+        """Payload-hash candidates for the canonical request, and what to check of the body once the
+        signature holds: nothing (""), the signed digest, the aws-chunked framing, or nothing but noting
+        that the body is unsigned."""
         body = request.body
         signed = scheme.payload_header in parts.signed_headers
         claimed = request.headers.get(scheme.payload_header) if signed else None
@@ -322,32 +338,55 @@ class Verifier:
             if scheme.presigned and parts.service in S3_SERVICES:
                 if body and not self.allow_unsigned_payload:
                     raise UnsignedPayloadRefused("presigned S3 URLs do not sign the body")
-                return [UNSIGNED_PAYLOAD], bool(body)
+                return [UNSIGNED_PAYLOAD], _UNSIGNED if body else ""
             if not body:
-                return [scheme.digest.empty], False
-            self._check_size(body)
-            return [scheme.digest.hex(body)], False
+                return [scheme.digest.empty], ""
+            self._check_size(body)  # the body hash is part of the canonical request: no way around hashing
+            return [scheme.digest.hex(body)], ""
         if _HEX_DIGEST(claimed):
-            self._check_size(body)
-            if not hmac.compare_digest(scheme.digest.hex(body), claimed.lower()):
-                raise BodyDigestMismatch(f"{scheme.payload_header} does not match the body")
-            return [claimed], False
-        if claimed not in (UNSIGNED_PAYLOAD, STREAMING_TRAILER):
+            return [claimed], _DIGEST
+        streaming = claimed == STREAMING_TRAILER and scheme.streaming_payloads
+        if claimed != UNSIGNED_PAYLOAD and not streaming:
             raise UnsupportedPayload(f"unsupported {scheme.payload_header} value")
         if not body:
             # Nothing is left unsigned. Huawei's SDK then hashes "" while the APIG signer keeps the literal.
-            return ([scheme.digest.empty, claimed] if scheme.empty_body_hash_wins else [claimed]), False
+            return ([scheme.digest.empty, claimed] if scheme.empty_body_hash_wins else [claimed]), ""
         if not self.allow_unsigned_payload:
             raise UnsignedPayloadRefused(f"{claimed} is not accepted by configuration")
-        if claimed == STREAMING_TRAILER:
-            if "aws-chunked" not in request.headers.get("content-encoding", ""):
+        return [claimed], _CHUNKED if streaming else _UNSIGNED
+
+    def _check_body(self, scheme: Scheme, request: Request, check: str) -> None:
+        body = request.body
+        if check == _DIGEST:
+            self._check_size(body)
+            claimed = request.headers[scheme.payload_header]
+            if not hmac.compare_digest(scheme.digest.hex(body), claimed.lower()):
+                raise BodyDigestMismatch(f"{scheme.payload_header} does not match the body")
+        elif check == _CHUNKED:
+            codings = [c.strip().lower() for c in request.headers.get("content-encoding", "").split(",")]
+            if "aws-chunked" not in codings:
                 raise UnsupportedPayload(f"{STREAMING_TRAILER} needs Content-Encoding: aws-chunked")
+            self._check_size(body)
             verify_aws_chunked(body, request.headers)
-        return [claimed], True
 
     def _check_size(self, body: bytes) -> None:
         if len(body) > self.max_body:
-            raise BodyTooLarge(f"signed body larger than {self.max_body} bytes")
+            raise BodyTooLarge(f"body larger than {self.max_body} bytes")
+
+    def _find_key(self, parts: SignedParts) -> AccessKey | None:
+        """The key a request claims, permanent or (with a security token) temporary.
+
+        A store or resolver that fails with anything but an authmw error is unavailable: fail closed, 503.
+        """
+        try:
+            if parts.security_token is None:
+                return self._keys.get_access_key(parts.access_key)
+            return self._resolve_token(parts.security_token, parts.access_key)
+        except AuthmwError:
+            raise
+        except Exception as exc:
+            logger.error("key lookup failed: %s", type(exc).__name__)
+            raise StoreUnavailable("key store unavailable") from None
 
     def _resolve_token(self, token: str, access_key: str) -> AccessKey:
         if self._tokens is None:
