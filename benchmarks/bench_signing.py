@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 from authmw.errors import AuthmwError
 from authmw.models import AuthMethod, Credential, Request
 from authmw.rawhttp import parse_raw_request
-from authmw.signing import SCHEMES, ReplayGuard, SignedHttpRequest, Verifier, presign_url, sign_request
+from authmw.signing import SCHEMES, ReplayGuard, SignedHttpRequest, Verifier, ec, presign_url, sign_request
 from authmw.signing.base import check_hex_signature, parse_auth_params, parse_signed_headers
 from authmw.signing.canonical import (
     huawei_canonical_headers,
@@ -279,7 +279,15 @@ def verify_cases(body: bytes) -> list[Case]:
             print(f"  {scheme} unavailable in this build: skipped", file=sys.stderr)
             continue
         request = checked(v, signed(scheme), scheme)
-        cases.append(Case(f"verify {scheme}, small GET", "core", same_op(v.verify, request), floor, vs_peer=True))
+        op = v.verify
+        if scheme == "SDK-SM2-SM3":
+            # The verifier shares s·G + t·P between the candidates of one request (cached per signature);
+            # a new request has a new signature, so clear that cache to time what a real request costs.
+            def op(request: Request, verify: Callable[[Request], object] = v.verify) -> object:
+                ec._sm2_point.cache_clear()
+                return verify(request)
+
+        cases.append(Case(f"verify {scheme}, small GET", "core", same_op(op, request), floor, vs_peer=True))
     for scheme, name in (("SDK-HMAC-SHA256", SDK_MIB), ("AWS4-HMAC-SHA256", SIGV4_MIB)):
         request = checked(v, signed(scheme, "POST", body, URL.partition("?")[0]), scheme)
         cases.append(Case(name, "core", same_op(v.verify, request), FLOOR_MIB))

@@ -92,9 +92,9 @@ def _huawei_query(query: str) -> str:
     return "&".join(f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in pairs)
 
 
-def huawei_canonical_headers(headers: Mapping[str, str], names: tuple[str, ...]) -> str:
+def huawei_canonical_headers(headers: Mapping[str, str], names: tuple[str, ...], ows: str = _OWS) -> str:
     """Huawei: ``name:value`` with the value stripped of spaces and tabs (inner ones kept), one per line."""
-    return "".join([f"{name}:{headers[name].strip(_OWS)}\n" for name in names])
+    return "".join([f"{name}:{headers[name].strip(ows)}\n" for name in names])
 
 
 def _remove_dot_segments(path: str) -> str:

@@ -31,9 +31,10 @@ class Digest:
     def raw(self, data: bytes) -> bytes:
         return self.new(data).digest()  # type: ignore[no-any-return]
 
-    def mac(self, key: bytes, message: bytes) -> bytes:
+    def mac(self, key: bytes | str, message: bytes) -> bytes:
         """HMAC (RFC 2104) from the key's cached inner and outer states: OpenSSL 3's one-shot HMAC spends more
-        on setup than on hashing a short string to sign. Keys recur (a few per client), so the cache pays."""
+        on setup than on hashing a short string to sign. Keys recur (a few per client), so the cache pays.
+        A ``str`` key is used as its UTF-8 bytes (a secret key as stored, hashed once per string)."""
         inner, outer = _pads(self.name, key)
         inner = inner.copy()
         inner.update(message)
@@ -43,8 +44,10 @@ class Digest:
 
 
 @lru_cache(maxsize=1024)
-def _pads(name: str, key: bytes) -> tuple[Any, Any]:
+def _pads(name: str, key: bytes | str) -> tuple[Any, Any]:
     block = 64  # SHA-256 and SM3 both use 64-byte blocks
+    if isinstance(key, str):
+        key = key.encode()
     if len(key) > block:
         key = hashlib.new(name, key).digest()
     key = key.ljust(block, b"\0")

@@ -73,10 +73,12 @@ class HuaweiHmac(Scheme):
         self.digest = digest
         self.payload_header = payload_header
 
-    def _parts(self, request: Request, first: str) -> tuple[SignedParts, str]:
+    _first = "Access"  # the first Authorization field: the access key (V11: the whole credential)
+
+    def parse(self, request: Request) -> SignedParts:
         headers = request.headers
         ident, signed_headers, signature = auth_fields(
-            headers["authorization"].partition(" ")[2], first, asymmetric=self._asymmetric
+            headers["authorization"].partition(" ")[2], self._first, asymmetric=self._asymmetric
         )
         date = headers.get(DATE_HEADER)
         if date is None:
@@ -84,25 +86,19 @@ class HuaweiHmac(Scheme):
         token = headers.get(self.token_header)
         timestamp = parse_basic_date(date)
         # Positional (region, service, scope_date filled by V11): the hot path avoids keyword overhead.
-        parts = SignedParts(
+        return SignedParts(
             self.algorithm, ident, signed_headers, signature, date, timestamp, DATE_HEADER, None, None, None, token
         )
-        return parts, ident
-
-    def parse(self, request: Request) -> SignedParts:
-        parts, access_key = self._parts(request, "Access")
-        check_identifier(access_key, "access key")
-        return parts
 
     def canonical_requests(self, request: Request, parts: SignedParts, payload_hash: str) -> list[str]:
         return huawei_canonical_requests(request, parts.signed_headers, payload_hash)
 
     def sign(self, secret_key: str, parts: SignedParts, string_to_sign: str) -> str:
-        return self.digest.mac(secret_key.encode(), string_to_sign.encode()).hex()
+        return self.digest.mac(secret_key, string_to_sign.encode()).hex()
 
     def verify(self, secret_key: str, parts: SignedParts, string_to_sign: str) -> bool:
         # sign() inlined: this is the hot path of the default scheme.
-        mac = self.digest.mac(secret_key.encode(), string_to_sign.encode())
+        mac = self.digest.mac(secret_key, string_to_sign.encode())
         return hmac.compare_digest(mac.hex(), parts.signature)
 
 
@@ -114,9 +110,11 @@ class HuaweiDerived(HuaweiHmac):
     def __init__(self) -> None:
         super().__init__("V11-HMAC-SHA256", SHA256, "x-sdk-content-sha256")
 
+    _first = "Credential"
+
     def parse(self, request: Request) -> SignedParts:
-        parts, credential = self._parts(request, "Credential")
-        scope = credential.rsplit("/", 3)
+        parts = super().parse(request)
+        scope = parts.access_key.rsplit("/", 3)
         if len(scope) != 4 or not all(scope):
             raise MalformedAuthorization("Credential must be AK/date/region/service")
         access_key, scope_date, region, service = scope

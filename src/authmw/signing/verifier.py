@@ -37,7 +37,7 @@ from authmw.errors import (
 )
 from authmw.models import AccessKey, AuthMethod, Credential, Request
 from authmw.signing.awschunked import verify_aws_chunked
-from authmw.signing.base import UNSIGNED_PAYLOAD, Scheme, SignedParts
+from authmw.signing.base import UNSIGNED_PAYLOAD, Scheme, SignedParts, check_identifier
 from authmw.signing.registry import SCHEMES
 from authmw.signing.sigv4 import PRESIGNED, S3_SERVICES
 
@@ -261,11 +261,21 @@ class Verifier:
         elif abs(now - parts.timestamp) > self.max_skew:
             raise DateOutOfWindow(f"request time differs from server time by more than {self.max_skew}s")
         payloads, body_check = self._payload_plan(scheme, parts, request)
-        key = self._find_key(parts)
+        try:  # inlined (hot path); a store failing with anything but an authmw error is unavailable: 503
+            if parts.security_token is None:
+                key = self._keys.get_access_key(parts.access_key)
+            else:
+                key = self._resolve_token(parts.security_token, parts.access_key)
+        except AuthmwError:
+            raise
+        except Exception as exc:
+            logger.error("key lookup failed: %s", type(exc).__name__)
+            raise StoreUnavailable("key store unavailable") from None
 
         if key is not None:
             secret, checked = key.secret_key, parts
         else:  # checked against a decoy whose derived keys are cached, so it costs what a known key does
+            check_identifier(parts.access_key, "access key")  # client-chosen: bounded before it is logged
             secret = self._decoy
             checked = parts._replace(access_key=_DECOY_ACCESS_KEY) if scheme.keyed_by_access_key else parts
         matched = ""
@@ -372,21 +382,6 @@ class Verifier:
     def _check_size(self, body: bytes) -> None:
         if len(body) > self.max_body:
             raise BodyTooLarge(f"body larger than {self.max_body} bytes")
-
-    def _find_key(self, parts: SignedParts) -> AccessKey | None:
-        """The key a request claims, permanent or (with a security token) temporary.
-
-        A store or resolver that fails with anything but an authmw error is unavailable: fail closed, 503.
-        """
-        try:
-            if parts.security_token is None:
-                return self._keys.get_access_key(parts.access_key)
-            return self._resolve_token(parts.security_token, parts.access_key)
-        except AuthmwError:
-            raise
-        except Exception as exc:
-            logger.error("key lookup failed: %s", type(exc).__name__)
-            raise StoreUnavailable("key store unavailable") from None
 
     def _resolve_token(self, token: str, access_key: str) -> AccessKey:
         if self._tokens is None:
