@@ -169,7 +169,9 @@ def sm2_sign(access_key: str, secret_key: str, message: bytes) -> str:
     e = int.from_bytes(SM3.raw(_za_variants(public)[-1] + message), "big")
     while True:
         k = secrets.randbelow(_SM2_N - 1) + 1
-        kg = _multiply(k, _SM2_G)
+        # (k + n)·G = k·G; padding k to a fixed bit length keeps the ladder's length from leaking the nonce's.
+        padded = k + _SM2_N if (k + _SM2_N).bit_length() > _SM2_N.bit_length() else k + 2 * _SM2_N
+        kg = _multiply(padded, _SM2_G)
         assert kg is not None
         r = (e + kg[0]) % _SM2_N
         if r == 0 or r + k == _SM2_N:
