@@ -14,9 +14,9 @@ __all__ = ["ReplayGuard"]
 
 
 class ReplayGuard:
-    """Remembers each accepted signature until its request could no longer pass the clock-skew check.
+    """Remembers each accepted request until it could no longer pass the clock-skew check.
 
-    When ``capacity`` signatures are live it refuses new requests (503) instead of forgetting old ones:
+    When ``capacity`` requests are remembered it refuses new requests (503) instead of forgetting old ones:
     forgetting would silently reopen the replay window. Size it for ``requests/s × 2 × skew``.
     """
 
@@ -38,17 +38,17 @@ class ReplayGuard:
     def __len__(self) -> int:
         return len(self._expiry)
 
-    def remember(self, signature: str, until: float) -> None:
-        """Record ``signature`` (any fingerprint of the request) until ``until`` (epoch seconds, inclusive);
-        raise if it is live already or if the guard is full."""
+    def remember(self, fingerprint: str, until: float) -> None:
+        """Record ``fingerprint`` (of a verified request) until ``until`` (epoch seconds, inclusive); raise if
+        it is live already or if the guard is full."""
         with self._lock:
             now = self._clock()
             heap, expiry = self._heap, self._expiry
             while heap and heap[0][0] < now:  # kept through ``until`` itself: no gap at the window's edge
                 del expiry[heapq.heappop(heap)[1]]
-            if signature in expiry:
-                raise ReplayedRequest("signature already used")
+            if fingerprint in expiry:
+                raise ReplayedRequest("request already accepted")
             if len(expiry) >= self.capacity:
-                raise ReplayCacheFull(f"replay guard holds {self.capacity} live signatures")
-            expiry[signature] = until
-            heapq.heappush(heap, (until, signature))
+                raise ReplayCacheFull(f"replay guard holds {self.capacity} live requests")
+            expiry[fingerprint] = until
+            heapq.heappush(heap, (until, fingerprint))

@@ -87,9 +87,9 @@ class SecurityTokenResolver(Protocol):
 
 
 class ReplayGuardLike(Protocol):
-    """Refuses a signature seen before (see :class:`~authmw.signing.replay.ReplayGuard`)."""
+    """Refuses a request seen before (see :class:`~authmw.signing.replay.ReplayGuard`)."""
 
-    def remember(self, signature: str, until: float) -> None: ...
+    def remember(self, fingerprint: str, until: float) -> None: ...
 
 
 class StaticKeys:
