@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn, TextIO
 
 from authmw import __version__
-from authmw.errors import AuthmwError, InvalidSecurityToken
+from authmw.errors import AuthmwError, InvalidPolicy, InvalidSecurityToken
 from authmw.models import AccessKey
+from authmw.policy import Policy, PolicySet, parse_policy
 from authmw.rawhttp import parse_raw_request
 from authmw.signing import SCHEMES, Verifier
 
@@ -113,6 +114,66 @@ def _verify_request(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
     return EXIT_OK if result.valid else EXIT_INVALID
 
 
+def _read_policy(path: str) -> Policy:
+    try:
+        with open(path, "rb") as handle:
+            return parse_policy(handle.read(), name=path)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _policy_validate(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    problems: dict[str, list[str]] = {}
+    for path in args.files:
+        try:
+            _read_policy(path)
+            problems[path] = []
+        except InvalidPolicy as exc:
+            problems[path] = list(exc.problems)
+            for problem in exc.problems:
+                sys.stderr.write(f"{path}: {problem}\n")
+    valid = not any(problems.values())
+    if args.format == "json":
+        stdout.write(json.dumps({"valid": valid, "problems": problems}) + "\n")
+    else:
+        for path, found in problems.items():
+            stdout.write(f"{path}: {'valid' if not found else f'{len(found)} problem(s)'}\n")
+    return EXIT_OK if valid else EXIT_USAGE
+
+
+def _policy_check(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    try:
+        policies = [_read_policy(path) for path in args.policy]
+    except InvalidPolicy as exc:
+        raise UsageError(str(exc)) from None
+    context: dict[str, Any] = {}
+    if args.context:
+        try:
+            context = json.loads(args.context)
+        except ValueError:
+            raise UsageError("--context: not valid JSON") from None
+        if not isinstance(context, dict) or not all(_context_value(v) for v in context.values()):
+            raise UsageError("--context: a JSON object of strings, numbers, booleans or lists of them")
+    action = args.action
+    if action.count(":") != 2:
+        raise UsageError("--action: expected service:resourceType:operation")
+    decision = PolicySet(policies, cache_size=0).decide(action, args.resource, context)
+    report = {
+        "decision": "allow" if decision.allowed else "deny",
+        "explicit": decision.explicit,
+        "statement": None if decision.policy is None else {"policy": decision.policy, "index": decision.statement},
+        "reason": decision.reason,
+    }
+    stdout.write(json.dumps(report) + "\n")
+    return EXIT_OK if decision.allowed else EXIT_INVALID
+
+
+def _context_value(value: object) -> bool:
+    if isinstance(value, list):
+        return all(isinstance(item, str | int | float | bool) for item in value)
+    return isinstance(value, str | int | float | bool)
+
+
 def _build_parser() -> _Parser:
     parser = _Parser(prog="authmw", description="Cloud-grade authentication and access control for web apps.")
     parser.add_argument("--version", action="version", version=f"authmw {__version__}")
@@ -134,6 +195,31 @@ def _build_parser() -> _Parser:
     verify.add_argument("--at", metavar="ISO8601", help="verification time (default: now); naive means UTC")
     verify.add_argument("--format", choices=("text", "json"), default="text")
     verify.set_defaults(handler=_verify_request)
+
+    policy = commands.add_parser("policy", help="validate policies and check decisions")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True, parser_class=_Parser)
+    validate = policy_commands.add_parser(
+        "validate",
+        help="validate policy documents",
+        description="Validate IAM policy documents (Version 1.1 or 5.0). Exit 0 if every document is valid, "
+        "2 otherwise, with one line per problem on stderr.",
+    )
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.add_argument("--format", choices=("text", "json"), default="text")
+    validate.set_defaults(handler=_policy_validate)
+    check = policy_commands.add_parser(
+        "check",
+        help="decide an action against policies",
+        description="Evaluate an action (and optional resource and request context) against zero or more "
+        "policies; none means implicit deny. Prints JSON {decision, explicit, statement, reason}. Exit 0 "
+        "allow, 1 deny, 2 invalid input.",
+    )
+    check.add_argument("--policy", action="append", default=[], metavar="FILE", help="a policy (repeatable)")
+    check.add_argument("--action", required=True, metavar="ACTION", help="service:resourceType:operation")
+    check.add_argument("--resource", metavar="URN", help="service:region:account:type:path")
+    check.add_argument("--context", metavar="JSON", help='condition keys, e.g. {"g:UserName": "alice"}')
+    check.add_argument("--format", choices=("json",), default="json")
+    check.set_defaults(handler=_policy_check)
     return parser
 
 

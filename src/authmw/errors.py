@@ -36,7 +36,8 @@ operators go in typed fields and never contain secrets, signatures or canonical 
         ├── ReplayCacheFull             replay_cache_full
         └── StoreUnavailable            store_unavailable
 
-:class:`ConfigurationError` is separate: it is raised at start-up for invalid settings, never per request.
+:class:`ConfigurationError` is separate: it is raised at start-up for invalid settings (and its subclass
+:class:`InvalidPolicy` for a policy document that breaks the language rules), never per request.
 """
 
 from __future__ import annotations
@@ -46,6 +47,15 @@ from typing import ClassVar
 
 class ConfigurationError(ValueError):
     """Invalid authmw configuration, detected when a component is built."""
+
+
+class InvalidPolicy(ConfigurationError):
+    """A policy document breaks the policy language rules; ``problems`` names each one."""
+
+    def __init__(self, name: str, problems: list[str]) -> None:
+        super().__init__(f"{name}: " + "; ".join(problems))
+        self.name = name
+        self.problems = tuple(problems)
 
 
 class AuthmwError(Exception):

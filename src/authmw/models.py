@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from authmw.errors import MalformedRequest
 
-__all__ = ["AccessKey", "AuthMethod", "Credential", "Request"]
+__all__ = ["AccessKey", "AuthMethod", "Credential", "Decision", "Request"]
 
 
 def _target(value: str | bytes) -> str:
@@ -112,3 +112,18 @@ class Credential:
     service: str | None = None
     security_token: str | None = field(default=None, repr=False)
     unsigned_payload: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """An authorization decision and what decided it.
+
+    ``policy``/``statement`` name the deciding statement (None for an implicit deny); ``reason`` says why in
+    words, including the failed condition with expected and actual values when a statement almost applied.
+    """
+
+    allowed: bool
+    explicit: bool
+    policy: str | None
+    statement: int | None
+    reason: str

@@ -1,0 +1,240 @@
+"""Condition operators, compiled once per statement (semantics: ``research/access_model.md`` §1.5).
+
+Within one condition block every operator and every key must hold (AND); the values listed for one key are
+alternatives (OR): a positive operator holds if the request value matches any of them, a negated operator
+(``StringNotEquals``, ``NotIpAddress``, ...) if it matches none. An absent key makes positive operators false
+and negated ones true; ``...IfExists`` holds when the key is absent or empty; ``Null`` tests absence;
+``ForAnyValue:``/``ForAllValues:`` compare request lists (absent: false / true). Condition key names are
+case-insensitive, values are not (except the ``IgnoreCase`` operators).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from authmw.policy.patterns import glob_escape, glob_regex
+from authmw.policy.variables import FAILED, has_variables, substitute
+
+__all__ = ["KEY_TYPES", "OPERATORS", "Condition", "Operator", "parse_operator"]
+
+Value = Any  # a converted policy or request value (str, float, datetime, ip network, bool)
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _as_number(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError("not a number")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _as_date(value: object) -> datetime:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _as_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower()
+    if text not in ("true", "false"):
+        raise ValueError("not a boolean")
+    return text == "true"
+
+
+def _as_network(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(str(value), strict=False)
+
+
+def _as_address(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(str(value))
+
+
+def _in_network(address: Value, network: Value) -> bool:
+    return bool(address.version == network.version and address in network)
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """A base operator: how policy and request values are read and compared."""
+
+    name: str
+    category: str  # string | number | date | bool | ip | null
+    negated: bool
+    compare: Callable[[Value, Value], bool]
+    policy_value: Callable[[object], Value]
+    request_value: Callable[[object], Value]
+
+
+def _string(name: str, compare: Callable[[str, str], bool], *, negated: bool = False) -> Operator:
+    return Operator(name, "string", negated, compare, _as_text, _as_text)
+
+
+def _like(request: str, pattern: str) -> bool:
+    return glob_regex(pattern).fullmatch(request) is not None
+
+
+_BASE: list[Operator] = [
+    _string("StringEquals", lambda r, p: r == p),
+    _string("StringNotEquals", lambda r, p: r == p, negated=True),
+    _string("StringEqualsIgnoreCase", lambda r, p: r.casefold() == p.casefold()),
+    _string("StringNotEqualsIgnoreCase", lambda r, p: r.casefold() == p.casefold(), negated=True),
+    _string("StringLike", _like),
+    _string("StringNotLike", _like, negated=True),
+    _string("StringMatch", _like),
+    _string("StringNotMatch", _like, negated=True),
+    _string("StringStartWith", lambda r, p: r.startswith(p)),
+    _string("StringNotStartWith", lambda r, p: r.startswith(p), negated=True),
+    _string("StringEndWith", lambda r, p: r.endswith(p)),
+    _string("StringNotEndWith", lambda r, p: r.endswith(p), negated=True),
+    Operator("NumberEquals", "number", False, lambda r, p: r == p, _as_number, _as_number),
+    Operator("NumberNotEquals", "number", True, lambda r, p: r == p, _as_number, _as_number),
+    Operator("NumberLessThan", "number", False, lambda r, p: r < p, _as_number, _as_number),
+    Operator("NumberLessThanEquals", "number", False, lambda r, p: r <= p, _as_number, _as_number),
+    Operator("NumberGreaterThan", "number", False, lambda r, p: r > p, _as_number, _as_number),
+    Operator("NumberGreaterThanEquals", "number", False, lambda r, p: r >= p, _as_number, _as_number),
+    Operator("DateEquals", "date", False, lambda r, p: r == p, _as_date, _as_date),
+    Operator("DateNotEquals", "date", True, lambda r, p: r == p, _as_date, _as_date),
+    Operator("DateLessThan", "date", False, lambda r, p: r < p, _as_date, _as_date),
+    Operator("DateLessThanEquals", "date", False, lambda r, p: r <= p, _as_date, _as_date),
+    Operator("DateGreaterThan", "date", False, lambda r, p: r > p, _as_date, _as_date),
+    Operator("DateGreaterThanEquals", "date", False, lambda r, p: r >= p, _as_date, _as_date),
+    Operator("Bool", "bool", False, lambda r, p: r == p, _as_bool, _as_bool),
+    Operator("IpAddress", "ip", False, _in_network, _as_network, _as_address),
+    Operator("NotIpAddress", "ip", True, _in_network, _as_network, _as_address),
+    Operator("Null", "null", False, lambda r, p: r == p, _as_bool, _as_bool),
+]
+OPERATORS: Mapping[str, Operator] = {op.name: op for op in _BASE}
+_ALIASES = {"Numeric" + name[len("Number") :]: name for name in OPERATORS if name.startswith("Number")}
+
+#: Types of the documented global keys (lower-case); other keys accept any operator.
+KEY_TYPES: Mapping[str, str] = {
+    "g:currenttime": "date",
+    "g:sourceip": "ip",
+    "g:mfapresent": "bool",
+    "g:mfaage": "number",
+    **dict.fromkeys(
+        (
+            "g:username",
+            "g:userid",
+            "g:domainname",
+            "g:domainid",
+            "g:projectname",
+            "g:projectid",
+            "g:servicename",
+            "g:principalurn",
+            "g:principalaccount",
+            "g:tagkeys",
+            "g:calledvia",
+            "g:enterpriseprojectid",
+            "modelarts:workspaceid",
+            "modelarts:pooltype",
+        ),
+        "string",
+    ),
+}
+
+
+def parse_operator(name: str) -> tuple[Operator, str, bool] | None:
+    """``(operator, set prefix or "", if_exists)`` for a condition operator name, or None if unknown."""
+    prefix = ""
+    for candidate in ("ForAnyValue:", "ForAllValues:"):
+        if name.startswith(candidate):
+            prefix, name = candidate[:-1], name[len(candidate) :]
+    if_exists = name.endswith("IfExists") and name != "IfExists"
+    if if_exists:
+        name = name[: -len("IfExists")]
+    name = _ALIASES.get(name, name)
+    operator = OPERATORS.get(name)
+    if operator is None or (if_exists and operator.name == "Null"):
+        return None
+    return operator, prefix, if_exists
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One ``operator: {key: [values]}`` entry of a statement's Condition block."""
+
+    text: str  # the operator as written, for explanations
+    operator: Operator
+    prefix: str
+    if_exists: bool
+    key: str  # lower-case
+    values: tuple[str, ...]  # as written (variables unresolved)
+    static: tuple[Value, ...] | None  # converted values when there are no variables
+    version: str
+
+    @classmethod
+    def build(cls, text: str, key: str, values: list[str], version: str) -> Condition:
+        parsed = parse_operator(text)
+        assert parsed is not None  # validated before
+        operator, prefix, if_exists = parsed
+        static = None
+        if not any(has_variables(v) for v in values):
+            static = tuple(operator.policy_value(v) for v in values)
+        return cls(text, operator, prefix, if_exists, key.lower(), tuple(values), static, version)
+
+    def variables(self) -> bool:
+        return self.static is None
+
+    def _policy_values(self, context: Mapping[str, object]) -> list[Value]:
+        if self.static is not None:
+            return list(self.static)
+        glob = self.operator.compare is _like
+        out = []
+        for value in self.values:
+            resolved = substitute(value, context, escape=glob_escape if glob else str, version=self.version)
+            if resolved is FAILED:
+                continue
+            try:
+                out.append(self.operator.policy_value(resolved))
+            except ValueError:
+                continue
+        return out
+
+    def holds(self, context: Mapping[str, object]) -> bool:
+        """Whether the condition holds for ``context`` (lower-case keys)."""
+        raw = context.get(self.key)
+        absent = raw is None or raw in ("", [])
+        operator = self.operator
+        if operator.name == "Null":
+            expected = self.static or ()
+            return any(flag == absent for flag in expected)
+        if absent:
+            if self.prefix == "ForAllValues":
+                return True
+            if self.prefix == "ForAnyValue":
+                return False
+            return self.if_exists or operator.negated
+        policy_values = self._policy_values(context)
+        if not policy_values:
+            return False  # every value failed substitution: the condition does not hold
+        requested = list(raw) if isinstance(raw, list | tuple) else [raw]
+        try:
+            converted = [operator.request_value(v) for v in requested]
+        except (ValueError, TypeError):
+            return False  # a request value of the wrong type never satisfies the condition
+        compare = operator.compare
+
+        def one(value: Value) -> bool:
+            hit = any(compare(value, p) for p in policy_values)
+            return not hit if operator.negated else hit
+
+        if self.prefix == "ForAllValues":
+            return all(one(v) for v in converted)
+        return any(one(v) for v in converted)
+
+    def describe(self, context: Mapping[str, object]) -> str:
+        actual = context.get(self.key)
+        shown = "absent" if actual is None else repr(actual)
+        return f"{self.text} {self.key}: expected {list(self.values)}, got {shown}"

@@ -1,0 +1,218 @@
+"""Compiled policy sets: an immutable handle indexed by action, evaluated with explanations and a cache.
+
+Evaluation (``research/access_model.md`` §2): any matching Deny → deny (explicit); else any matching
+Allow → allow; else deny (implicit). A statement matches when its action (or NotAction), resource and every
+condition match. A session policy intersects: both sets must allow, either may deny.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cachetools import TTLCache
+
+from authmw.models import Decision
+from authmw.policy.document import Policy, Statement
+from authmw.policy.patterns import glob_escape, glob_regex, is_glob
+from authmw.policy.variables import FAILED, has_variables, substitute
+
+__all__ = ["PolicySet"]
+
+Context = Mapping[str, Any]
+#: Keys whose value changes from request to request: decisions reading them are never cached.
+VOLATILE_KEYS = frozenset({"g:currenttime"})
+_VARIABLE_KEY = re.compile(r"\$\{\s*([A-Za-z0-9_.:/-]+)")
+_versions = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    policy: str
+    order: int
+    statement: Statement
+    version: str
+    action_patterns: tuple[re.Pattern[str], ...]  # wildcard actions (and every NotAction entry)
+    keys: frozenset[str]  # condition keys the statement reads, variables included
+
+    def action_matches(self, action: str) -> bool:
+        hit = action in self.statement.actions or any(p.fullmatch(action) for p in self.action_patterns)
+        return not hit if self.statement.not_action else hit
+
+    def resource_matches(self, resource: str | None, context: Context) -> bool:
+        patterns = self.statement.resources
+        if patterns is None:
+            return True
+        if resource is None:
+            return False  # a resource-scoped statement never applies to a request without a resource
+        segments = resource.split(":", 4)
+        if len(segments) != 5:
+            return False
+        for written in patterns:
+            pattern = written
+            if has_variables(written):
+                resolved = substitute(written, context, escape=glob_escape, version=self.version)
+                if resolved is FAILED:
+                    continue
+                pattern = resolved
+            wanted = pattern.split(":", 4)
+            if all(_segment(w, s, self.version) for w, s in zip(wanted, segments, strict=True)):
+                return True
+        return False
+
+
+def _segment(pattern: str, value: str, version: str) -> bool:
+    if not is_glob(pattern) and "\\" not in pattern:
+        return pattern == value
+    return glob_regex(pattern, question_mark=version == "5.0").fullmatch(value) is not None
+
+
+def _keys_of(statement: Statement) -> frozenset[str]:
+    keys = {condition.key for condition in statement.conditions}
+    texts = [*(statement.resources or ()), *(v for c in statement.conditions for v in c.values)]
+    keys.update(match.group(1).lower() for text in texts for match in _VARIABLE_KEY.finditer(text))
+    return frozenset(keys)
+
+
+class PolicySet:
+    """An immutable, versioned, compiled set of policies (a principal's groups, user and agency policies).
+
+    Exact actions are found by dict lookup, wildcard actions grouped by service, so a decision looks at the
+    statements that can match the action only. Decisions are cached (bounded, ``ttl`` seconds on the injected
+    ``timer``), keyed by the action, the resource and exactly the context keys those statements read;
+    decisions that read ``g:CurrentTime`` are never cached.
+    """
+
+    def __init__(
+        self,
+        policies: Iterable[Policy] = (),
+        *,
+        default_allow_without_policies: bool = False,
+        cache_size: int = 10_000,
+        ttl: float = 300.0,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.policies = tuple(policies)
+        self.version = next(_versions)
+        self.legacy_allow = default_allow_without_policies and not self.policies
+        self._exact: dict[str, list[_Rule]] = {}
+        self._by_service: dict[str, list[_Rule]] = {}
+        self._anywhere: list[_Rule] = []
+        order = 0
+        for policy in self.policies:
+            for statement in policy.statements:
+                patterns = tuple(
+                    glob_regex(a, question_mark=policy.version == "5.0", stop=":")
+                    for a in statement.actions
+                    if statement.not_action or is_glob(a, question_mark=policy.version == "5.0")
+                )
+                rule = _Rule(policy.name, order, statement, policy.version, patterns, _keys_of(statement))
+                order += 1
+                self._index(rule)
+        self._candidates: dict[str, tuple[_Rule, ...]] = {}
+        self._cache: TTLCache[tuple[Any, ...], Decision] | None = (
+            TTLCache(maxsize=cache_size, ttl=ttl, timer=timer) if cache_size else None
+        )
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def _index(self, rule: _Rule) -> None:
+        statement = rule.statement
+        if statement.not_action:
+            self._anywhere.append(rule)
+            return
+        for action in statement.actions:
+            service = action.split(":", 1)[0]
+            if not is_glob(action, question_mark=rule.version == "5.0"):
+                self._exact.setdefault(action, []).append(rule)
+            elif is_glob(service):
+                self._anywhere.append(rule)
+            else:
+                self._by_service.setdefault(service, []).append(rule)
+
+    def candidates(self, action: str) -> tuple[_Rule, ...]:
+        """The statements that can match ``action`` (lower-case), in document order; memoised per action."""
+        found = self._candidates.get(action)
+        if found is None:
+            service = action.split(":", 1)[0]
+            pool = {*self._exact.get(action, ()), *self._by_service.get(service, ()), *self._anywhere}
+            found = tuple(sorted((r for r in pool if r.action_matches(action)), key=lambda r: r.order))
+            if len(self._candidates) < 100_000:  # bounded: actions come from a route catalog
+                self._candidates[action] = found
+        return found
+
+    def decide(
+        self,
+        action: str,
+        resource: str | None = None,
+        context: Context | None = None,
+        *,
+        session: PolicySet | None = None,
+    ) -> Decision:
+        """Allow or deny ``action`` on ``resource`` for the request ``context`` (condition keys → values)."""
+        decision = self._decide(action.lower(), resource, context or {})
+        if session is None or not decision.allowed:
+            return decision
+        narrowed = session._decide(action.lower(), resource, context or {})
+        if narrowed.allowed:
+            return decision
+        reason = f"session policy: {narrowed.reason}"
+        return Decision(False, narrowed.explicit, narrowed.policy, narrowed.statement, reason)
+
+    def _decide(self, action: str, resource: str | None, context: Context) -> Decision:
+        rules = self.candidates(action)
+        keys = frozenset().union(*(rule.keys for rule in rules)) if rules else frozenset()
+        lowered = {k.lower(): v for k, v in context.items()} if context else {}
+        cache_key: tuple[Any, ...] | None = None
+        if self._cache is not None and not keys & VOLATILE_KEYS:
+            cache_key = (action, resource, *(_hashable(lowered.get(k)) for k in sorted(keys)))
+            with self._lock:
+                cached = self._cache.get(cache_key)
+                if cached is not None:
+                    self.hits += 1
+                    return cached
+                self.misses += 1
+        decision = self._evaluate(action, resource, rules, lowered)
+        if cache_key is not None and self._cache is not None:
+            with self._lock:
+                self._cache[cache_key] = decision
+        return decision
+
+    def _evaluate(self, action: str, resource: str | None, rules: tuple[_Rule, ...], context: Context) -> Decision:
+        allow: _Rule | None = None
+        near_miss = ""
+        for rule in rules:
+            if not rule.resource_matches(resource, context):
+                continue
+            failed = next((c for c in rule.statement.conditions if not c.holds(context)), None)
+            if failed is not None:
+                if rule.statement.allow and not near_miss:
+                    near_miss = f"; {_where(rule)} did not apply: {failed.describe(context)}"
+                continue
+            if not rule.statement.allow:
+                return Decision(False, True, rule.policy, rule.statement.index, f"explicit deny by {_where(rule)}")
+            if allow is None:
+                allow = rule
+        if allow is not None:
+            return Decision(True, False, allow.policy, allow.statement.index, f"allowed by {_where(allow)}")
+        if self.legacy_allow and action.startswith("modelarts:"):
+            return Decision(True, False, None, None, "no policy attached: ModelArts legacy default allows")
+        return Decision(False, False, None, None, "implicit deny: no statement allows" + near_miss)
+
+    def allowed_actions(self, catalog: Iterable[str], context: Context | None = None) -> list[str]:
+        """The actions of ``catalog`` this set allows for ``context`` (no resource: action-only services)."""
+        return [action for action in catalog if self.decide(action, None, context).allowed]
+
+
+def _where(rule: _Rule) -> str:
+    sid = f" ({rule.statement.sid})" if rule.statement.sid else ""
+    return f"policy {rule.policy!r} statement {rule.statement.index}{sid}"
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
