@@ -12,7 +12,7 @@ from typing import Any, NoReturn, TextIO
 from authmw import __version__
 from authmw.errors import AuthmwError, InvalidPolicy, InvalidSecurityToken
 from authmw.models import AccessKey
-from authmw.policy import Policy, PolicySet, parse_policy
+from authmw.policy import Policy, PolicySet, lint, modelarts_actions, parse_policy
 from authmw.rawhttp import parse_raw_request
 from authmw.signing import SCHEMES, Verifier
 
@@ -168,6 +168,21 @@ def _policy_check(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> i
     return EXIT_OK if decision.allowed else EXIT_INVALID
 
 
+def _policy_lint(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    try:
+        policies = [_read_policy(path) for path in args.files]
+    except InvalidPolicy as exc:
+        raise UsageError(str(exc)) from None
+    found = lint(policies, modelarts_actions())
+    if args.format == "json":
+        items = [{"policy": w.policy, "statement": w.statement, "message": w.message} for w in found]
+        stdout.write(json.dumps({"warnings": items}) + "\n")
+    else:
+        for warning in found:
+            stdout.write(f"{warning.policy}: statement {warning.statement}: {warning.message}\n")
+    return EXIT_INVALID if found else EXIT_OK
+
+
 def _context_value(value: object) -> bool:
     if isinstance(value, list):
         return all(isinstance(item, str | int | float | bool) for item in value)
@@ -220,6 +235,16 @@ def _build_parser() -> _Parser:
     check.add_argument("--context", metavar="JSON", help='condition keys, e.g. {"g:UserName": "alice"}')
     check.add_argument("--format", choices=("json",), default="json")
     check.set_defaults(handler=_policy_check)
+    linter = policy_commands.add_parser(
+        "lint",
+        help="warn about shadowed statements, impossible conditions and broad wildcards",
+        description="Read the policies together (as one principal's set) and warn about Allow statements a "
+        "Deny always overrides, conditions that can never hold, and wildcard actions broader than needed "
+        "(sized against the ModelArts action catalog). Exit 0 no warnings, 1 warnings, 2 invalid input.",
+    )
+    linter.add_argument("files", nargs="+", metavar="FILE")
+    linter.add_argument("--format", choices=("text", "json"), default="text")
+    linter.set_defaults(handler=_policy_lint)
     return parser
 
 

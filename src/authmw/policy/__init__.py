@@ -1,6 +1,17 @@
 """IAM policies: parse and validate documents, compile them into a :class:`PolicySet`, decide and explain."""
 
+from authmw.policy.builtin import modelarts_actions, system_policies
 from authmw.policy.document import Policy, Statement, parse_policy
 from authmw.policy.engine import PolicySet
+from authmw.policy.lint import LintWarning, lint
 
-__all__ = ["Policy", "PolicySet", "Statement", "parse_policy"]
+__all__ = [
+    "LintWarning",
+    "Policy",
+    "PolicySet",
+    "Statement",
+    "lint",
+    "modelarts_actions",
+    "parse_policy",
+    "system_policies",
+]

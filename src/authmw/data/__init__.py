@@ -1,0 +1,1 @@
+"""Data files shipped with authmw (route catalog, system policies)."""

@@ -1,0 +1,104 @@
+"""Warnings about valid but suspicious policies: shadowed statements, impossible conditions, broad wildcards."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from authmw.policy.conditions import Condition
+from authmw.policy.document import Policy, Statement
+from authmw.policy.patterns import glob_regex, is_glob
+
+__all__ = ["LintWarning", "lint"]
+
+
+@dataclass(frozen=True, slots=True)
+class LintWarning:
+    """One finding: the policy, the statement index and what is wrong."""
+
+    policy: str
+    statement: int
+    message: str
+
+
+def lint(policies: Sequence[Policy], catalog: Iterable[str] = ()) -> list[LintWarning]:
+    """Warnings for ``policies`` read together (as one principal's set); ``catalog`` sizes wildcards."""
+    actions = tuple(a.lower() for a in catalog)
+    warnings: list[LintWarning] = []
+    denies = [(p, s) for p in policies for s in p.statements if not s.allow and _unconditional(s)]
+    for policy in policies:
+        for statement in policy.statements:
+            if statement.allow:
+                shadow = _shadowing_deny(statement, denies)
+                if shadow:
+                    warnings.append(LintWarning(policy.name, statement.index, shadow))
+                warnings += [LintWarning(policy.name, statement.index, m) for m in _broad(policy, statement, actions)]
+            impossible = _impossible(statement.conditions)
+            if impossible:
+                warnings.append(LintWarning(policy.name, statement.index, f"conditions can never hold: {impossible}"))
+    return warnings
+
+
+def _unconditional(statement: Statement) -> bool:
+    return not statement.conditions and statement.resources is None and not statement.not_action
+
+
+def _covers(pattern: str, action: str, version: str) -> bool:
+    # A Deny pattern covers an Allow entry when it matches the entry's text; a '*' in the entry is then
+    # matched by a '*' run of the Deny pattern, so wildcard entries are covered only by broader patterns.
+    if not is_glob(pattern, question_mark=version == "5.0"):
+        return pattern == action
+    return glob_regex(pattern, question_mark=version == "5.0", stop=":").fullmatch(action) is not None
+
+
+def _shadowing_deny(statement: Statement, denies: list[tuple[Policy, Statement]]) -> str:
+    if statement.not_action:
+        return ""
+    for deny_policy, deny in denies:
+        if all(any(_covers(p, a, deny_policy.version) for p in deny.actions) for a in statement.actions):
+            return (
+                f"every action it allows is denied without condition by policy {deny_policy.name!r} "
+                f"statement {deny.index}: it never takes effect"
+            )
+    return ""
+
+
+def _broad(policy: Policy, statement: Statement, catalog: tuple[str, ...]) -> list[str]:
+    if statement.not_action:
+        return ["Allow with NotAction grants every other action of every service, present and future"]
+    found = []
+    question_mark = policy.version == "5.0"
+    for action in statement.actions:
+        if action == "*:*:*":
+            found.append("Action *:*:* grants every action of every service")
+            continue
+        if not is_glob(action, question_mark=question_mark) or not catalog:
+            continue
+        regex = glob_regex(action, question_mark=question_mark, stop=":")
+        matched = [a for a in catalog if regex.fullmatch(a)]
+        service = action.split(":", 1)[0]
+        of_service = [a for a in catalog if a.split(":", 1)[0] == service]
+        if len(matched) == 1:
+            found.append(f"{action} matches only {matched[0]}: name it exactly")
+        elif of_service and len(matched) == len(of_service) and action != f"{service}:*:*":
+            found.append(f"{action} matches every {service} action in the catalog: it is {service}:*:* in effect")
+    return found
+
+
+def _impossible(conditions: Iterable[Condition]) -> str:
+    by_key: dict[str, list[Condition]] = {}
+    for condition in conditions:
+        by_key.setdefault(condition.key, []).append(condition)
+    for key, group in by_key.items():
+        null = [c for c in group if c.operator.name == "Null" and c.static and all(c.static)]
+        present = [c for c in group if c.operator.name != "Null" and not c.operator.negated and not c.if_exists]
+        if null and present:
+            return f"{key} must be absent (Null) and present ({present[0].text})"
+        low = [c for c in group if c.static and c.operator.name.endswith(("GreaterThan", "GreaterThanEquals"))]
+        high = [c for c in group if c.static and c.operator.name.endswith(("LessThan", "LessThanEquals"))]
+        if low and high and not low[0].prefix and not high[0].prefix:
+            floor, ceiling = min(low[0].static or ()), max(high[0].static or ())
+            strict = not (low[0].operator.name.endswith("Equals") and high[0].operator.name.endswith("Equals"))
+            if floor > ceiling or (floor == ceiling and strict):
+                return f"{key} must be above {list(low[0].values)} and below {list(high[0].values)}"
+    return ""
