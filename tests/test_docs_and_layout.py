@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import authmw
+import authmw.policy
 import authmw.signing
 from authmw import errors
 
@@ -25,7 +26,7 @@ def test_every_error_code_is_documented_in_the_readme() -> None:
     assert not missing
 
 
-@pytest.mark.parametrize("module", [authmw, authmw.signing])
+@pytest.mark.parametrize("module", [authmw, authmw.signing, authmw.policy])
 def test_public_names_are_sorted_and_exist(module: object) -> None:
     names = module.__all__  # type: ignore[attr-defined]
     # isort style, as ruff's RUF022 keeps it: CONSTANTS, then Classes, then functions, each alphabetical.
