@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import itertools
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
-
-from cachetools import TTLCache
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from authmw.models import Decision
 from authmw.policy.document import Policy, Statement
@@ -29,6 +28,16 @@ Context = Mapping[str, Any]
 VOLATILE_KEYS = frozenset({"g:currenttime"})
 _VARIABLE_KEY = re.compile(r"\$\{\s*([A-Za-z0-9_.:/-]+)")
 _versions = itertools.count(1)
+_EMPTY: Context = MappingProxyType({})
+
+
+class _Plan(NamedTuple):
+    """What deciding one action needs: its statements, the context keys they read, cacheability."""
+
+    action: str  # lower-case
+    rules: tuple[_Rule, ...]
+    keys: tuple[str, ...]
+    cacheable: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +123,14 @@ class PolicySet:
                 rule = _Rule(policy.name, order, statement, policy.version, patterns, _keys_of(statement))
                 order += 1
                 self._index(rule)
-        self._candidates: dict[str, tuple[_Rule, ...]] = {}
-        self._cache: TTLCache[tuple[Any, ...], Decision] | None = (
-            TTLCache(maxsize=cache_size, ttl=ttl, timer=timer) if cache_size else None
-        )
-        self._lock = threading.Lock()
+        self._plans: dict[str, _Plan] = {}
+        # A plain dict (insertion-ordered: the oldest entry is evicted first) holding (decision, expiry):
+        # a hit must cost a few dict operations, not a cache object's Python-level bookkeeping.
+        self._cache: dict[tuple[Any, ...], tuple[Decision, float]] = {}
+        self._cache_size = cache_size
+        self._ttl = ttl
+        self._timer = timer
+        #: Cache statistics (approximate under concurrent use: counters are not locked).
         self.hits = self.misses = 0
 
     def _index(self, rule: _Rule) -> None:
@@ -136,15 +148,21 @@ class PolicySet:
                 self._by_service.setdefault(service, []).append(rule)
 
     def candidates(self, action: str) -> tuple[_Rule, ...]:
-        """The statements that can match ``action`` (lower-case), in document order; memoised per action."""
-        found = self._candidates.get(action)
-        if found is None:
-            service = action.split(":", 1)[0]
-            pool = {*self._exact.get(action, ()), *self._by_service.get(service, ()), *self._anywhere}
-            found = tuple(sorted((r for r in pool if r.action_matches(action)), key=lambda r: r.order))
-            if len(self._candidates) < 100_000:  # bounded: actions come from a route catalog
-                self._candidates[action] = found
-        return found
+        """The statements that can match ``action``, in document order (memoised per action)."""
+        return self._plan(action).rules
+
+    def _plan(self, action: str) -> _Plan:
+        plan = self._plans.get(action)
+        if plan is None:
+            lowered = action.lower()
+            service = lowered.split(":", 1)[0]
+            pool = {*self._exact.get(lowered, ()), *self._by_service.get(service, ()), *self._anywhere}
+            rules = tuple(sorted((r for r in pool if r.action_matches(lowered)), key=lambda r: r.order))
+            keys = frozenset().union(*(rule.keys for rule in rules))
+            plan = _Plan(lowered, rules, tuple(sorted(keys)), self._cache_size > 0 and not keys & VOLATILE_KEYS)
+            if len(self._plans) < 100_000:  # bounded: actions come from a route catalog
+                self._plans[action] = plan
+        return plan
 
     def decide(
         self,
@@ -154,34 +172,48 @@ class PolicySet:
         *,
         session: PolicySet | None = None,
     ) -> Decision:
-        """Allow or deny ``action`` on ``resource`` for the request ``context`` (condition keys → values)."""
-        decision = self._decide(action.lower(), resource, context or {})
+        """Allow or deny ``action`` on ``resource`` for the request ``context`` (condition keys → values).
+
+        Condition keys are case-insensitive (lower-case keys are the fast path).
+        """
+        lowered, rules, keys, cacheable = self._plans.get(action) or self._plan(action)
+        if context is None:
+            context = _EMPTY
+        if not cacheable:
+            decision = self._evaluate(lowered, resource, rules, _lower_keys(context))
+        else:  # the hot path, inlined: a hit costs a few dict operations
+            values = (context.get(keys[0]),) if len(keys) == 1 else tuple(map(context.get, keys))
+            if None in values and context and not all(map(str.islower, context)):
+                context = _lower_keys(context)
+                values = tuple(map(context.get, keys))
+            key = (lowered, resource, *values)
+            now = self._timer()
+            try:
+                cached = self._cache.get(key)
+            except TypeError:  # a list value: use its tuple
+                key = (lowered, resource, *(tuple(v) if isinstance(v, list) else v for v in values))
+                cached = self._cache.get(key)
+            if cached is not None and cached[1] > now:
+                self.hits += 1
+                decision = cached[0]
+            else:
+                self.misses += 1
+                decision = self._evaluate(lowered, resource, rules, _lower_keys(context))
+                self._store(key, decision, now)
         if session is None or not decision.allowed:
             return decision
-        narrowed = session._decide(action.lower(), resource, context or {})
+        narrowed = session.decide(action, resource, context)
         if narrowed.allowed:
             return decision
         reason = f"session policy: {narrowed.reason}"
         return Decision(False, narrowed.explicit, narrowed.policy, narrowed.statement, reason)
 
-    def _decide(self, action: str, resource: str | None, context: Context) -> Decision:
-        rules = self.candidates(action)
-        keys = frozenset().union(*(rule.keys for rule in rules)) if rules else frozenset()
-        lowered = {k.lower(): v for k, v in context.items()} if context else {}
-        cache_key: tuple[Any, ...] | None = None
-        if self._cache is not None and not keys & VOLATILE_KEYS:
-            cache_key = (action, resource, *(_hashable(lowered.get(k)) for k in sorted(keys)))
-            with self._lock:
-                cached = self._cache.get(cache_key)
-                if cached is not None:
-                    self.hits += 1
-                    return cached
-                self.misses += 1
-        decision = self._evaluate(action, resource, rules, lowered)
-        if cache_key is not None and self._cache is not None:
-            with self._lock:
-                self._cache[cache_key] = decision
-        return decision
+    def _store(self, key: tuple[Any, ...], decision: Decision, now: float) -> None:
+        cache = self._cache
+        if len(cache) >= self._cache_size:
+            with suppress(KeyError, StopIteration, RuntimeError):  # raced with another thread: nothing to evict
+                del cache[next(iter(cache))]
+        cache[key] = (decision, now + self._ttl)
 
     def _evaluate(self, action: str, resource: str | None, rules: tuple[_Rule, ...], context: Context) -> Decision:
         allow: _Rule | None = None
@@ -214,5 +246,7 @@ def _where(rule: _Rule) -> str:
     return f"policy {rule.policy!r} statement {rule.statement.index}{sid}"
 
 
-def _hashable(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
+def _lower_keys(context: Context) -> Context:
+    if context and not all(map(str.islower, context)):
+        return {key.lower(): value for key, value in context.items()}
+    return context
