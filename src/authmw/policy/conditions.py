@@ -11,6 +11,8 @@ case-insensitive, values are not (except the ``IgnoreCase`` operators).
 from __future__ import annotations
 
 import ipaddress
+import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,16 +32,30 @@ def _as_text(value: object) -> str:
     return str(value)
 
 
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII).fullmatch
+_ISO_DATE = re.compile(
+    r"\d{4}-\d\d-\d\d(?:T\d\d:\d\d(?::\d\d(?:\.\d{1,6})?)?(?:Z|[+-]\d\d:\d\d)?)?", re.ASCII
+).fullmatch
+
+
 def _as_number(value: object) -> float:
+    """Numbers, or decimal text (no NaN, infinities, underscores or blanks)."""
     if isinstance(value, bool):
         raise ValueError("not a number")
-    return float(value)  # type: ignore[arg-type]
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER(value)):
+        number = float(value)
+    else:
+        raise ValueError("not a number")
+    if not math.isfinite(number):
+        raise ValueError("not a finite number")
+    return number
 
 
 def _as_date(value: object) -> datetime:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, UTC)
-    moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    """ISO 8601 text (``2026-01-01`` or ``2026-01-01T00:00:00Z``); naive times are UTC."""
+    if not isinstance(value, str) or not _ISO_DATE(value):
+        raise ValueError("not an ISO 8601 date")
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -53,11 +69,15 @@ def _as_bool(value: object) -> bool:
 
 
 def _as_network(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    return ipaddress.ip_network(str(value), strict=False)
+    if not isinstance(value, str) or "%" in value:
+        raise ValueError("not an IP address or CIDR")
+    return ipaddress.ip_network(value, strict=False)
 
 
 def _as_address(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    return ipaddress.ip_address(str(value))
+    if not isinstance(value, str) or "%" in value:  # no IPv6 zone identifiers
+        raise ValueError("not an IP address")
+    return ipaddress.ip_address(value)
 
 
 def _in_network(address: Value, network: Value) -> bool:
@@ -156,7 +176,7 @@ def parse_operator(name: str) -> tuple[Operator, str, bool] | None:
         name = name[: -len("IfExists")]
     name = _ALIASES.get(name, name)
     operator = OPERATORS.get(name)
-    if operator is None or (if_exists and operator.name == "Null"):
+    if operator is None or (operator.name == "Null" and (if_exists or prefix)):
         return None
     return operator, prefix, if_exists
 
@@ -208,8 +228,7 @@ class Condition:
         absent = raw is None or raw in ("", [])
         operator = self.operator
         if operator.name == "Null":
-            expected = self.static or ()
-            return any(flag == absent for flag in expected)
+            return any(flag == absent for flag in self._policy_values(context))
         if absent:
             if self.prefix == "ForAllValues":
                 return True

@@ -76,7 +76,7 @@ class _Rule:
 
 
 def _segment(pattern: str, value: str, version: str) -> bool:
-    if not is_glob(pattern) and "\\" not in pattern:
+    if not is_glob(pattern):
         return pattern == value
     return glob_regex(pattern, question_mark=version == "5.0").fullmatch(value) is not None
 
@@ -186,13 +186,12 @@ class PolicySet:
             if None in values and context and not all(map(str.islower, context)):
                 context = _lower_keys(context)
                 values = tuple(map(context.get, keys))
-            key = (lowered, resource, *values)
+            if len(values) == 1 and values[0].__class__ is str:  # the common case: one text value
+                key: tuple[Any, ...] = (lowered, resource, values[0])
+            else:
+                key = (lowered, resource, *map(_typed, values))
             now = self._timer()
-            try:
-                cached = self._cache.get(key)
-            except TypeError:  # a list value: use its tuple
-                key = (lowered, resource, *(tuple(v) if isinstance(v, list) else v for v in values))
-                cached = self._cache.get(key)
+            cached = self._cache.get(key)
             if cached is not None and cached[1] > now:
                 self.hits += 1
                 decision = cached[0]
@@ -244,6 +243,15 @@ class PolicySet:
 def _where(rule: _Rule) -> str:
     sid = f" ({rule.statement.sid})" if rule.statement.sid else ""
     return f"policy {rule.policy!r} statement {rule.statement.index}{sid}"
+
+
+def _typed(value: Any) -> Any:
+    """A cache-key form of a context value: ``True``, ``1`` and ``1.0`` compare equal but decide differently."""
+    if value.__class__ is str:
+        return value
+    if isinstance(value, list | tuple):
+        return (list, tuple(map(_typed, value)))
+    return (value.__class__, value)
 
 
 def _lower_keys(context: Context) -> Context:

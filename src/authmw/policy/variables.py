@@ -42,7 +42,7 @@ def substitute(
                 return FAILED
             key, default = parsed.group(1).lower(), parsed.group(2)
             found = context.get(key)
-            if found is None or found == "":
+            if found is None or found in ("", [], ()):
                 if default is None:
                     return FAILED
                 out.append(escape(default.replace("''", "'")))
