@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from authmw.policy.patterns import glob_escape, glob_regex
@@ -181,6 +182,52 @@ def parse_operator(name: str) -> tuple[Operator, str, bool] | None:
     return operator, prefix, if_exists
 
 
+@lru_cache(maxsize=4096)
+def _ip_bits(text: str) -> tuple[int, int] | None:
+    """``(version, integer)`` of an address; None if it is not one. Cached: the same clients recur."""
+    try:
+        address = _as_address(text)
+    except ValueError:
+        return None
+    return address.version, int(address)
+
+
+def _fast_check(operator: Operator, key: str, static: tuple[Value, ...]) -> Callable[..., bool | None] | None:
+    negated = operator.negated
+    if operator.name in ("StringEquals", "StringNotEquals"):
+        texts = frozenset(static)
+
+        def string_set(context: Mapping[str, object]) -> bool | None:
+            raw = context.get(key)
+            if raw is None:
+                return negated  # absent: positive operators fail, negated ones hold
+            if raw.__class__ is not str:
+                return None
+            return negated if not raw else (raw in texts) != negated
+
+        return string_set
+    if operator.category == "ip":
+        ranges = tuple((net.version, int(net.network_address), int(net.netmask)) for net in static)
+
+        def ip_ranges(context: Mapping[str, object]) -> bool | None:
+            raw = context.get(key)
+            if raw is None:
+                return negated
+            if raw.__class__ is not str or len(raw) > 64:
+                return None
+            if not raw:
+                return negated
+            bits = _ip_bits(raw)
+            if bits is None:
+                return False  # a request value of the wrong type never satisfies the condition
+            version, value = bits
+            hit = any(version == v and value & mask == net for v, net, mask in ranges)
+            return hit != negated
+
+        return ip_ranges
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Condition:
     """One ``operator: {key: [values]}`` entry of a statement's Condition block."""
@@ -193,6 +240,9 @@ class Condition:
     values: tuple[str, ...]  # as written (variables unresolved)
     static: tuple[Value, ...] | None  # converted values when there are no variables
     version: str
+    #: A specialised check for the common shapes (fixed string sets, fixed IP ranges, text request values);
+    #: it returns None where the general evaluation must decide.
+    fast: Callable[[Mapping[str, object]], bool | None] | None = None
 
     @classmethod
     def build(cls, text: str, key: str, values: list[str], version: str) -> Condition:
@@ -202,10 +252,10 @@ class Condition:
         static = None
         if not any(has_variables(v) for v in values):
             static = tuple(operator.policy_value(v) for v in values)
-        return cls(text, operator, prefix, if_exists, key.lower(), tuple(values), static, version)
-
-    def variables(self) -> bool:
-        return self.static is None
+        fast = None
+        if static is not None and not prefix and not if_exists:
+            fast = _fast_check(operator, key.lower(), static)
+        return cls(text, operator, prefix, if_exists, key.lower(), tuple(values), static, version, fast)
 
     def _policy_values(self, context: Mapping[str, object]) -> list[Value]:
         if self.static is not None:
@@ -224,6 +274,10 @@ class Condition:
 
     def holds(self, context: Mapping[str, object]) -> bool:
         """Whether the condition holds for ``context`` (lower-case keys)."""
+        if self.fast is not None:
+            decided = self.fast(context)
+            if decided is not None:
+                return decided
         raw = context.get(self.key)
         absent = raw is None or raw in ("", [])
         operator = self.operator

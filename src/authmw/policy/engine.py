@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from authmw.models import Decision
+from authmw.policy.conditions import Condition
 from authmw.policy.document import Policy, Statement
 from authmw.policy.patterns import glob_escape, glob_regex, is_glob
 from authmw.policy.variables import FAILED, has_variables, substitute
@@ -32,15 +33,17 @@ _EMPTY: Context = MappingProxyType({})
 
 
 class _Plan(NamedTuple):
-    """What deciding one action needs: its statements, the context keys they read, cacheability."""
+    """What deciding one action needs: its Deny and Allow statements (each in document order), the context
+    keys they read, and whether decisions may be cached."""
 
     action: str  # lower-case
-    rules: tuple[_Rule, ...]
+    denies: tuple[_Rule, ...]
+    allows: tuple[_Rule, ...]
     keys: tuple[str, ...]
     cacheable: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # identity: rules are collected into sets while planning
 class _Rule:
     policy: str
     order: int
@@ -48,6 +51,7 @@ class _Rule:
     version: str
     action_patterns: tuple[re.Pattern[str], ...]  # wildcard actions (and every NotAction entry)
     keys: frozenset[str]  # condition keys the statement reads, variables included
+    decision: Decision  # what this statement decides when it applies (built once)
 
     def action_matches(self, action: str) -> bool:
         hit = action in self.statement.actions or any(p.fullmatch(action) for p in self.action_patterns)
@@ -120,7 +124,14 @@ class PolicySet:
                     for a in statement.actions
                     if statement.not_action or is_glob(a, question_mark=policy.version == "5.0")
                 )
-                rule = _Rule(policy.name, order, statement, policy.version, patterns, _keys_of(statement))
+                where = _where(policy.name, statement)
+                decision = (
+                    Decision(True, False, policy.name, statement.index, f"allowed by {where}")
+                    if statement.allow
+                    else Decision(False, True, policy.name, statement.index, f"explicit deny by {where}")
+                )
+                keys = _keys_of(statement)
+                rule = _Rule(policy.name, order, statement, policy.version, patterns, keys, decision)
                 order += 1
                 self._index(rule)
         self._plans: dict[str, _Plan] = {}
@@ -149,7 +160,8 @@ class PolicySet:
 
     def candidates(self, action: str) -> tuple[_Rule, ...]:
         """The statements that can match ``action``, in document order (memoised per action)."""
-        return self._plan(action).rules
+        plan = self._plan(action)
+        return tuple(sorted((*plan.denies, *plan.allows), key=lambda rule: rule.order))
 
     def _plan(self, action: str) -> _Plan:
         plan = self._plans.get(action)
@@ -157,9 +169,15 @@ class PolicySet:
             lowered = action.lower()
             service = lowered.split(":", 1)[0]
             pool = {*self._exact.get(lowered, ()), *self._by_service.get(service, ()), *self._anywhere}
-            rules = tuple(sorted((r for r in pool if r.action_matches(lowered)), key=lambda r: r.order))
+            rules = sorted((r for r in pool if r.action_matches(lowered)), key=lambda r: r.order)
             keys = frozenset().union(*(rule.keys for rule in rules))
-            plan = _Plan(lowered, rules, tuple(sorted(keys)), self._cache_size > 0 and not keys & VOLATILE_KEYS)
+            plan = _Plan(
+                lowered,
+                tuple(r for r in rules if not r.statement.allow),
+                tuple(r for r in rules if r.statement.allow),
+                tuple(sorted(keys)),
+                self._cache_size > 0 and not keys & VOLATILE_KEYS,
+            )
             if len(self._plans) < 100_000:  # bounded: actions come from a route catalog
                 self._plans[action] = plan
         return plan
@@ -176,18 +194,27 @@ class PolicySet:
 
         Condition keys are case-insensitive (lower-case keys are the fast path).
         """
-        lowered, rules, keys, cacheable = self._plans.get(action) or self._plan(action)
+        plan = self._plans.get(action) or self._plan(action)
+        lowered, _, _, keys, cacheable = plan
         if context is None:
             context = _EMPTY
         if not cacheable:
-            decision = self._evaluate(lowered, resource, rules, _lower_keys(context))
+            decision = self._evaluate(plan, resource, _lower_keys(context))
         else:  # the hot path, inlined: a hit costs a few dict operations
             values = (context.get(keys[0]),) if len(keys) == 1 else tuple(map(context.get, keys))
             if None in values and context and not all(map(str.islower, context)):
                 context = _lower_keys(context)
                 values = tuple(map(context.get, keys))
-            if len(values) == 1 and values[0].__class__ is str:  # the common case: one text value
-                key: tuple[Any, ...] = (lowered, resource, values[0])
+            # Text values key the cache as they are; anything else with its type (True == 1 == 1.0).
+            if len(values) == 1:
+                value = values[0]
+                key: tuple[Any, ...] = (
+                    (lowered, resource, value)
+                    if value.__class__ is str or value is None
+                    else (lowered, resource, _typed(value))
+                )
+            elif values.count(None) + sum(map(_is_text, values)) == len(values):
+                key = (lowered, resource, *values)
             else:
                 key = (lowered, resource, *map(_typed, values))
             now = self._timer()
@@ -197,7 +224,7 @@ class PolicySet:
                 decision = cached[0]
             else:
                 self.misses += 1
-                decision = self._evaluate(lowered, resource, rules, _lower_keys(context))
+                decision = self._evaluate(plan, resource, _lower_keys(context))
                 self._store(key, decision, now)
         if session is None or not decision.allowed:
             return decision
@@ -214,24 +241,20 @@ class PolicySet:
                 del cache[next(iter(cache))]
         cache[key] = (decision, now + self._ttl)
 
-    def _evaluate(self, action: str, resource: str | None, rules: tuple[_Rule, ...], context: Context) -> Decision:
-        allow: _Rule | None = None
+    def _evaluate(self, plan: _Plan, resource: str | None, context: Context) -> Decision:
+        # Denies first: the first one that applies decides. Then the first Allow that applies.
+        for rule in plan.denies:
+            if _failure(rule, resource, context) is None:
+                return rule.decision
         near_miss = ""
-        for rule in rules:
-            if not rule.resource_matches(resource, context):
-                continue
-            failed = next((c for c in rule.statement.conditions if not c.holds(context)), None)
-            if failed is not None:
-                if rule.statement.allow and not near_miss:
-                    near_miss = f"; {_where(rule)} did not apply: {failed.describe(context)}"
-                continue
-            if not rule.statement.allow:
-                return Decision(False, True, rule.policy, rule.statement.index, f"explicit deny by {_where(rule)}")
-            if allow is None:
-                allow = rule
-        if allow is not None:
-            return Decision(True, False, allow.policy, allow.statement.index, f"allowed by {_where(allow)}")
-        if self.legacy_allow and action.startswith("modelarts:"):
+        for rule in plan.allows:
+            failed = _failure(rule, resource, context)
+            if failed is None:
+                return rule.decision
+            if isinstance(failed, Condition) and not near_miss:
+                described = failed.describe(context)
+                near_miss = f"; {_where(rule.policy, rule.statement)} did not apply: {described}"
+        if self.legacy_allow and plan.action.startswith("modelarts:"):
             return Decision(True, False, None, None, "no policy attached: ModelArts legacy default allows")
         return Decision(False, False, None, None, "implicit deny: no statement allows" + near_miss)
 
@@ -240,9 +263,26 @@ class PolicySet:
         return [action for action in catalog if self.decide(action, None, context).allowed]
 
 
-def _where(rule: _Rule) -> str:
-    sid = f" ({rule.statement.sid})" if rule.statement.sid else ""
-    return f"policy {rule.policy!r} statement {rule.statement.index}{sid}"
+_NO_RESOURCE = object()  # _failure(): the resource did not match
+
+
+def _failure(rule: _Rule, resource: str | None, context: Context) -> Condition | object | None:
+    """None if ``rule`` applies; else the first condition that fails, or ``_NO_RESOURCE``."""
+    if rule.statement.resources is not None and not rule.resource_matches(resource, context):
+        return _NO_RESOURCE
+    for condition in rule.statement.conditions:
+        if not condition.holds(context):
+            return condition
+    return None
+
+
+def _where(policy: str, statement: Statement) -> str:
+    sid = f" ({statement.sid})" if statement.sid else ""
+    return f"policy {policy!r} statement {statement.index}{sid}"
+
+
+def _is_text(value: Any) -> bool:
+    return value.__class__ is str
 
 
 def _typed(value: Any) -> Any:
