@@ -184,3 +184,20 @@ def test_lint_finds_shadowed_impossible_and_broad() -> None:
     assert "can never hold" in found["dev", 2]
     assert "every action of every service" in found["guard", 1]
     assert lint([policy(allow("modelarts:notebook:list"))], modelarts_actions()) == []
+
+
+def test_documented_and_lower_case_spellings_share_the_fast_path() -> None:
+    condition = {"StringEquals": {"g:UserName": ["alice"]}, "IpAddress": {"g:SourceIp": ["10.0.0.0/8"]}}
+    rules = PolicySet([policy(allow("modelarts:notebook:list", Condition=condition))])
+    documented = {"g:UserName": "alice", "g:SourceIp": "10.1.2.3"}
+    assert rules.decide("modelarts:notebook:list", context=documented).allowed
+    assert rules.decide("modelarts:notebook:list", context={"g:username": "alice", "g:sourceip": "10.1.2.3"}).allowed
+    assert rules.decide("modelarts:notebook:list", context={"G:USERNAME": "alice", "G:SOURCEIP": "10.1.2.3"}).allowed
+    assert (rules.hits, rules.misses) == (2, 1)
+    assert not rules.decide("modelarts:notebook:list", context={**documented, "g:SourceIp": "11.0.0.1"}).allowed
+
+
+def test_a_key_spelled_twice_is_refused() -> None:
+    rules = PolicySet([policy(allow("modelarts:notebook:list", Condition={"StringEquals": {"x:k": ["a"]}}))])
+    with pytest.raises(ValueError, match="twice"):
+        rules.decide("modelarts:notebook:list", context={"X:K": "a", "x:K": "b"})

@@ -22,7 +22,7 @@ from typing import Any
 from authmw.policy.patterns import glob_escape, glob_regex
 from authmw.policy.variables import FAILED, has_variables, substitute
 
-__all__ = ["KEY_TYPES", "OPERATORS", "Condition", "Operator", "parse_operator"]
+__all__ = ["CANONICAL_KEYS", "KEY_TYPES", "OPERATORS", "Condition", "Operator", "parse_operator"]
 
 Value = Any  # a converted policy or request value (str, float, datetime, ip network, bool)
 
@@ -137,6 +137,32 @@ _BASE: list[Operator] = [
 ]
 OPERATORS: Mapping[str, Operator] = {op.name: op for op in _BASE}
 _ALIASES = {"Numeric" + name[len("Number") :]: name for name in OPERATORS if name.startswith("Number")}
+
+#: The documented spellings of the well-known condition keys (matching is case-insensitive; contexts spelled
+#: this way, or in lower case, take the fast path).
+CANONICAL_KEYS: Mapping[str, str] = {
+    name.lower(): name
+    for name in (
+        "g:CurrentTime",
+        "g:SourceIp",
+        "g:MFAPresent",
+        "g:MFAAge",
+        "g:UserName",
+        "g:UserId",
+        "g:DomainName",
+        "g:DomainId",
+        "g:ProjectName",
+        "g:ProjectId",
+        "g:ServiceName",
+        "g:PrincipalUrn",
+        "g:PrincipalAccount",
+        "g:TagKeys",
+        "g:CalledVia",
+        "g:EnterpriseProjectId",
+        "modelarts:workspaceId",
+        "modelarts:poolType",
+    )
+}
 
 #: Types of the documented global keys (lower-case); other keys accept any operator.
 KEY_TYPES: Mapping[str, str] = {

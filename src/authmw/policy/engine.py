@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from authmw.models import Decision
-from authmw.policy.conditions import Condition
+from authmw.policy.conditions import CANONICAL_KEYS, Condition
 from authmw.policy.document import Policy, Statement
 from authmw.policy.patterns import glob_escape, glob_regex, is_glob
 from authmw.policy.variables import FAILED, has_variables, substitute
@@ -34,12 +34,13 @@ _EMPTY: Context = MappingProxyType({})
 
 class _Plan(NamedTuple):
     """What deciding one action needs: its Deny and Allow statements (each in document order), the context
-    keys they read, and whether decisions may be cached."""
+    keys they read (and a reader of their values), and whether decisions may be cached."""
 
     action: str  # lower-case
     denies: tuple[_Rule, ...]
     allows: tuple[_Rule, ...]
     keys: tuple[str, ...]
+    read: Callable[[Context], tuple[Any, ...]]
     cacheable: bool
 
 
@@ -176,6 +177,7 @@ class PolicySet:
                 tuple(r for r in rules if not r.statement.allow),
                 tuple(r for r in rules if r.statement.allow),
                 tuple(sorted(keys)),
+                _reader(tuple(sorted(keys))),
                 self._cache_size > 0 and not keys & VOLATILE_KEYS,
             )
             if len(self._plans) < 100_000:  # bounded: actions come from a route catalog
@@ -195,13 +197,13 @@ class PolicySet:
         Condition keys are case-insensitive (lower-case keys are the fast path).
         """
         plan = self._plans.get(action) or self._plan(action)
-        lowered, _, _, keys, cacheable = plan
+        lowered, _, _, keys, read, cacheable = plan
         if context is None:
             context = _EMPTY
         if not cacheable:
             decision = self._evaluate(plan, resource, _lower_keys(context))
         else:  # the hot path, inlined: a hit costs a few dict operations
-            values = (context.get(keys[0]),) if len(keys) == 1 else tuple(map(context.get, keys))
+            values = read(context)
             if None in values and context and not all(map(str.islower, context)):
                 context = _lower_keys(context)
                 values = tuple(map(context.get, keys))
@@ -295,6 +297,42 @@ def _typed(value: Any) -> Any:
 
 
 def _lower_keys(context: Context) -> Context:
+    """The context with lower-case keys; a key spelled twice (in different case) is a caller's bug."""
     if context and not all(map(str.islower, context)):
-        return {key.lower(): value for key, value in context.items()}
+        lowered = {key.lower(): value for key, value in context.items()}
+        if len(lowered) != len(context):
+            raise ValueError("a condition key appears twice in the context, in different case")
+        return lowered
     return context
+
+
+def _reader(keys: tuple[str, ...]) -> Callable[[Context], tuple[Any, ...]]:
+    """Reads the values of ``keys`` (lower-case) from a context spelled in lower case or as documented."""
+    spellings = tuple(CANONICAL_KEYS.get(key, key) for key in keys)
+    if len(keys) == 1:
+        key, spelled = keys[0], spellings[0]
+
+        def read_one(context: Context) -> tuple[Any, ...]:
+            value = context.get(key)
+            return (context.get(spelled) if value is None else value,)
+
+        return read_one
+    if len(keys) == 2:
+        (first, second), (first_spelled, second_spelled) = keys, spellings
+
+        def read_two(context: Context) -> tuple[Any, ...]:
+            a, b = context.get(first), context.get(second)
+            return (
+                context.get(first_spelled) if a is None else a,
+                context.get(second_spelled) if b is None else b,
+            )
+
+        return read_two
+
+    def read_many(context: Context) -> tuple[Any, ...]:
+        values = tuple(map(context.get, keys))
+        if None in values:
+            values = tuple(context.get(s) if v is None else v for v, s in zip(values, spellings, strict=True))
+        return values
+
+    return read_many
