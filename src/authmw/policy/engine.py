@@ -215,7 +215,7 @@ class PolicySet:
                     if value.__class__ is str or value is None
                     else (lowered, resource, _typed(value))
                 )
-            elif values.count(None) + sum(map(_is_text, values)) == len(values):
+            elif _TEXT_OR_ABSENT.issuperset(map(type, values)):
                 key = (lowered, resource, *values)
             else:
                 key = (lowered, resource, *map(_typed, values))
@@ -283,8 +283,7 @@ def _where(policy: str, statement: Statement) -> str:
     return f"policy {policy!r} statement {statement.index}{sid}"
 
 
-def _is_text(value: Any) -> bool:
-    return value.__class__ is str
+_TEXT_OR_ABSENT = frozenset({str, type(None)})
 
 
 def _typed(value: Any) -> Any:
