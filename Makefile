@@ -27,6 +27,7 @@ test: lint typecheck
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/bench_signing.py
+	$(PY) benchmarks/bench_policy.py
 
 demo: $(STAMP)
 	$(PY) examples/demo_signing.py
