@@ -40,7 +40,9 @@ class _Plan(NamedTuple):
     denies: tuple[_Rule, ...]
     allows: tuple[_Rule, ...]
     keys: tuple[str, ...]
-    read: Callable[[Context], tuple[Any, ...]]
+    #: The cache key of a request, read straight from a context spelled in lower case or as documented, or
+    #: None when that is not possible (other spellings, non-text values): the general path then decides.
+    cache_key: Callable[[Context, str | None], tuple[Any, ...] | None]
     cacheable: bool
 
 
@@ -177,7 +179,7 @@ class PolicySet:
                 tuple(r for r in rules if not r.statement.allow),
                 tuple(r for r in rules if r.statement.allow),
                 tuple(sorted(keys)),
-                _reader(tuple(sorted(keys))),
+                _key_reader(lowered, tuple(sorted(keys))),
                 self._cache_size > 0 and not keys & VOLATILE_KEYS,
             )
             if len(self._plans) < 100_000:  # bounded: actions come from a route catalog
@@ -197,28 +199,24 @@ class PolicySet:
         Condition keys are case-insensitive (lower-case keys are the fast path).
         """
         plan = self._plans.get(action) or self._plan(action)
-        lowered, _, _, keys, read, cacheable = plan
-        if context is None:
-            context = _EMPTY
-        if not cacheable:
-            decision = self._evaluate(plan, resource, _lower_keys(context))
-        else:  # the hot path, inlined: a hit costs a few dict operations
-            values = read(context)
-            if None in values and context and not all(map(str.islower, context)):
-                context = _lower_keys(context)
-                values = tuple(map(context.get, keys))
+        if plan.cacheable and session is None:  # the hot path: a hit is a few dict operations
+            key = plan.cache_key(context or _EMPTY, resource)
+            if key is not None:
+                cached = self._cache.get(key)
+                if cached is not None and cached[1] > self._timer():
+                    self.hits += 1
+                    return cached[0]
+        return self._decide(plan, action, resource, context or _EMPTY, session)
+
+    def _decide(
+        self, plan: _Plan, action: str, resource: str | None, context: Context, session: PolicySet | None
+    ) -> Decision:
+        context = _lower_keys(context)
+        if not plan.cacheable:
+            decision = self._evaluate(plan, resource, context)
+        else:
             # Text values key the cache as they are; anything else with its type (True == 1 == 1.0).
-            if len(values) == 1:
-                value = values[0]
-                key: tuple[Any, ...] = (
-                    (lowered, resource, value)
-                    if value.__class__ is str or value is None
-                    else (lowered, resource, _typed(value))
-                )
-            elif _TEXT_OR_ABSENT.issuperset(map(type, values)):
-                key = (lowered, resource, *values)
-            else:
-                key = (lowered, resource, *map(_typed, values))
+            key = (plan.action, resource, *(_typed(context.get(k)) for k in plan.keys))
             now = self._timer()
             cached = self._cache.get(key)
             if cached is not None and cached[1] > now:
@@ -226,7 +224,7 @@ class PolicySet:
                 decision = cached[0]
             else:
                 self.misses += 1
-                decision = self._evaluate(plan, resource, _lower_keys(context))
+                decision = self._evaluate(plan, resource, context)
                 self._store(key, decision, now)
         if session is None or not decision.allowed:
             return decision
@@ -283,12 +281,9 @@ def _where(policy: str, statement: Statement) -> str:
     return f"policy {policy!r} statement {statement.index}{sid}"
 
 
-_TEXT_OR_ABSENT = frozenset({str, type(None)})
-
-
 def _typed(value: Any) -> Any:
     """A cache-key form of a context value: ``True``, ``1`` and ``1.0`` compare equal but decide differently."""
-    if value.__class__ is str:
+    if value.__class__ is str or value is None:
         return value
     if isinstance(value, list | tuple):
         return (list, tuple(map(_typed, value)))
@@ -305,33 +300,56 @@ def _lower_keys(context: Context) -> Context:
     return context
 
 
-def _reader(keys: tuple[str, ...]) -> Callable[[Context], tuple[Any, ...]]:
-    """Reads the values of ``keys`` (lower-case) from a context spelled in lower case or as documented."""
+def _key_reader(action: str, keys: tuple[str, ...]) -> Callable[[Context, str | None], tuple[Any, ...] | None]:
+    """Builds ``cache_key(context, resource)`` for a plan: the key of the general path, without its copies.
+
+    A value found under neither its lower-case nor its documented spelling is read again by the general path
+    when the context has other spellings; a value that is not text (or absent) needs its type in the key.
+    """
     spellings = tuple(CANONICAL_KEYS.get(key, key) for key in keys)
+
+    def found(context: Context, value: Any) -> bool:
+        if value is None:
+            return all(map(str.islower, context))  # truly absent, not spelled some other way
+        return value.__class__ is str
+
+    if not keys:
+        return lambda _context, resource: (action, resource)
     if len(keys) == 1:
         key, spelled = keys[0], spellings[0]
 
-        def read_one(context: Context) -> tuple[Any, ...]:
+        def one(context: Context, resource: str | None) -> tuple[Any, ...] | None:
             value = context.get(key)
-            return (context.get(spelled) if value is None else value,)
+            if value is None:
+                value = context.get(spelled)
+            if value.__class__ is str or found(context, value):
+                return (action, resource, value)
+            return None
 
-        return read_one
+        return one
     if len(keys) == 2:
         (first, second), (first_spelled, second_spelled) = keys, spellings
 
-        def read_two(context: Context) -> tuple[Any, ...]:
-            a, b = context.get(first), context.get(second)
-            return (
-                context.get(first_spelled) if a is None else a,
-                context.get(second_spelled) if b is None else b,
-            )
+        def two(context: Context, resource: str | None) -> tuple[Any, ...] | None:
+            a = context.get(first)
+            if a is None:
+                a = context.get(first_spelled)
+            b = context.get(second)
+            if b is None:
+                b = context.get(second_spelled)
+            if (a.__class__ is str or found(context, a)) and (b.__class__ is str or found(context, b)):
+                return (action, resource, a, b)
+            return None
 
-        return read_two
+        return two
 
-    def read_many(context: Context) -> tuple[Any, ...]:
-        values = tuple(map(context.get, keys))
-        if None in values:
-            values = tuple(context.get(s) if v is None else v for v, s in zip(values, spellings, strict=True))
-        return values
+    def many(context: Context, resource: str | None) -> tuple[Any, ...] | None:
+        values = []
+        for key, spelled in zip(keys, spellings, strict=True):
+            value = context.get(key)
+            values.append(context.get(spelled) if value is None else value)
+        if all(found(context, v) for v in values):
+            return (action, resource, *values)
+        return None
 
-    return read_many
+    return many
