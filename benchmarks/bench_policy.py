@@ -633,7 +633,7 @@ def breakdown_cases(size: int) -> list[Case]:
     ]
     plan = off._plan(TEST_ACTION)
     steps.append(("3 _evaluate over the candidates (total)", off._evaluate, (plan, None, lower_context)))
-    steps.append(("3' read the plan's context keys (cache-key values)", plan.read, (CONTEXT,)))
+    steps.append(("3' the plan's cache key from the context", plan.cache_key, (CONTEXT, None)))
     steps += [
         (f"3a  resource_matches × {len(rules)}", each_resource, ()),
         (f"3b  Condition.holds × {len(conditions)} (all of them)", each_condition, ()),
