@@ -29,7 +29,6 @@ import io
 import ipaddress
 import json
 import os
-import platform
 import pstats
 import random
 import sys
@@ -42,7 +41,7 @@ from typing import Any
 
 from authmw.models import Decision
 from authmw.policy import Policy, PolicySet, parse_policy
-from bench_signing import Case, Neighbours, Verdict, _package, _us, machine, run_cases, same_op
+from bench_signing import Case, Neighbours, Verdict, _package, _us, machine, print_preamble, run_cases, same_op
 
 # -- the workload ----------------------------------------------------------------------------------------
 
@@ -427,7 +426,7 @@ def facts() -> dict[str, Any]:
     base = machine()
     keep = ("date", "python", "implementation", "platform", "cpu", "cpu_count", "load_average_start")
     out = {key: base[key] for key in keep}
-    for name in ("authmw", "cachetools", "pycasbin", "cedarpy"):
+    for name in ("authmw", "pycasbin", "cedarpy"):
         out[name] = _package(name)
     return out
 
@@ -527,21 +526,8 @@ def verdicts(setups: dict[int, Setup]) -> list[Verdict]:
 
 
 def report(setups: dict[int, Setup], found: dict[str, Any], args: argparse.Namespace) -> list[Verdict]:
-    print(f"\n## Policy decision benchmarks ({found['date']})\n")
-    print(
-        f"{found['cpu']} ×{found['cpu_count']}, {found['implementation']} {platform.python_version()}, "
-        f"authmw {found['authmw']}, cachetools {found['cachetools']}, pycasbin {found['pycasbin']}, "
-        f"cedarpy {found['cedarpy']}"
-    )
-    busy = found["other_busy_cpus"]
-    neighbours = "unknown" if busy is None else f"{busy:.2f} of {found['cpu_count']} CPUs"
-    print(
-        f"{args.repeats} rounds, batches of ~{args.batch_ms:g} ms, GC off while timing; other processes kept "
-        f"{neighbours} busy during the run (1-min load average {found['load_average_start'][0]:.2f} → "
-        f"{found['load_average_end'][0]:.2f})\n"
-    )
-    if busy is not None and busy > 0.5:
-        print("> **Warning:** the machine was busy; timings are likely inflated. Re-run on a quiet machine.\n")
+    versions = f"authmw {found['authmw']}, pycasbin {found['pycasbin']}, cedarpy {found['cedarpy']}"
+    print_preamble("Policy decision benchmarks", found, args, versions)
     print(
         f"Decision under test: `{TEST_ACTION}`, no resource, context `{json.dumps(CONTEXT)}` → allowed. "
         f"Matches: statements whose action matches it.\n"

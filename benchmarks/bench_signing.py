@@ -603,13 +603,10 @@ def verdicts(cases: list[Case]) -> list[Verdict]:
     return out
 
 
-def report(cases: list[Case], facts: dict[str, Any], args: argparse.Namespace) -> list[Verdict]:
-    print(f"\n## Signing benchmarks ({facts['date']})\n")
-    print(
-        f"{facts['cpu']} ×{facts['cpu_count']} (sha_ni: {facts['sha_ni']}), {facts['implementation']} "
-        f"{platform.python_version()}, {facts['openssl']}, botocore {facts['botocore']}, "
-        f"cryptography {facts['cryptography']}, huaweicloudsdkcore {facts['huaweicloudsdkcore']}"
-    )
+def print_preamble(title: str, facts: dict[str, Any], args: argparse.Namespace, versions: str) -> None:
+    """Heading, machine and versions, harness settings, and a warning when the machine was busy."""
+    print(f"\n## {title} ({facts['date']})\n")
+    print(f"{facts['cpu']} ×{facts['cpu_count']}, {facts['implementation']} {platform.python_version()}, {versions}")
     busy = facts["other_busy_cpus"]
     neighbours = "unknown" if busy is None else f"{busy:.2f} of {facts['cpu_count']} CPUs"
     print(
@@ -619,6 +616,14 @@ def report(cases: list[Case], facts: dict[str, Any], args: argparse.Namespace) -
     )
     if busy is not None and busy > 0.5:  # a neighbour using half a CPU starts to share ours (or its caches)
         print("> **Warning:** the machine was busy; timings are likely inflated. Re-run on a quiet machine.\n")
+
+
+def report(cases: list[Case], facts: dict[str, Any], args: argparse.Namespace) -> list[Verdict]:
+    versions = (
+        f"sha_ni: {facts['sha_ni']}, {facts['openssl']}, botocore {facts['botocore']}, "
+        f"cryptography {facts['cryptography']}, huaweicloudsdkcore {facts['huaweicloudsdkcore']}"
+    )
+    print_preamble("Signing benchmarks", facts, args, versions)
     print(table(cases))
     found = verdicts(cases)
     print("\n### Targets\n")

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from operator import eq, ge, gt, le, lt
 from typing import Any
 
 from authmw.policy.patterns import glob_escape, glob_regex
@@ -105,6 +106,16 @@ def _like(request: str, pattern: str) -> bool:
     return glob_regex(pattern).fullmatch(request) is not None
 
 
+# Number* and Date* share their comparisons; only the conversion of the values differs.
+_ORDERED: tuple[tuple[str, Callable[[Value, Value], bool], bool], ...] = (
+    ("Equals", eq, False),
+    ("NotEquals", eq, True),
+    ("LessThan", lt, False),
+    ("LessThanEquals", le, False),
+    ("GreaterThan", gt, False),
+    ("GreaterThanEquals", ge, False),
+)
+
 _BASE: list[Operator] = [
     _string("StringEquals", lambda r, p: r == p),
     _string("StringNotEquals", lambda r, p: r == p, negated=True),
@@ -118,18 +129,11 @@ _BASE: list[Operator] = [
     _string("StringNotStartWith", lambda r, p: r.startswith(p), negated=True),
     _string("StringEndWith", lambda r, p: r.endswith(p)),
     _string("StringNotEndWith", lambda r, p: r.endswith(p), negated=True),
-    Operator("NumberEquals", "number", False, lambda r, p: r == p, _as_number, _as_number),
-    Operator("NumberNotEquals", "number", True, lambda r, p: r == p, _as_number, _as_number),
-    Operator("NumberLessThan", "number", False, lambda r, p: r < p, _as_number, _as_number),
-    Operator("NumberLessThanEquals", "number", False, lambda r, p: r <= p, _as_number, _as_number),
-    Operator("NumberGreaterThan", "number", False, lambda r, p: r > p, _as_number, _as_number),
-    Operator("NumberGreaterThanEquals", "number", False, lambda r, p: r >= p, _as_number, _as_number),
-    Operator("DateEquals", "date", False, lambda r, p: r == p, _as_date, _as_date),
-    Operator("DateNotEquals", "date", True, lambda r, p: r == p, _as_date, _as_date),
-    Operator("DateLessThan", "date", False, lambda r, p: r < p, _as_date, _as_date),
-    Operator("DateLessThanEquals", "date", False, lambda r, p: r <= p, _as_date, _as_date),
-    Operator("DateGreaterThan", "date", False, lambda r, p: r > p, _as_date, _as_date),
-    Operator("DateGreaterThanEquals", "date", False, lambda r, p: r >= p, _as_date, _as_date),
+    *(
+        Operator(family + suffix, category, negated, compare, convert, convert)
+        for family, category, convert in (("Number", "number", _as_number), ("Date", "date", _as_date))
+        for suffix, compare, negated in _ORDERED
+    ),
     Operator("Bool", "bool", False, lambda r, p: r == p, _as_bool, _as_bool),
     Operator("IpAddress", "ip", False, _in_network, _as_network, _as_address),
     Operator("NotIpAddress", "ip", True, _in_network, _as_network, _as_address),
