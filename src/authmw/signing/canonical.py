@@ -20,6 +20,7 @@ __all__ = [
     "huawei_canonical_headers",
     "huawei_canonical_query",
     "huawei_canonical_uri",
+    "is_plain_query",
     "parse_basic_date",
     "parse_http_date",
     "sigv4_canonical_headers",
@@ -122,10 +123,17 @@ def sigv4_canonical_uri(path: str, *, s3: bool) -> str:
     return quote(_remove_dot_segments(path) or "/", safe="/~")
 
 
+def is_plain_query(query: str) -> bool:
+    """Only unreserved characters, ``=`` and ``&``: every canonical form of such a query is the same."""
+    return _PLAIN_QUERY(query) is not None
+
+
 def sigv4_canonical_query(query: str, *, exclude: str | None = None) -> str:
     """SigV4 from wire values: decode (``+`` is a space), RFC 3986 re-encode, sort the encoded pairs."""
     if not query:
         return ""
+    if is_plain_query(query):  # nothing to decode or encode: the raw form is the canonical one
+        return sigv4_raw_query(query, exclude=exclude)
     pairs = []
     for item in query.split("&"):
         key, _, value = item.partition("=")

@@ -17,6 +17,7 @@ from authmw.signing.base import (
 )
 from authmw.signing.canonical import (
     format_basic_date,
+    is_plain_query,
     parse_basic_date,
     parse_http_date,
     sigv4_canonical_headers,
@@ -58,7 +59,7 @@ def sigv4_canonical_requests(request: Request, parts: SignedParts, payload_hash:
     a URL's own query string: verbatim. botocore uses the first for ``params=`` and the second otherwise."""
     exclude = "X-Amz-Signature" if parts.expires is not None else None
     normal = sigv4_canonical_query(request.query, exclude=exclude)
-    raw = sigv4_raw_query(request.query, exclude=exclude)
+    raw = normal if is_plain_query(request.query) else sigv4_raw_query(request.query, exclude=exclude)
     head = f"{request.method}\n{sigv4_canonical_uri(request.path, s3=parts.service in S3_SERVICES)}\n"
     headers = sigv4_canonical_headers(request.headers, parts.signed_headers)
     tail = f"\n{headers}\n{';'.join(parts.signed_headers)}\n{payload_hash}"
