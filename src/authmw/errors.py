@@ -37,7 +37,9 @@ operators go in typed fields and never contain secrets, signatures or canonical 
         └── StoreUnavailable            store_unavailable
 
 :class:`ConfigurationError` is separate: it is raised at start-up for invalid settings (and its subclass
-:class:`InvalidPolicy` for a policy document that breaks the language rules), never per request.
+:class:`InvalidPolicy` for a policy document that breaks the language rules), never per request. So is
+:class:`ChangeRefused` (and :class:`NotFound`): the store refused an administrative change, which was not
+applied at all.
 """
 
 from __future__ import annotations
@@ -56,6 +58,14 @@ class InvalidPolicy(ConfigurationError):
         super().__init__(f"{name}: " + "; ".join(problems))
         self.name = name
         self.problems = tuple(problems)
+
+
+class ChangeRefused(ValueError):
+    """The store refused an administrative change (invalid value, name taken, limit reached); nothing changed."""
+
+
+class NotFound(ChangeRefused):
+    """A change names something the store does not hold."""
 
 
 class AuthmwError(Exception):

@@ -10,17 +10,23 @@ from typing import Any
 
 from authmw.policy.document import Policy, parse_policy
 
-__all__ = ["modelarts_actions", "system_policies"]
+__all__ = ["modelarts_actions", "system_policies", "system_policy_documents"]
 
 #: Dedicated resource-pool management, the part of ModelArts that ``CommonOperations`` leaves out.
 POOL_MANAGEMENT = ("modelarts:pool:create", "modelarts:pool:update", "modelarts:pool:delete")
 
 
 @cache
+def system_policy_documents() -> MappingProxyType[str, Any]:
+    """The JSON documents of the system policies, by name."""
+    documents: dict[str, Any] = json.loads(files("authmw.data").joinpath("system_policies.json").read_text())
+    return MappingProxyType(documents)
+
+
+@cache
 def system_policies() -> MappingProxyType[str, Policy]:
     """``ModelArts FullAccess`` and ``ModelArts CommonOperations`` (all of ModelArts but pool management)."""
-    documents: dict[str, Any] = json.loads(files("authmw.data").joinpath("system_policies.json").read_text())
-    return MappingProxyType({name: parse_policy(document, name=name) for name, document in documents.items()})
+    return MappingProxyType({name: parse_policy(doc, name=name) for name, doc in system_policy_documents().items()})
 
 
 @cache

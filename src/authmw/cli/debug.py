@@ -1,33 +1,21 @@
-"""The ``authmw`` command line."""
+"""Debugging commands: ``verify-request`` and ``policy validate|check|lint``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
 
-from authmw import __version__
+from authmw.cli._common import EXIT_INVALID, EXIT_OK, EXIT_USAGE, UsageError, add_common, open_cli_store
 from authmw.errors import AuthmwError, InvalidPolicy, InvalidSecurityToken
 from authmw.models import AccessKey
 from authmw.policy import Policy, PolicySet, lint, modelarts_actions, parse_policy
 from authmw.rawhttp import parse_raw_request
 from authmw.signing import SCHEMES, Verifier
 
-__all__ = ["main"]
-
-EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Unusable input: exit 2 with a one-line message."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
+__all__ = ["register", "register_policy"]
 
 
 class _AnyKey:
@@ -38,6 +26,13 @@ class _AnyKey:
 
     def get_access_key(self, access_key: str) -> AccessKey:
         return AccessKey(access_key, self._secret)
+
+
+class _NoTemporaryKeys:
+    """Temporary credentials are validated by the security-token service, not by a store lookup."""
+
+    def resolve(self, token: str, access_key: str) -> AccessKey:  # noqa: ARG002 - never accepted
+        raise InvalidSecurityToken("security tokens are not checked against a store")
 
 
 class _TrustedToken:
@@ -84,14 +79,24 @@ def _verify_request(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
     except AuthmwError as exc:
         raise UsageError(f"not an HTTP request: {exc.detail}") from None
     at = _parse_time(args.at) if args.at else datetime.now(UTC).timestamp()
-    keys = {args.access_key: args.secret_key} if args.access_key else _AnyKey(args.secret_key)
-    verifier = Verifier(
-        keys=keys,
-        clock=lambda: at,
-        security_tokens=_TrustedToken(args.secret_key, args.access_key),
-        max_body=max(len(request.body), 1),
-    )
-    result = verifier.inspect(request)
+    if args.secret_key is None:
+        if args.access_key:
+            raise UsageError("--access-key goes with --secret-key; with a store the request names the key")
+        with open_cli_store(args) as store:
+            store.require_schema()
+            verifier = Verifier(
+                keys=store, clock=lambda: at, security_tokens=_NoTemporaryKeys(), max_body=max(len(request.body), 1)
+            )
+            result = verifier.inspect(request)
+    else:
+        keys = {args.access_key: args.secret_key} if args.access_key else _AnyKey(args.secret_key)
+        verifier = Verifier(
+            keys=keys,
+            clock=lambda: at,
+            security_tokens=_TrustedToken(args.secret_key, args.access_key),
+            max_body=max(len(request.body), 1),
+        )
+        result = verifier.inspect(request)
     report: dict[str, Any] = {
         "valid": result.valid,
         "scheme": result.scheme,
@@ -189,10 +194,8 @@ def _context_value(value: object) -> bool:
     return isinstance(value, str | int | float | bool)
 
 
-def _build_parser() -> _Parser:
-    parser = _Parser(prog="authmw", description="Cloud-grade authentication and access control for web apps.")
-    parser.add_argument("--version", action="version", version=f"authmw {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def register(commands: Any) -> None:
+    """Add ``verify-request`` to the command parsers."""
 
     verify = commands.add_parser(
         "verify-request",
@@ -201,18 +204,21 @@ def _build_parser() -> _Parser:
             "Verify the AK/SK signature of a raw HTTP/1.1 request (request line, headers, blank line, body). "
             f"Schemes: {', '.join(sorted(SCHEMES))}. On a mismatch the canonical request and string to sign "
             "that authmw computed are shown, to diff against your client's. Security tokens are not validated "
-            "here, only required to be signed. Exit 0 valid, 1 invalid, 2 unusable input."
+            "here, only required to be signed (with --secret-key) or refused (with the store). Without "
+            "--secret-key the access key's secret is looked up in the store. Exit 0 valid, 1 invalid, 2 unusable "
+            "input."
         ),
     )
     verify.add_argument("--file", required=True, metavar="REQ", help="raw request file, or - for stdin")
-    verify.add_argument("--secret-key", required=True, metavar="SK", help="secret key to verify with")
+    verify.add_argument("--secret-key", metavar="SK", help="secret key to verify with (else: look it up in --store)")
     verify.add_argument("--access-key", metavar="AK", help="only accept requests signed under this access key")
     verify.add_argument("--at", metavar="ISO8601", help="verification time (default: now); naive means UTC")
-    verify.add_argument("--format", choices=("text", "json"), default="text")
+    add_common(verify)
     verify.set_defaults(handler=_verify_request)
 
-    policy = commands.add_parser("policy", help="validate policies and check decisions")
-    policy_commands = policy.add_subparsers(dest="policy_command", required=True, parser_class=_Parser)
+
+def register_policy(policy_commands: Any) -> None:
+    """Add ``validate``, ``check`` and ``lint`` to the ``policy`` command."""
     validate = policy_commands.add_parser(
         "validate",
         help="validate policy documents",
@@ -220,7 +226,7 @@ def _build_parser() -> _Parser:
         "2 otherwise, with one line per problem on stderr.",
     )
     validate.add_argument("files", nargs="+", metavar="FILE")
-    validate.add_argument("--format", choices=("text", "json"), default="text")
+    add_common(validate)
     validate.set_defaults(handler=_policy_validate)
     check = policy_commands.add_parser(
         "check",
@@ -233,7 +239,7 @@ def _build_parser() -> _Parser:
     check.add_argument("--action", required=True, metavar="ACTION", help="service:resourceType:operation")
     check.add_argument("--resource", metavar="URN", help="service:region:account:type:path")
     check.add_argument("--context", metavar="JSON", help='condition keys, e.g. {"g:UserName": "alice"}')
-    check.add_argument("--format", choices=("json",), default="json")
+    add_common(check, formats=("json",))
     check.set_defaults(handler=_policy_check)
     linter = policy_commands.add_parser(
         "lint",
@@ -243,19 +249,5 @@ def _build_parser() -> _Parser:
         "(sized against the ModelArts action catalog). Exit 0 no warnings, 1 warnings, 2 invalid input.",
     )
     linter.add_argument("files", nargs="+", metavar="FILE")
-    linter.add_argument("--format", choices=("text", "json"), default="text")
+    add_common(linter)
     linter.set_defaults(handler=_policy_lint)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
-    """Run the CLI; returns the exit code (the console script exits with it)."""
-    stdin = stdin or sys.stdin
-    stdout = stdout or sys.stdout
-    try:
-        args = _build_parser().parse_args(argv)
-        code: int = args.handler(args, stdin, stdout)
-    except UsageError as exc:
-        sys.stderr.write(f"authmw: {exc}\n")
-        return EXIT_USAGE
-    return code

@@ -1,0 +1,53 @@
+"""The ``authmw`` command line (SPEC §8): administration, policy tools and request debugging."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from authmw import __version__
+from authmw.cli import admin, debug
+from authmw.cli._common import EXIT_UNAVAILABLE, EXIT_USAGE, Parser, UsageError
+from authmw.errors import ChangeRefused, ConfigurationError, ServiceUnavailable
+
+__all__ = ["main"]
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="authmw", description="Cloud-grade authentication and access control for web apps.")
+    parser.add_argument("--version", action="version", version=f"authmw {__version__}")
+    parser.add_argument("--store", metavar="URL", help="store URL (env AUTHMW_STORE; default sqlite:///./authmw.db)")
+    parser.add_argument("--config", metavar="FILE", help="YAML configuration file")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    admin.register(commands)
+    policy = commands.add_parser("policy", help="create, attach, validate, check and lint policies")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True, parser_class=Parser)
+    admin.register_policy(policy_commands)
+    debug.register_policy(policy_commands)
+    debug.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+    """Run the CLI; returns the exit code (the console script exits with it).
+
+    Exit codes: 0 success; 1 a negative answer (invalid signature, deny); 2 bad input or a refused change,
+    with one line on stderr; 3 the store is unreachable.
+    """
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    try:
+        args = build_parser().parse_args(argv)
+        code: int = args.handler(args, stdin, stdout)
+    except (UsageError, ChangeRefused, ConfigurationError) as exc:
+        sys.stderr.write(f"authmw: {_one_line(exc)}\n")
+        return EXIT_USAGE
+    except ServiceUnavailable as exc:
+        sys.stderr.write(f"authmw: {_one_line(exc.detail)}\n")
+        return EXIT_UNAVAILABLE
+    return code
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())

@@ -1,0 +1,125 @@
+"""What every ``authmw`` command shares: exit codes, the parser class, global options, output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn, TextIO
+
+from authmw.errors import ConfigurationError
+from authmw.settings import Settings, load_settings
+
+__all__ = [
+    "EXIT_INVALID",
+    "EXIT_OK",
+    "EXIT_UNAVAILABLE",
+    "EXIT_USAGE",
+    "Handler",
+    "Parser",
+    "UsageError",
+    "add_common",
+    "emit",
+    "open_cli_store",
+    "settings_of",
+]
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+Handler = Callable[[argparse.Namespace, TextIO, TextIO], int]
+
+
+class UsageError(Exception):
+    """Unusable input or a refused change: exit 2 with a one-line message."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def add_common(parser: argparse.ArgumentParser, *, formats: tuple[str, ...] = ("text", "json")) -> None:
+    """The global options, accepted after the command too (``authmw user list --store URL``)."""
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="store URL (env AUTHMW_STORE; default sqlite:///./authmw.db)",
+    )
+    parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="YAML configuration file")
+    parser.add_argument("--format", choices=formats, default=formats[0], help="output format")
+
+
+def settings_of(args: argparse.Namespace) -> Settings:
+    try:
+        return load_settings(getattr(args, "config", None))
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
+
+
+@contextmanager
+def open_cli_store(args: argparse.Namespace, *, create_master_key: bool = False) -> Iterator[Any]:
+    """The store named by ``--store`` / ``$AUTHMW_STORE`` / the config file / the default, closed afterwards."""
+    from authmw.store import DEFAULT_STORE_URL, STORE_ENV, Keyring, Store
+    from authmw.store.backends import open_database
+
+    settings = settings_of(args)
+    url = getattr(args, "store", None) or os.environ.get(STORE_ENV) or settings.store or DEFAULT_STORE_URL
+    environ = dict(os.environ)
+    if settings.master_key_file and not environ.get("AUTHMW_MASTER_KEY_FILE"):
+        environ["AUTHMW_MASTER_KEY_FILE"] = settings.master_key_file
+    try:
+        db = open_database(url)
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        if create_master_key:
+            _refuse_new_key_for_sealed_store(db, environ)
+        try:
+            ring = Keyring.from_environment(environ, create=create_master_key)
+        except ConfigurationError as exc:
+            raise UsageError(str(exc)) from None
+        yield Store(db, ring, whitelist_limit=settings.whitelist_limit)
+    finally:
+        db.close()
+
+
+def _refuse_new_key_for_sealed_store(db: Any, environ: dict[str, str]) -> None:
+    """``init`` must not mint a new master key for a store whose secrets another key sealed."""
+    from authmw.store.secrets import DEFAULT_MASTER_KEY_FILE
+
+    if environ.get("AUTHMW_MASTER_KEY"):
+        return
+    path = environ.get("AUTHMW_MASTER_KEY_FILE") or DEFAULT_MASTER_KEY_FILE
+    if os.path.exists(path):
+        return
+    from authmw.store.backends import table_exists
+
+    with db.read() as tx:
+        if not table_exists(tx, db.dialect, "signing_keys"):
+            return
+        sealed = tx.one("SELECT 1 FROM signing_keys UNION ALL SELECT 1 FROM access_keys LIMIT 1")
+    if sealed is not None:
+        raise UsageError(f"the store holds secrets sealed under a master key, but {path} does not exist")
+
+
+def emit(args: argparse.Namespace, stdout: TextIO, data: Any, text: str | None = None) -> None:
+    """Print ``data`` as JSON with ``--format json``, else ``text`` (or a key=value rendering of ``data``)."""
+    if getattr(args, "format", "text") == "json":
+        stdout.write(json.dumps(data) + "\n")
+        return
+    if text is None:
+        rows = data if isinstance(data, list) else [data]
+        text = "".join(
+            "  ".join(f"{k}={_plain(v)}" for k, v in row.items()) + "\n" if isinstance(row, dict) else f"{row}\n"
+            for row in rows
+        )
+    stdout.write(text)
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value) or "-"
+    return "-" if value is None else str(value)

@@ -1,0 +1,506 @@
+"""Store administration commands (SPEC §8): init, migrate, identities, keys, policies, workspaces, export."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from authmw.cli._common import EXIT_INVALID, EXIT_OK, UsageError, add_common, emit, open_cli_store
+from authmw.identity import DEFAULT_WORKSPACE_ID, WhitelistScope, can_access_workspace
+
+__all__ = ["register", "register_policy"]
+
+PASSPHRASE_ENV = "AUTHMW_EXPORT_PASSPHRASE"
+
+
+def _init(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    with open_cli_store(args, create_master_key=True) as store:
+        report = store.initialize()
+        report["master_key"] = str(store.keyring.path) if store.keyring.path else "AUTHMW_MASTER_KEY"
+    emit(args, stdout, report, f"store ready (schema {report['schema_to']}); master key: {report['master_key']}\n")
+    return EXIT_OK
+
+
+def _migrate(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    with open_cli_store(args) as store:
+        start, end = store.migrate()
+    emit(args, stdout, {"schema_from": start, "schema_to": end}, f"schema {start} -> {end}\n")
+    return EXIT_OK
+
+
+def _domain_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    with open_cli_store(args) as store:
+        store.require_schema()
+        domain = store.create_domain(args.name)
+    emit(args, stdout, {"id": domain.id, "name": domain.name})
+    return EXIT_OK
+
+
+def _project_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    with open_cli_store(args) as store:
+        store.require_schema()
+        project = store.create_project(args.name, domain=args.domain, region=args.region)
+    emit(args, stdout, {"id": project.id, "name": project.name})
+    return EXIT_OK
+
+
+def _read_password(stdin: TextIO) -> str:
+    line = stdin.readline()
+    password = line[:-1] if line.endswith("\n") else line
+    if not password:
+        raise UsageError("--password-stdin: no password on standard input")
+    return password.removesuffix("\r")
+
+
+def _user_create(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    password = _read_password(stdin) if args.password_stdin else None
+    with open_cli_store(args) as store:
+        store.require_schema()
+        user = store.create_user(args.name, domain=args.domain, password=password)
+    emit(args, stdout, _user_view(user, args.domain))
+    return EXIT_OK
+
+
+def _user_view(user: Any, domain: str) -> dict[str, Any]:
+    return {"id": user.id, "name": user.name, "domain": domain, "enabled": user.enabled}
+
+
+def _user_enable(enabled: bool) -> Any:
+    def handler(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+        with open_cli_store(args) as store:
+            store.require_schema()
+            user = store.set_user_enabled(args.name, enabled, domain=args.domain)
+        emit(args, stdout, _user_view(user, args.domain))
+        return EXIT_OK
+
+    return handler
+
+
+def _user_list(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    with open_cli_store(args) as store:
+        store.require_schema()
+        users = store.list_users(domain=args.domain)
+        domains = {d.id: d.name for d in store.list_domains()}
+    emit(args, stdout, [_user_view(u, domains[u.domain_id]) for u in users])
+    return EXIT_OK
+
+
+def _group_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    with open_cli_store(args) as store:
+        store.require_schema()
+        group = store.create_group(args.name, domain=args.domain)
+    emit(args, stdout, {"id": group.id, "name": group.name})
+    return EXIT_OK
+
+
+def _group_add_user(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    with open_cli_store(args) as store:
+        store.require_schema()
+        store.add_user_to_group(args.group, args.user, domain=args.domain)
+    emit(args, stdout, {"group": args.group, "user": args.user})
+    return EXIT_OK
+
+
+def _key_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    with open_cli_store(args) as store:
+        store.require_schema()
+        key = store.create_access_key(
+            args.user, domain=args.domain, access_key=args.access_key, secret_key=args.secret_key
+        )
+    emit(args, stdout, key.to_dict())
+    return EXIT_OK
+
+
+def _key_status(active: bool) -> Any:
+    def handler(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+        with open_cli_store(args) as store:
+            store.require_schema()
+            info = store.set_access_key_status(args.access_key, active)
+        emit(args, stdout, info.to_dict())
+        return EXIT_OK
+
+    return handler
+
+
+def _key_delete(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    with open_cli_store(args) as store:
+        store.require_schema()
+        store.delete_access_key(args.access_key)
+    emit(args, stdout, {"access": args.access_key, "status": "deleted"})
+    return EXIT_OK
+
+
+def _key_list(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    with open_cli_store(args) as store:
+        store.require_schema()
+        keys = store.list_access_keys(args.user, domain=args.domain)
+    emit(args, stdout, [key.to_dict() for key in keys])
+    return EXIT_OK
+
+
+def _policy_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    try:
+        document = Path(args.file).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+    with open_cli_store(args) as store:
+        store.require_schema()
+        policy = store.create_policy(args.name, document, domain=args.domain)
+    emit(args, stdout, {"id": policy.id, "name": policy.name})
+    return EXIT_OK
+
+
+def _policy_attach(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    with open_cli_store(args) as store:
+        store.require_schema()
+        store.attach_policy(args.name, group=args.group, user=args.user, agency=args.agency, domain=args.domain)
+    target = {"group": args.group} if args.group else {"user": args.user} if args.user else {"agency": args.agency}
+    emit(args, stdout, {"policy": args.name, **target})
+    return EXIT_OK
+
+
+def _agency_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    with open_cli_store(args) as store:
+        store.require_schema()
+        agency = store.create_agency(
+            args.name, trust=args.trust, domain=args.domain, policies=args.policy, max_duration=args.max_duration
+        )
+    emit(args, stdout, {**agency.to_dict(), "policies": list(agency.policies)})
+    return EXIT_OK
+
+
+def _workspace_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    with open_cli_store(args) as store:
+        store.require_schema()
+        workspace = store.create_workspace(
+            args.name,
+            domain=args.domain,
+            auth_type=args.auth_type,
+            owner=args.owner,
+            grant_users=args.grant,
+            grant_groups=args.grant_group,
+        )
+    emit(args, stdout, {"id": workspace.id, "name": workspace.name, "auth_type": workspace.auth_type})
+    return EXIT_OK
+
+
+def _keypair_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    with open_cli_store(args) as store:
+        store.require_schema()
+        pair = store.create_keypair(args.name, user=args.user, domain=args.domain, key_type=args.type)
+    if args.format == "json":
+        emit(args, stdout, pair.to_dict())
+    else:
+        # The private key alone on stdout, so `> key.pem` saves it; it is never shown again.
+        stdout.write(pair.private_key)
+        sys.stderr.write(f"key pair {pair.name}: {pair.fingerprint} (the private key is not stored)\n")
+    return EXIT_OK
+
+
+def _keypair_import(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    try:
+        text = Path(args.public_key_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {args.public_key_file}: {getattr(exc, 'strerror', None) or exc}") from None
+    with open_cli_store(args) as store:
+        store.require_schema()
+        pair = store.import_keypair(args.name, user=args.user, public_key=text, domain=args.domain)
+    emit(args, stdout, pair.to_dict())
+    return EXIT_OK
+
+
+def _keypair_authorized_keys(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    with open_cli_store(args) as store:
+        store.require_schema()
+        text = store.authorized_keys(args.user, domain=args.domain)
+    emit(args, stdout, {"user": args.user, "authorized_keys": text}, text)
+    return EXIT_OK
+
+
+def _whitelist_set(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    scope, name = (
+        (WhitelistScope.WORKSPACE, args.workspace)
+        if args.workspace
+        else (WhitelistScope.USER, args.user)
+        if args.user
+        else (WhitelistScope.ROUTE, args.route)
+    )
+    with open_cli_store(args) as store:
+        store.require_schema()
+        whitelist = store.set_whitelist(scope, name, args.addresses, domain=args.domain)
+    report = {"scope": scope.value, "name": name, "entries": list(whitelist.entries)}
+    emit(args, stdout, report, f"{scope.value} {name}: {', '.join(whitelist.entries) or 'all addresses allowed'}\n")
+    return EXIT_OK
+
+
+def _passphrase(args: argparse.Namespace) -> str | None:
+    if args.passphrase_file:
+        try:
+            text = Path(args.passphrase_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read {args.passphrase_file}: {getattr(exc, 'strerror', None) or exc}") from None
+    else:
+        text = os.environ.get(PASSPHRASE_ENV, "")
+    if text and len(text) < 12:
+        raise UsageError("the export passphrase needs at least 12 characters")
+    return text or None
+
+
+def _export(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    import yaml
+
+    from authmw.store.transfer import export_store
+
+    passphrase = _passphrase(args)
+    if args.include_secrets and passphrase is None:
+        raise UsageError(f"--include-secrets needs a passphrase: --passphrase-file F or ${PASSPHRASE_ENV}")
+    with open_cli_store(args) as store:
+        store.require_schema()
+        document = export_store(store, passphrase=passphrase if args.include_secrets else None)
+    if args.format == "json":
+        stdout.write(json.dumps(document, sort_keys=False) + "\n")
+    else:
+        dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml: large stores export in seconds
+        stdout.write(yaml.dump(document, Dumper=dumper, sort_keys=False, allow_unicode=True))
+    return EXIT_OK
+
+
+def _import(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    import yaml
+
+    from authmw.store.transfer import import_store
+
+    try:
+        text = stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+        document = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - safe loaders
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {args.file}: {getattr(exc, 'strerror', None) or exc}") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{args.file}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    with open_cli_store(args) as store:
+        store.require_schema()
+        counts = import_store(store, document, passphrase=_passphrase(args), replace=args.replace)
+    emit(args, stdout, counts, "imported " + ", ".join(f"{n} {section}" for section, n in counts.items() if n) + "\n")
+    return EXIT_OK
+
+
+def _master_key_rotate(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    from authmw.store.secrets import read_key_file, write_key_file
+
+    with open_cli_store(args) as store:
+        store.require_schema()
+        ring = store.keyring
+        if ring.path is None:
+            raise UsageError(
+                "the master key comes from AUTHMW_MASTER_KEY: rotation rewrites a key file, use "
+                "AUTHMW_MASTER_KEY_FILE (or put 'new,old' in AUTHMW_MASTER_KEY everywhere, then rotate)"
+            )
+        current = read_key_file(ring.path)
+        rotated, key = ring.rotated()
+        # 1. the file knows both keys, so every process can open old and new values during the switch;
+        write_key_file(ring.path, [key, *current])
+        # 2. everything is re-sealed in one transaction;
+        count = store.reseal_all(rotated)
+        # 3. only then is the old key dropped.
+        write_key_file(ring.path, [key])
+        ring.replace([key])
+    report = {"resealed": count, "key_id": ring.sealing_key_id, "key_file": str(ring.path)}
+    emit(args, stdout, report, f"re-sealed {count} secrets under master key {ring.sealing_key_id}\n")
+    return EXIT_OK
+
+
+def _explain(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    context: dict[str, Any] = {}
+    if args.context:
+        try:
+            context = json.loads(args.context)
+        except ValueError:
+            raise UsageError("--context: not valid JSON") from None
+        if not isinstance(context, dict):
+            raise UsageError("--context: a JSON object keyed by condition key")
+    if args.action.count(":") != 2:
+        raise UsageError("--action: expected service:resourceType:operation")
+    with open_cli_store(args) as store:
+        store.require_schema()
+        user = store.find_user(args.user, domain=args.domain)
+        principal = store.principal(user.id)
+        workspace = store.find_workspace(args.workspace or DEFAULT_WORKSPACE_ID, domain=args.domain)
+    report: dict[str, Any] = {"user": args.user, "action": args.action, "workspace": workspace.id}
+    if principal is None:
+        report.update(decision="deny", explicit=False, statement=None, reason="user is disabled")
+    elif not can_access_workspace(principal, workspace):
+        reason = f"workspace {workspace.name} ({workspace.auth_type.value}) is not open to this user"
+        report.update(decision="deny", explicit=False, statement=None, reason=reason)
+    else:
+        base = {
+            "g:UserId": principal.user_id,
+            "g:UserName": principal.user_name,
+            "g:DomainName": principal.domain_name,
+            "modelarts:workspaceId": workspace.id,
+        }
+        base = {k: v for k, v in base.items() if k.lower() not in {key.lower() for key in context}}
+        try:
+            decision = principal.policies.decide(args.action, args.resource, {**base, **context})
+        except ValueError as exc:
+            raise UsageError(f"--context: {exc}") from None
+        statement = None if decision.policy is None else {"policy": decision.policy, "index": decision.statement}
+        report.update(
+            decision="allow" if decision.allowed else "deny",
+            explicit=decision.explicit,
+            statement=statement,
+            reason=decision.reason,
+        )
+    emit(args, stdout, report, f"{report['decision'].upper()}: {report['reason']}\n")
+    return EXIT_OK if report["decision"] == "allow" else EXIT_INVALID
+
+
+def _with_domain(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--domain", default="default", metavar="D", help="the domain (default: default)")
+
+
+def _command(commands: Any, name: str, handler: Any, help_text: str, *, domain: bool = True) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=help_text)
+    add_common(parser)
+    if domain:
+        _with_domain(parser)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _group_of(commands: Any, name: str, help_text: str) -> Any:
+    from authmw.cli._common import Parser
+
+    parser = commands.add_parser(name, help=help_text, description=help_text)
+    return parser.add_subparsers(dest=f"{name}_command", required=True, parser_class=Parser)
+
+
+def register(commands: Any) -> None:
+    """Add the administration commands (``policy create|attach`` go through :func:`register_policy`)."""
+    _command(
+        commands,
+        "init",
+        _init,
+        "create or migrate the store; create the default domain, workspace 0, the master key file if absent "
+        "(mode 0600) and a token signing key",
+        domain=False,
+    )
+    _command(commands, "migrate", _migrate, "apply pending schema migrations", domain=False)
+
+    domain = _group_of(commands, "domain", "domains (accounts)")
+    _command(domain, "create", _domain_create, "create a domain", domain=False).add_argument("name", metavar="NAME")
+
+    project = _group_of(commands, "project", "projects (region-scoped)")
+    create = _command(project, "create", _project_create, "create a project in a domain")
+    create.add_argument("name", metavar="NAME")
+    create.add_argument("--region", metavar="R", help="region (default: the name up to its first _)")
+
+    user = _group_of(commands, "user", "IAM users")
+    create = _command(user, "create", _user_create, "create a user")
+    create.add_argument("name", metavar="NAME")
+    create.add_argument("--password-stdin", action="store_true", help="read a password (8-128 chars) from stdin")
+    _command(user, "disable", _user_enable(False), "disable a user").add_argument("name", metavar="NAME")
+    _command(user, "enable", _user_enable(True), "enable a user").add_argument("name", metavar="NAME")
+    listing = _command(user, "list", _user_list, "list users")
+    listing.set_defaults(domain=None)
+
+    group = _group_of(commands, "group", "user groups")
+    _command(group, "create", _group_create, "create a group").add_argument("name", metavar="NAME")
+    add = _command(group, "add-user", _group_add_user, "add a user to a group")
+    add.add_argument("group", metavar="GROUP")
+    add.add_argument("user", metavar="USER")
+
+    key = _group_of(commands, "key", "permanent access keys (AK/SK), at most 2 per user")
+    create = _command(key, "create", _key_create, "create an access key; the secret is shown this once")
+    create.add_argument("user", metavar="USER")
+    create.add_argument("--access-key", metavar="AK", help="use this access key id (with --secret-key)")
+    create.add_argument("--secret-key", metavar="SK", help="use this secret (with --access-key)")
+    for name, handler, text in (
+        ("disable", _key_status(False), "make a key inactive"),
+        ("enable", _key_status(True), "make a key active again"),
+        ("delete", _key_delete, "delete a key for good"),
+    ):
+        _command(key, name, handler, text, domain=False).add_argument("access_key", metavar="AK")
+    _command(key, "list", _key_list, "list a user's keys (never their secrets)").add_argument("user", metavar="USER")
+
+    agency = _group_of(commands, "agency", "agencies: delegation to another domain or a cloud service")
+    create = _command(agency, "create", _agency_create, "create an agency that the trusted domain may assume")
+    create.add_argument("name", metavar="NAME")
+    create.add_argument("--trust", required=True, metavar="DOMAIN", help="the trusted domain, e.g. op_svc_modelarts")
+    create.add_argument("--policy", action="append", default=[], metavar="P", help="attach this policy (repeatable)")
+    create.add_argument("--max-duration", type=int, default=86_400, metavar="SECONDS", help="900-86400")
+
+    workspace = _group_of(commands, "workspace", "workspaces")
+    create = _command(workspace, "create", _workspace_create, "create a workspace")
+    create.add_argument("name", metavar="NAME")
+    create.add_argument("--auth-type", default="PUBLIC", type=str.upper, choices=("PUBLIC", "PRIVATE", "INTERNAL"))
+    create.add_argument("--grant", action="append", default=[], metavar="USER", help="grant a user (INTERNAL)")
+    create.add_argument("--grant-group", action="append", default=[], metavar="GROUP", help="grant a group (INTERNAL)")
+    create.add_argument("--owner", metavar="U", help="the owning user")
+
+    keypair = _group_of(commands, "keypair", "SSH key pairs for remote access")
+    create = _command(keypair, "create", _keypair_create, "generate a key pair; prints the private key once")
+    create.add_argument("name", metavar="NAME")
+    create.add_argument("--user", required=True, metavar="U")
+    create.add_argument("--type", choices=("ed25519", "rsa"), default="ed25519", help="ed25519 or RSA-3072")
+    imported = _command(keypair, "import", _keypair_import, "register an OpenSSH public key")
+    imported.add_argument("name", metavar="NAME")
+    imported.add_argument("--user", required=True, metavar="U")
+    imported.add_argument("--public-key-file", required=True, metavar="F")
+    _command(keypair, "authorized-keys", _keypair_authorized_keys, "print the user's authorized_keys").add_argument(
+        "--user", required=True, metavar="U"
+    )
+
+    whitelist = _group_of(commands, "whitelist", "IP whitelists")
+    setter = _command(
+        whitelist, "set", _whitelist_set, "replace a whitelist: addresses or CIDRs (v4/v6); none allows all"
+    )
+    target = setter.add_mutually_exclusive_group(required=True)
+    target.add_argument("--workspace", metavar="W", help="workspace name or id")
+    target.add_argument("--user", metavar="U")
+    target.add_argument("--route", metavar="R", help="an action or 'METHOD /path/template'")
+    setter.add_argument("addresses", nargs="*", metavar="ADDRESS_OR_CIDR")
+
+    for name, handler, text in (
+        ("export", _export, "write the store as YAML to stdout (no secrets unless --include-secrets)"),
+        ("import", _import, "load an export into a fresh store, all or nothing"),
+    ):
+        parser = _command(commands, name, handler, text, domain=False)
+        parser.add_argument(
+            "--passphrase-file", metavar="F", help=f"passphrase sealing the secrets (else ${PASSPHRASE_ENV})"
+        )
+    commands.choices["export"].add_argument(
+        "--include-secrets", action="store_true", help="include secrets, sealed under the passphrase"
+    )
+    commands.choices["import"].add_argument("file", metavar="FILE", help="an export, or - for stdin")
+    commands.choices["import"].add_argument(
+        "--replace", action="store_true", help="delete the store's current content first"
+    )
+
+    master = _group_of(commands, "master-key", "the master key sealing stored secrets")
+    _command(
+        master, "rotate", _master_key_rotate, "new master key; re-seal every secret in one transaction", domain=False
+    )
+
+    explain = _command(commands, "explain", _explain, "decide an action for a user from the store, and say why")
+    explain.add_argument("--user", required=True, metavar="U")
+    explain.add_argument("--action", required=True, metavar="A")
+    explain.add_argument("--workspace", metavar="W", help="workspace name or id (default: 0)")
+    explain.add_argument("--resource", metavar="URN")
+    explain.add_argument("--context", metavar="JSON", help="extra condition keys")
+
+
+def register_policy(policy_commands: Any) -> None:
+    """Add ``create`` and ``attach`` to the ``policy`` command."""
+    create = _command(policy_commands, "create", _policy_create, "validate and store a policy of a domain")
+    create.add_argument("name", metavar="NAME")
+    create.add_argument("--file", required=True, metavar="F", help="the policy document (JSON)")
+    attach = _command(policy_commands, "attach", _policy_attach, "attach a policy to a group, user or agency")
+    attach.add_argument("name", metavar="NAME")
+    target = attach.add_mutually_exclusive_group(required=True)
+    target.add_argument("--group", metavar="G")
+    target.add_argument("--user", metavar="U")
+    target.add_argument("--agency", metavar="A")

@@ -1,0 +1,141 @@
+"""Who is asking and where: principals, workspaces and IP whitelists as the core sees them (no I/O).
+
+A store (``authmw.store``) builds these values; the pipeline only reads them. Workspace access follows
+ModelArts: ``PUBLIC`` admits every user of the owning domain, ``PRIVATE`` the owner and the domain's
+administrators (members of the domain's ``admin`` group, as in IAM), ``INTERNAL`` those plus the granted users
+and groups. Access to a workspace is needed *in addition* to the IAM action.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from authmw.models import AccessKey
+from authmw.policy import PolicySet
+
+__all__ = [
+    "ADMIN_GROUP",
+    "DEFAULT_WORKSPACE_ID",
+    "AuthType",
+    "IdentitySource",
+    "IpWhitelist",
+    "Principal",
+    "WhitelistScope",
+    "Workspace",
+    "can_access_workspace",
+]
+
+DEFAULT_WORKSPACE_ID = "0"
+ADMIN_GROUP = "admin"
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class AuthType(enum.Enum):
+    """Who may enter a workspace (ModelArts ``auth_type``)."""
+
+    PUBLIC = "PUBLIC"
+    PRIVATE = "PRIVATE"
+    INTERNAL = "INTERNAL"
+
+
+class WhitelistScope(enum.Enum):
+    """What an IP whitelist is attached to."""
+
+    USER = "user"
+    WORKSPACE = "workspace"
+    ROUTE = "route"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated IAM user with the policies in effect for it (its own and its groups')."""
+
+    user_id: str
+    user_name: str
+    domain_id: str
+    domain_name: str
+    groups: frozenset[str]
+    policies: PolicySet = field(repr=False, compare=False)
+    is_admin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    """A logically isolated space; ``domain_id`` is None for the default workspace shared by every domain."""
+
+    id: str
+    name: str
+    domain_id: str | None
+    auth_type: AuthType
+    owner_id: str | None = None
+    granted_users: frozenset[str] = frozenset()
+    granted_groups: frozenset[str] = frozenset()
+
+
+def can_access_workspace(principal: Principal, workspace: Workspace) -> bool:
+    """Whether ``principal`` may enter ``workspace`` (the IAM action is checked separately)."""
+    if workspace.domain_id is None:
+        return workspace.auth_type is AuthType.PUBLIC
+    if workspace.domain_id != principal.domain_id:
+        return False
+    if workspace.auth_type is AuthType.PUBLIC or principal.is_admin or principal.user_id == workspace.owner_id:
+        return True
+    if workspace.auth_type is AuthType.PRIVATE:
+        return False
+    return principal.user_id in workspace.granted_users or not workspace.granted_groups.isdisjoint(principal.groups)
+
+
+@dataclass(frozen=True, slots=True)
+class IpWhitelist:
+    """Addresses and CIDR blocks (IPv4 and IPv6); an empty whitelist allows every address."""
+
+    networks: tuple[IpNetwork, ...] = ()
+
+    @classmethod
+    def parse(cls, entries: Iterable[str]) -> IpWhitelist:
+        """Parse entries such as ``192.0.2.7`` or ``2001:db8::/32``; raises ValueError naming a bad entry."""
+        networks = []
+        for entry in entries:
+            try:
+                networks.append(ipaddress.ip_network(entry.strip(), strict=True))
+            except ValueError:
+                raise ValueError(f"not an IP address or CIDR block (host bits must be zero): {entry!r}") from None
+        return cls(tuple(networks))
+
+    @property
+    def entries(self) -> tuple[str, ...]:
+        """Canonical text of each entry (a single address without its prefix length)."""
+        return tuple(
+            str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net) for net in self.networks
+        )
+
+    def allows(self, address: str | None) -> bool:
+        """True when the whitelist is empty or ``address`` falls in one entry (unparsable addresses never do)."""
+        if not self.networks:
+            return True
+        if address is None:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self.networks if net.version == ip.version)
+
+
+class IdentitySource(Protocol):
+    """What the pipeline reads from a store; every method may raise ``StoreUnavailable``."""
+
+    def get_access_key(self, access_key: str) -> AccessKey | None: ...
+
+    def principal(self, user_id: str) -> Principal | None: ...
+
+    def workspace(self, workspace_id: str) -> Workspace | None: ...
+
+    def whitelist(self, scope: WhitelistScope, name: str) -> IpWhitelist: ...

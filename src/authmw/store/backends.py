@@ -1,0 +1,278 @@
+"""The two databases behind the store: embedded SQLite (WAL) and PostgreSQL (psycopg 3 with a pool).
+
+Both expose the same tiny interface: ``write()`` and ``read()`` context managers yielding a :class:`Tx` whose
+SQL uses ``?`` placeholders. A write transaction serialises with every other writer (``BEGIN IMMEDIATE`` on
+SQLite, the revision row's lock on PostgreSQL) and bumps the store revision that caches watch; a read
+transaction is one consistent snapshot. Driver errors become :class:`Conflict` (a constraint refused the
+change) or :class:`~authmw.errors.StoreUnavailable` (the database cannot be reached or is locked too long).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import urllib.parse
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from authmw.errors import ConfigurationError, StoreUnavailable
+
+__all__ = [
+    "Conflict",
+    "Database",
+    "PostgresDatabase",
+    "SqliteDatabase",
+    "Tx",
+    "open_database",
+    "table_exists",
+]
+
+Row = tuple[Any, ...]
+_BUMP = "UPDATE authmw_meta SET value = value + 1 WHERE name = 'revision'"
+
+
+class Conflict(Exception):
+    """A uniqueness or reference constraint refused the change."""
+
+
+class Tx(Protocol):
+    """One transaction's statements."""
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+
+    def run_many(self, sql: str, params: Iterable[Sequence[Any]]) -> None: ...
+
+
+class Database(Protocol):
+    dialect: str
+    url: str
+
+    def write(self) -> Any: ...
+
+    def read(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class _SqliteTx:
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self._conn.execute(sql, params).fetchall()
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        row: Row | None = self._conn.execute(sql, params).fetchone()
+        return row
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._conn.execute(sql, params).rowcount
+
+    def run_many(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
+        self._conn.executemany(sql, params)
+
+
+class SqliteDatabase:
+    """One connection per thread on a WAL-mode file; writers wait up to ``busy_timeout`` seconds for the lock."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str, *, busy_timeout: float = 30.0) -> None:
+        self.path = path
+        self.url = f"sqlite:///{path}"
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                # Owner-only from the start: the file holds sealed secrets and password hashes.
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+                conn = sqlite3.connect(
+                    self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+                )
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA foreign_keys=ON")
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreUnavailable(f"cannot open SQLite store {self.path}: {exc}") from None
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[_SqliteTx]:
+        conn = self._conn()
+        try:
+            conn.execute(begin)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store busy or unreadable: {exc}") from None
+        try:
+            yield _SqliteTx(conn)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise Conflict(str(exc)) from None
+            if isinstance(exc, sqlite3.Error):
+                raise StoreUnavailable(f"SQLite store error: {exc}") from None
+            raise
+
+    @contextmanager
+    def write(self) -> Iterator[_SqliteTx]:
+        with self._transaction("BEGIN IMMEDIATE") as tx:
+            if _has_meta(tx):
+                tx.run(_BUMP)
+            yield tx
+
+    @contextmanager
+    def read(self) -> Iterator[_SqliteTx]:
+        with self._transaction("BEGIN") as tx:
+            yield tx
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+def _has_meta(tx: Tx) -> bool:
+    return table_exists(tx, "sqlite", "authmw_meta")
+
+
+def table_exists(tx: Tx, dialect: str, table: str) -> bool:
+    """Whether ``table`` exists (an empty database has none of authmw's tables)."""
+    if dialect == "sqlite":
+        return tx.one("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)) is not None
+    row = tx.one("SELECT to_regclass(?)", (table,))
+    return row is not None and row[0] is not None
+
+
+class _PgTx:
+    __slots__ = ("_cur",)
+
+    _converted: dict[str, str] = {}  # noqa: RUF012 - a process-wide memo of placeholder translations
+
+    def __init__(self, cursor: Any) -> None:
+        self._cur = cursor
+
+    @classmethod
+    def _sql(cls, sql: str) -> str:
+        converted = cls._converted.get(sql)
+        if converted is None:
+            converted = cls._converted[sql] = sql.replace("%", "%%").replace("?", "%s")
+        return converted
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        self._cur.execute(self._sql(sql), params)
+        return list(self._cur.fetchall())
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        self._cur.execute(self._sql(sql), params)
+        row: Row | None = self._cur.fetchone()
+        return row
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self._cur.execute(self._sql(sql), params)
+        return int(self._cur.rowcount)
+
+    def run_many(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
+        self._cur.executemany(self._sql(sql), list(params))
+
+
+class PostgresDatabase:
+    """A psycopg 3 connection pool; reads run as REPEATABLE READ, READ ONLY snapshots."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0) -> None:
+        try:
+            import psycopg
+            import psycopg_pool
+        except ImportError:
+            raise ConfigurationError(
+                "PostgreSQL stores need the postgres extra: pip install 'authmw[postgres]'"
+            ) from None
+        self.url = url
+        self._psycopg = psycopg
+        self._pool = psycopg_pool.ConnectionPool(
+            url, min_size=min_size, max_size=max_size, timeout=timeout, open=False, kwargs={"autocommit": True}
+        )
+        try:
+            self._pool.open(wait=True, timeout=timeout)
+        except psycopg_pool.PoolTimeout:
+            self._pool.close()
+            raise StoreUnavailable(f"cannot connect to PostgreSQL store {_redact(url)}") from None
+
+    @contextmanager
+    def _transaction(self, first: str | None) -> Iterator[_PgTx]:
+        psycopg = self._psycopg
+        try:
+            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                tx = _PgTx(cur)
+                if first:
+                    cur.execute(first)
+                yield tx
+        except psycopg.errors.IntegrityError as exc:
+            raise Conflict(str(exc).splitlines()[0]) from None
+        except (psycopg.OperationalError, psycopg.errors.AdminShutdown) as exc:
+            raise StoreUnavailable(f"PostgreSQL store error: {str(exc).splitlines()[0]}") from None
+        except Exception as exc:
+            from psycopg_pool import PoolTimeout
+
+            if isinstance(exc, PoolTimeout):
+                raise StoreUnavailable("PostgreSQL pool exhausted or unreachable") from None
+            raise
+
+    @contextmanager
+    def write(self) -> Iterator[_PgTx]:
+        with self._transaction(None) as tx:
+            if table_exists(tx, self.dialect, "authmw_meta"):
+                tx.run(_BUMP)  # the revision row's lock orders every writer
+            yield tx
+
+    @contextmanager
+    def read(self) -> Iterator[_PgTx]:
+        with self._transaction("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY") as tx:
+            yield tx
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def open_database(url: str) -> SqliteDatabase | PostgresDatabase:
+    """``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``postgresql://...``."""
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        if not path or path == ":memory:":
+            raise ConfigurationError("sqlite URL needs a file path: sqlite:///./authmw.db")
+        return SqliteDatabase(path)
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresDatabase(url)
+    raise ConfigurationError(f"unsupported store URL {_redact(url)!r}: use sqlite:///PATH or postgresql://...")

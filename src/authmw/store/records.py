@@ -1,0 +1,120 @@
+"""What the store's administration verbs return: frozen values, secrets kept out of ``repr``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = [
+    "AccessKeyInfo",
+    "Agency",
+    "Domain",
+    "Group",
+    "KeyPair",
+    "NewAccessKey",
+    "NewKeyPair",
+    "PolicyInfo",
+    "Project",
+    "User",
+    "WorkspaceInfo",
+]
+
+
+class _Record:
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (what ``--format json`` prints)."""
+        return asdict(self)  # type: ignore[call-overload, no-any-return]
+
+
+@dataclass(frozen=True, slots=True)
+class Domain(_Record):
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Project(_Record):
+    id: str
+    name: str
+    domain_id: str
+    region: str
+
+
+@dataclass(frozen=True, slots=True)
+class User(_Record):
+    id: str
+    name: str
+    domain_id: str
+    enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Group(_Record):
+    id: str
+    name: str
+    domain_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccessKeyInfo(_Record):
+    access: str
+    user: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewAccessKey(_Record):
+    """A key just created: the only value that ever carries the secret in clear."""
+
+    access: str
+    secret: str = field(repr=False)
+    user: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyInfo(_Record):
+    id: str
+    name: str
+    domain_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Agency(_Record):
+    id: str
+    name: str
+    domain_id: str
+    trust_domain: str
+    max_duration: int
+    policies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceInfo(_Record):
+    id: str
+    name: str
+    auth_type: str
+    domain_id: str | None
+    owner: str | None = None
+    grants: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPair(_Record):
+    name: str
+    user: str
+    type: str
+    fingerprint: str
+    public_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewKeyPair(_Record):
+    """A generated key pair: the private key (OpenSSH PEM) is returned once and never stored."""
+
+    name: str
+    user: str
+    type: str
+    fingerprint: str
+    public_key: str
+    private_key: str = field(repr=False)

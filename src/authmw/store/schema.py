@@ -1,0 +1,66 @@
+"""Versioned schema migrations, written in the SQL subset SQLite and PostgreSQL share.
+
+Each migration runs in the transaction that records its version, so a failed migration leaves the previous
+schema intact. Never edit a released migration: append a new one.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+
+_V1 = [
+    "CREATE TABLE authmw_meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+    "CREATE TABLE domains (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at BIGINT NOT NULL)",
+    """CREATE TABLE projects (
+        id TEXT PRIMARY KEY, domain_id TEXT NOT NULL REFERENCES domains(id), name TEXT NOT NULL,
+        region TEXT NOT NULL, created_at BIGINT NOT NULL, UNIQUE (domain_id, name))""",
+    """CREATE TABLE users (
+        id TEXT PRIMARY KEY, domain_id TEXT NOT NULL REFERENCES domains(id), name TEXT NOT NULL,
+        enabled INTEGER NOT NULL, password_hash TEXT, password_changed_at BIGINT,
+        created_at BIGINT NOT NULL, UNIQUE (domain_id, name))""",
+    """CREATE TABLE groups_ (
+        id TEXT PRIMARY KEY, domain_id TEXT NOT NULL REFERENCES domains(id), name TEXT NOT NULL,
+        created_at BIGINT NOT NULL, UNIQUE (domain_id, name))""",
+    """CREATE TABLE group_members (
+        group_id TEXT NOT NULL REFERENCES groups_(id), user_id TEXT NOT NULL REFERENCES users(id),
+        PRIMARY KEY (group_id, user_id))""",
+    "CREATE INDEX group_members_user ON group_members (user_id)",
+    """CREATE TABLE access_keys (
+        access_key TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id), secret_sealed TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('active', 'inactive')), created_at BIGINT NOT NULL)""",
+    "CREATE INDEX access_keys_user ON access_keys (user_id)",
+    """CREATE TABLE policies (
+        id TEXT PRIMARY KEY, domain_id TEXT REFERENCES domains(id), name TEXT NOT NULL, document TEXT NOT NULL,
+        created_at BIGINT NOT NULL, UNIQUE (domain_id, name))""",
+    """CREATE TABLE attachments (
+        policy_id TEXT NOT NULL REFERENCES policies(id),
+        principal_type TEXT NOT NULL CHECK (principal_type IN ('group', 'user', 'agency')),
+        principal_id TEXT NOT NULL, PRIMARY KEY (principal_type, principal_id, policy_id))""",
+    """CREATE TABLE agencies (
+        id TEXT PRIMARY KEY, domain_id TEXT NOT NULL REFERENCES domains(id), name TEXT NOT NULL,
+        trust_domain TEXT NOT NULL, max_duration INTEGER NOT NULL, created_at BIGINT NOT NULL,
+        UNIQUE (domain_id, name))""",
+    """CREATE TABLE workspaces (
+        id TEXT PRIMARY KEY, domain_id TEXT REFERENCES domains(id), name TEXT NOT NULL,
+        auth_type TEXT NOT NULL CHECK (auth_type IN ('PUBLIC', 'PRIVATE', 'INTERNAL')),
+        owner_id TEXT REFERENCES users(id), created_at BIGINT NOT NULL, UNIQUE (domain_id, name))""",
+    """CREATE TABLE workspace_grants (
+        workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+        principal_type TEXT NOT NULL CHECK (principal_type IN ('user', 'group')),
+        principal_id TEXT NOT NULL, PRIMARY KEY (workspace_id, principal_type, principal_id))""",
+    """CREATE TABLE keypairs (
+        id TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id), name TEXT NOT NULL,
+        key_type TEXT NOT NULL, public_key TEXT NOT NULL, fingerprint TEXT NOT NULL,
+        created_at BIGINT NOT NULL, UNIQUE (user_id, name))""",
+    """CREATE TABLE whitelists (
+        scope TEXT NOT NULL CHECK (scope IN ('user', 'workspace', 'route')), scope_id TEXT NOT NULL,
+        entries TEXT NOT NULL, PRIMARY KEY (scope, scope_id))""",
+    """CREATE TABLE signing_keys (
+        kid TEXT PRIMARY KEY, algorithm TEXT NOT NULL, private_sealed TEXT NOT NULL, public_key TEXT NOT NULL,
+        created_at BIGINT NOT NULL, retired_at BIGINT)""",
+    "INSERT INTO authmw_meta (name, value) VALUES ('revision', 0)",
+]
+
+#: Migrations in order; ``MIGRATIONS[i]`` brings the schema from version ``i`` to ``i + 1``.
+MIGRATIONS: list[list[str]] = [_V1]
+SCHEMA_VERSION = len(MIGRATIONS)

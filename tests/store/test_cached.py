@@ -1,0 +1,149 @@
+"""The hot-path view: cached reads, revision polling on an injected timer, bounded caches, racing reads."""
+
+from __future__ import annotations
+
+import json
+
+from authmw.identity import WhitelistScope
+from authmw.store import CachedIdentity, Store
+
+
+class Ticker:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingStore:
+    """Counts the store reads behind a CachedIdentity."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> object:
+        attribute = getattr(self.store, name)
+        if name.startswith("read_"):
+            self.reads += 1
+        return attribute
+
+
+def test_hits_do_not_touch_the_store_until_the_refresh_interval(store: Store) -> None:
+    store.create_user("alice")
+    key = store.create_access_key("alice")
+    counting, timer = CountingStore(store), Ticker()
+    cached = CachedIdentity(counting, refresh=0.25, timer=timer)  # type: ignore[arg-type]
+    found = cached.get_access_key(key.access)
+    assert found is not None and found.secret_key == key.secret
+    for _ in range(100):
+        assert cached.get_access_key(key.access) is found
+    assert counting.reads == 1
+
+
+def test_a_disabled_key_disappears_at_the_next_poll(store: Store) -> None:
+    store.create_user("alice")
+    key = store.create_access_key("alice")
+    timer = Ticker()
+    cached = CachedIdentity(store, refresh=0.25, timer=timer)
+    assert cached.get_access_key(key.access) is not None
+    store.set_access_key_status(key.access, False)
+    timer.now = 0.2
+    assert cached.get_access_key(key.access) is not None  # within the refresh interval
+    timer.now = 0.3
+    assert cached.get_access_key(key.access) is None
+    store.set_access_key_status(key.access, True)
+    timer.now = 0.6
+    assert cached.get_access_key(key.access) is not None
+
+
+def test_unknown_keys_are_cached_as_none(store: Store) -> None:
+    counting = CountingStore(store)
+    cached = CachedIdentity(counting, timer=Ticker())  # type: ignore[arg-type]
+    assert cached.get_access_key("AKIDUNKNOWN0") is None
+    assert cached.get_access_key("AKIDUNKNOWN0") is None
+    assert counting.reads == 1
+
+
+def test_a_key_created_after_a_negative_lookup_appears_at_the_next_poll(store: Store) -> None:
+    store.create_user("alice")
+    timer = Ticker()
+    cached = CachedIdentity(store, timer=timer)
+    assert cached.get_access_key("AKIDEXAMPLE1") is None
+    store.create_access_key("alice", access_key="AKIDEXAMPLE1", secret_key="s" * 32)
+    timer.now = 1.0
+    assert cached.get_access_key("AKIDEXAMPLE1") is not None
+
+
+def test_caches_are_bounded(store: Store) -> None:
+    cached = CachedIdentity(store, max_entries=10, timer=Ticker())
+    for i in range(100):
+        cached.get_access_key(f"AKIDUNKNOWN{i:03d}")
+    assert len(cached._keys) == 10
+    assert list(cached._keys)[-1] == "AKIDUNKNOWN099"  # the oldest go first
+
+
+def test_principal_policy_changes_follow_the_revision(store: Store) -> None:
+    alice = store.create_user("alice")
+    store.create_group("developers")
+    store.add_user_to_group("developers", "alice")
+    timer = Ticker()
+    cached = CachedIdentity(store, timer=timer)
+    principal = cached.principal(alice.id)
+    assert principal is not None and not principal.policies.decide("modelarts:trainJob:create").allowed
+    store.attach_policy("ModelArts CommonOperations", group="developers")
+    timer.now = 1.0
+    principal = cached.principal(alice.id)
+    assert principal is not None and principal.policies.decide("modelarts:trainJob:create").allowed
+    store.set_user_enabled("alice", False)
+    timer.now = 2.0
+    assert cached.principal(alice.id) is None
+
+
+def test_users_with_the_same_policies_share_one_compiled_set(store: Store) -> None:
+    store.create_group("developers")
+    store.attach_policy("ModelArts CommonOperations", group="developers")
+    ids = []
+    for name in ("alice", "bob"):
+        ids.append(store.create_user(name).id)
+        store.add_user_to_group("developers", name)
+    cached = CachedIdentity(store, timer=Ticker())
+    first, second = (cached.principal(i) for i in ids)
+    assert first is not None and second is not None
+    assert first.policies is second.policies
+
+
+def test_workspaces_and_whitelists_are_cached_and_refreshed(store: Store) -> None:
+    alice = store.create_user("alice")
+    workspace = store.create_workspace("team-a")
+    timer = Ticker()
+    cached = CachedIdentity(store, timer=timer)
+    found = cached.workspace(workspace.id)
+    assert found is not None and found.name == "team-a"
+    assert cached.workspace("f" * 32) is None
+    assert cached.whitelist(WhitelistScope.USER, alice.id).allows("8.8.8.8")
+    store.set_whitelist("user", "alice", ["10.0.0.0/8"])
+    timer.now = 1.0
+    assert not cached.whitelist(WhitelistScope.USER, alice.id).allows("8.8.8.8")
+
+
+def test_a_read_from_an_older_snapshot_is_returned_but_not_kept(store: Store) -> None:
+    store.create_user("alice")
+    key = store.create_access_key("alice")
+    timer = Ticker()
+    cached = CachedIdentity(store, timer=timer)
+    cached.poll()
+    old_revision, old_value = store.read_access_key(key.access)
+    store.set_access_key_status(key.access, False)
+    timer.now = 1.0
+    assert cached.get_access_key(key.access) is None  # sees the new revision
+    assert not cached._seen(old_revision)  # a racing read from before the change would not be cached
+    assert old_value is not None
+
+
+def test_policy_documents_in_the_store_are_json(store: Store) -> None:
+    document = {"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["modelarts:*:*"]}]}
+    store.create_policy("all", json.dumps(document))
+    with store.db.read() as tx:
+        assert json.loads(tx.one("SELECT document FROM policies WHERE name = 'all'")[0]) == document
