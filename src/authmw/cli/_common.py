@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TextIO
 
 from authmw.errors import ConfigurationError
+from authmw.models import Decision
 from authmw.settings import Settings, load_settings
 
 __all__ = [
@@ -21,8 +22,11 @@ __all__ = [
     "Parser",
     "UsageError",
     "add_common",
+    "check_action",
+    "decision_report",
     "emit",
     "open_cli_store",
+    "parse_context",
     "settings_of",
 ]
 
@@ -103,6 +107,41 @@ def _refuse_new_key_for_sealed_store(db: Any, environ: dict[str, str]) -> None:
         sealed = tx.one("SELECT 1 FROM signing_keys UNION ALL SELECT 1 FROM access_keys LIMIT 1")
     if sealed is not None:
         raise UsageError(f"the store holds secrets sealed under a master key, but {path} does not exist")
+
+
+def parse_context(text: str | None) -> dict[str, Any]:
+    """``--context``: a JSON object of strings, numbers, booleans or lists of them, keyed by condition key."""
+    if not text:
+        return {}
+    try:
+        context = json.loads(text)
+    except ValueError:
+        raise UsageError("--context: not valid JSON") from None
+    if not isinstance(context, dict) or not all(_context_value(v) for v in context.values()):
+        raise UsageError("--context: a JSON object of strings, numbers, booleans or lists of them")
+    return context
+
+
+def _context_value(value: object) -> bool:
+    if isinstance(value, list):
+        return all(isinstance(item, str | int | float | bool) for item in value)
+    return isinstance(value, str | int | float | bool)
+
+
+def check_action(action: str) -> str:
+    if action.count(":") != 2:
+        raise UsageError("--action: expected service:resourceType:operation")
+    return action
+
+
+def decision_report(decision: Decision) -> dict[str, Any]:
+    """The SPEC §5 decision JSON: decision, explicit, statement, reason."""
+    return {
+        "decision": "allow" if decision.allowed else "deny",
+        "explicit": decision.explicit,
+        "statement": None if decision.policy is None else {"policy": decision.policy, "index": decision.statement},
+        "reason": decision.reason,
+    }
 
 
 def emit(args: argparse.Namespace, stdout: TextIO, data: Any, text: str | None = None) -> None:

@@ -9,7 +9,17 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from authmw.cli._common import EXIT_INVALID, EXIT_OK, UsageError, add_common, emit, open_cli_store
+from authmw.cli._common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    UsageError,
+    add_common,
+    check_action,
+    decision_report,
+    emit,
+    open_cli_store,
+    parse_context,
+)
 from authmw.identity import DEFAULT_WORKSPACE_ID, WhitelistScope, can_access_workspace
 
 __all__ = ["register", "register_policy"]
@@ -314,16 +324,8 @@ def _master_key_rotate(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO)
 
 
 def _explain(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
-    context: dict[str, Any] = {}
-    if args.context:
-        try:
-            context = json.loads(args.context)
-        except ValueError:
-            raise UsageError("--context: not valid JSON") from None
-        if not isinstance(context, dict):
-            raise UsageError("--context: a JSON object keyed by condition key")
-    if args.action.count(":") != 2:
-        raise UsageError("--action: expected service:resourceType:operation")
+    context = parse_context(args.context)
+    check_action(args.action)
     with open_cli_store(args) as store:
         store.require_schema()
         user = store.find_user(args.user, domain=args.domain)
@@ -347,13 +349,7 @@ def _explain(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
             decision = principal.policies.decide(args.action, args.resource, {**base, **context})
         except ValueError as exc:
             raise UsageError(f"--context: {exc}") from None
-        statement = None if decision.policy is None else {"policy": decision.policy, "index": decision.statement}
-        report.update(
-            decision="allow" if decision.allowed else "deny",
-            explicit=decision.explicit,
-            statement=statement,
-            reason=decision.reason,
-        )
+        report.update(decision_report(decision))
     emit(args, stdout, report, f"{report['decision'].upper()}: {report['reason']}\n")
     return EXIT_OK if report["decision"] == "allow" else EXIT_INVALID
 

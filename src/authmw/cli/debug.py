@@ -8,7 +8,17 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from authmw.cli._common import EXIT_INVALID, EXIT_OK, EXIT_USAGE, UsageError, add_common, open_cli_store
+from authmw.cli._common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    add_common,
+    check_action,
+    decision_report,
+    open_cli_store,
+    parse_context,
+)
 from authmw.errors import AuthmwError, InvalidPolicy, InvalidSecurityToken
 from authmw.models import AccessKey
 from authmw.policy import Policy, PolicySet, lint, modelarts_actions, parse_policy
@@ -151,24 +161,9 @@ def _policy_check(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> i
         policies = [_read_policy(path) for path in args.policy]
     except InvalidPolicy as exc:
         raise UsageError(str(exc)) from None
-    context: dict[str, Any] = {}
-    if args.context:
-        try:
-            context = json.loads(args.context)
-        except ValueError:
-            raise UsageError("--context: not valid JSON") from None
-        if not isinstance(context, dict) or not all(_context_value(v) for v in context.values()):
-            raise UsageError("--context: a JSON object of strings, numbers, booleans or lists of them")
-    action = args.action
-    if action.count(":") != 2:
-        raise UsageError("--action: expected service:resourceType:operation")
-    decision = PolicySet(policies, cache_size=0).decide(action, args.resource, context)
-    report = {
-        "decision": "allow" if decision.allowed else "deny",
-        "explicit": decision.explicit,
-        "statement": None if decision.policy is None else {"policy": decision.policy, "index": decision.statement},
-        "reason": decision.reason,
-    }
+    context = parse_context(args.context)
+    decision = PolicySet(policies, cache_size=0).decide(check_action(args.action), args.resource, context)
+    report = decision_report(decision)
     stdout.write(json.dumps(report) + "\n")
     return EXIT_OK if decision.allowed else EXIT_INVALID
 
@@ -186,12 +181,6 @@ def _policy_lint(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> in
         for warning in found:
             stdout.write(f"{warning.policy}: statement {warning.statement}: {warning.message}\n")
     return EXIT_INVALID if found else EXIT_OK
-
-
-def _context_value(value: object) -> bool:
-    if isinstance(value, list):
-        return all(isinstance(item, str | int | float | bool) for item in value)
-    return isinstance(value, str | int | float | bool)
 
 
 def register(commands: Any) -> None:

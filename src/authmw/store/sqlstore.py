@@ -197,36 +197,29 @@ class Store:
             raise NotFound(f"no domain {domain!r}")
         return str(row[0])
 
-    def _user_id(self, tx: Tx, name: str, domain: str) -> str:
+    def _named_id(self, tx: Tx, table: str, kind: str, name: str, domain: str) -> str:
         row = tx.one(
-            "SELECT u.id FROM users u JOIN domains d ON d.id = u.domain_id WHERE u.name = ? AND d.name = ?",
+            f"SELECT t.id FROM {table} t JOIN domains d ON d.id = t.domain_id "  # noqa: S608 - fixed table names
+            "WHERE t.name = ? AND d.name = ?",
             (name, domain),
         )
         if row is None:
-            raise NotFound(f"no user {name!r} in domain {domain!r}")
+            raise NotFound(f"no {kind} {name!r} in domain {domain!r}")
         return str(row[0])
+
+    def _user_id(self, tx: Tx, name: str, domain: str) -> str:
+        return self._named_id(tx, "users", "user", name, domain)
 
     def _group_id(self, tx: Tx, name: str, domain: str) -> str:
-        row = tx.one(
-            "SELECT g.id FROM groups_ g JOIN domains d ON d.id = g.domain_id WHERE g.name = ? AND d.name = ?",
-            (name, domain),
-        )
-        if row is None:
-            raise NotFound(f"no group {name!r} in domain {domain!r}")
-        return str(row[0])
+        return self._named_id(tx, "groups_", "group", name, domain)
 
     def _agency_id(self, tx: Tx, name: str, domain: str) -> str:
-        row = tx.one(
-            "SELECT a.id FROM agencies a JOIN domains d ON d.id = a.domain_id WHERE a.name = ? AND d.name = ?",
-            (name, domain),
-        )
-        if row is None:
-            raise NotFound(f"no agency {name!r} in domain {domain!r}")
-        return str(row[0])
+        return self._named_id(tx, "agencies", "agency", name, domain)
 
     def _policy_id(self, tx: Tx, name: str, domain_id: str) -> str:
         row = tx.one(
-            "SELECT id FROM policies WHERE name = ? AND (domain_id = ? OR domain_id IS NULL) ORDER BY domain_id",
+            # Domain policies cannot take a system policy's name, so at most one row matches.
+            "SELECT id FROM policies WHERE name = ? AND (domain_id = ? OR domain_id IS NULL)",
             (name, domain_id),
         )
         if row is None:

@@ -1,0 +1,56 @@
+"""``--config FILE``: the YAML settings model, refused loudly when wrong."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from authmw.cli import main
+from authmw.errors import ConfigurationError
+from authmw.settings import Settings, load_settings
+
+
+def test_defaults_without_a_file() -> None:
+    assert load_settings(None) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("store: sqlite:///x.db\nstroe: typo\n", "unknown setting(s) stroe"),
+        ("- a list\n", "expected a mapping"),
+        ("whitelist_limit: 0\n", "whitelist_limit"),
+        ("whitelist_limit: yes\n", "whitelist_limit"),
+        ("store: 5\n", "store must be a string"),
+        ("store: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_settings_are_refused(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "authmw.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigurationError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_settings(str(path))
+
+
+def test_the_config_file_names_the_store_key_file_and_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("AUTHMW_STORE", raising=False)
+    monkeypatch.delenv("AUTHMW_MASTER_KEY", raising=False)
+    monkeypatch.delenv("AUTHMW_MASTER_KEY_FILE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "authmw.yaml"
+    config.write_text(
+        f"store: sqlite:///{tmp_path}/conf.db\nmaster_key_file: {tmp_path}/conf.key\nwhitelist_limit: 2\n"
+    )
+    assert main(["--config", str(config), "init"], stdout=io.StringIO()) == 0
+    assert (tmp_path / "conf.db").exists() and (tmp_path / "conf.key").exists()
+    assert not (tmp_path / "authmw.db").exists()
+    assert main(["user", "create", "alice", "--config", str(config)], stdout=io.StringIO()) == 0
+    argv = ["whitelist", "set", "--user", "alice", "10.0.0.1", "10.0.0.2", "10.0.0.3", "--config", str(config)]
+    assert main(argv, stdout=io.StringIO()) == 2
+    assert "at most 2 entries" in capsys.readouterr().err
+    (tmp_path / "bad.yaml").write_text("nope: 1\n")
+    assert main(["user", "list", "--config", str(tmp_path / "bad.yaml")], stdout=io.StringIO()) == 2
