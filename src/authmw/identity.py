@@ -98,13 +98,23 @@ class IpWhitelist:
 
     @classmethod
     def parse(cls, entries: Iterable[str]) -> IpWhitelist:
-        """Parse entries such as ``192.0.2.7`` or ``2001:db8::/32``; raises ValueError naming a bad entry."""
-        networks = []
+        """Parse entries such as ``192.0.2.7`` or ``2001:db8::/32``; raises ValueError naming a bad entry.
+
+        IPv4-mapped IPv6 entries (``::ffff:10.0.0.0/104``) become their IPv4 form, as client addresses do;
+        zone ids (``fe80::1%eth0``) are refused; an entry given twice counts once.
+        """
+        networks: dict[IpNetwork, None] = {}
         for entry in entries:
+            text = entry.strip() if isinstance(entry, str) else ""
             try:
-                networks.append(ipaddress.ip_network(entry.strip(), strict=True))
+                if not text or "%" in text:
+                    raise ValueError
+                network = ipaddress.ip_network(text, strict=True)
             except ValueError:
-                raise ValueError(f"not an IP address or CIDR block (host bits must be zero): {entry!r}") from None
+                raise ValueError(
+                    f"not an IP address or CIDR block (host bits must be zero, no zone id): {entry!r}"
+                ) from None
+            networks[_unmapped(network)] = None
         return cls(tuple(networks))
 
     @property
@@ -127,6 +137,13 @@ class IpWhitelist:
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         return any(ip in net for net in self.networks if net.version == ip.version)
+
+
+def _unmapped(network: IpNetwork) -> IpNetwork:
+    mapped = network.network_address.ipv4_mapped if isinstance(network, ipaddress.IPv6Network) else None
+    if mapped is None or network.prefixlen < 96:
+        return network
+    return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
 
 
 class IdentitySource(Protocol):

@@ -54,6 +54,8 @@ def load_settings(path: str | None) -> Settings:
             data = yaml.safe_load(handle)
     except OSError as exc:
         raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise ConfigurationError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if data is None:

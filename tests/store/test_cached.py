@@ -77,11 +77,11 @@ def test_a_key_created_after_a_negative_lookup_appears_at_the_next_poll(store: S
 
 
 def test_caches_are_bounded(store: Store) -> None:
-    cached = CachedIdentity(store, max_entries=10, timer=Ticker())
+    cached = CachedIdentity(store, max_unknown=10, timer=Ticker())
     for i in range(100):
         cached.get_access_key(f"AKIDUNKNOWN{i:03d}")
-    assert len(cached._keys) == 10
-    assert list(cached._keys)[-1] == "AKIDUNKNOWN099"  # the oldest go first
+    assert len(cached._unknown) == 10
+    assert list(cached._unknown)[-1] == "AKIDUNKNOWN099"  # the oldest go first
 
 
 def test_principal_policy_changes_follow_the_revision(store: Store) -> None:
@@ -138,8 +138,44 @@ def test_a_read_from_an_older_snapshot_is_returned_but_not_kept(store: Store) ->
     store.set_access_key_status(key.access, False)
     timer.now = 1.0
     assert cached.get_access_key(key.access) is None  # sees the new revision
-    assert not cached._seen(old_revision)  # a racing read from before the change would not be cached
     assert old_value is not None
+    cached._keep(old_revision, cached._keys, key.access, old_value)  # a read that raced the change...
+    assert cached.get_access_key(key.access) is None  # ...is not kept
+
+
+def test_strings_that_cannot_be_access_keys_never_reach_the_store(store: Store) -> None:
+    counting = CountingStore(store)
+    cached = CachedIdentity(counting, timer=Ticker())  # type: ignore[arg-type]
+    for bad in ("", "short", "A" * 129, "AKID EXAMPLE", "AKIDÉXAMPLE", "AKID\x00EXAMPLE", "x" * 8000):
+        assert cached.get_access_key(bad) is None
+    assert counting.reads == 0 and not cached._unknown
+
+
+def test_a_flood_of_unknown_keys_does_not_evict_real_ones(store: Store) -> None:
+    store.create_user("alice")
+    key = store.create_access_key("alice")
+    counting = CountingStore(store)
+    cached = CachedIdentity(counting, max_entries=10, max_unknown=100, timer=Ticker())  # type: ignore[arg-type]
+    assert cached.get_access_key(key.access) is not None
+    for i in range(1000):
+        assert cached.get_access_key(f"AKIDUNKNOWN{i:05d}") is None
+    assert len(cached._unknown) == 100
+    reads = counting.reads
+    assert cached.get_access_key(key.access) is not None
+    assert counting.reads == reads  # still cached
+
+
+def test_recently_used_entries_stay(store: Store) -> None:
+    store.create_user("alice")
+    hot = store.create_access_key("alice")
+    store.create_user("bob")
+    store.create_user("carol")
+    others = [store.create_access_key(u).access for u in ("bob", "bob", "carol", "carol")]
+    cached = CachedIdentity(store, max_entries=2, timer=Ticker())
+    for access in others:
+        assert cached.get_access_key(hot.access) is not None
+        assert cached.get_access_key(access) is not None
+    assert hot.access in cached._keys
 
 
 def test_policy_documents_in_the_store_are_json(store: Store) -> None:

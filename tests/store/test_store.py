@@ -8,7 +8,7 @@ import json
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from authmw.errors import ChangeRefused, NotFound, StoreUnavailable
+from authmw.errors import ChangeRefused, ConfigurationError, NotFound, StoreUnavailable
 from authmw.identity import (
     DEFAULT_WORKSPACE_ID,
     AuthType,
@@ -19,9 +19,11 @@ from authmw.identity import (
 from authmw.store import Keyring, Store
 from authmw.store.backends import open_database
 from authmw.store.schema import SCHEMA_VERSION
-from authmw.store.secrets import SealError, verify_password
+from authmw.store.secrets import SealError, key_id_of, new_master_key, verify_password
+from authmw.store.sqlstore import access_key_context
 from pgutil import pg_schema
 
+MASTER = bytes(range(32))  # the master key of the ``keyring`` fixture
 ALLOW_TRAIN = {"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["modelarts:trainJob:*"]}]}
 DENY_DELETE = {"Version": "1.1", "Statement": [{"Effect": "Deny", "Action": ["modelarts:trainJob:delete"]}]}
 
@@ -432,18 +434,59 @@ def test_the_whitelist_limit_is_configurable(store_url: str, store: Store, keyri
 def test_reseal_under_a_new_master_key(store: Store) -> None:
     store.create_user("alice")
     key = store.create_access_key("alice")
-    rotated, _new = store.keyring.rotated()
-    assert store.reseal_all(rotated) == 2  # the access key and the token signing key
-    old_only = store.keyring
+    new = new_master_key()
+    store.keyring.replace([new, MASTER])
+    assert store.reseal_all(key_id_of(new)) == 2  # the access key and the token signing key
     with store.db.read() as tx:
         sealed = tx.one("SELECT secret_sealed FROM access_keys")[0]
-    assert sealed.split(".")[1] == rotated.sealing_key_id
+    assert sealed.split(".")[1] == key_id_of(new)
     with pytest.raises(SealError):
-        Keyring.from_keys(bytes(range(32))).open(sealed, f"access_key:{key.access}")
-    store.keyring = rotated
+        Keyring.from_keys(MASTER).open(sealed, access_key_context(key.access, store.find_user("alice").id))
+    store.keyring.replace([new])
     found = store.get_access_key(key.access)
     assert found is not None and found.secret_key == key.secret
-    del old_only
+    # writers follow the recorded key, even from a ring whose first key is another one
+    store.keyring.replace([MASTER, new])
+    store.create_user("bob")
+    bob = store.create_access_key("bob")
+    with store.db.read() as tx:
+        assert tx.one("SELECT secret_sealed FROM access_keys WHERE access_key = ?", (bob.access,))[0].split(".")[
+            1
+        ] == key_id_of(new)
+
+
+def test_a_ring_without_the_stores_key_is_refused(store_url: str, store: Store) -> None:
+    store.create_user("alice")
+    store.create_access_key("alice")
+    other = Store(open_database(store_url), Keyring.from_keys(b"\x01" * 32))
+    try:
+        with pytest.raises(ConfigurationError, match="does not hold"):
+            other.check_keyring()
+        with pytest.raises(ChangeRefused, match="does not hold"):
+            other.create_access_key("alice")  # never a secret sealed under a foreign key
+    finally:
+        other.close()
+
+
+def test_a_key_moved_to_another_user_does_not_open(store: Store) -> None:
+    store.create_user("alice")
+    root = store.create_user("root")
+    key = store.create_access_key("alice")
+    with store.db.write() as tx:
+        tx.run("UPDATE access_keys SET user_id = ? WHERE access_key = ?", (root.id, key.access))
+    with pytest.raises(StoreUnavailable):
+        store.get_access_key(key.access)
+
+
+def test_workspace_names_never_look_like_ids(store: Store) -> None:
+    with pytest.raises(ChangeRefused, match="32 hex"):
+        store.create_workspace("0123456789abcdef0123456789abcdef")
+    store.create_workspace("0123456789ABCDEF0123456789ABCDEF")  # upper case is a name, ids are lower case
+    store.create_domain("acme")
+    other = store.create_workspace("team-a", domain="acme", auth_type="PRIVATE")
+    with pytest.raises(NotFound):
+        store.find_workspace(other.id)  # another domain's workspace, even by id
+    assert store.find_workspace(other.id, domain="acme").name == "team-a"
 
 
 def test_a_failing_change_writes_nothing(store: Store) -> None:

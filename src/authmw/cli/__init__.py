@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import TextIO
 
 from authmw import __version__
 from authmw.cli import admin, debug
-from authmw.cli._common import EXIT_UNAVAILABLE, EXIT_USAGE, Parser, UsageError
+from authmw.cli._common import EXIT_INTERNAL, EXIT_UNAVAILABLE, EXIT_USAGE, Parser, UsageError
 from authmw.errors import ChangeRefused, ConfigurationError, ServiceUnavailable
 
 __all__ = ["main"]
@@ -33,7 +34,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
     """Run the CLI; returns the exit code (the console script exits with it).
 
     Exit codes: 0 success; 1 a negative answer (invalid signature, deny); 2 bad input or a refused change,
-    with one line on stderr; 3 the store is unreachable.
+    with one line on stderr; 3 the store is unreachable; 4 an internal error (a bug).
     """
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
@@ -43,9 +44,17 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
     except (UsageError, ChangeRefused, ConfigurationError) as exc:
         sys.stderr.write(f"authmw: {_one_line(exc)}\n")
         return EXIT_USAGE
+    except UnicodeError:
+        sys.stderr.write("authmw: an argument or file is not valid UTF-8 text\n")
+        return EXIT_USAGE
     except ServiceUnavailable as exc:
         sys.stderr.write(f"authmw: {_one_line(exc.detail)}\n")
         return EXIT_UNAVAILABLE
+    except Exception as exc:
+        if os.environ.get("AUTHMW_DEBUG"):
+            raise
+        sys.stderr.write(f"authmw: internal error ({type(exc).__name__}); AUTHMW_DEBUG=1 shows the traceback\n")
+        return EXIT_INTERNAL
     return code
 
 

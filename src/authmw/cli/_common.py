@@ -14,6 +14,7 @@ from authmw.models import Decision
 from authmw.settings import Settings, load_settings
 
 __all__ = [
+    "EXIT_INTERNAL",
     "EXIT_INVALID",
     "EXIT_OK",
     "EXIT_UNAVAILABLE",
@@ -30,7 +31,7 @@ __all__ = [
     "settings_of",
 ]
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERNAL = 0, 1, 2, 3, 4
 
 Handler = Callable[[argparse.Namespace, TextIO, TextIO], int]
 
@@ -85,7 +86,9 @@ def open_cli_store(args: argparse.Namespace, *, create_master_key: bool = False)
             ring = Keyring.from_environment(environ, create=create_master_key)
         except ConfigurationError as exc:
             raise UsageError(str(exc)) from None
-        yield Store(db, ring, whitelist_limit=settings.whitelist_limit)
+        store = Store(db, ring, whitelist_limit=settings.whitelist_limit)
+        store.check_keyring()
+        yield store
     finally:
         db.close()
 

@@ -115,12 +115,15 @@ def _group_add_user(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) ->
     return EXIT_OK
 
 
-def _key_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+def _key_create(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    secret = args.secret_key
+    if args.secret_key_stdin:
+        if secret is not None:
+            raise UsageError("--secret-key and --secret-key-stdin exclude each other")
+        secret = _read_password(stdin)
     with open_cli_store(args) as store:
         store.require_schema()
-        key = store.create_access_key(
-            args.user, domain=args.domain, access_key=args.access_key, secret_key=args.secret_key
-        )
+        key = store.create_access_key(args.user, domain=args.domain, access_key=args.access_key, secret_key=secret)
     emit(args, stdout, key.to_dict())
     return EXIT_OK
 
@@ -286,7 +289,7 @@ def _import(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
 
     try:
         text = stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
-        document = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - safe loaders
+        document = _load_yaml(text)
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read {args.file}: {getattr(exc, 'strerror', None) or exc}") from None
     except yaml.YAMLError as exc:
@@ -298,26 +301,40 @@ def _import(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
     return EXIT_OK
 
 
+def _load_yaml(text: str) -> Any:
+    """A safe load (libyaml when present) that refuses aliases: an export never has any, and nested aliases
+    make a few hundred bytes expand to gigabytes."""
+    import yaml
+
+    loader_class: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=loader_class)):
+        raise UsageError("YAML aliases are not accepted in an export")
+    return yaml.load(text, Loader=loader_class)  # noqa: S506 - a safe loader
+
+
 def _master_key_rotate(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
-    from authmw.store.secrets import read_key_file, write_key_file
+    from authmw.store.secrets import key_file_lock, key_id_of, new_master_key, read_key_file, write_key_file
 
     with open_cli_store(args) as store:
         store.require_schema()
         ring = store.keyring
         if ring.path is None:
             raise UsageError(
-                "the master key comes from AUTHMW_MASTER_KEY: rotation rewrites a key file, use "
-                "AUTHMW_MASTER_KEY_FILE (or put 'new,old' in AUTHMW_MASTER_KEY everywhere, then rotate)"
+                "the master key comes from AUTHMW_MASTER_KEY: rotation rewrites a key file, use AUTHMW_MASTER_KEY_FILE"
             )
-        current = read_key_file(ring.path)
-        rotated, key = ring.rotated()
-        # 1. the file knows both keys, so every process can open old and new values during the switch;
-        write_key_file(ring.path, [key, *current])
-        # 2. everything is re-sealed in one transaction;
-        count = store.reseal_all(rotated)
-        # 3. only then is the old key dropped.
-        write_key_file(ring.path, [key])
-        ring.replace([key])
+        with key_file_lock(ring.path):  # one rotation at a time
+            current = read_key_file(ring.path)
+            ring.replace(current)
+            store.check_keyring()
+            key = new_master_key()
+            # 1. the file (durably) knows the new key and the old, so every process opens both meanwhile;
+            write_key_file(ring.path, [key, *current])
+            ring.replace([key, *current])
+            # 2. one transaction re-seals everything and records the new key, which writers then follow;
+            count = store.reseal_all(key_id_of(key))
+            # 3. only then are the retired keys dropped.
+            write_key_file(ring.path, [key])
+            ring.replace([key])
     report = {"resealed": count, "key_id": ring.sealing_key_id, "key_file": str(ring.path)}
     emit(args, stdout, report, f"re-sealed {count} secrets under master key {ring.sealing_key_id}\n")
     return EXIT_OK
@@ -414,6 +431,9 @@ def register(commands: Any) -> None:
     create.add_argument("user", metavar="USER")
     create.add_argument("--access-key", metavar="AK", help="use this access key id (with --secret-key)")
     create.add_argument("--secret-key", metavar="SK", help="use this secret (with --access-key)")
+    create.add_argument(
+        "--secret-key-stdin", action="store_true", help="read the secret from stdin (kept out of the process list)"
+    )
     for name, handler, text in (
         ("disable", _key_status(False), "make a key inactive"),
         ("enable", _key_status(True), "make a key active again"),

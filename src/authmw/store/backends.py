@@ -13,12 +13,13 @@ import os
 import sqlite3
 import threading
 import urllib.parse
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from authmw.errors import ConfigurationError, StoreUnavailable
+from authmw.errors import ChangeRefused, ConfigurationError, StoreUnavailable
 
 __all__ = [
     "Conflict",
@@ -32,10 +33,11 @@ __all__ = [
 
 Row = tuple[Any, ...]
 _BUMP = "UPDATE authmw_meta SET value = value + 1 WHERE name = 'revision'"
+_PG_WRITE_LOCK = 0x61757468_6D77  # "authmw": the advisory lock key of store writers
 
 
-class Conflict(Exception):
-    """A uniqueness or reference constraint refused the change."""
+class Conflict(ChangeRefused):
+    """The database refused the change: a uniqueness or reference constraint, or a value out of its range."""
 
 
 class Tx(Protocol):
@@ -81,6 +83,26 @@ class _SqliteTx:
         self._conn.executemany(sql, params)
 
 
+class _Held:
+    """A thread's connection; when the thread ends its thread-local slot goes, and the connection is closed."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+
+# A change the database refused because of the value given, not because it is unreachable.
+_SQLITE_REFUSED = (
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.ProgrammingError,
+    sqlite3.InterfaceError,
+    OverflowError,
+    UnicodeEncodeError,
+)
+
+
 class SqliteDatabase:
     """One connection per thread on a WAL-mode file; writers wait up to ``busy_timeout`` seconds for the lock."""
 
@@ -91,11 +113,11 @@ class SqliteDatabase:
         self.url = f"sqlite:///{path}"
         self._busy_timeout = busy_timeout
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._held: weakref.WeakSet[_Held] = weakref.WeakSet()
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        held: _Held | None = getattr(self._local, "held", None)
+        conn = None if held is None else held.conn
         if conn is None:
             try:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -109,9 +131,10 @@ class SqliteDatabase:
                 conn.execute("PRAGMA foreign_keys=ON")
             except (sqlite3.Error, OSError) as exc:
                 raise StoreUnavailable(f"cannot open SQLite store {self.path}: {exc}") from None
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
+            held = _Held(conn)
+            weakref.finalize(held, conn.close)
+            self._local.held = held
+            self._held.add(held)
         return conn
 
     @contextmanager
@@ -127,8 +150,8 @@ class SqliteDatabase:
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.IntegrityError):
-                raise Conflict(str(exc)) from None
+            if isinstance(exc, _SQLITE_REFUSED):
+                raise Conflict(f"the store refused the value: {exc}") from None
             if isinstance(exc, sqlite3.Error):
                 raise StoreUnavailable(f"SQLite store error: {exc}") from None
             raise
@@ -146,10 +169,9 @@ class SqliteDatabase:
             yield tx
 
     def close(self) -> None:
-        with self._lock:
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
+        for held in list(self._held):
+            held.conn.close()
+        self._held = weakref.WeakSet()
         self._local = threading.local()
 
 
@@ -212,6 +234,11 @@ class PostgresDatabase:
             ) from None
         self.url = url
         self._psycopg = psycopg
+        try:  # one direct attempt first: a wrong URL fails at once with the server's own message
+            psycopg.connect(url, connect_timeout=max(1, int(timeout))).close()
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL store {_redact(url)}: {_first_line(exc)}") from None
+        self._pool_timeout = psycopg_pool.PoolTimeout
         self._pool = psycopg_pool.ConnectionPool(
             url, min_size=min_size, max_size=max_size, timeout=timeout, open=False, kwargs={"autocommit": True}
         )
@@ -230,22 +257,19 @@ class PostgresDatabase:
                 if first:
                     cur.execute(first)
                 yield tx
-        except psycopg.errors.IntegrityError as exc:
-            raise Conflict(str(exc).splitlines()[0]) from None
-        except (psycopg.OperationalError, psycopg.errors.AdminShutdown) as exc:
-            raise StoreUnavailable(f"PostgreSQL store error: {str(exc).splitlines()[0]}") from None
-        except Exception as exc:
-            from psycopg_pool import PoolTimeout
-
-            if isinstance(exc, PoolTimeout):
-                raise StoreUnavailable("PostgreSQL pool exhausted or unreachable") from None
-            raise
+        except (psycopg.IntegrityError, psycopg.DataError, OverflowError, UnicodeEncodeError) as exc:
+            raise Conflict(f"the store refused the value: {_first_line(exc)}") from None
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"PostgreSQL store error: {_first_line(exc)}") from None
+        except self._pool_timeout:
+            raise StoreUnavailable("PostgreSQL pool exhausted or unreachable") from None
 
     @contextmanager
     def write(self) -> Iterator[_PgTx]:
-        with self._transaction(None) as tx:
+        # One advisory lock orders every writer, including the first migration (before the revision row exists).
+        with self._transaction(f"SELECT pg_advisory_xact_lock({_PG_WRITE_LOCK})") as tx:
             if table_exists(tx, self.dialect, "authmw_meta"):
-                tx.run(_BUMP)  # the revision row's lock orders every writer
+                tx.run(_BUMP)
             yield tx
 
     @contextmanager
@@ -257,13 +281,21 @@ class PostgresDatabase:
         self._pool.close()
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def _redact(url: str) -> str:
-    """The URL without its password, for messages."""
+    """The URL without a password (in the authority or the query), for messages."""
     parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@")
+    query = "&".join(
+        f"{name}=***" if name.lower() == "password" else f"{name}={value}"
+        for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def open_database(url: str) -> SqliteDatabase | PostgresDatabase:

@@ -4,27 +4,27 @@ At most every ``refresh`` seconds (0.25 by default) one cheap query reads the st
 change increments; when it moved, every cache is dropped. So a disabled key, a removed group member or a
 changed policy takes effect within ``refresh`` plus one query in every process sharing the store. Entries
 loaded from a snapshot older than the revision already seen are returned but not kept, so a read racing a
-change never leaves a stale entry behind. Unknown access keys are cached too (as None): a repeated unknown
-key costs what a known one does.
+change never leaves a stale entry behind (the check and the store happen under one lock). Unknown access keys
+are cached too, apart: a repeated unknown key costs what a known one does.
 """
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from authmw.identity import IpWhitelist, Principal, WhitelistScope, Workspace
 from authmw.models import AccessKey
 from authmw.policy import PolicySet, parse_policy
+from authmw.store.rules import ACCESS_KEY as _ACCESS_KEY
 from authmw.store.sqlstore import Store
 
 __all__ = ["CachedIdentity"]
 
-V = TypeVar("V")
 _MISSING: Any = object()
 
 
@@ -32,7 +32,9 @@ class CachedIdentity:
     """An :class:`~authmw.identity.IdentitySource` (and ``KeySource``) over a :class:`Store`.
 
     ``max_entries`` bounds each cache (access keys, principals, workspaces, whitelists, compiled policy
-    sets); the oldest entry goes first. ``timer`` is injectable for tests.
+    sets), least recently used first out; unknown access keys go to a separate cache of ``max_unknown``
+    entries, so a flood of made-up keys cannot push real ones out. A string that cannot be an access key
+    never reaches the store or a cache. ``timer`` is injectable for tests.
     """
 
     def __init__(
@@ -41,20 +43,31 @@ class CachedIdentity:
         *,
         refresh: float = 0.25,
         max_entries: int = 50_000,
+        max_unknown: int = 10_000,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self._refresh = refresh
         self._max = max_entries
+        self._max_unknown = max_unknown
         self._timer = timer
         self._lock = threading.Lock()
         self._revision = -1
         self._deadline = float("-inf")
-        self._keys: OrderedDict[str, AccessKey | None] = OrderedDict()
+        self._keys: OrderedDict[str, AccessKey] = OrderedDict()
+        self._unknown: OrderedDict[str, None] = OrderedDict()
         self._principals: OrderedDict[str, Principal | None] = OrderedDict()
         self._workspaces: OrderedDict[str, Workspace | None] = OrderedDict()
         self._whitelists: OrderedDict[tuple[WhitelistScope, str], IpWhitelist] = OrderedDict()
         self._policy_sets: OrderedDict[tuple[str, ...], PolicySet] = OrderedDict()
+        self._caches: tuple[OrderedDict[Any, Any], ...] = (
+            self._keys,
+            self._unknown,
+            self._principals,
+            self._workspaces,
+            self._whitelists,
+            self._policy_sets,
+        )
 
     def __repr__(self) -> str:
         return f"CachedIdentity(revision={self._revision}, keys={len(self._keys)})"
@@ -65,37 +78,43 @@ class CachedIdentity:
         return self._revision
 
     def poll(self) -> None:
-        """Read the store revision now and drop every cache if it moved."""
-        self._seen(self.store.revision())
+        """Read the store revision now; drop every cache if it moved (either way: a restored database too)."""
+        revision = self.store.revision()
+        with self._lock:
+            if revision != self._revision:
+                self._clear(revision)
         self._deadline = self._timer() + self._refresh
 
-    def _seen(self, revision: int) -> bool:
-        """Record a revision read from the store; True if entries read at it may be kept."""
-        if revision == self._revision:
-            return True
-        with self._lock:
-            if revision > self._revision:
-                for cache in (self._keys, self._principals, self._workspaces, self._whitelists, self._policy_sets):
-                    cache.clear()
-                self._revision = revision
-                return True
-        return revision == self._revision
+    def _clear(self, revision: int) -> None:
+        for cache in self._caches:
+            cache.clear()
+        self._revision = revision
 
-    def _keep(self, cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
-        if len(cache) >= self._max:
-            with contextlib.suppress(KeyError):
+    def _keep(self, revision: int, cache: OrderedDict[Any, Any], key: Any, value: Any, limit: int = 0) -> None:
+        """Store ``value`` read at ``revision`` unless a change was seen since (checked and stored atomically)."""
+        with self._lock:
+            if revision > self._revision:  # the read saw a change before the poll did
+                self._clear(revision)
+            elif revision < self._revision:
+                return
+            if len(cache) >= (limit or self._max):
                 cache.popitem(last=False)
-        cache[key] = value
+            cache[key] = value
 
     def get_access_key(self, access_key: str) -> AccessKey | None:
         if self._timer() >= self._deadline:
             self.poll()
-        found = self._keys.get(access_key, _MISSING)
-        if found is not _MISSING:
-            return found  # type: ignore[no-any-return]
+        found = self._keys.get(access_key)
+        if found is not None:
+            self._keys.move_to_end(access_key)
+            return found
+        if access_key in self._unknown or not _ACCESS_KEY.fullmatch(access_key):
+            return None
         revision, key = self.store.read_access_key(access_key)
-        if self._seen(revision):
-            self._keep(self._keys, access_key, key)
+        if key is None:
+            self._keep(revision, self._unknown, access_key, None, self._max_unknown)
+        else:
+            self._keep(revision, self._keys, access_key, key)
         return key
 
     def principal(self, user_id: str) -> Principal | None:
@@ -103,20 +122,26 @@ class CachedIdentity:
             self.poll()
         found = self._principals.get(user_id, _MISSING)
         if found is not _MISSING:
+            self._principals.move_to_end(user_id)
             return found  # type: ignore[no-any-return]
-        revision, principal = self.store.read_principal(user_id, self._compile)
-        if self._seen(revision):
-            self._keep(self._principals, user_id, principal)
+        compiled: list[tuple[tuple[str, ...], PolicySet]] = []
+        revision, principal = self.store.read_principal(user_id, lambda policies: self._compile(policies, compiled))
+        for key, policy_set in compiled:
+            self._keep(revision, self._policy_sets, key, policy_set)
+        self._keep(revision, self._principals, user_id, principal)
         return principal
 
-    def _compile(self, policies: tuple[tuple[str, str, str], ...]) -> PolicySet:
-        # Users sharing groups share one compiled set (and its decision cache).
-        key = tuple(policy_id for policy_id, _name, _document in policies)
-        compiled = self._policy_sets.get(key)
-        if compiled is None:
-            compiled = PolicySet(parse_policy(document, name=name) for _id, name, document in policies)
-            self._keep(self._policy_sets, key, compiled)
-        return compiled
+    def _compile(
+        self, policies: tuple[tuple[str, str, str], ...], compiled: list[tuple[tuple[str, ...], PolicySet]]
+    ) -> PolicySet:
+        # Users with the same policies share one compiled set (and its decision cache). The key covers the
+        # documents, not only the ids: an import may give an id another document.
+        key = tuple(hashlib.sha256(f"{i}\0{n}\0{d}".encode()).hexdigest() for i, n, d in policies)
+        found = self._policy_sets.get(key)
+        if found is None:
+            found = PolicySet(parse_policy(document, name=name) for _id, name, document in policies)
+            compiled.append((key, found))
+        return found
 
     def workspace(self, workspace_id: str) -> Workspace | None:
         if self._timer() >= self._deadline:
@@ -125,8 +150,7 @@ class CachedIdentity:
         if found is not _MISSING:
             return found  # type: ignore[no-any-return]
         revision, workspace = self.store.read_workspace(workspace_id)
-        if self._seen(revision):
-            self._keep(self._workspaces, workspace_id, workspace)
+        self._keep(revision, self._workspaces, workspace_id, workspace)
         return workspace
 
     def whitelist(self, scope: WhitelistScope, name: str) -> IpWhitelist:
@@ -137,6 +161,5 @@ class CachedIdentity:
         if found is not None:
             return found
         revision, whitelist = self.store.read_whitelist(scope, name)
-        if self._seen(revision):
-            self._keep(self._whitelists, key, whitelist)
+        self._keep(revision, self._whitelists, key, whitelist)
         return whitelist

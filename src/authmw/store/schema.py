@@ -59,6 +59,8 @@ _V1 = [
         kid TEXT PRIMARY KEY, algorithm TEXT NOT NULL, private_sealed TEXT NOT NULL, public_key TEXT NOT NULL,
         created_at BIGINT NOT NULL, retired_at BIGINT)""",
     "INSERT INTO authmw_meta (name, value) VALUES ('revision', 0)",
+    # The master key (its 32-bit id) every stored secret is sealed under; 0 until the first secret.
+    "INSERT INTO authmw_meta (name, value) VALUES ('sealing_key', 0)",
 ]
 
 #: Migrations in order; ``MIGRATIONS[i]`` brings the schema from version ``i`` to ``i + 1``.

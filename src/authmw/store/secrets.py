@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import os
@@ -18,7 +19,8 @@ import secrets
 import stat
 import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -30,12 +32,14 @@ __all__ = [
     "MASTER_KEY_ENV",
     "MASTER_KEY_FILE_ENV",
     "Keyring",
+    "PassphraseBox",
     "SealError",
+    "check_password_hash",
     "hash_password",
+    "key_file_lock",
+    "key_id_of",
     "new_master_key",
-    "open_with_passphrase",
     "read_key_file",
-    "seal_with_passphrase",
     "verify_password",
     "write_key_file",
 ]
@@ -44,9 +48,6 @@ MASTER_KEY_ENV = "AUTHMW_MASTER_KEY"
 MASTER_KEY_FILE_ENV = "AUTHMW_MASTER_KEY_FILE"
 DEFAULT_MASTER_KEY_FILE = "./authmw.key"
 _NONCE = 12
-# scrypt cost: N=2**15, r=8, p=1 needs 32 MiB and ~60 ms here, OWASP's recommended floor for interactive logins.
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
-_SCRYPT_MAXMEM = 64 * 1024 * 1024
 
 
 class SealError(Exception):
@@ -56,6 +57,11 @@ class SealError(Exception):
 def new_master_key() -> bytes:
     """A fresh 256-bit master key."""
     return secrets.token_bytes(32)
+
+
+def key_id_of(key: bytes) -> str:
+    """The 8-hex-digit id a sealed value names its master key by."""
+    return _key_id(key)
 
 
 def _key_id(key: bytes) -> str:
@@ -113,7 +119,7 @@ class Keyring:
             return cls([_decode_key(part, MASTER_KEY_ENV) for part in env[MASTER_KEY_ENV].split(",")])
         file = Path(env.get(MASTER_KEY_FILE_ENV) or DEFAULT_MASTER_KEY_FILE)
         if create and not file.exists():
-            write_key_file(file, [new_master_key()], exclusive=True)
+            write_key_file(file, [new_master_key()], exclusive=True)  # a racing init's key wins, both read it
         return cls.from_file(file)
 
     @property
@@ -125,11 +131,22 @@ class Keyring:
     def sealing_key_id(self) -> str:
         return self._sealing
 
-    def seal(self, plaintext: bytes, context: str) -> str:
-        """Encrypt and authenticate ``plaintext`` bound to ``context`` (the row it belongs to)."""
+    def seal(self, plaintext: bytes, context: str, *, key_id: str | None = None) -> str:
+        """Encrypt and authenticate ``plaintext`` bound to ``context`` (the row it belongs to), under the
+        sealing key or the key ``key_id`` (the one the store records; reloading the key file to find it)."""
+        key_id = key_id or self._sealing
+        aead = self._keys.get(key_id) or self._reload(key_id)
         nonce = secrets.token_bytes(_NONCE)
-        sealed = self._keys[self._sealing].encrypt(nonce, plaintext, context.encode())
-        return f"v1.{self._sealing}.{base64.b64encode(nonce + sealed).decode()}"
+        sealed = aead.encrypt(nonce, plaintext, context.encode())
+        return f"v1.{key_id}.{base64.b64encode(nonce + sealed).decode()}"
+
+    def knows(self, key_id: str) -> bool:
+        """Whether ``key_id`` is in the ring (after reloading the key file if it was not)."""
+        try:
+            self._keys.get(key_id) or self._reload(key_id)
+        except SealError:
+            return False
+        return True
 
     def open(self, sealed: str, context: str) -> bytes:
         """Decrypt a value from :meth:`seal`; raises :class:`SealError` (never echoing the value)."""
@@ -157,16 +174,6 @@ class Keyring:
             raise SealError(f"sealed under master key {key_id}, which is not in the key ring")
         return aead
 
-    def rotated(self) -> tuple[Keyring, bytes]:
-        """A ring whose new sealing key comes first, followed by the current keys; and the new key."""
-        key = new_master_key()
-        ring = Keyring.__new__(Keyring)
-        ring._keys = {_key_id(key): AESGCM(key), **self._keys}
-        ring._sealing = _key_id(key)
-        ring._path = self._path
-        ring._lock = threading.Lock()
-        return ring, key
-
     def replace(self, keys: Sequence[bytes]) -> None:
         """Install ``keys`` in place (after a rotation committed)."""
         with self._lock:
@@ -186,82 +193,157 @@ def read_key_file(path: Path) -> list[bytes]:
 
 
 def write_key_file(path: Path, keys: Sequence[bytes], *, exclusive: bool = False) -> None:
-    """Write the key file atomically with mode 0600 (``exclusive``: refuse to replace an existing file)."""
+    """Write the key file durably (file and directory fsynced) with mode 0600.
+
+    ``exclusive``: create it only if absent (two ``init`` racing both end up reading the winner's key).
+    """
     body = "".join(base64.b64encode(key).decode() + "\n" for key in keys)
-    path = path.resolve()
-    if exclusive:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(body)
-        return
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".authmw-key-")
+    path = path.absolute()
+    try:
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".authmw-key-")
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write master key file {path}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(body)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
+        if exclusive:
+            try:
+                os.link(temp, path)  # atomic create-if-absent of a complete file
+            except FileExistsError:
+                return
+        else:
+            os.replace(temp, path)
+        _fsync_directory(path.parent)
+    finally:
         Path(temp).unlink(missing_ok=True)
-        raise
+
+
+def _fsync_directory(directory: Path) -> None:
+    # The rename is durable only once the directory is: a re-seal must never outlive its key file on disk.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def key_file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock beside the key file, so two rotations never interleave."""
+    lock = path.absolute().with_name(path.name + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+# Password hashing: scrypt N=2**17, r=8, p=1 (128 MiB), OWASP's recommended minimum. Stored hashes must carry
+# exactly these parameters: a hash with weaker (or absurdly costly) ones is refused, never trusted.
+_N, _R, _P = 2**17, 8, 1
+# Export passphrases protect a file open to offline guessing: twice the memory and time.
+_EXPORT_N = 2**18
+_MAXMEM = 1024 * 1024 * 1024
+_DUMMY_SALT = b"authmw-no-password"
+
+
+def _scrypt(secret: bytes, salt: bytes, n: int, *, dklen: int = 32) -> bytes:
+    return hashlib.scrypt(secret, salt=salt, n=n, r=_R, p=_P, maxmem=_MAXMEM, dklen=dklen)
+
+
+def _utf8(text: str, what: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} is not valid text") from None
 
 
 def hash_password(password: str) -> str:
     """An scrypt hash ``scrypt$N$r$p$salt$hash`` (base64 parts)."""
     salt = secrets.token_bytes(16)
-    digest = _scrypt(password.encode(), salt, _SCRYPT_N, _SCRYPT_R, _SCRYPT_P)
+    digest = _scrypt(_utf8(password, "the password"), salt, _N)
     b64 = base64.b64encode
-    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
+    return f"scrypt${_N}${_R}${_P}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def check_password_hash(encoded: str) -> str:
+    """``encoded`` if it is a hash :func:`hash_password` could have made; ValueError otherwise."""
+    parts = encoded.split("$") if isinstance(encoded, str) else []
+    try:
+        ok = len(parts) == 6 and parts[:4] == ["scrypt", str(_N), str(_R), str(_P)]
+        ok = ok and len(base64.b64decode(parts[4], validate=True)) == 16
+        ok = ok and len(base64.b64decode(parts[5], validate=True)) == 32
+    except (ValueError, binascii.Error):
+        ok = False
+    if not ok:
+        raise ValueError(f"not an scrypt hash with this authmw's parameters (N={_N}, r={_R}, p={_P})")
+    return encoded
 
 
 def verify_password(password: str, encoded: str | None) -> bool:
-    """Constant-time check of ``password`` against :func:`hash_password`'s output (False for no hash)."""
-    if not encoded:
-        return False
+    """Constant-time check of ``password`` against :func:`hash_password`'s output.
+
+    A user without a password (or with a hash of foreign parameters) costs the same work and fails.
+    """
     try:
-        name, n, r, p, salt, digest = encoded.split("$")
-        expected = base64.b64decode(digest)
-        actual = _scrypt(password.encode(), base64.b64decode(salt), int(n), int(r), int(p))
-    except (ValueError, binascii.Error):
+        secret = _utf8(password, "the password")
+    except ValueError:
+        secret = b""
+    try:
+        _name, _n, _r, _p, salt, digest = check_password_hash(encoded or "").split("$")
+        expected, salt_bytes = base64.b64decode(digest), base64.b64decode(salt)
+    except ValueError:
+        _scrypt(secret, _DUMMY_SALT, _N)
         return False
-    return name == "scrypt" and hmac.compare_digest(actual, expected)
-
-
-def _scrypt(secret: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return hashlib.scrypt(secret, salt=salt, n=n, r=r, p=p, maxmem=_SCRYPT_MAXMEM, dklen=32)
+    return hmac.compare_digest(_scrypt(secret, salt_bytes, _N), expected)
 
 
 Opener = Callable[[str, str], bytes]
+Sealer = Callable[[bytes, str], str]
 
 
-def _passphrase_key(passphrase: str, salt: bytes) -> AESGCM:
-    return AESGCM(_scrypt(passphrase.encode(), salt, _SCRYPT_N, _SCRYPT_R, _SCRYPT_P))
+class PassphraseBox:
+    """Seals values and authenticates a whole document under keys derived from an export passphrase."""
 
+    def __init__(self, passphrase: str, salt: bytes) -> None:
+        material = _scrypt(_utf8(passphrase, "the passphrase"), salt, _EXPORT_N, dklen=64)
+        self.salt = salt
+        self._aead = AESGCM(material[:32])
+        self._mac_key = material[32:]
 
-def seal_with_passphrase(passphrase: str) -> tuple[str, Callable[[bytes, str], str]]:
-    """A salt (to record once) and a sealing function, for exports that carry secrets."""
-    salt = secrets.token_bytes(16)
-    aead = _passphrase_key(passphrase, salt)
+    @classmethod
+    def new(cls, passphrase: str) -> PassphraseBox:
+        return cls(passphrase, secrets.token_bytes(16))
 
-    def seal(plaintext: bytes, context: str) -> str:
+    @classmethod
+    def for_salt(cls, passphrase: str, salt: str) -> PassphraseBox:
+        try:
+            raw = base64.b64decode(salt, validate=True)
+        except (ValueError, binascii.Error):
+            raise SealError("malformed export salt") from None
+        return cls(passphrase, raw)
+
+    @property
+    def salt_text(self) -> str:
+        return base64.b64encode(self.salt).decode()
+
+    def seal(self, plaintext: bytes, context: str) -> str:
         nonce = secrets.token_bytes(_NONCE)
-        return base64.b64encode(nonce + aead.encrypt(nonce, plaintext, context.encode())).decode()
+        return base64.b64encode(nonce + self._aead.encrypt(nonce, plaintext, context.encode())).decode()
 
-    return base64.b64encode(salt).decode(), seal
-
-
-def open_with_passphrase(passphrase: str, salt: str) -> Opener:
-    """The opener matching :func:`seal_with_passphrase`; raises :class:`SealError` on a wrong passphrase."""
-    try:
-        aead = _passphrase_key(passphrase, base64.b64decode(salt, validate=True))
-    except (ValueError, binascii.Error):
-        raise SealError("malformed export salt") from None
-
-    def open_(sealed: str, context: str) -> bytes:
+    def open(self, sealed: str, context: str) -> bytes:
         try:
             raw = base64.b64decode(sealed, validate=True)
-            return aead.decrypt(raw[:_NONCE], raw[_NONCE:], context.encode())
-        except (ValueError, binascii.Error, InvalidTag):
+            return self._aead.decrypt(raw[:_NONCE], raw[_NONCE:], context.encode())
+        except (ValueError, TypeError, binascii.Error, InvalidTag):
             raise SealError("wrong passphrase or tampered export") from None
 
-    return open_
+    def mac(self, data: bytes) -> str:
+        return hmac.new(self._mac_key, data, hashlib.sha256).hexdigest()
+
+    def check_mac(self, data: bytes, mac: object) -> None:
+        if not isinstance(mac, str) or not hmac.compare_digest(self.mac(data), mac):
+            raise SealError("wrong passphrase or tampered export")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import string
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -19,7 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from authmw.errors import ChangeRefused, InvalidPolicy, NotFound, StoreUnavailable
+from authmw.errors import ChangeRefused, ConfigurationError, InvalidPolicy, NotFound, StoreUnavailable
 from authmw.identity import (
     ADMIN_GROUP,
     DEFAULT_WORKSPACE_ID,
@@ -47,38 +46,40 @@ from authmw.store.records import (
     User,
     WorkspaceInfo,
 )
+from authmw.store.rules import (
+    ACCESS_KEY,
+    ALPHANUM,
+    MAX_KEYS_PER_USER,
+    MAX_SESSION,
+    MIN_SESSION,
+    POLICY_NAME,
+    ROUTE,
+    SECRET,
+    SECRET_ALPHABET,
+    WORKSPACE_ID,
+    check,
+    check_name,
+    check_password,
+    check_workspace_name,
+)
 from authmw.store.schema import MIGRATIONS, SCHEMA_VERSION
 from authmw.store.secrets import Keyring, SealError, hash_password
 
-__all__ = ["DEFAULT_DOMAIN", "MAX_KEYS_PER_USER", "Store"]
+__all__ = [
+    "DEFAULT_DOMAIN",
+    "Store",
+    "access_key_context",
+    "ensure_system_policies",
+    "signing_key_context",
+    "system_policy_id",
+]
 
 DEFAULT_DOMAIN = "default"
-MAX_KEYS_PER_USER = 2
-MIN_SESSION, MAX_SESSION = 900, 86_400
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.@-]{0,63}")
-_POLICY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9 _.@-]{0,63}")
-_WORKSPACE_NAME = re.compile(r"[A-Za-z0-9_-]{4,64}")
-_ACCESS_KEY = re.compile(r"[A-Za-z0-9]{8,128}")
-_SECRET = re.compile(r"[\x21-\x7e]{16,256}")
-_ROUTE = re.compile(r"[\x21-\x7e]+( [\x21-\x7e]+)?")
-_ALPHANUM = string.ascii_uppercase + string.digits
-_SECRET_ALPHABET = string.ascii_letters + string.digits
-
 Compiler = Callable[[tuple[tuple[str, str, str], ...]], PolicySet]
 
 
 def _new_id() -> str:
     return uuid.uuid4().hex
-
-
-def _check(pattern: re.Pattern[str], kind: str, value: str, rule: str) -> str:
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise ChangeRefused(f"invalid {kind} {value!r}: {rule}")
-    return value
-
-
-def _check_name(kind: str, value: str) -> str:
-    return _check(_NAME, f"{kind} name", value, "1-64 of letters, digits, _ . @ - starting with a letter or _")
 
 
 def _compile(policies: tuple[tuple[str, str, str], ...]) -> PolicySet:
@@ -163,12 +164,10 @@ class Store:
                     "INSERT INTO workspaces VALUES (?, NULL, 'default', 'PUBLIC', NULL, ?)",
                     (DEFAULT_WORKSPACE_ID, now),
                 )
-            for name in system_policies():
-                if tx.one("SELECT 1 FROM policies WHERE domain_id IS NULL AND name = ?", (name,)) is None:
-                    document = json.dumps(system_policy_documents()[name])
-                    tx.run("INSERT INTO policies VALUES (?, NULL, ?, ?, ?)", (_system_id(name), name, document, now))
+            ensure_system_policies(tx, now)
             if tx.one("SELECT 1 FROM signing_keys WHERE retired_at IS NULL") is None:
                 self._add_signing_key(tx, now)
+        self.check_keyring()
         return {"schema_from": start, "schema_to": end, "domain": DEFAULT_DOMAIN, "workspace": DEFAULT_WORKSPACE_ID}
 
     def _add_signing_key(self, tx: Tx, now: int) -> str:
@@ -180,9 +179,32 @@ class Store:
         kid = secrets.token_hex(8)
         tx.run(
             "INSERT INTO signing_keys VALUES (?, 'EdDSA', ?, ?, ?, NULL)",
-            (kid, self.keyring.seal(raw, f"signing_key:{kid}"), public.hex(), now),
+            (kid, self.sealer(tx)(raw, signing_key_context(kid)), public.hex(), now),
         )
         return kid
+
+    def sealer(self, tx: Tx) -> Callable[[bytes, str], str]:
+        """Seal under the master key the store records (read in the write transaction ``tx``, so a rotation
+        committed by another process is followed, never undone); the first secret records the ring's key."""
+        row = tx.one("SELECT value FROM authmw_meta WHERE name = 'sealing_key'")
+        recorded = int(row[0]) if row else 0
+        if not recorded:
+            key_id = self.keyring.sealing_key_id
+            tx.run("UPDATE authmw_meta SET value = ? WHERE name = 'sealing_key'", (int(key_id, 16),))
+        else:
+            key_id = f"{recorded:08x}"
+            if not self.keyring.knows(key_id):
+                raise ChangeRefused(_foreign_key(key_id))
+        return lambda plaintext, context: self.keyring.seal(plaintext, context, key_id=key_id)
+
+    def check_keyring(self) -> None:
+        """Refuse a master key ring that cannot open what the store holds (a wrong or missing key)."""
+        with self.db.read() as tx:
+            if not table_exists(tx, self.db.dialect, "authmw_meta"):
+                return
+            row = tx.one("SELECT value FROM authmw_meta WHERE name = 'sealing_key'")
+        if row and int(row[0]) and not self.keyring.knows(f"{int(row[0]):08x}"):
+            raise ConfigurationError(_foreign_key(f"{int(row[0]):08x}"))
 
     def revision(self) -> int:
         """A counter every change increments (what caches poll)."""
@@ -229,7 +251,7 @@ class Store:
     # -- domains, projects, users, groups -----------------------------------------------------------------
 
     def create_domain(self, name: str) -> Domain:
-        _check_name("domain", name)
+        check_name("domain", name)
         with self.db.write() as tx:
             if tx.one("SELECT 1 FROM domains WHERE name = ?", (name,)):
                 raise ChangeRefused(f"domain {name!r} already exists")
@@ -242,8 +264,8 @@ class Store:
             return [Domain(r[0], r[1]) for r in tx.rows("SELECT id, name FROM domains ORDER BY name")]
 
     def create_project(self, name: str, *, domain: str = DEFAULT_DOMAIN, region: str | None = None) -> Project:
-        _check_name("project", name)
-        region = _check_name("region", region or name.partition("_")[0])
+        check_name("project", name)
+        region = check_name("region", region or name.partition("_")[0])
         with self.db.write() as tx:
             domain_id = self._domain_id(tx, domain)
             if tx.one("SELECT 1 FROM projects WHERE domain_id = ? AND name = ?", (domain_id, name)):
@@ -253,8 +275,8 @@ class Store:
         return project
 
     def create_user(self, name: str, *, domain: str = DEFAULT_DOMAIN, password: str | None = None) -> User:
-        _check_name("user", name)
-        hashed = None if password is None else hash_password(_check_password(password))
+        check_name("user", name)
+        hashed = None if password is None else hash_password(check_password(password))
         with self.db.write() as tx:
             domain_id = self._domain_id(tx, domain)
             if tx.one("SELECT 1 FROM users WHERE domain_id = ? AND name = ?", (domain_id, name)):
@@ -275,7 +297,7 @@ class Store:
         return User(user_id, name, domain_id, enabled)
 
     def set_password(self, name: str, password: str, *, domain: str = DEFAULT_DOMAIN) -> None:
-        hashed = hash_password(_check_password(password))
+        hashed = hash_password(check_password(password))
         with self.db.write() as tx:
             user_id = self._user_id(tx, name, domain)
             tx.run(
@@ -294,7 +316,7 @@ class Store:
         return [User(r[0], r[1], r[2], bool(r[3])) for r in rows]
 
     def create_group(self, name: str, *, domain: str = DEFAULT_DOMAIN) -> Group:
-        _check_name("group", name)
+        check_name("group", name)
         with self.db.write() as tx:
             domain_id = self._domain_id(tx, domain)
             if tx.one("SELECT 1 FROM groups_ WHERE domain_id = ? AND name = ?", (domain_id, name)):
@@ -325,15 +347,15 @@ class Store:
         if (access_key is None) != (secret_key is None):
             raise ChangeRefused("give both an access key and a secret key, or neither")
         if access_key is None or secret_key is None:
-            access_key = "".join(secrets.choice(_ALPHANUM) for _ in range(20))
-            secret_key = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(40))
+            access_key = "".join(secrets.choice(ALPHANUM) for _ in range(20))
+            secret_key = "".join(secrets.choice(SECRET_ALPHABET) for _ in range(40))
         else:
-            _check(_ACCESS_KEY, "access key", access_key, "8-128 letters and digits")
-            if not _SECRET.fullmatch(secret_key):
+            check(ACCESS_KEY, "access key", access_key, "8-128 letters and digits")
+            if not SECRET.fullmatch(secret_key):
                 raise ChangeRefused("invalid secret key: 16-256 printable ASCII characters, no spaces")
-        sealed = self.keyring.seal(secret_key.encode(), f"access_key:{access_key}")
         with self.db.write() as tx:
             user_id = self._user_id(tx, user, domain)
+            sealed = self.sealer(tx)(secret_key.encode(), access_key_context(access_key, user_id))
             count = tx.one("SELECT COUNT(*) FROM access_keys WHERE user_id = ?", (user_id,))
             if count and int(count[0]) >= MAX_KEYS_PER_USER:
                 raise ChangeRefused(f"user {user!r} already has {MAX_KEYS_PER_USER} access keys: delete one first")
@@ -372,7 +394,7 @@ class Store:
 
     def create_policy(self, name: str, document: str | bytes, *, domain: str = DEFAULT_DOMAIN) -> PolicyInfo:
         """Validate ``document`` and store it as the domain's policy ``name``."""
-        _check(_POLICY_NAME, "policy name", name, "1-64 of letters, digits, spaces, _ . @ -")
+        check(POLICY_NAME, "policy name", name, "1-64 of letters, digits, spaces, _ . @ -")
         try:
             policy = parse_policy(document, name=name)
         except InvalidPolicy as exc:
@@ -423,8 +445,8 @@ class Store:
         max_duration: int = MAX_SESSION,
     ) -> Agency:
         """An agency of ``domain`` that the domain ``trust`` (e.g. ``op_svc_modelarts``) may assume."""
-        _check_name("agency", name)
-        _check_name("trusted domain", trust)
+        check_name("agency", name)
+        check_name("trusted domain", trust)
         if not MIN_SESSION <= max_duration <= MAX_SESSION:
             raise ChangeRefused(f"--max-duration must be {MIN_SESSION}-{MAX_SESSION} seconds")
         names = tuple(dict.fromkeys(policies))
@@ -456,9 +478,7 @@ class Store:
         grant_users: Iterable[str] = (),
         grant_groups: Iterable[str] = (),
     ) -> WorkspaceInfo:
-        _check(_WORKSPACE_NAME, "workspace name", name, "4-64 of letters, digits, _ and -")
-        if name.lower() == "default":
-            raise ChangeRefused("the workspace name 'default' is reserved")
+        check_workspace_name(name)
         try:
             kind = AuthType(auth_type.upper())
         except ValueError:
@@ -494,7 +514,7 @@ class Store:
         self, name: str, *, user: str, domain: str = DEFAULT_DOMAIN, key_type: str = "ed25519"
     ) -> NewKeyPair:
         """Generate a key pair; only the public key is stored, the private key is returned once."""
-        _check_name("key pair", name)
+        check_name("key pair", name)
         if key_type not in keypairs.KEY_TYPES:
             raise ChangeRefused(f"--type must be one of {', '.join(keypairs.KEY_TYPES)}")
         public, private = keypairs.generate(key_type)
@@ -502,7 +522,7 @@ class Store:
         return NewKeyPair(pair.name, pair.user, pair.type, pair.fingerprint, pair.public_key, private)
 
     def import_keypair(self, name: str, *, user: str, public_key: str, domain: str = DEFAULT_DOMAIN) -> KeyPair:
-        _check_name("key pair", name)
+        check_name("key pair", name)
         try:
             line, key_type = keypairs.parse_public_key(public_key)
         except ValueError as exc:
@@ -551,7 +571,7 @@ class Store:
             elif scope is WhitelistScope.WORKSPACE:
                 scope_id = self._workspace_id(tx, name, domain)
             else:
-                scope_id = _check(_ROUTE, "route", name, "an action or 'METHOD /path/template'")
+                scope_id = check(ROUTE, "route", name, "an action or 'METHOD /path/template'")
             tx.run("DELETE FROM whitelists WHERE scope = ? AND scope_id = ?", (scope.value, scope_id))
             if whitelist.networks:
                 tx.run(
@@ -561,13 +581,15 @@ class Store:
         return whitelist
 
     def _workspace_id(self, tx: Tx, name_or_id: str, domain: str) -> str:
+        """A workspace of ``domain`` (or the shared default one) by id or by name; names never look like ids."""
+        column = "id" if WORKSPACE_ID.fullmatch(name_or_id) else "name"
         row = tx.one(
-            "SELECT w.id FROM workspaces w LEFT JOIN domains d ON d.id = w.domain_id "
-            "WHERE w.id = ? OR (w.name = ? AND (d.name = ? OR w.domain_id IS NULL))",
-            (name_or_id, name_or_id, domain),
+            f"SELECT w.id FROM workspaces w LEFT JOIN domains d ON d.id = w.domain_id "  # noqa: S608 - fixed column
+            f"WHERE w.{column} = ? AND (d.name = ? OR w.domain_id IS NULL)",
+            (name_or_id, domain),
         )
         if row is None:
-            raise NotFound(f"no workspace {name_or_id!r}")
+            raise NotFound(f"no workspace {name_or_id!r} in domain {domain!r}")
         return str(row[0])
 
     # -- hot-path reads (uncached; see CachedIdentity) ----------------------------------------------------
@@ -587,8 +609,8 @@ class Store:
         if row is None:
             return revision, None
         try:
-            secret = self.keyring.open(row[0], f"access_key:{access_key}").decode()
-        except SealError as exc:
+            secret = self.keyring.open(row[0], access_key_context(access_key, row[1])).decode()
+        except (SealError, UnicodeDecodeError) as exc:
             raise StoreUnavailable(f"access key secret cannot be unsealed: {exc}") from None
         return revision, AccessKey(access_key, secret, row[1])
 
@@ -675,25 +697,22 @@ class Store:
 
     # -- master key ---------------------------------------------------------------------------------------
 
-    def reseal_all(self, new: Keyring) -> int:
-        """Re-seal every secret under ``new``'s sealing key in one transaction; returns how many."""
+    def reseal_all(self, key_id: str) -> int:
+        """Re-seal every secret under the ring's key ``key_id`` in one transaction, and record it as the
+        store's sealing key; returns how many secrets were re-sealed."""
         count = 0
         with self.db.write() as tx:
-            for access_key, sealed in tx.rows("SELECT access_key, secret_sealed FROM access_keys"):
-                context = f"access_key:{access_key}"
-                plain = self._open(sealed, context)
-                tx.run(
-                    "UPDATE access_keys SET secret_sealed = ? WHERE access_key = ?",
-                    (new.seal(plain, context), access_key),
-                )
+            for access_key, user_id, sealed in tx.rows("SELECT access_key, user_id, secret_sealed FROM access_keys"):
+                context = access_key_context(access_key, user_id)
+                resealed = self.keyring.seal(self._open(sealed, context), context, key_id=key_id)
+                tx.run("UPDATE access_keys SET secret_sealed = ? WHERE access_key = ?", (resealed, access_key))
                 count += 1
             for kid, sealed in tx.rows("SELECT kid, private_sealed FROM signing_keys"):
-                context = f"signing_key:{kid}"
-                tx.run(
-                    "UPDATE signing_keys SET private_sealed = ? WHERE kid = ?",
-                    (new.seal(self._open(sealed, context), context), kid),
-                )
+                context = signing_key_context(kid)
+                resealed = self.keyring.seal(self._open(sealed, context), context, key_id=key_id)
+                tx.run("UPDATE signing_keys SET private_sealed = ? WHERE kid = ?", (resealed, kid))
                 count += 1
+            tx.run("UPDATE authmw_meta SET value = ? WHERE name = 'sealing_key'", (int(key_id, 16),))
         return count
 
     def _open(self, sealed: str, context: str) -> bytes:
@@ -701,6 +720,32 @@ class Store:
             return self.keyring.open(sealed, context)
         except SealError as exc:
             raise ChangeRefused(f"cannot unseal a stored secret ({exc}): wrong master key?") from None
+
+
+def ensure_system_policies(tx: Tx, now: int) -> None:
+    """The shipped system policies, under their fixed ids (attachments refer to them in every store)."""
+    for name, document in system_policy_documents().items():
+        if tx.one("SELECT 1 FROM policies WHERE id = ?", (system_policy_id(name),)) is None:
+            tx.run(
+                "INSERT INTO policies VALUES (?, NULL, ?, ?, ?)",
+                (system_policy_id(name), name, json.dumps(document), now),
+            )
+
+
+def access_key_context(access_key: str, user_id: str) -> str:
+    """What an access-key secret is sealed to: its key and its owner (moving it to another user breaks it)."""
+    return f"access_key:{access_key}:{user_id}"
+
+
+def signing_key_context(kid: str) -> str:
+    return f"signing_key:{kid}"
+
+
+def _foreign_key(key_id: str) -> str:
+    return (
+        f"the store's secrets are sealed under master key {key_id}, which this key ring does not hold: "
+        "check AUTHMW_MASTER_KEY / AUTHMW_MASTER_KEY_FILE"
+    )
 
 
 def _revision(tx: Tx) -> int:
@@ -721,11 +766,5 @@ def _attached(tx: Tx, principals: Sequence[tuple[str, str]]) -> tuple[tuple[str,
     return tuple(found[key] for key in sorted(found))
 
 
-def _check_password(password: str) -> str:
-    if not 8 <= len(password) <= 128:
-        raise ChangeRefused("a password needs 8-128 characters")
-    return password
-
-
-def _system_id(name: str) -> str:
+def system_policy_id(name: str) -> str:
     return "system-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")

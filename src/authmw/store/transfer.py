@@ -1,115 +1,141 @@
-"""Export a store to a plain document and import one back, all or nothing.
+"""Export a store to a plain document and import one back: validated first, then all or nothing.
 
-The document (YAML on the command line) lists every table's rows with their ids, so an import reproduces the
-store exactly and a second export is identical. Secrets (access-key secrets, password hashes, token signing
-keys) are left out unless asked for; then they are sealed under a passphrase (scrypt + AES-GCM), never in
-clear and never under the store's master key.
+The document lists every table's rows with their ids, so an import reproduces the store exactly and a second
+export is identical. Secrets (access-key secrets, password hashes, token signing keys) are left out unless a
+passphrase is given; then they are sealed under keys derived from it (scrypt, AES-GCM) and the whole document
+carries an HMAC, so nobody without the passphrase can alter it (say, move a key to an administrator). A
+document without secrets carries no such protection: import only files you trust.
+
+An import checks every row against the same rules as the administration verbs, and the model across rows
+(references within one domain, two keys per user, workspace ``"0"``, whitelist limits, key-pair
+fingerprints, shipped system policies) before it writes anything.
 """
 
 from __future__ import annotations
 
+import binascii
 import json
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
 from authmw.errors import ChangeRefused, InvalidPolicy
-from authmw.identity import IpWhitelist
+from authmw.identity import DEFAULT_WORKSPACE_ID, AuthType, IpWhitelist, WhitelistScope
 from authmw.policy import parse_policy
+from authmw.policy.builtin import system_policy_documents
+from authmw.store import keypairs
 from authmw.store.backends import Tx
-from authmw.store.secrets import SealError, open_with_passphrase, seal_with_passphrase
-from authmw.store.sqlstore import Store
+from authmw.store.rules import (
+    ACCESS_KEY,
+    MAX_KEYS_PER_USER,
+    MAX_SESSION,
+    MIN_SESSION,
+    POLICY_NAME,
+    ROUTE,
+    SECRET,
+    check,
+    check_name,
+    check_workspace_name,
+)
+from authmw.store.secrets import PassphraseBox, SealError, check_password_hash
+from authmw.store.sqlstore import (
+    Store,
+    access_key_context,
+    ensure_system_policies,
+    signing_key_context,
+    system_policy_id,
+)
 
 __all__ = ["FORMAT", "export_store", "import_store"]
 
 FORMAT = "authmw-export/1"
+Row = dict[str, Any]
 
-# (section, table, columns, secret columns, ORDER BY); parents before children so inserts satisfy references.
-_TABLES: list[tuple[str, str, tuple[str, ...], tuple[str, ...], str]] = [
-    ("domains", "domains", ("id", "name", "created_at"), (), "id"),
-    ("projects", "projects", ("id", "domain_id", "name", "region", "created_at"), (), "id"),
+# (section, table, columns, secret column, ORDER BY); parents before children so inserts satisfy references.
+_TABLES: list[tuple[str, str, tuple[str, ...], str | None, str]] = [
+    ("domains", "domains", ("id", "name", "created_at"), None, "id"),
+    ("projects", "projects", ("id", "domain_id", "name", "region", "created_at"), None, "id"),
     (
         "users",
         "users",
         ("id", "domain_id", "name", "enabled", "password_hash", "password_changed_at", "created_at"),
-        ("password_hash",),
+        "password_hash",
         "id",
     ),
-    ("groups", "groups_", ("id", "domain_id", "name", "created_at"), (), "id"),
-    ("group_members", "group_members", ("group_id", "user_id"), (), "group_id, user_id"),
+    ("groups", "groups_", ("id", "domain_id", "name", "created_at"), None, "id"),
+    ("group_members", "group_members", ("group_id", "user_id"), None, "group_id, user_id"),
     (
         "access_keys",
         "access_keys",
         ("access_key", "user_id", "secret_sealed", "status", "created_at"),
-        ("secret_sealed",),
+        "secret_sealed",
         "access_key",
     ),
-    ("policies", "policies", ("id", "domain_id", "name", "document", "created_at"), (), "id"),
-    (
-        "attachments",
-        "attachments",
-        ("policy_id", "principal_type", "principal_id"),
-        (),
-        "principal_type, principal_id, policy_id",
-    ),
-    ("agencies", "agencies", ("id", "domain_id", "name", "trust_domain", "max_duration", "created_at"), (), "id"),
-    ("workspaces", "workspaces", ("id", "domain_id", "name", "auth_type", "owner_id", "created_at"), (), "id"),
-    (
-        "workspace_grants",
-        "workspace_grants",
-        ("workspace_id", "principal_type", "principal_id"),
-        (),
-        "workspace_id, principal_type, principal_id",
-    ),
+    ("policies", "policies", ("id", "domain_id", "name", "document", "created_at"), None, "id"),
+    ("agencies", "agencies", ("id", "domain_id", "name", "trust_domain", "max_duration", "created_at"), None, "id"),
+    ("attachments", "attachments", ("policy_id", "principal_type", "principal_id"), None, "1, 2, 3"),
+    ("workspaces", "workspaces", ("id", "domain_id", "name", "auth_type", "owner_id", "created_at"), None, "id"),
+    ("workspace_grants", "workspace_grants", ("workspace_id", "principal_type", "principal_id"), None, "1, 2, 3"),
     (
         "keypairs",
         "keypairs",
         ("id", "user_id", "name", "key_type", "public_key", "fingerprint", "created_at"),
-        (),
+        None,
         "id",
     ),
-    ("whitelists", "whitelists", ("scope", "scope_id", "entries"), (), "scope, scope_id"),
+    ("whitelists", "whitelists", ("scope", "scope_id", "entries"), None, "scope, scope_id"),
     (
         "signing_keys",
         "signing_keys",
         ("kid", "algorithm", "private_sealed", "public_key", "created_at", "retired_at"),
-        ("private_sealed",),
+        "private_sealed",
         "kid",
     ),
 ]
+_SECTIONS = {section for section, *_ in _TABLES}
 _BOOLEAN = {("users", "enabled")}
 _JSON = {("policies", "document"), ("whitelists", "entries")}
+_HEX32 = "0123456789abcdef"
 
 
 def _context(section: str, row: Mapping[str, Any]) -> str:
-    """What a sealed value is bound to (its table and row), in the store and in an export alike."""
+    """What a sealed value is bound to (its row), in the store and in an export alike."""
     if section == "access_keys":
-        return f"access_key:{row['access_key']}"
+        return access_key_context(row["access_key"], row["user_id"])
     if section == "signing_keys":
-        return f"signing_key:{row['kid']}"
+        return signing_key_context(row["kid"])
     return f"user_password:{row['id']}"
 
 
+def _canonical(document: Mapping[str, Any]) -> bytes:
+    body = {key: value for key, value in document.items() if key != "mac"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
 def export_store(store: Store, *, passphrase: str | None = None) -> dict[str, Any]:
-    """Every row of the store; secrets only when a ``passphrase`` is given (sealed under it)."""
+    """Every row of the store; secrets only when a ``passphrase`` is given (sealed under it, and the
+    document authenticated by it)."""
+    box = None if passphrase is None else PassphraseBox.new(passphrase)
     document: dict[str, Any] = {"format": FORMAT}
-    seal: Callable[[bytes, str], str] | None = None
-    if passphrase is not None:
-        document["secrets_salt"], seal = seal_with_passphrase(passphrase)
+    if box is not None:
+        document["secrets_salt"] = box.salt_text
     with store.db.read() as tx:
-        for section, table, columns, secret_columns, order in _TABLES:
+        for section, table, columns, secret, order in _TABLES:
+            if section == "signing_keys" and box is None:
+                document[section] = []  # a signing key without its private half is useless to import
+                continue
             rows = []
             for values in tx.rows(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {order}"):  # noqa: S608
                 row = dict(zip(columns, values, strict=True))
-                for column in secret_columns:
-                    if seal is None:
-                        del row[column]
-                        continue
-                    if row[column] is None:
-                        continue
-                    plain = row[column].encode() if section == "users" else _open(store, row[column], section, row)
-                    row[column] = seal(plain, _context(section, row))
-                if section == "signing_keys" and seal is None:
-                    continue  # a signing key without its private half is useless to import
+                if secret is not None:
+                    if box is None:
+                        del row[secret]
+                    elif row[secret] is not None:
+                        plain = row[secret].encode() if section == "users" else _open(store, row[secret], section, row)
+                        row[secret] = box.seal(plain, _context(section, row))
                 for key, value in row.items():
                     if (section, key) in _BOOLEAN:
                         row[key] = bool(value)
@@ -117,6 +143,8 @@ def export_store(store: Store, *, passphrase: str | None = None) -> dict[str, An
                         row[key] = json.loads(value)
                 rows.append(row)
             document[section] = rows
+    if box is not None:
+        document["mac"] = box.mac(_canonical(document))
     return document
 
 
@@ -133,100 +161,283 @@ def import_store(
     """Load an export into ``store`` in one transaction; returns the row count per section.
 
     The store must hold nothing beyond what ``authmw init`` creates, unless ``replace`` (then its content is
-    deleted first). Access keys need their secrets in the document; a document that carries secrets needs
-    its ``passphrase``. Any problem refuses the whole import.
+    deleted first). Access keys need their secrets in the document, and a document with secrets needs its
+    ``passphrase``. Any problem refuses the whole import, naming the row.
     """
     if not isinstance(document, Mapping) or document.get("format") != FORMAT:
         raise ChangeRefused(f"not an authmw export (expected format: {FORMAT})")
-    opener = None
-    if "secrets_salt" in document:
+    unknown = sorted(str(key) for key in set(document) - _SECTIONS - {"format", "secrets_salt", "mac"})
+    if unknown:
+        raise ChangeRefused(f"unknown export section(s): {', '.join(unknown)}")
+    box = None
+    if "secrets_salt" in document or "mac" in document:
         if passphrase is None:
             raise ChangeRefused("this export carries sealed secrets: give its passphrase")
         try:
-            opener = open_with_passphrase(passphrase, str(document["secrets_salt"]))
-        except SealError as exc:
+            box = PassphraseBox.for_salt(passphrase, str(document.get("secrets_salt")))
+            box.check_mac(_canonical(document), document.get("mac"))
+        except (SealError, ValueError) as exc:
             raise ChangeRefused(str(exc)) from None
-    prepared = _prepare(store, document, opener)
+    rows = _Model(document, box, store.whitelist_limit).rows
     with store.db.write() as tx:
         if not replace:
             _require_pristine(tx)
+        seal = store.sealer(tx)
+        for section, _table, _columns, secret, _order in _TABLES:
+            if secret is not None and section != "users":
+                for row in rows[section]:
+                    row[secret] = seal(row[secret], _context(section, row))
         # Without signing keys in the document (an export without secrets) the store keeps its own.
-        tables = [t for t in _TABLES if t[0] != "signing_keys" or prepared["signing_keys"]]
+        tables = [t for t in _TABLES if t[0] != "signing_keys" or rows["signing_keys"]]
         for _section, table, _columns, _secret, _order in reversed(tables):
-            tx.run(f"DELETE FROM {table}")  # noqa: S608 - table names come from _TABLES
+            tx.run(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
         for section, table, columns, _secret, _order in tables:
+            insert = [tuple(_stored(section, column, row[column]) for column in columns) for row in rows[section]]
             marks = ", ".join("?" for _ in columns)
-            tx.run_many(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", prepared[section])  # noqa: S608
-        for table in ("domains", "workspaces"):
-            if tx.one(f"SELECT 1 FROM {table} LIMIT 1") is None:  # noqa: S608
-                raise ChangeRefused(f"the export has no {table}: not a complete authmw store")
-    return {section: len(rows) for section, rows in prepared.items()}
+            tx.run_many(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", insert)  # noqa: S608
+        ensure_system_policies(tx, max([r["created_at"] for r in rows["domains"]], default=0))
+    return {section: len(found) for section, found in rows.items()}
 
 
-def _prepare(
-    store: Store, document: Mapping[str, Any], opener: Callable[[str, str], bytes] | None
-) -> dict[str, list[tuple[Any, ...]]]:
-    """Validate and convert every row before the transaction starts (secrets re-sealed to the store)."""
-    prepared: dict[str, list[tuple[Any, ...]]] = {}
-    for section, _table, columns, secret_columns, _order in _TABLES:
-        rows = document.get(section, [])
-        if not isinstance(rows, list):
-            raise ChangeRefused(f"{section}: expected a list")
-        converted = []
-        for number, row in enumerate(rows, 1):
-            where = f"{section}[{number}]"
-            if not isinstance(row, Mapping) or set(row) - set(columns):
-                raise ChangeRefused(f"{where}: expected a mapping of {', '.join(columns)}")
-            values: dict[str, Any] = {column: row.get(column) for column in columns}
-            for column in secret_columns:
-                sealed = values[column]
-                if sealed is None:
-                    if column == "password_hash":
-                        continue
-                    raise ChangeRefused(f"{where}: no secret in the export (export with --include-secrets)")
-                if opener is None:
-                    raise ChangeRefused(f"{where}: secret present but the export has no secrets_salt")
-                try:
-                    plain = opener(str(sealed), _context(section, values))
-                except SealError as exc:
-                    raise ChangeRefused(f"{where}: {exc}") from None
-                values[column] = (
-                    plain.decode() if section == "users" else store.keyring.seal(plain, _context(section, values))
-                )
-            for column in columns:
-                if (section, column) in _BOOLEAN:
-                    values[column] = int(bool(values[column]))
-                elif (section, column) in _JSON:
-                    values[column] = json.dumps(values[column])
-            _validate(section, values, where)
-            converted.append(tuple(values[column] for column in columns))
-        prepared[section] = converted
-    return prepared
-
-
-def _validate(section: str, values: Mapping[str, Any], where: str) -> None:
-    try:
-        if section == "policies":
-            parse_policy(values["document"], name=str(values["name"]))
-        elif section == "whitelists":
-            IpWhitelist.parse(json.loads(values["entries"]))
-    except InvalidPolicy as exc:
-        raise ChangeRefused(f"{where}: " + "; ".join(exc.problems)) from None
-    except (ValueError, TypeError) as exc:
-        raise ChangeRefused(f"{where}: {exc}") from None
+def _stored(section: str, column: str, value: Any) -> Any:
+    if (section, column) in _BOOLEAN:
+        return int(value)
+    if (section, column) in _JSON:
+        return json.dumps(value)
+    return value
 
 
 def _require_pristine(tx: Tx) -> None:
-    counts = {
-        table: int(row[0]) if (row := tx.one(f"SELECT COUNT(*) FROM {table}")) else 0  # noqa: S608
-        for table in ("domains", "users", "groups_", "projects", "agencies", "keypairs", "whitelists")
-    }
-    workspaces = tx.one("SELECT COUNT(*) FROM workspaces WHERE domain_id IS NOT NULL")
-    custom = tx.one("SELECT COUNT(*) FROM policies WHERE domain_id IS NOT NULL")
-    if (
-        counts["domains"] > 1
-        or any(counts[t] for t in counts if t != "domains")
-        or (workspaces and workspaces[0])
-        or (custom and custom[0])
-    ):
+    def count(sql: str) -> int:
+        row = tx.one(sql)
+        return int(row[0]) if row else 0
+
+    busy = count("SELECT COUNT(*) FROM domains") > 1 or any(
+        count(f"SELECT COUNT(*) FROM {table}")  # noqa: S608 - fixed table names
+        for table in ("users", "groups_", "projects", "agencies", "keypairs", "whitelists")
+    )
+    busy = busy or count("SELECT COUNT(*) FROM workspaces WHERE domain_id IS NOT NULL") > 0
+    if busy or count("SELECT COUNT(*) FROM policies WHERE domain_id IS NOT NULL") > 0:
         raise ChangeRefused("the store already holds identities: import into a fresh store, or pass --replace")
+
+
+class _Model:
+    """Validates a document row by row and across rows; ``rows`` holds the checked rows, secrets opened."""
+
+    def __init__(self, document: Mapping[str, Any], box: PassphraseBox | None, whitelist_limit: int) -> None:
+        self.box = box
+        self.whitelist_limit = whitelist_limit
+        self.rows: dict[str, list[Row]] = {}
+        self.domain_of: dict[tuple[str, str], str | None] = {}  # (kind, id) -> domain id
+        for section, _table, columns, secret, _order in _TABLES:
+            found = document.get(section, [])
+            if not isinstance(found, list):
+                raise ChangeRefused(f"{section}: expected a list")
+            checked = []
+            for number, row in enumerate(found, 1):
+                where = f"{section}[{number}]"
+                if not isinstance(row, Mapping) or not set(row) <= set(columns):
+                    raise ChangeRefused(f"{where}: expected a mapping of {', '.join(columns)}")
+                values: Row = {column: row.get(column) for column in columns}
+                try:
+                    if secret is not None:
+                        values[secret] = self._secret(section, secret, values)
+                    getattr(self, f"_{section}")(values)
+                except ChangeRefused as exc:
+                    raise ChangeRefused(f"{where}: {exc}") from None
+                except (InvalidPolicy, ValueError, TypeError, KeyError) as exc:
+                    detail = "; ".join(exc.problems) if isinstance(exc, InvalidPolicy) else str(exc)
+                    raise ChangeRefused(f"{where}: {detail}") from None
+                checked.append(values)
+            self.rows[section] = checked
+        self._across()
+
+    # -- values --
+
+    def _secret(self, section: str, column: str, values: Row) -> Any:
+        sealed = values[column]
+        if sealed is None:
+            if section == "users":
+                return None
+            raise ChangeRefused("no secret in the export (export with --include-secrets and a passphrase)")
+        if self.box is None or not isinstance(sealed, str):
+            raise ChangeRefused("a secret without the export's passphrase protection")
+        if section == "access_keys":
+            check(ACCESS_KEY, "access key", values["access_key"], "8-128 letters and digits")
+            _text(values["user_id"])
+        elif section == "signing_keys":
+            _text(values["kid"])
+        try:
+            plain = self.box.open(sealed, _context(section, values))
+        except SealError as exc:
+            raise ChangeRefused(str(exc)) from None
+        if section == "users":
+            return check_password_hash(plain.decode("utf-8"))
+        if section == "access_keys" and not SECRET.fullmatch(plain.decode("utf-8", "replace")):
+            raise ChangeRefused("the secret key breaks the secret-key rules")
+        return plain
+
+    def _ref(self, kind: str, key: Any, domain: str | None = None, *, any_domain: bool = False) -> str | None:
+        """The domain of a referenced row (raising when it is absent or in another domain than ``domain``)."""
+        if not isinstance(key, str) or (kind, key) not in self.domain_of:
+            raise ChangeRefused(f"refers to a {kind} {key!r} the export does not hold")
+        found = self.domain_of[(kind, key)]
+        if not any_domain and found is not None and domain is not None and found != domain:
+            raise ChangeRefused(f"refers to a {kind} of another domain")
+        return found
+
+    def _own(self, kind: str, values: Row, domain: str | None) -> None:
+        key = values["id"]
+        if not isinstance(key, str) or not (len(key) == 32 and all(c in _HEX32 for c in key)):
+            raise ChangeRefused("id must be 32 lower-case hex digits")
+        if (kind, key) in self.domain_of:
+            raise ChangeRefused(f"duplicate {kind} id")
+        self.domain_of[(kind, key)] = domain
+        _time(values["created_at"])
+
+    # -- one method per section --
+
+    def _domains(self, v: Row) -> None:
+        check_name("domain", v["name"])
+        self._own("domain", v, None)
+        self.domain_of[("domain", v["id"])] = v["id"]
+
+    def _projects(self, v: Row) -> None:
+        check_name("project", v["name"])
+        check_name("region", v["region"])
+        self._own("project", v, self._ref("domain", v["domain_id"]))
+
+    def _users(self, v: Row) -> None:
+        check_name("user", v["name"])
+        if not isinstance(v["enabled"], bool):
+            raise ChangeRefused("enabled must be true or false")
+        if v["password_changed_at"] is not None:
+            _time(v["password_changed_at"])
+        self._own("user", v, self._ref("domain", v["domain_id"]))
+
+    def _groups(self, v: Row) -> None:
+        check_name("group", v["name"])
+        self._own("group", v, self._ref("domain", v["domain_id"]))
+
+    def _group_members(self, v: Row) -> None:
+        self._ref("user", v["user_id"], self._ref("group", v["group_id"]))
+
+    def _access_keys(self, v: Row) -> None:
+        self._ref("user", v["user_id"])
+        if v["status"] not in ("active", "inactive"):
+            raise ChangeRefused("status must be active or inactive")
+        _time(v["created_at"])
+
+    def _policies(self, v: Row) -> None:
+        check(POLICY_NAME, "policy name", v["name"], "1-64 of letters, digits, spaces, _ . @ -")
+        if v["domain_id"] is None:
+            shipped = system_policy_documents().get(v["name"])
+            if shipped is None or v["id"] != system_policy_id(v["name"]):
+                raise ChangeRefused("not one of the shipped system policies")
+            _time(v["created_at"])
+            v["document"] = shipped  # a system policy is always what this authmw ships
+            self.domain_of[("policy", v["id"])] = None
+            return
+        if v["name"] in system_policy_documents():
+            raise ChangeRefused(f"{v['name']!r} is the name of a system policy")
+        parse_policy(v["document"], name=v["name"])
+        self._own("policy", v, self._ref("domain", v["domain_id"]))
+
+    def _attachments(self, v: Row) -> None:
+        if v["principal_type"] not in ("group", "user", "agency"):
+            raise ChangeRefused("principal_type must be group, user or agency")
+        domain = self._ref(v["principal_type"], v["principal_id"])
+        self._ref("policy", v["policy_id"], domain)
+
+    def _agencies(self, v: Row) -> None:
+        check_name("agency", v["name"])
+        check_name("trusted domain", v["trust_domain"])
+        duration = v["max_duration"]
+        if type(duration) is not int or not MIN_SESSION <= duration <= MAX_SESSION:
+            raise ChangeRefused(f"max_duration must be {MIN_SESSION}-{MAX_SESSION}")
+        self._own("agency", v, self._ref("domain", v["domain_id"]))
+
+    def _workspaces(self, v: Row) -> None:
+        if v["id"] == DEFAULT_WORKSPACE_ID:
+            shape = (v["domain_id"], v["name"], v["auth_type"], v["owner_id"])
+            if shape != (None, "default", "PUBLIC", None) or ("workspace", "0") in self.domain_of:
+                raise ChangeRefused('workspace "0" must be the shared PUBLIC workspace named default')
+            _time(v["created_at"])
+            self.domain_of[("workspace", "0")] = None
+            return
+        check_workspace_name(v["name"])
+        AuthType(v["auth_type"])
+        domain = self._ref("domain", v["domain_id"])
+        if v["owner_id"] is not None:
+            self._ref("user", v["owner_id"], domain)
+        self._own("workspace", v, domain)
+        self.domain_of[("internal", v["id"])] = domain if v["auth_type"] == "INTERNAL" else None
+
+    def _workspace_grants(self, v: Row) -> None:
+        if v["principal_type"] not in ("user", "group"):
+            raise ChangeRefused("principal_type must be user or group")
+        if self.domain_of.get(("internal", v["workspace_id"])) is None:
+            raise ChangeRefused("grants apply to INTERNAL workspaces of the export only")
+        self._ref(v["principal_type"], v["principal_id"], self._ref("workspace", v["workspace_id"]))
+
+    def _keypairs(self, v: Row) -> None:
+        check_name("key pair", v["name"])
+        line, key_type = keypairs.parse_public_key(_text(v["public_key"]))
+        if (line, key_type, keypairs.fingerprint(line)) != (v["public_key"], v["key_type"], v["fingerprint"]):
+            raise ChangeRefused("public key, type and fingerprint do not agree")
+        self._own("keypair", v, self._ref("user", v["user_id"]))
+
+    def _whitelists(self, v: Row) -> None:
+        scope = WhitelistScope(v["scope"])
+        if scope is WhitelistScope.ROUTE:
+            check(ROUTE, "route", v["scope_id"], "an action or 'METHOD /path/template'")
+        else:
+            self._ref(scope.value, v["scope_id"])
+        entries = v["entries"]
+        if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+            raise ChangeRefused("entries must be a list of addresses")
+        whitelist = IpWhitelist.parse(entries)
+        if list(whitelist.entries) != entries or not 0 < len(entries) <= self.whitelist_limit:
+            raise ChangeRefused(f"entries must be 1-{self.whitelist_limit} distinct canonical addresses or CIDRs")
+
+    def _signing_keys(self, v: Row) -> None:
+        if v["algorithm"] != "EdDSA" or not isinstance(v["public_key"], str):
+            raise ChangeRefused("only EdDSA signing keys are known")
+        try:
+            derived = ed25519.Ed25519PrivateKey.from_private_bytes(v["private_sealed"]).public_key()
+            public = bytes.fromhex(v["public_key"])
+        except (ValueError, binascii.Error):
+            raise ChangeRefused("malformed signing key") from None
+        if derived.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw) != public:
+            raise ChangeRefused("the signing key's public half does not match its private half")
+        _time(v["created_at"])
+        if v["retired_at"] is not None:
+            _time(v["retired_at"])
+
+    # -- across rows --
+
+    def _across(self) -> None:
+        if ("workspace", DEFAULT_WORKSPACE_ID) not in self.domain_of:
+            raise ChangeRefused('the export has no default workspace "0": not a complete authmw store')
+        if not self.rows["domains"]:
+            raise ChangeRefused("the export has no domains: not a complete authmw store")
+        per_user = Counter(row["user_id"] for row in self.rows["access_keys"])
+        crowded = [user for user, n in per_user.items() if n > MAX_KEYS_PER_USER]
+        if crowded:
+            raise ChangeRefused(f"access_keys: user {crowded[0]} has more than {MAX_KEYS_PER_USER} keys")
+        for section, column in (("access_keys", "access_key"), ("signing_keys", "kid")):
+            duplicated = [k for k, n in Counter(row[column] for row in self.rows[section]).items() if n > 1]
+            if duplicated:
+                raise ChangeRefused(f"{section}: {duplicated[0]!r} appears twice")
+
+
+def _time(value: Any) -> int:
+    if type(value) is not int or not 0 <= value < 2**53:
+        raise ChangeRefused("timestamps must be whole seconds since 1970")
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.isprintable():
+        raise ChangeRefused("expected printable text")
+    return value
