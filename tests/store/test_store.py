@@ -498,3 +498,13 @@ def test_a_failing_change_writes_nothing(store: Store) -> None:
         assert tx.one("SELECT COUNT(*) FROM agencies")[0] == 0
         assert tx.one("SELECT COUNT(*) FROM attachments")[0] == 0
     assert store.revision() == revision
+
+
+def test_whitelist_entries_are_normalised() -> None:
+    mapped = IpWhitelist.parse(["::ffff:10.0.0.0/104", "::ffff:192.0.2.1", "10.0.0.0/8", "192.0.2.1/32"])
+    assert mapped.entries == ("10.0.0.0/8", "192.0.2.1")
+    assert mapped.allows("::ffff:10.1.2.3") and mapped.allows("10.1.2.3")
+    with pytest.raises(ValueError, match="zone"):
+        IpWhitelist.parse(["fe80::1%eth0"])
+    with pytest.raises(ValueError):
+        IpWhitelist.parse([""])
