@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -19,7 +20,7 @@ from authmw.identity import (
 from authmw.store import Keyring, Store
 from authmw.store.backends import open_database
 from authmw.store.schema import SCHEMA_VERSION
-from authmw.store.secrets import SealError, key_id_of, new_master_key, verify_password
+from authmw.store.secrets import SealError, key_id_of, new_master_key, verify_password, write_key_file
 from authmw.store.sqlstore import access_key_context
 from pgutil import pg_schema
 
@@ -508,3 +509,15 @@ def test_whitelist_entries_are_normalised() -> None:
         IpWhitelist.parse(["fe80::1%eth0"])
     with pytest.raises(ValueError):
         IpWhitelist.parse([""])
+
+
+def test_a_value_read_before_a_rotation_still_opens_after_the_ring_reloads(tmp_path: Path) -> None:
+    old, new = new_master_key(), new_master_key()
+    path = tmp_path / "authmw.key"
+    write_key_file(path, [old])
+    ring = Keyring.from_file(path)
+    before = ring.seal(b"secret", "row")  # read by one thread...
+    write_key_file(path, [new])  # ...while a rotation finishes elsewhere
+    after = Keyring.from_keys(new).seal(b"secret", "row")
+    assert ring.open(after, "row") == b"secret"  # another thread meets the new key: the ring reloads
+    assert ring.open(before, "row") == b"secret"  # and the first thread's value still opens

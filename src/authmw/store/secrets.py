@@ -164,11 +164,14 @@ class Keyring:
             raise SealError(f"sealed value does not open under master key {key_id}") from None
 
     def _reload(self, key_id: str) -> AESGCM:
-        # Another process rotated the master key: its new key is in the shared file.
+        # Another process rotated the master key: its new key is in the shared file. The keys held so far
+        # stay, so a value read just before the rotation committed still opens.
         with self._lock:
             if key_id not in self._keys and self._path is not None:
                 with contextlib.suppress(OSError, ConfigurationError):
+                    held = self._keys
                     self._install(read_key_file(self._path))
+                    self._keys = {**self._keys, **{k: v for k, v in held.items() if k not in self._keys}}
         aead = self._keys.get(key_id)
         if aead is None:
             raise SealError(f"sealed under master key {key_id}, which is not in the key ring")
