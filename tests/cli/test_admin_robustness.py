@@ -138,3 +138,15 @@ def test_sqlite_connections_close_with_their_threads(tmp_path: Path) -> None:
     assert len(os.listdir("/proc/self/fd")) < 100
     assert len(store.db._held) < 10  # type: ignore[attr-defined]
     store.close()
+
+
+def test_a_json_export_imports_too(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = io.StringIO()
+    assert main(["export", "--format", "json"], stdout=out) == 0
+    (home / "export.json").write_text(out.getvalue())
+    monkeypatch.setenv("AUTHMW_STORE", f"sqlite:///{home / 'other.db'}")
+    assert main(["init"], stdout=io.StringIO()) == 0
+    assert main(["import", str(home / "export.json")], stdout=io.StringIO()) == 0
+    again = io.StringIO()
+    assert main(["export", "--format", "json"], stdout=again) == 0
+    assert again.getvalue() == out.getvalue()

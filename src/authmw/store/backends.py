@@ -60,6 +60,8 @@ class Database(Protocol):
 
     def read(self) -> Any: ...
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
+
     def close(self) -> None: ...
 
 
@@ -167,6 +169,14 @@ class SqliteDatabase:
     def read(self) -> Iterator[_SqliteTx]:
         with self._transaction("BEGIN") as tx:
             yield tx
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        """One row of one statement, outside any transaction (a single statement reads one snapshot)."""
+        try:
+            row: Row | None = self._conn().execute(sql, params).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store error: {exc}") from None
+        return row
 
     def close(self) -> None:
         for held in list(self._held):
@@ -276,6 +286,18 @@ class PostgresDatabase:
     def read(self) -> Iterator[_PgTx]:
         with self._transaction("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY") as tx:
             yield tx
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        """One row of one statement in autocommit: one round trip, and one snapshot (a statement's own)."""
+        psycopg = self._psycopg
+        try:
+            with self._pool.connection() as conn:
+                row: Row | None = conn.execute(_PgTx._sql(sql), params, prepare=True).fetchone()
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"PostgreSQL store error: {_first_line(exc)}") from None
+        except self._pool_timeout:
+            raise StoreUnavailable("PostgreSQL pool exhausted or unreachable") from None
+        return row
 
     def close(self) -> None:
         self._pool.close()

@@ -208,8 +208,8 @@ class Store:
 
     def revision(self) -> int:
         """A counter every change increments (what caches poll)."""
-        with self.db.read() as tx:
-            return _revision(tx)
+        row = self.db.query(_REVISION)
+        return int(row[0]) if row else 0
 
     # -- name resolution ----------------------------------------------------------------------------------
 
@@ -599,20 +599,18 @@ class Store:
         return self.read_access_key(access_key)[1]
 
     def read_access_key(self, access_key: str) -> tuple[int, AccessKey | None]:
-        with self.db.read() as tx:
-            revision = _revision(tx)
-            row = tx.one(
-                "SELECT k.secret_sealed, k.user_id FROM access_keys k JOIN users u ON u.id = k.user_id "
-                "WHERE k.access_key = ? AND k.status = 'active' AND u.enabled = 1",
-                (access_key,),
-            )
+        """The key (as :meth:`get_access_key`) and the revision it was read at: one statement, one round trip."""
+        row = self.db.query(_KEY_LOOKUP, (access_key,))
         if row is None:
-            return revision, None
+            raise StoreUnavailable("the store has no revision row: not initialised")
+        revision, sealed, user_id = row
+        if sealed is None:
+            return int(revision), None
         try:
-            secret = self.keyring.open(row[0], access_key_context(access_key, row[1])).decode()
+            secret = self.keyring.open(sealed, access_key_context(access_key, user_id)).decode()
         except (SealError, UnicodeDecodeError) as exc:
             raise StoreUnavailable(f"access key secret cannot be unsealed: {exc}") from None
-        return revision, AccessKey(access_key, secret, row[1])
+        return int(revision), AccessKey(access_key, secret, user_id)
 
     def principal(self, user_id: str) -> Principal | None:
         return self.read_principal(user_id)[1]
@@ -748,8 +746,19 @@ def _foreign_key(key_id: str) -> str:
     )
 
 
+_REVISION = "SELECT value FROM authmw_meta WHERE name = 'revision'"
+# The revision and the key in one statement (so one snapshot): an unknown, inactive or disabled user's key
+# still returns the revision row, with NULLs.
+_KEY_LOOKUP = (
+    "SELECT m.value, k.secret_sealed, k.user_id FROM authmw_meta m "
+    "LEFT JOIN (SELECT a.secret_sealed, a.user_id FROM access_keys a JOIN users u ON u.id = a.user_id "
+    "WHERE a.access_key = ? AND a.status = 'active' AND u.enabled = 1) k ON 1 = 1 "
+    "WHERE m.name = 'revision'"
+)
+
+
 def _revision(tx: Tx) -> int:
-    row = tx.one("SELECT value FROM authmw_meta WHERE name = 'revision'")
+    row = tx.one(_REVISION)
     return int(row[0]) if row else 0
 
 
