@@ -106,7 +106,7 @@ class Store:
         self._clock = clock
 
     def __repr__(self) -> str:
-        return f"Store({self.db.dialect}, revision-watching, keyring={self.keyring.sealing_key_id})"
+        return f"Store({self.db.dialect}, keyring={self.keyring.sealing_key_id})"
 
     def close(self) -> None:
         self.db.close()
