@@ -120,7 +120,7 @@ def test_every_verb_then_export_import_export_is_identical(
     authorized = cli.run("keypair", "authorized-keys", "--user", "alice").splitlines()
     assert [line.split()[-1] for line in authorized] == ["authmw:alice/again", "authmw:alice/laptop"]
     plain = cli.run("export")
-    assert "format: authmw-export/1" in plain
+    assert plain.startswith('format: "authmw-export/1"\n')
     with_secrets = cli.run("export", "--include-secrets")
 
     # a fresh store (same backend, another place, another master key) takes the export, all of it
