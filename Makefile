@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/bench_signing.py
 	$(PY) benchmarks/bench_policy.py
+	$(PY) benchmarks/bench_store.py
 
 demo: $(STAMP)
 	$(PY) examples/demo_signing.py
