@@ -261,7 +261,6 @@ class Verifier:
         elif abs(now - parts.timestamp) > self.max_skew:
             raise DateOutOfWindow(f"request time differs from server time by more than {self.max_skew}s")
         payloads, body_check = self._payload_plan(scheme, parts, request)
-        check_identifier(parts.access_key, "access key")  # client-chosen: bounded before any cache or log sees it
         try:  # inlined (hot path); a store failing with anything but an authmw error is unavailable: 503
             if parts.security_token is None:
                 key = self._keys.get_access_key(parts.access_key)
@@ -276,6 +275,7 @@ class Verifier:
         if key is not None:
             secret, checked = key.secret_key, parts
         else:  # checked against a decoy whose derived keys are cached, so it costs what a known key does
+            check_identifier(parts.access_key, "access key")  # client-chosen: bounded before it is logged
             secret = self._decoy
             checked = parts._replace(access_key=_DECOY_ACCESS_KEY) if scheme.keyed_by_access_key else parts
         matched = ""
