@@ -41,7 +41,18 @@ from typing import Any
 
 from authmw.models import Decision
 from authmw.policy import Policy, PolicySet, parse_policy
-from bench_signing import Case, Neighbours, Verdict, _package, _us, machine, print_preamble, run_cases, same_op
+from bench_signing import (
+    Case,
+    Neighbours,
+    Verdict,
+    _package,
+    _us,
+    case_record,
+    machine,
+    print_preamble,
+    run_cases,
+    same_op,
+)
 
 # -- the workload ----------------------------------------------------------------------------------------
 
@@ -545,21 +556,7 @@ def report(setups: dict[int, Setup], found: dict[str, Any], args: argparse.Names
 def dump(path: Path, setups: dict[int, Setup], found: dict[str, Any], out: list[Verdict], args: Any) -> None:
     results = []
     for size, setup in setups.items():
-        for case in setup.cases:
-            q1, q3 = case.quartiles
-            results.append(
-                {
-                    "statements": size,
-                    "name": case.name,
-                    "note": case.note,
-                    "ops_per_batch": case.n,
-                    "per_op_ns": case.per_op_ns,
-                    "median_ns": case.median,
-                    "min_ns": min(case.per_op_ns),
-                    "q1_ns": q1,
-                    "q3_ns": q3,
-                }
-            )
+        results.extend(case_record(case, statements=size) for case in setup.cases)
     document = {
         "machine": found,
         "settings": {"repeats": args.repeats, "batch_ms": args.batch_ms, "sizes": list(setups), "seed": SEED},

@@ -632,24 +632,24 @@ def report(cases: list[Case], facts: dict[str, Any], args: argparse.Namespace) -
     return found
 
 
+def case_record(case: Case, **first: Any) -> dict[str, Any]:
+    """One case's raw results for a ``--json`` dump (``first``: fields the script puts before them)."""
+    q1, q3 = case.quartiles
+    return {
+        **first,
+        "name": case.name,
+        "note": case.note,
+        "ops_per_batch": case.n,
+        "per_op_ns": case.per_op_ns,
+        "median_ns": case.median,
+        "min_ns": min(case.per_op_ns),
+        "q1_ns": q1,
+        "q3_ns": q3,
+    }
+
+
 def dump(path: Path, cases: list[Case], facts: dict[str, Any], found: list[Verdict], args: argparse.Namespace) -> None:
-    results = []
-    for case in cases:
-        q1, q3 = case.quartiles
-        results.append(
-            {
-                "name": case.name,
-                "group": case.group,
-                "note": case.note,
-                "ops_per_batch": case.n,
-                "per_op_ns": case.per_op_ns,
-                "median_ns": case.median,
-                "min_ns": min(case.per_op_ns),
-                "q1_ns": q1,
-                "q3_ns": q3,
-                "floor": case.floor,
-            }
-        )
+    results = [{**case_record(case, group=case.group), "floor": case.floor} for case in cases]
     document = {
         "machine": facts,
         "settings": {"repeats": args.repeats, "batch_ms": args.batch_ms, "only": args.only, "signed_at": AT},

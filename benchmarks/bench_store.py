@@ -53,7 +53,18 @@ from authmw.store import DEFAULT_DOMAIN, CachedIdentity, Keyring, Store, sqlstor
 from authmw.store.backends import open_database
 from authmw.store.sqlstore import access_key_context
 from authmw.store.transfer import FORMAT, export_store, import_store
-from bench_signing import Case, Neighbours, Verdict, _package, _us, machine, print_preamble, run_cases, same_op
+from bench_signing import (
+    Case,
+    Neighbours,
+    Verdict,
+    _package,
+    _us,
+    case_record,
+    machine,
+    print_preamble,
+    run_cases,
+    same_op,
+)
 
 # -- the workload ----------------------------------------------------------------------------------------
 
@@ -794,22 +805,7 @@ def report(result: Run, found: dict[str, Any], args: argparse.Namespace) -> list
 
 
 def dump(path: Path, result: Run, found: dict[str, Any], out: list[Verdict], args: argparse.Namespace) -> None:
-    cases = []
-    for case in result.cases:
-        q1, q3 = case.quartiles
-        cases.append(
-            {
-                "backend": case.group,
-                "name": case.name,
-                "note": case.note,
-                "ops_per_batch": case.n,
-                "per_op_ns": case.per_op_ns,
-                "median_ns": case.median,
-                "min_ns": min(case.per_op_ns),
-                "q1_ns": q1,
-                "q3_ns": q3,
-            }
-        )
+    cases = [case_record(case, backend=case.group) for case in result.cases]
     document = {
         "machine": found,
         "settings": {
