@@ -1,0 +1,123 @@
+"""The client address of a request: the socket peer, or the right-most untrusted hop behind trusted proxies.
+
+Forwarding headers are written by whoever sends them, so they are believed only as far as a chain of
+trusted proxies vouches for them: starting at the socket peer and walking the hops right to left, each
+trusted proxy hands over to the hop it reports, and the first address that is not a trusted proxy is the
+client. Nothing is trusted by default. RFC 7239 ``Forwarded`` is read when present, else ``X-Forwarded-For``.
+A hop that is not an IP address (``unknown``, an obfuscated ``_node``, garbage) where the client should be
+gives ``None``: no address, which no IP whitelist admits.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+
+__all__ = ["TrustedProxies", "parse_address"]
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_MAX_HOPS = 64  # a forwarding chain longer than this is not a real deployment; its far end is ignored
+
+
+def parse_address(text: str) -> IpAddress | None:
+    """An address as hops write it: ``192.0.2.1``, ``192.0.2.1:8080``, ``2001:db8::1``, ``[2001:db8::1]:443``;
+    IPv4-mapped IPv6 becomes IPv4. None when it is not an address (zone ids included)."""
+    text = text.strip().strip('"').strip()
+    if text.startswith("["):
+        host, bracket, _port = text[1:].partition("]")
+        if not bracket:
+            return None
+        text = host
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]  # IPv4 with a port
+    if "%" in text:
+        return None
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _split_quoted(text: str, separator: str) -> list[str]:
+    """Split on ``separator`` outside double quotes (RFC 7230 quoted-string, backslash escapes)."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == separator and not quoted:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def _forwarded_hops(value: str) -> list[str]:
+    """The ``for=`` of each element of a ``Forwarded`` header, left to right ("" when an element has none)."""
+    hops = []
+    for element in _split_quoted(value, ","):
+        found = ""
+        for pair in _split_quoted(element, ";"):
+            name, equals, raw = pair.partition("=")
+            if equals and name.strip().lower() == "for":
+                found = raw.strip()
+        hops.append(found)
+    return hops
+
+
+class TrustedProxies:
+    """The proxies whose forwarding headers are believed: addresses or CIDR blocks, IPv4 and IPv6.
+
+    ``trusts_everything`` is True when a block covers every address (``0.0.0.0/0`` or ``::/0``): then any
+    client can claim any address, which a deployment should be warned about at start-up.
+    """
+
+    def __init__(self, entries: Iterable[str] = ()) -> None:
+        networks: list[IpNetwork] = []
+        for entry in entries:
+            try:
+                if "%" in entry:
+                    raise ValueError
+                network = ipaddress.ip_network(entry.strip(), strict=True)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: not an IP address or CIDR block: {entry!r}") from None
+            mapped = network.network_address.ipv4_mapped if isinstance(network, ipaddress.IPv6Network) else None
+            if mapped is not None and network.prefixlen >= 96:
+                network = ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+            networks.append(network)
+        self.networks = tuple(networks)
+        self.trusts_everything = any(net.prefixlen == 0 for net in self.networks)
+
+    def __repr__(self) -> str:
+        return f"TrustedProxies({[str(net) for net in self.networks]})"
+
+    def trusts(self, address: IpAddress | None) -> bool:
+        return address is not None and any(address in net for net in self.networks if net.version == address.version)
+
+    def client_address(self, peer: str | None, headers: Mapping[str, str]) -> str | None:
+        """The client's address for a request from ``peer`` with lower-case ``headers``."""
+        address = None if peer is None else parse_address(peer)
+        if not self.networks or not self.trusts(address):
+            return None if address is None else str(address)
+        if "forwarded" in headers:
+            hops = _forwarded_hops(headers["forwarded"])
+        elif "x-forwarded-for" in headers:
+            hops = headers["x-forwarded-for"].split(",")
+        else:
+            return str(address)
+        for hop in reversed(hops[-_MAX_HOPS:]):
+            address = parse_address(hop)
+            if not self.trusts(address):
+                return None if address is None else str(address)
+        return str(address)  # every hop is a trusted proxy: the left-most one is as far as we can see
