@@ -179,17 +179,13 @@ def pg_schema_url(schema: str, server: str) -> str:
 
 
 @contextlib.contextmanager
-def fresh_store(backend: str, workdir: Path, label: str, server: str) -> Iterator[tuple[Store, str]]:
-    """A new ``initialize()``-d store on ``backend`` and its URL; SQLite file removed / schema dropped after."""
+def _place(backend: str, workdir: Path, label: str, server: str) -> Iterator[str]:
+    """A URL for a new store: a SQLite file removed afterwards, or a PostgreSQL schema dropped afterwards."""
     if backend == "sqlite":
         path = workdir / f"{label}.db"
-        url = f"sqlite:///{path}"
-        store = Store(open_database(url), Keyring.from_keys(MASTER))
         try:
-            store.initialize()
-            yield store, url
+            yield f"sqlite:///{path}"
         finally:
-            store.close()
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
         return
@@ -199,16 +195,22 @@ def fresh_store(backend: str, workdir: Path, label: str, server: str) -> Iterato
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     try:
-        url = pg_schema_url(schema, server)
+        yield pg_schema_url(schema, server)
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@contextlib.contextmanager
+def fresh_store(backend: str, workdir: Path, label: str, server: str) -> Iterator[tuple[Store, str]]:
+    """A new ``initialize()``-d store on ``backend`` and its URL, gone afterwards."""
+    with _place(backend, workdir, label, server) as url:
         store = Store(open_database(url), Keyring.from_keys(MASTER))
         try:
             store.initialize()
             yield store, url
         finally:
             store.close()
-    finally:
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def check_imported(store: Store, dataset: Dataset) -> None:

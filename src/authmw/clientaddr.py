@@ -13,10 +13,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 
+from authmw.identity import IpAddress, IpWhitelist, unmapped
+
 __all__ = ["TrustedProxies", "parse_address"]
 
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _MAX_HOPS = 64  # a forwarding chain longer than this is not a real deployment; its far end is ignored
 
 
@@ -34,12 +34,9 @@ def parse_address(text: str) -> IpAddress | None:
     if "%" in text:
         return None
     try:
-        address = ipaddress.ip_address(text)
+        return unmapped(ipaddress.ip_address(text))
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
 
 
 def _split_quoted(text: str, separator: str) -> list[str]:
@@ -84,26 +81,18 @@ class TrustedProxies:
     """
 
     def __init__(self, entries: Iterable[str] = ()) -> None:
-        networks: list[IpNetwork] = []
-        for entry in entries:
-            try:
-                if "%" in entry:
-                    raise ValueError
-                network = ipaddress.ip_network(entry.strip(), strict=True)
-            except ValueError:
-                raise ValueError(f"trusted_proxies: not an IP address or CIDR block: {entry!r}") from None
-            mapped = network.network_address.ipv4_mapped if isinstance(network, ipaddress.IPv6Network) else None
-            if mapped is not None and network.prefixlen >= 96:
-                network = ipaddress.IPv4Network((mapped, network.prefixlen - 96))
-            networks.append(network)
-        self.networks = tuple(networks)
+        try:  # the same entries, with the same rules, as an IP whitelist
+            self._proxies = IpWhitelist.parse(entries)
+        except ValueError as exc:
+            raise ValueError(f"trusted_proxies: {exc}") from None
+        self.networks = self._proxies.networks
         self.trusts_everything = any(net.prefixlen == 0 for net in self.networks)
 
     def __repr__(self) -> str:
-        return f"TrustedProxies({[str(net) for net in self.networks]})"
+        return f"TrustedProxies({list(self._proxies.entries)})"
 
     def trusts(self, address: IpAddress | None) -> bool:
-        return address is not None and any(address in net for net in self.networks if net.version == address.version)
+        return address is not None and bool(self.networks) and self._proxies.contains(address)
 
     def client_address(self, peer: str | None, headers: Mapping[str, str]) -> str | None:
         """The client's address for a request from ``peer`` with lower-case ``headers``."""

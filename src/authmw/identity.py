@@ -27,11 +27,13 @@ __all__ = [
     "WhitelistScope",
     "Workspace",
     "can_access_workspace",
+    "unmapped",
 ]
 
 DEFAULT_WORKSPACE_ID = "0"
 ADMIN_GROUP = "admin"
 
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -134,9 +136,17 @@ class IpWhitelist:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
+        return self.contains(unmapped(ip))
+
+    def contains(self, ip: IpAddress) -> bool:
+        """Whether ``ip`` (already :func:`unmapped`) falls in one entry."""
         return any(ip in net for net in self.networks if net.version == ip.version)
+
+
+def unmapped(ip: IpAddress) -> IpAddress:
+    """An IPv4-mapped IPv6 address as the IPv4 address it carries (how a dual-stack socket reports IPv4)."""
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return ip if mapped is None else mapped
 
 
 def _unmapped(network: IpNetwork) -> IpNetwork:

@@ -17,7 +17,7 @@ from authmw.identity import (
     WhitelistScope,
     can_access_workspace,
 )
-from authmw.store import Keyring, Store
+from authmw.store import Keyring, Store, open_store
 from authmw.store.backends import open_database
 from authmw.store.schema import SCHEMA_VERSION
 from authmw.store.secrets import SealError, key_id_of, new_master_key, verify_password, write_key_file
@@ -521,3 +521,18 @@ def test_a_value_read_before_a_rotation_still_opens_after_the_ring_reloads(tmp_p
     after = Keyring.from_keys(new).seal(b"secret", "row")
     assert ring.open(after, "row") == b"secret"  # another thread meets the new key: the ring reloads
     assert ring.open(before, "row") == b"secret"  # and the first thread's value still opens
+
+
+def test_open_store_refuses_a_foreign_ring_and_a_fresh_key_for_a_sealed_store(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'authmw.db'}"
+    env = {"AUTHMW_MASTER_KEY_FILE": str(tmp_path / "authmw.key")}
+    store = open_store(url, create_master_key=True, environ=env)
+    store.initialize()
+    store.close()
+    foreign = {"AUTHMW_MASTER_KEY": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="}
+    with pytest.raises(ConfigurationError, match="does not hold"):
+        open_store(url, environ=foreign)
+    (tmp_path / "authmw.key").unlink()
+    with pytest.raises(ConfigurationError, match="sealed under a master key"):
+        open_store(url, create_master_key=True, environ=env)
+    assert not (tmp_path / "authmw.key").exists()

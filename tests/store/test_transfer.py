@@ -13,7 +13,7 @@ import pytest
 from authmw.errors import ChangeRefused
 from authmw.store import Keyring, Store
 from authmw.store.backends import open_database
-from authmw.store.secrets import PassphraseBox
+from authmw.store.secrets import PassphraseBox, SealError
 from authmw.store.transfer import _canonical, _Model, export_store, import_store
 
 PASSPHRASE = "a long export passphrase"
@@ -249,5 +249,5 @@ def test_the_mac_covers_the_whole_document(exported: dict[str, Any], box: Passph
     document = copy.deepcopy(exported)
     box.check_mac(_canonical(document), document["mac"])
     document["policies"][0]["created_at"] += 1
-    with pytest.raises(Exception, match="tampered"):
+    with pytest.raises(SealError, match="tampered"):
         box.check_mac(_canonical(document), document["mac"])

@@ -67,49 +67,21 @@ def settings_of(args: argparse.Namespace) -> Settings:
 @contextmanager
 def open_cli_store(args: argparse.Namespace, *, create_master_key: bool = False) -> Iterator[Any]:
     """The store named by ``--store`` / ``$AUTHMW_STORE`` / the config file / the default, closed afterwards."""
-    from authmw.store import DEFAULT_STORE_URL, STORE_ENV, Keyring, Store
-    from authmw.store.backends import open_database
+    from authmw.store import STORE_ENV, open_store
+    from authmw.store.secrets import MASTER_KEY_FILE_ENV
 
     settings = settings_of(args)
-    url = getattr(args, "store", None) or os.environ.get(STORE_ENV) or settings.store or DEFAULT_STORE_URL
     environ = dict(os.environ)
-    if settings.master_key_file and not environ.get("AUTHMW_MASTER_KEY_FILE"):
-        environ["AUTHMW_MASTER_KEY_FILE"] = settings.master_key_file
+    if settings.master_key_file and not environ.get(MASTER_KEY_FILE_ENV):
+        environ[MASTER_KEY_FILE_ENV] = settings.master_key_file
+    url = getattr(args, "store", None) or environ.get(STORE_ENV) or settings.store
+    store = open_store(
+        url, create_master_key=create_master_key, whitelist_limit=settings.whitelist_limit, environ=environ
+    )
     try:
-        db = open_database(url)
-    except ConfigurationError as exc:
-        raise UsageError(str(exc)) from None
-    try:
-        if create_master_key:
-            _refuse_new_key_for_sealed_store(db, environ)
-        try:
-            ring = Keyring.from_environment(environ, create=create_master_key)
-        except ConfigurationError as exc:
-            raise UsageError(str(exc)) from None
-        store = Store(db, ring, whitelist_limit=settings.whitelist_limit)
-        store.check_keyring()
         yield store
     finally:
-        db.close()
-
-
-def _refuse_new_key_for_sealed_store(db: Any, environ: dict[str, str]) -> None:
-    """``init`` must not mint a new master key for a store whose secrets another key sealed."""
-    from authmw.store.secrets import DEFAULT_MASTER_KEY_FILE
-
-    if environ.get("AUTHMW_MASTER_KEY"):
-        return
-    path = environ.get("AUTHMW_MASTER_KEY_FILE") or DEFAULT_MASTER_KEY_FILE
-    if os.path.exists(path):
-        return
-    from authmw.store.backends import table_exists
-
-    with db.read() as tx:
-        if not table_exists(tx, db.dialect, "signing_keys"):
-            return
-        sealed = tx.one("SELECT 1 FROM signing_keys UNION ALL SELECT 1 FROM access_keys LIMIT 1")
-    if sealed is not None:
-        raise UsageError(f"the store holds secrets sealed under a master key, but {path} does not exist")
+        store.close()
 
 
 def parse_context(text: str | None) -> dict[str, Any]:

@@ -8,10 +8,12 @@ request pipeline reads through.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
-from authmw.store.backends import open_database
+from authmw.errors import ConfigurationError
+from authmw.store.backends import Database, open_database, table_exists
 from authmw.store.cached import CachedIdentity
-from authmw.store.secrets import Keyring
+from authmw.store.secrets import DEFAULT_MASTER_KEY_FILE, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, Keyring
 from authmw.store.sqlstore import DEFAULT_DOMAIN, Store
 
 __all__ = ["DEFAULT_DOMAIN", "DEFAULT_STORE_URL", "STORE_ENV", "CachedIdentity", "Keyring", "Store", "open_store"]
@@ -26,12 +28,40 @@ def open_store(
     keyring: Keyring | None = None,
     create_master_key: bool = False,
     whitelist_limit: int = 5,
+    environ: Mapping[str, str] | None = None,
 ) -> Store:
     """Open the store at ``url`` (else ``$AUTHMW_STORE``, else ``sqlite:///./authmw.db``).
 
-    The master key ring comes from ``AUTHMW_MASTER_KEY`` / ``AUTHMW_MASTER_KEY_FILE`` unless given; with
-    ``create_master_key`` a missing key file is created (mode 0600), as ``authmw init`` does.
+    The master key ring comes from ``AUTHMW_MASTER_KEY`` / ``AUTHMW_MASTER_KEY_FILE`` in ``environ`` (default
+    ``os.environ``) unless given; with ``create_master_key`` a missing key file is created (mode 0600), as
+    ``authmw init`` does, but never for a store that already holds secrets. A ring that cannot open the
+    store's secrets is refused (:class:`~authmw.errors.ConfigurationError`).
     """
-    url = url or os.environ.get(STORE_ENV) or DEFAULT_STORE_URL
-    ring = keyring or Keyring.from_environment(create=create_master_key)
-    return Store(open_database(url), ring, whitelist_limit=whitelist_limit)
+    env = os.environ if environ is None else environ
+    db = open_database(url or env.get(STORE_ENV) or DEFAULT_STORE_URL)
+    try:
+        if keyring is None and create_master_key:
+            _refuse_new_key_for_sealed_store(db, env)
+        store = Store(
+            db, keyring or Keyring.from_environment(env, create=create_master_key), whitelist_limit=whitelist_limit
+        )
+        store.check_keyring()
+    except BaseException:
+        db.close()
+        raise
+    return store
+
+
+def _refuse_new_key_for_sealed_store(db: Database, env: Mapping[str, str]) -> None:
+    """Minting a new master key for a store whose secrets another key sealed would lose them."""
+    if env.get(MASTER_KEY_ENV):
+        return
+    path = env.get(MASTER_KEY_FILE_ENV) or DEFAULT_MASTER_KEY_FILE
+    if os.path.exists(path):
+        return
+    with db.read() as tx:
+        if not table_exists(tx, db.dialect, "signing_keys"):
+            return
+        sealed = tx.one("SELECT 1 FROM signing_keys UNION ALL SELECT 1 FROM access_keys LIMIT 1")
+    if sealed is not None:
+        raise ConfigurationError(f"the store holds secrets sealed under a master key, but {path} does not exist")

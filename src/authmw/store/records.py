@@ -109,12 +109,7 @@ class KeyPair(_Record):
 
 
 @dataclass(frozen=True, slots=True)
-class NewKeyPair(_Record):
+class NewKeyPair(KeyPair):
     """A generated key pair: the private key (OpenSSH PEM) is returned once and never stored."""
 
-    name: str
-    user: str
-    type: str
-    fingerprint: str
-    public_key: str
-    private_key: str = field(repr=False)
+    private_key: str = field(default="", repr=False)

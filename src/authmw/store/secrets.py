@@ -61,10 +61,6 @@ def new_master_key() -> bytes:
 
 def key_id_of(key: bytes) -> str:
     """The 8-hex-digit id a sealed value names its master key by."""
-    return _key_id(key)
-
-
-def _key_id(key: bytes) -> str:
     return hashlib.sha256(key).hexdigest()[:8]
 
 
@@ -98,8 +94,8 @@ class Keyring:
         return f"Keyring(sealing={self._sealing!r}, keys={len(self._keys)}, path={self._path!s})"
 
     def _install(self, keys: Sequence[bytes]) -> None:
-        self._keys = {_key_id(key): AESGCM(key) for key in keys}
-        self._sealing = _key_id(keys[0])
+        self._keys = {key_id_of(key): AESGCM(key) for key in keys}
+        self._sealing = key_id_of(keys[0])
 
     @classmethod
     def from_keys(cls, *keys: bytes) -> Keyring:

@@ -519,7 +519,7 @@ class Store:
             raise ChangeRefused(f"--type must be one of {', '.join(keypairs.KEY_TYPES)}")
         public, private = keypairs.generate(key_type)
         pair = self._add_keypair(name, user, domain, public, key_type)
-        return NewKeyPair(pair.name, pair.user, pair.type, pair.fingerprint, pair.public_key, private)
+        return NewKeyPair(**pair.to_dict(), private_key=private)
 
     def import_keypair(self, name: str, *, user: str, public_key: str, domain: str = DEFAULT_DOMAIN) -> KeyPair:
         check_name("key pair", name)
