@@ -19,8 +19,10 @@ from authmw import errors
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "src" / "authmw"
 FORBIDDEN_IN_CORE = {"starlette", "werkzeug", "httpx", "uvicorn", "redis", "psycopg", "requests", "socket", "yaml"}
-OUTSIDE_CORE = {"cli", "client", "store", "settings.py", "__main__.py"}
-EDGE_MODULES = {"cli", "client", "store", "settings"}
+OUTSIDE_CORE = {"cli", "client", "store", "settings.py", "assembly.py", "asgi.py", "wsgi.py", "proxy", "__main__.py"}
+EDGE_MODULES = {"cli", "client", "store", "settings", "assembly", "asgi", "wsgi", "proxy"}
+# The one deferred edge import the core makes: Guard.from_store / from_config open a store through it.
+DEFERRED_EDGE_IMPORTS = {("guard.py", "authmw.assembly")}
 
 
 def test_every_error_code_is_documented_in_the_readme() -> None:
@@ -52,7 +54,9 @@ def test_core_imports_no_framework_or_io(path: Path) -> None:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             imported.add(node.module.split(".")[0])
             if node.module.startswith("authmw.") and node.module.split(".")[1] in EDGE_MODULES:
-                imported.add(node.module)
+                deferred = node not in tree.body and (str(path.relative_to(CORE)), node.module) in DEFERRED_EDGE_IMPORTS
+                if not deferred:
+                    imported.add(node.module)
     assert not imported & FORBIDDEN_IN_CORE
     assert not {name for name in imported if name.startswith("authmw.")}
 

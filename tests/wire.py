@@ -56,6 +56,7 @@ import huaweicloudsdkcore.signer.signer
 from botocore.awsrequest import AWSRequest
 from huaweicloudsdkcore.auth.credentials import BasicCredentials, Credentials, GlobalCredentials
 from huaweicloudsdkcore.client import Client, ClientBuilder
+from huaweicloudsdkcore.exceptions.exceptions import ServiceResponseException
 from huaweicloudsdkcore.http.http_config import HttpConfig
 from huaweicloudsdkcore.region.region import Region
 from huaweicloudsdkcore.sdk_request import SdkRequest
@@ -750,3 +751,58 @@ def presigned_url_query_auth(
         botocore.auth.SigV4QueryAuth(credentials, service, region, expires=expires).add_auth(request)
     prepared_url: str = request.prepare().url
     return prepared_url
+
+
+@dataclasses.dataclass(frozen=True)
+class _Endpoint:
+    base_url: str
+
+
+def huawei_call(
+    base_url: str,
+    *,
+    method: str,
+    path: str,
+    ak: str,
+    sk: str,
+    project_id: str | None = None,
+    query: list[tuple[str, object]] | None = None,
+    headers: dict[str, str] | None = None,
+    body: bytes | str | None = None,
+    signer: str = "SDK-HMAC-SHA256",
+    path_params: Mapping[str, object] | None = None,
+) -> Any:
+    """Sign and send one request with huaweicloudsdkcore to a real server: ``(status, JSON body)``.
+
+    ``{project_id}`` in ``path`` is filled by the SDK from the credentials, as a generated client does. An
+    error answer is read the SDK's way (``ServiceResponseException`` parsed from the body), so its
+    ``error_code``, ``error_msg`` and ``request_id`` are what the SDK found.
+    """
+    client = _huawei_client(
+        _Endpoint(base_url),  # type: ignore[arg-type]
+        signer=signer,
+        ak=ak,
+        sk=sk,
+        security_token=None,
+        project_id=project_id,
+        domain_id=None,
+        region="cn-north-4",
+        service="modelarts",
+        ignore_content_type_for_get=False,
+    )
+    try:
+        request = _huawei_signed_request(
+            client, method=method, path=path, path_params=path_params, query=query, headers=headers, body=body
+        )
+        try:
+            response = client.get_http_client().do_request_sync(request)
+        except ServiceResponseException as exc:
+            return exc.status_code, {
+                "error_code": exc.error_code,
+                "error_msg": exc.error_msg,
+                "request_id": exc.request_id,
+            }
+        return response.status_code, response.json()
+    finally:
+        client.close()
+        client.get_http_client().executor.shutdown(wait=False)

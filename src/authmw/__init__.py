@@ -1,8 +1,24 @@
 """authmw: cloud-grade authentication and access control for Python web apps."""
 
 from authmw.errors import AuthmwError, ConfigurationError
-from authmw.models import AccessKey, AuthMethod, Credential, Request
+from authmw.guard import AuthContext, Guard
+from authmw.models import AccessKey, AuthMethod, Credential, Decision, Request
+from authmw.routes import Access, Route, RouteCatalog
 
 __version__ = "0.1.0"
 
-__all__ = ["AccessKey", "AuthMethod", "AuthmwError", "ConfigurationError", "Credential", "Request", "__version__"]
+__all__ = [
+    "Access",
+    "AccessKey",
+    "AuthContext",
+    "AuthMethod",
+    "AuthmwError",
+    "ConfigurationError",
+    "Credential",
+    "Decision",
+    "Guard",
+    "Request",
+    "Route",
+    "RouteCatalog",
+    "__version__",
+]

@@ -87,6 +87,7 @@ class TrustedProxies:
             raise ValueError(f"trusted_proxies: {exc}") from None
         self.networks = self._proxies.networks
         self.trusts_everything = any(net.prefixlen == 0 for net in self.networks)
+        self._peers: dict[str, str | None] = {}  # socket peer → its normal form (parsing costs microseconds)
 
     def __repr__(self) -> str:
         return f"TrustedProxies({list(self._proxies.entries)})"
@@ -96,8 +97,19 @@ class TrustedProxies:
 
     def client_address(self, peer: str | None, headers: Mapping[str, str]) -> str | None:
         """The client's address for a request from ``peer`` with lower-case ``headers``."""
+        if not self.networks:
+            if peer is None:
+                return None
+            known = self._peers.get(peer, "")
+            if known != "":
+                return known
+            address = parse_address(peer)
+            if len(self._peers) >= 10_000:
+                self._peers.clear()
+            self._peers[peer] = normal = None if address is None else str(address)
+            return normal
         address = None if peer is None else parse_address(peer)
-        if not self.networks or not self.trusts(address):
+        if not self.trusts(address):
             return None if address is None else str(address)
         if "forwarded" in headers:
             hops = _forwarded_hops(headers["forwarded"])

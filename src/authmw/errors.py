@@ -10,7 +10,13 @@ operators go in typed fields and never contain secrets, signatures or canonical 
     ├── BadRequest (400)
     │   ├── MalformedRequest            malformed_request
     │   ├── MultipleCredentials         multiple_credentials
-    │   └── MalformedChunkedBody        malformed_chunked_body
+    │   ├── MalformedChunkedBody        malformed_chunked_body
+    │   ├── InvalidEncoding             invalid_encoding
+    │   ├── AmbiguousPath               ambiguous_path
+    │   ├── MalformedBody               malformed_body
+    │   ├── InvalidWorkspaceId          invalid_workspace_id
+    │   ├── ConflictingWorkspace        conflicting_workspace
+    │   └── ConflictingProject          conflicting_project
     ├── AuthenticationFailed (401)
     │   ├── MissingCredentials          missing_credentials
     │   ├── MalformedAuthorization      malformed_authorization
@@ -30,8 +36,17 @@ operators go in typed fields and never contain secrets, signatures or canonical 
     │   ├── SecurityTokenRequired       security_token_required
     │   ├── InvalidSecurityToken        invalid_security_token
     │   └── ReplayedRequest             replayed_request
+    ├── Forbidden (403)
+    │   ├── ActionDenied                action_denied
+    │   ├── RouteNotAllowed             route_not_allowed
+    │   ├── WorkspaceNotFound           workspace_not_found  (also another domain's workspace)
+    │   ├── WorkspaceDenied             workspace_denied
+    │   ├── ProjectNotFound             project_not_found
+    │   └── AddressNotAllowed           address_not_allowed
     ├── PayloadTooLarge (413)
     │   └── BodyTooLarge                body_too_large
+    ├── BadGateway (502)
+    │   └── UpstreamUnavailable         upstream_unavailable  (the sidecar's upstream did not answer)
     └── ServiceUnavailable (503)
         ├── ReplayCacheFull             replay_cache_full
         └── StoreUnavailable            store_unavailable
@@ -44,7 +59,8 @@ applied at all.
 
 from __future__ import annotations
 
-from typing import ClassVar
+import json
+from typing import Any, ClassVar
 
 
 class ConfigurationError(ValueError):
@@ -79,6 +95,8 @@ class AuthmwError(Exception):
         super().__init__(detail or self.message)
         #: Operator-facing explanation; never contains secrets or signatures.
         self.detail = detail or self.message
+        #: The pipeline's partial ``AuthContext`` when :meth:`authmw.Guard.check` raised this (for the audit log).
+        self.context: Any = None
 
     @property
     def headers(self) -> dict[str, str]:
@@ -108,6 +126,36 @@ class MultipleCredentials(BadRequest):
 class MalformedChunkedBody(BadRequest):
     code = "malformed_chunked_body"
     message = "malformed aws-chunked body"
+
+
+class InvalidEncoding(BadRequest):
+    code = "invalid_encoding"
+    message = "invalid percent-encoding or UTF-8 in the request"
+
+
+class AmbiguousPath(BadRequest):
+    code = "ambiguous_path"
+    message = "ambiguous request path"
+
+
+class MalformedBody(BadRequest):
+    code = "malformed_body"
+    message = "malformed JSON body"
+
+
+class InvalidWorkspaceId(BadRequest):
+    code = "invalid_workspace_id"
+    message = "invalid workspace id"
+
+
+class ConflictingWorkspace(BadRequest):
+    code = "conflicting_workspace"
+    message = "the request names more than one workspace"
+
+
+class ConflictingProject(BadRequest):
+    code = "conflicting_project"
+    message = "the request names more than one project"
 
 
 class AuthenticationFailed(AuthmwError):
@@ -210,6 +258,42 @@ class ReplayedRequest(AuthenticationFailed):
     message = "request already seen"
 
 
+class Forbidden(AuthmwError):
+    status = 403
+    code = "forbidden"
+    message = "access denied"
+
+
+class ActionDenied(Forbidden):
+    code = "action_denied"
+    message = "the action is not allowed"
+
+
+class RouteNotAllowed(Forbidden):
+    code = "route_not_allowed"
+    message = "no route allows this request"
+
+
+class WorkspaceNotFound(Forbidden):
+    code = "workspace_not_found"
+    message = "workspace not found"
+
+
+class WorkspaceDenied(Forbidden):
+    code = "workspace_denied"
+    message = "no access to this workspace"
+
+
+class ProjectNotFound(Forbidden):
+    code = "project_not_found"
+    message = "project not found"
+
+
+class AddressNotAllowed(Forbidden):
+    code = "address_not_allowed"
+    message = "client address not allowed"
+
+
 class PayloadTooLarge(AuthmwError):
     status = 413
     code = "payload_too_large"
@@ -219,6 +303,17 @@ class PayloadTooLarge(AuthmwError):
 class BodyTooLarge(PayloadTooLarge):
     code = "body_too_large"
     message = "body too large to verify"
+
+
+class BadGateway(AuthmwError):
+    status = 502
+    code = "bad_gateway"
+    message = "bad gateway"
+
+
+class UpstreamUnavailable(BadGateway):
+    code = "upstream_unavailable"
+    message = "the upstream service did not answer"
 
 
 class ServiceUnavailable(AuthmwError):
@@ -246,3 +341,17 @@ def all_error_classes() -> list[type[AuthmwError]]:
         seen.append(cls)
         stack.extend(reversed(cls.__subclasses__()))
     return seen
+
+
+def render(error: AuthmwError, request_id: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The SPEC §9 response for ``error``: status, headers and JSON body (generic message, no detail)."""
+    body = json.dumps(error.to_dict(request_id), separators=(",", ":")).encode()
+    headers = [
+        ("content-type", "application/json"),
+        ("content-length", str(len(body))),
+        ("x-authmw-request-id", request_id),
+        ("x-request-id", request_id),  # where the Huawei SDKs look for it
+        ("cache-control", "no-store"),
+        *((name.lower(), value) for name, value in error.headers.items()),
+    ]
+    return error.status, headers, body

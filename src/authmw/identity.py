@@ -24,6 +24,7 @@ __all__ = [
     "IdentitySource",
     "IpWhitelist",
     "Principal",
+    "Project",
     "WhitelistScope",
     "Workspace",
     "can_access_workspace",
@@ -64,6 +65,16 @@ class Principal:
     groups: frozenset[str]
     policies: PolicySet = field(repr=False, compare=False)
     is_admin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    """A region-scoped project of a domain (the ``{project_id}`` of ModelArts URLs)."""
+
+    id: str
+    name: str
+    domain_id: str
+    region: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +173,8 @@ class IdentitySource(Protocol):
     def get_access_key(self, access_key: str) -> AccessKey | None: ...
 
     def principal(self, user_id: str) -> Principal | None: ...
+
+    def project(self, project_id: str) -> Project | None: ...
 
     def workspace(self, workspace_id: str) -> Workspace | None: ...
 

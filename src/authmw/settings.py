@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -11,18 +11,81 @@ from authmw.errors import ConfigurationError
 __all__ = ["Settings", "load_settings"]
 
 
+def _text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _flag(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _texts(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _count(low: int, high: int) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _one_of(*choices: str) -> Callable[[Any], bool]:
+    return lambda value: value in choices
+
+
+def _routes(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, dict) for v in value)
+
+
+# name → (check, what a valid value is)
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "store": (_text, "a store URL"),
+    "master_key_file": (_text, "a file name"),
+    "whitelist_limit": (_count(1, 1000), "an integer 1-1000"),
+    "mode": (_one_of("enforce", "dry-run"), "enforce or dry-run"),
+    "unmatched": (_one_of("deny", "authenticate-only", "public"), "deny, authenticate-only or public"),
+    "trusted_proxies": (_texts, "a list of addresses or CIDR blocks"),
+    "presets": (lambda v: _texts(v) and set(v) <= {"modelarts"}, "a list of preset names (modelarts)"),
+    "routes": (_routes, "a list of routes (mappings with method, path, action, ...)"),
+    "strict_paths": (_flag, "true or false"),
+    "default_allow_without_policies": (_flag, "true or false"),
+    "allow_unsigned_payload": (_flag, "true or false"),
+    "max_body": (_count(0, 1 << 34), "a size in bytes"),
+    "max_skew": (_count(0, 86_400), "seconds 0-86400"),
+    "upstream": (_text, "an http(s) URL"),
+    "listen": (_text, "HOST:PORT"),
+    "audit_log": (_text, "a file name, or - for standard error"),
+    "assertion_ttl": (_count(1, 3600), "seconds 1-3600"),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """What a configuration file may set; unknown keys are refused, so a typo fails loudly.
 
-    ``store``: the store URL (``--store`` and ``AUTHMW_STORE`` win); ``master_key_file``: where the master
-    key lives (``AUTHMW_MASTER_KEY`` / ``AUTHMW_MASTER_KEY_FILE`` win); ``whitelist_limit``: the most entries
-    one IP whitelist may hold.
+    ``store``/``master_key_file``: where the store and its master key are (``--store``, ``AUTHMW_STORE``,
+    ``AUTHMW_MASTER_KEY[_FILE]`` win); ``whitelist_limit``: the most entries one IP whitelist may hold. The
+    pipeline: ``mode``, ``unmatched``, ``trusted_proxies``, ``presets`` (default ``[modelarts]`` when no
+    ``routes`` are given), ``routes``, ``strict_paths``, ``default_allow_without_policies``,
+    ``allow_unsigned_payload``, ``max_body``, ``max_skew``. The proxy: ``upstream``, ``listen``, ``audit_log``,
+    ``assertion_ttl``.
     """
 
     store: str | None = None
     master_key_file: str | None = None
     whitelist_limit: int = 5
+    mode: str = "enforce"
+    unmatched: str = "deny"
+    trusted_proxies: tuple[str, ...] = ()
+    presets: tuple[str, ...] | None = None
+    routes: tuple[Mapping[str, Any], ...] = ()
+    strict_paths: bool = True
+    default_allow_without_policies: bool = False
+    allow_unsigned_payload: bool = True
+    max_body: int = 12 * 1024 * 1024
+    max_skew: int = 15 * 60
+    upstream: str | None = None
+    listen: str = "127.0.0.1:8080"
+    audit_log: str | None = None
+    assertion_ttl: int = 60
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, origin: str = "configuration") -> Settings:
@@ -32,13 +95,22 @@ class Settings:
             raise ConfigurationError(
                 f"{origin}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
-        for key in ("store", "master_key_file"):
-            if data.get(key) is not None and not isinstance(data[key], str):
-                raise ConfigurationError(f"{origin}: {key} must be a string")
-        limit = data.get("whitelist_limit", 5)
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
-            raise ConfigurationError(f"{origin}: whitelist_limit must be an integer 1-1000")
-        return cls(store=data.get("store"), master_key_file=data.get("master_key_file"), whitelist_limit=limit)
+        values: dict[str, Any] = {}
+        for name, value in data.items():
+            if value is None:
+                continue
+            check, wanted = _RULES[name]
+            if not check(value):
+                raise ConfigurationError(f"{origin}: {name} must be {wanted}")
+            values[name] = tuple(value) if isinstance(value, list) else value
+        return cls(**values)
+
+    @property
+    def preset_names(self) -> tuple[str, ...]:
+        """The presets in force: those configured, else ``modelarts`` when no routes are configured."""
+        if self.presets is not None:
+            return self.presets
+        return () if self.routes else ("modelarts",)
 
 
 def load_settings(path: str | None) -> Settings:

@@ -23,7 +23,10 @@ def test_defaults_without_a_file() -> None:
         ("- a list\n", "expected a mapping"),
         ("whitelist_limit: 0\n", "whitelist_limit"),
         ("whitelist_limit: yes\n", "whitelist_limit"),
-        ("store: 5\n", "store must be a string"),
+        ("store: 5\n", "store must be a store URL"),
+        ("mode: off\n", "mode must be enforce or dry-run"),
+        ("trusted_proxies: 10.0.0.1\n", "trusted_proxies must be a list"),
+        ("routes: [GET /x]\n", "routes must be a list of routes"),
         ("store: [unclosed\n", "not valid YAML"),
     ],
 )

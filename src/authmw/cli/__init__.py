@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from authmw import __version__
-from authmw.cli import admin, debug
+from authmw.cli import admin, debug, proxy
 from authmw.cli._common import EXIT_INTERNAL, EXIT_UNAVAILABLE, EXIT_USAGE, Parser, UsageError
 from authmw.errors import ChangeRefused, ConfigurationError, ServiceUnavailable
 
@@ -27,6 +27,7 @@ def build_parser() -> Parser:
     admin.register_policy(policy_commands)
     debug.register_policy(policy_commands)
     debug.register(commands)
+    proxy.register(commands)
     return parser
 
 

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from authmw.identity import IpWhitelist, Principal, WhitelistScope, Workspace
+from authmw.identity import IpWhitelist, Principal, Project, WhitelistScope, Workspace
 from authmw.models import AccessKey
 from authmw.policy import PolicySet, parse_policy
 from authmw.store.rules import ACCESS_KEY as _ACCESS_KEY
@@ -58,14 +58,21 @@ class CachedIdentity:
         self._unknown: OrderedDict[str, None] = OrderedDict()
         self._principals: OrderedDict[str, Principal | None] = OrderedDict()
         self._workspaces: OrderedDict[str, Workspace | None] = OrderedDict()
-        self._whitelists: OrderedDict[tuple[WhitelistScope, str], IpWhitelist] = OrderedDict()
+        self._projects: OrderedDict[str, Project | None] = OrderedDict()
+        # One cache per scope, picked by identity: hashing an enum member runs Python code.
+        self._user_lists: OrderedDict[str, IpWhitelist] = OrderedDict()
+        self._workspace_lists: OrderedDict[str, IpWhitelist] = OrderedDict()
+        self._route_lists: OrderedDict[str, IpWhitelist] = OrderedDict()
         self._policy_sets: OrderedDict[tuple[str, ...], PolicySet] = OrderedDict()
         self._caches: tuple[OrderedDict[Any, Any], ...] = (
             self._keys,
             self._unknown,
             self._principals,
             self._workspaces,
-            self._whitelists,
+            self._projects,
+            self._user_lists,
+            self._workspace_lists,
+            self._route_lists,
             self._policy_sets,
         )
 
@@ -153,13 +160,29 @@ class CachedIdentity:
         self._keep(revision, self._workspaces, workspace_id, workspace)
         return workspace
 
+    def project(self, project_id: str) -> Project | None:
+        if self._timer() >= self._deadline:
+            self.poll()
+        found = self._projects.get(project_id, _MISSING)
+        if found is not _MISSING:
+            return found  # type: ignore[no-any-return]
+        revision, project = self.store.read_project(project_id)
+        self._keep(revision, self._projects, project_id, project)
+        return project
+
     def whitelist(self, scope: WhitelistScope, name: str) -> IpWhitelist:
         if self._timer() >= self._deadline:
             self.poll()
-        key = (scope, name)
-        found = self._whitelists.get(key)
+        cache = (
+            self._user_lists
+            if scope is WhitelistScope.USER
+            else self._workspace_lists
+            if scope is WhitelistScope.WORKSPACE
+            else self._route_lists
+        )
+        found = cache.get(name)
         if found is not None:
             return found
         revision, whitelist = self.store.read_whitelist(scope, name)
-        self._keep(revision, self._whitelists, key, whitelist)
+        self._keep(revision, cache, name, whitelist)
         return whitelist

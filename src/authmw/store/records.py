@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from authmw import identity
+
 __all__ = [
     "AccessKeyInfo",
     "Agency",
@@ -33,11 +35,8 @@ class Domain(_Record):
 
 
 @dataclass(frozen=True, slots=True)
-class Project(_Record):
-    id: str
-    name: str
-    domain_id: str
-    region: str
+class Project(identity.Project, _Record):
+    """A project as the administration verbs report it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -649,6 +649,33 @@ class Store:
             rows = _attached(tx, [("agency", agency_id)])
         return [parse_policy(document, name=policy) for _id, policy, document in rows]
 
+    def project(self, project_id: str) -> Project | None:
+        return self.read_project(project_id)[1]
+
+    def read_project(self, project_id: str) -> tuple[int, Project | None]:
+        with self.db.read() as tx:
+            revision = _revision(tx)
+            row = tx.one("SELECT name, domain_id, region FROM projects WHERE id = ?", (project_id,))
+        return revision, None if row is None else Project(project_id, row[0], row[1], row[2])
+
+    def signing_key(self) -> tuple[str, ed25519.Ed25519PrivateKey]:
+        """The newest active token signing key (``kid``, private key), unsealed; it signs assertions and tokens."""
+        with self.db.read() as tx:
+            row = tx.one(
+                "SELECT kid, private_sealed FROM signing_keys WHERE retired_at IS NULL AND algorithm = 'EdDSA' "
+                "ORDER BY created_at DESC, kid LIMIT 1"
+            )
+        if row is None:
+            raise ChangeRefused("the store has no signing key: run authmw init")
+        raw = self._open(row[1], signing_key_context(row[0]))
+        return str(row[0]), ed25519.Ed25519PrivateKey.from_private_bytes(raw)
+
+    def public_signing_keys(self) -> dict[str, ed25519.Ed25519PublicKey]:
+        """``kid`` → public key of every signing key not yet retired (what ``/.well-known/jwks.json`` lists)."""
+        with self.db.read() as tx:
+            rows = tx.rows("SELECT kid, public_key FROM signing_keys WHERE retired_at IS NULL AND algorithm = 'EdDSA'")
+        return {str(kid): ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(public)) for kid, public in rows}
+
     def workspace(self, workspace_id: str) -> Workspace | None:
         return self.read_workspace(workspace_id)[1]
 

@@ -1,0 +1,165 @@
+"""ASGI middleware: pure ASGI (``http`` and ``websocket``), no framework needed.
+
+The request body is read once (up to the guard's ``max_body``; a larger declared or streamed body gets 413
+before the app is called), checked, and replayed to the app unchanged. A websocket handshake is checked like
+any request; a refusal is sent as an HTTP response where the server supports it (the ``websocket.http.response``
+extension), else the handshake is closed with code 1008.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import quote
+
+from authmw.audit import log_decision
+from authmw.errors import AuthmwError, BodyTooLarge, MalformedRequest, render
+from authmw.guard import AuthContext, Guard
+from authmw.models import Request
+
+__all__ = ["AuthMiddleware", "AuthmwCredentials", "AuthmwUser", "read_body", "request_from_scope", "send_error"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class AuthmwUser:
+    """``request.user`` in Starlette's shape (``is_authenticated``, ``display_name``, ``identity``)."""
+
+    __slots__ = ("context",)
+
+    def __init__(self, context: AuthContext) -> None:
+        self.context = context
+
+    @property
+    def is_authenticated(self) -> bool:
+        return self.context.principal is not None and self.context.error is None
+
+    @property
+    def display_name(self) -> str:
+        principal = self.context.principal
+        return "" if principal is None else principal.user_name
+
+    @property
+    def identity(self) -> str:
+        principal = self.context.principal
+        return "" if principal is None else principal.user_id
+
+
+class AuthmwCredentials:
+    """``request.auth`` in Starlette's shape: ``scopes`` are the allowed actions (computed on first use)."""
+
+    __slots__ = ("context",)
+
+    def __init__(self, context: AuthContext) -> None:
+        self.context = context
+
+    @property
+    def scopes(self) -> list[str]:
+        return list(self.context.allowed_actions)
+
+
+def request_from_scope(scope: Scope, body: bytes) -> Request:
+    """The core's view of an ASGI request: the raw path as received, headers in wire order."""
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if raw else quote(scope.get("root_path", "") + scope["path"], safe="/:@!$&'()*+,;=~")
+    query = scope.get("query_string", b"")
+    target = f"{path}?{query.decode('latin-1')}" if query else path
+    client = scope.get("client")
+    method = scope.get("method", "GET")
+    return Request.build(method, target, scope.get("headers", ()), body, client[0] if client else None)
+
+
+class AuthMiddleware:
+    """Checks every ``http`` and ``websocket`` request with ``guard`` before ``app`` sees it.
+
+    On success the app finds the :class:`~authmw.guard.AuthContext` in ``scope["authmw"]`` and Starlette's
+    ``scope["user"]`` / ``scope["auth"]``; a refusal is answered with the SPEC §9 JSON error and the app is
+    not called. Every decision goes to the ``authmw.audit`` logger.
+    """
+
+    def __init__(self, app: ASGIApp, *, guard: Guard) -> None:
+        self.app = app
+        self.guard = guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in {"http", "websocket"}:
+            await self.app(scope, receive, send)
+            return
+        body, after = b"", list[Message]()
+        try:
+            if kind == "http":
+                body, after = await read_body(scope, receive, self.guard.max_body)
+            request = request_from_scope(scope, body)
+            context = self.guard.check(request)
+        except AuthmwError as exc:
+            context = exc.context
+            if context is not None:
+                log_decision(context, exc, scope.get("method", "GET"), scope.get("path", ""))
+            await send_error(scope, send, exc, context.request_id if context else "")
+            return
+        log_decision(context, None, request.method, request.path)
+        scope = dict(scope)
+        if any(name[:9].lower() == b"x-authmw-" for name, _value in scope.get("headers", ())):
+            # Identity comes from scope["authmw"] only: headers that pose as authmw's never reach the app.
+            scope["headers"] = [(n, v) for n, v in scope["headers"] if n[:9].lower() != b"x-authmw-"]
+        scope["authmw"] = context
+        scope["user"] = AuthmwUser(context)
+        scope["auth"] = AuthmwCredentials(context)
+        if kind != "http":
+            await self.app(scope, receive, send)
+            return
+        replay: list[Message] = [{"type": "http.request", "body": body, "more_body": False}, *after]
+
+        async def replay_receive() -> Message:
+            return replay.pop(0) if replay else await receive()
+
+        await self.app(scope, replay_receive, send)
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes, list[Message]]:
+    """The whole request body (413 beyond ``limit``, declared or streamed) and any message that followed it
+    (a disconnect), which the app must still receive."""
+    declared = _content_length(scope)
+    if declared is not None and declared > limit:
+        raise BodyTooLarge(f"declared body of {declared} bytes exceeds {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # disconnected: the app must see it too
+            return b"".join(chunks), [message]
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks), []
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"content-length":
+            if not value.isdigit():
+                raise MalformedRequest("Content-Length is not a number")
+            return int(value)
+    return None
+
+
+async def send_error(scope: Scope, send: Send, error: AuthmwError, request_id: str) -> None:
+    """Answer with the SPEC §9 error (a websocket handshake: as HTTP where the server can, else close 1008)."""
+    status, headers, body = render(error, request_id)
+    raw_headers = [(k.encode(), v.encode()) for k, v in headers]
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": body})
+    elif "websocket.http.response" in scope.get("extensions", {}):
+        await send({"type": "websocket.http.response.start", "status": status, "headers": raw_headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1008, "reason": error.code})

@@ -1,0 +1,60 @@
+"""Building a :class:`~authmw.guard.Guard` from a store URL and settings (edge: opens the store)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from authmw.guard import Guard
+from authmw.routes import RouteCatalog, modelarts_routes, route_from_mapping
+from authmw.settings import Settings, load_settings
+from authmw.signing import Verifier
+from authmw.store import CachedIdentity, Store, open_store
+
+__all__ = ["build_guard", "guard_from_config", "guard_from_store", "routes_of"]
+
+logger = logging.getLogger("authmw")
+
+
+def guard_from_store(url: str | None = None, **settings: Any) -> Guard:
+    """Open the store at ``url`` (else ``settings["store"]``, ``$AUTHMW_STORE``, the default) and build a guard."""
+    values = Settings.from_mapping({k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()})
+    return build_guard(values, url=url)
+
+
+def guard_from_config(path: str) -> Guard:
+    return build_guard(load_settings(path))
+
+
+def routes_of(settings: Settings) -> RouteCatalog:
+    """The presets and configured routes, in that order (a configured route may not redefine a preset one)."""
+    routes = [*modelarts_routes()] if "modelarts" in settings.preset_names else []
+    routes += [route_from_mapping(r, origin=f"routes[{i}]") for i, r in enumerate(settings.routes)]
+    return RouteCatalog(routes, unmatched=settings.unmatched)
+
+
+def build_guard(settings: Settings, *, url: str | None = None, store: Store | None = None) -> Guard:
+    """A guard over a cached view of the store, configured by ``settings``."""
+    if store is None:
+        store = open_store(url or settings.store, whitelist_limit=settings.whitelist_limit)
+    identity = CachedIdentity(store)
+    verifier = Verifier(
+        keys=identity,
+        max_body=settings.max_body,
+        max_skew=settings.max_skew,
+        allow_unsigned_payload=settings.allow_unsigned_payload,
+    )
+    guard = Guard(
+        identity=identity,
+        verifier=verifier,
+        routes=routes_of(settings),
+        trusted_proxies=settings.trusted_proxies,
+        mode=settings.mode,
+        strict_paths=settings.strict_paths,
+        default_allow_without_policies=settings.default_allow_without_policies,
+    )
+    if guard.proxies.trusts_everything:
+        logger.warning("trusted_proxies admits every address: any client can choose its own source address")
+    if guard.mode == "dry-run":
+        logger.warning("dry-run mode: requests are decided and logged but never refused")
+    return guard

@@ -1,0 +1,99 @@
+"""``X-Authmw-Assertion``: a short-lived signed statement of what the sidecar established about a request.
+
+The proxy signs (EdDSA, the store's token signing key, ``kid`` in the header) the identity, workspace and
+action, bound to the request's method and path; an upstream on an untrusted network verifies it with
+:func:`verify_assertion` and the proxy's public keys (``/.well-known/jwks.json``), so a forged or replayed
+``X-Authmw-*`` header is worthless. Only ``EdDSA`` is accepted, whatever the token says.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+__all__ = ["ISSUER", "InvalidAssertion", "jwk_of", "keys_from_jwks", "sign_assertion", "verify_assertion"]
+
+ISSUER = "authmw"
+
+
+class InvalidAssertion(ValueError):
+    """The assertion is missing, malformed, forged, expired or bound to another request."""
+
+
+def sign_assertion(
+    claims: Mapping[str, Any],
+    key: ed25519.Ed25519PrivateKey,
+    kid: str,
+    *,
+    method: str,
+    path: str,
+    ttl: int = 60,
+    now: float | None = None,
+) -> str:
+    """A compact JWS over ``claims`` plus issuer, times and the request binding (``htm``, ``htu``)."""
+    issued = int(time.time() if now is None else now)
+    payload = {**claims, "iss": ISSUER, "iat": issued, "exp": issued + ttl, "htm": method, "htu": path}
+    return jwt.encode(payload, key, algorithm="EdDSA", headers={"kid": kid})
+
+
+def verify_assertion(
+    token: str,
+    keys: Mapping[str, ed25519.Ed25519PublicKey],
+    *,
+    method: str,
+    path: str,
+    leeway: float = 5.0,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """The claims of a valid assertion for this ``method`` and ``path``; raises :class:`InvalidAssertion`.
+
+    ``keys`` maps ``kid`` → public key (see :func:`keys_from_jwks`). ``path`` is the raw request path the
+    upstream received (the proxy forwards it unchanged).
+    """
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+        key = keys.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise InvalidAssertion("unknown signing key")
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=["EdDSA"],
+            issuer=ISSUER,
+            leeway=leeway,
+            options={"require": ["exp", "iat", "iss", "htm", "htu"], "verify_iat": now is None},
+        )
+    except jwt.PyJWTError:
+        raise InvalidAssertion("invalid assertion") from None
+    if now is not None and claims["exp"] + leeway < now:
+        raise InvalidAssertion("assertion expired")
+    if claims["htm"] != method or claims["htu"] != path:
+        raise InvalidAssertion("assertion bound to another request")
+    return claims
+
+
+def jwk_of(kid: str, public: ed25519.Ed25519PublicKey) -> dict[str, str]:
+    """The RFC 8037 JWK of an Ed25519 public key."""
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"}
+
+
+def keys_from_jwks(jwks: Mapping[str, Any]) -> dict[str, ed25519.Ed25519PublicKey]:
+    """``kid`` → public key for every Ed25519 key of a JWKS document (others are skipped)."""
+    keys = {}
+    for entry in jwks.get("keys", ()):
+        if isinstance(entry, dict) and entry.get("kty") == "OKP" and entry.get("crv") == "Ed25519":
+            x = str(entry.get("x", ""))
+            try:
+                raw = base64.urlsafe_b64decode(x + "=" * (-len(x) % 4))
+                keys[str(entry.get("kid", ""))] = ed25519.Ed25519PublicKey.from_public_bytes(raw)
+            except ValueError:
+                continue
+    return keys

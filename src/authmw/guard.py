@@ -1,0 +1,412 @@
+"""The request pipeline (SPEC §2): client address → route → credential → workspace → whitelists → policy.
+
+:meth:`Guard.check` runs it over one :class:`~authmw.models.Request` and returns an :class:`AuthContext`, or
+raises the :class:`~authmw.errors.AuthmwError` leaf of the first step that failed (the partial context rides
+on the error as ``error.context``, for the audit log). In ``dry-run`` mode nothing is raised: the context
+carries the error enforce mode would have raised, and the request goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from authmw.clientaddr import TrustedProxies
+from authmw.errors import (
+    ActionDenied,
+    AddressNotAllowed,
+    AuthenticationFailed,
+    AuthmwError,
+    ConfigurationError,
+    ConflictingProject,
+    ConflictingWorkspace,
+    InvalidWorkspaceId,
+    MalformedBody,
+    MissingCredentials,
+    MultipleCredentials,
+    ProjectNotFound,
+    RouteNotAllowed,
+    SchemeDisabled,
+    WorkspaceDenied,
+    WorkspaceNotFound,
+)
+from authmw.identity import (
+    DEFAULT_WORKSPACE_ID,
+    IdentitySource,
+    Principal,
+    Project,
+    WhitelistScope,
+    Workspace,
+    can_access_workspace,
+)
+from authmw.models import AuthMethod, Credential, Decision, Request
+from authmw.routes import Access, Match, Route, RouteCatalog, Unmatched, check_allowed, modelarts_routes, parse_path
+from authmw.signing import Verifier
+
+__all__ = ["AuthContext", "Guard", "Mode"]
+
+Mode = str  # "enforce" | "dry-run"
+_MODES = ("enforce", "dry-run")
+_WORKSPACE_ID = re.compile(r"[0-9a-f]{32}|0").fullmatch
+_WORKSPACE_QUERY_KEYS = ("workspace_id", "workspaceId")
+_LEGACY_DECISION = Decision(True, False, None, None, "no policy attached: ModelArts legacy default allows")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthContext:
+    """What the pipeline established about a request; the app receives it (``scope["authmw"]``).
+
+    ``principal`` and ``credential`` are None on a public route; ``decision`` names the deciding statement
+    (None when the route needs no action); ``error`` is set only in dry-run mode, holding the refusal that
+    enforce mode would have sent.
+    """
+
+    request_id: str
+    client: str | None
+    route: Route | None = None
+    action: str | None = None
+    resource: str | None = None
+    principal: Principal | None = None
+    credential: Credential | None = None
+    workspace: Workspace | None = None
+    project: Project | None = None
+    decision: Decision | None = None
+    error: AuthmwError | None = None
+    policy_context: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _catalog: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    _memo: list[tuple[str, ...]] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def auth_method(self) -> AuthMethod | None:
+        """``token``, ``aksk`` or ``temporary`` (None when unauthenticated)."""
+        return None if self.credential is None else self.credential.method
+
+    @property
+    def workspace_id(self) -> str | None:
+        return None if self.workspace is None else self.workspace.id
+
+    @property
+    def allowed_actions(self) -> tuple[str, ...]:
+        """The catalog actions this principal may perform in this workspace (computed on first use)."""
+        if not self._memo:
+            principal = self.principal
+            if principal is None:
+                self._memo.append(())
+            else:
+                policies = principal.policies
+                self._memo.append(
+                    tuple(a for a in self._catalog if policies.decide(a, None, self.policy_context).allowed)
+                )
+        return self._memo[0]
+
+
+class _Clock:
+    """``g:CurrentTime`` as ISO 8601, formatted once per second."""
+
+    __slots__ = ("_clock", "_second", "_text")
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._second = -1
+        self._text = ""
+
+    def now(self) -> str:
+        second = int(self._clock())
+        if second != self._second:
+            self._text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+            self._second = second
+        return self._text
+
+
+class Guard:
+    """Authenticates, places and authorizes requests; the one object the adapters call.
+
+    Safe defaults: every route not in the catalog is denied (``unmatched="deny"``), no proxy is trusted, paths
+    are read strictly, ``enforce`` mode, IAM default-deny (the ModelArts legacy "no policy means everything"
+    rule only with ``default_allow_without_policies=True``). With no routes given, the built-in ``modelarts``
+    preset applies.
+    """
+
+    def __init__(
+        self,
+        *,
+        identity: IdentitySource,
+        verifier: Verifier | None = None,
+        routes: RouteCatalog | Iterable[Route] | None = None,
+        unmatched: Unmatched | str = Unmatched.DENY,
+        trusted_proxies: Iterable[str] = (),
+        mode: Mode = "enforce",
+        strict_paths: bool = True,
+        default_allow_without_policies: bool = False,
+        clock: Callable[[], float] = time.time,
+        request_id: Callable[[], str] = lambda: os.urandom(12).hex(),
+    ) -> None:
+        if mode not in _MODES:
+            raise ConfigurationError(f"mode must be one of {', '.join(_MODES)}")
+        if isinstance(routes, RouteCatalog):
+            self.routes = routes
+        else:
+            self.routes = RouteCatalog(modelarts_routes() if routes is None else routes, unmatched=unmatched)
+        self.identity = identity
+        self.verifier = verifier or Verifier(keys=identity, clock=clock)
+        try:
+            self.proxies = TrustedProxies(trusted_proxies)
+        except ValueError as exc:
+            raise ConfigurationError(f"trusted_proxies: {exc}") from None
+        self.mode = mode
+        self.strict_paths = strict_paths
+        self.default_allow_without_policies = default_allow_without_policies
+        self._now = _Clock(clock).now
+        self._request_id = request_id
+
+    @property
+    def max_body(self) -> int:
+        """The largest body the pipeline reads (larger ones are refused with 413 before they are read)."""
+        return self.verifier.max_body
+
+    @classmethod
+    def from_store(cls, url: str | None = None, **settings: Any) -> Guard:
+        """A guard over the store at ``url`` (as ``authmw --store``), with ``settings`` as in the config file."""
+        from authmw.assembly import guard_from_store  # deferred: the edge opens the store, the core stays I/O-free
+
+        return guard_from_store(url, **settings)
+
+    @classmethod
+    def from_config(cls, path: str) -> Guard:
+        """A guard built from a YAML configuration file (see the README's configuration section)."""
+        from authmw.assembly import guard_from_config  # deferred, as above
+
+        return guard_from_config(path)
+
+    # -- public verbs ----------------------------------------------------------------------------------
+
+    def check(self, request: Request) -> AuthContext:
+        """Run the whole pipeline; return the context or raise the first step's error (dry-run: never)."""
+        state = _State(self._request_id(), self.proxies.client_address(request.client, request.headers))
+        try:
+            self._run(request, state)
+        except AuthmwError as exc:
+            context = state.context(self, exc if self.mode == "dry-run" else None)
+            if self.mode == "dry-run":
+                return context
+            exc.context = context
+            raise
+        return state.context(self, None)
+
+    def authenticate(self, request: Request) -> tuple[Credential, Principal]:
+        """Verify the request's one credential and load its principal (no route, workspace or policy)."""
+        credential = self._credential(request)
+        principal = self.identity.principal(credential.owner or "")
+        if principal is None:  # the user was disabled after its key was read
+            raise AuthenticationFailed("the credential's user is unknown or disabled")
+        return credential, principal
+
+    def authorize(self, context: AuthContext, action: str, resource: str | None = None) -> Decision:
+        """Decide ``action`` for an already checked request, in its workspace (raises :class:`ActionDenied`)."""
+        if context.principal is None:
+            raise MissingCredentials("the request is not authenticated")
+        decision = self._decide(context.principal, action, resource, context.policy_context)
+        if not decision.allowed:
+            raise ActionDenied(f"{action}: {decision.reason}")
+        return decision
+
+    # -- the pipeline ----------------------------------------------------------------------------------
+
+    def _run(self, request: Request, state: _State) -> None:
+        parsed = parse_path(request.path)
+        match = self.routes.match(request.method, parsed.segments)
+        check_allowed(parsed, match.route if match else None, self.strict_paths)
+        access = self._access(match)
+        if match is not None:
+            state.route = match.route
+            state.action = match.route.action
+            state.resource = match.resource()
+        self._whitelist(WhitelistScope.ROUTE, state, *(() if match is None else (match.route.name, state.action)))
+        if access is Access.PUBLIC:
+            return
+        credential, principal = self.authenticate(request)
+        state.credential, state.principal = credential, principal
+        body = _json_body(request, match)
+        state.workspace = self._workspace(request, body, principal)
+        state.project = self._project(request, match, principal)
+        self._whitelist(WhitelistScope.USER, state, principal.user_id)
+        self._whitelist(WhitelistScope.WORKSPACE, state, state.workspace.id)
+        context = {
+            "g:sourceip": state.client or "",
+            "g:currenttime": self._now(),
+            "g:userid": principal.user_id,
+            "g:username": principal.user_name,
+            "g:domainname": principal.domain_name,
+            "g:mfapresent": False,
+            "modelarts:workspaceid": state.workspace.id,
+        }
+        if state.project is not None:
+            context["g:projectname"] = state.project.name
+        state.policy_context = context
+        if access is Access.AUTHENTICATE_ONLY or match is None:
+            return
+        if body is not None:
+            for name, action in match.route.body_actions:
+                if name in body:
+                    state.action = action
+                    break
+        action = state.action or ""
+        state.decision = decision = self._decide(principal, action, state.resource, context)
+        if not decision.allowed:
+            raise ActionDenied(f"{action}: {decision.reason}")
+
+    def _access(self, match: Match | None) -> Access:
+        if match is not None:
+            return match.route.access
+        if self.routes.unmatched is Unmatched.DENY:
+            raise RouteNotAllowed("no route matches the request")
+        return Access(self.routes.unmatched.value)
+
+    def _credential(self, request: Request) -> Credential:
+        headers = request.headers
+        token = headers.get("x-auth-token")
+        if token is not None:
+            if self.verifier.scheme_of(request) is not None:
+                raise MultipleCredentials("both X-Auth-Token and a signature")
+            raise SchemeDisabled("IAM tokens are not enabled on this guard")
+        return self.verifier.verify(request)
+
+    def _decide(self, principal: Principal, action: str, resource: str | None, context: Mapping[str, Any]) -> Decision:
+        decision = principal.policies.decide(action, resource, context)
+        if (
+            not decision.allowed
+            and self.default_allow_without_policies
+            and not decision.explicit
+            and not principal.policies.policies
+            and action.startswith("modelarts:")
+        ):
+            return _LEGACY_DECISION
+        return decision
+
+    def _workspace(self, request: Request, body: Mapping[str, Any] | None, principal: Principal) -> Workspace:
+        named: str | None = None
+        for value in _workspace_candidates(request, body):
+            if not isinstance(value, str) or not _WORKSPACE_ID(value):
+                raise InvalidWorkspaceId("a workspace id is 32 lower-case hex characters or 0")
+            if named is not None and value != named:
+                raise ConflictingWorkspace("the request names two different workspaces")
+            named = value
+        workspace = self.identity.workspace(named or DEFAULT_WORKSPACE_ID)
+        if workspace is None or (workspace.domain_id is not None and workspace.domain_id != principal.domain_id):
+            raise WorkspaceNotFound(f"no workspace {named or DEFAULT_WORKSPACE_ID} in the principal's domain")
+        if not can_access_workspace(principal, workspace):
+            raise WorkspaceDenied(f"{principal.user_name} may not enter workspace {workspace.id}")
+        return workspace
+
+    def _project(self, request: Request, match: Match | None, principal: Principal) -> Project | None:
+        from_path = None if match is None else match.params.get("project_id")
+        from_header = request.headers.get("x-project-id")
+        if from_path is not None and from_header is not None and from_path != from_header:
+            raise ConflictingProject("the path and X-Project-Id name different projects")
+        project_id = from_path or from_header
+        if project_id is None:
+            return None
+        project = self.identity.project(project_id) if len(project_id) <= 64 else None
+        if project is None or project.domain_id != principal.domain_id:
+            raise ProjectNotFound("no such project in the principal's domain")
+        return project
+
+    def _whitelist(self, scope: WhitelistScope, state: _State, *names: str | None) -> None:
+        for name in names:
+            if name is not None and not self.identity.whitelist(scope, name).allows(state.client):
+                raise AddressNotAllowed(f"client address not in the {scope.value} whitelist of {name}")
+
+
+class _State:
+    """What the pipeline has established so far (mutable while it runs; frozen into an AuthContext)."""
+
+    __slots__ = (
+        "action",
+        "client",
+        "credential",
+        "decision",
+        "policy_context",
+        "principal",
+        "project",
+        "request_id",
+        "resource",
+        "route",
+        "workspace",
+    )
+
+    def __init__(self, request_id: str, client: str | None) -> None:
+        self.request_id = request_id
+        self.client = client
+        self.route: Route | None = None
+        self.action: str | None = None
+        self.resource: str | None = None
+        self.principal: Principal | None = None
+        self.credential: Credential | None = None
+        self.workspace: Workspace | None = None
+        self.project: Project | None = None
+        self.decision: Decision | None = None
+        self.policy_context: Mapping[str, Any] = {}
+
+    def context(self, guard: Guard, error: AuthmwError | None) -> AuthContext:
+        return AuthContext(
+            self.request_id,
+            self.client,
+            self.route,
+            self.action,
+            self.resource,
+            self.principal,
+            self.credential,
+            self.workspace,
+            self.project,
+            self.decision,
+            error,
+            self.policy_context,
+            guard.routes.actions,
+        )
+
+
+def _workspace_candidates(request: Request, body: Mapping[str, Any] | None) -> list[Any]:
+    found: list[Any] = []
+    query = request.query
+    if "orkspace" in query:  # the fast path skips parsing queries that cannot name one
+        found += [v for k, v in parse_qsl(query, keep_blank_values=True) if k in _WORKSPACE_QUERY_KEYS]
+    header = request.headers.get("x-workspace-id")
+    if header is not None:
+        found.append(header.strip())
+    if body is not None and "workspace_id" in body:
+        found.append(body["workspace_id"])
+    return found
+
+
+def _json_body(request: Request, match: Match | None) -> Mapping[str, Any] | None:
+    """The top-level JSON object of the body, parsed only when it could name a workspace or pick an action.
+
+    A body that mentions ``workspace_id`` (or uses ``\\u`` escapes, which could spell it) must parse, and
+    must not repeat a key: the app's JSON parser could otherwise read a different workspace than this one.
+    """
+    body = request.body
+    if not body or body.lstrip()[:1] != b"{":
+        return None
+    fields = [b"workspace_id", b"\\u"]
+    if match is not None:
+        fields += [name.encode() for name, _action in match.route.body_actions]
+    if not any(f in body for f in fields):
+        return None
+    try:
+        parsed = json.loads(body, object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError):
+        raise MalformedBody("the JSON body cannot be read unambiguously") from None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ValueError("duplicate key")
+    return result

@@ -1,0 +1,319 @@
+"""The sidecar as an ASGI app: check each request with the guard, then stream it to the upstream.
+
+Every incoming ``X-Authmw-*`` header is dropped and the SPEC §3 identity headers are added, with the signed
+``X-Authmw-Assertion``. The request body is read once (the signature check needs it) and sent on as is; the
+upstream's response is streamed back without buffering. ``/healthz``, ``/readyz``, ``/metrics`` and
+``/.well-known/jwks.json`` are answered by the proxy itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from authmw.asgi import Receive, Scope, Send, read_body, request_from_scope, send_error
+from authmw.assertion import jwk_of, sign_assertion
+from authmw.audit import log_decision
+from authmw.errors import AuthmwError, UpstreamUnavailable
+from authmw.guard import AuthContext, Guard
+
+__all__ = ["ProxyApp", "identity_headers"]
+
+logger = logging.getLogger("authmw.proxy")
+
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"host",
+    }
+)
+_WS_HANDSHAKE = frozenset({b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions"})
+_HEALTH = b'{"status":"ok"}'
+
+
+def identity_headers(context: AuthContext) -> list[tuple[str, str]]:
+    """The SPEC §3 ``X-Authmw-*`` facts of a checked request (without the assertion)."""
+    principal = context.principal
+    headers = [("x-authmw-request-id", context.request_id)]
+    if principal is None:
+        return headers
+    headers += [
+        ("x-authmw-user-id", principal.user_id),
+        ("x-authmw-user-name", principal.user_name),
+        ("x-authmw-domain-id", principal.domain_id),
+    ]
+    if context.project is not None:
+        headers.append(("x-authmw-project-id", context.project.id))
+    if context.workspace is not None:
+        headers.append(("x-authmw-workspace-id", context.workspace.id))
+    if context.action is not None:
+        headers.append(("x-authmw-action", context.action))
+    if context.auth_method is not None:
+        headers.append(("x-authmw-auth-method", context.auth_method.value))
+    headers.append(("x-authmw-allowed-actions", ",".join(context.allowed_actions)))
+    return headers
+
+
+class ProxyApp:
+    """The sidecar ASGI app. ``guard`` may be replaced at any time (:meth:`reload`); requests in flight keep
+    the guard they started with."""
+
+    def __init__(
+        self,
+        *,
+        guard: Guard,
+        upstream: str,
+        signing_key: tuple[str, ed25519.Ed25519PrivateKey],
+        public_keys: Mapping[str, ed25519.Ed25519PublicKey],
+        assertion_ttl: int = 60,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        from authmw.proxy.metrics import Metrics
+
+        if not upstream.startswith(("http://", "https://")):
+            raise ValueError("the upstream must be an http:// or https:// URL")
+        self.guard = guard
+        self.upstream = upstream.rstrip("/")
+        self.kid, self._key = signing_key
+        self._jwks_body = json.dumps({"keys": [jwk_of(k, v) for k, v in public_keys.items()]}).encode()
+        self.assertion_ttl = assertion_ttl
+        self.metrics = Metrics()
+        self._client = client
+        self.draining = False
+
+    def reload(self, guard: Guard) -> None:
+        """Serve new requests with ``guard`` (configuration reload); in-flight requests finish with the old."""
+        self.guard = guard
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
+            self._client = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0, connect=5.0))
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "http":
+            own = _OWN_PATHS.get(scope["path"])
+            if own is not None and scope["method"] in ("GET", "HEAD"):
+                await own(self, send)
+            else:
+                await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.draining = True
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- the proxy's own endpoints -------------------------------------------------------------------------
+
+    async def _healthz(self, send: Send) -> None:
+        await _answer(send, 200, _HEALTH, b"application/json")
+
+    async def _readyz(self, send: Send) -> None:
+        identity: Any = self.guard.identity
+        try:
+            if hasattr(identity, "poll"):
+                identity.poll()
+        except AuthmwError:
+            await _answer(send, 503, b'{"status":"store unavailable"}', b"application/json")
+            return
+        if self.draining:
+            await _answer(send, 503, b'{"status":"shutting down"}', b"application/json")
+            return
+        await _answer(send, 200, _HEALTH, b"application/json")
+
+    async def _metrics(self, send: Send) -> None:
+        await _answer(send, 200, self.metrics.render(), self.metrics.content_type.encode())
+
+    async def _jwks(self, send: Send) -> None:
+        await _answer(send, 200, self._jwks_body, b"application/json")
+
+    # -- the pipeline ----------------------------------------------------------------------------------
+
+    async def _check(self, scope: Scope, receive: Receive, send: Send) -> tuple[AuthContext, bytes] | None:
+        guard = self.guard
+        started = time.perf_counter()
+        method, path = scope.get("method", "GET"), scope.get("path", "")
+        try:
+            body, after = await read_body(scope, receive, guard.max_body) if scope["type"] == "http" else (b"", [])
+            if after:  # the client left before its body was complete
+                return None
+            context = guard.check(request_from_scope(scope, body))
+        except AuthmwError as exc:
+            self.metrics.decided("deny", exc.code, time.perf_counter() - started)
+            if exc.context is not None:
+                log_decision(exc.context, exc, method, path)
+            await send_error(scope, send, exc, exc.context.request_id if exc.context else "")
+            return None
+        error = context.error
+        self.metrics.decided(
+            "allow" if error is None else "dry-run-deny", error.code if error else "", time.perf_counter() - started
+        )
+        log_decision(context, None, method, path)
+        return context, body
+
+    def _forward_headers(self, scope: Scope, context: AuthContext, skip: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
+        headers = [
+            (name, value)
+            for name, value in scope.get("headers", ())
+            if (lowered := name.lower()) not in skip and not lowered.startswith(b"x-authmw-")
+        ]
+        facts = identity_headers(context)
+        raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        claims = {name[len("x-authmw-") :]: value for name, value in facts if name != "x-authmw-allowed-actions"}
+        assertion = sign_assertion(
+            claims, self._key, self.kid, method=scope.get("method", "GET"), path=raw_path, ttl=self.assertion_ttl
+        )
+        facts.append(("x-authmw-assertion", assertion))
+        headers += [(name.encode(), value.encode()) for name, value in facts]
+        client = context.client
+        forwarded_for = ", ".join(
+            [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == b"x-forwarded-for"]
+            + ([client] if client else [])
+        )
+        if forwarded_for:
+            headers = [(k, v) for k, v in headers if k.lower() != b"x-forwarded-for"]
+            headers.append((b"x-forwarded-for", forwarded_for.encode()))
+        for name, value in scope.get("headers", ()):
+            if name.lower() == b"host":
+                headers.append((b"x-forwarded-host", value))
+        headers.append((b"x-forwarded-proto", scope.get("scheme", "http").encode()))
+        return headers
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        checked = await self._check(scope, receive, send)
+        if checked is None:
+            return
+        context, body = checked
+        target = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        if scope.get("query_string"):
+            target += "?" + scope["query_string"].decode("latin-1")
+        request = self.client.build_request(
+            scope["method"],
+            self.upstream + target,
+            headers=self._forward_headers(scope, context, _HOP_BY_HOP),
+            content=body,
+        )
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            self.metrics.upstream_errors.inc()
+            logger.warning("upstream request failed: %s", type(exc).__name__)
+            await send_error(scope, send, UpstreamUnavailable(type(exc).__name__), context.request_id)
+            return
+        try:
+            headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP - {b"content-length"}]
+            await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+            async for chunk in response.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except (httpx.HTTPError, OSError) as exc:  # the upstream or the client went away mid-stream
+            self.metrics.upstream_errors.inc()
+            logger.info("response stream ended early: %s", type(exc).__name__)
+        finally:
+            await response.aclose()
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+        checked = await self._check(scope, receive, send)
+        if checked is None:
+            return
+        context = checked[0]
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        target = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        if scope.get("query_string"):
+            target += "?" + scope["query_string"].decode("latin-1")
+        url = "ws" + self.upstream[4:] + target
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in self._forward_headers(scope, context, _HOP_BY_HOP | _WS_HANDSHAKE)
+            if k.lower() != b"sec-websocket-protocol"
+        ]
+        try:
+            upstream = await connect(url, additional_headers=headers, subprotocols=scope.get("subprotocols") or None)
+        except (InvalidStatus, InvalidHandshake, OSError) as exc:
+            self.metrics.upstream_errors.inc()
+            logger.warning("upstream websocket failed: %s", type(exc).__name__)
+            await send({"type": "websocket.close", "code": 1011})
+            return
+        async with upstream:
+            await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
+
+            async def client_to_upstream() -> None:
+                while True:
+                    incoming = await receive()
+                    if incoming["type"] == "websocket.disconnect":
+                        await upstream.close()
+                        return
+                    data = incoming.get("bytes")
+                    await upstream.send(data if data is not None else incoming.get("text", ""))
+
+            async def upstream_to_client() -> None:
+                try:
+                    async for data in upstream:
+                        key = "bytes" if isinstance(data, bytes) else "text"
+                        await send({"type": "websocket.send", key: data})
+                except ConnectionClosed:
+                    pass
+                with contextlib.suppress(Exception):
+                    await send({"type": "websocket.close", "code": upstream.close_code or 1000})
+
+            tasks = [asyncio.ensure_future(client_to_upstream()), asyncio.ensure_future(upstream_to_client())]
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            for task in done:
+                with contextlib.suppress(Exception):
+                    task.result()
+
+
+_OWN_PATHS = {
+    "/healthz": ProxyApp._healthz,
+    "/readyz": ProxyApp._readyz,
+    "/metrics": ProxyApp._metrics,
+    "/.well-known/jwks.json": ProxyApp._jwks,
+}
+
+
+async def _answer(send: Send, status: int, body: bytes, content_type: bytes) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,35 @@
+"""Prometheus metrics of the sidecar: decisions by outcome and error code, decision latency, upstream errors."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5)
+
+
+class Metrics:
+    """One registry per proxy app (tests can build several apps in one process)."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.decisions = Counter(
+            "authmw_decisions", "Pipeline decisions", ["outcome", "error_code"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "authmw_decision_seconds", "Time to decide a request", buckets=_BUCKETS, registry=self.registry
+        )
+        self.upstream_errors = Counter(
+            "authmw_upstream_errors", "Requests the upstream could not answer", registry=self.registry
+        )
+        self.reloads = Counter("authmw_reloads", "Configuration reloads", ["result"], registry=self.registry)
+
+    def decided(self, outcome: str, error_code: str, seconds: float) -> None:
+        self.decisions.labels(outcome, error_code).inc()
+        self.latency.observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

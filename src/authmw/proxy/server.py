@@ -1,0 +1,103 @@
+"""Running the sidecar: uvicorn serving :class:`ProxyApp`, audit log, graceful shutdown, SIGHUP reload."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+
+from authmw.assembly import build_guard
+from authmw.audit import AUDIT_LOGGER
+from authmw.errors import ConfigurationError
+from authmw.proxy.app import ProxyApp
+from authmw.settings import Settings
+from authmw.store import Store
+
+__all__ = ["build_app", "parse_listen", "serve"]
+
+logger = logging.getLogger("authmw.proxy")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6) → (host, port)."""
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigurationError(f"--listen wants HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def build_app(settings: Settings, store: Store) -> ProxyApp:
+    """The proxy app over ``store`` configured by ``settings`` (the upstream is required)."""
+    if not settings.upstream:
+        raise ConfigurationError("the proxy needs an upstream URL (--upstream or upstream: in the config)")
+    guard = build_guard(settings, store=store)
+    try:
+        return ProxyApp(
+            guard=guard,
+            upstream=settings.upstream,
+            signing_key=store.signing_key(),
+            public_keys=store.public_signing_keys(),
+            assertion_ttl=settings.assertion_ttl,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def _audit_to(target: str | None) -> None:
+    """Audit records go to ``target`` (a file, or ``-`` for standard error), one JSON object per line."""
+    if target is None:
+        target = "-"
+    handler = logging.StreamHandler(sys.stderr) if target == "-" else logging.FileHandler(target, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    AUDIT_LOGGER.handlers[:] = [handler]
+    AUDIT_LOGGER.setLevel(logging.INFO)
+    AUDIT_LOGGER.propagate = False
+
+
+def serve(settings: Settings, store: Store, *, reload_settings: Callable[[], Settings] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM (in-flight requests finish first); SIGHUP rebuilds the guard from
+    ``reload_settings()`` and drops every cache, without dropping a request. A reload that fails keeps the old
+    configuration and logs why."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _audit_to(settings.audit_log)
+    app = build_app(settings, store)
+    host, port = parse_listen(settings.listen)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan="on",
+        proxy_headers=False,  # the guard decides which forwarding headers to believe (trusted_proxies)
+        server_header=False,
+        log_level="warning",
+        timeout_graceful_shutdown=30,
+    )
+    server = uvicorn.Server(config)
+
+    def reload() -> None:
+        try:
+            fresh = reload_settings() if reload_settings is not None else settings
+            fresh = replace(fresh, upstream=fresh.upstream or settings.upstream, listen=settings.listen)
+            guard = build_guard(fresh, store=store)
+            guard.identity.poll()  # type: ignore[attr-defined]
+        except Exception as exc:
+            app.metrics.reloads.labels("failed").inc()
+            logger.error("reload failed, keeping the running configuration: %s", exc)
+            return
+        app.reload(guard)
+        app.metrics.reloads.labels("ok").inc()
+        logger.info("configuration and policies reloaded")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, reload)
+        logger.info("authmw proxy on http://%s:%d → %s (mode %s)", host, port, settings.upstream, settings.mode)
+        await server.serve()
+
+    asyncio.run(main())

@@ -1,0 +1,336 @@
+"""The route catalog: method + path → IAM action, and the one canonical reading of a request path.
+
+A path is read once (:func:`parse_path`): split on ``/``, each segment percent-decoded and checked as UTF-8. In
+strict mode (the default) anything that two HTTP stacks could read differently is refused before a route is
+chosen: dot segments (also encoded), ``%2F`` inside a segment, ``;`` path parameters, NUL and control
+characters. A route may allow ``encoded-slash``, ``encoded-dot`` or ``semicolon`` explicitly (``path_allow``),
+for APIs such as object stores whose keys contain them. So the path the signature covered, the path the
+route matched and the path the app routes on are the same path.
+
+Templates name one segment with ``{name}`` and the rest of the path (one or more segments) with ``{name+}``.
+Literal segments win over parameters, so ``/images/group`` beats ``/images/{id}``.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.resources import files
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from authmw.errors import AmbiguousPath, ConfigurationError, InvalidEncoding
+
+__all__ = [
+    "PATH_ALLOWANCES",
+    "Access",
+    "Match",
+    "Route",
+    "RouteCatalog",
+    "Unmatched",
+    "modelarts_routes",
+    "parse_path",
+]
+
+PATH_ALLOWANCES = frozenset({"encoded-slash", "encoded-dot", "semicolon"})
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(\+?)\}")
+_ACTION = re.compile(r"[A-Za-z0-9_-]+:[A-Za-z0-9_*-]+:[A-Za-z0-9_*-]+")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class Access(enum.Enum):
+    """What a route demands: an allowed IAM action (default), any authenticated caller, or nothing."""
+
+    PROTECTED = "protected"
+    AUTHENTICATE_ONLY = "authenticate-only"
+    PUBLIC = "public"
+
+
+class Unmatched(enum.Enum):
+    """What happens to a request no route matches (SPEC §2)."""
+
+    DENY = "deny"
+    AUTHENTICATE_ONLY = "authenticate-only"
+    PUBLIC = "public"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One catalog entry.
+
+    ``resource`` is an optional URN template (``obs:*:*:bucket:{bucket}``) filled from the path parameters.
+    ``body_actions`` maps a top-level JSON body field to the action that applies when the field is present
+    (ModelArts starts and stops a service with the update route and a ``status`` field).
+    ``also_required`` lists the actions ModelArts itself needs for the call (informational, not enforced).
+    """
+
+    method: str
+    template: str
+    action: str | None = None
+    access: Access = Access.PROTECTED
+    resource: str | None = None
+    body_actions: tuple[tuple[str, str], ...] = ()
+    path_allow: frozenset[str] = frozenset()
+    also_required: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """``METHOD /template``: how whitelists and logs name the route."""
+        return f"{self.method} {self.template}"
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A route and the decoded path parameters it captured."""
+
+    route: Route
+    params: Mapping[str, str]
+
+    def resource(self) -> str | None:
+        """The route's resource URN with the parameters filled in (None if it names none)."""
+        template = self.route.resource
+        if template is None:
+            return None
+        return _PARAM.sub(lambda m: self.params.get(m.group(1), "*"), template)
+
+
+_Target = tuple[Route, tuple[str, ...]]  # a route and its parameter names in path order
+
+
+@dataclass(slots=True)
+class _Node:
+    literal: dict[str, _Node] = field(default_factory=dict)
+    param: _Node | None = None
+    rest: dict[str, _Target] = field(default_factory=dict)  # method → route whose last part is {name+}
+    routes: dict[str, _Target] = field(default_factory=dict)  # method → route ending here
+
+
+class RouteCatalog:
+    """An immutable set of routes, matched segment by segment (a trie: cost grows with depth, not size)."""
+
+    def __init__(self, routes: Iterable[Route] = (), *, unmatched: Unmatched | str = Unmatched.DENY) -> None:
+        self.routes = tuple(routes)
+        try:
+            self.unmatched = Unmatched(unmatched)
+        except ValueError:
+            raise ConfigurationError("unmatched must be deny, authenticate-only or public") from None
+        self._root = _Node()
+        for route in self.routes:
+            self._add(route)
+        self.actions = tuple(sorted({a for r in self.routes for a in _actions_of(r)}))
+
+    def _add(self, route: Route) -> None:
+        if route.method not in _METHODS:
+            raise ConfigurationError(f"route {route.name}: unknown method")
+        if not route.template.startswith("/"):
+            raise ConfigurationError(f"route {route.name}: the template must start with /")
+        if route.access is Access.PROTECTED and route.action is None:
+            raise ConfigurationError(f"route {route.name}: a protected route needs an action")
+        for action in _actions_of(route):
+            if not _ACTION.fullmatch(action):
+                raise ConfigurationError(f"route {route.name}: {action!r} is not service:type:operation")
+        if route.path_allow - PATH_ALLOWANCES:
+            raise ConfigurationError(f"route {route.name}: path_allow takes {', '.join(sorted(PATH_ALLOWANCES))}")
+        node = self._root
+        names: list[str] = []
+        parts = route.template[1:].split("/") if route.template != "/" else []
+        table = None
+        for index, part in enumerate(parts):
+            param = _PARAM.fullmatch(part)
+            if param is None:
+                if "{" in part or "}" in part or not part:
+                    raise ConfigurationError(f"route {route.name}: bad template segment {part!r}")
+                node = node.literal.setdefault(part, _Node())
+                continue
+            names.append(param.group(1))
+            if param.group(2):  # {name+}: the rest of the path
+                if index != len(parts) - 1:
+                    raise ConfigurationError(f"route {route.name}: {{{param.group(1)}+}} must come last")
+                table = node.rest
+                break
+            if node.param is None:
+                node.param = _Node()
+            node = node.param
+        table = node.routes if table is None else table
+        if route.method in table:
+            raise ConfigurationError(f"route {route.name} is defined twice")
+        table[route.method] = (route, tuple(names))
+
+    def match(self, method: str, segments: tuple[str, ...]) -> Match | None:
+        """The route for ``method`` and the decoded path ``segments`` (see :func:`parse_path`), or None."""
+        values: list[str] = []
+        found = _walk(self._root, method, segments, 0, values)
+        if found is None:
+            return None
+        route, names = found
+        return Match(route, dict(zip(names, values, strict=True)))
+
+    def __add__(self, other: RouteCatalog) -> RouteCatalog:
+        return RouteCatalog((*self.routes, *other.routes), unmatched=other.unmatched)
+
+
+def _walk(node: _Node, method: str, segments: tuple[str, ...], index: int, values: list[str]) -> _Target | None:
+    if index == len(segments):
+        return node.routes.get(method) or node.routes.get("*")
+    segment = segments[index]
+    child = node.literal.get(segment)
+    if child is not None:
+        found = _walk(child, method, segments, index + 1, values)
+        if found is not None:
+            return found
+    if node.param is not None and segment:
+        values.append(segment)
+        found = _walk(node.param, method, segments, index + 1, values)
+        if found is not None:
+            return found
+        values.pop()
+    if node.rest:
+        target = node.rest.get(method) or node.rest.get("*")
+        if target is not None and all(segments[index:]):
+            values.append("/".join(segments[index:]))
+            return target
+    return None
+
+
+def _actions_of(route: Route) -> tuple[str, ...]:
+    return tuple(a for a in (route.action, *(a for _f, a in route.body_actions)) if a)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedPath:
+    """A path read once: decoded segments and the ambiguous spellings it used."""
+
+    segments: tuple[str, ...]
+    uses: frozenset[str]
+
+
+def parse_path(raw: str) -> ParsedPath:
+    """Split and decode a raw request path; raises :class:`InvalidEncoding` or :class:`AmbiguousPath`.
+
+    Dot segments (``.``, ``..``, also percent-encoded), NUL and control characters are refused for every
+    route; the allowances a route may grant are reported in ``uses`` and checked by the caller once the route
+    is known.
+    """
+    if not raw.startswith("/"):
+        raise InvalidEncoding("the path must be absolute")
+    uses: set[str] = set()
+    segments = []
+    for part in raw[1:].split("/"):
+        if ";" in part:
+            uses.add("semicolon")
+        if "%" in part:
+            try:
+                text = unquote_to_bytes(part).decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidEncoding("the path is not UTF-8") from None
+            if _bad_percent(part):
+                raise InvalidEncoding("malformed percent-encoding in the path")
+            lowered = part.lower()
+            if "%2f" in lowered or "%5c" in lowered:
+                uses.add("encoded-slash")
+            if "%2e" in lowered:
+                uses.add("encoded-dot")
+        else:
+            text = part
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:  # surrogate-escaped bytes that were not UTF-8
+                    raise InvalidEncoding("the path is not UTF-8") from None
+        if text in (".", "..") or _CONTROL.search(text):
+            raise AmbiguousPath("dot segments and control characters are not allowed in paths")
+        segments.append(text)
+    if len(segments) > 1 and segments[-1] == "":  # a trailing slash names the same resource
+        segments.pop()
+    return ParsedPath(tuple(segments), frozenset(uses))
+
+
+def _bad_percent(part: str) -> bool:
+    index = part.find("%")
+    while index != -1:
+        pair = part[index + 1 : index + 3]
+        if len(pair) != 2 or not all(c in "0123456789abcdefABCDEF" for c in pair):
+            return True
+        index = part.find("%", index + 3)
+    return False
+
+
+def check_allowed(parsed: ParsedPath, route: Route | None, strict: bool) -> None:
+    """Refuse ambiguous spellings the matched route (or, unmatched, no route) does not allow."""
+    if strict and parsed.uses:
+        refused = parsed.uses - (route.path_allow if route is not None else frozenset())
+        if refused:
+            raise AmbiguousPath(f"ambiguous path ({', '.join(sorted(refused))}) not allowed on this route")
+
+
+def route_from_mapping(data: Mapping[str, Any], *, origin: str) -> Route:
+    """A route from its configuration form: ``{method, path, action, access, resource, body_actions, ...}``."""
+    known = {"method", "path", "action", "access", "resource", "body_actions", "path_allow"}
+    if not isinstance(data, Mapping):
+        raise ConfigurationError(f"{origin}: a route is a mapping")
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigurationError(
+            f"{origin}: unknown route key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    try:
+        method = str(data.get("method", "*")).upper()
+        path = data["path"]
+        access = Access(data.get("access", "protected"))
+        body = data.get("body_actions") or {}
+        allow = data.get("path_allow") or []
+        if not isinstance(path, str) or not isinstance(body, Mapping) or not isinstance(allow, list):
+            raise TypeError
+        action = data.get("action")
+        resource = data.get("resource")
+        if not (action is None or isinstance(action, str)) or not (resource is None or isinstance(resource, str)):
+            raise TypeError
+    except KeyError:
+        raise ConfigurationError(f"{origin}: a route needs a path") from None
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"{origin}: route fields: method and path are text, access is protected|authenticate-only|public, "
+            "body_actions maps a field to an action, path_allow is a list"
+        ) from None
+    return Route(
+        method,
+        path,
+        action,
+        access,
+        resource,
+        tuple((str(k), str(v)) for k, v in body.items()),
+        frozenset(str(a) for a in allow),
+    )
+
+
+@cache
+def modelarts_routes() -> tuple[Route, ...]:
+    """The built-in ``modelarts`` preset, read from the packaged copy of ``research/modelarts_actions.tsv``.
+
+    Two documentation defects are handled here (access_model.md §4): the row for listing an instance's mounted
+    storage repeats ``POST .../create-image``, so it becomes ``GET .../{instance_id}/storage``; and a service is
+    started or stopped through its update route, so ``PUT .../services/{service_id}`` is
+    ``modelarts:service:update`` unless the JSON body has a ``status`` field (``modelarts:service:action``).
+    Actions listed without a route stay in the action catalog only.
+    """
+    routes: dict[tuple[str, str], Route] = {}
+    lines = files("authmw.data").joinpath("modelarts_routes.tsv").read_text().splitlines()
+    for line in lines[2:]:
+        method, path, action, also = [*line.split("\t"), ""][:4]
+        if method == "-":
+            continue
+        if action == "modelarts:notebook:listMountedStorages":
+            method, path = "GET", "/v1/{project_id}/notebooks/{instance_id}/storage"
+        key = (method, path)
+        if key in routes:
+            first = routes[key]
+            if first.action != "modelarts:service:update" or action != "modelarts:service:action":
+                raise ConfigurationError(f"modelarts preset: {method} {path} listed twice")
+            routes[key] = Route(method, path, first.action, body_actions=(("status", action),))
+            continue
+        routes[key] = Route(method, path, action, also_required=tuple(also.split()))
+    return tuple(routes.values())

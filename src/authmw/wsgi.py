@@ -1,0 +1,107 @@
+"""WSGI middleware: the same pipeline and answers as the ASGI one, for Flask, Django and any WSGI app.
+
+WSGI servers fold ``X-Foo`` and ``X_Foo`` into the same ``HTTP_X_FOO`` key, so a header name with ``_`` cannot
+be told apart from its ``-`` twin here; the signature schemes only sign ``-`` names, and identity headers are
+never read from the request, so the fold cannot smuggle one in. The raw request-target is taken from
+``REQUEST_URI`` / ``RAW_URI`` when the server provides it (gunicorn, uWSGI, werkzeug), so the signature is
+checked against the path exactly as sent.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import quote
+
+from authmw.audit import log_decision
+from authmw.errors import AuthmwError, BodyTooLarge, MalformedRequest, render
+from authmw.guard import Guard
+from authmw.models import Request
+
+__all__ = ["AuthMiddleware", "request_from_environ"]
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+_SPECIAL = {"CONTENT_TYPE": "content-type", "CONTENT_LENGTH": "content-length"}
+
+
+def request_from_environ(environ: Environ, body: bytes) -> Request:
+    """The core's view of a WSGI request."""
+    target = environ.get("REQUEST_URI") or environ.get("RAW_URI")
+    if not target or not target.startswith("/"):
+        # PATH_INFO is already decoded (latin-1 text of the bytes): re-encode; a %2F sent by the client is lost.
+        decoded = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1", "replace")
+        path = quote(decoded, safe="/:@!$&'()*+,;=~")
+        query = environ.get("QUERY_STRING", "")
+        target = f"{path}?{query}" if query else path
+    headers = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            headers.append((key[5:].replace("_", "-").lower(), value))
+        elif key in _SPECIAL and value:
+            headers.append((_SPECIAL[key], value))
+    # PEP 3333 hands header values over as latin-1 text: back to the bytes the client sent.
+    raw = [(name, value.encode("latin-1", "replace")) for name, value in headers]
+    return Request.build(environ.get("REQUEST_METHOD", "GET"), target, raw, body, environ.get("REMOTE_ADDR"))
+
+
+class AuthMiddleware:
+    """Checks every request with ``guard``; the app finds the context in ``environ["authmw"]``."""
+
+    def __init__(self, app: WSGIApp, *, guard: Guard) -> None:
+        self.app = app
+        self.guard = guard
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            body = self._read_body(environ)
+            request = request_from_environ(environ, body)
+            context = self.guard.check(request)
+        except AuthmwError as exc:
+            context = exc.context
+            if context is not None:
+                log_decision(context, exc, environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", ""))
+            status, headers, payload = render(exc, context.request_id if context else "")
+            start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
+            return [payload]
+        log_decision(context, None, request.method, request.path)
+        for key in [k for k in environ if k.startswith("HTTP_X_AUTHMW_")]:
+            del environ[key]  # identity comes from environ["authmw"] only, never from a header posing as authmw's
+        environ["authmw"] = context
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        return self.app(environ, start_response)
+
+    def _read_body(self, environ: Environ) -> bytes:
+        limit = self.guard.max_body
+        text = environ.get("CONTENT_LENGTH") or ""
+        stream = environ.get("wsgi.input")
+        if stream is None:
+            return b""
+        if text:
+            try:
+                declared = int(text)
+            except ValueError:
+                raise MalformedRequest("Content-Length is not a number") from None
+            if declared < 0:
+                raise MalformedRequest("Content-Length is negative")
+            if declared > limit:
+                raise BodyTooLarge(f"declared body of {declared} bytes exceeds {limit}")
+            return bytes(stream.read(declared)) if declared else b""
+        if environ.get("wsgi.input_terminated"):  # chunked upload: the server marks the end of the stream
+            body = bytes(stream.read(limit + 1))
+            if len(body) > limit:
+                raise BodyTooLarge(f"body exceeds {limit} bytes")
+            return body
+        return b""
+
+
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    413: "Content Too Large",
+    503: "Service Unavailable",
+}
