@@ -76,7 +76,8 @@ def request_from_scope(scope: Scope, body: bytes) -> Request:
 class AuthMiddleware:
     """Checks every ``http`` and ``websocket`` request with ``guard`` before ``app`` sees it.
 
-    On success the app finds the :class:`~authmw.guard.AuthContext` in ``scope["authmw"]`` and Starlette's
+    On success the app finds the :class:`~authmw.guard.AuthContext` in ``scope["authmw"]`` (the guard in
+    ``scope["authmw.guard"]``, for further checks) and Starlette's
     ``scope["user"]`` / ``scope["auth"]``; a refusal is answered with the SPEC §9 JSON error and the app is
     not called. Every decision goes to the ``authmw.audit`` logger.
     """
@@ -108,6 +109,7 @@ class AuthMiddleware:
             # Identity comes from scope["authmw"] only: headers that pose as authmw's never reach the app.
             scope["headers"] = [(n, v) for n, v in scope["headers"] if n[:9].lower() != b"x-authmw-"]
         scope["authmw"] = context
+        scope["authmw.guard"] = self.guard
         scope["user"] = AuthmwUser(context)
         scope["auth"] = AuthmwCredentials(context)
         if kind != "http":

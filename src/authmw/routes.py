@@ -244,7 +244,7 @@ def parse_path(raw: str) -> ParsedPath:
         if text in (".", "..") or _CONTROL.search(text):
             raise AmbiguousPath("dot segments and control characters are not allowed in paths")
         segments.append(text)
-    if len(segments) > 1 and segments[-1] == "":  # a trailing slash names the same resource
+    if segments[-1] == "":  # a trailing slash names the same resource ("/" is the root: no segment)
         segments.pop()
     return ParsedPath(tuple(segments), frozenset(uses))
 

@@ -48,7 +48,8 @@ def request_from_environ(environ: Environ, body: bytes) -> Request:
 
 
 class AuthMiddleware:
-    """Checks every request with ``guard``; the app finds the context in ``environ["authmw"]``."""
+    """Checks every request with ``guard``; the app finds the context in ``environ["authmw"]`` (and the guard
+    in ``environ["authmw.guard"]``)."""
 
     def __init__(self, app: WSGIApp, *, guard: Guard) -> None:
         self.app = app
@@ -70,6 +71,7 @@ class AuthMiddleware:
         for key in [k for k in environ if k.startswith("HTTP_X_AUTHMW_")]:
             del environ[key]  # identity comes from environ["authmw"] only, never from a header posing as authmw's
         environ["authmw"] = context
+        environ["authmw.guard"] = self.guard
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         return self.app(environ, start_response)

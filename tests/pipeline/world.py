@@ -27,6 +27,7 @@ class Key:
 class World:
     store: Store
     url: str
+    key_file: str  # the master key file (AUTHMW_MASTER_KEY_FILE) a separate process needs
     project: str
     other_project: str
     internal_ws: str
@@ -86,6 +87,7 @@ def build_world(directory: Path) -> World:
     return World(
         store,
         url,
+        str(directory / "authmw.key"),
         project,
         other_project,
         internal,

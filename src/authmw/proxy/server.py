@@ -94,6 +94,11 @@ def serve(settings: Settings, store: Store, *, reload_settings: Callable[[], Set
         app.metrics.reloads.labels("ok").inc()
         logger.info("configuration and policies reloaded")
 
+    # uvicorn drains on SIGINT/SIGTERM, then re-raises the signal to the handler it found: make that one a
+    # no-op, so a drained shutdown ends with exit status 0 instead of death by signal.
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, lambda _signum, _frame: None)
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, reload)

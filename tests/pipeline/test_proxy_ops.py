@@ -1,0 +1,179 @@
+"""``authmw proxy`` as a real process: health, readiness, metrics, the audit log, dry-run, SIGHUP reload
+without dropped requests, and graceful shutdown with a request in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from authmw.signing import sign_request
+from pipeline.world import Key, World, echo_asgi
+from servers import serve_asgi
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def slow_upstream(scope: Any, receive: Any, send: Any) -> None:
+    """Echo, but ``/slow`` paths take 1.5 s (a request in flight during shutdown)."""
+    if scope["type"] == "http" and scope["path"].endswith("/slow"):
+        await asyncio.sleep(1.5)
+    await echo_asgi(scope, receive, send)
+
+
+@contextlib.contextmanager
+def proxy_process(
+    world: World, tmp_path: Path, config: str, *extra: str
+) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
+    config_file = tmp_path / "proxy.yaml"
+    config_file.write_text(config)
+    audit = tmp_path / "audit.log"
+    port = _free_port()
+    env = {**os.environ, "AUTHMW_STORE": world.url, "AUTHMW_MASTER_KEY_FILE": world.key_file}
+    with serve_asgi(slow_upstream) as upstream:
+        command = [sys.executable, "-m", "authmw", "proxy", "--upstream", upstream, "--listen", f"127.0.0.1:{port}",
+                   "--config", str(config_file), "--audit-log", str(audit), *extra]  # fmt: skip
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(url + "/healthz").status_code == 200:
+                        break
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"proxy did not start: {process.communicate()[1][-2000:]}")
+                time.sleep(0.05)
+            yield process, url, audit
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(30)
+
+
+def signed_get(url: str, key: Key, path: str, **kwargs: Any) -> httpx.Response:
+    signed = sign_request("GET", url + path, {}, b"", access_key=key.access, secret_key=key.secret)
+    return httpx.get(signed.url, headers=signed.headers, **kwargs)
+
+
+def audit_lines(audit: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in audit.read_text().splitlines() if line.strip()]
+
+
+def test_health_metrics_and_the_audit_log(world: World, tmp_path: Path) -> None:
+    with proxy_process(world, tmp_path, "unmatched: deny\n") as (_process, url, audit):
+        assert httpx.get(url + "/healthz").json() == {"status": "ok"}
+        assert httpx.get(url + "/readyz").status_code == 200
+        allowed = signed_get(url, world.scientist, f"/v1/{world.project}/notebooks")
+        denied = signed_get(url, world.outsider, f"/v1/{world.project}/notebooks")
+        assert (allowed.status_code, denied.status_code) == (200, 403)
+        metrics = httpx.get(url + "/metrics").text
+        assert 'authmw_decisions_total{error_code="",outcome="allow"} 1.0' in metrics
+        assert 'authmw_decisions_total{error_code="action_denied",outcome="deny"} 1.0' in metrics
+        assert "authmw_decision_seconds_bucket" in metrics
+        time.sleep(0.2)
+        records = audit_lines(audit)
+    allow, deny = records[-2], records[-1]
+    assert allow["outcome"] == "allow" and allow["user_name"] == "scientist"
+    assert allow["policy"] == "ModelArts CommonOperations" and allow["statement"] == 0
+    assert allow["request_id"] == allowed.headers.get("x-authmw-request-id") or allow["request_id"]
+    assert deny["outcome"] == "deny" and deny["error_code"] == "action_denied" and deny["user_name"] == "outsider"
+    assert deny["request_id"] == denied.json()["request_id"]
+    text = audit.read_text()
+    for secret in (world.scientist.secret, world.outsider.secret):
+        assert secret not in text
+    assert "Signature=" not in text
+
+
+def test_dry_run_decides_logs_and_passes_everything_on(world: World, tmp_path: Path) -> None:
+    with proxy_process(world, tmp_path, "mode: dry-run\n") as (_process, url, audit):
+        response = signed_get(url, world.outsider, f"/v1/{world.project}/notebooks")
+        unsigned = httpx.get(url + f"/v1/{world.project}/notebooks")
+        time.sleep(0.2)
+        records = audit_lines(audit)
+    assert (response.status_code, unsigned.status_code) == (200, 200)
+    assert records[-2]["outcome"] == "deny" and records[-2]["error_code"] == "action_denied"
+    assert records[-2]["enforced"] is False
+    assert records[-1]["error_code"] == "missing_credentials"
+
+
+def test_sighup_reloads_the_configuration_without_dropping_requests(world: World, tmp_path: Path) -> None:
+    custom = f"/v1/{world.project}/reports"
+    with proxy_process(world, tmp_path, "unmatched: deny\n") as (process, url, _audit):
+        assert signed_get(url, world.scientist, custom).status_code == 403
+        failures: list[str] = []
+        statuses: list[int] = []
+        stop = threading.Event()
+
+        def hammer() -> None:
+            with httpx.Client() as client:
+                while not stop.is_set():
+                    signed = sign_request("GET", url + f"/v1/{world.project}/notebooks", {}, b"",
+                                          access_key=world.scientist.access, secret_key=world.scientist.secret)  # fmt: skip
+                    try:
+                        statuses.append(client.get(signed.url, headers=signed.headers).status_code)
+                    except httpx.HTTPError as exc:
+                        failures.append(repr(exc))
+
+        worker = threading.Thread(target=hammer)
+        worker.start()
+        time.sleep(0.3)
+        (tmp_path / "proxy.yaml").write_text("unmatched: authenticate-only\n")
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while signed_get(url, world.scientist, custom).status_code != 200:
+            assert time.monotonic() < deadline, "the reload did not take effect"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        (tmp_path / "proxy.yaml").write_text("unmatched: [not, valid\n")  # a broken file keeps the old config
+        process.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        stop.set()
+        worker.join(10)
+        assert signed_get(url, world.scientist, custom).status_code == 200
+        assert process.poll() is None
+        metrics = httpx.get(url + "/metrics").text
+    assert not failures
+    assert statuses and set(statuses) == {200}
+    assert 'authmw_reloads_total{result="ok"} 1.0' in metrics
+    assert 'authmw_reloads_total{result="failed"} 1.0' in metrics
+
+
+def test_sigterm_finishes_the_request_in_flight(world: World, tmp_path: Path) -> None:
+    with proxy_process(world, tmp_path, "unmatched: authenticate-only\n") as (process, url, _audit):
+        result: list[httpx.Response] = []
+        request = threading.Thread(
+            target=lambda: result.append(signed_get(url, world.scientist, f"/v1/{world.project}/slow", timeout=10))
+        )
+        request.start()
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        request.join(10)
+        assert process.wait(15) == 0
+    assert result and result[0].status_code == 200
+
+
+@pytest.mark.parametrize("argv", [["--upstream", "ftp://x"], ["--listen", "nowhere"]])
+def test_a_bad_proxy_configuration_exits_2(world: World, argv: list[str]) -> None:
+    env = {**os.environ, "AUTHMW_STORE": world.url, "AUTHMW_MASTER_KEY_FILE": world.key_file}
+    command = [sys.executable, "-m", "authmw", "proxy", "--upstream", "http://127.0.0.1:1", *argv]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("authmw: ") and len(done.stderr.splitlines()) == 1
