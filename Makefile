@@ -31,7 +31,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_store.py
 
 demo: $(STAMP)
-	$(PY) examples/demo_signing.py
+	$(PY) examples/demo.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis build src/*.egg-info

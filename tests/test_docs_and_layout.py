@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,7 +62,7 @@ def test_core_imports_no_framework_or_io(path: Path) -> None:
     assert not {name for name in imported if name.startswith("authmw.")}
 
 
-def test_demo_runs_end_to_end() -> None:
+def test_signing_demo_runs_end_to_end() -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "demo_signing.py")],
         capture_output=True,
@@ -74,3 +75,22 @@ def test_demo_runs_end_to_end() -> None:
     assert out.count("-> 200") >= 6
     for code in ("signature_mismatch", "replayed_request", "date_out_of_window", "missing_credentials"):
         assert f"-> 401 {code}" in out
+
+
+def test_make_demo_walkthrough_runs_end_to_end(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHMW_")}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "demo.py")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "every outcome was as expected" in out
+    assert out.count("[as expected]") == 8
+    for code in ("action_denied", "workspace_denied", "address_not_allowed", "missing_credentials"):
+        assert code in out

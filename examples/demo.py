@@ -1,0 +1,211 @@
+"""``make demo``: authmw's sidecar in front of a small ModelArts-like API, walked through with signed requests.
+
+1. Sets up an embedded SQLite store in ``.demo/`` with the ``authmw`` CLI: a project; alice (administrator),
+   bob (data scientist in ``developers``, which holds ``ModelArts CommonOperations`` and a policy denying
+   training-job deletion) and eve (an outsider with no policy); the shared PUBLIC workspace ``0`` and an
+   INTERNAL workspace ``research`` granted to bob; an IP whitelist on the notebook-deletion route.
+2. Starts the demo API (``examples/demo_api.py``, which only trusts verified ``X-Authmw-*`` facts) and
+   ``authmw proxy`` in front of it, as a separate process.
+3. Sends real AK/SK-signed requests and prints each outcome; exits 0 only if every outcome was as expected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+WORK = Path.cwd() / ".demo"
+GREEN, RED, DIM, RESET = ("\033[32m", "\033[31m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("",) * 4
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def authmw(*argv: str) -> Any:
+    """Run one ``authmw`` command in-process (the same code as the console script), echoing it."""
+    from authmw.cli import main
+
+    print(f"{DIM}$ authmw {' '.join(argv)}{RESET}")
+    out = io.StringIO()
+    code = main([*argv, "--format", "json"], stdout=out)
+    if code != 0:
+        raise SystemExit(f"authmw {' '.join(argv)} failed with exit code {code}")
+    text = out.getvalue().strip()
+    return json.loads(text) if text.startswith(("{", "[")) else text
+
+
+def set_up() -> dict[str, Any]:
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir()
+    os.environ["AUTHMW_STORE"] = f"sqlite:///{WORK / 'authmw.db'}"
+    os.environ["AUTHMW_MASTER_KEY_FILE"] = str(WORK / "authmw.key")
+    os.environ.pop("AUTHMW_MASTER_KEY", None)
+    print("== 1. The store: identities, policies, workspaces (embedded SQLite in .demo/)")
+    authmw("init")
+    project = authmw("project", "create", "cn-north-4", "--region", "cn-north-4")["id"]
+    for group in ("admin", "developers"):
+        authmw("group", "create", group)
+    (WORK / "no-delete-training.json").write_text(
+        json.dumps({"Version": "1.1", "Statement": [{"Effect": "Deny", "Action": ["modelarts:trainJob:delete"]}]})
+    )
+    authmw("policy", "create", "no-delete-training", "--file", str(WORK / "no-delete-training.json"))
+    authmw("policy", "attach", "ModelArts FullAccess", "--group", "admin")
+    authmw("policy", "attach", "ModelArts CommonOperations", "--group", "developers")
+    authmw("policy", "attach", "no-delete-training", "--group", "developers")
+    keys = {}
+    for user, group in (("alice", "admin"), ("bob", "developers"), ("eve", None)):
+        authmw("user", "create", user)
+        if group:
+            authmw("group", "add-user", group, user)
+        keys[user] = authmw("key", "create", user)
+    research = authmw(
+        "workspace", "create", "research", "--auth-type", "INTERNAL", "--grant", "bob", "--owner", "alice"
+    )  # fmt: skip
+    authmw("whitelist", "set", "--route", "DELETE /v1/{project_id}/notebooks/{id}", "10.0.0.0/8")
+    return {"project": project, "keys": keys, "research": research["id"]}
+
+
+@contextlib.contextmanager
+def running_services() -> Iterator[str]:
+    import uvicorn
+
+    api_port, proxy_port = free_port(), free_port()
+    sidecar = f"http://127.0.0.1:{proxy_port}"
+    os.environ["DEMO_SIDECAR"] = sidecar
+    sys.path.insert(0, str(HERE))
+    import demo_api
+
+    server = uvicorn.Server(uvicorn.Config(demo_api.app, host="127.0.0.1", port=api_port, log_level="warning"))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # runs in a thread
+    threading.Thread(target=server.run, daemon=True).start()
+    print("\n== 2. The demo API, and authmw proxy in front of it")
+    command = [sys.executable, "-m", "authmw", "proxy", "--upstream", f"http://127.0.0.1:{api_port}",
+               "--listen", f"127.0.0.1:{proxy_port}", "--audit-log", str(WORK / "audit.log")]  # fmt: skip
+    print(f"{DIM}$ authmw {' '.join(command[3:])}{RESET}")
+    log = open(WORK / "proxy.log", "w")  # noqa: SIM115 - lives as long as the process
+    proxy = subprocess.Popen(command, stderr=log)  # noqa: S603 - our own interpreter and arguments
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(sidecar + "/readyz").status_code == 200 and server.started:
+                    break
+            if proxy.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the proxy did not start; see {WORK / 'proxy.log'}")
+            time.sleep(0.1)
+        print(f"sidecar on {sidecar}, demo API on http://127.0.0.1:{api_port} (reachable only through the sidecar)")
+        yield sidecar
+    finally:
+        proxy.terminate()
+        proxy.wait(30)
+        log.close()
+        server.should_exit = True
+
+
+def reason_for(request_id: str) -> str:
+    """The deciding statement or failed step, from the proxy's audit log (never sent to the client)."""
+    for _ in range(20):
+        for line in (WORK / "audit.log").read_text().splitlines():
+            record = json.loads(line)
+            if record["request_id"] == request_id:
+                return str(record["reason"] or record["detail"])
+        time.sleep(0.05)
+    return "(not in the audit log)"
+
+
+def walkthrough(sidecar: str, world: dict[str, Any]) -> int:
+    from authmw.client import HttpxAuth
+
+    project, keys = world["project"], world["keys"]
+    clients = {
+        name: httpx.Client(base_url=sidecar, auth=HttpxAuth(key["access"], key["secret"])) for name, key in keys.items()
+    }
+    failures = 0
+
+    def step(title: str, who: str, method: str, path: str, expect: tuple[int, str | None], **kwargs: Any) -> Any:
+        nonlocal failures
+        response = clients[who].request(method, path.format(project=project), **kwargs)
+        body = response.json()
+        code = body.get("error_code")
+        ok = (response.status_code, code) == expect
+        failures += not ok
+        mark = f"{GREEN}as expected{RESET}" if ok else f"{RED}UNEXPECTED (wanted {expect}){RESET}"
+        print(f"\n-- {title}\n   {who}: {method} {path.format(project='{project}')} -> {response.status_code} "
+              f"{code or ''} [{mark}]")  # fmt: skip
+        if code:
+            print(f"   why (audit log): {reason_for(body['request_id'])}")
+        else:
+            print(f"   the API saw: {body['seen_by_api']}")
+        return body
+
+    print("\n== 3. Walkthrough: real signed requests through the sidecar")
+    step("An allowed call: bob lists notebooks", "bob", "GET", "/v1/{project}/notebooks", (200, None))
+    step(
+        "A denied call, with the reason: bob may not delete training jobs",
+        "bob", "DELETE", "/v2/{project}/training-jobs/job-42", (403, "action_denied"),
+    )  # fmt: skip
+    step("No policy, no access: eve lists notebooks", "eve", "GET", "/v1/{project}/notebooks", (403, "action_denied"))
+    step(
+        "Workspace isolation: bob works in the INTERNAL workspace he was granted",
+        "bob", "POST", "/v2/{project}/training-jobs", (200, None), json={"workspace_id": world["research"]},
+    )  # fmt: skip
+    step(
+        "Workspace isolation: alice, its owner and an administrator, enters it too",
+        "alice", "GET", "/v1/{project}/notebooks", (200, None), params={"workspace_id": world["research"]},
+    )  # fmt: skip
+    step(
+        "Workspace isolation: eve was not granted it",
+        "eve", "GET", "/v1/{project}/notebooks", (403, "workspace_denied"), params={"workspace_id": world["research"]},
+    )  # fmt: skip
+    step(
+        "IP whitelist: deleting notebooks is allowed from 10.0.0.0/8 only (we are 127.0.0.1)",
+        "bob", "DELETE", "/v1/{project}/notebooks/nb-7", (403, "address_not_allowed"),
+    )  # fmt: skip
+    seen = step(
+        "A spoofed identity header: bob claims to be alice",
+        "bob", "GET", "/v1/{project}/notebooks", (200, None), headers={"X-Authmw-User-Name": "alice"},
+    )  # fmt: skip
+    if seen.get("seen_by_api", {}).get("user") != "bob":
+        failures += 1
+        print(f"   {RED}the API saw a spoofed user{RESET}")
+    else:
+        print("   the API never saw 'alice': authmw dropped the header and re-added the verified identity")
+    unsigned = httpx.get(f"{sidecar}/v1/{project}/notebooks")
+    print(f"\n-- No signature at all -> {unsigned.status_code} {unsigned.json()['error_code']}")
+    failures += (unsigned.status_code, unsigned.json()["error_code"]) != (401, "missing_credentials")
+    for client in clients.values():
+        client.close()
+    return failures
+
+
+def main() -> int:
+    world = set_up()
+    with running_services() as sidecar:
+        failures = walkthrough(sidecar, world)
+    print(f"\naudit log: {WORK / 'audit.log'} (one JSON line per decision)")
+    if failures:
+        print(f"{RED}{failures} outcome(s) were not as expected{RESET}")
+        return 1
+    print(f"{GREEN}every outcome was as expected{RESET}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

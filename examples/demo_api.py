@@ -1,0 +1,53 @@
+"""A small ModelArts-like API that knows nothing of signatures or policies: it trusts the sidecar.
+
+It reads who is calling from the ``X-Authmw-*`` headers, and (because the network between the sidecar and
+it might not be trusted) first verifies ``X-Authmw-Assertion`` with the sidecar's public keys from
+``/.well-known/jwks.json``. Plain ASGI: serve it with ``uvicorn examples.demo_api:app``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import httpx
+
+from authmw.assertion import InvalidAssertion, keys_from_jwks, verify_assertion
+
+SIDECAR = os.environ.get("DEMO_SIDECAR", "http://127.0.0.1:8080")
+_keys: dict[str, Any] = {}
+
+
+def _verified(scope: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+    if not _keys:
+        _keys.update(keys_from_jwks(httpx.get(SIDECAR + "/.well-known/jwks.json").json()))
+    path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+    return verify_assertion(headers.get("x-authmw-assertion", ""), _keys, method=scope["method"], path=path)
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    try:
+        claims = _verified(scope, headers)
+        status, payload = (
+            200,
+            {
+                "seen_by_api": {
+                    "user": headers.get("x-authmw-user-name"),
+                    "workspace": headers.get("x-authmw-workspace-id"),
+                    "action": headers.get("x-authmw-action"),
+                    "auth_method": headers.get("x-authmw-auth-method"),
+                    "assertion_user": claims.get("user-name"),
+                }
+            },
+        )
+    except InvalidAssertion as exc:
+        status, payload = 401, {"error": f"assertion refused: {exc}"}
+    body = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
