@@ -15,7 +15,7 @@ import threading
 import urllib.parse
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -123,8 +123,11 @@ class SqliteDatabase:
         if conn is None:
             try:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-                # Owner-only from the start: the file holds sealed secrets and password hashes.
-                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+                # Owner-only from the start: the file holds sealed secrets and password hashes. Only ever
+                # create it: closing a descriptor of a file this process has open in SQLite drops every POSIX
+                # lock the process holds on it, and another process could then delete the WAL under us.
+                with suppress(FileExistsError):
+                    os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
                 conn = sqlite3.connect(
                     self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
                 )
