@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from authmw.audit import log_decision
 from authmw.errors import AuthmwError, BodyTooLarge, MalformedRequest, render
-from authmw.guard import AuthContext, Guard
+from authmw.guard import AuthContext, Guard, bare_context
 from authmw.models import Request
 
 __all__ = ["AuthMiddleware", "AuthmwCredentials", "AuthmwUser", "read_body", "request_from_scope", "send_error"]
@@ -98,10 +98,10 @@ class AuthMiddleware:
             request = request_from_scope(scope, body)
             context = self.guard.check(request)
         except AuthmwError as exc:
-            context = exc.context
-            if context is not None:
-                log_decision(context, exc, scope.get("method", "GET"), scope.get("path", ""))
-            await send_error(scope, send, exc, context.request_id if context else "")
+            peer = scope.get("client")
+            context = exc.context or bare_context(peer[0] if peer else None)
+            log_decision(context, exc, scope.get("method", "GET"), scope.get("path", ""))
+            await send_error(scope, send, exc, context.request_id)
             return
         log_decision(context, None, request.method, request.path)
         scope = dict(scope)

@@ -13,6 +13,7 @@ __all__ = ["AUDIT_LOGGER", "audit_record", "log_decision"]
 
 #: The logger every adapter writes decisions to, one JSON object per record, at INFO.
 AUDIT_LOGGER = logging.getLogger("authmw.audit")
+_LOGGER = logging.getLogger("authmw")
 
 
 def audit_record(context: AuthContext, error: AuthmwError | None, method: str, path: str) -> dict[str, Any]:
@@ -49,6 +50,9 @@ def audit_record(context: AuthContext, error: AuthmwError | None, method: str, p
 
 
 def log_decision(context: AuthContext, error: AuthmwError | None, method: str, path: str) -> None:
-    """Write the audit record to :data:`AUDIT_LOGGER` (built only when the logger would emit it)."""
+    """Write the audit record to :data:`AUDIT_LOGGER` (built only when the logger would emit it); a failure
+    of authmw's own (5xx: the store, the upstream) is also logged for operators, with its cause."""
+    if error is not None and error.status >= 500:
+        _LOGGER.warning("%s (request %s): %s", error.code, context.request_id, error.detail)
     if AUDIT_LOGGER.isEnabledFor(logging.INFO):
         AUDIT_LOGGER.info(json.dumps(audit_record(context, error, method, path), separators=(",", ":")))

@@ -49,12 +49,13 @@ from authmw.models import AuthMethod, Credential, Decision, Request
 from authmw.routes import Access, Match, Route, RouteCatalog, Unmatched, check_allowed, modelarts_routes, parse_path
 from authmw.signing import Verifier
 
-__all__ = ["AuthContext", "Guard", "Mode"]
+__all__ = ["AuthContext", "Guard", "Mode", "bare_context"]
 
 Mode = str  # "enforce" | "dry-run"
 _MODES = ("enforce", "dry-run")
 _WORKSPACE_ID = re.compile(r"[0-9a-f]{32}|0").fullmatch
 _WORKSPACE_QUERY_KEYS = ("workspace_id", "workspaceId")
+_LEADING_SPACE = re.compile(rb"[ \t\r\n]*").match  # JSON whitespace, found without copying the body
 _Routed = tuple[Match | None, Access, str | None]  # the route match, what it demands, its resource
 _LEGACY_DECISION = Decision(True, False, None, None, "no policy attached: ModelArts legacy default allows")
 
@@ -105,6 +106,11 @@ class AuthContext:
                     tuple(a for a in self._catalog if policies.decide(a, None, self.policy_context).allowed)
                 )
         return self._memo[0]
+
+
+def bare_context(client: str | None) -> AuthContext:
+    """A context for a request refused before the pipeline ran (say, a body too large to read)."""
+    return AuthContext(os.urandom(12).hex(), client)
 
 
 class _Clock:
@@ -387,7 +393,7 @@ class _State:
 def _workspace_candidates(request: Request, body: Mapping[str, Any] | None) -> list[Any]:
     found: list[Any] = []
     query = request.query
-    if "orkspace" in query:  # the fast path skips parsing queries that cannot name one
+    if "orkspace" in query or "%" in query:  # the fast path skips queries that cannot name one, even encoded
         found += [v for k, v in parse_qsl(query, keep_blank_values=True) if k in _WORKSPACE_QUERY_KEYS]
     header = request.headers.get("x-workspace-id")
     if header is not None:
@@ -404,7 +410,11 @@ def _json_body(request: Request, match: Match | None) -> Mapping[str, Any] | Non
     must not repeat a key: the app's JSON parser could otherwise read a different workspace than this one.
     """
     body = request.body
-    if not body or body.lstrip()[:1] != b"{":
+    if not body:
+        return None
+    leading = _LEADING_SPACE(body)
+    start = leading.end() if leading else 0
+    if body[start : start + 1] != b"{":
         return None
     fields = [b"workspace_id", b"\\u"]
     if match is not None:

@@ -165,7 +165,9 @@ class RouteCatalog:
         values: list[str] = []
         found = _walk(self._root, method, segments, 0, values)
         if found is None:
-            return None
+            if method != "HEAD":
+                return None
+            return self.match("GET", segments)  # HEAD is GET without the body, unless a route says otherwise
         route, names = found
         return Match(route, dict(zip(names, values, strict=True)))
 

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from authmw.audit import log_decision
 from authmw.errors import AuthmwError, BodyTooLarge, MalformedRequest, render
-from authmw.guard import Guard
+from authmw.guard import Guard, bare_context
 from authmw.models import Request
 
 __all__ = ["AuthMiddleware", "request_from_environ"]
@@ -61,10 +61,9 @@ class AuthMiddleware:
             request = request_from_environ(environ, body)
             context = self.guard.check(request)
         except AuthmwError as exc:
-            context = exc.context
-            if context is not None:
-                log_decision(context, exc, environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", ""))
-            status, headers, payload = render(exc, context.request_id if context else "")
+            context = exc.context or bare_context(environ.get("REMOTE_ADDR"))
+            log_decision(context, exc, environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", ""))
+            status, headers, payload = render(exc, context.request_id)
             start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
             return [payload]
         log_decision(context, None, request.method, request.path)

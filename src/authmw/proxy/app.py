@@ -23,7 +23,7 @@ from authmw.asgi import Receive, Scope, Send, read_body, request_from_scope, sen
 from authmw.assertion import jwk_of, sign_assertion
 from authmw.audit import log_decision
 from authmw.errors import AuthmwError, UpstreamUnavailable
-from authmw.guard import AuthContext, Guard
+from authmw.guard import AuthContext, Guard, bare_context
 
 __all__ = ["ProxyApp", "identity_headers"]
 
@@ -175,9 +175,10 @@ class ProxyApp:
             context = guard.check(request_from_scope(scope, body))
         except AuthmwError as exc:
             self.metrics.decided("deny", exc.code, time.perf_counter() - started)
-            if exc.context is not None:
-                log_decision(exc.context, exc, method, path)
-            await send_error(scope, send, exc, exc.context.request_id if exc.context else "")
+            peer = scope.get("client")
+            context = exc.context or bare_context(peer[0] if peer else None)
+            log_decision(context, exc, method, path)
+            await send_error(scope, send, exc, context.request_id)
             return None
         error = context.error
         self.metrics.decided(
