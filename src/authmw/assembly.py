@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from authmw.guard import Guard
-from authmw.routes import RouteCatalog, modelarts_routes, route_from_mapping
+from authmw.routes import Route, RouteCatalog, Routes, modelarts_routes, route_from_mapping
 from authmw.settings import Settings, load_settings
 from authmw.signing import Verifier
 from authmw.store import CachedIdentity, Store, open_store
@@ -17,23 +18,40 @@ logger = logging.getLogger("authmw")
 
 
 def guard_from_store(url: str | None = None, **settings: Any) -> Guard:
-    """Open the store at ``url`` (else ``settings["store"]``, ``$AUTHMW_STORE``, the default) and build a guard."""
-    values = Settings.from_mapping({k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()})
-    return build_guard(values, url=url)
+    """Open the store at ``url`` (else ``settings["store"]``, ``$AUTHMW_STORE``, the default) and build a guard.
+
+    ``routes`` may mix configuration mappings and :class:`~authmw.routes.Route` values (a ``Routes`` of
+    decorated handlers, say).
+    """
+    declared = [r for r in settings.get("routes") or () if isinstance(r, Route)]
+    if declared:
+        settings["routes"] = [r for r in settings["routes"] if not isinstance(r, Route)]
+    values = Settings.from_mapping({k: list(v) if isinstance(v, tuple | Routes) else v for k, v in settings.items()})
+    return build_guard(values, url=url, routes=declared)
 
 
 def guard_from_config(path: str) -> Guard:
     return build_guard(load_settings(path))
 
 
-def routes_of(settings: Settings) -> RouteCatalog:
-    """The presets and configured routes, in that order (a configured route may not redefine a preset one)."""
-    routes = [*modelarts_routes()] if "modelarts" in settings.preset_names else []
+def routes_of(settings: Settings, declared: Iterable[Route] = ()) -> RouteCatalog:
+    """The presets, the configured routes and the ``declared`` ones, in that order (none may redefine another).
+
+    The ``modelarts`` preset applies when presets are not set and no route is configured or declared.
+    """
+    declared = tuple(declared)
+    presets = (
+        settings.presets if settings.presets is not None else () if settings.routes or declared else ("modelarts",)
+    )
+    routes = [*modelarts_routes()] if "modelarts" in presets else []
     routes += [route_from_mapping(r, origin=f"routes[{i}]") for i, r in enumerate(settings.routes)]
+    routes += declared
     return RouteCatalog(routes, unmatched=settings.unmatched)
 
 
-def build_guard(settings: Settings, *, url: str | None = None, store: Store | None = None) -> Guard:
+def build_guard(
+    settings: Settings, *, url: str | None = None, store: Store | None = None, routes: Iterable[Route] = ()
+) -> Guard:
     """A guard over a cached view of the store, configured by ``settings``."""
     if store is None:
         store = open_store(url or settings.store, whitelist_limit=settings.whitelist_limit)
@@ -47,7 +65,7 @@ def build_guard(settings: Settings, *, url: str | None = None, store: Store | No
     guard = Guard(
         identity=identity,
         verifier=verifier,
-        routes=routes_of(settings),
+        routes=routes_of(settings, routes),
         trusted_proxies=settings.trusted_proxies,
         mode=settings.mode,
         strict_paths=settings.strict_paths,

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.resources import files
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote_to_bytes
 
 from authmw.errors import AmbiguousPath, ConfigurationError, InvalidEncoding
@@ -30,11 +30,13 @@ __all__ = [
     "Match",
     "Route",
     "RouteCatalog",
+    "Routes",
     "Unmatched",
     "modelarts_routes",
     "parse_path",
 ]
 
+_F = TypeVar("_F", bound=Callable[..., Any])
 PATH_ALLOWANCES = frozenset({"encoded-slash", "encoded-dot", "semicolon"})
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(\+?)\}")
 _ACTION = re.compile(r"[A-Za-z0-9_-]+:[A-Za-z0-9_*-]+:[A-Za-z0-9_*-]+")
@@ -173,6 +175,70 @@ class RouteCatalog:
 
     def __add__(self, other: RouteCatalog) -> RouteCatalog:
         return RouteCatalog((*self.routes, *other.routes), unmatched=other.unmatched)
+
+
+class Routes:
+    """Routes declared next to the code they protect, with decorators; pass it as ``routes=`` to the guard.
+
+    ::
+
+        routes = Routes()
+
+        @routes.protect("GET", "/reports/{id}", "reports:report:get")
+        async def get_report(request): ...
+
+        guard = Guard.from_store(url, routes=routes)   # added to the configured routes and presets
+    """
+
+    def __init__(self) -> None:
+        self._routes: list[Route] = []
+
+    def __iter__(self) -> Iterator[Route]:
+        return iter(self._routes)
+
+    def __len__(self) -> int:
+        return len(self._routes)
+
+    def add(self, route: Route) -> None:
+        self._routes.append(route)
+
+    def protect(
+        self,
+        method: str,
+        path: str,
+        action: str,
+        *,
+        resource: str | None = None,
+        body_actions: Mapping[str, str] | None = None,
+        path_allow: Iterable[str] = (),
+    ) -> Callable[[_F], _F]:
+        """Declare that ``method path`` needs ``action`` (allowed by the caller's policies)."""
+        route = Route(
+            method.upper(),
+            path,
+            action,
+            Access.PROTECTED,
+            resource,
+            tuple((body_actions or {}).items()),
+            frozenset(path_allow),
+        )
+        return self._declaring(route)
+
+    def public(self, method: str, path: str) -> Callable[[_F], _F]:
+        """Declare a route anyone may call, without credentials."""
+        return self._declaring(Route(method.upper(), path, access=Access.PUBLIC))
+
+    def authenticated(self, method: str, path: str) -> Callable[[_F], _F]:
+        """Declare a route any authenticated caller may call (no action is checked)."""
+        return self._declaring(Route(method.upper(), path, access=Access.AUTHENTICATE_ONLY))
+
+    def _declaring(self, route: Route) -> Callable[[_F], _F]:
+        self._routes.append(route)
+
+        def decorate(handler: _F) -> _F:
+            return handler
+
+        return decorate
 
 
 def _walk(node: _Node, method: str, segments: tuple[str, ...], index: int, values: list[str]) -> _Target | None:

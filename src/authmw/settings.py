@@ -105,13 +105,6 @@ class Settings:
             values[name] = tuple(value) if isinstance(value, list) else value
         return cls(**values)
 
-    @property
-    def preset_names(self) -> tuple[str, ...]:
-        """The presets in force: those configured, else ``modelarts`` when no routes are configured."""
-        if self.presets is not None:
-            return self.presets
-        return () if self.routes else ("modelarts",)
-
 
 def load_settings(path: str | None) -> Settings:
     """Settings from a YAML file (defaults when ``path`` is None)."""
