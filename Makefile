@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks examples
-	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/ruff check src tests benchmarks examples adapters
+	$(VENV)/bin/ruff format --check src tests benchmarks examples adapters
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy --strict src
@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_signing.py
 	$(PY) benchmarks/bench_policy.py
 	$(PY) benchmarks/bench_store.py
+	$(PY) benchmarks/bench_pipeline.py
 
 demo: $(STAMP)
 	$(PY) examples/demo.py

@@ -70,6 +70,8 @@ def request_from_scope(scope: Scope, body: bytes) -> Request:
     target = f"{path}?{query.decode('latin-1')}" if query else path
     client = scope.get("client")
     method = scope.get("method", "GET")
+    if not method.isupper():  # methods are case-sensitive: "get" is not GET, whatever the app would make of it
+        raise MalformedRequest("the method must be an upper-case token")
     return Request.build(method, target, scope.get("headers", ()), body, client[0] if client else None)
 
 
@@ -95,6 +97,8 @@ class AuthMiddleware:
         try:
             if kind == "http":
                 body, after = await read_body(scope, receive, self.guard.max_body)
+                if after:  # the client left before its body was complete: nobody to answer, nothing to pass on
+                    return
             request = request_from_scope(scope, body)
             context = self.guard.check(request)
         except AuthmwError as exc:
@@ -115,7 +119,7 @@ class AuthMiddleware:
         if kind != "http":
             await self.app(scope, receive, send)
             return
-        replay: list[Message] = [{"type": "http.request", "body": body, "more_body": False}, *after]
+        replay: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
 
         async def replay_receive() -> Message:
             return replay.pop(0) if replay else await receive()

@@ -408,21 +408,33 @@ def _json_body(request: Request, match: Match | None) -> Mapping[str, Any] | Non
 
     A body that mentions ``workspace_id`` (or uses ``\\u`` escapes, which could spell it) must parse, and
     must not repeat a key: the app's JSON parser could otherwise read a different workspace than this one.
+    Bodies in UTF-16/32 or with a byte-order mark are read as ``json.loads`` reads them (apps do).
     """
     body = request.body
     if not body:
         return None
-    leading = _LEADING_SPACE(body)
-    start = leading.end() if leading else 0
-    if body[start : start + 1] != b"{":
-        return None
-    fields = [b"workspace_id", b"\\u"]
-    if match is not None:
-        fields += [name.encode() for name, _action in match.route.body_actions]
-    if not any(f in body for f in fields):
-        return None
+    text: str | bytes = body
+    head = body[:4]
+    if b"\x00" in head or head[:1] in (b"\xef", b"\xfe", b"\xff"):  # a BOM or UTF-16/32: not plain UTF-8
+        try:
+            text = body.decode(json.detect_encoding(body))
+        except UnicodeDecodeError:
+            return None  # no JSON parser reads it either
+        start = len(text) - len(text.lstrip(" \t\r\n"))
+        if text[start : start + 1] != "{":
+            return None
+    else:
+        leading = _LEADING_SPACE(body)
+        start = leading.end() if leading else 0
+        if body[start : start + 1] != b"{":
+            return None
+        fields = [b"workspace_id", b"\\u"]
+        if match is not None:
+            fields += [name.encode() for name, _action in match.route.body_actions]
+        if not any(f in body for f in fields):
+            return None
     try:
-        parsed = json.loads(body, object_pairs_hook=_unique_keys)
+        parsed = json.loads(text, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError):
         raise MalformedBody("the JSON body cannot be read unambiguously") from None
     return parsed if isinstance(parsed, dict) else None

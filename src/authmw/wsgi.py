@@ -29,6 +29,9 @@ _SPECIAL = {"CONTENT_TYPE": "content-type", "CONTENT_LENGTH": "content-length"}
 
 def request_from_environ(environ: Environ, body: bytes) -> Request:
     """The core's view of a WSGI request."""
+    method = environ.get("REQUEST_METHOD", "GET")
+    if not method.isupper():  # methods are case-sensitive: "get" is not GET, whatever the app would make of it
+        raise MalformedRequest("the method must be an upper-case token")
     target = environ.get("REQUEST_URI") or environ.get("RAW_URI")
     if not target or not target.startswith("/"):
         # PATH_INFO is already decoded (latin-1 text of the bytes): re-encode; a %2F sent by the client is lost.
@@ -44,7 +47,7 @@ def request_from_environ(environ: Environ, body: bytes) -> Request:
             headers.append((_SPECIAL[key], value))
     # PEP 3333 hands header values over as latin-1 text: back to the bytes the client sent.
     raw = [(name, value.encode("latin-1", "replace")) for name, value in headers]
-    return Request.build(environ.get("REQUEST_METHOD", "GET"), target, raw, body, environ.get("REMOTE_ADDR"))
+    return Request.build(method, target, raw, body, environ.get("REMOTE_ADDR"))
 
 
 class AuthMiddleware:
@@ -90,13 +93,23 @@ class AuthMiddleware:
                 raise MalformedRequest("Content-Length is negative")
             if declared > limit:
                 raise BodyTooLarge(f"declared body of {declared} bytes exceeds {limit}")
-            return bytes(stream.read(declared)) if declared else b""
+            body = _read(stream, declared) if declared else b""
+            if len(body) != declared:
+                raise MalformedRequest("the body is shorter than its Content-Length")
+            return body
         if environ.get("wsgi.input_terminated"):  # chunked upload: the server marks the end of the stream
-            body = bytes(stream.read(limit + 1))
+            body = _read(stream, limit + 1)
             if len(body) > limit:
                 raise BodyTooLarge(f"body exceeds {limit} bytes")
             return body
         return b""
+
+
+def _read(stream: Any, size: int) -> bytes:
+    try:
+        return bytes(stream.read(size))
+    except (OSError, ValueError):  # broken chunked framing, a connection reset mid-body
+        raise MalformedRequest("the request body could not be read") from None
 
 
 _REASONS = {

@@ -125,8 +125,9 @@ def test_sighup_reloads_the_configuration_without_dropping_requests(world: World
         def hammer() -> None:
             with httpx.Client() as client:
                 while not stop.is_set():
-                    signed = sign_request("GET", url + f"/v1/{world.project}/notebooks", {}, b"",
-                                          access_key=world.scientist.access, secret_key=world.scientist.secret)  # fmt: skip
+                    key = world.scientist
+                    path = f"/v1/{world.project}/notebooks"
+                    signed = sign_request("GET", url + path, {}, b"", access_key=key.access, secret_key=key.secret)
                     try:
                         statuses.append(client.get(signed.url, headers=signed.headers).status_code)
                     except httpx.HTTPError as exc:

@@ -65,6 +65,7 @@ def serve(settings: Settings, store: Store, *, reload_settings: Callable[[], Set
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per forwarded request is the audit log's job
     _audit_to(settings.audit_log)
     app = build_app(settings, store)
     host, port = parse_listen(settings.listen)
