@@ -1,0 +1,15 @@
+"""The WSGI entry point: Django's application wrapped by authmw (``gunicorn django_app.wsgi:application``)."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+from authmw import Guard
+from authmw.wsgi import AuthMiddleware
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_app.settings")
+
+guard = Guard.from_store(os.environ.get("AUTHMW_STORE"), unmatched="authenticate-only")
+application = AuthMiddleware(get_wsgi_application(), guard=guard)
