@@ -6,7 +6,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from authmw.guard import Guard
+from authmw.guard import SIGNED_IF_PRESENT, Guard
+from authmw.policy import modelarts_actions
 from authmw.routes import Route, RouteCatalog, Routes, modelarts_routes, route_from_mapping
 from authmw.settings import Settings, load_settings
 from authmw.signing import Verifier
@@ -34,16 +35,17 @@ def guard_from_config(path: str) -> Guard:
     return build_guard(load_settings(path))
 
 
-def routes_of(settings: Settings, declared: Iterable[Route] = ()) -> RouteCatalog:
-    """The presets, the configured routes and the ``declared`` ones, in that order (none may redefine another).
+def _presets(settings: Settings, declared: tuple[Route, ...]) -> tuple[str, ...]:
+    """The presets in force: those configured, else ``modelarts`` when no route is configured or declared."""
+    if settings.presets is not None:
+        return settings.presets
+    return () if settings.routes or declared else ("modelarts",)
 
-    The ``modelarts`` preset applies when presets are not set and no route is configured or declared.
-    """
+
+def routes_of(settings: Settings, declared: Iterable[Route] = ()) -> RouteCatalog:
+    """The presets, the configured routes and the ``declared`` ones, in that order (none may redefine another)."""
     declared = tuple(declared)
-    presets = (
-        settings.presets if settings.presets is not None else () if settings.routes or declared else ("modelarts",)
-    )
-    routes = [*modelarts_routes()] if "modelarts" in presets else []
+    routes = [*modelarts_routes()] if "modelarts" in _presets(settings, declared) else []
     routes += [route_from_mapping(r, origin=f"routes[{i}]") for i, r in enumerate(settings.routes)]
     routes += declared
     return RouteCatalog(routes, unmatched=settings.unmatched)
@@ -52,6 +54,7 @@ def routes_of(settings: Settings, declared: Iterable[Route] = ()) -> RouteCatalo
 def build_guard(
     settings: Settings, *, url: str | None = None, store: Store | None = None, routes: Iterable[Route] = ()
 ) -> Guard:
+    routes = tuple(routes)
     """A guard over a cached view of the store, configured by ``settings``."""
     if store is None:
         store = open_store(url or settings.store, whitelist_limit=settings.whitelist_limit)
@@ -61,11 +64,13 @@ def build_guard(
         max_body=settings.max_body,
         max_skew=settings.max_skew,
         allow_unsigned_payload=settings.allow_unsigned_payload,
+        signed_if_present=SIGNED_IF_PRESENT,
     )
     guard = Guard(
         identity=identity,
         verifier=verifier,
         routes=routes_of(settings, routes),
+        actions=modelarts_actions() if "modelarts" in _presets(settings, tuple(routes)) else (),
         trusted_proxies=settings.trusted_proxies,
         mode=settings.mode,
         strict_paths=settings.strict_paths,

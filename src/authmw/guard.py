@@ -33,6 +33,7 @@ from authmw.errors import (
     ProjectNotFound,
     RouteNotAllowed,
     SchemeDisabled,
+    UnsignedPayloadRefused,
     WorkspaceDenied,
     WorkspaceNotFound,
 )
@@ -46,15 +47,19 @@ from authmw.identity import (
     can_access_workspace,
 )
 from authmw.models import AuthMethod, Credential, Decision, Request
+from authmw.policy import modelarts_actions
 from authmw.routes import Access, Match, Route, RouteCatalog, Unmatched, check_allowed, modelarts_routes, parse_path
 from authmw.signing import Verifier
 
-__all__ = ["AuthContext", "Guard", "Mode", "bare_context"]
+__all__ = ["SIGNED_IF_PRESENT", "AuthContext", "Guard", "Mode", "bare_context"]
 
 Mode = str  # "enforce" | "dry-run"
 _MODES = ("enforce", "dry-run")
 _WORKSPACE_ID = re.compile(r"[0-9a-f]{32}|0").fullmatch
 _WORKSPACE_QUERY_KEYS = ("workspace_id", "workspaceId")
+_WORKSPACE_PATH_KEYS = ("workspace_id", "ws_id")  # the ModelArts workspace routes name the workspace in the path
+#: Headers the pipeline reads to place a request: a signature must cover them whenever they are sent.
+SIGNED_IF_PRESENT = ("x-workspace-id", "x-project-id")
 _LEADING_SPACE = re.compile(rb"[ \t\r\n]*").match  # JSON whitespace, found without copying the body
 _Routed = tuple[Match | None, Access, str | None]  # the route match, what it demands, its resource
 _LEGACY_DECISION = Decision(True, False, None, None, "no policy attached: ModelArts legacy default allows")
@@ -82,6 +87,9 @@ class AuthContext:
     error: AuthmwError | None = None
     policy_context: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _catalog: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    _decide: Callable[[Principal, str, str | None, Mapping[str, Any]], Decision] | None = field(
+        default=None, repr=False, compare=False
+    )
     _memo: list[tuple[str, ...]] = field(default_factory=list, repr=False, compare=False)
 
     @property
@@ -97,14 +105,11 @@ class AuthContext:
     def allowed_actions(self) -> tuple[str, ...]:
         """The catalog actions this principal may perform in this workspace (computed on first use)."""
         if not self._memo:
-            principal = self.principal
-            if principal is None:
+            principal, decide, context = self.principal, self._decide, self.policy_context
+            if principal is None or decide is None:
                 self._memo.append(())
             else:
-                policies = principal.policies
-                self._memo.append(
-                    tuple(a for a in self._catalog if policies.decide(a, None, self.policy_context).allowed)
-                )
+                self._memo.append(tuple(a for a in self._catalog if decide(principal, a, None, context).allowed))
         return self._memo[0]
 
 
@@ -146,7 +151,8 @@ class Guard:
         identity: IdentitySource,
         verifier: Verifier | None = None,
         routes: RouteCatalog | Iterable[Route] | None = None,
-        unmatched: Unmatched | str = Unmatched.DENY,
+        unmatched: Unmatched | str | None = None,
+        actions: Iterable[str] = (),
         trusted_proxies: Iterable[str] = (),
         mode: Mode = "enforce",
         strict_paths: bool = True,
@@ -157,11 +163,17 @@ class Guard:
         if mode not in _MODES:
             raise ConfigurationError(f"mode must be one of {', '.join(_MODES)}")
         if isinstance(routes, RouteCatalog):
+            if unmatched is not None and Unmatched(unmatched) is not routes.unmatched:
+                raise ConfigurationError("unmatched is the catalog's: set it on the RouteCatalog")
             self.routes = routes
         else:
-            self.routes = RouteCatalog(modelarts_routes() if routes is None else routes, unmatched=unmatched)
+            if routes is None:
+                routes, actions = modelarts_routes(), (*actions, *modelarts_actions())
+            self.routes = RouteCatalog(routes, unmatched=unmatched or Unmatched.DENY)
+        #: What ``allowed_actions`` is computed over: the routes' actions and any others given.
+        self.actions = tuple(sorted({*self.routes.actions, *actions}))
         self.identity = identity
-        self.verifier = verifier or Verifier(keys=identity, clock=clock)
+        self.verifier = verifier or Verifier(keys=identity, clock=clock, signed_if_present=SIGNED_IF_PRESENT)
         try:
             self.proxies = TrustedProxies(trusted_proxies)
         except ValueError as exc:
@@ -252,20 +264,26 @@ class Guard:
         credential, principal = self.authenticate(request)
         state.credential, state.principal = credential, principal
         body = _json_body(request, match)
-        state.workspace = self._workspace(request, body, principal)
+        if body is not None and credential.unsigned_payload and _names_anything(body, match):
+            # The signature does not cover the body: it must not be what places or names the request.
+            raise UnsignedPayloadRefused("a body that names the workspace or the action must be signed")
+        state.workspace = self._workspace(request, match, body, principal)
         state.project = self._project(request, match, principal)
         self._whitelist(WhitelistScope.USER, state, principal.user_id)
         self._whitelist(WhitelistScope.WORKSPACE, state, state.workspace.id)
         context = {
-            "g:sourceip": state.client or "",
             "g:currenttime": self._now(),
             "g:userid": principal.user_id,
             "g:username": principal.user_name,
+            "g:domainid": principal.domain_id,
             "g:domainname": principal.domain_name,
             "g:mfapresent": False,
             "modelarts:workspaceid": state.workspace.id,
         }
+        if state.client is not None:
+            context["g:sourceip"] = state.client
         if state.project is not None:
+            context["g:projectid"] = state.project.id
             context["g:projectname"] = state.project.name
         state.policy_context = context
         if access is Access.AUTHENTICATE_ONLY or match is None:
@@ -274,6 +292,7 @@ class Guard:
             for name, action in match.route.body_actions:
                 if name in body:
                     state.action = action
+                    self._whitelist(WhitelistScope.ROUTE, state, action)
                     break
         action = state.action or ""
         state.decision = decision = self._decide(principal, action, state.resource, context)
@@ -308,9 +327,11 @@ class Guard:
             return _LEGACY_DECISION
         return decision
 
-    def _workspace(self, request: Request, body: Mapping[str, Any] | None, principal: Principal) -> Workspace:
+    def _workspace(
+        self, request: Request, match: Match | None, body: Mapping[str, Any] | None, principal: Principal
+    ) -> Workspace:
         named: str | None = None
-        for value in _workspace_candidates(request, body):
+        for value in _workspace_candidates(request, match, body):
             if not isinstance(value, str) or not _WORKSPACE_ID(value):
                 raise InvalidWorkspaceId("a workspace id is 32 lower-case hex characters or 0")
             if named is not None and value != named:
@@ -386,12 +407,15 @@ class _State:
             self.decision,
             error,
             self.policy_context,
-            guard.routes.actions,
+            guard.actions,
+            guard._decide,
         )
 
 
-def _workspace_candidates(request: Request, body: Mapping[str, Any] | None) -> list[Any]:
+def _workspace_candidates(request: Request, match: Match | None, body: Mapping[str, Any] | None) -> list[Any]:
     found: list[Any] = []
+    if match is not None:
+        found += [match.params[key] for key in _WORKSPACE_PATH_KEYS if key in match.params]
     query = request.query
     if "orkspace" in query or "%" in query:  # the fast path skips queries that cannot name one, even encoded
         found += [v for k, v in parse_qsl(query, keep_blank_values=True) if k in _WORKSPACE_QUERY_KEYS]
@@ -416,10 +440,10 @@ def _json_body(request: Request, match: Match | None) -> Mapping[str, Any] | Non
     text: str | bytes = body
     head = body[:4]
     if b"\x00" in head or head[:1] in (b"\xef", b"\xfe", b"\xff"):  # a BOM or UTF-16/32: not plain UTF-8
-        try:
-            text = body.decode(json.detect_encoding(body))
+        try:  # as json.loads(bytes) decodes it
+            text = body.decode(json.detect_encoding(body), "surrogatepass")
         except UnicodeDecodeError:
-            return None  # no JSON parser reads it either
+            raise MalformedBody("the JSON body is not valid text") from None
         start = len(text) - len(text.lstrip(" \t\r\n"))
         if text[start : start + 1] != "{":
             return None
@@ -438,6 +462,11 @@ def _json_body(request: Request, match: Match | None) -> Mapping[str, Any] | Non
     except (ValueError, RecursionError):
         raise MalformedBody("the JSON body cannot be read unambiguously") from None
     return parsed if isinstance(parsed, dict) else None
+
+
+def _names_anything(body: Mapping[str, Any], match: Match | None) -> bool:
+    """Whether the body names the workspace or picks the route's action."""
+    return "workspace_id" in body or (match is not None and any(f in body for f, _a in match.route.body_actions))
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-PATH_ALLOWANCES = frozenset({"encoded-slash", "encoded-dot", "semicolon"})
+PATH_ALLOWANCES = frozenset({"encoded-slash", "encoded-dot", "semicolon", "empty-segment"})
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(\+?)\}")
 _ACTION = re.compile(r"[A-Za-z0-9_-]+:[A-Za-z0-9_*-]+:[A-Za-z0-9_*-]+")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"})
@@ -148,6 +148,8 @@ class RouteCatalog:
                     raise ConfigurationError(f"route {route.name}: bad template segment {part!r}")
                 node = node.literal.setdefault(part, _Node())
                 continue
+            if param.group(1) in names:
+                raise ConfigurationError(f"route {route.name}: parameter {param.group(1)!r} appears twice")
             names.append(param.group(1))
             if param.group(2):  # {name+}: the rest of the path
                 if index != len(parts) - 1:
@@ -290,16 +292,21 @@ def parse_path(raw: str) -> ParsedPath:
     for part in raw[1:].split("/"):
         if ";" in part:
             uses.add("semicolon")
+        if "\\" in part:  # some servers read a backslash as a slash
+            uses.add("encoded-slash")
         if "%" in part:
             try:
                 text = unquote_to_bytes(part).decode("utf-8")
-            except UnicodeDecodeError:
+            except UnicodeError:  # also raw bytes that were not UTF-8 (surrogate-escaped) beside an escape
                 raise InvalidEncoding("the path is not UTF-8") from None
             if _bad_percent(part):
                 raise InvalidEncoding("malformed percent-encoding in the path")
             lowered = part.lower()
             if "%2f" in lowered or "%5c" in lowered:
                 uses.add("encoded-slash")
+                # What an upstream that decodes %2F before normalising would see: no dot segments there either.
+                if any(piece in (".", "..") for piece in re.split(r"[/\\]", text)):
+                    raise AmbiguousPath("dot segments behind encoded slashes are not allowed in paths")
             if "%2e" in lowered:
                 uses.add("encoded-dot")
         else:
@@ -314,6 +321,8 @@ def parse_path(raw: str) -> ParsedPath:
         segments.append(text)
     if segments[-1] == "":  # a trailing slash names the same resource ("/" is the root: no segment)
         segments.pop()
+    if "" in segments:  # "//": some upstreams merge slashes, some do not
+        uses.add("empty-segment")
     return ParsedPath(tuple(segments), frozenset(uses))
 
 
@@ -340,13 +349,16 @@ def route_from_mapping(data: Mapping[str, Any], *, origin: str) -> Route:
     known = {"method", "path", "action", "access", "resource", "body_actions", "path_allow"}
     if not isinstance(data, Mapping):
         raise ConfigurationError(f"{origin}: a route is a mapping")
-    unknown = sorted(set(data) - known)
+    unknown = sorted(k if isinstance(k, str) else repr(k) for k in data if k not in known)
     if unknown:
         raise ConfigurationError(
             f"{origin}: unknown route key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
     try:
-        method = str(data.get("method", "*")).upper()
+        method = data.get("method", "*")
+        if not isinstance(method, str):
+            raise TypeError
+        method = method.upper()
         path = data["path"]
         access = Access(data.get("access", "protected"))
         body = data.get("body_actions") or {}

@@ -148,6 +148,7 @@ class Verifier:
         security_tokens: SecurityTokenResolver | None = None,
         regions: Iterable[str] | None = None,
         services: Iterable[str] | None = None,
+        signed_if_present: Iterable[str] = (),
     ) -> None:
         if max_skew < 0 or max_body < 0:
             raise ConfigurationError("max_skew and max_body must not be negative")
@@ -170,6 +171,8 @@ class Verifier:
         self._tokens = security_tokens
         self.regions = None if regions is None else frozenset(regions)
         self.services = None if services is None else frozenset(services)
+        #: Headers that must be signed whenever they are sent (the pipeline reads them: X-Workspace-Id, ...).
+        self.signed_if_present = tuple(name.lower() for name in signed_if_present)
         # Unknown access keys are checked against a random secret so they cost the same as a wrong signature.
         self._decoy = secrets.token_urlsafe(30)
 
@@ -323,6 +326,9 @@ class Verifier:
                 raise SignedHeaderMissing(f"signed header {name} is missing")
         if scheme.token_header in headers and scheme.token_header not in signed:
             raise HeaderNotSigned(f"{scheme.token_header} must be signed")
+        for name in self.signed_if_present:
+            if name in headers and name not in signed:
+                raise HeaderNotSigned(f"{name} must be signed")
 
     def _check_scope(self, parts: SignedParts) -> None:
         if self.regions is not None and parts.region not in self.regions:

@@ -1,0 +1,1211 @@
+"""The request pipeline (SPEC §2) step by step over an in-memory identity source, with an injected clock."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from authmw.errors import AuthmwError, ConfigurationError
+from authmw.guard import AuthContext, Guard
+from authmw.identity import AuthType, IpWhitelist, Principal, Project, WhitelistScope, Workspace
+from authmw.models import AccessKey, AuthMethod, Request
+from authmw.policy import PolicySet, parse_policy
+from authmw.routes import Access, Route, RouteCatalog
+from authmw.signing import presign_url, sign_request
+
+T0 = 1_714_566_896  # 2024-05-01T12:34:56Z
+T0_TEXT = "2024-05-01T12:34:56Z"
+HOST = "https://modelarts.cn-north-4.example.com"
+MAIN, OTHER = "d-main", "d-other"
+P1 = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"  # a project of MAIN
+P2 = "f9e8d7c6b5a4938271605f4e3d2c1b0a"  # a project of OTHER
+WS_PUBLIC = "1" * 32
+WS_PRIVATE = "2" * 32  # owned by alice
+WS_INTERNAL = "3" * 32  # owned by alice; grants erin, and the group ml
+WS_FOREIGN = "4" * 32  # a PUBLIC workspace of OTHER
+WS_UNKNOWN = "5" * 32
+CLIENT = "203.0.113.9"
+NOTEBOOKS = f"/v1/{P1}/notebooks"
+SERVICE = f"/v1/{P1}/services/s1"
+
+STATUS = {
+    "route_not_allowed": 403,
+    "missing_credentials": 401,
+    "scheme_disabled": 401,
+    "multiple_credentials": 400,
+    "signature_mismatch": 401,
+    "authentication_failed": 401,
+    "date_out_of_window": 401,
+    "invalid_workspace_id": 400,
+    "conflicting_workspace": 400,
+    "malformed_body": 400,
+    "workspace_not_found": 403,
+    "workspace_denied": 403,
+    "conflicting_project": 400,
+    "project_not_found": 403,
+    "address_not_allowed": 403,
+    "action_denied": 403,
+    "ambiguous_path": 400,
+    "invalid_encoding": 400,
+    "header_not_signed": 401,
+    "unsigned_payload_refused": 401,
+}
+
+
+def policies(*statements: dict[str, Any]) -> PolicySet:
+    return PolicySet([parse_policy({"Version": "1.1", "Statement": list(statements)}, name="p")])
+
+
+def allow(*actions: str, **extra: Any) -> dict[str, Any]:
+    return {"Effect": "Allow", "Action": list(actions), **extra}
+
+
+def deny(*actions: str, **extra: Any) -> dict[str, Any]:
+    return {"Effect": "Deny", "Action": list(actions), **extra}
+
+
+FULL = policies(allow("modelarts:*:*"))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now: float = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _principal(name: str, domain: str, *groups: str, rules: PolicySet = FULL) -> Principal:
+    domain_name = {MAIN: "main", OTHER: "other"}[domain]
+    return Principal(f"u-{name}", name, domain, domain_name, frozenset(groups), rules, is_admin="admin" in groups)
+
+
+@dataclass
+class World:
+    """An in-memory IdentitySource: a domain MAIN with users, projects and workspaces, and a domain OTHER."""
+
+    clock: Clock = field(default_factory=Clock)
+    principals: dict[str, Principal] = field(default_factory=dict)
+    keys: dict[str, AccessKey] = field(default_factory=dict)
+    projects: dict[str, Project] = field(default_factory=dict)
+    workspaces: dict[str, Workspace] = field(default_factory=dict)
+    whitelists: dict[tuple[WhitelistScope, str], IpWhitelist] = field(default_factory=dict)
+    lookups: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for principal in (
+            _principal("alice", MAIN, "developers"),
+            _principal("bob", MAIN, "ml"),
+            _principal("erin", MAIN),
+            _principal("frank", MAIN, "developers"),
+            _principal("root", MAIN, "admin"),
+            _principal("dave", MAIN, rules=PolicySet()),
+            _principal("carol", OTHER),
+        ):
+            self.principals[principal.user_id] = principal
+            key = AccessKey(f"AK-{principal.user_name}", f"SK-{principal.user_name}-secret", principal.user_id)
+            self.keys[key.access_key] = key
+        self.keys["AK-ghost"] = AccessKey("AK-ghost", "SK-ghost-secret", "u-ghost")  # a user since removed
+        self.projects[P1] = Project(P1, "cn-north-4", MAIN, "cn-north-4")
+        self.projects[P2] = Project(P2, "cn-north-4", OTHER, "cn-north-4")
+        for workspace in (
+            Workspace("0", "default", None, AuthType.PUBLIC),
+            Workspace(WS_PUBLIC, "shared", MAIN, AuthType.PUBLIC, "u-bob"),
+            Workspace(WS_PRIVATE, "private", MAIN, AuthType.PRIVATE, "u-alice"),
+            Workspace(
+                WS_INTERNAL, "team", MAIN, AuthType.INTERNAL, "u-alice", frozenset({"u-erin"}), frozenset({"ml"})
+            ),
+            Workspace(WS_FOREIGN, "elsewhere", OTHER, AuthType.PUBLIC, "u-carol"),
+        ):
+            self.workspaces[workspace.id] = workspace
+
+    def rules(self, user: str, *statements: dict[str, Any]) -> None:
+        """Replace the policies of ``user``."""
+        principal = self.principals[f"u-{user}"]
+        self.principals[principal.user_id] = replace(principal, policies=policies(*statements))
+
+    def whitelist(self, scope: WhitelistScope, name: str) -> IpWhitelist:
+        return self.whitelists.get((scope, name), IpWhitelist())
+
+    def allow_only(self, scope: WhitelistScope, name: str, *entries: str) -> None:
+        self.whitelists[(scope, name)] = IpWhitelist.parse(entries)
+
+    def get_access_key(self, access_key: str) -> AccessKey | None:
+        return self.keys.get(access_key)
+
+    def principal(self, user_id: str) -> Principal | None:
+        return self.principals.get(user_id)
+
+    def project(self, project_id: str) -> Project | None:
+        self.lookups.append(("project", project_id))
+        return self.projects.get(project_id)
+
+    def workspace(self, workspace_id: str) -> Workspace | None:
+        self.lookups.append(("workspace", workspace_id))
+        return self.workspaces.get(workspace_id)
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def guard(world: World, **options: Any) -> Guard:
+    options.setdefault("clock", world.clock)
+    options.setdefault("request_id", lambda: "req-1")
+    return Guard(identity=world, **options)
+
+
+def call(
+    method: str = "GET",
+    path: str = NOTEBOOKS,
+    *,
+    query: str = "",
+    body: bytes | str = b"",
+    headers: Mapping[str, str] | None = None,
+    user: str | None = "alice",
+    secret: str | None = None,
+    client: str | None = CLIENT,
+    at: float = T0,
+    unsigned: Mapping[str, str] | None = None,
+    sent_query: str | None = None,
+) -> Request:
+    """A request signed (SDK-HMAC-SHA256) by ``user`` (None: not signed); ``unsigned`` headers are added after
+    signing; ``sent_query`` replaces the query on the wire by a spelling with the same canonical form."""
+    payload = body.encode() if isinstance(body, str) else body
+    if user is None:
+        out_headers = dict(headers or {})
+        target = path + (f"?{query}" if query else "")
+    else:
+        signed = sign_request(
+            method,
+            HOST + path + (f"?{query}" if query else ""),
+            headers,
+            payload,
+            access_key=f"AK-{user}",
+            secret_key=secret or f"SK-{user}-secret",
+            at=at,
+        )
+        split = urlsplit(signed.url)
+        out_headers = signed.headers
+        target = split.path + (f"?{split.query}" if split.query else "")
+    if sent_query is not None:
+        target = target.partition("?")[0] + f"?{sent_query}"
+    pairs = [*out_headers.items(), *(unsigned or {}).items()]
+    return Request.build(method, target, pairs, payload, client)
+
+
+def refused(guard: Guard, request: Request) -> AuthmwError:
+    with pytest.raises(AuthmwError) as raised:
+        guard.check(request)
+    error = raised.value
+    assert error.status == STATUS.get(error.code, error.status)
+    return error
+
+
+def code_of(guard: Guard, request: Request) -> str:
+    return refused(guard, request).code
+
+
+def authorize_error(guard: Guard, context: AuthContext, action: str) -> AuthmwError:
+    with pytest.raises(AuthmwError) as raised:
+        guard.authorize(context, action)
+    return raised.value
+
+
+def actions_of(catalog: RouteCatalog, prefix: str) -> tuple[str, ...]:
+    return tuple(a for a in catalog.actions if a.startswith(prefix))
+
+
+# -- the happy path ------------------------------------------------------------------------------------------
+
+
+def test_a_signed_request_passes_and_is_tagged(world: World) -> None:
+    context = guard(world).check(call())
+    assert isinstance(context, AuthContext)
+    assert context.request_id == "req-1"
+    assert context.client == CLIENT
+    assert context.route is not None and context.route.name == "GET /v1/{project_id}/notebooks"
+    assert context.action == "modelarts:notebook:list"
+    assert context.resource is None
+    assert context.principal is not None and context.principal.user_id == "u-alice"
+    assert context.credential is not None and context.credential.access_key == "AK-alice"
+    assert context.auth_method is AuthMethod.AKSK
+    assert context.workspace_id == "0"
+    assert context.project is not None and context.project.id == P1
+    assert context.decision is not None and context.decision.allowed
+    assert (context.decision.policy, context.decision.statement) == ("p", 0)
+    assert context.error is None
+
+
+def test_authenticate_returns_the_credential_and_principal(world: World) -> None:
+    credential, principal = guard(world).authenticate(call(user="bob"))
+    assert (credential.access_key, credential.owner, credential.signed_at) == ("AK-bob", "u-bob", T0)
+    assert principal.user_name == "bob"
+
+
+def test_request_ids_are_random_by_default(world: World) -> None:
+    checker = Guard(identity=world, clock=world.clock)
+    first, second = checker.check(call()).request_id, checker.check(call()).request_id
+    assert first != second
+    assert len(first) == 24 and int(first, 16) >= 0
+
+
+def test_an_unknown_mode_is_refused(world: World) -> None:
+    with pytest.raises(ConfigurationError, match="mode"):
+        guard(world, mode="audit")
+
+
+# -- 1. client address ---------------------------------------------------------------------------------------
+
+
+def test_the_client_is_the_socket_peer_by_default(world: World) -> None:
+    context = guard(world).check(call(client="198.51.100.7", unsigned={"X-Forwarded-For": "192.0.2.1"}))
+    assert context.client == "198.51.100.7"
+    assert context.policy_context["g:sourceip"] == "198.51.100.7"
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "client"),
+    [
+        ("10.1.2.3", {"X-Forwarded-For": "6.6.6.6, 198.51.100.7"}, "198.51.100.7"),
+        ("10.1.2.3", {"X-Forwarded-For": "198.51.100.7, 10.9.9.9"}, "198.51.100.7"),
+        ("10.1.2.3", {"Forwarded": 'for="[2001:db8::7]:4711"'}, "2001:db8::7"),
+        ("10.1.2.3", {}, "10.1.2.3"),
+        ("198.51.100.8", {"X-Forwarded-For": "10.0.0.1"}, "198.51.100.8"),  # an untrusted peer is not believed
+        ("::ffff:198.51.100.8", {}, "198.51.100.8"),
+    ],
+)
+def test_the_client_behind_trusted_proxies(world: World, peer: str, forwarded: dict[str, str], client: str) -> None:
+    context = guard(world, trusted_proxies=["10.0.0.0/8"]).check(call(client=peer, unsigned=forwarded))
+    assert context.client == client
+    assert context.policy_context["g:sourceip"] == client
+
+
+def test_whitelists_see_the_forwarded_client(world: World) -> None:
+    world.allow_only(WhitelistScope.USER, "u-alice", "198.51.100.0/24")
+    checker = guard(world, trusted_proxies=["10.0.0.0/8"])
+    checker.check(call(client="10.1.2.3", unsigned={"X-Forwarded-For": "198.51.100.7"}))
+    assert code_of(checker, call(client="10.1.2.3", unsigned={"X-Forwarded-For": "192.0.2.7"})) == (
+        "address_not_allowed"
+    )
+    assert code_of(guard(world), call(client="10.1.2.3", unsigned={"X-Forwarded-For": "198.51.100.7"})) == (
+        "address_not_allowed"
+    )
+
+
+def test_bad_trusted_proxies_are_a_configuration_error(world: World) -> None:
+    with pytest.raises(ConfigurationError, match="trusted_proxies"):
+        guard(world, trusted_proxies=["10.0.0.1/8"])
+
+
+# -- 2. route → action, unmatched ----------------------------------------------------------------------------
+
+
+def test_unmatched_is_denied_by_default_before_any_credential_is_read(world: World) -> None:
+    error = refused(guard(world), call(path="/v1/p/unknown", user=None))
+    assert error.code == "route_not_allowed"
+    assert error.context.route is None and error.context.principal is None
+    assert code_of(guard(world), call("PATCH", NOTEBOOKS)) == "route_not_allowed"
+
+
+def test_unmatched_authenticate_only(world: World) -> None:
+    checker = guard(world, unmatched="authenticate-only")
+    assert code_of(checker, call(path="/custom/thing", user=None)) == "missing_credentials"
+    context = checker.check(call(path="/custom/thing"))
+    assert context.principal is not None and context.principal.user_name == "alice"
+    assert (context.route, context.action, context.decision) == (None, None, None)
+    assert context.workspace_id == "0"
+    assert context.policy_context["g:userid"] == "u-alice"
+    # the workspace and the whitelists still apply
+    assert code_of(checker, call(path="/custom/thing", user="frank", query=f"workspace_id={WS_PRIVATE}")) == (
+        "workspace_denied"
+    )
+    world.allow_only(WhitelistScope.USER, "u-alice", "192.0.2.0/24")
+    assert code_of(checker, call(path="/custom/thing")) == "address_not_allowed"
+    # and a matched route is still authorized
+    world.rules("frank", allow("modelarts:notebook:list"))
+    assert code_of(checker, call("POST", NOTEBOOKS, user="frank")) == "action_denied"
+
+
+def test_unmatched_is_not_silently_dropped_with_a_catalog(world: World) -> None:
+    # Guard(routes=RouteCatalog(...), unmatched=...) must apply the argument or refuse it, never ignore it:
+    # the catalog's own (possibly lenient) policy would otherwise win without a word.
+    lenient = RouteCatalog(PUBLIC_ROUTES, unmatched="public")
+    try:
+        checker = guard(world, routes=lenient, unmatched="deny")
+    except ConfigurationError:
+        return
+    assert code_of(checker, call(path="/unrouted", user=None)) == "route_not_allowed"
+
+
+def test_unmatched_public(world: World) -> None:
+    checker = guard(world, unmatched="public")
+    context = checker.check(call(path="/custom/thing", user=None))
+    assert (context.principal, context.credential, context.workspace, context.decision) == (None, None, None, None)
+    # nothing is verified, not even a broken signature
+    checker.check(call(path="/custom/thing", user=None, unsigned={"Authorization": "SDK-HMAC-SHA256 garbage"}))
+    # strict path reading still applies to unmatched paths
+    assert code_of(checker, call(path="/custom/a%2Fb", user=None)) == "ambiguous_path"
+    assert code_of(checker, call(path="/custom/../v1", user=None)) == "ambiguous_path"
+
+
+PUBLIC_ROUTES = [
+    Route("GET", "/healthz", access=Access.PUBLIC),
+    Route("GET", "/docs/{page}", "svc:docs:read", access=Access.PUBLIC),
+    Route("GET", "/me", access=Access.AUTHENTICATE_ONLY),
+    Route("GET", "/v1/{project_id}/things/{thing_id}", "svc:thing:get", resource="svc:*:*:thing:{thing_id}"),
+    Route("GET", "/things", "svc:thing:list"),
+]
+
+
+def test_public_routes_skip_authentication(world: World) -> None:
+    checker = guard(world, routes=PUBLIC_ROUTES)
+    context = checker.check(call(path="/healthz", user=None))
+    assert context.route is not None and context.route.access is Access.PUBLIC
+    assert (context.principal, context.decision, context.workspace) == (None, None, None)
+    assert context.allowed_actions == ()
+    docs = checker.check(call(path="/docs/intro", user=None, unsigned={"X-Auth-Token": "anything"}))
+    assert docs.action == "svc:docs:read"
+    assert docs.decision is None
+
+
+def test_authenticate_only_routes_need_a_credential_but_no_action(world: World) -> None:
+    checker = guard(world, routes=PUBLIC_ROUTES)
+    assert code_of(checker, call(path="/me", user=None)) == "missing_credentials"
+    context = checker.check(call(path="/me", user="dave"))  # dave has no policy at all
+    assert context.principal is not None and context.principal.user_name == "dave"
+    assert context.decision is None
+
+
+def test_a_route_resource_reaches_the_policy(world: World) -> None:
+    world.rules("alice", allow("svc:thing:get", Resource=["svc:*:*:thing:t1"]))
+    checker = guard(world, routes=PUBLIC_ROUTES)
+    context = checker.check(call(path=f"/v1/{P1}/things/t1"))
+    assert context.resource == "svc:*:*:thing:t1"
+    assert code_of(checker, call(path=f"/v1/{P1}/things/t2")) == "action_denied"
+
+
+def test_head_is_authorized_as_get(world: World) -> None:
+    # Frameworks answer HEAD with the GET handler: with a lenient `unmatched`, an unrouted HEAD would run it
+    # without the GET route's action being checked.
+    world.rules("frank", allow("modelarts:notebook:list"))
+    checker = guard(world, unmatched="authenticate-only")
+    assert checker.check(call("HEAD", NOTEBOOKS, user="frank")).action == "modelarts:notebook:list"
+    error = refused(checker, call("HEAD", f"{NOTEBOOKS}/n1", user="frank"))
+    assert error.code == "action_denied"
+    assert error.context.action == "modelarts:notebook:get"
+
+
+# -- strict path reading ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        (f"{NOTEBOOKS}/a%2Fb", "ambiguous_path"),
+        (f"{NOTEBOOKS}/a;b", "ambiguous_path"),
+        (f"{NOTEBOOKS}/a%2Eb", "ambiguous_path"),
+        (f"{NOTEBOOKS}/../../v2/{P1}/training-jobs", "ambiguous_path"),
+        (f"{NOTEBOOKS}/%2e%2e", "ambiguous_path"),
+        (f"{NOTEBOOKS}/a%00", "ambiguous_path"),
+        (f"{NOTEBOOKS}/%zz", "invalid_encoding"),
+        (f"{NOTEBOOKS}/%FF", "invalid_encoding"),
+    ],
+)
+def test_strict_paths(world: World, path: str, code: str) -> None:
+    error = refused(guard(world), call(path=path, user=None))
+    assert error.code == code
+    assert error.context.principal is None
+
+
+def test_lenient_paths(world: World) -> None:
+    context = guard(world, strict_paths=False).check(call(path=f"{NOTEBOOKS}/a%2Fb"))
+    assert context.action == "modelarts:notebook:get"
+
+
+def test_raw_bytes_that_are_not_utf8_are_an_encoding_error(world: World) -> None:
+    # Request.build keeps undecodable bytes as surrogate escapes; next to a %-escape they must still be a 400
+    # (invalid_encoding), never an exception the adapters answer with 500.
+    for target in (b"/v1/p/notebooks/%41\xff", b"/v1/p/notebooks/\xff"):
+        request = Request.build("GET", target, {"Host": "x"}, b"", CLIENT)
+        assert code_of(guard(world), request) == "invalid_encoding"
+
+
+# -- 3. authentication ----------------------------------------------------------------------------------------
+
+
+def test_missing_credentials(world: World) -> None:
+    error = refused(guard(world), call(user=None))
+    assert error.code == "missing_credentials"
+    assert "WWW-Authenticate" in error.headers
+    assert error.context.route is not None and error.context.action == "modelarts:notebook:list"
+
+
+def test_iam_tokens_are_not_enabled(world: World) -> None:
+    error = refused(guard(world), call(user=None, unsigned={"X-Auth-Token": "MIIE..."}))
+    assert error.code == "scheme_disabled"
+    assert error.status == 401
+
+
+@pytest.mark.parametrize(
+    ("query", "signed"),
+    [
+        ("", True),
+        (
+            "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AK%2F20240501%2Fr%2Fs%2Faws4_request&X-Amz-Signature=00",
+            False,
+        ),
+    ],
+    ids=["authorization", "presigned"],
+)
+def test_a_token_and_a_signature_are_two_credentials(world: World, query: str, signed: bool) -> None:
+    request = call(query=query, user="alice" if signed else None, unsigned={"X-Auth-Token": "MIIE..."})
+    assert code_of(guard(world), request) == "multiple_credentials"
+
+
+def test_a_wrong_signature_and_an_unknown_key_look_the_same(world: World) -> None:
+    assert code_of(guard(world), call(secret="SK-wrong")) == "signature_mismatch"
+    world.keys.pop("AK-alice")
+    assert code_of(guard(world), call()) == "signature_mismatch"
+
+
+def test_a_key_whose_user_is_gone(world: World) -> None:
+    error = refused(guard(world), call(user="ghost"))
+    assert error.code == "authentication_failed"
+    assert error.context.principal is None
+
+
+def test_the_injected_clock_bounds_the_signature_date(world: World) -> None:
+    world.clock.now = T0 + 901
+    assert code_of(guard(world), call()) == "date_out_of_window"
+    guard(world).check(call(at=T0 + 901))
+
+
+# -- 4. workspace ---------------------------------------------------------------------------------------------
+
+
+LONE_SURROGATE = '{{"note": "\ud800", "{field}": "{value}"}}'  # a JSON text with an unpaired surrogate
+
+
+def body_of(**fields: Any) -> bytes:
+    return json.dumps(fields).encode()
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"query": f"workspace_id={WS_PUBLIC}"},
+        {"query": f"workspaceId={WS_PUBLIC}"},
+        {"query": f"limit=10&workspace_id={WS_PUBLIC}&offset=0"},
+        {"headers": {"X-Workspace-Id": WS_PUBLIC}},
+        {"headers": {"X-Workspace-Id": f" {WS_PUBLIC} "}},
+        {"method": "POST", "body": body_of(name="nb", workspace_id=WS_PUBLIC)},
+        {"method": "POST", "body": b'  \r\n {"workspace_id": "' + WS_PUBLIC.encode() + b'"}'},
+        {"query": f"workspace_id={WS_PUBLIC}", "headers": {"X-Workspace-Id": WS_PUBLIC}},
+        {"query": f"workspace_id={WS_PUBLIC}&workspaceId={WS_PUBLIC}&workspace_id={WS_PUBLIC}"},
+        {"method": "POST", "query": f"workspace_id={WS_PUBLIC}", "body": body_of(workspace_id=WS_PUBLIC)},
+    ],
+    ids=[
+        "query",
+        "workspaceId",
+        "among-others",
+        "header",
+        "header-spaces",
+        "body",
+        "body-space",
+        "query+header",
+        "repeated",
+        "query+body",
+    ],
+)
+def test_the_workspace_named_by_the_request(world: World, where: dict[str, Any]) -> None:
+    method = where.pop("method", "GET")
+    context = guard(world).check(call(method, **where))
+    assert context.workspace_id == WS_PUBLIC
+    assert context.workspace is not None and context.workspace.name == "shared"
+    assert context.policy_context["modelarts:workspaceid"] == WS_PUBLIC
+
+
+def test_no_workspace_means_the_default_one(world: World) -> None:
+    context = guard(world).check(call("POST", body=body_of(name="nb")))
+    assert context.workspace_id == "0"
+    assert ("workspace", "0") in world.lookups
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"query": f"workspace_id={WS_PUBLIC}", "headers": {"X-Workspace-Id": "0"}},
+        {"query": f"workspace_id={WS_PUBLIC}&workspaceId=0"},
+        {"query": f"workspace_id={WS_PUBLIC}&workspace_id=0"},
+        {"query": f"workspace_id={WS_PUBLIC}", "body": body_of(workspace_id="0")},
+        {"headers": {"X-Workspace-Id": WS_PUBLIC}, "body": body_of(workspace_id="0")},
+    ],
+    ids=["query-header", "two-keys", "repeated-key", "query-body", "header-body"],
+)
+def test_two_different_workspaces_conflict(world: World, where: dict[str, Any]) -> None:
+    assert code_of(guard(world), call("POST", **where)) == "conflicting_workspace"
+
+
+def test_a_repeated_json_key_is_refused(world: World) -> None:
+    body = b'{"workspace_id": "0", "workspace_id": "' + WS_PRIVATE.encode() + b'"}'
+    assert code_of(guard(world), call("POST", body=body, user="frank")) == "malformed_body"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"workspace\\u005fid": "' + WS_PRIVATE.encode() + b'"}',
+        b'{"\\u0077orkspace_id": "' + WS_PRIVATE.encode() + b'"}',
+        b'{"workspace_id": "\\u0032' + WS_PRIVATE[1:].encode() + b'"}',
+    ],
+    ids=["key-underscore", "key-first-letter", "value"],
+)
+def test_unicode_escapes_are_read(world: World, body: bytes) -> None:
+    assert code_of(guard(world), call("POST", body=body, user="frank")) == "workspace_denied"
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b'{"workspace_id": "' + WS_PUBLIC.encode() + b'",', "malformed_body"),
+        (b'{"name": "nb", "workspace_id" ', "malformed_body"),
+        (b'{"name": "\\u00e9', "malformed_body"),  # a \u escape could spell the field
+        (b'{"name": "nb",', None),  # invalid, but cannot name a workspace: the app answers it
+        (b"{not json at all", None),
+        (b'[{"workspace_id": "' + WS_PRIVATE.encode() + b'"}]', None),  # not an object: no top-level field
+        (b'"workspace_id"', None),
+        (b'{"meta": {"workspace_id": "' + WS_PRIVATE.encode() + b'"}}', None),  # nested, not the field
+        (b"workspace_id=" + WS_PRIVATE.encode(), None),  # not JSON
+    ],
+    ids=["truncated", "no-value", "escape", "invalid-unrelated", "garbage", "array", "string", "nested", "form"],
+)
+def test_json_bodies(world: World, body: bytes, code: str | None) -> None:
+    request = call("POST", body=body, user="frank")
+    if code is None:
+        assert guard(world).check(request).workspace_id == "0"
+    else:
+        assert code_of(guard(world), request) == code
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"query": f"workspace_id={WS_PUBLIC.upper().replace('1', 'A')}"},
+        {"query": "workspace_id=" + "a" * 31},
+        {"query": "workspace_id=" + "a" * 33},
+        {"query": "workspace_id=" + "g" * 32},
+        {"query": "workspace_id=default"},
+        {"query": "workspace_id="},
+        {"query": "workspace_id=00"},
+        {"query": "workspace_id=%200"},
+        {"query": "workspace_id=0%00"},
+        {"query": "workspace_id=" + "a" * 4000},
+        {"headers": {"X-Workspace-Id": "default"}},
+        {"body": b'{"workspace_id": 0}'},
+        {"body": b'{"workspace_id": null}'},
+        {"body": b'{"workspace_id": ["0"]}'},
+        {"body": b'{"workspace_id": {"id": "0"}}'},
+        {"body": b'{"workspace_id": true}'},
+    ],
+    ids=repr,
+)
+def test_invalid_workspace_ids(world: World, where: dict[str, Any]) -> None:
+    assert code_of(guard(world), call("POST", **where)) == "invalid_workspace_id"
+    assert not any(kind == "workspace" for kind, _id in world.lookups)  # refused before the store is asked
+
+
+@pytest.mark.parametrize("workspace", [WS_UNKNOWN, WS_FOREIGN], ids=["unknown", "foreign"])
+def test_unknown_and_foreign_workspaces_are_not_found(world: World, workspace: str) -> None:
+    error = refused(guard(world), call(query=f"workspace_id={workspace}"))
+    assert error.code == "workspace_not_found"
+    assert error.status == 403
+    assert error.message == "workspace not found"  # the same answer: which workspaces exist does not leak
+    assert error.context.workspace is None
+
+
+@pytest.mark.parametrize(
+    ("workspace", "user", "allowed"),
+    [
+        ("0", "frank", True),
+        ("0", "carol", True),  # the default workspace belongs to every domain
+        (WS_PUBLIC, "frank", True),
+        (WS_PUBLIC, "dave", True),
+        (WS_PRIVATE, "alice", True),  # owner
+        (WS_PRIVATE, "root", True),  # domain administrator
+        (WS_PRIVATE, "frank", False),
+        (WS_PRIVATE, "erin", False),
+        (WS_PRIVATE, "bob", False),
+        (WS_INTERNAL, "alice", True),  # owner
+        (WS_INTERNAL, "root", True),  # administrator
+        (WS_INTERNAL, "erin", True),  # granted user
+        (WS_INTERNAL, "bob", True),  # member of a granted group
+        (WS_INTERNAL, "frank", False),
+    ],
+)
+def test_workspace_access(world: World, workspace: str, user: str, allowed: bool) -> None:
+    world.rules("dave", allow("modelarts:notebook:list"))
+    path = f"/v1/{P2 if user == 'carol' else P1}/notebooks"
+    request = call(path=path, query=f"workspace_id={workspace}", user=user)
+    if allowed:
+        assert guard(world).check(request).workspace_id == workspace
+    else:
+        error = refused(guard(world), request)
+        assert error.code == "workspace_denied"
+        assert error.context.principal.user_name == user
+
+
+def test_a_default_workspace_that_is_not_public(world: World) -> None:
+    world.workspaces["0"] = Workspace("0", "default", None, AuthType.PRIVATE)
+    assert code_of(guard(world), call(user="root")) == "workspace_denied"
+
+
+def test_a_missing_default_workspace(world: World) -> None:
+    del world.workspaces["0"]
+    assert code_of(guard(world), call()) == "workspace_not_found"
+
+
+def test_workspace_access_is_needed_in_addition_to_the_action(world: World) -> None:
+    world.rules("frank", allow("modelarts:*:*"))
+    assert code_of(guard(world), call(user="frank", headers={"X-Workspace-Id": WS_PRIVATE})) == "workspace_denied"
+    world.rules("alice", allow("modelarts:image:*"))
+    assert code_of(guard(world), call(headers={"X-Workspace-Id": WS_PRIVATE})) == "action_denied"
+
+
+@pytest.mark.parametrize(
+    ("key", "sent"),
+    [("workspace_id", "w%6Frkspace_id"), ("workspace_id", "workspace%5Fid"), ("workspaceId", "%77orkspaceId")],
+    ids=lambda key: key,
+)
+def test_a_percent_encoded_query_key_still_names_the_workspace(world: World, key: str, sent: str) -> None:
+    # The app decodes query keys (Starlette, Werkzeug and Django all do): the guard must read the same key.
+    # Huawei's canonical query decodes keys too, so the respelled query still verifies.
+    request = call(query=f"{key}={WS_PRIVATE}", sent_query=f"{sent}={WS_PRIVATE}", user="frank")
+    assert code_of(guard(world), request) == "workspace_denied"
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        b"\xef\xbb\xbf" + body_of(workspace_id=WS_PRIVATE),
+        json.dumps({"workspace_id": WS_PRIVATE}).encode("utf-16-le"),
+        json.dumps({"workspace_id": WS_PRIVATE}).encode("utf-16"),
+        json.dumps({"workspace_id": WS_PRIVATE}).encode("utf-32"),
+        # json.loads(bytes) decodes with "surrogatepass": a lone surrogate does not stop the app reading the body
+        LONE_SURROGATE.format(field="workspace_id", value=WS_PRIVATE).encode("utf-16-le", "surrogatepass"),
+        LONE_SURROGATE.format(field="workspace_id", value=WS_PRIVATE).encode("utf-32", "surrogatepass"),
+        b"\xef\xbb\xbf"
+        + LONE_SURROGATE.format(field="workspace_id", value=WS_PRIVATE).encode("utf-8", "surrogatepass"),
+        LONE_SURROGATE.format(field="workspace_id", value=WS_PRIVATE).encode("utf-8", "surrogatepass"),
+    ],
+    ids=[
+        "utf-8-bom",
+        "utf-16-le",
+        "utf-16-bom",
+        "utf-32-bom",
+        "utf-16-le-surrogate",
+        "utf-32-surrogate",
+        "utf-8-bom-surrogate",
+        "utf-8-surrogate",
+    ],
+)
+def test_a_json_body_in_any_encoding_python_reads_names_the_workspace(world: World, encoded: bytes) -> None:
+    # json.loads(bytes), which Starlette's request.json() and Flask's get_json() call, accepts a UTF-8 BOM
+    # and detects UTF-16/32: the app would act in WS_PRIVATE while the guard checked the default workspace.
+    assert json.loads(encoded)["workspace_id"] == WS_PRIVATE
+    assert code_of(guard(world), call("POST", body=encoded, user="frank")) in {"workspace_denied", "malformed_body"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", f"/v1/{P1}/workspaces/{WS_PRIVATE}"),
+        ("PUT", f"/v1/{P1}/workspaces/{WS_PRIVATE}"),
+        ("DELETE", f"/v1/{P1}/workspaces/{WS_PRIVATE}"),
+        ("GET", f"/v1/{P1}/workspaces/{WS_PRIVATE}/quotas"),
+        ("PUT", f"/v1/{P1}/workspaces/{WS_PRIVATE}/quotas"),
+    ],
+)
+def test_a_workspace_named_in_the_path_is_the_request_workspace(world: World, method: str, path: str) -> None:
+    # DELETE /v1/{project_id}/workspaces/{ws_id} acts on that workspace: checking the default one instead
+    # lets a user who may not enter a PRIVATE workspace manage it, and dodges modelarts:workspaceId conditions.
+    assert code_of(guard(world), call(method, path, user="frank")) == "workspace_denied"
+    context = guard(world).check(call(method, path, user="alice"))
+    assert context.workspace_id == WS_PRIVATE
+    assert context.policy_context["modelarts:workspaceid"] == WS_PRIVATE
+    assert code_of(guard(world), call(method, path, query=f"workspace_id={WS_PUBLIC}")) == "conflicting_workspace"
+
+
+def test_a_workspace_header_must_be_signed(world: World) -> None:
+    # The header steers authorization like the query and the path do, but only those are signed: anyone holding
+    # a presigned URL (made to be shared) or a captured request could otherwise re-aim it at another workspace
+    # of the signer. The verifier already refuses an unsigned X-Security-Token the same way.
+    signed = call(user="bob", headers={"X-Workspace-Id": WS_PUBLIC})
+    assert guard(world).check(signed).workspace_id == WS_PUBLIC
+    added = call(user="bob", unsigned={"X-Workspace-Id": WS_PUBLIC})
+    assert code_of(guard(world), added) == "header_not_signed"
+    url = urlsplit(
+        presign_url(
+            "GET", HOST + NOTEBOOKS, access_key="AK-bob", secret_key="SK-bob-secret", region="r", service="s", at=T0
+        )
+    )
+    presigned = Request.build(
+        "GET", f"{url.path}?{url.query}", {"Host": url.netloc, "X-Workspace-Id": WS_PUBLIC}, b"", CLIENT
+    )
+    assert code_of(guard(world), presigned) == "header_not_signed"
+
+
+# -- project --------------------------------------------------------------------------------------------------
+
+
+def test_the_project_from_the_path(world: World) -> None:
+    context = guard(world).check(call())
+    assert context.project == world.projects[P1]
+    assert context.policy_context["g:projectname"] == "cn-north-4"
+
+
+def test_the_project_from_the_header(world: World) -> None:
+    assert guard(world).check(call(headers={"X-Project-Id": P1})).project == world.projects[P1]
+    world.rules("alice", allow("svc:*:*"))
+    context = guard(world, routes=PUBLIC_ROUTES).check(call(path="/things", headers={"X-Project-Id": P1}))
+    assert context.project == world.projects[P1]
+    assert context.policy_context["g:projectname"] == "cn-north-4"
+
+
+def test_no_project(world: World) -> None:
+    world.rules("alice", allow("svc:*:*"))
+    context = guard(world, routes=PUBLIC_ROUTES).check(call(path="/things"))
+    assert context.project is None
+    assert "g:projectname" not in context.policy_context
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "code"),
+    [
+        (NOTEBOOKS, {"X-Project-Id": P2}, "conflicting_project"),
+        (NOTEBOOKS, {"X-Project-Id": ""}, "conflicting_project"),
+        (f"/v1/{P2}/notebooks", {}, "project_not_found"),  # another domain's project
+        (f"/v1/{'c' * 32}/notebooks", {}, "project_not_found"),
+        (f"/v1/{'c' * 65}/notebooks", {}, "project_not_found"),
+        ("/v1/%20/notebooks", {}, "project_not_found"),
+        (f"/v1/{P1}/notebooks", {"X-Project-Id": P1}, None),
+    ],
+    ids=["conflict", "empty-header", "foreign", "unknown", "too-long", "blank", "same-twice"],
+)
+def test_project_problems(world: World, path: str, headers: dict[str, str], code: str | None) -> None:
+    request = call(path=path, headers=headers)
+    if code is None:
+        guard(world).check(request)
+    else:
+        assert code_of(guard(world), request) == code
+
+
+def test_a_header_only_project_must_exist(world: World) -> None:
+    world.rules("alice", allow("svc:*:*"))
+    checker = guard(world, routes=PUBLIC_ROUTES)
+    assert code_of(checker, call(path="/things", headers={"X-Project-Id": P2})) == "project_not_found"
+    assert code_of(checker, call(path="/things", headers={"X-Project-Id": "nope"})) == "project_not_found"
+
+
+def test_an_overlong_project_id_is_not_looked_up(world: World) -> None:
+    assert code_of(guard(world), call(headers={"X-Project-Id": "c" * 65}, path="/v1/" + "c" * 65 + "/notebooks")) == (
+        "project_not_found"
+    )
+    assert not any(kind == "project" for kind, _id in world.lookups)
+
+
+# -- 5. IP whitelists -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scope", "name"),
+    [
+        (WhitelistScope.USER, "u-alice"),
+        (WhitelistScope.WORKSPACE, "0"),
+        (WhitelistScope.ROUTE, "modelarts:notebook:list"),
+        (WhitelistScope.ROUTE, "GET /v1/{project_id}/notebooks"),
+    ],
+    ids=["user", "workspace", "route-action", "route-name"],
+)
+def test_whitelists(world: World, scope: WhitelistScope, name: str) -> None:
+    world.allow_only(scope, name, "192.0.2.0/24", "2001:db8::/32")
+    checker = guard(world)
+    error = refused(checker, call())
+    assert error.code == "address_not_allowed"
+    assert error.context.client == CLIENT
+    for client in ("192.0.2.7", "2001:db8::7", "::ffff:192.0.2.8"):
+        checker.check(call(client=client))
+    if scope is WhitelistScope.ROUTE:  # another route (and action) is not covered by a route whitelist
+        checker.check(call("POST"))
+    else:  # the same user or workspace is, on every route
+        assert code_of(checker, call("POST")) == "address_not_allowed"
+
+
+def test_whitelists_of_other_names_do_not_apply(world: World) -> None:
+    world.allow_only(WhitelistScope.USER, "u-bob", "192.0.2.0/24")
+    world.allow_only(WhitelistScope.WORKSPACE, WS_PUBLIC, "192.0.2.0/24")
+    world.allow_only(WhitelistScope.ROUTE, "POST /v1/{project_id}/notebooks", "192.0.2.0/24")
+    world.allow_only(WhitelistScope.ROUTE, "modelarts:notebook:create", "192.0.2.0/24")
+    guard(world).check(call())
+    assert code_of(guard(world), call(query=f"workspace_id={WS_PUBLIC}")) == "address_not_allowed"
+
+
+def test_an_empty_whitelist_allows_everyone(world: World) -> None:
+    world.whitelists[(WhitelistScope.USER, "u-alice")] = IpWhitelist()
+    guard(world).check(call(client=None))
+
+
+def test_no_client_address_passes_no_whitelist(world: World) -> None:
+    guard(world).check(call(client="not-an-ip"))  # no whitelist: fine
+    world.allow_only(WhitelistScope.USER, "u-alice", "0.0.0.0/0", "::/0")
+    assert code_of(guard(world), call(client="not-an-ip")) == "address_not_allowed"
+    assert code_of(guard(world), call(client=None)) == "address_not_allowed"
+
+
+def test_a_route_whitelist_guards_a_public_route(world: World) -> None:
+    world.allow_only(WhitelistScope.ROUTE, "GET /healthz", "192.0.2.0/24")
+    checker = guard(world, routes=PUBLIC_ROUTES)
+    assert code_of(checker, call(path="/healthz", user=None)) == "address_not_allowed"
+    checker.check(call(path="/healthz", user=None, client="192.0.2.1"))
+
+
+def test_a_route_whitelist_on_a_body_action(world: World) -> None:
+    # `authmw whitelist set --route modelarts:service:action ...` must restrict starting and stopping services.
+    world.allow_only(WhitelistScope.ROUTE, "modelarts:service:action", "192.0.2.0/24")
+    checker = guard(world)
+    assert checker.check(call("PUT", SERVICE, body=body_of(description="x"))).action == "modelarts:service:update"
+    assert code_of(checker, call("PUT", SERVICE, body=body_of(status="running"))) == "address_not_allowed"
+    checker.check(call("PUT", SERVICE, body=body_of(status="running"), client="192.0.2.9"))
+
+
+# -- 6. the policy context ------------------------------------------------------------------------------------
+
+
+def test_the_policy_context(world: World) -> None:
+    context = guard(world).check(call(query=f"workspace_id={WS_PUBLIC}"))
+    expected = {
+        "g:sourceip": CLIENT,
+        "g:currenttime": T0_TEXT,
+        "g:userid": "u-alice",
+        "g:username": "alice",
+        "g:domainid": MAIN,
+        "g:domainname": "main",
+        "g:projectid": P1,
+        "g:projectname": "cn-north-4",
+        "g:mfapresent": False,
+        "modelarts:workspaceid": WS_PUBLIC,
+    }
+    assert {key: context.policy_context.get(key) for key in expected} == expected
+    assert all(key == key.lower() for key in context.policy_context)  # the engine's fast path
+
+
+def test_domain_and_project_ids_reach_the_policies(world: World) -> None:
+    world.rules(
+        "alice", allow("modelarts:*:*"), deny("modelarts:*:*", Condition={"StringEquals": {"g:ProjectId": [P1]}})
+    )
+    assert code_of(guard(world), call()) == "action_denied"
+    world.rules(
+        "alice", allow("modelarts:*:*"), deny("modelarts:*:*", Condition={"StringEquals": {"g:DomainId": [MAIN]}})
+    )
+    assert code_of(guard(world), call()) == "action_denied"
+
+
+def test_an_unsigned_body_may_not_name_the_workspace(world: World) -> None:
+    job = body_of(workspace_id=WS_PUBLIC)
+    signed = sign_request(
+        "POST", HOST + f"/v2/{P1}/training-jobs", {"Content-Type": "application/json"}, job,
+        access_key="AK-alice", secret_key="SK-alice-secret", at=T0, unsigned_payload=True,
+    )  # fmt: skip
+    request = Request.build("POST", urlsplit(signed.url).path, signed.headers, job, CLIENT)
+    assert code_of(guard(world), request) == "unsigned_payload_refused"
+    plain = body_of(name="job")  # an unsigned body that names nothing is fine
+    signed = sign_request(
+        "POST", HOST + f"/v2/{P1}/training-jobs", {"Content-Type": "application/json"}, plain,
+        access_key="AK-alice", secret_key="SK-alice-secret", at=T0, unsigned_payload=True,
+    )  # fmt: skip
+    request = Request.build("POST", urlsplit(signed.url).path, signed.headers, plain, CLIENT)
+    assert guard(world).check(request).action == "modelarts:trainJob:create"
+
+
+def test_an_unknown_client_address_is_absent_from_the_context(world: World) -> None:
+    # With no address (an unparsable peer or forwarded hop), g:SourceIp must be absent rather than "", so that
+    # a "deny when the address is unknown" statement (Null g:SourceIp true) applies.
+    world.rules("alice", allow("modelarts:*:*"), deny("modelarts:*:*", Condition={"Null": {"g:SourceIp": ["true"]}}))
+    guard(world).check(call())
+    error = refused(guard(world), call(client="not-an-ip"))
+    assert error.code == "action_denied"
+    assert "g:sourceip" not in error.context.policy_context
+
+
+@pytest.mark.parametrize(
+    ("condition", "request_options", "allowed"),
+    [
+        ({"IpAddress": {"g:SourceIp": ["203.0.113.0/24"]}}, {}, True),
+        ({"IpAddress": {"g:SourceIp": ["203.0.113.0/24"]}}, {"client": "198.51.100.1"}, False),
+        ({"NotIpAddress": {"g:SourceIp": ["203.0.113.0/24"]}}, {"client": "2001:db8::1"}, True),
+        ({"DateGreaterThan": {"g:CurrentTime": ["2024-05-01T12:34:00Z"]}}, {}, True),
+        ({"DateLessThan": {"g:CurrentTime": ["2024-05-01T12:34:00Z"]}}, {}, False),
+        ({"StringEquals": {"g:UserId": ["u-alice"]}}, {}, True),
+        ({"StringEquals": {"g:UserId": ["u-alice"]}}, {"user": "bob"}, False),
+        ({"StringEquals": {"g:UserName": ["alice"]}}, {}, True),
+        ({"StringEquals": {"g:UserName": ["alice"]}}, {"user": "frank"}, False),
+        ({"StringEquals": {"g:DomainName": ["main"]}}, {}, True),
+        ({"StringEquals": {"g:DomainName": ["other"]}}, {}, False),
+        ({"StringEquals": {"g:ProjectName": ["cn-north-4"]}}, {}, True),
+        ({"StringEquals": {"g:ProjectName": ["eu-west-0"]}}, {}, False),
+        ({"Null": {"g:ProjectName": ["false"]}}, {}, True),
+        ({"Bool": {"g:MFAPresent": ["false"]}}, {}, True),
+        ({"Bool": {"g:MFAPresent": ["true"]}}, {}, False),
+        ({"StringEquals": {"modelarts:workspaceId": [WS_PUBLIC]}}, {"query": f"workspace_id={WS_PUBLIC}"}, True),
+        ({"StringEquals": {"modelarts:workspaceId": [WS_PUBLIC]}}, {}, False),
+        ({"StringEquals": {"modelarts:workspaceId": ["0"]}}, {}, True),
+    ],
+    ids=lambda value: repr(value) if not isinstance(value, bool) else str(value),
+)
+def test_condition_keys_reach_the_policy(
+    world: World, condition: dict[str, Any], request_options: dict[str, Any], allowed: bool
+) -> None:
+    for user in ("alice", "bob", "frank"):
+        world.rules(user, allow("modelarts:notebook:list", Condition=condition))
+    request = call(**request_options)
+    if allowed:
+        assert guard(world).check(request).decision.allowed  # type: ignore[union-attr]
+    else:
+        error = refused(guard(world), request)
+        assert error.code == "action_denied"
+        assert error.context.decision is not None and not error.context.decision.explicit
+
+
+def test_the_project_name_is_absent_without_a_project(world: World) -> None:
+    world.rules("alice", allow("svc:thing:list", Condition={"Null": {"g:ProjectName": ["true"]}}))
+    checker = guard(world, routes=PUBLIC_ROUTES)
+    checker.check(call(path="/things"))
+    assert code_of(checker, call(path="/things", headers={"X-Project-Id": P1})) == "action_denied"
+
+
+def test_current_time_follows_the_injected_clock(world: World) -> None:
+    world.rules(
+        "alice",
+        allow("modelarts:notebook:list", Condition={"DateLessThan": {"g:CurrentTime": ["2024-05-01T13:00:00Z"]}}),
+    )
+    checker = guard(world)
+    assert checker.check(call()).policy_context["g:currenttime"] == T0_TEXT
+    world.clock.now = T0 + 0.999  # the same second
+    assert checker.check(call()).policy_context["g:currenttime"] == T0_TEXT
+    world.clock.now = T0 + 3600
+    error = refused(checker, call(at=T0 + 3600))
+    assert error.code == "action_denied"
+    assert error.context.policy_context["g:currenttime"] == "2024-05-01T13:34:56Z"
+
+
+def test_an_explicit_deny_wins(world: World) -> None:
+    world.rules(
+        "alice",
+        allow("modelarts:*:*"),
+        deny("modelarts:notebook:list", Condition={"IpAddress": {"g:SourceIp": [CLIENT]}}),
+    )
+    error = refused(guard(world), call())
+    assert error.code == "action_denied"
+    assert error.context.decision.explicit
+    assert (error.context.decision.policy, error.context.decision.statement) == ("p", 1)
+    guard(world).check(call(client="192.0.2.1"))
+
+
+# -- body actions ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "action"),
+    [
+        (body_of(status="running"), "modelarts:service:action"),
+        (body_of(status="stopped", description="x"), "modelarts:service:action"),
+        (b'{"st\\u0061tus": "running"}', "modelarts:service:action"),
+        (body_of(description="x"), "modelarts:service:update"),
+        (body_of(config={"status": "running"}), "modelarts:service:update"),  # not top-level
+        (b"", "modelarts:service:update"),
+        (b'["status"]', "modelarts:service:update"),
+        (b"status=running", "modelarts:service:update"),
+    ],
+    ids=["status", "status-and-more", "escaped", "no-status", "nested", "empty", "array", "form"],
+)
+def test_a_body_field_picks_the_action(world: World, body: bytes, action: str) -> None:
+    context = guard(world).check(call("PUT", SERVICE, body=body))
+    assert context.action == action
+    assert context.route is not None and context.route.action == "modelarts:service:update"
+
+
+def test_the_body_action_is_what_is_authorized(world: World) -> None:
+    world.rules("alice", allow("modelarts:service:update"))
+    checker = guard(world)
+    checker.check(call("PUT", SERVICE, body=body_of(description="x")))
+    error = refused(checker, call("PUT", SERVICE, body=body_of(status="stopped")))
+    assert error.code == "action_denied"
+    assert error.context.action == "modelarts:service:action"
+
+
+def test_an_unreadable_body_that_names_a_body_field(world: World) -> None:
+    assert code_of(guard(world), call("PUT", SERVICE, body=b'{"status": "running",')) == "malformed_body"
+    assert code_of(guard(world), call("PUT", SERVICE, body=b'{"status": 1, "status": 2}')) == "malformed_body"
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        b"\xef\xbb\xbf" + body_of(status="running"),
+        json.dumps({"status": "running"}).encode("utf-16-le"),
+        json.dumps({"status": "running"}).encode("utf-16"),
+        LONE_SURROGATE.format(field="status", value="running").encode("utf-16-le", "surrogatepass"),
+    ],
+    ids=["utf-8-bom", "utf-16-le", "utf-16-bom", "utf-16-le-surrogate"],
+)
+def test_a_body_field_in_any_encoding_python_reads(world: World, encoded: bytes) -> None:
+    world.rules("alice", allow("modelarts:service:update"))
+    assert code_of(guard(world), call("PUT", SERVICE, body=encoded)) in {"action_denied", "malformed_body"}
+
+
+# -- the legacy default ----------------------------------------------------------------------------------------
+
+
+def test_no_policy_means_no_access_by_default(world: World) -> None:
+    error = refused(guard(world), call(user="dave"))
+    assert error.code == "action_denied"
+    assert not error.context.decision.explicit
+
+
+def test_default_allow_without_policies(world: World) -> None:
+    checker = guard(world, default_allow_without_policies=True)
+    context = checker.check(call(user="dave"))
+    assert context.decision is not None and context.decision.allowed
+    assert (context.decision.policy, context.decision.statement) == (None, None)
+    assert "legacy" in context.decision.reason
+    # only without any policy: a policy that does not allow still denies
+    world.rules("frank", allow("modelarts:image:list"))
+    assert code_of(checker, call(user="frank")) == "action_denied"
+    # and only for ModelArts actions
+    custom = guard(world, routes=PUBLIC_ROUTES, default_allow_without_policies=True)
+    assert code_of(custom, call(path="/things", user="dave")) == "action_denied"
+
+
+def test_allowed_actions_follow_the_legacy_default(world: World) -> None:
+    # The request passes because of the legacy rule: allowed_actions must say so, not list nothing.
+    checker = guard(world, default_allow_without_policies=True)
+    context = checker.check(call(user="dave"))
+    assert context.allowed_actions == checker.actions  # the preset's routes and the whole ModelArts catalog
+
+
+# -- dry-run and the error context ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "code"),
+    [
+        ({"path": "/v1/p/unknown", "user": None}, "route_not_allowed"),
+        ({"user": None}, "missing_credentials"),
+        ({"path": f"{NOTEBOOKS}/a%2Fb"}, "ambiguous_path"),
+        ({"query": f"workspace_id={WS_PRIVATE}", "user": "frank"}, "workspace_denied"),
+        ({"user": "dave"}, "action_denied"),
+    ],
+)
+def test_dry_run_tags_and_passes(world: World, options: dict[str, Any], code: str) -> None:
+    context = guard(world, mode="dry-run").check(call(**options))
+    assert context.error is not None
+    assert context.error.code == code
+    assert context.request_id == "req-1"
+
+
+def test_dry_run_keeps_what_was_established(world: World) -> None:
+    context = guard(world, mode="dry-run").check(call(user="dave"))
+    assert context.principal is not None and context.principal.user_name == "dave"
+    assert context.workspace_id == "0"
+    assert context.decision is not None and not context.decision.allowed
+    assert context.action == "modelarts:notebook:list"
+    ok = guard(world, mode="dry-run").check(call())
+    assert ok.error is None and ok.decision is not None and ok.decision.allowed
+
+
+def test_errors_carry_the_partial_context(world: World) -> None:
+    error = refused(guard(world), call(query=f"workspace_id={WS_PRIVATE}", user="frank"))
+    context = error.context
+    assert isinstance(context, AuthContext)
+    assert (context.request_id, context.client, context.error) == ("req-1", CLIENT, None)
+    assert context.route is not None and context.route.template == "/v1/{project_id}/notebooks"
+    assert context.action == "modelarts:notebook:list"
+    assert context.principal is not None and context.principal.user_id == "u-frank"
+    assert context.credential is not None and context.credential.access_key == "AK-frank"
+    assert (context.workspace, context.decision) == (None, None)
+
+    denied = refused(guard(world), call(user="dave")).context
+    assert denied.workspace_id == "0"
+    assert denied.project is not None and denied.project.id == P1
+    assert denied.policy_context["g:username"] == "dave"
+    assert denied.decision is not None and not denied.decision.allowed
+
+
+# -- allowed_actions and authorize -------------------------------------------------------------------------------
+
+
+def test_allowed_actions(world: World) -> None:
+    world.rules("alice", allow("modelarts:notebook:*"), deny("modelarts:notebook:delete"))
+    checker = guard(world)
+    context = checker.check(call())
+    expected = tuple(a for a in actions_of(checker.routes, "modelarts:notebook:") if a != "modelarts:notebook:delete")
+    assert context.allowed_actions == expected
+    assert "modelarts:notebook:list" in expected and "modelarts:notebook:create" in expected
+    assert context.allowed_actions is context.allowed_actions  # computed once
+
+
+def test_allowed_actions_include_body_actions(world: World) -> None:
+    world.rules("alice", allow("modelarts:service:*"))
+    context = guard(world).check(call("GET", SERVICE))
+    assert "modelarts:service:action" in context.allowed_actions
+    assert "modelarts:service:update" in context.allowed_actions
+
+
+def test_allowed_actions_are_those_of_the_workspace(world: World) -> None:
+    world.rules(
+        "bob",
+        allow("modelarts:notebook:list"),
+        allow("modelarts:*:*", Condition={"StringEquals": {"modelarts:workspaceId": [WS_PUBLIC]}}),
+    )
+    checker = guard(world)
+    assert checker.check(call(user="bob")).allowed_actions == ("modelarts:notebook:list",)
+    assert checker.check(call(user="bob", query=f"workspace_id={WS_PUBLIC}")).allowed_actions == checker.actions
+
+
+def test_authorize(world: World) -> None:
+    world.rules(
+        "bob",
+        allow("modelarts:notebook:list"),
+        allow("modelarts:trainJob:*", Condition={"StringEquals": {"modelarts:workspaceId": [WS_PUBLIC]}}),
+    )
+    checker = guard(world)
+    in_default = checker.check(call(user="bob"))
+    in_shared = checker.check(call(user="bob", query=f"workspace_id={WS_PUBLIC}"))
+    decision = checker.authorize(in_shared, "modelarts:trainJob:create")
+    assert decision.allowed and decision.statement == 1
+    error = authorize_error(checker, in_default, "modelarts:trainJob:create")
+    assert error.code == "action_denied"
+    assert error.status == 403
+    # an action outside the route catalog is decided too
+    outside = authorize_error(checker, in_shared, "modelarts:exemlProject:create")
+    assert outside.code == "action_denied"
+
+
+def test_authorize_needs_an_authenticated_context(world: World) -> None:
+    checker = guard(world, routes=PUBLIC_ROUTES)
+    context = checker.check(call(path="/healthz", user=None))
+    error = authorize_error(checker, context, "svc:thing:get")
+    assert error.code == "missing_credentials"
+
+
+def test_authorize_follows_the_legacy_default(world: World) -> None:
+    checker = guard(world, default_allow_without_policies=True)
+    context = checker.check(call(user="dave"))
+    assert checker.authorize(context, "modelarts:exemlProject:create").allowed
+    assert authorize_error(checker, context, "obs:bucket:ListBucket").code == ("action_denied")
