@@ -201,10 +201,10 @@ class ProxyApp:
         )
         facts.append(("x-authmw-assertion", assertion))
         headers += [(name.encode(), value.encode()) for name, value in facts]
-        client = context.client
+        peer = scope.get("client")  # appended as proxies do: the chain stays what each hop saw
         forwarded_for = ", ".join(
             [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == b"x-forwarded-for"]
-            + ([client] if client else [])
+            + ([peer[0]] if peer else [])
         )
         if forwarded_for:
             headers = [(k, v) for k, v in headers if k.lower() != b"x-forwarded-for"]
