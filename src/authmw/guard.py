@@ -62,6 +62,7 @@ _WORKSPACE_PATH_KEYS = ("workspace_id", "ws_id")  # the ModelArts workspace rout
 SIGNED_IF_PRESENT = ("x-workspace-id", "x-project-id")
 _LEADING_SPACE = re.compile(rb"[ \t\r\n]*").match  # JSON whitespace, found without copying the body
 _Routed = tuple[Match | None, Access, str | None]  # the route match, what it demands, its resource
+_MISSING: Any = object()
 _LEGACY_DECISION = Decision(True, False, None, None, "no policy attached: ModelArts legacy default allows")
 
 
@@ -86,10 +87,7 @@ class AuthContext:
     decision: Decision | None = None
     error: AuthmwError | None = None
     policy_context: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
-    _catalog: tuple[str, ...] = field(default=(), repr=False, compare=False)
-    _decide: Callable[[Principal, str, str | None, Mapping[str, Any]], Decision] | None = field(
-        default=None, repr=False, compare=False
-    )
+    _lister: Callable[[AuthContext], tuple[str, ...]] | None = field(default=None, repr=False, compare=False)
     _memo: list[tuple[str, ...]] = field(default_factory=list, repr=False, compare=False)
 
     @property
@@ -105,11 +103,7 @@ class AuthContext:
     def allowed_actions(self) -> tuple[str, ...]:
         """The catalog actions this principal may perform in this workspace (computed on first use)."""
         if not self._memo:
-            principal, decide, context = self.principal, self._decide, self.policy_context
-            if principal is None or decide is None:
-                self._memo.append(())
-            else:
-                self._memo.append(tuple(a for a in self._catalog if decide(principal, a, None, context).allowed))
+            self._memo.append(() if self.principal is None or self._lister is None else self._lister(self))
         return self._memo[0]
 
 
@@ -184,6 +178,7 @@ class Guard:
         self._now = _Clock(clock).now
         self._request_id = request_id
         self._routed: dict[tuple[str, str], _Routed] = {}
+        self._allowed: dict[int, tuple[str, ...] | None] = {}  # policy-set version → its allowed actions
 
     @property
     def max_body(self) -> int:
@@ -299,6 +294,23 @@ class Guard:
         if not decision.allowed:
             raise ActionDenied(f"{action}: {decision.reason}")
 
+    def _allowed_actions(self, context: AuthContext) -> tuple[str, ...]:
+        """``context.allowed_actions``: memoised per policy set when none of its decisions reads the context."""
+        principal = context.principal
+        assert principal is not None
+        policies = principal.policies
+        known = self._allowed.get(policies.version, _MISSING)
+        if isinstance(known, tuple):
+            return known
+        decide = self._decide
+        allowed = tuple(a for a in self.actions if decide(principal, a, None, context.policy_context).allowed)
+        if known is _MISSING:
+            static = not any(policies.reads_context(action) for action in self.actions)
+            if len(self._allowed) >= 10_000:
+                self._allowed.clear()
+            self._allowed[policies.version] = allowed if static else None
+        return allowed
+
     def _access(self, match: Match | None) -> Access:
         if match is not None:
             return match.route.access
@@ -407,8 +419,7 @@ class _State:
             self.decision,
             error,
             self.policy_context,
-            guard.actions,
-            guard._decide,
+            guard._allowed_actions,
         )
 
 

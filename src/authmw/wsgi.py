@@ -45,8 +45,8 @@ def request_from_environ(environ: Environ, body: bytes) -> Request:
             headers.append((key[5:].replace("_", "-").lower(), value))
         elif key in _SPECIAL and value:
             headers.append((_SPECIAL[key], value))
-    # PEP 3333 hands header values over as latin-1 text: back to the bytes the client sent.
-    raw = [(name, value.encode("latin-1", "replace")) for name, value in headers]
+    # PEP 3333 hands header values over as latin-1 text: non-ASCII ones go back to the bytes the client sent.
+    raw = [(name, value if value.isascii() else value.encode("latin-1", "replace")) for name, value in headers]
     return Request.build(method, target, raw, body, environ.get("REMOTE_ADDR"))
 
 

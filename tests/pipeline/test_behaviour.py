@@ -172,3 +172,22 @@ def test_websocket_handshakes_are_checked(world: World, name: str) -> None:
             connect(url)
     assert refused.value.response.status_code == 401
     assert json.loads(refused.value.response.body)["error_code"] == "missing_credentials"
+
+
+async def cookie_upstream(scope: Any, receive: Any, send: Any) -> None:
+    """Sets a session cookie on every answer and reports the Cookie header it received."""
+    if scope["type"] != "http":
+        return
+    await receive()
+    seen = dict(scope["headers"]).get(b"cookie", b"").decode()
+    headers = [(b"content-type", b"application/json"), (b"set-cookie", b"session=secret-of-the-first-user; Path=/")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": json.dumps({"cookie": seen}).encode()})
+
+
+def test_the_proxy_never_carries_one_users_cookies_to_another(world: World) -> None:
+    with running("proxy", world, asgi_app=cookie_upstream) as form:
+        first = call(form, world.scientist, "GET", NOTEBOOKS, world.project)
+        second = call(form, world.admin, "GET", NOTEBOOKS, world.project)
+    assert first == (200, {"cookie": ""})
+    assert second == (200, {"cookie": ""})

@@ -46,6 +46,7 @@ _HOP_BY_HOP = frozenset(
 )
 _WS_HANDSHAKE = frozenset({b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions"})
 _HEALTH = b'{"status":"ok"}'
+_TIMEOUTS = {"connect": 5.0, "read": 60.0, "write": 60.0, "pool": 10.0}
 
 
 def identity_headers(context: AuthContext) -> list[tuple[str, str]]:
@@ -83,7 +84,7 @@ class ProxyApp:
         signing_key: tuple[str, ed25519.Ed25519PrivateKey],
         public_keys: Mapping[str, ed25519.Ed25519PublicKey],
         assertion_ttl: int = 60,
-        client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         from authmw.proxy.metrics import Metrics
 
@@ -95,7 +96,7 @@ class ProxyApp:
         self._jwks_body = json.dumps({"keys": [jwk_of(k, v) for k, v in public_keys.items()]}).encode()
         self.assertion_ttl = assertion_ttl
         self.metrics = Metrics()
-        self._client = client
+        self._transport = transport
         self.draining = False
 
     def reload(self, guard: Guard) -> None:
@@ -103,16 +104,18 @@ class ProxyApp:
         self.guard = guard
 
     @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
+    def transport(self) -> httpx.AsyncBaseTransport:
+        """The keep-alive pool to the upstream. A transport, not an ``httpx.AsyncClient``: a client would keep
+        the cookies one user's response sets and send them with the next user's requests."""
+        if self._transport is None:
             limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
-            self._client = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0, connect=5.0))
-        return self._client
+            self._transport = httpx.AsyncHTTPTransport(limits=limits, retries=0)
+        return self._transport
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._transport is not None:
+            await self._transport.aclose()
+            self._transport = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -223,14 +226,15 @@ class ProxyApp:
         target = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")
-        request = self.client.build_request(
+        request = httpx.Request(
             scope["method"],
             self.upstream + target,
             headers=self._forward_headers(scope, context, _HOP_BY_HOP),
             content=body,
+            extensions={"timeout": _TIMEOUTS},
         )
         try:
-            response = await self.client.send(request, stream=True)
+            response = await self.transport.handle_async_request(request)
         except httpx.HTTPError as exc:
             self.metrics.upstream_errors.inc()
             logger.warning("upstream request failed: %s", type(exc).__name__)
@@ -239,7 +243,7 @@ class ProxyApp:
         try:
             headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP - {b"content-length"}]
             await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-            async for chunk in response.aiter_raw():
+            async for chunk in response.stream:  # type: ignore[union-attr]  # a transport's stream is async
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except (httpx.HTTPError, OSError) as exc:  # the upstream or the client went away mid-stream
