@@ -473,7 +473,7 @@ def proxy_cases(
         upstream="http://upstream.invalid",
         signing_key=(kid, key),
         public_keys=store.public_signing_keys(),
-        client=httpx.AsyncClient(transport=httpx.MockTransport(upstream)),
+        transport=httpx.MockTransport(upstream),
     )
     request = asgi.request_from_scope(scope, b"")
     context = guard.check(request)
