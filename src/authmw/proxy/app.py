@@ -46,6 +46,7 @@ _HOP_BY_HOP = frozenset(
 )
 _WS_HANDSHAKE = frozenset({b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions"})
 _HEALTH = b'{"status":"ok"}'
+_POOLS, _POOL_CONNECTIONS = 32, 16  # up to 512 connections to the upstream
 _TIMEOUTS = {"connect": 5.0, "read": 60.0, "write": 60.0, "pool": 10.0}
 
 
@@ -97,6 +98,8 @@ class ProxyApp:
         self.assertion_ttl = assertion_ttl
         self.metrics = Metrics()
         self._transport = transport
+        self._pools: list[httpx.AsyncBaseTransport] = []
+        self._turn = 0
         self.draining = False
 
     def reload(self, guard: Guard) -> None:
@@ -105,17 +108,21 @@ class ProxyApp:
 
     @property
     def transport(self) -> httpx.AsyncBaseTransport:
-        """The keep-alive pool to the upstream. A transport, not an ``httpx.AsyncClient``: a client would keep
-        the cookies one user's response sets and send them with the next user's requests."""
-        if self._transport is None:
-            limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
-            self._transport = httpx.AsyncHTTPTransport(limits=limits, retries=0)
-        return self._transport
+        """A keep-alive pool to the upstream, several in turn. A transport, not an ``httpx.AsyncClient``: a
+        client would keep the cookies one user's response sets and send them with the next user's requests.
+        Several small pools, because httpcore's pool does work in the square of its connections per request."""
+        if self._transport is not None:
+            return self._transport
+        if not self._pools:
+            limits = httpx.Limits(max_connections=_POOL_CONNECTIONS, max_keepalive_connections=_POOL_CONNECTIONS)
+            self._pools = [httpx.AsyncHTTPTransport(limits=limits, retries=0) for _ in range(_POOLS)]
+        self._turn = (self._turn + 1) % _POOLS
+        return self._pools[self._turn]
 
     async def aclose(self) -> None:
-        if self._transport is not None:
-            await self._transport.aclose()
-            self._transport = None
+        pools, self._pools = self._pools, []
+        for pool in [*pools, *([self._transport] if self._transport is not None else [])]:
+            await pool.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
