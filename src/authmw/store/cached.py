@@ -151,24 +151,21 @@ class CachedIdentity:
         return found
 
     def workspace(self, workspace_id: str) -> Workspace | None:
-        if self._timer() >= self._deadline:
-            self.poll()
-        found = self._workspaces.get(workspace_id, _MISSING)
-        if found is not _MISSING:
-            return found  # type: ignore[no-any-return]
-        revision, workspace = self.store.read_workspace(workspace_id)
-        self._keep(revision, self._workspaces, workspace_id, workspace)
-        return workspace
+        return self._read_through(self._workspaces, workspace_id, self.store.read_workspace)  # type: ignore[no-any-return]
 
     def project(self, project_id: str) -> Project | None:
+        return self._read_through(self._projects, project_id, self.store.read_project)  # type: ignore[no-any-return]
+
+    def _read_through(self, cache: OrderedDict[str, Any], key: str, read: Callable[[str], tuple[int, Any]]) -> Any:
+        """``cache[key]`` (None included), else ``read(key)`` kept in it."""
         if self._timer() >= self._deadline:
             self.poll()
-        found = self._projects.get(project_id, _MISSING)
+        found = cache.get(key, _MISSING)
         if found is not _MISSING:
-            return found  # type: ignore[no-any-return]
-        revision, project = self.store.read_project(project_id)
-        self._keep(revision, self._projects, project_id, project)
-        return project
+            return found
+        revision, value = read(key)
+        self._keep(revision, cache, key, value)
+        return value
 
     def whitelist(self, scope: WhitelistScope, name: str) -> IpWhitelist:
         if self._timer() >= self._deadline:
