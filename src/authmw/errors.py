@@ -35,6 +35,8 @@ operators go in typed fields and never contain secrets, signatures or canonical 
     │   ├── PresignedUrlExpired         presigned_url_expired
     │   ├── SecurityTokenRequired       security_token_required
     │   ├── InvalidSecurityToken        invalid_security_token
+    │   ├── InvalidToken                invalid_token
+    │   ├── ExpiredToken                token_expired
     │   └── ReplayedRequest             replayed_request
     ├── Forbidden (403)
     │   ├── ActionDenied                action_denied
@@ -251,6 +253,16 @@ class SecurityTokenRequired(AuthenticationFailed):
 class InvalidSecurityToken(AuthenticationFailed):
     code = "invalid_security_token"
     message = "invalid security token"
+
+
+class InvalidToken(AuthenticationFailed):
+    code = "invalid_token"
+    message = "invalid token"
+
+
+class ExpiredToken(AuthenticationFailed):
+    code = "token_expired"
+    message = "the token has expired"
 
 
 class ReplayedRequest(AuthenticationFailed):
