@@ -12,6 +12,7 @@ from authmw.routes import Route, RouteCatalog, Routes, modelarts_routes, route_f
 from authmw.settings import Settings, load_settings
 from authmw.signing import Verifier
 from authmw.store import CachedIdentity, Store, open_store
+from authmw.tokens import TokenVerifier
 
 __all__ = ["build_guard", "guard_from_config", "guard_from_store", "routes_of"]
 
@@ -69,6 +70,7 @@ def build_guard(
     guard = Guard(
         identity=identity,
         verifier=verifier,
+        tokens=TokenVerifier(store.public_signing_keys()),  # the store's signing keys; reloaded with the guard
         routes=routes_of(settings, routes),
         actions=modelarts_actions() if "modelarts" in _presets(settings, tuple(routes)) else (),
         trusted_proxies=settings.trusted_proxies,

@@ -44,6 +44,7 @@ operators go in typed fields and never contain secrets, signatures or canonical 
     │   ├── WorkspaceNotFound           workspace_not_found  (also another domain's workspace)
     │   ├── WorkspaceDenied             workspace_denied
     │   ├── ProjectNotFound             project_not_found
+    │   ├── TokenScopeMismatch          token_scope_mismatch
     │   └── AddressNotAllowed           address_not_allowed
     ├── PayloadTooLarge (413)
     │   └── BodyTooLarge                body_too_large
@@ -299,6 +300,11 @@ class WorkspaceDenied(Forbidden):
 class ProjectNotFound(Forbidden):
     code = "project_not_found"
     message = "project not found"
+
+
+class TokenScopeMismatch(Forbidden):
+    code = "token_scope_mismatch"
+    message = "the token is not scoped to this project"
 
 
 class AddressNotAllowed(Forbidden):

@@ -26,6 +26,7 @@ from authmw.errors import (
     ConfigurationError,
     ConflictingProject,
     ConflictingWorkspace,
+    InvalidToken,
     InvalidWorkspaceId,
     MalformedBody,
     MissingCredentials,
@@ -33,6 +34,7 @@ from authmw.errors import (
     ProjectNotFound,
     RouteNotAllowed,
     SchemeDisabled,
+    TokenScopeMismatch,
     UnsignedPayloadRefused,
     WorkspaceDenied,
     WorkspaceNotFound,
@@ -50,6 +52,7 @@ from authmw.models import AuthMethod, Credential, Decision, Request
 from authmw.policy import modelarts_actions
 from authmw.routes import Access, Match, Route, RouteCatalog, Unmatched, check_allowed, modelarts_routes, parse_path
 from authmw.signing import Verifier
+from authmw.tokens import TokenVerifier
 
 __all__ = ["SIGNED_IF_PRESENT", "AuthContext", "Guard", "Mode", "bare_context"]
 
@@ -136,7 +139,7 @@ class Guard:
     Safe defaults: every route not in the catalog is denied (``unmatched="deny"``), no proxy is trusted, paths
     are read strictly, ``enforce`` mode, IAM default-deny (the ModelArts legacy "no policy means everything"
     rule only with ``default_allow_without_policies=True``). With no routes given, the built-in ``modelarts``
-    preset applies.
+    preset applies. IAM tokens (``X-Auth-Token``) are accepted only with a ``tokens`` verifier.
     """
 
     def __init__(
@@ -144,6 +147,7 @@ class Guard:
         *,
         identity: IdentitySource,
         verifier: Verifier | None = None,
+        tokens: TokenVerifier | None = None,
         routes: RouteCatalog | Iterable[Route] | None = None,
         unmatched: Unmatched | str | None = None,
         actions: Iterable[str] = (),
@@ -167,6 +171,7 @@ class Guard:
         #: What ``allowed_actions`` is computed over: the routes' actions and any others given.
         self.actions = tuple(sorted({*self.routes.actions, *actions}))
         self.identity = identity
+        self.tokens = tokens
         self.verifier = verifier or Verifier(keys=identity, clock=clock, signed_if_present=SIGNED_IF_PRESENT)
         try:
             self.proxies = TrustedProxies(trusted_proxies)
@@ -218,8 +223,10 @@ class Guard:
         """Verify the request's one credential and load its principal (no route, workspace or policy)."""
         credential = self._credential(request)
         principal = self.identity.principal(credential.owner or "")
-        if principal is None:  # the user was disabled after its key was read
+        if principal is None:  # the user was disabled after its key was read (or the token issued)
             raise AuthenticationFailed("the credential's user is unknown or disabled")
+        if credential.method is AuthMethod.TOKEN:
+            self._check_token_holder(credential, principal)
         return credential, principal
 
     def authorize(self, context: AuthContext, action: str, resource: str | None = None) -> Decision:
@@ -263,7 +270,7 @@ class Guard:
             # The signature does not cover the body: it must not be what places or names the request.
             raise UnsignedPayloadRefused("a body that names the workspace or the action must be signed")
         state.workspace = self._workspace(request, match, body, principal)
-        state.project = self._project(request, match, principal)
+        state.project = self._project(request, match, principal, credential)
         self._whitelist(WhitelistScope.USER, state, principal.user_id)
         self._whitelist(WhitelistScope.WORKSPACE, state, state.workspace.id)
         context = {
@@ -272,7 +279,7 @@ class Guard:
             "g:username": principal.user_name,
             "g:domainid": principal.domain_id,
             "g:domainname": principal.domain_name,
-            "g:mfapresent": False,
+            "g:mfapresent": credential.mfa,
             "modelarts:workspaceid": state.workspace.id,
         }
         if state.client is not None:
@@ -319,13 +326,30 @@ class Guard:
         return Access(self.routes.unmatched.value)
 
     def _credential(self, request: Request) -> Credential:
-        headers = request.headers
-        token = headers.get("x-auth-token")
-        if token is not None:
-            if self.verifier.scheme_of(request) is not None:
-                raise MultipleCredentials("both X-Auth-Token and a signature")
+        token = request.headers.get("x-auth-token")
+        if token is None:
+            return self.verifier.verify(request)
+        if self.verifier.scheme_of(request) is not None:
+            raise MultipleCredentials("both X-Auth-Token and a signature")
+        if self.tokens is None:
             raise SchemeDisabled("IAM tokens are not enabled on this guard")
-        return self.verifier.verify(request)
+        claims = self.tokens.verify(token.strip())
+        return Credential(
+            AuthMethod.TOKEN,
+            "token",
+            claims.token_id,
+            claims.user_id,
+            claims.issued_at,
+            project=claims.project_id,
+            mfa=claims.mfa,
+        )
+
+    @staticmethod
+    def _check_token_holder(credential: Credential, principal: Principal) -> None:
+        """A token stops working when its user's password changes (IAM does the same)."""
+        changed = principal.password_changed_at
+        if changed is not None and changed > credential.signed_at:
+            raise InvalidToken("the password changed after the token was issued")
 
     def _decide(self, principal: Principal, action: str, resource: str | None, context: Mapping[str, Any]) -> Decision:
         decision = principal.policies.decide(action, resource, context)
@@ -356,12 +380,19 @@ class Guard:
             raise WorkspaceDenied(f"{principal.user_name} may not enter workspace {workspace.id}")
         return workspace
 
-    def _project(self, request: Request, match: Match | None, principal: Principal) -> Project | None:
+    def _project(
+        self, request: Request, match: Match | None, principal: Principal, credential: Credential
+    ) -> Project | None:
         from_path = None if match is None else match.params.get("project_id")
         from_header = request.headers.get("x-project-id")
         if from_path is not None and from_header is not None and from_path != from_header:
             raise ConflictingProject("the path and X-Project-Id name different projects")
         project_id = from_path or from_header
+        if credential.method is AuthMethod.TOKEN:
+            if project_id is None:
+                project_id = credential.project  # the token's own project, if it has one
+            elif project_id != credential.project:
+                raise TokenScopeMismatch("the token is scoped to another project (or to the domain)")
         if project_id is None:
             return None
         project = self.identity.project(project_id) if len(project_id) <= 64 else None

@@ -65,6 +65,7 @@ class Principal:
     groups: frozenset[str]
     policies: PolicySet = field(repr=False, compare=False)
     is_admin: bool = False
+    password_changed_at: int | None = None  # tokens issued before it are no longer valid
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,7 +108,11 @@ class AccessKey:
 
 @dataclass(frozen=True, slots=True)
 class Credential:
-    """What a verified request signature established."""
+    """What a verified request signature (or IAM token) established.
+
+    For a token, ``scheme`` is ``"token"``, ``access_key`` the token id, ``signed_at`` its issue time,
+    ``project`` the project it is scoped to (None: domain scope) and ``mfa`` whether the login used MFA.
+    """
 
     method: AuthMethod
     scheme: str
@@ -119,6 +123,8 @@ class Credential:
     service: str | None = None
     security_token: str | None = field(default=None, repr=False)
     unsigned_payload: bool = False
+    project: str | None = None
+    mfa: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ with the server's own 4xx, but never a 500 and never by calling the app.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -22,9 +23,11 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from authmw.errors import all_error_classes
 from authmw.signing import presign_url, sign_request
+from authmw.tokens import TokenSigner
 from pipeline.conftest import SETTINGS, Form, running
 from pipeline.world import Key, World, echo_asgi, echo_wsgi
 
@@ -254,6 +257,34 @@ def signed(
     split = urlsplit(request.url)
     target = split.path + (f"?{split.query}" if split.query else "")
     return Raw(method, target, list(request.headers.items()), request.body)
+
+
+_UNSET: Any = object()
+
+
+def token(
+    c: Ctx, *, project: Any = _UNSET, age: int = 0, alg_none: bool = False, foreign: bool = False, tamper: bool = False
+) -> str:
+    """An IAM token of the scientist, signed with the store's key (or forged as asked)."""
+    kid, key = c.world.store.signing_key()
+    if foreign:
+        key = ed25519.Ed25519PrivateKey.generate()
+    signer = TokenSigner(kid, key, clock=lambda: time.time() - age)
+    scope = c.world.project if project is _UNSET else project
+    principal = c.world.store.find_user("scientist")
+    issued, _ = signer.issue(
+        user_id=principal.id, user_name="scientist", domain_id=principal.domain_id, domain_name="default",
+        **({} if scope is None else {"project_id": scope, "project_name": "cn-north-4"}),
+    )  # fmt: skip
+    head, payload, signature = issued.split(".")
+    if alg_none:
+        none = base64.urlsafe_b64encode(json.dumps({"alg": "none", "kid": kid}).encode()).rstrip(b"=").decode()
+        return f"{none}.{payload}."
+    if tamper:
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+        claims["sub"] = c.world.store.find_user("admin").id
+        payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{head}.{payload}.{signature}"
 
 
 def plain(c: Ctx, method: str = "GET", path: str = NB, *, query: str = "") -> Raw:
@@ -509,9 +540,18 @@ CASES: list[Case] = [
          reauth(lambda a, c: f"{a.scheme}\tAccess={a.ak}, SignedHeaders={a.signed}, Signature={a.sig}")),
     Case("scheme/presigned-name-in-header", "malformed_authorization",
          reauth(lambda a, c: f"AWS4-HMAC-SHA256-PRESIGNED Credential={a.ak}, SignedHeaders=host, Signature={a.sig}")),
-    Case("scheme/x-auth-token-alone", "scheme_disabled", lambda c: plain(c).add("X-Auth-Token", "MIIEhQYJKoZIhvcN")),
-    Case("scheme/x-auth-token-twice", "scheme_disabled",
+    Case("scheme/x-auth-token-alone", "invalid_token", lambda c: plain(c).add("X-Auth-Token", "MIIEhQYJKoZIhvcN")),
+    Case("scheme/x-auth-token-twice", "invalid_token",
          lambda c: plain(c).add("X-Auth-Token", "MIIE1").add("X-Auth-Token", "MIIE2")),
+    # --- IAM tokens ------------------------------------------------------------------------------------------
+    Case("token/alg-none", "invalid_token", lambda c: plain(c).add("X-Auth-Token", token(c, alg_none=True))),
+    Case("token/foreign-key", "invalid_token", lambda c: plain(c).add("X-Auth-Token", token(c, foreign=True))),
+    Case("token/tampered-user", "invalid_token", lambda c: plain(c).add("X-Auth-Token", token(c, tamper=True))),
+    Case("token/expired", "token_expired", lambda c: plain(c).add("X-Auth-Token", token(c, age=2 * 86400))),
+    Case("token/other-project", "token_scope_mismatch",
+         lambda c: plain(c).add("X-Auth-Token", token(c, project=c.world.other_project))),
+    Case("token/domain-scoped-for-a-project", "token_scope_mismatch",
+         lambda c: plain(c).add("X-Auth-Token", token(c, project=None))),
     Case("missing/no-credentials", "missing_credentials", plain),
     Case("missing/date-but-no-authorization", "missing_credentials",
          lambda c: signed(c).drop("Authorization")),

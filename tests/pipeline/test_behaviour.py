@@ -14,6 +14,7 @@ from websockets.sync.client import connect
 
 from authmw.assertion import keys_from_jwks, verify_assertion
 from authmw.signing import sign_request
+from authmw.tokens import TokenSigner
 from pipeline.conftest import Form, running
 from pipeline.world import Key, World
 from wire import huawei_call
@@ -191,3 +192,50 @@ def test_the_proxy_never_carries_one_users_cookies_to_another(world: World) -> N
         second = call(form, world.admin, "GET", NOTEBOOKS, world.project)
     assert first == (200, {"cookie": ""})
     assert second == (200, {"cookie": ""})
+
+
+def token_for(world: World, user: str, project: str | None = None) -> str:
+    """An IAM token for ``user`` scoped to ``project`` (the world's by default), signed with the store's key."""
+    found = world.store.find_user(user)
+    scope = {"project_id": project or world.project, "project_name": "cn-north-4"}
+    token, _claims = TokenSigner(*world.store.signing_key()).issue(
+        user_id=found.id, user_name=user, domain_id=found.domain_id, domain_name="default", **scope
+    )
+    return token
+
+
+def token_call(form: Form, token: str, path: str) -> httpx.Response:
+    return httpx.get(form.url + path, headers={"X-Auth-Token": token})
+
+
+def test_an_iam_token_is_authenticated_and_authorized_like_a_signature(form: Form, world: World) -> None:
+    path = f"/v1/{world.project}/notebooks"
+    allowed = token_call(form, token_for(world, "scientist"), path)
+    assert allowed.status_code == 200
+    assert form.facts(allowed.json()) == {
+        "user": "scientist",
+        "workspace": "0",
+        "action": "modelarts:notebook:list",
+        "method": "token",
+        "project": world.project,
+    }
+    denied = token_call(form, token_for(world, "outsider"), path)
+    assert (denied.status_code, denied.json()["error_code"]) == (403, "action_denied")
+    elsewhere = token_call(form, token_for(world, "scientist"), f"/v1/{world.other_project}/notebooks")
+    assert (elsewhere.status_code, elsewhere.json()["error_code"]) == (403, "token_scope_mismatch")
+
+
+def test_a_token_stops_working_within_a_second_of_a_password_change(form: Form, world: World) -> None:
+    name = f"pw-{form.name}"
+    world.store.create_user(name)
+    world.store.add_user_to_group("developers", name)
+    token = token_for(world, name)
+    path = f"/v1/{world.project}/notebooks"
+    assert token_call(form, token, path).status_code == 200
+    time.sleep(1.01)  # password changes are recorded in whole seconds: a token of the same second stays valid
+    world.store.set_password(name, "a new password for this user")
+    changed_at = time.monotonic()
+    while (answer := token_call(form, token, path)).status_code == 200:
+        assert time.monotonic() - changed_at < 1.0, "still accepted 1 s after the password changed"
+        time.sleep(0.02)
+    assert (answer.status_code, answer.json()["error_code"]) == (401, "invalid_token")

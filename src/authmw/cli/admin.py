@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,6 +21,7 @@ from authmw.cli._common import (
     open_cli_store,
     parse_context,
 )
+from authmw.errors import ChangeRefused, ConfigurationError
 from authmw.identity import DEFAULT_WORKSPACE_ID, WhitelistScope, can_access_workspace
 
 __all__ = ["register", "register_policy"]
@@ -198,6 +200,33 @@ def _workspace_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) 
             grant_groups=args.grant_group,
         )
     emit(args, stdout, {"id": workspace.id, "name": workspace.name, "auth_type": workspace.auth_type})
+    return EXIT_OK
+
+
+def _token_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    from authmw.tokens import TokenSigner
+
+    with open_cli_store(args) as store:
+        store.require_schema()
+        user = store.find_user(args.user, domain=args.domain)
+        if not user.enabled:
+            raise ChangeRefused(f"user {args.user!r} is disabled")
+        scope = {}
+        if args.project is not None:
+            project = store.find_project(args.project, domain=args.domain)
+            scope = {"project_id": project.id, "project_name": project.name}
+        try:
+            signer = TokenSigner(*store.signing_key(), ttl=args.ttl)
+        except ConfigurationError as exc:
+            raise UsageError(f"--ttl: {exc}") from None
+        token, claims = signer.issue(
+            user_id=user.id, user_name=user.name, domain_id=user.domain_id, domain_name=args.domain, **scope
+        )
+    expires = datetime.fromtimestamp(claims.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+    if args.format == "json":
+        emit(args, stdout, {"token": token, "expires_at": expires, "user": user.name, "project": claims.project_id})
+    else:
+        stdout.write(token + "\n")  # alone on stdout, for X-Auth-Token: $(authmw token create --user U)
     return EXIT_OK
 
 
@@ -439,6 +468,12 @@ def register(commands: Any) -> None:
     create.add_argument("--grant", action="append", default=[], metavar="USER", help="grant a user (INTERNAL)")
     create.add_argument("--grant-group", action="append", default=[], metavar="GROUP", help="grant a group (INTERNAL)")
     create.add_argument("--owner", metavar="U", help="the owning user")
+
+    token = _group_of(commands, "token", "IAM tokens")
+    issue = _command(token, "create", _token_create, "issue an IAM token for a user (X-Auth-Token), for scripts")
+    issue.add_argument("--user", required=True, metavar="U")
+    issue.add_argument("--project", metavar="P", help="project name or id to scope the token to (else the domain)")
+    issue.add_argument("--ttl", type=int, default=24 * 3600, metavar="SECONDS", help="validity (default 86400)")
 
     keypair = _group_of(commands, "keypair", "SSH key pairs for remote access")
     create = _command(keypair, "create", _keypair_create, "generate a key pair; prints the private key once")

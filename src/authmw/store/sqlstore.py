@@ -274,6 +274,18 @@ class Store:
             tx.run("INSERT INTO projects VALUES (?, ?, ?, ?, ?)", (project.id, domain_id, name, region, self._now()))
         return project
 
+    def find_project(self, name_or_id: str, *, domain: str = DEFAULT_DOMAIN) -> Project:
+        """A project of ``domain`` by id or by name."""
+        with self.db.read() as tx:
+            row = tx.one(
+                "SELECT p.id, p.name, p.domain_id, p.region FROM projects p JOIN domains d ON d.id = p.domain_id "
+                "WHERE (p.id = ? OR p.name = ?) AND d.name = ? ORDER BY p.id = ? DESC LIMIT 1",
+                (name_or_id, name_or_id, domain, name_or_id),
+            )
+        if row is None:
+            raise NotFound(f"no project {name_or_id!r} in domain {domain!r}")
+        return Project(row[0], row[1], row[2], row[3])
+
     def create_user(self, name: str, *, domain: str = DEFAULT_DOMAIN, password: str | None = None) -> User:
         check_name("user", name)
         hashed = None if password is None else hash_password(check_password(password))
@@ -620,7 +632,8 @@ class Store:
         with self.db.read() as tx:
             revision = _revision(tx)
             row = tx.one(
-                "SELECT u.name, u.domain_id, d.name FROM users u JOIN domains d ON d.id = u.domain_id "
+                "SELECT u.name, u.domain_id, d.name, u.password_changed_at FROM users u "
+                "JOIN domains d ON d.id = u.domain_id "
                 "WHERE u.id = ? AND u.enabled = 1",
                 (user_id,),
             )
@@ -639,6 +652,7 @@ class Store:
             groups=frozenset(g[0] for g in groups),
             policies=compile_(policies),
             is_admin=any(g[1] == ADMIN_GROUP for g in groups),
+            password_changed_at=None if row[3] is None else int(row[3]),
         )
         return revision, principal
 

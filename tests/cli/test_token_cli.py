@@ -1,0 +1,66 @@
+"""``authmw token create``: an IAM token for scripts, verifiable with the store's signing keys."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from authmw.cli import main
+from authmw.store import open_store
+from authmw.tokens import TokenVerifier
+
+
+@pytest.fixture
+def store_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    url = f"sqlite:///{tmp_path / 'authmw.db'}"
+    monkeypatch.setenv("AUTHMW_STORE", url)
+    monkeypatch.setenv("AUTHMW_MASTER_KEY_FILE", str(tmp_path / "authmw.key"))
+    monkeypatch.delenv("AUTHMW_MASTER_KEY", raising=False)
+    for argv in (["init"], ["project", "create", "cn-north-4"], ["user", "create", "alice"]):
+        assert main(argv, stdout=io.StringIO()) == 0
+    return url
+
+
+def run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    return main(list(argv), stdout=out), out.getvalue()
+
+
+def test_a_project_scoped_token_verifies_with_the_store_keys(store_url: str) -> None:
+    code, out = run("token", "create", "--user", "alice", "--project", "cn-north-4", "--format", "json")
+    assert code == 0
+    issued = json.loads(out)
+    assert set(issued) == {"token", "expires_at", "user", "project"} and issued["expires_at"].endswith("Z")
+    store = open_store(store_url)
+    try:
+        claims = TokenVerifier(store.public_signing_keys()).verify(issued["token"])
+        assert (
+            claims.user_name == "alice"
+            and claims.project_id == issued["project"] == store.find_project("cn-north-4").id
+        )
+        assert claims.expires_at - claims.issued_at == 24 * 3600
+    finally:
+        store.close()
+
+
+def test_the_text_form_is_the_token_alone(store_url: str) -> None:
+    code, out = run("token", "create", "--user", "alice", "--ttl", "600")
+    assert code == 0 and out.count(".") == 2 and out.endswith("\n") and " " not in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--user", "bob"], "no user 'bob'"),
+        (["--user", "alice", "--project", "nowhere"], "no project 'nowhere'"),
+        (["--user", "alice", "--ttl", "5"], "--ttl"),
+        (["--user", "carol"], "disabled"),
+    ],
+)
+def test_refusals_exit_2(store_url: str, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    assert run("user", "create", "carol")[0] == 0 and run("user", "disable", "carol")[0] == 0
+    assert run("token", "create", *argv)[0] == 2
+    assert message in capsys.readouterr().err
