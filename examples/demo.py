@@ -6,7 +6,8 @@
    INTERNAL workspace ``research`` granted to bob; an IP whitelist on the notebook-deletion route.
 2. Starts the demo API (``examples/demo_api.py``, which only trusts verified ``X-Authmw-*`` facts) and
    ``authmw proxy`` in front of it, as a separate process.
-3. Sends real AK/SK-signed requests and prints each outcome; exits 0 only if every outcome was as expected.
+3. Sends real AK/SK-signed requests (and one with an IAM token) and prints each outcome; exits 0 only if every
+   outcome was as expected.
 """
 
 from __future__ import annotations
@@ -187,6 +188,12 @@ def walkthrough(sidecar: str, world: dict[str, Any]) -> int:
         print(f"   {RED}the API saw a spoofed user{RESET}")
     else:
         print("   the API never saw 'alice': authmw dropped the header and re-added the verified identity")
+    token = authmw("token", "create", "--user", "bob", "--project", "cn-north-4")["token"]
+    clients["bob (IAM token)"] = httpx.Client(base_url=sidecar, headers={"X-Auth-Token": token})
+    step(
+        "An IAM token instead of a signature: bob's, from `authmw token create`",
+        "bob (IAM token)", "GET", "/v1/{project}/notebooks", (200, None),
+    )  # fmt: skip
     unsigned = httpx.get(f"{sidecar}/v1/{project}/notebooks")
     print(f"\n-- No signature at all -> {unsigned.status_code} {unsigned.json()['error_code']}")
     failures += (unsigned.status_code, unsigned.json()["error_code"]) != (401, "missing_credentials")

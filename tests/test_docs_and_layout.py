@@ -94,6 +94,6 @@ def test_make_demo_walkthrough_runs_end_to_end(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "every outcome was as expected" in out
-    assert out.count("[as expected]") == 8
+    assert out.count("[as expected]") == 9
     for code in ("action_denied", "workspace_denied", "address_not_allowed", "missing_credentials"):
         assert code in out
