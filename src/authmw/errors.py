@@ -46,6 +46,8 @@ operators go in typed fields and never contain secrets, signatures or canonical 
     │   ├── ProjectNotFound             project_not_found
     │   ├── TokenScopeMismatch          token_scope_mismatch
     │   └── AddressNotAllowed           address_not_allowed
+    ├── TooManyRequests (429)
+    │   └── TooManyAttempts             too_many_attempts  (password logins; with Retry-After)
     ├── PayloadTooLarge (413)
     │   └── BodyTooLarge                body_too_large
     ├── BadGateway (502)
@@ -310,6 +312,25 @@ class TokenScopeMismatch(Forbidden):
 class AddressNotAllowed(Forbidden):
     code = "address_not_allowed"
     message = "client address not allowed"
+
+
+class TooManyRequests(AuthmwError):
+    status = 429
+    code = "too_many_requests"
+    message = "too many requests, retry later"
+
+
+class TooManyAttempts(TooManyRequests):
+    code = "too_many_attempts"
+    message = "too many failed logins, retry later"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"login attempts for this user or address are limited; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class PayloadTooLarge(AuthmwError):

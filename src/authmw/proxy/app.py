@@ -19,11 +19,12 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from authmw.asgi import Receive, Scope, Send, read_body, request_from_scope, send_error
+from authmw.asgi import ASGIApp, Receive, Scope, Send, read_body, request_from_scope, send_error
 from authmw.assertion import jwk_of, sign_assertion
 from authmw.audit import log_decision
 from authmw.errors import AuthmwError, UpstreamUnavailable
 from authmw.guard import AuthContext, Guard, bare_context
+from authmw.iam_api import TOKENS_PATH
 
 __all__ = ["ProxyApp", "identity_headers"]
 
@@ -86,6 +87,7 @@ class ProxyApp:
         public_keys: Mapping[str, ed25519.Ed25519PublicKey],
         assertion_ttl: int = 60,
         transport: httpx.AsyncBaseTransport | None = None,
+        token_service: ASGIApp | None = None,
     ) -> None:
         from authmw.proxy.metrics import Metrics
 
@@ -98,6 +100,7 @@ class ProxyApp:
         self.assertion_ttl = assertion_ttl
         self.metrics = Metrics()
         self._transport = transport
+        self.token_service = token_service
         self._pools: list[httpx.AsyncBaseTransport] = []
         self._turn = 0
         self.draining = False
@@ -132,6 +135,8 @@ class ProxyApp:
             own = _OWN_PATHS.get(scope["path"])
             if own is not None and scope["method"] in ("GET", "HEAD"):
                 await own(self, send)
+            elif scope["path"] == TOKENS_PATH and self.token_service is not None:
+                await self.token_service(scope, receive, send)
             else:
                 await self._http(scope, receive, send)
         elif kind == "websocket":

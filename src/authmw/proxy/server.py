@@ -12,9 +12,11 @@ from dataclasses import replace
 from authmw.assembly import build_guard
 from authmw.audit import AUDIT_LOGGER
 from authmw.errors import ConfigurationError
+from authmw.iam_api import TokenService
 from authmw.proxy.app import ProxyApp
 from authmw.settings import Settings
 from authmw.store import Store
+from authmw.tokens import TokenSigner
 
 __all__ = ["build_app", "parse_listen", "serve"]
 
@@ -35,13 +37,17 @@ def build_app(settings: Settings, store: Store) -> ProxyApp:
     if not settings.upstream:
         raise ConfigurationError("the proxy needs an upstream URL (--upstream or upstream: in the config)")
     guard = build_guard(settings, store=store)
+    signing_key = store.signing_key()
+    tokens = guard.tokens
+    service = None if tokens is None else TokenService(store, TokenSigner(*signing_key), tokens)
     try:
         return ProxyApp(
             guard=guard,
             upstream=settings.upstream,
-            signing_key=store.signing_key(),
+            signing_key=signing_key,
             public_keys=store.public_signing_keys(),
             assertion_ttl=settings.assertion_ttl,
+            token_service=service,
         )
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None

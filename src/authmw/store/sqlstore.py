@@ -63,7 +63,7 @@ from authmw.store.rules import (
     check_workspace_name,
 )
 from authmw.store.schema import MIGRATIONS, SCHEMA_VERSION
-from authmw.store.secrets import Keyring, SealError, hash_password
+from authmw.store.secrets import Keyring, SealError, hash_password, verify_password
 
 __all__ = [
     "DEFAULT_DOMAIN",
@@ -316,6 +316,23 @@ class Store:
                 "UPDATE users SET password_hash = ?, password_changed_at = ? WHERE id = ?",
                 (hashed, self._now(), user_id),
             )
+
+    def check_password(self, name: str, password: str, *, domain: str) -> User | None:
+        """The enabled user ``name`` of ``domain`` (a name or an id) if ``password`` is theirs, else None.
+
+        Costs one scrypt whatever the outcome (unknown user, disabled, no password), so the answer's timing
+        does not tell which; callers must limit attempts before calling (it is a CPU-heavy check).
+        """
+        with self.db.read() as tx:
+            row = tx.one(
+                "SELECT u.id, u.name, u.domain_id, u.enabled, u.password_hash FROM users u "
+                "JOIN domains d ON d.id = u.domain_id WHERE u.name = ? AND (d.name = ? OR d.id = ?)",
+                (name, domain, domain),
+            )
+        matches = verify_password(password, None if row is None else row[4])
+        if row is None or not matches or not row[3]:
+            return None
+        return User(row[0], row[1], row[2], True)
 
     def list_users(self, *, domain: str | None = None) -> list[User]:
         sql = "SELECT u.id, u.name, u.domain_id, u.enabled FROM users u JOIN domains d ON d.id = u.domain_id"

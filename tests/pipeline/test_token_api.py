@@ -1,0 +1,130 @@
+"""The IAM token endpoints through ``authmw proxy``: password login → token → calls; HEAD; attempt limits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from pipeline.conftest import Form, running
+from pipeline.world import World
+
+PASSWORD = "correct horse battery staple"
+TOKENS = "/v3/auth/tokens"
+
+
+@pytest.fixture(scope="module")
+def proxy(world: World) -> Iterator[Form]:
+    for name in ("login-user", "locked-user"):
+        world.store.create_user(name, password=PASSWORD)
+        world.store.add_user_to_group("developers", name)
+    with running("proxy", world) as form:
+        yield form
+
+
+def login(form: Form, user: str, password: str, *, scope: Any = None, query: str = "") -> httpx.Response:
+    body: dict[str, Any] = {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {"user": {"name": user, "password": password, "domain": {"name": "default"}}},
+            }
+        }
+    }
+    if scope is not None:
+        body["auth"]["scope"] = scope
+    return httpx.post(form.url + TOKENS + query, json=body, timeout=30)
+
+
+def test_a_password_login_gives_a_token_that_calls_the_api(proxy: Form, world: World) -> None:
+    answer = login(proxy, "login-user", PASSWORD, scope={"project": {"name": "cn-north-4"}})
+    assert answer.status_code == 201
+    token = answer.headers["x-subject-token"]
+    body = answer.json()["token"]
+    assert body["user"]["name"] == "login-user" and body["user"]["domain"]["name"] == "default"
+    assert body["project"]["id"] == world.project and body["methods"] == ["password"]
+    assert body["expires_at"].endswith("Z") and "catalog" in body
+    call = httpx.get(f"{proxy.url}/v1/{world.project}/notebooks", headers={"X-Auth-Token": token})
+    assert call.status_code == 200 and proxy.facts(call.json())["method"] == "token"
+    by_id = login(proxy, "login-user", PASSWORD, scope={"project": {"id": world.project}}, query="?nocatalog=true")
+    assert by_id.status_code == 201 and "catalog" not in by_id.json()["token"]
+    domain_scoped = login(proxy, "login-user", PASSWORD)
+    assert domain_scoped.status_code == 201 and domain_scoped.json()["token"]["domain"]["name"] == "default"
+
+
+def test_head_validates_a_subject_token(proxy: Form) -> None:
+    caller = login(proxy, "login-user", PASSWORD).headers["x-subject-token"]
+    subject = login(proxy, "login-user", PASSWORD).headers["x-subject-token"]
+    check = httpx.head(proxy.url + TOKENS, headers={"X-Auth-Token": caller, "X-Subject-Token": subject})
+    assert check.status_code == 200
+    forged = subject[:-6] + ("AAAAAA" if not subject.endswith("AAAAAA") else "BBBBBB")
+    check = httpx.head(proxy.url + TOKENS, headers={"X-Auth-Token": caller, "X-Subject-Token": forged})
+    assert check.status_code == 404
+    assert httpx.head(proxy.url + TOKENS, headers={"X-Subject-Token": subject}).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "scope"),
+    [
+        ("login-user", "wrong password!", None),
+        ("nobody-at-all", PASSWORD, None),
+        ("outsider", PASSWORD, None),  # a user without a password
+    ],
+)
+def test_every_failed_login_gets_the_same_answer(proxy: Form, user: str, password: str, scope: Any) -> None:
+    answer = login(proxy, user, password, scope=scope)
+    assert answer.status_code == 401
+    assert answer.json()["error_code"] == "authentication_failed"
+    assert answer.json()["error_msg"] == "authentication failed"
+
+
+def test_an_unknown_project_scope(proxy: Form) -> None:
+    answer = login(proxy, "login-user", PASSWORD, scope={"project": {"name": "nowhere"}})
+    assert (answer.status_code, answer.json()["error_code"]) == (403, "project_not_found")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"{", b"[]", b'{"auth": {}}', json.dumps({"auth": {"identity": {"methods": ["token"]}}}).encode()],
+)
+def test_malformed_login_bodies(proxy: Form, body: bytes) -> None:
+    answer = httpx.post(proxy.url + TOKENS, content=body)
+    assert (answer.status_code, answer.json()["error_code"]) == (400, "malformed_body")
+
+
+def test_password_guessing_is_limited_per_user(proxy: Form) -> None:
+    for _ in range(5):
+        assert login(proxy, "locked-user", "guess").status_code == 401
+    locked = login(proxy, "locked-user", PASSWORD)  # even the right password waits now
+    assert (locked.status_code, locked.json()["error_code"]) == (429, "too_many_attempts")
+    assert int(locked.headers["retry-after"]) > 0
+    assert login(proxy, "login-user", PASSWORD).status_code == 201  # other users are not affected
+
+
+def test_other_methods(proxy: Form) -> None:
+    assert httpx.delete(proxy.url + TOKENS).status_code == 405
+
+
+def test_the_attempt_limiter_slides_and_is_bounded() -> None:
+    from authmw.iam_api import AttemptLimiter
+
+    now = [1000.0]
+    limiter = AttemptLimiter(per_user=2, per_address=3, window=10, max_keys=4, clock=lambda: now[0])
+    assert limiter.retry_after("alice", "10.0.0.1") == 0
+    limiter.failed("alice", "10.0.0.1")
+    limiter.failed("alice", "10.0.0.1")
+    assert limiter.retry_after("alice", "10.0.0.9") == 10  # the user is locked from any address
+    assert limiter.retry_after("bob", "10.0.0.1") == 0
+    limiter.failed("bob", "10.0.0.1")
+    assert limiter.retry_after("carol", "10.0.0.1") == 10  # the address is locked for any user
+    now[0] += 10.5
+    assert limiter.retry_after("alice", "10.0.0.1") == 0  # the failures left the window
+    limiter.failed("alice", None)
+    limiter.succeeded("alice")
+    assert limiter.retry_after("alice", None) == 0
+    for name in "defgh":
+        limiter.failed(name, None)
+    assert len(limiter._failures) <= 4
