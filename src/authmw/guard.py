@@ -344,9 +344,10 @@ class Guard:
             mfa=claims.mfa,
         )
 
-    @staticmethod
-    def _check_token_holder(credential: Credential, principal: Principal) -> None:
-        """A token stops working when its user's password changes (IAM does the same)."""
+    def _check_token_holder(self, credential: Credential, principal: Principal) -> None:
+        """A token stops working when it is revoked or its user's password changes (IAM does the same)."""
+        if self.identity.token_revoked(credential.access_key):
+            raise InvalidToken("the token was revoked")
         changed = principal.password_changed_at
         if changed is not None and changed > credential.signed_at:
             raise InvalidToken("the password changed after the token was issued")

@@ -1,4 +1,4 @@
-"""The IAM token endpoints (SPEC §6) as an ASGI app: ``POST /v3/auth/tokens`` (password) and ``HEAD``.
+"""The IAM token endpoints (SPEC §6) as an ASGI app: ``POST /v3/auth/tokens`` (password), ``HEAD``, ``DELETE``.
 
 ``authmw proxy`` serves it; an app can mount it. Passwords are checked with scrypt in a worker thread, after
 an attempt limit (per user and per client address, failures in a sliding window), and every failure gets the
@@ -18,8 +18,10 @@ from typing import Any
 
 from authmw.asgi import Receive, Scope, Send, read_body, send_error
 from authmw.errors import (
+    ActionDenied,
     AuthenticationFailed,
     AuthmwError,
+    InvalidToken,
     MalformedBody,
     MissingCredentials,
     NotFound,
@@ -114,8 +116,10 @@ class TokenService:
                 await self._issue(scope, send, body, address)
             elif scope["method"] == "HEAD":
                 await self._validate(scope, send)
+            elif scope["method"] == "DELETE":
+                await self._revoke(scope, send)
             else:
-                await _answer(send, 405, b"", [(b"allow", b"POST, HEAD")])
+                await _answer(send, 405, b"", [(b"allow", b"POST, HEAD, DELETE")])
         except AuthmwError as exc:
             await send_error(scope, send, exc, context.request_id)
 
@@ -149,19 +153,45 @@ class TokenService:
             user_id=user.id, user_name=user.name, domain_id=user.domain_id, domain_name=domains[user.domain_id], **scope
         )
 
-    async def _validate(self, scope: Scope, send: Send) -> None:
+    def _caller_and_subject(self, scope: Scope) -> tuple[TokenClaims, TokenClaims | None]:
+        """The caller's valid, unrevoked token (else 401) and the subject token's claims (None: not valid)."""
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
         caller = headers.get("x-auth-token")
         if caller is None:
-            raise MissingCredentials("HEAD needs the caller's X-Auth-Token")
-        self.verifier.verify(caller)
-        subject = headers.get("x-subject-token", "")
+            raise MissingCredentials("the caller's X-Auth-Token is required")
+        claims = self.verifier.verify(caller.strip())
+        if self.store.token_revoked(claims.token_id):
+            raise InvalidToken("the caller's token was revoked")
         try:
-            self.verifier.verify(subject)
+            subject = self.verifier.verify(headers.get("x-subject-token", "").strip())
         except AuthmwError:
+            return claims, None
+        return claims, None if self.store.token_revoked(subject.token_id) else subject
+
+    async def _validate(self, scope: Scope, send: Send) -> None:
+        _caller, subject = await asyncio.to_thread(self._caller_and_subject, scope)
+        await _answer(send, 404 if subject is None else 200, b"", [])
+
+    async def _revoke(self, scope: Scope, send: Send) -> None:
+        caller, subject = await asyncio.to_thread(self._caller_and_subject, scope)
+        if subject is None:
             await _answer(send, 404, b"", [])
             return
-        await _answer(send, 200, b"", [])
+        if caller.user_id != subject.user_id:
+            principal = await asyncio.to_thread(self.store.principal, caller.user_id)
+            if principal is None or not principal.is_admin or principal.domain_id != subject.domain_id:
+                raise ActionDenied("only the token's user or an administrator of its domain may revoke it")
+        await asyncio.to_thread(self.store.revoke_token, subject.token_id, subject.user_id, subject.expires_at)
+        self.verifier.forget(_subject_token(scope))  # this process forgets it at once; the others on their next read
+        await _answer(send, 204, b"", [])
+
+
+def _subject_token(scope: Scope) -> str:
+    """The ``X-Subject-Token`` of a request."""
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"x-subject-token":
+            return str(value.decode("latin-1")).strip()
+    return ""
 
 
 def _password_request(body: bytes) -> tuple[str, str, str, dict[str, str] | None]:

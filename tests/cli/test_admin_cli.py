@@ -19,6 +19,7 @@ import yaml
 
 from authmw.cli import main
 from authmw.signing.signer import sign_request
+from authmw.store.schema import SCHEMA_VERSION
 from pgutil import pg_schema
 
 POLICY = {
@@ -64,7 +65,7 @@ def cli(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Monk
 def populate(cli: Cli, tmp_path: Path) -> dict[str, str]:
     """Every kind of entity through the CLI only; returns the secrets that were shown once."""
     shown: dict[str, str] = {}
-    assert cli.json("init")["schema_to"] == 1  # type: ignore[index]
+    assert cli.json("init")["schema_to"] == SCHEMA_VERSION  # type: ignore[index]
     assert set(cli.json("domain", "create", "acme")) == {"id", "name"}  # type: ignore[arg-type]
     project = cli.json("project", "create", "cn-north-4", "--region", "cn-north-4")
     assert set(project) == {"id", "name"}  # type: ignore[arg-type]

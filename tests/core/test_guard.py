@@ -96,6 +96,7 @@ class World:
     workspaces: dict[str, Workspace] = field(default_factory=dict)
     whitelists: dict[tuple[WhitelistScope, str], IpWhitelist] = field(default_factory=dict)
     lookups: list[tuple[str, str]] = field(default_factory=list)
+    revoked: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         for principal in (
@@ -140,6 +141,9 @@ class World:
 
     def principal(self, user_id: str) -> Principal | None:
         return self.principals.get(user_id)
+
+    def token_revoked(self, token_id: str) -> bool:
+        return token_id in self.revoked
 
     def project(self, project_id: str) -> Project | None:
         self.lookups.append(("project", project_id))

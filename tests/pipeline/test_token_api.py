@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +19,7 @@ TOKENS = "/v3/auth/tokens"
 
 @pytest.fixture(scope="module")
 def proxy(world: World) -> Iterator[Form]:
-    for name in ("login-user", "locked-user"):
+    for name in ("login-user", "locked-user", "other-user"):
         world.store.create_user(name, password=PASSWORD)
         world.store.add_user_to_group("developers", name)
     with running("proxy", world) as form:
@@ -105,7 +106,7 @@ def test_password_guessing_is_limited_per_user(proxy: Form) -> None:
 
 
 def test_other_methods(proxy: Form) -> None:
-    assert httpx.delete(proxy.url + TOKENS).status_code == 405
+    assert httpx.put(proxy.url + TOKENS).status_code == 405
 
 
 def test_the_attempt_limiter_slides_and_is_bounded() -> None:
@@ -128,3 +129,27 @@ def test_the_attempt_limiter_slides_and_is_bounded() -> None:
     for name in "defgh":
         limiter.failed(name, None)
     assert len(limiter._failures) <= 4
+
+
+def test_delete_revokes_in_every_form_within_a_second(proxy: Form, world: World) -> None:
+    token = login(proxy, "login-user", PASSWORD, scope={"project": {"name": "cn-north-4"}}).headers["x-subject-token"]
+    other = login(proxy, "other-user", PASSWORD).headers["x-subject-token"]
+    path = f"/v1/{world.project}/notebooks"
+    with running("asgi", world) as asgi_form:
+        assert httpx.get(asgi_form.url + path, headers={"X-Auth-Token": token}).status_code == 200
+        refused = httpx.delete(proxy.url + TOKENS, headers={"X-Auth-Token": other, "X-Subject-Token": token})
+        assert (refused.status_code, refused.json()["error_code"]) == (403, "action_denied")  # not the owner
+        caller = login(proxy, "login-user", PASSWORD).headers["x-subject-token"]
+        gone = httpx.delete(proxy.url + TOKENS, headers={"X-Auth-Token": caller, "X-Subject-Token": token})
+        assert gone.status_code == 204
+        revoked_at = time.monotonic()
+        for form in (proxy, asgi_form):
+            while (answer := httpx.get(form.url + path, headers={"X-Auth-Token": token})).status_code == 200:
+                assert time.monotonic() - revoked_at < 1.0, f"{form.name}: still accepted 1 s after revocation"
+                time.sleep(0.02)
+            assert (answer.status_code, answer.json()["error_code"]) == (401, "invalid_token")
+    check = httpx.head(proxy.url + TOKENS, headers={"X-Auth-Token": caller, "X-Subject-Token": token})
+    assert check.status_code == 404
+    again = httpx.delete(proxy.url + TOKENS, headers={"X-Auth-Token": caller, "X-Subject-Token": token})
+    assert again.status_code == 404
+    assert httpx.delete(proxy.url + TOKENS, headers={"X-Auth-Token": token}).status_code == 401

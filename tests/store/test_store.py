@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -536,3 +537,15 @@ def test_open_store_refuses_a_foreign_ring_and_a_fresh_key_for_a_sealed_store(tm
     with pytest.raises(ConfigurationError, match="sealed under a master key"):
         open_store(url, create_master_key=True, environ=env)
     assert not (tmp_path / "authmw.key").exists()
+
+
+def test_revoked_tokens_are_kept_until_they_expire(store: Store) -> None:
+    user = store.create_user("tina")
+    now = int(time.time())
+    store.revoke_token("a" * 32, user.id, now + 3600)
+    store.revoke_token("a" * 32, user.id, now + 3600)  # twice is fine
+    store.revoke_token("b" * 32, user.id, now - 1)  # already expired: purged by the next revocation
+    assert store.token_revoked("a" * 32) and store.token_revoked("b" * 32)
+    store.revoke_token("c" * 32, user.id, now + 60)
+    assert store.token_revoked("a" * 32) and not store.token_revoked("b" * 32)
+    assert not store.token_revoked("d" * 32)

@@ -45,6 +45,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     store.create_workspace("team-a", auth_type="INTERNAL", grant_users=["alice"], owner="root")
     store.create_keypair("laptop", user="alice")
     store.set_whitelist("user", "alice", ["10.0.0.0/8"])
+    store.revoke_token("ab" * 16, store.find_user("alice").id, 4_000_000_000)
     document = export_store(store, passphrase=PASSPHRASE)
     store.close()
     return document
@@ -92,6 +93,11 @@ def _redefine_system_policy(d: dict[str, Any], _box: PassphraseBox) -> None:
 
 CRAFTED: dict[str, tuple[Tamper, str]] = {
     "three keys for one user": (_extra_key, "more than 2 keys"),
+    "a revoked token of an unknown user": (
+        lambda d, _b: d["revoked_tokens"][0].update(user_id="f" * 32),
+        "does not hold",
+    ),
+    "a revoked token id that is not hex": (lambda d, _b: d["revoked_tokens"][0].update(jti="x"), "32 lower-case hex"),
     "a key moved to another user": (_move_key_to_root, "wrong passphrase or tampered"),
     "workspace id not hex": (
         lambda d, _b: _row(d, "workspaces", name="team-a").update(id="not-hex id\n"),
@@ -232,6 +238,7 @@ def test_an_export_imports_and_reads_back(exported: dict[str, Any], target: Stor
             continue
         expected = [{k: v for k, v in row.items() if k not in ("password_hash", "secret_sealed")} for row in rows]
         assert again[section] == expected, section
+    assert target.token_revoked("ab" * 16) and not target.token_revoked("cd" * 16)
     alice = target.find_user("alice")
     principal = target.principal(alice.id)
     assert principal is not None and principal.policies.decide("modelarts:trainJob:create").allowed

@@ -59,6 +59,7 @@ class CachedIdentity:
         self._principals: OrderedDict[str, Principal | None] = OrderedDict()
         self._workspaces: OrderedDict[str, Workspace | None] = OrderedDict()
         self._projects: OrderedDict[str, Project | None] = OrderedDict()
+        self._revoked: OrderedDict[str, bool] = OrderedDict()
         # One cache per scope, picked by identity: hashing an enum member runs Python code.
         self._user_lists: OrderedDict[str, IpWhitelist] = OrderedDict()
         self._workspace_lists: OrderedDict[str, IpWhitelist] = OrderedDict()
@@ -70,6 +71,7 @@ class CachedIdentity:
             self._principals,
             self._workspaces,
             self._projects,
+            self._revoked,
             self._user_lists,
             self._workspace_lists,
             self._route_lists,
@@ -155,6 +157,9 @@ class CachedIdentity:
 
     def project(self, project_id: str) -> Project | None:
         return self._read_through(self._projects, project_id, self.store.read_project)  # type: ignore[no-any-return]
+
+    def token_revoked(self, token_id: str) -> bool:
+        return bool(self._read_through(self._revoked, token_id, self.store.read_token_revoked))
 
     def _read_through(self, cache: OrderedDict[str, Any], key: str, read: Callable[[str], tuple[int, Any]]) -> Any:
         """``cache[key]`` (None included), else ``read(key)`` kept in it."""

@@ -63,6 +63,13 @@ _V1 = [
     "INSERT INTO authmw_meta (name, value) VALUES ('sealing_key', 0)",
 ]
 
+# v2: revoked IAM tokens (kept until they would have expired anyway).
+_V2 = [
+    """CREATE TABLE revoked_tokens (
+        jti TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id), expires_at BIGINT NOT NULL)""",
+    "CREATE INDEX revoked_tokens_expiry ON revoked_tokens (expires_at)",
+]
+
 #: Migrations in order; ``MIGRATIONS[i]`` brings the schema from version ``i`` to ``i + 1``.
-MIGRATIONS: list[list[str]] = [_V1]
+MIGRATIONS: list[list[str]] = [_V1, _V2]
 SCHEMA_VERSION = len(MIGRATIONS)

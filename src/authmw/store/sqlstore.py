@@ -701,6 +701,22 @@ class Store:
         raw = self._open(row[1], signing_key_context(row[0]))
         return str(row[0]), ed25519.Ed25519PrivateKey.from_private_bytes(raw)
 
+    def revoke_token(self, token_id: str, user_id: str, expires_at: int) -> None:
+        """Record a revoked token until it would have expired (and forget those past their expiry)."""
+        with self.db.write() as tx:
+            tx.run("DELETE FROM revoked_tokens WHERE expires_at < ?", (self._now(),))
+            tx.run(
+                "INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES (?, ?, ?) ON CONFLICT (jti) DO NOTHING",
+                (token_id, user_id, expires_at),
+            )
+
+    def token_revoked(self, token_id: str) -> bool:
+        return self.read_token_revoked(token_id)[1]
+
+    def read_token_revoked(self, token_id: str) -> tuple[int, bool]:
+        with self.db.read() as tx:
+            return _revision(tx), tx.one("SELECT 1 FROM revoked_tokens WHERE jti = ?", (token_id,)) is not None
+
     def public_signing_keys(self) -> dict[str, ed25519.Ed25519PublicKey]:
         """``kid`` → public key of every signing key not yet retired (what ``/.well-known/jwks.json`` lists)."""
         with self.db.read() as tx:

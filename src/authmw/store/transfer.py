@@ -94,6 +94,7 @@ _TABLES: list[tuple[str, str, tuple[str, ...], str | None, str]] = [
         "private_sealed",
         "kid",
     ),
+    ("revoked_tokens", "revoked_tokens", ("jti", "user_id", "expires_at"), None, "jti"),
 ]
 _SECTIONS = {section for section, *_ in _TABLES}
 _BOOLEAN = {("users", "enabled")}
@@ -399,6 +400,13 @@ class _Model:
         whitelist = IpWhitelist.parse(entries)
         if list(whitelist.entries) != entries or not 0 < len(entries) <= self.whitelist_limit:
             raise ChangeRefused(f"entries must be 1-{self.whitelist_limit} distinct canonical addresses or CIDRs")
+
+    def _revoked_tokens(self, v: Row) -> None:
+        token_id = v["jti"]
+        if not isinstance(token_id, str) or not (len(token_id) == 32 and all(c in _HEX32 for c in token_id)):
+            raise ChangeRefused("jti must be 32 lower-case hex digits")
+        self._ref("user", v["user_id"])
+        _time(v["expires_at"])
 
     def _signing_keys(self, v: Row) -> None:
         if v["algorithm"] != "EdDSA" or not isinstance(v["public_key"], str):
