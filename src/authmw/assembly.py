@@ -70,7 +70,8 @@ def build_guard(
     guard = Guard(
         identity=identity,
         verifier=verifier,
-        tokens=TokenVerifier(store.public_signing_keys()),  # the store's signing keys; reloaded with the guard
+        # The store's signing keys; a kid rotated in elsewhere is found by a reload (rate-limited).
+        tokens=TokenVerifier(store.public_signing_keys(), refresh=store.public_signing_keys),
         routes=routes_of(settings, routes),
         actions=modelarts_actions() if "modelarts" in _presets(settings, tuple(routes)) else (),
         trusted_proxies=settings.trusted_proxies,

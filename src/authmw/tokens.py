@@ -131,6 +131,8 @@ class TokenVerifier:
 
     ``algorithms`` is the allow-list (EdDSA only by default); ``leeway`` seconds of clock difference are
     tolerated on ``iat``/``exp``; up to ``cache_size`` verified tokens are remembered until they expire.
+    ``refresh`` (optional) returns the current key set; it is called for an unknown ``kid``, at most once per
+    ``refresh_interval`` seconds of ``timer``.
     """
 
     def __init__(
@@ -142,6 +144,9 @@ class TokenVerifier:
         leeway: float = 30.0,
         cache_size: int = 100_000,
         clock: Callable[[], float] = time.time,
+        refresh: Callable[[], Mapping[str, PublicKey]] | None = None,
+        refresh_interval: float = 10.0,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.algorithms = tuple(algorithms)
         unknown = set(self.algorithms) - ALGORITHMS.keys()
@@ -151,6 +156,8 @@ class TokenVerifier:
         self.issuer, self.leeway, self._clock = issuer, leeway, clock
         self._cache: OrderedDict[str, TokenClaims] = OrderedDict()
         self._cache_size = cache_size
+        self._refresh, self._refresh_interval, self._timer = refresh, refresh_interval, timer
+        self._refreshed = float("-inf")
 
     def verify(self, token: str) -> TokenClaims:
         """The claims of a valid token; :class:`InvalidToken` (forged, malformed, unknown key, wrong algorithm or
@@ -172,13 +179,23 @@ class TokenVerifier:
         """Drop a remembered token (revoked: the next check verifies it again and asks about revocation)."""
         self._cache.pop(token, None)
 
+    def _key(self, kid: str) -> PublicKey | None:
+        """The key for ``kid``; an unknown one makes the key set reload, at most once per ``refresh_interval``
+        (a key rotated in by another process is found, and made-up kids cannot hammer the key source)."""
+        key = self._keys.get(kid)
+        if key is None and self._refresh is not None and self._timer() - self._refreshed >= self._refresh_interval:
+            self._refreshed = self._timer()
+            self._keys = dict(self._refresh())
+            key = self._keys.get(kid)
+        return key
+
     def _decode(self, token: str, now: float) -> TokenClaims:
         if not isinstance(token, str) or not 0 < len(token) <= _MAX_TOKEN:
             raise InvalidToken("not a token")
         try:
             header = _header_of(token)
             kid = header.get("kid")
-            key = self._keys.get(kid) if isinstance(kid, str) else None
+            key = self._key(kid) if isinstance(kid, str) else None
             if key is None or header.get("alg") not in self.algorithms:
                 raise InvalidToken("unknown signing key or algorithm")
             payload = jwt.decode(

@@ -64,3 +64,19 @@ def test_refusals_exit_2(store_url: str, capsys: pytest.CaptureFixture[str], arg
     assert run("user", "create", "carol")[0] == 0 and run("user", "disable", "carol")[0] == 0
     assert run("token", "create", *argv)[0] == 2
     assert message in capsys.readouterr().err
+
+
+def test_signing_key_rotate(store_url: str) -> None:
+    old = json.loads(run("token", "create", "--user", "alice", "--format", "json")[1])["token"]
+    code, out = run("signing-key", "rotate", "--format", "json")
+    assert code == 0
+    rotated = json.loads(out)
+    new = json.loads(run("token", "create", "--user", "alice", "--format", "json")[1])["token"]
+    store = open_store(store_url)
+    try:
+        keys = store.public_signing_keys()
+        assert set(keys) == {rotated["kid"], *rotated["retired"]} and len(rotated["retired"]) == 1
+        verifier = TokenVerifier(keys)
+        assert verifier.verify(old).user_name == verifier.verify(new).user_name == "alice"
+    finally:
+        store.close()

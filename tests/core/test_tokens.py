@@ -166,3 +166,29 @@ def test_no_key_material_in_reprs() -> None:
     signer, _verifier, _clock = pair()
     token, claims = signer.issue(**USER)
     assert "Private" not in repr(signer) and token not in repr(claims)
+
+
+def test_an_unknown_kid_reloads_the_key_set_at_most_once_per_interval() -> None:
+    clock = Clock()
+    ticks = [0.0]
+    new_key = ed25519.Ed25519PrivateKey.generate()
+    calls: list[int] = []
+
+    def refresh() -> dict[str, Any]:
+        calls.append(1)
+        return {"k1": ED.public_key(), "k2": new_key.public_key()}
+
+    verifier = TokenVerifier({"k1": ED.public_key()}, clock=clock, refresh=refresh, timer=lambda: ticks[0])
+    rotated = TokenSigner("k2", new_key, clock=clock).issue(**USER)[0]
+    assert verifier.verify(rotated).user_id == "u1" and len(calls) == 1  # found by one reload
+    made_up = jwt.encode({"sub": "x"}, ED, algorithm="EdDSA", headers={"kid": "k9"})
+    for _ in range(5):
+        with pytest.raises(InvalidToken):
+            verifier.verify(made_up)
+    assert len(calls) == 1  # no reload within the interval of the last one
+    ticks[0] += 10
+    with pytest.raises(InvalidToken):
+        verifier.verify(made_up)
+    with pytest.raises(InvalidToken):
+        verifier.verify(made_up)
+    assert len(calls) == 2  # one reload once the interval passed, then none again

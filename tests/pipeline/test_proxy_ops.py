@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
 from authmw.signing import sign_request
@@ -137,6 +138,7 @@ def test_sighup_reloads_the_configuration_without_dropping_requests(world: World
         worker.start()
         time.sleep(0.3)
         (tmp_path / "proxy.yaml").write_text("unmatched: authenticate-only\n")
+        new_kid, _retired = world.store.rotate_signing_key()  # taken up by the reload too
         process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 5
         while signed_get(url, world.scientist, custom).status_code != 200:
@@ -151,6 +153,10 @@ def test_sighup_reloads_the_configuration_without_dropping_requests(world: World
         assert signed_get(url, world.scientist, custom).status_code == 200
         assert process.poll() is None
         metrics = httpx.get(url + "/metrics").text
+        jwks = {key["kid"] for key in httpx.get(url + "/.well-known/jwks.json").json()["keys"]}
+        assertion = signed_get(url, world.scientist, f"/v1/{world.project}/notebooks").json()["headers"]
+    assert new_kid in jwks
+    assert jwt.get_unverified_header(assertion["x-authmw-assertion"])["kid"] == new_kid
     assert not failures
     assert statuses and set(statuses) == {200}
     assert 'authmw_reloads_total{result="ok"} 1.0' in metrics

@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
+from authmw.tokens import TokenSigner
 from pipeline.conftest import Form, running
 from pipeline.world import World
 
@@ -153,3 +155,17 @@ def test_delete_revokes_in_every_form_within_a_second(proxy: Form, world: World)
     again = httpx.delete(proxy.url + TOKENS, headers={"X-Auth-Token": caller, "X-Subject-Token": token})
     assert again.status_code == 404
     assert httpx.delete(proxy.url + TOKENS, headers={"X-Auth-Token": token}).status_code == 401
+
+
+def test_tokens_survive_a_signing_key_rotation(proxy: Form, world: World) -> None:
+    path = f"/v1/{world.project}/notebooks"
+    before = login(proxy, "login-user", PASSWORD, scope={"project": {"name": "cn-north-4"}}).headers["x-subject-token"]
+    new_kid, retired = world.store.rotate_signing_key()
+    user = world.store.find_user("login-user")
+    after, _ = TokenSigner(*world.store.signing_key()).issue(
+        user_id=user.id, user_name=user.name, domain_id=user.domain_id, domain_name="default",
+        project_id=world.project, project_name="cn-north-4",
+    )  # fmt: skip
+    assert jwt.get_unverified_header(after)["kid"] == new_kid and jwt.get_unverified_header(before)["kid"] in retired
+    for token in (before, after):  # the proxy's guard was built before the rotation: it reloads for the new kid
+        assert httpx.get(proxy.url + path, headers={"X-Auth-Token": token}).status_code == 200

@@ -549,3 +549,18 @@ def test_revoked_tokens_are_kept_until_they_expire(store: Store) -> None:
     store.revoke_token("c" * 32, user.id, now + 60)
     assert store.token_revoked("a" * 32) and not store.token_revoked("b" * 32)
     assert not store.token_revoked("d" * 32)
+
+
+def test_a_rotated_signing_key_keeps_verifying_until_its_tokens_expire(store_url: str, keyring: Keyring) -> None:
+    now = [1_800_000_000.0]
+    store = Store(open_database(store_url), keyring, clock=lambda: now[0])
+    store.initialize()
+    try:
+        old_kid, _old = store.signing_key()
+        new_kid, retired = store.rotate_signing_key()
+        assert retired == [old_kid] and store.signing_key()[0] == new_kid != old_kid
+        assert set(store.public_signing_keys()) == {old_kid, new_kid}
+        now[0] += 7 * 24 * 3600 + 3601  # past the longest token life: the old key is no longer listed
+        assert set(store.public_signing_keys()) == {new_kid}
+    finally:
+        store.close()

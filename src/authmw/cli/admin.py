@@ -230,6 +230,14 @@ def _token_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> i
     return EXIT_OK
 
 
+def _signing_key_rotate(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    with open_cli_store(args) as store:
+        store.require_schema()
+        kid, retired = store.rotate_signing_key()
+    emit(args, stdout, {"kid": kid, "retired": retired})
+    return EXIT_OK
+
+
 def _keypair_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
     with open_cli_store(args) as store:
         store.require_schema()
@@ -474,6 +482,15 @@ def register(commands: Any) -> None:
     issue.add_argument("--user", required=True, metavar="U")
     issue.add_argument("--project", metavar="P", help="project name or id to scope the token to (else the domain)")
     issue.add_argument("--ttl", type=int, default=24 * 3600, metavar="SECONDS", help="validity (default 86400)")
+
+    signing = _group_of(commands, "signing-key", "the key that signs IAM tokens and sidecar assertions")
+    _command(
+        signing,
+        "rotate",
+        _signing_key_rotate,
+        "start signing with a new key; tokens of the old one stay valid until they expire (7 days at most)",
+        domain=False,
+    )
 
     keypair = _group_of(commands, "keypair", "SSH key pairs for remote access")
     create = _command(keypair, "create", _keypair_create, "generate a key pair; prints the private key once")

@@ -105,9 +105,15 @@ class ProxyApp:
         self._turn = 0
         self.draining = False
 
-    def reload(self, guard: Guard) -> None:
-        """Serve new requests with ``guard`` (configuration reload); in-flight requests finish with the old."""
-        self.guard = guard
+    def reload(self, fresh: ProxyApp) -> None:
+        """Serve new requests with ``fresh``'s guard, signing key, key set and token service (a configuration
+        reload); requests in flight finish with the old ones, and the upstream pools are kept."""
+        self.guard, self.kid, self._key = fresh.guard, fresh.kid, fresh._key
+        self._jwks_body, self.assertion_ttl, self.token_service = (
+            fresh._jwks_body,
+            fresh.assertion_ttl,
+            fresh.token_service,
+        )
 
     @property
     def transport(self) -> httpx.AsyncBaseTransport:

@@ -66,7 +66,8 @@ def _audit_to(target: str | None) -> None:
 
 def serve(settings: Settings, store: Store, *, reload_settings: Callable[[], Settings] | None = None) -> None:
     """Serve until SIGINT/SIGTERM (in-flight requests finish first); SIGHUP rebuilds the guard from
-    ``reload_settings()`` and drops every cache, without dropping a request. A reload that fails keeps the old
+    ``reload_settings()`` (and takes up the store's current signing key) and drops every cache, without dropping
+    a request. A reload that fails keeps the old
     configuration and logs why."""
     import uvicorn
 
@@ -91,13 +92,13 @@ def serve(settings: Settings, store: Store, *, reload_settings: Callable[[], Set
         try:
             fresh = reload_settings() if reload_settings is not None else settings
             fresh = replace(fresh, upstream=fresh.upstream or settings.upstream, listen=settings.listen)
-            guard = build_guard(fresh, store=store)
-            guard.identity.poll()  # type: ignore[attr-defined]
+            rebuilt = build_app(fresh, store)  # also the current signing key and the key set
+            rebuilt.guard.identity.poll()  # type: ignore[attr-defined]
         except Exception as exc:
             app.metrics.reloads.labels("failed").inc()
             logger.error("reload failed, keeping the running configuration: %s", exc)
             return
-        app.reload(guard)
+        app.reload(rebuilt)
         app.metrics.reloads.labels("ok").inc()
         logger.info("configuration and policies reloaded")
 

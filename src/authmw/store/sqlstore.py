@@ -718,10 +718,26 @@ class Store:
             return _revision(tx), tx.one("SELECT 1 FROM revoked_tokens WHERE jti = ?", (token_id,)) is not None
 
     def public_signing_keys(self) -> dict[str, ed25519.Ed25519PublicKey]:
-        """``kid`` → public key of every signing key not yet retired (what ``/.well-known/jwks.json`` lists)."""
+        """``kid`` → public key of every signing key that may still have valid tokens: the active one, and those
+        retired less than the longest token life ago (what ``/.well-known/jwks.json`` lists)."""
+        since = self._now() - RETIRED_KEYS_KEPT
         with self.db.read() as tx:
-            rows = tx.rows("SELECT kid, public_key FROM signing_keys WHERE retired_at IS NULL AND algorithm = 'EdDSA'")
+            rows = tx.rows(
+                "SELECT kid, public_key FROM signing_keys WHERE algorithm = 'EdDSA' "
+                "AND (retired_at IS NULL OR retired_at > ?)",
+                (since,),
+            )
         return {str(kid): ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(public)) for kid, public in rows}
+
+    def rotate_signing_key(self) -> tuple[str, list[str]]:
+        """A new signing key; the active one is retired (its tokens stay valid until they expire). Returns the new
+        ``kid`` and those retired."""
+        with self.db.write() as tx:
+            now = self._now()
+            retired = [str(r[0]) for r in tx.rows("SELECT kid FROM signing_keys WHERE retired_at IS NULL")]
+            tx.run("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL", (now,))
+            kid = self._add_signing_key(tx, now)
+        return kid, retired
 
     def workspace(self, workspace_id: str) -> Workspace | None:
         return self.read_workspace(workspace_id)[1]
@@ -807,6 +823,10 @@ def ensure_system_policies(tx: Tx, now: int) -> None:
 def access_key_context(access_key: str, user_id: str) -> str:
     """What an access-key secret is sealed to: its key and its owner (moving it to another user breaks it)."""
     return f"access_key:{access_key}:{user_id}"
+
+
+#: How long a retired signing key still verifies tokens: the longest token life (7 days) and an hour of slack.
+RETIRED_KEYS_KEPT = 7 * 24 * 3600 + 3600
 
 
 def signing_key_context(kid: str) -> str:
