@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_policy.py
 	$(PY) benchmarks/bench_store.py
 	$(PY) benchmarks/bench_pipeline.py
+	$(PY) benchmarks/bench_tokens.py
 
 demo: $(STAMP)
 	$(PY) examples/demo.py

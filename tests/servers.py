@@ -14,6 +14,13 @@ import uvicorn
 from werkzeug.serving import make_server
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for servers started as separate processes)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @contextlib.contextmanager
 def serve_asgi(app: Any, *, ws: str = "websockets-sansio") -> Iterator[str]:
     """Serve ``app`` with uvicorn in a thread; yields its base URL."""

@@ -17,7 +17,17 @@ from authmw.errors import AuthmwError, BodyTooLarge, MalformedRequest, render
 from authmw.guard import AuthContext, Guard, bare_context
 from authmw.models import Request
 
-__all__ = ["AuthMiddleware", "AuthmwCredentials", "AuthmwUser", "read_body", "request_from_scope", "send_error"]
+__all__ = [
+    "AuthMiddleware",
+    "AuthmwCredentials",
+    "AuthmwUser",
+    "admit",
+    "raw_target",
+    "read_body",
+    "request_from_scope",
+    "send_error",
+    "send_response",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -62,17 +72,50 @@ class AuthmwCredentials:
         return list(self.context.allowed_actions)
 
 
-def request_from_scope(scope: Scope, body: bytes) -> Request:
-    """The core's view of an ASGI request: the raw path as received, headers in wire order."""
+def raw_target(scope: Scope) -> tuple[str, str]:
+    """The raw path as received and the request-target (path and query) of an ASGI request."""
     raw = scope.get("raw_path")
     path = raw.decode("latin-1") if raw else quote(scope.get("root_path", "") + scope["path"], safe="/:@!$&'()*+,;=~")
     query = scope.get("query_string", b"")
-    target = f"{path}?{query.decode('latin-1')}" if query else path
+    return path, f"{path}?{query.decode('latin-1')}" if query else path
+
+
+def request_from_scope(scope: Scope, body: bytes) -> Request:
+    """The core's view of an ASGI request: the raw path as received, headers in wire order."""
     client = scope.get("client")
     method = scope.get("method", "GET")
     if not method.isupper():  # methods are case-sensitive: "get" is not GET, whatever the app would make of it
         raise MalformedRequest("the method must be an upper-case token")
-    return Request.build(method, target, scope.get("headers", ()), body, client[0] if client else None)
+    return Request.build(method, raw_target(scope)[1], scope.get("headers", ()), body, client[0] if client else None)
+
+
+Observer = Callable[[AuthContext, AuthmwError | None], None]
+
+
+async def admit(
+    guard: Guard, scope: Scope, receive: Receive, send: Send, observe: Observer | None = None
+) -> tuple[AuthContext, bytes] | None:
+    """Read the body, check the request and audit the decision (and tell ``observe``); a refusal is answered
+    here. Returns the context and body of an admitted request, None otherwise (refused, or the client left)."""
+    body = b""
+    error: AuthmwError | None = None
+    try:
+        if scope["type"] == "http":
+            read = await read_body(scope, receive, guard.max_body)
+            if read is None:  # the client left before its body was complete: nobody to answer
+                return None
+            body = read
+        context = guard.check(request_from_scope(scope, body))
+    except AuthmwError as exc:
+        peer = scope.get("client")
+        context, error = exc.context or bare_context(peer[0] if peer else None), exc
+    log_decision(context, error, scope.get("method", "GET"), scope.get("path", ""))
+    if observe is not None:
+        observe(context, error)
+    if error is not None:
+        await send_error(scope, send, error, context.request_id)
+        return None
+    return context, body
 
 
 class AuthMiddleware:
@@ -93,21 +136,10 @@ class AuthMiddleware:
         if kind not in {"http", "websocket"}:
             await self.app(scope, receive, send)
             return
-        body, after = b"", list[Message]()
-        try:
-            if kind == "http":
-                body, after = await read_body(scope, receive, self.guard.max_body)
-                if after:  # the client left before its body was complete: nobody to answer, nothing to pass on
-                    return
-            request = request_from_scope(scope, body)
-            context = self.guard.check(request)
-        except AuthmwError as exc:
-            peer = scope.get("client")
-            context = exc.context or bare_context(peer[0] if peer else None)
-            log_decision(context, exc, scope.get("method", "GET"), scope.get("path", ""))
-            await send_error(scope, send, exc, context.request_id)
+        admitted = await admit(self.guard, scope, receive, send)
+        if admitted is None:
             return
-        log_decision(context, None, request.method, request.path)
+        context, body = admitted
         scope = dict(scope)
         if any(name[:9].lower() == b"x-authmw-" for name, _value in scope.get("headers", ())):
             # Identity comes from scope["authmw"] only: headers that pose as authmw's never reach the app.
@@ -127,9 +159,8 @@ class AuthMiddleware:
         await self.app(scope, replay_receive, send)
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes, list[Message]]:
-    """The whole request body (413 beyond ``limit``, declared or streamed) and any message that followed it
-    (a disconnect), which the app must still receive."""
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    """The whole request body (413 beyond ``limit``, declared or streamed); None if the client left first."""
     declared = _content_length(scope)
     if declared is not None and declared > limit:
         raise BodyTooLarge(f"declared body of {declared} bytes exceeds {limit}")
@@ -137,15 +168,15 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes, 
     size = 0
     while True:
         message = await receive()
-        if message["type"] != "http.request":  # disconnected: the app must see it too
-            return b"".join(chunks), [message]
+        if message["type"] != "http.request":
+            return None
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge(f"body exceeds {limit} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks), []
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -157,13 +188,20 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+async def send_response(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    """A complete HTTP response (``content-length`` added)."""
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def send_error(scope: Scope, send: Send, error: AuthmwError, request_id: str) -> None:
     """Answer with the SPEC §9 error (a websocket handshake: as HTTP where the server can, else close 1008)."""
     status, headers, body = render(error, request_id)
     raw_headers = [(k.encode(), v.encode()) for k, v in headers]
     if scope["type"] == "http":
         await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": body})  # render() set content-length
     elif "websocket.http.response" in scope.get("extensions", {}):
         await send({"type": "websocket.http.response.start", "status": status, "headers": raw_headers})
         await send({"type": "websocket.http.response.body", "body": body})

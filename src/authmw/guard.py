@@ -41,6 +41,7 @@ from authmw.errors import (
 )
 from authmw.identity import (
     DEFAULT_WORKSPACE_ID,
+    WORKSPACE_ID,
     IdentitySource,
     Principal,
     Project,
@@ -54,11 +55,9 @@ from authmw.routes import Access, Match, Route, RouteCatalog, Unmatched, check_a
 from authmw.signing import Verifier
 from authmw.tokens import TokenVerifier
 
-__all__ = ["SIGNED_IF_PRESENT", "AuthContext", "Guard", "Mode", "bare_context"]
+__all__ = ["SIGNED_IF_PRESENT", "AuthContext", "Guard", "bare_context"]
 
-Mode = str  # "enforce" | "dry-run"
 _MODES = ("enforce", "dry-run")
-_WORKSPACE_ID = re.compile(r"[0-9a-f]{32}|0").fullmatch
 _WORKSPACE_QUERY_KEYS = ("workspace_id", "workspaceId")
 _WORKSPACE_PATH_KEYS = ("workspace_id", "ws_id")  # the ModelArts workspace routes name the workspace in the path
 #: Headers the pipeline reads to place a request: a signature must cover them whenever they are sent.
@@ -152,7 +151,7 @@ class Guard:
         unmatched: Unmatched | str | None = None,
         actions: Iterable[str] = (),
         trusted_proxies: Iterable[str] = (),
-        mode: Mode = "enforce",
+        mode: str = "enforce",
         strict_paths: bool = True,
         default_allow_without_policies: bool = False,
         clock: Callable[[], float] = time.time,
@@ -173,6 +172,9 @@ class Guard:
         self.identity = identity
         self.tokens = tokens
         self.verifier = verifier or Verifier(keys=identity, clock=clock, signed_if_present=SIGNED_IF_PRESENT)
+        if not set(SIGNED_IF_PRESENT) <= set(self.verifier.signed_if_present):
+            # Fail closed: these headers place the request, so an unsigned one could move it elsewhere.
+            raise ConfigurationError(f"the guard's verifier must have signed_if_present={SIGNED_IF_PRESENT}")
         try:
             self.proxies = TrustedProxies(trusted_proxies)
         except ValueError as exc:
@@ -369,7 +371,7 @@ class Guard:
     ) -> Workspace:
         named: str | None = None
         for value in _workspace_candidates(request, match, body):
-            if not isinstance(value, str) or not _WORKSPACE_ID(value):
+            if not isinstance(value, str) or not WORKSPACE_ID.fullmatch(value):
                 raise InvalidWorkspaceId("a workspace id is 32 lower-case hex characters or 0")
             if named is not None and value != named:
                 raise ConflictingWorkspace("the request names two different workspaces")

@@ -13,25 +13,26 @@ import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
-from authmw.asgi import Receive, Scope, Send, read_body, send_error
+from authmw.asgi import Receive, Scope, Send, read_body, send_error, send_response
 from authmw.errors import (
     ActionDenied,
     AuthenticationFailed,
     AuthmwError,
-    InvalidToken,
+    ConfigurationError,
     MalformedBody,
     MissingCredentials,
     NotFound,
     ProjectNotFound,
     TooManyAttempts,
 )
-from authmw.guard import bare_context
+from authmw.guard import Guard, bare_context
+from authmw.identity import Principal
+from authmw.models import Request
 from authmw.store import Store
 from authmw.store.records import User
-from authmw.tokens import TokenClaims, TokenSigner, TokenVerifier
+from authmw.tokens import TokenClaims, TokenSigner, iso_time
 
 __all__ = ["TOKENS_PATH", "AttemptLimiter", "TokenService"]
 
@@ -94,34 +95,33 @@ class AttemptLimiter:
 
 class TokenService:
     """``POST /v3/auth/tokens`` → 201 with the token in ``X-Subject-Token`` and Huawei's body; ``HEAD`` checks
-    the ``X-Subject-Token`` for a caller authenticated by ``X-Auth-Token`` (200, or 404 if it is not valid)."""
+    the ``X-Subject-Token`` for a caller authenticated by ``X-Auth-Token`` (200, or 404 if it is not valid);
+    ``DELETE`` revokes it (204). Both tokens are checked by ``guard`` exactly as the pipeline checks them."""
 
     def __init__(
-        self, store: Store, signer: TokenSigner, verifier: TokenVerifier, *, limiter: AttemptLimiter | None = None
+        self, store: Store, signer: TokenSigner, guard: Guard, *, limiter: AttemptLimiter | None = None
     ) -> None:
-        self.store, self.signer, self.verifier = store, signer, verifier
+        if guard.tokens is None:
+            raise ConfigurationError("the token service needs a guard that verifies tokens")
+        self.store, self.signer, self.guard, self.tokens = store, signer, guard, guard.tokens
         self.limiter = limiter or AttemptLimiter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         peer = scope.get("client")
         address = peer[0] if peer else None
-        context = bare_context(address)
         try:
             if scope.get("path") != TOKENS_PATH:
-                raise AuthenticationFailed("not a token endpoint")
-            if scope["method"] == "POST":
-                body, after = await read_body(scope, receive, _MAX_BODY)
-                if after:
-                    return
-                await self._issue(scope, send, body, address)
-            elif scope["method"] == "HEAD":
-                await self._validate(scope, send)
-            elif scope["method"] == "DELETE":
-                await self._revoke(scope, send)
+                await send_response(send, 404, b"", [])
+            elif scope["method"] == "POST":
+                body = await read_body(scope, receive, _MAX_BODY)
+                if body is not None:
+                    await self._issue(scope, send, body, address)
+            elif scope["method"] in ("HEAD", "DELETE"):
+                await self._check_or_revoke(scope, send)
             else:
-                await _answer(send, 405, b"", [(b"allow", b"POST, HEAD, DELETE")])
+                await send_response(send, 405, b"", [(b"allow", b"POST, HEAD, DELETE")])
         except AuthmwError as exc:
-            await send_error(scope, send, exc, context.request_id)
+            await send_error(scope, send, exc, bare_context(address).request_id)
 
     async def _issue(self, scope: Scope, send: Send, body: bytes, address: str | None) -> None:
         name, password, domain, project = _password_request(body)
@@ -129,69 +129,54 @@ class TokenService:
         wait = self.limiter.retry_after(limited, address)
         if wait:
             raise TooManyAttempts(wait)
-        user = await asyncio.to_thread(self.store.check_password, name, password, domain=domain)
-        if user is None:
+        found = await asyncio.to_thread(self.store.check_password, name, password, domain=domain)
+        if found is None:
             self.limiter.failed(limited, address)
             raise AuthenticationFailed("the user name, domain or password is wrong")
         self.limiter.succeeded(limited)
-        token, claims = self._sign(user, project)
+        token, claims = self._sign(*found, project)
         query = scope.get("query_string", b"").decode("latin-1")
         payload = _token_body(claims, catalog="nocatalog" not in query)
         headers = [(b"x-subject-token", token.encode()), (b"content-type", b"application/json")]
-        await _answer(send, 201, json.dumps(payload).encode(), headers)
+        await send_response(send, 201, json.dumps(payload).encode(), headers)
 
-    def _sign(self, user: User, project: dict[str, str] | None) -> tuple[str, TokenClaims]:
-        domains = {d.id: d.name for d in self.store.list_domains()}
+    def _sign(self, user: User, domain_name: str, project: dict[str, str] | None) -> tuple[str, TokenClaims]:
         scope: dict[str, str] = {}
         if project is not None:
             try:  # in the user's own domain only
-                found = self.store.find_project(project.get("id") or project["name"], domain=domains[user.domain_id])
+                found = self.store.find_project(project.get("id") or project["name"], domain=domain_name)
             except NotFound:
                 raise ProjectNotFound("no such project in the user's domain") from None
             scope = {"project_id": found.id, "project_name": found.name}
         return self.signer.issue(
-            user_id=user.id, user_name=user.name, domain_id=user.domain_id, domain_name=domains[user.domain_id], **scope
+            user_id=user.id, user_name=user.name, domain_id=user.domain_id, domain_name=domain_name, **scope
         )
 
-    def _caller_and_subject(self, scope: Scope) -> tuple[TokenClaims, TokenClaims | None]:
-        """The caller's valid, unrevoked token (else 401) and the subject token's claims (None: not valid)."""
+    def _holder(self, token: str) -> tuple[TokenClaims, Principal]:
+        """A token's claims and user, checked as the pipeline checks ``X-Auth-Token`` (revoked, user disabled,
+        password changed: refused)."""
+        _credential, principal = self.guard.authenticate(Request.build("GET", TOKENS_PATH, {"x-auth-token": token}))
+        return self.tokens.verify(token), principal  # remembered by the verifier: no second decode
+
+    async def _check_or_revoke(self, scope: Scope, send: Send) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
-        caller = headers.get("x-auth-token")
-        if caller is None:
+        if "x-auth-token" not in headers:
             raise MissingCredentials("the caller's X-Auth-Token is required")
-        claims = self.verifier.verify(caller.strip())
-        if self.store.token_revoked(claims.token_id):
-            raise InvalidToken("the caller's token was revoked")
+        _caller, principal = await asyncio.to_thread(self._holder, headers["x-auth-token"])
         try:
-            subject = self.verifier.verify(headers.get("x-subject-token", "").strip())
+            subject, _holder = await asyncio.to_thread(self._holder, headers.get("x-subject-token", ""))
         except AuthmwError:
-            return claims, None
-        return claims, None if self.store.token_revoked(subject.token_id) else subject
-
-    async def _validate(self, scope: Scope, send: Send) -> None:
-        _caller, subject = await asyncio.to_thread(self._caller_and_subject, scope)
-        await _answer(send, 404 if subject is None else 200, b"", [])
-
-    async def _revoke(self, scope: Scope, send: Send) -> None:
-        caller, subject = await asyncio.to_thread(self._caller_and_subject, scope)
-        if subject is None:
-            await _answer(send, 404, b"", [])
+            await send_response(send, 404, b"", [])
             return
-        if caller.user_id != subject.user_id:
-            principal = await asyncio.to_thread(self.store.principal, caller.user_id)
-            if principal is None or not principal.is_admin or principal.domain_id != subject.domain_id:
-                raise ActionDenied("only the token's user or an administrator of its domain may revoke it")
+        if scope["method"] == "HEAD":
+            await send_response(send, 200, b"", [])
+            return
+        if principal.user_id != subject.user_id and not (
+            principal.is_admin and principal.domain_id == subject.domain_id
+        ):
+            raise ActionDenied("only the token's user or an administrator of its domain may revoke it")
         await asyncio.to_thread(self.store.revoke_token, subject.token_id, subject.user_id, subject.expires_at)
-        self.verifier.forget(_subject_token(scope))  # this process forgets it at once; the others on their next read
-        await _answer(send, 204, b"", [])
-
-
-def _subject_token(scope: Scope) -> str:
-    """The ``X-Subject-Token`` of a request."""
-    for name, value in scope.get("headers", ()):
-        if name.lower() == b"x-subject-token":
-            return str(value.decode("latin-1")).strip()
-    return ""
+        await send_response(send, 204, b"", [])
 
 
 def _password_request(body: bytes) -> tuple[str, str, str, dict[str, str] | None]:
@@ -216,15 +201,11 @@ def _password_request(body: bytes) -> tuple[str, str, str, dict[str, str] | None
     return name, password, domain_key, project
 
 
-def _iso(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
-
-
 def _token_body(claims: TokenClaims, *, catalog: bool) -> dict[str, Any]:
     domain = {"id": claims.domain_id, "name": claims.domain_name}
     token: dict[str, Any] = {
-        "expires_at": _iso(claims.expires_at),
-        "issued_at": _iso(claims.issued_at),
+        "expires_at": iso_time(claims.expires_at),
+        "issued_at": iso_time(claims.issued_at),
         "methods": list(claims.methods),
         "user": {"id": claims.user_id, "name": claims.user_name, "domain": domain, "password_expires_at": ""},
         "roles": [],
@@ -236,9 +217,3 @@ def _token_body(claims: TokenClaims, *, catalog: bool) -> dict[str, Any]:
     if catalog:
         token["catalog"] = []
     return {"token": token}
-
-
-async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    headers = [*headers, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

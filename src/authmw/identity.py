@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -20,6 +21,7 @@ from authmw.policy import PolicySet
 __all__ = [
     "ADMIN_GROUP",
     "DEFAULT_WORKSPACE_ID",
+    "WORKSPACE_ID",
     "AuthType",
     "IdentitySource",
     "IpWhitelist",
@@ -32,6 +34,8 @@ __all__ = [
 ]
 
 DEFAULT_WORKSPACE_ID = "0"
+#: A workspace id: 32 lower-case hex characters, or the default workspace's "0".
+WORKSPACE_ID = re.compile(r"[0-9a-f]{32}|0")
 ADMIN_GROUP = "admin"
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -175,9 +175,6 @@ class RouteCatalog:
         route, names = found
         return Match(route, dict(zip(names, values, strict=True)))
 
-    def __add__(self, other: RouteCatalog) -> RouteCatalog:
-        return RouteCatalog((*self.routes, *other.routes), unmatched=other.unmatched)
-
 
 class Routes:
     """Routes declared next to the code they protect, with decorators; pass it as ``routes=`` to the guard.
@@ -197,12 +194,6 @@ class Routes:
 
     def __iter__(self) -> Iterator[Route]:
         return iter(self._routes)
-
-    def __len__(self) -> int:
-        return len(self._routes)
-
-    def add(self, route: Route) -> None:
-        self._routes.append(route)
 
     def protect(
         self,

@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from authmw.errors import ConfigurationError, ExpiredToken, InvalidToken
 
-__all__ = ["ALGORITHMS", "DEFAULT_TTL", "ISSUER", "TokenClaims", "TokenSigner", "TokenVerifier"]
+__all__ = ["ALGORITHMS", "DEFAULT_TTL", "ISSUER", "TokenClaims", "TokenSigner", "TokenVerifier", "iso_time"]
 
 ISSUER = "authmw"
 DEFAULT_TTL = 24 * 3600
@@ -217,6 +218,11 @@ class TokenVerifier:
         if claims.expires_at + self.leeway <= now:
             raise ExpiredToken("the token has expired")
         return claims
+
+
+def iso_time(seconds: int) -> str:
+    """A token time as Huawei IAM writes it: ``2026-11-28T09:00:00.000000Z``."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
 
 
 def _header_of(token: str) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -29,7 +28,7 @@ from authmw.client import HttpxAuth
 from authmw.proxy import build_app
 from authmw.settings import load_settings
 from pipeline.world import Key, World
-from servers import serve_asgi, serve_wsgi
+from servers import free_port, serve_asgi, serve_wsgi
 from wire import huawei_call
 
 ADAPTERS = Path(__file__).resolve().parents[2] / "adapters"
@@ -64,16 +63,10 @@ def recipe_module(path: Path) -> Iterator[ModuleType]:
             guard.identity.store.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextlib.contextmanager
 def django_server(tmp: Path) -> Iterator[str]:
     """``manage.py runserver`` in a child process (the environment carries the store and the master key)."""
-    port = _free_port()
+    port = free_port()
     log = (tmp / "django.log").open("w")
     env = {**os.environ, "DJANGO_SECRET_KEY": "test-only-" + "x" * 40, "PYTHONUNBUFFERED": "1"}
     command = [
@@ -196,7 +189,7 @@ def _wait_until_serving(url: str, child: subprocess.Popen[bytes], log: Path) -> 
 
 def test_the_sidecar_recipe_runs_with_its_documented_commands(world: World, environment: None, tmp_path: Path) -> None:
     """``python adapters/sidecar/upstream.py PORT`` and ``authmw proxy --config adapters/sidecar/authmw.yaml``."""
-    upstream_port, proxy_port = _free_port(), _free_port()
+    upstream_port, proxy_port = free_port(), free_port()
     log = tmp_path / "sidecar.log"
     commands = [
         [sys.executable, str(ADAPTERS / "sidecar" / "upstream.py"), str(upstream_port)],

@@ -11,12 +11,12 @@ from urllib.parse import urlsplit
 import pytest
 
 from authmw.errors import AuthmwError, ConfigurationError
-from authmw.guard import AuthContext, Guard
+from authmw.guard import SIGNED_IF_PRESENT, AuthContext, Guard
 from authmw.identity import AuthType, IpWhitelist, Principal, Project, WhitelistScope, Workspace
 from authmw.models import AccessKey, AuthMethod, Request
 from authmw.policy import PolicySet, parse_policy
 from authmw.routes import Access, Route, RouteCatalog
-from authmw.signing import presign_url, sign_request
+from authmw.signing import Verifier, presign_url, sign_request
 
 T0 = 1_714_566_896  # 2024-05-01T12:34:56Z
 T0_TEXT = "2024-05-01T12:34:56Z"
@@ -263,6 +263,12 @@ def test_request_ids_are_random_by_default(world: World) -> None:
 def test_an_unknown_mode_is_refused(world: World) -> None:
     with pytest.raises(ConfigurationError, match="mode"):
         guard(world, mode="audit")
+
+
+def test_a_verifier_that_would_accept_unsigned_placing_headers_is_refused(world: World) -> None:
+    with pytest.raises(ConfigurationError, match="signed_if_present"):
+        guard(world, verifier=Verifier(keys=world))
+    assert guard(world, verifier=Verifier(keys=world, signed_if_present=SIGNED_IF_PRESENT)).verifier is not None
 
 
 # -- 1. client address ---------------------------------------------------------------------------------------

@@ -264,18 +264,6 @@ def test_actions_include_body_actions_once_and_sorted() -> None:
     assert routes.actions == ("svc:service:action", "svc:service:get", "svc:service:update")
 
 
-def test_catalogs_add_up() -> None:
-    first = catalog(Route("GET", "/a", "svc:a:get"))
-    second = catalog(Route("GET", "/b", "svc:b:get"), unmatched="public")
-    both = first + second
-    assert action_of(both, "GET", "/a") == "svc:a:get"
-    assert action_of(both, "GET", "/b") == "svc:b:get"
-    assert both.unmatched is Unmatched.PUBLIC
-    assert both.actions == ("svc:a:get", "svc:b:get")
-    with pytest.raises(ConfigurationError, match="defined twice"):
-        _ = first + first
-
-
 def test_match_fills_the_resource_template() -> None:
     route = Route(
         "GET", "/obs/{bucket}/{key+}", "obs:object:GetObject", resource="obs:*:*:object:{bucket}/{key}/{absent}"

@@ -162,10 +162,10 @@ def test_bad_verifier_algorithms(algorithms: tuple[str, ...]) -> None:
         TokenVerifier({}, algorithms=algorithms)
 
 
-def test_no_key_material_in_reprs() -> None:
+def test_no_key_material_in_the_signer_repr() -> None:
     signer, _verifier, _clock = pair()
-    token, claims = signer.issue(**USER)
-    assert "Private" not in repr(signer) and token not in repr(claims)
+    raw = ED.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    assert repr(signer) == "TokenSigner(kid='k1', algorithm='EdDSA')" and raw.hex() not in repr(signer)
 
 
 def test_an_unknown_kid_reloads_the_key_set_at_most_once_per_interval() -> None:

@@ -4,7 +4,6 @@ allowed and denied per IAM policy (with resources), bad signatures refused; SigV
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +16,7 @@ from moto.server import ThreadedMotoServer
 from authmw.proxy import build_app
 from authmw.settings import Settings
 from pipeline.world import Key, World
-from servers import serve_asgi
+from servers import free_port, serve_asgi
 
 S3_ROUTES = (
     {"method": "GET", "path": "/", "action": "s3:bucket:listAllMyBuckets"},
@@ -54,12 +53,6 @@ READ_DATA = {
 WRITE_ALL = {"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["s3:*:*"]}]}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def s3_keys(world: World) -> dict[str, Key]:
     keys = {}
@@ -74,7 +67,7 @@ def s3_keys(world: World) -> dict[str, Key]:
 
 @pytest.fixture(scope="module")
 def proxy_url(world: World) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
     try:

@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -204,7 +203,7 @@ def _workspace_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) 
 
 
 def _token_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
-    from authmw.tokens import TokenSigner
+    from authmw.tokens import TokenSigner, iso_time
 
     with open_cli_store(args) as store:
         store.require_schema()
@@ -222,7 +221,7 @@ def _token_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> i
         token, claims = signer.issue(
             user_id=user.id, user_name=user.name, domain_id=user.domain_id, domain_name=args.domain, **scope
         )
-    expires = datetime.fromtimestamp(claims.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+    expires = iso_time(claims.expires_at)
     if args.format == "json":
         emit(args, stdout, {"token": token, "expires_at": expires, "user": user.name, "project": claims.project_id})
     else:

@@ -19,11 +19,10 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from authmw.asgi import ASGIApp, Receive, Scope, Send, read_body, request_from_scope, send_error
+from authmw.asgi import ASGIApp, Receive, Scope, Send, admit, raw_target, send_error, send_response
 from authmw.assertion import jwk_of, sign_assertion
-from authmw.audit import log_decision
 from authmw.errors import AuthmwError, UpstreamUnavailable
-from authmw.guard import AuthContext, Guard, bare_context
+from authmw.guard import AuthContext, Guard
 from authmw.iam_api import TOKENS_PATH
 
 __all__ = ["ProxyApp", "identity_headers"]
@@ -47,6 +46,7 @@ _HOP_BY_HOP = frozenset(
 )
 _WS_HANDSHAKE = frozenset({b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions"})
 _HEALTH = b'{"status":"ok"}'
+_JSON = [(b"content-type", b"application/json")]
 _POOLS, _POOL_CONNECTIONS = 32, 16  # up to 512 connections to the upstream
 _TIMEOUTS = {"connect": 5.0, "read": 60.0, "write": 60.0, "pool": 10.0}
 
@@ -162,7 +162,7 @@ class ProxyApp:
     # -- the proxy's own endpoints -------------------------------------------------------------------------
 
     async def _healthz(self, send: Send) -> None:
-        await _answer(send, 200, _HEALTH, b"application/json")
+        await send_response(send, 200, _HEALTH, _JSON)
 
     async def _readyz(self, send: Send) -> None:
         identity: Any = self.guard.identity
@@ -170,43 +170,30 @@ class ProxyApp:
             if hasattr(identity, "poll"):
                 identity.poll()
         except AuthmwError:
-            await _answer(send, 503, b'{"status":"store unavailable"}', b"application/json")
+            await send_response(send, 503, b'{"status":"store unavailable"}', _JSON)
             return
         if self.draining:
-            await _answer(send, 503, b'{"status":"shutting down"}', b"application/json")
+            await send_response(send, 503, b'{"status":"shutting down"}', _JSON)
             return
-        await _answer(send, 200, _HEALTH, b"application/json")
+        await send_response(send, 200, _HEALTH, _JSON)
 
     async def _metrics(self, send: Send) -> None:
-        await _answer(send, 200, self.metrics.render(), self.metrics.content_type.encode())
+        await send_response(send, 200, self.metrics.render(), [(b"content-type", self.metrics.content_type.encode())])
 
     async def _jwks(self, send: Send) -> None:
-        await _answer(send, 200, self._jwks_body, b"application/json")
+        await send_response(send, 200, self._jwks_body, _JSON)
 
     # -- the pipeline ----------------------------------------------------------------------------------
 
     async def _check(self, scope: Scope, receive: Receive, send: Send) -> tuple[AuthContext, bytes] | None:
-        guard = self.guard
         started = time.perf_counter()
-        method, path = scope.get("method", "GET"), scope.get("path", "")
-        try:
-            body, after = await read_body(scope, receive, guard.max_body) if scope["type"] == "http" else (b"", [])
-            if after:  # the client left before its body was complete
-                return None
-            context = guard.check(request_from_scope(scope, body))
-        except AuthmwError as exc:
-            self.metrics.decided("deny", exc.code, time.perf_counter() - started)
-            peer = scope.get("client")
-            context = exc.context or bare_context(peer[0] if peer else None)
-            log_decision(context, exc, method, path)
-            await send_error(scope, send, exc, context.request_id)
-            return None
-        error = context.error
-        self.metrics.decided(
-            "allow" if error is None else "dry-run-deny", error.code if error else "", time.perf_counter() - started
-        )
-        log_decision(context, None, method, path)
-        return context, body
+
+        def observe(context: AuthContext, error: AuthmwError | None) -> None:
+            refused = error or context.error
+            outcome = "allow" if refused is None else "deny" if error is not None else "dry-run-deny"
+            self.metrics.decided(outcome, refused.code if refused else "", time.perf_counter() - started)
+
+        return await admit(self.guard, scope, receive, send, observe)
 
     def _forward_headers(self, scope: Scope, context: AuthContext, skip: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
         headers = [
@@ -215,7 +202,7 @@ class ProxyApp:
             if (lowered := name.lower()) not in skip and not lowered.startswith(b"x-authmw-")
         ]
         facts = identity_headers(context)
-        raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        raw_path = raw_target(scope)[0]
         claims = {name[len("x-authmw-") :]: value for name, value in facts if name != "x-authmw-allowed-actions"}
         assertion = sign_assertion(
             claims, self._key, self.kid, method=scope.get("method", "GET"), path=raw_path, ttl=self.assertion_ttl
@@ -241,12 +228,9 @@ class ProxyApp:
         if checked is None:
             return
         context, body = checked
-        target = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
-        if scope.get("query_string"):
-            target += "?" + scope["query_string"].decode("latin-1")
         request = httpx.Request(
             scope["method"],
-            self.upstream + target,
+            self.upstream + raw_target(scope)[1],
             headers=self._forward_headers(scope, context, _HOP_BY_HOP),
             content=body,
             extensions={"timeout": _TIMEOUTS},
@@ -281,10 +265,7 @@ class ProxyApp:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        target = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
-        if scope.get("query_string"):
-            target += "?" + scope["query_string"].decode("latin-1")
-        url = "ws" + self.upstream[4:] + target
+        url = "ws" + self.upstream[4:] + raw_target(scope)[1]
         headers = [
             (k.decode("latin-1"), v.decode("latin-1"))
             for k, v in self._forward_headers(scope, context, _HOP_BY_HOP | _WS_HANDSHAKE)
@@ -334,9 +315,3 @@ _OWN_PATHS = {
     "/metrics": ProxyApp._metrics,
     "/.well-known/jwks.json": ProxyApp._jwks,
 }
-
-
-async def _answer(send: Send, status: int, body: bytes, content_type: bytes) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

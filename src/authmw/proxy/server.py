@@ -38,8 +38,7 @@ def build_app(settings: Settings, store: Store) -> ProxyApp:
         raise ConfigurationError("the proxy needs an upstream URL (--upstream or upstream: in the config)")
     guard = build_guard(settings, store=store)
     signing_key = store.signing_key()
-    tokens = guard.tokens
-    service = None if tokens is None else TokenService(store, TokenSigner(*signing_key), tokens)
+    service = None if guard.tokens is None else TokenService(store, TokenSigner(*signing_key), guard)
     try:
         return ProxyApp(
             guard=guard,

@@ -12,7 +12,6 @@ MIN_SESSION, MAX_SESSION = 900, 86_400
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.@-]{0,63}")
 POLICY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9 _.@-]{0,63}")
 WORKSPACE_NAME = re.compile(r"(?![0-9a-f]{32}\Z)[A-Za-z0-9_-]{4,64}")
-WORKSPACE_ID = re.compile(r"[0-9a-f]{32}|0")
 ACCESS_KEY = re.compile(r"[A-Za-z0-9]{8,128}")
 SECRET = re.compile(r"[\x21-\x7e]{16,256}")
 ROUTE = re.compile(r"[\x21-\x7e]+( [\x21-\x7e]+)?")

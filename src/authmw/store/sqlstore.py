@@ -22,6 +22,7 @@ from authmw.errors import ChangeRefused, ConfigurationError, InvalidPolicy, NotF
 from authmw.identity import (
     ADMIN_GROUP,
     DEFAULT_WORKSPACE_ID,
+    WORKSPACE_ID,
     AuthType,
     IpWhitelist,
     Principal,
@@ -56,7 +57,6 @@ from authmw.store.rules import (
     ROUTE,
     SECRET,
     SECRET_ALPHABET,
-    WORKSPACE_ID,
     check,
     check_name,
     check_password,
@@ -317,22 +317,23 @@ class Store:
                 (hashed, self._now(), user_id),
             )
 
-    def check_password(self, name: str, password: str, *, domain: str) -> User | None:
-        """The enabled user ``name`` of ``domain`` (a name or an id) if ``password`` is theirs, else None.
+    def check_password(self, name: str, password: str, *, domain: str) -> tuple[User, str] | None:
+        """The enabled user ``name`` of ``domain`` (a name or an id) and its domain's name if ``password`` is
+        theirs, else None.
 
         Costs one scrypt whatever the outcome (unknown user, disabled, no password), so the answer's timing
         does not tell which; callers must limit attempts before calling (it is a CPU-heavy check).
         """
         with self.db.read() as tx:
             row = tx.one(
-                "SELECT u.id, u.name, u.domain_id, u.enabled, u.password_hash FROM users u "
+                "SELECT u.id, u.name, u.domain_id, u.enabled, u.password_hash, d.name FROM users u "
                 "JOIN domains d ON d.id = u.domain_id WHERE u.name = ? AND (d.name = ? OR d.id = ?)",
                 (name, domain, domain),
             )
         matches = verify_password(password, None if row is None else row[4])
         if row is None or not matches or not row[3]:
             return None
-        return User(row[0], row[1], row[2], True)
+        return User(row[0], row[1], row[2], True), str(row[5])
 
     def list_users(self, *, domain: str | None = None) -> list[User]:
         sql = "SELECT u.id, u.name, u.domain_id, u.enabled FROM users u JOIN domains d ON d.id = u.domain_id"
