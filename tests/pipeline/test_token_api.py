@@ -169,3 +169,18 @@ def test_tokens_survive_a_signing_key_rotation(proxy: Form, world: World) -> Non
     assert jwt.get_unverified_header(after)["kid"] == new_kid and jwt.get_unverified_header(before)["kid"] in retired
     for token in (before, after):  # the proxy's guard was built before the rotation: it reloads for the new kid
         assert httpx.get(proxy.url + path, headers={"X-Auth-Token": token}).status_code == 200
+
+
+def test_a_caller_whose_password_changed_is_refused_by_head(proxy: Form, world: World) -> None:
+    world.store.create_user("changing-user", password=PASSWORD)
+    caller = login(proxy, "changing-user", PASSWORD).headers["x-subject-token"]
+    subject = login(proxy, "login-user", PASSWORD).headers["x-subject-token"]
+    both = {"X-Auth-Token": caller, "X-Subject-Token": subject}
+    assert httpx.head(proxy.url + TOKENS, headers=both).status_code == 200
+    time.sleep(1.01)  # password changes are recorded in whole seconds
+    world.store.set_password("changing-user", "another password for this user")
+    deadline = time.monotonic() + 1.0
+    while (status := httpx.head(proxy.url + TOKENS, headers=both).status_code) == 200:
+        assert time.monotonic() < deadline, "the caller's token still works 1 s after its password changed"
+        time.sleep(0.02)
+    assert status == 401
