@@ -1,4 +1,6 @@
-"""IAM token benchmarks: ``TokenVerifier.verify`` (cached and uncached) against PyJWT's own ``jwt.decode``.
+"""IAM token benchmarks: ``TokenVerifier.verify`` (cached and uncached) against PyJWT's own ``jwt.decode``;
+security tokens of temporary credentials: ``SessionSealer.resolve`` (cached and uncached) and a whole signed
+request with a temporary key against the same request with a permanent key.
 
 Layer: core verify (house rule 15), same harness as ``bench_signing.py``: cases calibrated to ``--batch-ms``
 batches, ``--repeats`` round-robin rounds, GC off while timing, medians. The tokens and verifiers are built
@@ -10,6 +12,7 @@ before the clock starts; "not cached" forgets the token before each check, so th
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -19,7 +22,11 @@ from pathlib import Path
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from authmw.models import Request
+from authmw.sessions import Session, SessionSealer, new_temporary_key
+from authmw.signing import StaticKeys, Verifier, sign_request
 from authmw.tokens import TokenSigner, TokenVerifier
 from bench_signing import (
     Case,
@@ -39,6 +46,12 @@ UNCACHED = "TokenVerifier.verify, EdDSA token, not cached"
 PYJWT = "peer: jwt.decode, same EdDSA token and key"
 UNCACHED_ES256 = "TokenVerifier.verify, ES256 token, not cached"
 PYJWT_ES256 = "peer: jwt.decode, same ES256 token and key"
+SEALED_CACHED = "SessionSealer.resolve, security token, cached"
+SEALED_UNCACHED = "SessionSealer.resolve, security token with a session policy, not cached"
+AESGCM_OPEN = "reference: AESGCM.decrypt of the same token's bytes"
+TEMPORARY_REQUEST = "Verifier.verify, SDK-HMAC-SHA256 GET signed with a temporary key (token cached)"
+PERMANENT_REQUEST = "Verifier.verify, same GET signed with a permanent key"
+SESSION_POLICY = '{"Version":"1.1","Statement":[{"Effect":"Allow","Action":["modelarts:notebook:get"]}]}'
 USER = {"user_id": "u" * 32, "user_name": "alice", "domain_id": "d" * 32, "domain_name": "acme"}
 PROJECT = {"project_id": "p" * 32, "project_name": "cn-north-4"}
 
@@ -48,8 +61,60 @@ def _uncached(verifier: TokenVerifier, token: str) -> None:
     verifier.verify(token)
 
 
+def _session() -> Session:
+    access, secret = new_temporary_key()
+    now = int(time.time())
+    return Session(
+        access, secret, now, now + 86400, "u" * 32, "worker", "d" * 32, "op_svc_modelarts",
+        "a" * 32, "modelarts_agency", "e" * 32, "acme", policy=SESSION_POLICY,
+    )  # fmt: skip
+
+
+def _unsealed(sealer: SessionSealer, token: str, access: str) -> None:
+    sealer._cache.clear()  # forget the token: the whole open path runs (decrypt, JSON, session policy)
+    sealer.resolve(token, access)
+
+
+def _request(access: str, secret: str, token: str | None) -> Request:
+    host = "modelarts.cn-north-4.myhuaweicloud.com"
+    signed = sign_request(
+        "GET", f"https://{host}/v1/p/notebooks?limit=10", {"Host": host}, b"",
+        access_key=access, secret_key=secret, security_token=token,
+    )  # fmt: skip
+    return Request.build("GET", signed.url.split(host, 1)[1], list(signed.headers.items()), b"")
+
+
+def security_token_cases() -> list[Case]:
+    key = os.urandom(32)
+    sealer = SessionSealer({"k1": key}, active="k1")
+    session = _session()
+    token = sealer.seal(session)
+    sealer.resolve(token, session.access_key)
+    raw = sealed_bytes(token)
+    box = AESGCM(key)
+    aad = b"authmw security token v1 k1"
+    permanent = new_temporary_key()
+    verifier = Verifier(keys=StaticKeys({permanent[0]: permanent[1]}), security_tokens=sealer, max_skew=10**9)
+    temporary_request = _request(session.access_key, session.secret_key, token)
+    permanent_request = _request(*permanent, None)
+    assert verifier.verify(temporary_request).session == session
+    verifier.verify(permanent_request)
+    return [
+        Case(SEALED_CACHED, "authmw", same_op(sealer.resolve, token, session.access_key)),
+        Case(SEALED_UNCACHED, "authmw", same_op(_unsealed, sealer, token, session.access_key)),
+        Case(AESGCM_OPEN, "reference", same_op(lambda: box.decrypt(raw[:12], raw[12:], aad))),
+        Case(TEMPORARY_REQUEST, "authmw", same_op(verifier.verify, temporary_request)),
+        Case(PERMANENT_REQUEST, "authmw", same_op(verifier.verify, permanent_request)),
+    ]
+
+
+def sealed_bytes(token: str) -> bytes:
+    body = token.rsplit(".", 1)[1]
+    return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+
+
 def cases() -> list[Case]:
-    out = []
+    out = security_token_cases()
     for algorithm, key, names in (
         ("EdDSA", ed25519.Ed25519PrivateKey.generate(), (UNCACHED, PYJWT)),
         ("ES256", ec.generate_private_key(ec.SECP256R1()), (UNCACHED_ES256, PYJWT_ES256)),
@@ -90,6 +155,9 @@ def verdicts(found: list[Case]) -> list[Verdict]:
             f"{_us(uncached)} µs ÷ jwt.decode {_us(peer)} µs = {ratio:.2f}×",
         )
     )
+    sealed = by.get(SEALED_CACHED)
+    if sealed is not None:
+        out.append(Verdict("security-token validation (cached) ≤ 3 µs", sealed <= 3000, f"median {_us(sealed)} µs"))
     return out
 
 

@@ -3,10 +3,13 @@
 1. Sets up an embedded SQLite store in ``.demo/`` with the ``authmw`` CLI: a project; alice (administrator),
    bob (data scientist in ``developers``, which holds ``ModelArts CommonOperations`` and a policy denying
    training-job deletion) and eve (an outsider with no policy); the shared PUBLIC workspace ``0`` and an
-   INTERNAL workspace ``research`` granted to bob; an IP whitelist on the notebook-deletion route.
+   INTERNAL workspace ``research`` granted to bob; an IP whitelist on the notebook-deletion route; the cloud
+   service ``op_svc_modelarts`` as a domain with a worker, and ``modelarts_agency``: alice's domain lets the
+   service act on its notebooks (only) through temporary credentials.
 2. Starts the demo API (``examples/demo_api.py``, which only trusts verified ``X-Authmw-*`` facts) and
    ``authmw proxy`` in front of it, as a separate process.
-3. Sends real AK/SK-signed requests (and one with an IAM token) and prints each outcome; exits 0 only if every
+3. Sends real AK/SK-signed requests, IAM-token requests (after a password login at ``/v3/auth/tokens``) and
+   requests signed with an agency's temporary credentials, and prints each outcome; exits 0 only if every
    outcome was as expected.
 """
 
@@ -30,6 +33,7 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 WORK = Path.cwd() / ".demo"
+PASSWORD = "demo password, not a secret"
 GREEN, RED, DIM, RESET = ("\033[32m", "\033[31m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("",) * 4
 
 
@@ -40,12 +44,13 @@ def free_port() -> int:
 
 
 def authmw(*argv: str) -> Any:
-    """Run one ``authmw`` command in-process (the same code as the console script), echoing it."""
+    """Run one ``authmw`` command in-process (the same code as the console script), echoing it; a
+    ``--password-stdin`` gets the demo password."""
     from authmw.cli import main
 
     print(f"{DIM}$ authmw {' '.join(argv)}{RESET}")
     out = io.StringIO()
-    code = main([*argv, "--format", "json"], stdout=out)
+    code = main([*argv, "--format", "json"], stdin=io.StringIO(PASSWORD + "\n"), stdout=out)
     if code != 0:
         raise SystemExit(f"authmw {' '.join(argv)} failed with exit code {code}")
     text = out.getvalue().strip()
@@ -72,7 +77,7 @@ def set_up() -> dict[str, Any]:
     authmw("policy", "attach", "no-delete-training", "--group", "developers")
     keys = {}
     for user, group in (("alice", "admin"), ("bob", "developers"), ("eve", None)):
-        authmw("user", "create", user)
+        authmw("user", "create", user, *(("--password-stdin",) if user == "bob" else ()))
         if group:
             authmw("group", "add-user", group, user)
         keys[user] = authmw("key", "create", user)
@@ -80,6 +85,19 @@ def set_up() -> dict[str, Any]:
         "workspace", "create", "research", "--auth-type", "INTERNAL", "--grant", "bob", "--owner", "alice"
     )  # fmt: skip
     authmw("whitelist", "set", "--route", "DELETE /v1/{project_id}/notebooks/{id}", "10.0.0.0/8")
+    # The ModelArts pattern: the service is a domain whose users are its workers; the user's domain creates an
+    # agency trusting it, with exactly the permissions the service needs.
+    authmw("domain", "create", "op_svc_modelarts")
+    authmw("user", "create", "worker", "--domain", "op_svc_modelarts", "--password-stdin")
+    authmw("group", "create", "operators", "--domain", "op_svc_modelarts")
+    authmw("group", "add-user", "operators", "worker", "--domain", "op_svc_modelarts")
+    authmw("policy", "attach", "Agent Operator", "--group", "operators", "--domain", "op_svc_modelarts")
+    (WORK / "notebooks-only.json").write_text(
+        json.dumps({"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["modelarts:notebook:*"]}]})
+    )
+    authmw("policy", "create", "notebooks-only", "--file", str(WORK / "notebooks-only.json"))
+    authmw("agency", "create", "modelarts_agency", "--trust", "op_svc_modelarts", "--policy", "notebooks-only",
+           "--max-duration", "3600")  # fmt: skip
     return {"project": project, "keys": keys, "research": research["id"]}
 
 
@@ -120,15 +138,31 @@ def running_services() -> Iterator[str]:
         server.should_exit = True
 
 
-def reason_for(request_id: str) -> str:
-    """The deciding statement or failed step, from the proxy's audit log (never sent to the client)."""
+def audit_record(request_id: str) -> dict[str, Any]:
+    """The proxy's audit record of a request (the deciding statement or failed step is never sent to the client)."""
     for _ in range(20):
         for line in (WORK / "audit.log").read_text().splitlines():
             record = json.loads(line)
             if record["request_id"] == request_id:
-                return str(record["reason"] or record["detail"])
+                return record  # type: ignore[no-any-return]
         time.sleep(0.05)
-    return "(not in the audit log)"
+    return {"reason": "(not in the audit log)", "delegation": []}
+
+
+def login(sidecar: str, user: str, domain: str, scope: Any = None) -> str:
+    """A password login at the sidecar's token endpoint; the IAM token."""
+    auth: dict[str, Any] = {
+        "identity": {
+            "methods": ["password"],
+            "password": {"user": {"name": user, "password": PASSWORD, "domain": {"name": domain}}},
+        }
+    }
+    if scope is not None:
+        auth["scope"] = scope
+    answer = httpx.post(sidecar + "/v3/auth/tokens", json={"auth": auth})
+    print(f"\n-- {user} logs in: POST /v3/auth/tokens -> {answer.status_code} (the token is in X-Subject-Token)")
+    answer.raise_for_status()
+    return answer.headers["x-subject-token"]
 
 
 def walkthrough(sidecar: str, world: dict[str, Any]) -> int:
@@ -151,7 +185,8 @@ def walkthrough(sidecar: str, world: dict[str, Any]) -> int:
         print(f"\n-- {title}\n   {who}: {method} {path.format(project='{project}')} -> {response.status_code} "
               f"{code or ''} [{mark}]")  # fmt: skip
         if code:
-            print(f"   why (audit log): {reason_for(body['request_id'])}")
+            record = audit_record(body["request_id"])
+            print(f"   why (audit log): {record['reason'] or record['detail']}")
         else:
             print(f"   the API saw: {body['seen_by_api']}")
         return body
@@ -188,12 +223,52 @@ def walkthrough(sidecar: str, world: dict[str, Any]) -> int:
         print(f"   {RED}the API saw a spoofed user{RESET}")
     else:
         print("   the API never saw 'alice': authmw dropped the header and re-added the verified identity")
-    token = authmw("token", "create", "--user", "bob", "--project", "cn-north-4")["token"]
+    print("\n== 4. IAM tokens: a password login at the sidecar's /v3/auth/tokens, then X-Auth-Token")
+    token = login(sidecar, "bob", "default", scope={"project": {"name": "cn-north-4"}})
     clients["bob (IAM token)"] = httpx.Client(base_url=sidecar, headers={"X-Auth-Token": token})
+    step("bob's token lists notebooks", "bob (IAM token)", "GET", "/v1/{project}/notebooks", (200, None))
     step(
-        "An IAM token instead of a signature: bob's, from `authmw token create`",
-        "bob (IAM token)", "GET", "/v1/{project}/notebooks", (200, None),
+        "bob's token carries bob's policies: no deleting training jobs",
+        "bob (IAM token)", "DELETE", "/v2/{project}/training-jobs/job-42", (403, "action_denied"),
     )  # fmt: skip
+    revoked = httpx.delete(sidecar + "/v3/auth/tokens", headers={"X-Auth-Token": token, "X-Subject-Token": token})
+    print(f"\n-- bob revokes his token: DELETE /v3/auth/tokens -> {revoked.status_code}")
+    failures += revoked.status_code != 204
+    time.sleep(0.3)  # every process sharing the store refuses it within its 0.25 s refresh
+    step("The revoked token", "bob (IAM token)", "GET", "/v1/{project}/notebooks", (401, "invalid_token"))
+
+    print("\n== 5. Agencies: op_svc_modelarts's worker acts on alice's domain with temporary credentials")
+    worker_token = login(sidecar, "worker", "op_svc_modelarts")
+    identity = {
+        "methods": ["assume_role"],
+        "assume_role": {"domain_name": "default", "agency_name": "modelarts_agency", "duration_seconds": 900},
+    }
+    answer = httpx.post(
+        sidecar + "/v3.0/OS-CREDENTIAL/securitytokens",
+        json={"auth": {"identity": identity}},
+        headers={"X-Auth-Token": worker_token},
+    )
+    print(f"-- worker assumes modelarts_agency: POST /v3.0/OS-CREDENTIAL/securitytokens -> {answer.status_code}")
+    failures += answer.status_code != 201
+    credential = answer.json()["credential"]
+    print(f"   temporary AK {credential['access']}, expires {credential['expires_at']}, "
+          f"security token of {len(credential['securitytoken'])} characters (sealed: nothing stored)")  # fmt: skip
+    clients["worker (agency)"] = httpx.Client(
+        base_url=sidecar,
+        auth=HttpxAuth(credential["access"], credential["secret"], security_token=credential["securitytoken"]),
+    )
+    seen = step(
+        "The worker lists alice's domain's notebooks as the agency",
+        "worker (agency)", "GET", "/v1/{project}/notebooks", (200, None),
+    )  # fmt: skip
+    failures += seen.get("seen_by_api", {}).get("agency") != "modelarts_agency"
+    step(
+        "The agency may do exactly what its policies allow: no training jobs",
+        "worker (agency)", "DELETE", "/v2/{project}/training-jobs/job-42", (403, "action_denied"),
+    )  # fmt: skip
+    delegation = audit_record(seen["seen_by_api"]["request_id"])["delegation"]
+    print(f"   delegation (audit log): {' -> '.join(delegation)}")
+    failures += len(delegation) != 3
     unsigned = httpx.get(f"{sidecar}/v1/{project}/notebooks")
     print(f"\n-- No signature at all -> {unsigned.status_code} {unsigned.json()['error_code']}")
     failures += (unsigned.status_code, unsigned.json()["error_code"]) != (401, "missing_credentials")

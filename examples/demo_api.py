@@ -42,6 +42,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                     "workspace": headers.get("x-authmw-workspace-id"),
                     "action": headers.get("x-authmw-action"),
                     "auth_method": headers.get("x-authmw-auth-method"),
+                    "agency": headers.get("x-authmw-agency"),
+                    "request_id": headers.get("x-authmw-request-id"),
                     "assertion_user": claims.get("user-name"),
                 }
             },

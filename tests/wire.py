@@ -771,6 +771,7 @@ def huawei_call(
     body: bytes | str | None = None,
     signer: str = "SDK-HMAC-SHA256",
     path_params: Mapping[str, object] | None = None,
+    security_token: str | None = None,
 ) -> Any:
     """Sign and send one request with huaweicloudsdkcore to a real server: ``(status, JSON body)``.
 
@@ -783,7 +784,7 @@ def huawei_call(
         signer=signer,
         ak=ak,
         sk=sk,
-        security_token=None,
+        security_token=security_token,
         project_id=project_id,
         domain_id=None,
         region="cn-north-4",

@@ -9,12 +9,13 @@ from typing import Any
 from authmw.guard import SIGNED_IF_PRESENT, Guard
 from authmw.policy import modelarts_actions
 from authmw.routes import Route, RouteCatalog, Routes, modelarts_routes, route_from_mapping
+from authmw.sessions import SessionSealer
 from authmw.settings import Settings, load_settings
 from authmw.signing import Verifier
 from authmw.store import CachedIdentity, Store, open_store
 from authmw.tokens import TokenVerifier
 
-__all__ = ["build_guard", "guard_from_config", "guard_from_store", "routes_of"]
+__all__ = ["build_guard", "guard_from_config", "guard_from_store", "routes_of", "session_sealer"]
 
 logger = logging.getLogger("authmw")
 
@@ -52,11 +53,19 @@ def routes_of(settings: Settings, declared: Iterable[Route] = ()) -> RouteCatalo
     return RouteCatalog(routes, unmatched=settings.unmatched)
 
 
+def session_sealer(store: Store, identity: CachedIdentity | None = None) -> SessionSealer:
+    """A sealer over the store's sealing keys (the active one seals; a ``kid`` sealed elsewhere reloads them, at
+    once if the store changed since: ``identity`` watches its revision)."""
+    keys, active = store.sealing_keys()
+    revision = None if identity is None else identity.current_revision
+    return SessionSealer(keys, active=active, refresh=store.sealing_keys, revision=revision)
+
+
 def build_guard(
     settings: Settings, *, url: str | None = None, store: Store | None = None, routes: Iterable[Route] = ()
 ) -> Guard:
-    routes = tuple(routes)
     """A guard over a cached view of the store, configured by ``settings``."""
+    routes = tuple(routes)
     if store is None:
         store = open_store(url or settings.store, whitelist_limit=settings.whitelist_limit)
     identity = CachedIdentity(store)
@@ -66,12 +75,16 @@ def build_guard(
         max_skew=settings.max_skew,
         allow_unsigned_payload=settings.allow_unsigned_payload,
         signed_if_present=SIGNED_IF_PRESENT,
+        # Temporary credentials: security tokens sealed by any process sharing the store (rotations found).
+        security_tokens=session_sealer(store, identity),
     )
     guard = Guard(
         identity=identity,
         verifier=verifier,
         # The store's signing keys; a kid rotated in elsewhere is found by a reload (rate-limited).
-        tokens=TokenVerifier(store.public_signing_keys(), refresh=store.public_signing_keys),
+        tokens=TokenVerifier(
+            store.public_signing_keys(), refresh=store.public_signing_keys, revision=identity.current_revision
+        ),
         routes=routes_of(settings, routes),
         actions=modelarts_actions() if "modelarts" in _presets(settings, tuple(routes)) else (),
         trusted_proxies=settings.trusted_proxies,

@@ -44,7 +44,8 @@ def audit_record(context: AuthContext, error: AuthmwError | None, method: str, p
         "policy": None if decision is None else decision.policy,
         "statement": None if decision is None else decision.statement,
         "reason": None if decision is None else decision.reason,
-        "delegation": [] if principal is None else [principal.user_name],
+        "agency": context.agency,
+        "delegation": list(context.delegation),
     }
     return record
 

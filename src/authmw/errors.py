@@ -16,7 +16,9 @@ operators go in typed fields and never contain secrets, signatures or canonical 
     │   ├── MalformedBody               malformed_body
     │   ├── InvalidWorkspaceId          invalid_workspace_id
     │   ├── ConflictingWorkspace        conflicting_workspace
-    │   └── ConflictingProject          conflicting_project
+    │   ├── ConflictingProject          conflicting_project
+    │   ├── InvalidDuration             invalid_duration  (temporary credentials)
+    │   └── InvalidSessionPolicy        invalid_session_policy
     ├── AuthenticationFailed (401)
     │   ├── MissingCredentials          missing_credentials
     │   ├── MalformedAuthorization      malformed_authorization
@@ -34,7 +36,9 @@ operators go in typed fields and never contain secrets, signatures or canonical 
     │   ├── SignatureMismatch           signature_mismatch   (also for unknown access keys)
     │   ├── PresignedUrlExpired         presigned_url_expired
     │   ├── SecurityTokenRequired       security_token_required
-    │   ├── InvalidSecurityToken        invalid_security_token
+    │   ├── InvalidSecurityToken        invalid_security_token  (malformed, tampered, unknown sealing key)
+    │   ├── ExpiredSecurityToken        security_token_expired
+    │   ├── SecurityTokenMismatch       security_token_mismatch  (the token of another access key)
     │   ├── InvalidToken                invalid_token
     │   ├── ExpiredToken                token_expired
     │   └── ReplayedRequest             replayed_request
@@ -45,6 +49,7 @@ operators go in typed fields and never contain secrets, signatures or canonical 
     │   ├── WorkspaceDenied             workspace_denied
     │   ├── ProjectNotFound             project_not_found
     │   ├── TokenScopeMismatch          token_scope_mismatch
+    │   ├── AgencyNotTrusted            agency_not_trusted  (also an unknown agency)
     │   └── AddressNotAllowed           address_not_allowed
     ├── TooManyRequests (429)
     │   └── TooManyAttempts             too_many_attempts  (password logins; with Retry-After)
@@ -54,7 +59,8 @@ operators go in typed fields and never contain secrets, signatures or canonical 
     │   └── UpstreamUnavailable         upstream_unavailable  (the sidecar's upstream did not answer)
     └── ServiceUnavailable (503)
         ├── ReplayCacheFull             replay_cache_full
-        └── StoreUnavailable            store_unavailable
+        ├── StoreUnavailable            store_unavailable
+        └── IssuerUnavailable           issuer_unavailable  (an external token issuer's keys, past their grace)
 
 :class:`ConfigurationError` is separate: it is raised at start-up for invalid settings (and its subclass
 :class:`InvalidPolicy` for a policy document that breaks the language rules), never per request. So is
@@ -163,6 +169,16 @@ class ConflictingProject(BadRequest):
     message = "the request names more than one project"
 
 
+class InvalidDuration(BadRequest):
+    code = "invalid_duration"
+    message = "duration_seconds is out of range"
+
+
+class InvalidSessionPolicy(BadRequest):
+    code = "invalid_session_policy"
+    message = "the session policy is not a valid policy document"
+
+
 class AuthenticationFailed(AuthmwError):
     status = 401
     code = "authentication_failed"
@@ -258,6 +274,16 @@ class InvalidSecurityToken(AuthenticationFailed):
     message = "invalid security token"
 
 
+class ExpiredSecurityToken(AuthenticationFailed):
+    code = "security_token_expired"
+    message = "the security token has expired"
+
+
+class SecurityTokenMismatch(AuthenticationFailed):
+    code = "security_token_mismatch"
+    message = "the security token belongs to another access key"
+
+
 class InvalidToken(AuthenticationFailed):
     code = "invalid_token"
     message = "invalid token"
@@ -302,6 +328,11 @@ class WorkspaceDenied(Forbidden):
 class ProjectNotFound(Forbidden):
     code = "project_not_found"
     message = "project not found"
+
+
+class AgencyNotTrusted(Forbidden):
+    code = "agency_not_trusted"
+    message = "the caller may not assume this agency"
 
 
 class TokenScopeMismatch(Forbidden):
@@ -369,6 +400,11 @@ class ReplayCacheFull(ServiceUnavailable):
 class StoreUnavailable(ServiceUnavailable):
     code = "store_unavailable"
     message = "identity store unavailable, retry later"
+
+
+class IssuerUnavailable(ServiceUnavailable):
+    code = "issuer_unavailable"
+    message = "the token issuer's keys are unavailable, retry later"
 
 
 def all_error_classes() -> list[type[AuthmwError]]:

@@ -26,6 +26,7 @@ from authmw.errors import (
     ConfigurationError,
     ConflictingProject,
     ConflictingWorkspace,
+    InvalidSecurityToken,
     InvalidToken,
     InvalidWorkspaceId,
     MalformedBody,
@@ -100,6 +101,21 @@ class AuthContext:
     @property
     def workspace_id(self) -> str | None:
         return None if self.workspace is None else self.workspace.id
+
+    @property
+    def agency(self) -> str | None:
+        """The agency whose temporary credentials made the request (None otherwise)."""
+        session = None if self.credential is None else self.credential.session
+        return None if session is None else session.agency_name
+
+    @property
+    def delegation(self) -> tuple[str, ...]:
+        """Who acts for whom, as ``domain/name`` links: the original caller → the agency → the session (for
+        temporary credentials); just the principal otherwise; empty when unauthenticated."""
+        session = None if self.credential is None else self.credential.session
+        if session is not None:
+            return session.chain
+        return () if self.principal is None else (f"{self.principal.domain_name}/{self.principal.user_name}",)
 
     @property
     def allowed_actions(self) -> tuple[str, ...]:
@@ -224,6 +240,12 @@ class Guard:
     def authenticate(self, request: Request) -> tuple[Credential, Principal]:
         """Verify the request's one credential and load its principal (no route, workspace or policy)."""
         credential = self._credential(request)
+        session = credential.session
+        if session is not None and session.agency_id is not None:  # acting as the agency, with its policies
+            principal = self.identity.agency(session.agency_id)
+            if principal is None:
+                raise InvalidSecurityToken("the security token's agency no longer exists")
+            return credential, principal
         principal = self.identity.principal(credential.owner or "")
         if principal is None:  # the user was disabled after its key was read (or the token issued)
             raise AuthenticationFailed("the credential's user is unknown or disabled")
@@ -235,7 +257,7 @@ class Guard:
         """Decide ``action`` for an already checked request, in its workspace (raises :class:`ActionDenied`)."""
         if context.principal is None:
             raise MissingCredentials("the request is not authenticated")
-        decision = self._decide(context.principal, action, resource, context.policy_context)
+        decision = self._decide(context.principal, action, resource, context.policy_context, context.credential)
         if not decision.allowed:
             raise ActionDenied(f"{action}: {decision.reason}")
         return decision
@@ -281,7 +303,7 @@ class Guard:
             "g:username": principal.user_name,
             "g:domainid": principal.domain_id,
             "g:domainname": principal.domain_name,
-            "g:mfapresent": credential.mfa,
+            "g:mfapresent": credential.mfa or (credential.session is not None and credential.session.mfa),
             "modelarts:workspaceid": state.workspace.id,
         }
         if state.client is not None:
@@ -299,21 +321,22 @@ class Guard:
                     self._whitelist(WhitelistScope.ROUTE, state, action)
                     break
         action = state.action or ""
-        state.decision = decision = self._decide(principal, action, state.resource, context)
+        state.decision = decision = self._decide(principal, action, state.resource, context, credential)
         if not decision.allowed:
             raise ActionDenied(f"{action}: {decision.reason}")
 
     def _allowed_actions(self, context: AuthContext) -> tuple[str, ...]:
         """``context.allowed_actions``: memoised per policy set when none of its decisions reads the context."""
-        principal = context.principal
+        principal, credential = context.principal, context.credential
         assert principal is not None
         policies = principal.policies
-        known = self._allowed.get(policies.version, _MISSING)
+        narrowed = credential is not None and credential.session is not None
+        known = _MISSING if narrowed else self._allowed.get(policies.version, _MISSING)
         if isinstance(known, tuple):
             return known
-        decide = self._decide
-        allowed = tuple(a for a in self.actions if decide(principal, a, None, context.policy_context).allowed)
-        if known is _MISSING:
+        decide, facts = self._decide, context.policy_context
+        allowed = tuple(a for a in self.actions if decide(principal, a, None, facts, credential).allowed)
+        if known is _MISSING and not narrowed:
             static = not any(policies.reads_context(action) for action in self.actions)
             if len(self._allowed) >= 10_000:
                 self._allowed.clear()
@@ -354,14 +377,25 @@ class Guard:
         if changed is not None and changed > credential.signed_at:
             raise InvalidToken("the password changed after the token was issued")
 
-    def _decide(self, principal: Principal, action: str, resource: str | None, context: Mapping[str, Any]) -> Decision:
-        decision = principal.policies.decide(action, resource, context)
+    def _decide(
+        self,
+        principal: Principal,
+        action: str,
+        resource: str | None,
+        context: Mapping[str, Any],
+        credential: Credential | None,
+    ) -> Decision:
+        session = None if credential is None else credential.session
+        narrowing = None if session is None else session.policies  # a session policy: both sets must allow
+        decision = principal.policies.decide(action, resource, context, session=narrowing)
         if (
             not decision.allowed
             and self.default_allow_without_policies
             and not decision.explicit
             and not principal.policies.policies
             and action.startswith("modelarts:")
+            and narrowing is None
+            and (session is None or session.agency_id is None)  # an agency has exactly its policies
         ):
             return _LEGACY_DECISION
         return decision

@@ -1,8 +1,10 @@
-"""The IAM token endpoints (SPEC §6) as an ASGI app: ``POST /v3/auth/tokens`` (password), ``HEAD``, ``DELETE``.
+"""The IAM endpoints (SPEC §6) as an ASGI app: ``POST /v3/auth/tokens`` (password), ``HEAD``, ``DELETE``, and
+``POST /v3.0/OS-CREDENTIAL/securitytokens`` (temporary credentials: ``assume_role`` an agency, or ``token``).
 
 ``authmw proxy`` serves it; an app can mount it. Passwords are checked with scrypt in a worker thread, after
 an attempt limit (per user and per client address, failures in a sliding window), and every failure gets the
-same answer, whether the user is unknown, disabled or the password wrong.
+same answer, whether the user is unknown, disabled or the password wrong. Temporary credentials are sealed
+into their security token (:mod:`authmw.sessions`): nothing is stored per session.
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
-from authmw.asgi import Receive, Scope, Send, read_body, send_error, send_response
+from authmw.asgi import Receive, Scope, Send, read_body, request_from_scope, send_error, send_response
 from authmw.errors import (
     ActionDenied,
+    AgencyNotTrusted,
     AuthenticationFailed,
     AuthmwError,
     ConfigurationError,
+    InvalidDuration,
+    InvalidPolicy,
+    InvalidSessionPolicy,
     MalformedBody,
     MissingCredentials,
     NotFound,
@@ -29,15 +35,22 @@ from authmw.errors import (
 )
 from authmw.guard import Guard, bare_context
 from authmw.identity import Principal
-from authmw.models import Request
+from authmw.models import AuthMethod, Request
+from authmw.policy import parse_policy
+from authmw.sessions import MAX_DURATION, MIN_DURATION, Session, SessionSealer, new_temporary_key
 from authmw.store import Store
 from authmw.store.records import User
 from authmw.tokens import TokenClaims, TokenSigner, iso_time
 
-__all__ = ["TOKENS_PATH", "AttemptLimiter", "TokenService"]
+__all__ = ["SECURITY_TOKENS_PATH", "TOKENS_PATH", "AttemptLimiter", "TokenService", "assume"]
 
 TOKENS_PATH = "/v3/auth/tokens"
+SECURITY_TOKENS_PATH = "/v3.0/OS-CREDENTIAL/securitytokens"
+#: The IAM action a caller needs (besides the agency's trust) to assume an agency.
+ASSUME_ACTION = "iam:agencies:assume"
+DEFAULT_DURATION = 900
 _MAX_BODY = 64 * 1024
+_MAX_SESSION_POLICY = 2048  # characters of compact JSON: the policy travels inside every request's token
 
 
 class AttemptLimiter:
@@ -96,7 +109,11 @@ class AttemptLimiter:
 class TokenService:
     """``POST /v3/auth/tokens`` → 201 with the token in ``X-Subject-Token`` and Huawei's body; ``HEAD`` checks
     the ``X-Subject-Token`` for a caller authenticated by ``X-Auth-Token`` (200, or 404 if it is not valid);
-    ``DELETE`` revokes it (204). Both tokens are checked by ``guard`` exactly as the pipeline checks them."""
+    ``DELETE`` revokes it (204). Both tokens are checked by ``guard`` exactly as the pipeline checks them.
+
+    ``POST /v3.0/OS-CREDENTIAL/securitytokens`` (when the guard's verifier resolves security tokens with a
+    :class:`SessionSealer`) → 201 ``{"credential": {"access", "secret", "securitytoken", "expires_at"}}`` for
+    a caller authenticated by ``X-Auth-Token`` or a permanent access key's signature (see :func:`assume`)."""
 
     def __init__(
         self, store: Store, signer: TokenSigner, guard: Guard, *, limiter: AttemptLimiter | None = None
@@ -104,13 +121,23 @@ class TokenService:
         if guard.tokens is None:
             raise ConfigurationError("the token service needs a guard that verifies tokens")
         self.store, self.signer, self.guard, self.tokens = store, signer, guard, guard.tokens
+        resolver = guard.verifier.security_tokens
+        self.sealer = resolver if isinstance(resolver, SessionSealer) else None
         self.limiter = limiter or AttemptLimiter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         peer = scope.get("client")
         address = peer[0] if peer else None
         try:
-            if scope.get("path") != TOKENS_PATH:
+            path = scope.get("path")
+            if path == SECURITY_TOKENS_PATH and self.sealer is not None:
+                if scope["method"] != "POST":
+                    await send_response(send, 405, b"", [(b"allow", b"POST")])
+                    return
+                body = await read_body(scope, receive, _MAX_BODY)
+                if body is not None:
+                    await self._security_token(scope, send, body)
+            elif path != TOKENS_PATH:
                 await send_response(send, 404, b"", [])
             elif scope["method"] == "POST":
                 body = await read_body(scope, receive, _MAX_BODY)
@@ -139,6 +166,37 @@ class TokenService:
         payload = _token_body(claims, catalog="nocatalog" not in query)
         headers = [(b"x-subject-token", token.encode()), (b"content-type", b"application/json")]
         await send_response(send, 201, json.dumps(payload).encode(), headers)
+
+    async def _security_token(self, scope: Scope, send: Send, body: bytes) -> None:
+        assert self.sealer is not None
+        method, duration, agency, policy = _session_request(body)
+        request = request_from_scope(scope, body)
+        credential, principal = await asyncio.to_thread(self.guard.authenticate, request)
+        if credential.method is AuthMethod.TEMPORARY:
+            raise ActionDenied("temporary credentials cannot obtain temporary credentials")
+        not_after = None
+        if credential.method is AuthMethod.TOKEN:  # a session never outlives the token that asked for it
+            not_after = self.tokens.verify(request.headers["x-auth-token"].strip()).expires_at
+        session, token = await asyncio.to_thread(
+            assume,
+            self.store,
+            self.sealer,
+            principal,
+            agency=agency if method == "assume_role" else None,
+            duration=duration,
+            policy=policy,
+            not_after=not_after,
+            mfa=credential.mfa,
+            source_ip=request.client,
+        )
+        credentials = {
+            "access": session.access_key,
+            "secret": session.secret_key,
+            "securitytoken": token,
+            "expires_at": iso_time(session.expires_at),
+        }
+        headers = [(b"content-type", b"application/json")]
+        await send_response(send, 201, json.dumps({"credential": credentials}).encode(), headers)
 
     def _sign(self, user: User, domain_name: str, project: dict[str, str] | None) -> tuple[str, TokenClaims]:
         scope: dict[str, str] = {}
@@ -177,6 +235,113 @@ class TokenService:
             raise ActionDenied("only the token's user or an administrator of its domain may revoke it")
         await asyncio.to_thread(self.store.revoke_token, subject.token_id, subject.user_id, subject.expires_at)
         await send_response(send, 204, b"", [])
+
+
+def assume(
+    store: Store,
+    sealer: SessionSealer,
+    principal: Principal,
+    *,
+    agency: tuple[str, str] | None = None,
+    duration: int = DEFAULT_DURATION,
+    policy: str | None = None,
+    not_after: int | None = None,
+    mfa: bool = False,
+    source_ip: str | None = None,
+    clock: Callable[[], float] = time.time,
+) -> tuple[Session, str]:
+    """Temporary credentials for an authenticated caller (not itself temporary): its own identity (``agency``
+    None: the ``token`` method) or the agency ``(domain name or id, agency name)``, which must trust the caller's
+    domain and which the caller's policies must allow it to assume (``iam:agencies:assume`` on
+    ``iam::<domain_id>:agency:<name>``).
+
+    ``duration`` (900-86400 s) is capped by the agency's maximum and by ``not_after``; ``policy`` (JSON text)
+    narrows the session. Returns the session and its sealed security token.
+    """
+    if not MIN_DURATION <= duration <= MAX_DURATION:
+        raise InvalidDuration(f"duration_seconds must be {MIN_DURATION}-{MAX_DURATION}")
+    now = int(clock())
+    acting: tuple[str | None, str | None, str | None, str | None] = (None, None, None, None)
+    if agency is not None:
+        domain, name = agency
+        try:
+            found, domain_name = store.find_agency(name, domain=domain)
+        except NotFound:  # answered as an untrusted agency: a caller learns nothing about other domains
+            raise AgencyNotTrusted(f"no agency {name!r} of domain {domain!r} trusts the caller") from None
+        if found.trust_domain not in (principal.domain_name, principal.domain_id):
+            raise AgencyNotTrusted(f"no agency {name!r} of domain {domain!r} trusts the caller")
+        facts: dict[str, object] = {
+            "g:userid": principal.user_id,
+            "g:username": principal.user_name,
+            "g:domainid": principal.domain_id,
+            "g:domainname": principal.domain_name,
+            "g:mfapresent": mfa,
+        }
+        if source_ip is not None:
+            facts["g:sourceip"] = source_ip
+        decision = principal.policies.decide(ASSUME_ACTION, f"iam::{found.domain_id}:agency:{found.name}", facts)
+        if not decision.allowed:
+            raise ActionDenied(f"{ASSUME_ACTION}: {decision.reason}")
+        duration = min(duration, found.max_duration)
+        acting = (found.id, found.name, found.domain_id, domain_name)
+    expires_at = now + duration if not_after is None else min(now + duration, not_after)
+    access, secret = new_temporary_key()
+    session = Session(
+        access,
+        secret,
+        now,
+        expires_at,
+        principal.user_id,
+        principal.user_name,
+        principal.domain_id,
+        principal.domain_name,
+        *acting,
+        policy=policy,
+        mfa=mfa,
+    )
+    return session, sealer.seal(session)
+
+
+def _session_request(body: bytes) -> tuple[str, int, tuple[str, str], str | None]:
+    """(method, duration, (agency domain, agency name) or ("", ""), session policy as compact JSON or None)."""
+    try:
+        identity = json.loads(body)["auth"]["identity"]
+        methods = identity["methods"]
+        if methods not in (["assume_role"], ["token"]):
+            raise ValueError("methods")
+        method = methods[0]
+        params = identity.get(method) or {}
+        if not isinstance(params, dict):
+            raise TypeError("parameters")
+        agency = ("", "")
+        if method == "assume_role":
+            domain = params.get("domain_name") or params.get("domain_id")
+            name = params.get("agency_name") or params.get("xrole_name")
+            if not (isinstance(domain, str) and domain and isinstance(name, str) and name):
+                raise ValueError("agency")
+            agency = (domain, name)
+        duration = params.get("duration_seconds", DEFAULT_DURATION)
+        document = identity.get("policy")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise MalformedBody(
+            'expected {"auth": {"identity": {"methods": ["assume_role"], "assume_role": {"domain_name" or '
+            '"domain_id", "agency_name", "duration_seconds"}, "policy"?}}} or {"auth": {"identity": {"methods": '
+            '["token"], "token": {"duration_seconds"}, "policy"?}}}'
+        ) from None
+    if not isinstance(duration, int) or isinstance(duration, bool) or not MIN_DURATION <= duration <= MAX_DURATION:
+        raise InvalidDuration(f"duration_seconds must be an integer from {MIN_DURATION} to {MAX_DURATION}")
+    policy = None
+    if document is not None:
+        policy = json.dumps(document, separators=(",", ":"), sort_keys=True)
+        if not isinstance(document, dict) or len(policy) > _MAX_SESSION_POLICY:
+            raise InvalidSessionPolicy(
+                f"the session policy must be a policy object of at most {_MAX_SESSION_POLICY} characters"
+            )
+        try:
+            parse_policy(document, name="session policy")
+        except InvalidPolicy as exc:
+            raise InvalidSessionPolicy(str(exc)) from None
+    return method, duration, agency, policy
 
 
 def _password_request(body: bytes) -> tuple[str, str, str, dict[str, str] | None]:

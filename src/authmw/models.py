@@ -5,8 +5,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from authmw.errors import MalformedRequest
+
+if TYPE_CHECKING:
+    from authmw.sessions import Session
 
 __all__ = ["AccessKey", "AuthMethod", "Credential", "Decision", "Request"]
 
@@ -104,6 +108,7 @@ class AccessKey:
     secret_key: str = field(repr=False)
     owner: str | None = None
     temporary: bool = False
+    session: Session | None = field(default=None, repr=False, compare=False)  # a temporary key's session
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +130,7 @@ class Credential:
     unsigned_payload: bool = False
     project: str | None = None
     mfa: bool = False
+    session: Session | None = field(default=None, repr=False, compare=False)  # temporary credentials only
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from authmw.errors import ConfigurationError, ExpiredToken, InvalidToken
 
-__all__ = ["ALGORITHMS", "DEFAULT_TTL", "ISSUER", "TokenClaims", "TokenSigner", "TokenVerifier", "iso_time"]
+__all__ = [
+    "ALGORITHMS",
+    "DEFAULT_TTL",
+    "ISSUER",
+    "KeyReloads",
+    "TokenClaims",
+    "TokenSigner",
+    "TokenVerifier",
+    "iso_time",
+]
 
 ISSUER = "authmw"
 DEFAULT_TTL = 24 * 3600
@@ -50,6 +59,28 @@ class TokenClaims:
     issued_at: int
     expires_at: int
     mfa: bool = False
+
+
+class KeyReloads:
+    """When a key set may be reloaded for an unknown ``kid``: at once when the key source's ``revision`` moved
+    since the last reload (a rotation elsewhere), else at most once per ``interval`` seconds of ``timer`` (made-up
+    kids cannot hammer the key source, nor delay a real rotation beyond one revision poll)."""
+
+    __slots__ = ("_interval", "_last", "_revision", "_seen", "_timer")
+
+    def __init__(self, interval: float, timer: Callable[[], float], revision: Callable[[], int] | None = None) -> None:
+        self._interval, self._timer, self._revision = interval, timer, revision
+        self._last = float("-inf")
+        self._seen: int | None = None
+
+    def due(self) -> bool:
+        """Whether to reload now (and, if so, the reload is counted)."""
+        now = self._timer()
+        revision = None if self._revision is None else self._revision()
+        if (revision is None or revision == self._seen) and now - self._last < self._interval:
+            return False
+        self._last, self._seen = now, revision
+        return True
 
 
 class TokenSigner:
@@ -132,8 +163,8 @@ class TokenVerifier:
 
     ``algorithms`` is the allow-list (EdDSA only by default); ``leeway`` seconds of clock difference are
     tolerated on ``iat``/``exp``; up to ``cache_size`` verified tokens are remembered until they expire.
-    ``refresh`` (optional) returns the current key set; it is called for an unknown ``kid``, at most once per
-    ``refresh_interval`` seconds of ``timer``.
+    ``refresh`` (optional) returns the current key set; it is called for an unknown ``kid`` as
+    :class:`KeyReloads` allows (``revision`` is the key source's change counter, if it has one).
     """
 
     def __init__(
@@ -148,6 +179,7 @@ class TokenVerifier:
         refresh: Callable[[], Mapping[str, PublicKey]] | None = None,
         refresh_interval: float = 10.0,
         timer: Callable[[], float] = time.monotonic,
+        revision: Callable[[], int] | None = None,
     ) -> None:
         self.algorithms = tuple(algorithms)
         unknown = set(self.algorithms) - ALGORITHMS.keys()
@@ -157,8 +189,7 @@ class TokenVerifier:
         self.issuer, self.leeway, self._clock = issuer, leeway, clock
         self._cache: OrderedDict[str, TokenClaims] = OrderedDict()
         self._cache_size = cache_size
-        self._refresh, self._refresh_interval, self._timer = refresh, refresh_interval, timer
-        self._refreshed = float("-inf")
+        self._refresh, self._reloads = refresh, KeyReloads(refresh_interval, timer, revision)
 
     def verify(self, token: str) -> TokenClaims:
         """The claims of a valid token; :class:`InvalidToken` (forged, malformed, unknown key, wrong algorithm or
@@ -181,11 +212,10 @@ class TokenVerifier:
         self._cache.pop(token, None)
 
     def _key(self, kid: str) -> PublicKey | None:
-        """The key for ``kid``; an unknown one makes the key set reload, at most once per ``refresh_interval``
-        (a key rotated in by another process is found, and made-up kids cannot hammer the key source)."""
+        """The key for ``kid``; an unknown one makes the key set reload when allowed (a key rotated in by another
+        process is found)."""
         key = self._keys.get(kid)
-        if key is None and self._refresh is not None and self._timer() - self._refreshed >= self._refresh_interval:
-            self._refreshed = self._timer()
+        if key is None and self._refresh is not None and self._reloads.due():
             self._keys = dict(self._refresh())
             key = self._keys.get(kid)
         return key

@@ -300,7 +300,7 @@ def test_master_key_rotation_keeps_every_secret(cli: Cli, tmp_path: Path) -> Non
     shown = populate(cli, tmp_path)
     before = (cli.home / "authmw.key").read_text()
     report = cli.json("master-key", "rotate")
-    assert report["resealed"] == 3  # type: ignore[index]  # two access keys and the token signing key
+    assert report["resealed"] == 4  # type: ignore[index]  # two access keys, the signing and the sealing key
     after = (cli.home / "authmw.key").read_text()
     assert after != before and len(after.splitlines()) == 1
     assert stat.S_IMODE((cli.home / "authmw.key").stat().st_mode) == 0o600

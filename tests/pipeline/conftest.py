@@ -44,6 +44,7 @@ class Form:
             "action": headers.get("x-authmw-action"),
             "method": headers.get("x-authmw-auth-method"),
             "project": headers.get("x-authmw-project-id"),
+            "agency": headers.get("x-authmw-agency"),
         }
 
 

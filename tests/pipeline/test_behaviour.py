@@ -36,6 +36,7 @@ def test_an_allowed_call_reaches_the_app_tagged(form: Form, world: World) -> Non
         "action": "modelarts:notebook:list",
         "method": "aksk",
         "project": world.project,
+        "agency": None,
     }
 
 
@@ -220,6 +221,7 @@ def test_an_iam_token_is_authenticated_and_authorized_like_a_signature(form: For
         "action": "modelarts:notebook:list",
         "method": "token",
         "project": world.project,
+        "agency": None,
     }
     denied = token_call(form, token_for(world, "outsider"), path)
     assert (denied.status_code, denied.json()["error_code"]) == (403, "action_denied")

@@ -110,6 +110,7 @@ def _facts_of(context: Any) -> dict[str, Any] | None:
         "action": context.action,
         "method": None if context.auth_method is None else context.auth_method.value,
         "project": None if context.project is None else context.project.id,
+        "agency": context.agency,
     }
 
 

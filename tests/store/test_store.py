@@ -40,7 +40,8 @@ def test_initialize_is_idempotent_and_creates_the_defaults(store: Store) -> None
     assert (workspace.name, workspace.auth_type, workspace.domain_id) == ("default", AuthType.PUBLIC, None)
     assert store.revision() > before  # every write transaction moves the revision
     with store.db.read() as tx:
-        assert tx.one("SELECT COUNT(*) FROM signing_keys")[0] == 1
+        assert tx.one("SELECT COUNT(*) FROM signing_keys WHERE algorithm = 'EdDSA'")[0] == 1
+        assert tx.one("SELECT COUNT(*) FROM signing_keys WHERE algorithm = 'A256GCM'")[0] == 1  # sealing key
         assert tx.one("SELECT COUNT(*) FROM domains WHERE name = 'default'")[0] == 1
 
 
@@ -438,7 +439,7 @@ def test_reseal_under_a_new_master_key(store: Store) -> None:
     key = store.create_access_key("alice")
     new = new_master_key()
     store.keyring.replace([new, MASTER])
-    assert store.reseal_all(key_id_of(new)) == 2  # the access key and the token signing key
+    assert store.reseal_all(key_id_of(new)) == 3  # the access key, the token signing and the sealing key
     with store.db.read() as tx:
         sealed = tx.one("SELECT secret_sealed FROM access_keys")[0]
     assert sealed.split(".")[1] == key_id_of(new)

@@ -187,6 +187,57 @@ def _agency_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> 
     return EXIT_OK
 
 
+def _agency_assume(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    from authmw.assembly import session_sealer
+    from authmw.errors import AuthmwError
+    from authmw.iam_api import assume
+    from authmw.tokens import iso_time
+
+    policy = None
+    if args.policy_file is not None:
+        try:
+            policy = json.dumps(json.loads(Path(args.policy_file).read_text(encoding="utf-8")), separators=(",", ":"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise UsageError(f"cannot read {args.policy_file}: {getattr(exc, 'strerror', None) or exc}") from None
+    with open_cli_store(args) as store:
+        store.require_schema()
+        caller_domain = args.caller_domain or args.domain
+        user = store.find_user(args.user, domain=caller_domain)
+        principal = store.principal(user.id)
+        if principal is None:
+            raise ChangeRefused(f"user {args.user!r} is disabled")
+        try:
+            session, token = assume(
+                store,
+                session_sealer(store),
+                principal,
+                agency=(args.domain, args.name),
+                duration=args.duration,
+                policy=policy,
+            )
+        except AuthmwError as exc:
+            raise ChangeRefused(f"{exc.code}: {exc.detail}") from None
+    emit(
+        args,
+        stdout,
+        {
+            "access": session.access_key,
+            "secret": session.secret_key,
+            "securitytoken": token,
+            "expires_at": iso_time(session.expires_at),
+        },
+    )
+    return EXIT_OK
+
+
+def _sealing_key_rotate(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+    with open_cli_store(args) as store:
+        store.require_schema()
+        kid, retired = store.rotate_sealing_key()
+    emit(args, stdout, {"kid": kid, "retired": retired})
+    return EXIT_OK
+
+
 def _workspace_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
     with open_cli_store(args) as store:
         store.require_schema()
@@ -467,6 +518,17 @@ def register(commands: Any) -> None:
     create.add_argument("--trust", required=True, metavar="DOMAIN", help="the trusted domain, e.g. op_svc_modelarts")
     create.add_argument("--policy", action="append", default=[], metavar="P", help="attach this policy (repeatable)")
     create.add_argument("--max-duration", type=int, default=86_400, metavar="SECONDS", help="900-86400")
+    assumed = _command(
+        agency,
+        "assume",
+        _agency_assume,
+        "print temporary credentials of an agency (of --domain) for a user of its trusted domain",
+    )
+    assumed.add_argument("name", metavar="NAME")
+    assumed.add_argument("--user", required=True, metavar="U", help="the caller: a user of the trusted domain")
+    assumed.add_argument("--caller-domain", metavar="D", help="the caller's domain (default: --domain)")
+    assumed.add_argument("--duration", type=int, default=900, metavar="SECONDS", help="900-86400 (default 900)")
+    assumed.add_argument("--policy-file", metavar="F", help="a session policy (JSON) that narrows the credentials")
 
     workspace = _group_of(commands, "workspace", "workspaces")
     create = _command(workspace, "create", _workspace_create, "create a workspace")
@@ -488,6 +550,15 @@ def register(commands: Any) -> None:
         "rotate",
         _signing_key_rotate,
         "start signing with a new key; tokens of the old one stay valid until they expire (7 days at most)",
+        domain=False,
+    )
+
+    sealing = _group_of(commands, "sealing-key", "the key that seals temporary credentials' security tokens")
+    _command(
+        sealing,
+        "rotate",
+        _sealing_key_rotate,
+        "seal with a new key; security tokens of the old one stay valid until they expire (24 hours at most)",
         domain=False,
     )
 

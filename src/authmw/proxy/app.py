@@ -23,7 +23,7 @@ from authmw.asgi import ASGIApp, Receive, Scope, Send, admit, raw_target, send_e
 from authmw.assertion import jwk_of, sign_assertion
 from authmw.errors import AuthmwError, UpstreamUnavailable
 from authmw.guard import AuthContext, Guard
-from authmw.iam_api import TOKENS_PATH
+from authmw.iam_api import SECURITY_TOKENS_PATH, TOKENS_PATH
 
 __all__ = ["ProxyApp", "identity_headers"]
 
@@ -70,6 +70,9 @@ def identity_headers(context: AuthContext) -> list[tuple[str, str]]:
         headers.append(("x-authmw-action", context.action))
     if context.auth_method is not None:
         headers.append(("x-authmw-auth-method", context.auth_method.value))
+    agency = context.agency
+    if agency is not None:  # the principal is the agency; the delegation chain says who asked
+        headers.append(("x-authmw-agency", agency))
     headers.append(("x-authmw-allowed-actions", ",".join(context.allowed_actions)))
     return headers
 
@@ -141,7 +144,7 @@ class ProxyApp:
             own = _OWN_PATHS.get(scope["path"])
             if own is not None and scope["method"] in ("GET", "HEAD"):
                 await own(self, send)
-            elif scope["path"] == TOKENS_PATH and self.token_service is not None:
+            elif scope["path"] in (TOKENS_PATH, SECURITY_TOKENS_PATH) and self.token_service is not None:
                 await self.token_service(scope, receive, send)
             else:
                 await self._http(scope, receive, send)

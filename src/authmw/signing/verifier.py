@@ -27,6 +27,7 @@ from authmw.errors import (
     MultipleCredentials,
     PresignedUrlExpired,
     SchemeDisabled,
+    SecurityTokenMismatch,
     SecurityTokenRequired,
     SignatureMismatch,
     SignedHeaderMissing,
@@ -168,7 +169,7 @@ class Verifier:
         self.enabled = frozenset(enabled - disabled)
         self._schemes = {name: SCHEMES[name] for name in self.enabled}
         self._replay = replay_guard
-        self._tokens = security_tokens
+        self.security_tokens = security_tokens
         self.regions = None if regions is None else frozenset(regions)
         self.services = None if services is None else frozenset(services)
         #: Headers that must be signed whenever they are sent (the pipeline reads them: X-Workspace-Id, ...).
@@ -312,6 +313,9 @@ class Verifier:
             parts.service,
             parts.security_token,
             body_check in (_UNSIGNED, _CHUNKED),
+            None,
+            False,
+            key.session,
         )
 
     def _check_signed_headers(self, scheme: Scheme, parts: SignedParts, request: Request) -> None:
@@ -390,11 +394,11 @@ class Verifier:
             raise BodyTooLarge(f"body larger than {self.max_body} bytes")
 
     def _resolve_token(self, token: str, access_key: str) -> AccessKey:
-        if self._tokens is None:
+        if self.security_tokens is None:
             raise InvalidSecurityToken("temporary credentials are not enabled")
-        key = self._tokens.resolve(token, access_key)
+        key = self.security_tokens.resolve(token, access_key)
         if key.access_key != access_key:
-            raise InvalidSecurityToken("security token belongs to another access key")
+            raise SecurityTokenMismatch("security token belongs to another access key")
         return key
 
     def _trace_anyway(self, request: Request, trace: _Trace) -> None:

@@ -57,6 +57,7 @@ class CachedIdentity:
         self._keys: OrderedDict[str, AccessKey] = OrderedDict()
         self._unknown: OrderedDict[str, None] = OrderedDict()
         self._principals: OrderedDict[str, Principal | None] = OrderedDict()
+        self._agencies: OrderedDict[str, Principal | None] = OrderedDict()
         self._workspaces: OrderedDict[str, Workspace | None] = OrderedDict()
         self._projects: OrderedDict[str, Project | None] = OrderedDict()
         self._revoked: OrderedDict[str, bool] = OrderedDict()
@@ -69,6 +70,7 @@ class CachedIdentity:
             self._keys,
             self._unknown,
             self._principals,
+            self._agencies,
             self._workspaces,
             self._projects,
             self._revoked,
@@ -84,6 +86,12 @@ class CachedIdentity:
     @property
     def revision(self) -> int:
         """The store revision the caches reflect."""
+        return self._revision
+
+    def current_revision(self) -> int:
+        """The store revision, read again if the last poll is older than ``refresh``."""
+        if self._timer() >= self._deadline:
+            self.poll()
         return self._revision
 
     def poll(self) -> None:
@@ -127,17 +135,28 @@ class CachedIdentity:
         return key
 
     def principal(self, user_id: str) -> Principal | None:
+        return self._principal(self._principals, user_id, self.store.read_principal)
+
+    def agency(self, agency_id: str) -> Principal | None:
+        return self._principal(self._agencies, agency_id, self.store.read_agency)
+
+    def _principal(
+        self,
+        cache: OrderedDict[str, Principal | None],
+        key: str,
+        read: Callable[..., tuple[int, Principal | None]],
+    ) -> Principal | None:
         if self._timer() >= self._deadline:
             self.poll()
-        found = self._principals.get(user_id, _MISSING)
+        found = cache.get(key, _MISSING)
         if found is not _MISSING:
-            self._principals.move_to_end(user_id)
+            cache.move_to_end(key)
             return found  # type: ignore[no-any-return]
         compiled: list[tuple[tuple[str, ...], PolicySet]] = []
-        revision, principal = self.store.read_principal(user_id, lambda policies: self._compile(policies, compiled))
-        for key, policy_set in compiled:
-            self._keep(revision, self._policy_sets, key, policy_set)
-        self._keep(revision, self._principals, user_id, principal)
+        revision, principal = read(key, lambda policies: self._compile(policies, compiled))
+        for policy_key, policy_set in compiled:
+            self._keep(revision, self._policy_sets, policy_key, policy_set)
+        self._keep(revision, cache, key, principal)
         return principal
 
     def _compile(

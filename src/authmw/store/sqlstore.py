@@ -165,8 +165,10 @@ class Store:
                     (DEFAULT_WORKSPACE_ID, now),
                 )
             ensure_system_policies(tx, now)
-            if tx.one("SELECT 1 FROM signing_keys WHERE retired_at IS NULL") is None:
+            if tx.one("SELECT 1 FROM signing_keys WHERE retired_at IS NULL AND algorithm = 'EdDSA'") is None:
                 self._add_signing_key(tx, now)
+            if tx.one(_ACTIVE_SEALING_KEY) is None:
+                self._add_sealing_key(tx, now)
         self.check_keyring()
         return {"schema_from": start, "schema_to": end, "domain": DEFAULT_DOMAIN, "workspace": DEFAULT_WORKSPACE_ID}
 
@@ -180,6 +182,14 @@ class Store:
         tx.run(
             "INSERT INTO signing_keys VALUES (?, 'EdDSA', ?, ?, ?, NULL)",
             (kid, self.sealer(tx)(raw, signing_key_context(kid)), public.hex(), now),
+        )
+        return kid
+
+    def _add_sealing_key(self, tx: Tx, now: int) -> str:
+        kid = secrets.token_hex(8)
+        tx.run(
+            "INSERT INTO signing_keys VALUES (?, 'A256GCM', ?, '', ?, NULL)",
+            (kid, self.sealer(tx)(secrets.token_bytes(32), signing_key_context(kid)), now),
         )
         return kid
 
@@ -674,6 +684,35 @@ class Store:
         )
         return revision, principal
 
+    def find_agency(self, name: str, *, domain: str) -> tuple[Agency, str]:
+        """An agency by name in the domain named (or with the id) ``domain``, and that domain's name."""
+        with self.db.read() as tx:
+            row = tx.one(
+                "SELECT a.id, a.domain_id, a.trust_domain, a.max_duration, d.name FROM agencies a "
+                "JOIN domains d ON d.id = a.domain_id WHERE a.name = ? AND (d.name = ? OR d.id = ?)",
+                (name, domain, domain),
+            )
+        if row is None:
+            raise NotFound(f"no agency {name!r} in domain {domain!r}")
+        return Agency(row[0], name, row[1], row[2], int(row[3])), str(row[4])
+
+    def agency(self, agency_id: str) -> Principal | None:
+        return self.read_agency(agency_id)[1]
+
+    def read_agency(self, agency_id: str, compile_: Compiler = _compile) -> tuple[int, Principal | None]:
+        """An agency as the principal its sessions act as: its domain and exactly its own policies."""
+        with self.db.read() as tx:
+            revision = _revision(tx)
+            row = tx.one(
+                "SELECT a.name, a.domain_id, d.name FROM agencies a JOIN domains d ON d.id = a.domain_id "
+                "WHERE a.id = ?",
+                (agency_id,),
+            )
+            if row is None:
+                return revision, None
+            policies = _attached(tx, [("agency", agency_id)])
+        return revision, Principal(agency_id, row[0], row[1], row[2], frozenset(), compile_(policies))
+
     def agency_policies(self, name: str, *, domain: str) -> list[Policy]:
         """The policies attached to an agency (temporary credentials act with exactly these)."""
         with self.db.read() as tx:
@@ -735,9 +774,43 @@ class Store:
         ``kid`` and those retired."""
         with self.db.write() as tx:
             now = self._now()
-            retired = [str(r[0]) for r in tx.rows("SELECT kid FROM signing_keys WHERE retired_at IS NULL")]
-            tx.run("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL", (now,))
+            retired = [
+                str(r[0])
+                for r in tx.rows("SELECT kid FROM signing_keys WHERE retired_at IS NULL AND algorithm = 'EdDSA'")
+            ]
+            tx.run("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL AND algorithm = 'EdDSA'", (now,))
             kid = self._add_signing_key(tx, now)
+        return kid, retired
+
+    def sealing_keys(self) -> tuple[dict[str, bytes], str]:
+        """The security-token sealing keys (``kid`` → AES-256 key) that may still open a live token, and the
+        active one's ``kid``. A store initialised before temporary credentials existed gets its first key here."""
+        since = self._now() - MAX_SESSION - 3600
+        with self.db.read() as tx:
+            rows = tx.rows(
+                "SELECT kid, private_sealed, retired_at FROM signing_keys WHERE algorithm = 'A256GCM' "
+                "AND (retired_at IS NULL OR retired_at > ?) ORDER BY created_at DESC, kid",
+                (since,),
+            )
+        active = next((str(kid) for kid, _sealed, retired in rows if retired is None), None)
+        if active is None:
+            with self.db.write() as tx:
+                if tx.one(_ACTIVE_SEALING_KEY) is None:
+                    self._add_sealing_key(tx, self._now())
+            return self.sealing_keys()
+        return {str(kid): self._open(sealed, signing_key_context(kid)) for kid, sealed, _retired in rows}, active
+
+    def rotate_sealing_key(self) -> tuple[str, list[str]]:
+        """A new security-token sealing key; the active one is retired (it still opens the tokens it sealed
+        until they expire, at most 24 hours). Returns the new ``kid`` and those retired."""
+        with self.db.write() as tx:
+            now = self._now()
+            retired = [
+                str(r[0])
+                for r in tx.rows("SELECT kid FROM signing_keys WHERE retired_at IS NULL AND algorithm = 'A256GCM'")
+            ]
+            tx.run("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL AND algorithm = 'A256GCM'", (now,))
+            kid = self._add_sealing_key(tx, now)
         return kid, retired
 
     def workspace(self, workspace_id: str) -> Workspace | None:
@@ -826,6 +899,7 @@ def access_key_context(access_key: str, user_id: str) -> str:
     return f"access_key:{access_key}:{user_id}"
 
 
+_ACTIVE_SEALING_KEY = "SELECT 1 FROM signing_keys WHERE retired_at IS NULL AND algorithm = 'A256GCM'"
 #: How long a retired signing key still verifies tokens: the longest token life (7 days) and an hour of slack.
 RETIRED_KEYS_KEPT = 7 * 24 * 3600 + 3600
 

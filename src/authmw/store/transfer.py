@@ -409,8 +409,18 @@ class _Model:
         _time(v["expires_at"])
 
     def _signing_keys(self, v: Row) -> None:
-        if v["algorithm"] != "EdDSA" or not isinstance(v["public_key"], str):
-            raise ChangeRefused("only EdDSA signing keys are known")
+        if v["algorithm"] == "A256GCM":  # a security-token sealing key: 32 secret bytes, no public half
+            if len(v["private_sealed"]) != 32 or v["public_key"] != "":
+                raise ChangeRefused("malformed sealing key")
+        elif v["algorithm"] != "EdDSA" or not isinstance(v["public_key"], str):
+            raise ChangeRefused("only EdDSA signing keys and A256GCM sealing keys are known")
+        else:
+            self._signing_key_halves(v)
+        _time(v["created_at"])
+        if v["retired_at"] is not None:
+            _time(v["retired_at"])
+
+    def _signing_key_halves(self, v: Row) -> None:
         try:
             derived = ed25519.Ed25519PrivateKey.from_private_bytes(v["private_sealed"]).public_key()
             public = bytes.fromhex(v["public_key"])
@@ -418,9 +428,6 @@ class _Model:
             raise ChangeRefused("malformed signing key") from None
         if derived.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw) != public:
             raise ChangeRefused("the signing key's public half does not match its private half")
-        _time(v["created_at"])
-        if v["retired_at"] is not None:
-            _time(v["retired_at"])
 
     # -- across rows --
 

@@ -1,0 +1,323 @@
+"""Agencies and temporary credentials over real HTTP: the ModelArts pattern through ``authmw proxy``.
+
+A worker of the cloud service ``op_svc_modelarts`` (a domain of its own) logs in, assumes the agency that the
+``default`` domain created for the service, and calls the API with the temporary AK/SK and security token,
+signed by the real huaweicloudsdkcore client; the ASGI and WSGI forms sharing the store accept the same
+credentials. Every refusal is checked by its exact code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+
+from authmw.assembly import session_sealer
+from authmw.iam_api import assume
+from pipeline.conftest import FORMS, Form, running
+from pipeline.world import World
+from wire import huawei_call
+
+PASSWORD = "correct horse battery staple"
+TOKENS = "/v3/auth/tokens"
+STS = "/v3.0/OS-CREDENTIAL/securitytokens"
+NOTEBOOKS = "/v1/{project_id}/notebooks"
+NOTEBOOK = "/v1/{project_id}/notebooks/nb-1"
+TRAINING_JOB = "/v2/{project_id}/training-jobs/job-1"
+NOTEBOOKS_ONLY = {"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["modelarts:notebook:*"]}]}
+GET_ONLY = {"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["modelarts:notebook:get"]}]}
+EVERYTHING = {"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["modelarts:*:*"]}]}
+
+
+@pytest.fixture(scope="module")
+def proxy(world: World) -> Iterator[Form]:
+    store = world.store
+    store.create_domain("op_svc_modelarts")
+    store.create_group("operators", domain="op_svc_modelarts")
+    store.attach_policy("Agent Operator", group="operators", domain="op_svc_modelarts")
+    for name, operator in (("worker", True), ("idle-worker", False)):
+        store.create_user(name, domain="op_svc_modelarts", password=PASSWORD)
+        if operator:
+            store.add_user_to_group("operators", name, domain="op_svc_modelarts")
+    store.create_policy("notebooks-only", json.dumps(NOTEBOOKS_ONLY))
+    store.create_agency("modelarts_agency", trust="op_svc_modelarts", policies=["notebooks-only"], max_duration=3600)
+    store.create_agency("for_others", trust="other", policies=["notebooks-only"])
+    store.create_user("agent-user", password=PASSWORD)
+    store.create_user("visitor", domain="other", password=PASSWORD)
+    store.add_user_to_group("developers", "agent-user")
+    with running("proxy", world) as form:
+        yield form
+
+
+@pytest.fixture(scope="module")
+def forms(proxy: Form, world: World) -> Iterator[dict[str, Form]]:
+    with running("asgi", world) as asgi_form, running("wsgi", world) as wsgi_form:
+        yield {"proxy": proxy, "asgi": asgi_form, "wsgi": wsgi_form}
+
+
+def login(form: Form, user: str, domain: str) -> str:
+    body = {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {"user": {"name": user, "password": PASSWORD, "domain": {"name": domain}}},
+            }
+        }
+    }
+    answer = httpx.post(form.url + TOKENS, json=body, timeout=30)
+    assert answer.status_code == 201, answer.text
+    return answer.headers["x-subject-token"]
+
+
+def request_credentials(form: Form, token: str, identity: dict[str, Any]) -> httpx.Response:
+    return httpx.post(form.url + STS, json={"auth": {"identity": identity}}, headers={"X-Auth-Token": token})
+
+
+def assume_role(**params: Any) -> dict[str, Any]:
+    policy = params.pop("policy", None)
+    identity: dict[str, Any] = {
+        "methods": ["assume_role"],
+        "assume_role": {"domain_name": "default", "agency_name": "modelarts_agency", **params},
+    }
+    if policy is not None:
+        identity["policy"] = policy
+    return identity
+
+
+def worker_credentials(form: Form, **params: Any) -> dict[str, str]:
+    answer = request_credentials(form, login(form, "worker", "op_svc_modelarts"), assume_role(**params))
+    assert answer.status_code == 201, answer.text
+    return answer.json()["credential"]  # type: ignore[no-any-return]
+
+
+def call(form: Form, credential: dict[str, str], path: str, project: str, **kwargs: Any) -> tuple[int, Any]:
+    kwargs.setdefault("security_token", credential.get("securitytoken"))
+    return huawei_call(  # type: ignore[no-any-return]
+        form.url,
+        method=kwargs.pop("method", "GET"),
+        path=path,
+        ak=credential["access"],
+        sk=credential["secret"],
+        project_id=project,
+        **kwargs,
+    )
+
+
+def seconds_left(expires_at: str) -> float:
+    return time.mktime(time.strptime(expires_at[:19], "%Y-%m-%dT%H:%M:%S")) - time.mktime(time.gmtime())
+
+
+def test_a_worker_assumes_the_agency_and_acts_with_exactly_its_permissions(
+    forms: dict[str, Form], world: World
+) -> None:
+    credential = worker_credentials(forms["proxy"], duration_seconds=1800)
+    assert set(credential) == {"access", "secret", "securitytoken", "expires_at"}
+    assert 1790 <= seconds_left(credential["expires_at"]) <= 1800
+    for name in FORMS:
+        form = forms[name]
+        status, body = call(form, credential, NOTEBOOKS, world.project)
+        assert status == 200, (name, body)
+        assert form.facts(body) == {
+            "user": "modelarts_agency",
+            "workspace": "0",
+            "action": "modelarts:notebook:list",
+            "method": "temporary",
+            "project": world.project,
+            "agency": "modelarts_agency",
+        }
+        status, body = call(form, credential, TRAINING_JOB, world.project)  # the agency's policy stops here
+        assert (status, body["error_code"]) == (403, "action_denied"), name
+        status, body = call(form, credential, NOTEBOOKS, world.project, headers={"X-Workspace-Id": world.internal_ws})
+        assert (status, body["error_code"]) == (403, "workspace_denied"), name  # not granted to the agency
+        status, body = call(form, credential, NOTEBOOKS, world.other_project)
+        assert (status, body["error_code"]) == (403, "project_not_found"), name  # the delegating domain only
+
+
+def test_the_assertion_and_the_audit_log_show_the_delegation(
+    proxy: Form, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    credential = worker_credentials(proxy)
+    with caplog.at_level(logging.INFO, logger="authmw.audit"):
+        status, body = call(proxy, credential, NOTEBOOKS, world.project)
+    assert status == 200
+    claims = jwt.decode(body["headers"]["x-authmw-assertion"], options={"verify_signature": False})
+    assert claims["agency"] == "modelarts_agency" and claims["auth-method"] == "temporary"
+    records = [json.loads(r.getMessage()) for r in caplog.records if r.name == "authmw.audit"]
+    record = next(r for r in records if r["access_key"] == credential["access"])
+    assert record["agency"] == "modelarts_agency" and record["outcome"] == "allow"
+    assert record["delegation"] == [
+        "op_svc_modelarts/worker",
+        "default/modelarts_agency",
+        f"session/{credential['access']}",
+    ]
+
+
+def test_the_duration_defaults_to_900_and_is_capped_by_the_agency(proxy: Form) -> None:
+    assert 890 <= seconds_left(worker_credentials(proxy)["expires_at"]) <= 900
+    assert 3590 <= seconds_left(worker_credentials(proxy, duration_seconds=86400)["expires_at"]) <= 3600
+
+
+@pytest.mark.parametrize("duration", [899, 86401, 0, -1, "900", 900.5, True, None])
+def test_a_bad_duration_is_400(proxy: Form, duration: Any) -> None:
+    token = login(proxy, "worker", "op_svc_modelarts")
+    answer = request_credentials(proxy, token, assume_role(duration_seconds=duration))
+    assert (answer.status_code, answer.json()["error_code"]) == (400, "invalid_duration")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"{}",
+        b'{"auth": {"identity": {"methods": ["password"]}}}',
+        b'{"auth": {"identity": {"methods": ["assume_role", "token"]}}}',
+        b'{"auth": {"identity": {"methods": ["assume_role"], "assume_role": {"agency_name": "modelarts_agency"}}}}',
+        b'{"auth": {"identity": {"methods": ["assume_role"], "assume_role": {"domain_name": "default"}}}}',
+        b'{"auth": {"identity": {"methods": ["assume_role"], "assume_role": ["x"]}}}',
+        b'{"auth": {"identity": {"methods": ["token"], "token": {"duration_seconds": 900}}, "x": 1}',
+    ],
+)
+def test_a_malformed_request_is_400(proxy: Form, body: bytes) -> None:
+    token = login(proxy, "worker", "op_svc_modelarts")
+    answer = httpx.post(proxy.url + STS, content=body, headers={"X-Auth-Token": token})
+    assert (answer.status_code, answer.json()["error_code"]) == (400, "malformed_body")
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {"Version": "1.1"},
+        {"Version": "9", "Statement": [{"Effect": "Allow", "Action": ["modelarts:*:*"]}]},
+        {"Version": "1.1", "Statement": [{"Effect": "Maybe", "Action": ["modelarts:*:*"]}]},
+        ["not", "an", "object"],
+        {
+            "Version": "1.1",
+            "Statement": [{"Effect": "Allow", "Action": [f"modelarts:notebook:a{i}" for i in range(200)]}],
+        },
+    ],
+)
+def test_an_invalid_session_policy_is_400(proxy: Form, policy: Any) -> None:
+    token = login(proxy, "worker", "op_svc_modelarts")
+    answer = request_credentials(proxy, token, assume_role(policy=policy))
+    assert (answer.status_code, answer.json()["error_code"]) == (400, "invalid_session_policy")
+
+
+def test_the_session_policy_narrows_and_never_widens(proxy: Form, world: World) -> None:
+    narrowed = worker_credentials(proxy, policy=GET_ONLY)
+    assert call(proxy, narrowed, NOTEBOOK, world.project)[0] == 200
+    status, body = call(proxy, narrowed, NOTEBOOKS, world.project)
+    assert (status, body["error_code"]) == (403, "action_denied")
+    wide = worker_credentials(proxy, policy=EVERYTHING)
+    status, body = call(proxy, wide, TRAINING_JOB, world.project)
+    assert (status, body["error_code"]) == (403, "action_denied")  # the agency's own policies still bound it
+
+
+@pytest.mark.parametrize(
+    ("user", "domain", "agency_domain", "agency", "code"),
+    [
+        ("visitor", "other", "default", "modelarts_agency", "agency_not_trusted"),  # another domain
+        ("worker", "op_svc_modelarts", "default", "for_others", "agency_not_trusted"),  # trusts someone else
+        ("worker", "op_svc_modelarts", "default", "no_such_agency", "agency_not_trusted"),
+        ("worker", "op_svc_modelarts", "nowhere", "modelarts_agency", "agency_not_trusted"),
+        ("idle-worker", "op_svc_modelarts", "default", "modelarts_agency", "action_denied"),  # no Agent Operator
+    ],
+)
+def test_an_untrusted_caller_is_403(
+    proxy: Form, user: str, domain: str, agency_domain: str, agency: str, code: str
+) -> None:
+    token = login(proxy, user, domain)
+    answer = request_credentials(
+        proxy,
+        token,
+        {"methods": ["assume_role"], "assume_role": {"domain_name": agency_domain, "agency_name": agency}},
+    )
+    assert (answer.status_code, answer.json()["error_code"]) == (403, code)
+
+
+def test_the_agency_can_be_named_by_domain_id_and_xrole_name(proxy: Form) -> None:
+    token = login(proxy, "worker", "op_svc_modelarts")
+    domain_id = proxy.guard.identity.store.find_user("agent-user").domain_id  # type: ignore[attr-defined]
+    answer = request_credentials(
+        proxy,
+        token,
+        {"methods": ["assume_role"], "assume_role": {"domain_id": domain_id, "xrole_name": "modelarts_agency"}},
+    )
+    assert answer.status_code == 201
+
+
+def test_no_caller_or_a_bad_token_is_401(proxy: Form) -> None:
+    assert httpx.post(proxy.url + STS, json={"auth": {"identity": assume_role()}}).status_code == 401
+    answer = request_credentials(proxy, "not-a-token", assume_role())
+    assert (answer.status_code, answer.json()["error_code"]) == (401, "invalid_token")
+
+
+def test_the_token_method_acts_as_the_caller(forms: dict[str, Form], world: World) -> None:
+    proxy = forms["proxy"]
+    answer = request_credentials(proxy, login(proxy, "agent-user", "default"), {"methods": ["token"]})
+    assert answer.status_code == 201, answer.text
+    credential = answer.json()["credential"]
+    for name in FORMS:
+        status, body = call(forms[name], credential, NOTEBOOKS, world.project)
+        assert status == 200, (name, body)
+        facts = forms[name].facts(body)
+        assert (facts["user"], facts["method"], facts["agency"]) == ("agent-user", "temporary", None)
+    narrowed = request_credentials(
+        proxy, login(proxy, "agent-user", "default"), {"methods": ["token"], "policy": GET_ONLY}
+    ).json()["credential"]
+    status, body = call(proxy, narrowed, NOTEBOOKS, world.project)
+    assert (status, body["error_code"]) == (403, "action_denied")
+
+
+def test_a_permanent_key_may_ask_but_temporary_credentials_may_not(proxy: Form, world: World) -> None:
+    body = json.dumps({"auth": {"identity": {"methods": ["token"], "token": {"duration_seconds": 900}}}})
+    status, answer = huawei_call(
+        proxy.url, method="POST", path=STS, ak=world.scientist.access, sk=world.scientist.secret, body=body
+    )
+    assert status == 201, answer
+    credential = answer["credential"]
+    status, answer = call(proxy, credential, STS, world.project, method="POST", body=body)
+    assert (status, answer["error_code"]) == (403, "action_denied")
+
+
+def test_missing_tampered_mismatched_and_expired_security_tokens(forms: dict[str, Form], world: World) -> None:
+    first, second = worker_credentials(forms["proxy"]), worker_credentials(forms["proxy"])
+    token = first["securitytoken"]
+    tampered = token[:-8] + ("A" * 8 if not token.endswith("A" * 8) else "B" * 8)
+    sealer = session_sealer(world.store)
+    principal = world.store.principal(world.store.find_user("worker", domain="op_svc_modelarts").id)
+    assert principal is not None
+    _session, expired = assume(  # issued 2 hours ago for 15 minutes: an injected clock
+        world.store, sealer, principal, agency=("default", "modelarts_agency"), clock=lambda: time.time() - 7200
+    )
+    cases = [
+        ({"securitytoken": None}, 401, "signature_mismatch"),  # the temporary AK is no permanent key
+        ({"securitytoken": tampered}, 401, "invalid_security_token"),
+        ({"securitytoken": "v1.0000.AAAA"}, 401, "invalid_security_token"),
+        ({"securitytoken": second["securitytoken"]}, 401, "security_token_mismatch"),  # signed with first's key
+        ({"securitytoken": expired}, 401, "security_token_expired"),
+    ]
+    for name in FORMS:
+        for change, status, code in cases:
+            answer = call(forms[name], {**first, **change}, NOTEBOOKS, world.project)
+            assert answer[0] == status and answer[1]["error_code"] == code, (name, change, answer)
+
+
+def test_security_tokens_survive_a_sealing_key_rotation(forms: dict[str, Form], world: World) -> None:
+    before = worker_credentials(forms["proxy"])
+    world.store.rotate_sealing_key()
+    worker = world.store.principal(world.store.find_user("worker", domain="op_svc_modelarts").id)
+    assert worker is not None
+    # Another process seals with the new key at once; the running forms have never seen its kid.
+    session, token = assume(world.store, session_sealer(world.store), worker, agency=("default", "modelarts_agency"))
+    assert before["securitytoken"].split(".")[1] != token.split(".")[1]
+    after = {"access": session.access_key, "secret": session.secret_key, "securitytoken": token}
+    time.sleep(0.3)  # the forms see the store change within their revision poll (0.25 s), then reload for it
+    for name in FORMS:
+        assert call(forms[name], before, NOTEBOOKS, world.project)[0] == 200, name  # the retired key still opens
+        assert call(forms[name], after, NOTEBOOKS, world.project)[0] == 200, name  # the new kid: keys reloaded
