@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from authmw.errors import ConfigurationError
 from authmw.guard import SIGNED_IF_PRESENT, Guard
 from authmw.policy import modelarts_actions
 from authmw.routes import Route, RouteCatalog, Routes, modelarts_routes, route_from_mapping
@@ -13,9 +15,11 @@ from authmw.sessions import SessionSealer
 from authmw.settings import Settings, load_settings
 from authmw.signing import Verifier
 from authmw.store import CachedIdentity, Store, open_store
-from authmw.tokens import TokenVerifier
+from authmw.tokens import ISSUER, TokenVerifier, TrustedIssuer
 
-__all__ = ["build_guard", "guard_from_config", "guard_from_store", "routes_of", "session_sealer"]
+__all__ = ["build_guard", "guard_from_config", "guard_from_store", "routes_of", "session_sealer", "trusted_issuers"]
+
+_ISSUER_KEYS = {"issuer", "jwks_url", "domain", "audience", "user_claim", "algorithms", "grace", "min_refetch"}
 
 logger = logging.getLogger("authmw")
 
@@ -61,6 +65,61 @@ def session_sealer(store: Store, identity: CachedIdentity | None = None) -> Sess
     return SessionSealer(keys, active=active, refresh=store.sealing_keys, revision=revision)
 
 
+def trusted_issuers(
+    settings: Settings,
+    *,
+    domains: Iterable[str] | None = None,
+    fetch: Callable[[str], tuple[bytes, float | None]] | None = None,
+    timer: Callable[[], float] = time.monotonic,
+    clock: Callable[[], float] = time.time,
+) -> list[TrustedIssuer]:
+    """The ``token_issuers`` of ``settings``, each verified through its JWKS (``domains``: those of the store,
+    to refuse an issuer naming users of a domain that does not exist)."""
+    from authmw.oidc import JwksKeys, OidcIssuer  # deferred: httpx is needed only when issuers are configured
+
+    known = None if domains is None else set(domains)
+    found: list[TrustedIssuer] = []
+    for index, entry in enumerate(settings.token_issuers):
+        origin = f"token_issuers[{index}]"
+        unknown = sorted(set(entry) - _ISSUER_KEYS)
+        if unknown:
+            raise ConfigurationError(
+                f"{origin}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_ISSUER_KEYS))}"
+            )
+        issuer, jwks_url, domain = (entry.get(name) for name in ("issuer", "jwks_url", "domain"))
+        if not (isinstance(issuer, str) and isinstance(jwks_url, str) and isinstance(domain, str)):
+            raise ConfigurationError(f"{origin}: issuer, jwks_url and domain are required text")
+        if issuer == ISSUER or any(t.issuer == issuer for t in found):
+            raise ConfigurationError(f"{origin}: issuer {issuer!r} is authmw's own or listed twice")
+        if known is not None and domain not in known:
+            raise ConfigurationError(f"{origin}: no domain {domain!r} in the store")
+        algorithms = entry.get("algorithms", ["RS256"])
+        if not isinstance(algorithms, list):
+            raise ConfigurationError(f"{origin}: algorithms must be a list")
+        try:
+            keys = JwksKeys(
+                url=jwks_url,
+                algorithms=algorithms,
+                fetch=fetch,
+                grace=float(entry.get("grace", 3600)),
+                min_refetch=float(entry.get("min_refetch", 30)),
+                timer=timer,
+            )
+            verifier = OidcIssuer(
+                issuer=issuer,
+                jwks_url=jwks_url,
+                audience=entry.get("audience"),
+                algorithms=algorithms,
+                user_claim=entry.get("user_claim", "sub"),
+                clock=clock,
+                keys=keys,
+            )
+        except (TypeError, ValueError, ConfigurationError) as exc:  # a number or text of the wrong kind, too
+            raise ConfigurationError(f"{origin}: {exc}") from None
+        found.append(TrustedIssuer(issuer, domain, verifier))
+    return found
+
+
 def build_guard(
     settings: Settings, *, url: str | None = None, store: Store | None = None, routes: Iterable[Route] = ()
 ) -> Guard:
@@ -85,6 +144,7 @@ def build_guard(
         tokens=TokenVerifier(
             store.public_signing_keys(), refresh=store.public_signing_keys, revision=identity.current_revision
         ),
+        issuers=trusted_issuers(settings, domains=[d.name for d in store.list_domains()]),
         routes=routes_of(settings, routes),
         actions=modelarts_actions() if "modelarts" in _presets(settings, tuple(routes)) else (),
         trusted_proxies=settings.trusted_proxies,

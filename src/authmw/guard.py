@@ -54,7 +54,7 @@ from authmw.models import AuthMethod, Credential, Decision, Request
 from authmw.policy import modelarts_actions
 from authmw.routes import Access, Match, Route, RouteCatalog, Unmatched, check_allowed, modelarts_routes, parse_path
 from authmw.signing import Verifier
-from authmw.tokens import TokenVerifier
+from authmw.tokens import TokenVerifier, TrustedIssuer, peek_issuer
 
 __all__ = ["SIGNED_IF_PRESENT", "AuthContext", "Guard", "bare_context"]
 
@@ -66,6 +66,7 @@ SIGNED_IF_PRESENT = ("x-workspace-id", "x-project-id")
 _LEADING_SPACE = re.compile(rb"[ \t\r\n]*").match  # JSON whitespace, found without copying the body
 _Routed = tuple[Match | None, Access, str | None]  # the route match, what it demands, its resource
 _MISSING: Any = object()
+_EXTERNAL = "oidc"  # the credential scheme of an external issuer's token
 _LEGACY_DECISION = Decision(True, False, None, None, "no policy attached: ModelArts legacy default allows")
 
 
@@ -154,7 +155,8 @@ class Guard:
     Safe defaults: every route not in the catalog is denied (``unmatched="deny"``), no proxy is trusted, paths
     are read strictly, ``enforce`` mode, IAM default-deny (the ModelArts legacy "no policy means everything"
     rule only with ``default_allow_without_policies=True``). With no routes given, the built-in ``modelarts``
-    preset applies. IAM tokens (``X-Auth-Token``) are accepted only with a ``tokens`` verifier.
+    preset applies. IAM tokens (``X-Auth-Token``) are accepted only with a ``tokens`` verifier, and tokens of
+    external issuers only from the ``issuers`` given (each names users of one domain of the store).
     """
 
     def __init__(
@@ -163,6 +165,7 @@ class Guard:
         identity: IdentitySource,
         verifier: Verifier | None = None,
         tokens: TokenVerifier | None = None,
+        issuers: Iterable[TrustedIssuer] = (),
         routes: RouteCatalog | Iterable[Route] | None = None,
         unmatched: Unmatched | str | None = None,
         actions: Iterable[str] = (),
@@ -187,6 +190,7 @@ class Guard:
         self.actions = tuple(sorted({*self.routes.actions, *actions}))
         self.identity = identity
         self.tokens = tokens
+        self.issuers = {trusted.issuer: trusted for trusted in issuers}
         self.verifier = verifier or Verifier(keys=identity, clock=clock, signed_if_present=SIGNED_IF_PRESENT)
         if not set(SIGNED_IF_PRESENT) <= set(self.verifier.signed_if_present):
             # Fail closed: these headers place the request, so an unsigned one could move it elsewhere.
@@ -356,9 +360,14 @@ class Guard:
             return self.verifier.verify(request)
         if self.verifier.scheme_of(request) is not None:
             raise MultipleCredentials("both X-Auth-Token and a signature")
+        token = token.strip()
+        if self.issuers:  # the unverified iss only picks the verifier, which checks it again
+            trusted = self.issuers.get(peek_issuer(token) or "")
+            if trusted is not None:
+                return self._external(token, trusted)
         if self.tokens is None:
             raise SchemeDisabled("IAM tokens are not enabled on this guard")
-        claims = self.tokens.verify(token.strip())
+        claims = self.tokens.verify(token)
         return Credential(
             AuthMethod.TOKEN,
             "token",
@@ -369,12 +378,21 @@ class Guard:
             mfa=claims.mfa,
         )
 
+    def _external(self, token: str, trusted: TrustedIssuer) -> Credential:
+        """A token of an external issuer, for the user of the issuer's domain that it names."""
+        identity = trusted.verifier.verify(token)
+        user_id = self.identity.user_id(trusted.domain, identity.user_name)
+        if user_id is None:
+            raise InvalidToken(f"the token names no user of domain {trusted.domain}")
+        return Credential(AuthMethod.TOKEN, _EXTERNAL, identity.token_id, user_id, identity.issued_at)
+
     def _check_token_holder(self, credential: Credential, principal: Principal) -> None:
-        """A token stops working when it is revoked or its user's password changes (IAM does the same)."""
+        """A token stops working when it is revoked or its user's password changes (IAM does the same); an
+        external issuer's token does not depend on the store's password."""
         if self.identity.token_revoked(credential.access_key):
             raise InvalidToken("the token was revoked")
         changed = principal.password_changed_at
-        if changed is not None and changed > credential.signed_at:
+        if changed is not None and changed > credential.signed_at and credential.scheme != _EXTERNAL:
             raise InvalidToken("the password changed after the token was issued")
 
     def _decide(
@@ -425,7 +443,7 @@ class Guard:
         if from_path is not None and from_header is not None and from_path != from_header:
             raise ConflictingProject("the path and X-Project-Id name different projects")
         project_id = from_path or from_header
-        if credential.method is AuthMethod.TOKEN:
+        if credential.method is AuthMethod.TOKEN and credential.scheme != _EXTERNAL:  # external: no project scope
             if project_id is None:
                 project_id = credential.project  # the token's own project, if it has one
             elif project_id != credential.project:

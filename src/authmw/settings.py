@@ -31,8 +31,11 @@ def _one_of(*choices: str) -> Callable[[Any], bool]:
     return lambda value: value in choices
 
 
-def _routes(value: Any) -> bool:
+def _mappings(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, dict) for v in value)
+
+
+_TOKEN_ALGORITHMS = ("EdDSA", "ES256", "RS256")
 
 
 # name → (check, what a valid value is)
@@ -44,7 +47,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "unmatched": (_one_of("deny", "authenticate-only", "public"), "deny, authenticate-only or public"),
     "trusted_proxies": (_texts, "a list of addresses or CIDR blocks"),
     "presets": (lambda v: _texts(v) and set(v) <= {"modelarts"}, "a list of preset names (modelarts)"),
-    "routes": (_routes, "a list of routes (mappings with method, path, action, ...)"),
+    "routes": (_mappings, "a list of routes (mappings with method, path, action, ...)"),
     "strict_paths": (_flag, "true or false"),
     "default_allow_without_policies": (_flag, "true or false"),
     "allow_unsigned_payload": (_flag, "true or false"),
@@ -54,6 +57,12 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "listen": (_text, "HOST:PORT"),
     "audit_log": (_text, "a file name, or - for standard error"),
     "assertion_ttl": (_count(1, 3600), "seconds 1-3600"),
+    "token_algorithm": (_one_of(*_TOKEN_ALGORITHMS), "EdDSA, ES256 or RS256"),
+    "token_algorithms": (
+        lambda v: _texts(v) and bool(v) and set(v) <= set(_TOKEN_ALGORITHMS),
+        "a non-empty list of EdDSA, ES256, RS256",
+    ),
+    "token_issuers": (_mappings, "a list of issuers (mappings with issuer, jwks_url, domain, ...)"),
 }
 
 
@@ -65,8 +74,9 @@ class Settings:
     ``AUTHMW_MASTER_KEY[_FILE]`` win); ``whitelist_limit``: the most entries one IP whitelist may hold. The
     pipeline: ``mode``, ``unmatched``, ``trusted_proxies``, ``presets`` (default ``[modelarts]`` when no
     ``routes`` are given), ``routes``, ``strict_paths``, ``default_allow_without_policies``,
-    ``allow_unsigned_payload``, ``max_body``, ``max_skew``. The proxy: ``upstream``, ``listen``, ``audit_log``,
-    ``assertion_ttl``.
+    ``allow_unsigned_payload``, ``max_body``, ``max_skew``. IAM tokens: ``token_algorithm`` signs new tokens,
+    ``token_algorithms`` are accepted (the token never chooses), ``token_issuers`` are external OIDC issuers
+    trusted through their JWKS. The proxy: ``upstream``, ``listen``, ``audit_log``, ``assertion_ttl``.
     """
 
     store: str | None = None
@@ -86,6 +96,15 @@ class Settings:
     listen: str = "127.0.0.1:8080"
     audit_log: str | None = None
     assertion_ttl: int = 60
+    token_algorithm: str = "EdDSA"
+    token_algorithms: tuple[str, ...] = ("EdDSA",)
+    token_issuers: tuple[Mapping[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.token_algorithm not in self.token_algorithms:
+            raise ConfigurationError(
+                f"token_algorithm {self.token_algorithm} is not among token_algorithms: tokens would be refused"
+            )
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, origin: str = "configuration") -> Settings:

@@ -14,9 +14,9 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -27,11 +27,15 @@ __all__ = [
     "ALGORITHMS",
     "DEFAULT_TTL",
     "ISSUER",
+    "ExternalIdentity",
+    "ExternalVerifier",
     "KeyReloads",
     "TokenClaims",
     "TokenSigner",
     "TokenVerifier",
+    "TrustedIssuer",
     "iso_time",
+    "peek_issuer",
 ]
 
 ISSUER = "authmw"
@@ -59,6 +63,53 @@ class TokenClaims:
     issued_at: int
     expires_at: int
     mfa: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalIdentity:
+    """Who a verified token of an external (OIDC) issuer names: the issuer's subject and user name, and the
+    token's id (``jti``, else a digest of the token) and lifetime."""
+
+    issuer: str
+    subject: str
+    user_name: str
+    token_id: str
+    issued_at: int
+    expires_at: int
+
+
+class ExternalVerifier(Protocol):
+    """Verifies one external issuer's tokens (:class:`authmw.oidc.OidcIssuer` fetches its keys over HTTP)."""
+
+    def verify(self, token: str) -> ExternalIdentity: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedIssuer:
+    """An external issuer the pipeline trusts: its tokens (``iss`` = ``issuer``) name users of ``domain``."""
+
+    issuer: str
+    domain: str
+    verifier: ExternalVerifier = field(repr=False)
+
+
+def peek_issuer(token: str) -> str | None:
+    """The ``iss`` claim of a JWT, **unverified**, or None if unreadable.
+
+    Only for choosing which verifier checks the token; anyone can write any ``iss``, so nothing else may rely on
+    it.
+    """
+    if not isinstance(token, str) or not 0 < len(token) <= _MAX_TOKEN:
+        return None
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[1]:
+        return None
+    try:
+        payload = json.loads(base64.b64decode(parts[1] + "=" * (-len(parts[1]) % 4), altchars=b"-_", validate=True))
+    except (ValueError, RecursionError):
+        return None
+    issuer = payload.get("iss") if isinstance(payload, dict) else None
+    return issuer if isinstance(issuer, str) else None
 
 
 class KeyReloads:

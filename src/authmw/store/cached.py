@@ -58,6 +58,7 @@ class CachedIdentity:
         self._unknown: OrderedDict[str, None] = OrderedDict()
         self._principals: OrderedDict[str, Principal | None] = OrderedDict()
         self._agencies: OrderedDict[str, Principal | None] = OrderedDict()
+        self._user_ids: OrderedDict[tuple[str, str], str | None] = OrderedDict()
         self._workspaces: OrderedDict[str, Workspace | None] = OrderedDict()
         self._projects: OrderedDict[str, Project | None] = OrderedDict()
         self._revoked: OrderedDict[str, bool] = OrderedDict()
@@ -71,6 +72,7 @@ class CachedIdentity:
             self._unknown,
             self._principals,
             self._agencies,
+            self._user_ids,
             self._workspaces,
             self._projects,
             self._revoked,
@@ -170,6 +172,17 @@ class CachedIdentity:
             found = PolicySet(parse_policy(document, name=name) for _id, name, document in policies)
             compiled.append((key, found))
         return found
+
+    def user_id(self, domain: str, name: str) -> str | None:
+        if self._timer() >= self._deadline:
+            self.poll()
+        key = (domain, name)
+        found = self._user_ids.get(key, _MISSING)
+        if found is not _MISSING:
+            return found  # type: ignore[no-any-return]
+        revision, user_id = self.store.read_user_id(domain, name)
+        self._keep(revision, self._user_ids, key, user_id)
+        return user_id
 
     def workspace(self, workspace_id: str) -> Workspace | None:
         return self._read_through(self._workspaces, workspace_id, self.store.read_workspace)  # type: ignore[no-any-return]

@@ -696,6 +696,18 @@ class Store:
             raise NotFound(f"no agency {name!r} in domain {domain!r}")
         return Agency(row[0], name, row[1], row[2], int(row[3])), str(row[4])
 
+    def user_id(self, domain: str, name: str) -> str | None:
+        return self.read_user_id(domain, name)[1]
+
+    def read_user_id(self, domain: str, name: str) -> tuple[int, str | None]:
+        """The id of the user ``name`` of the domain named ``domain`` (how an external token names a user)."""
+        with self.db.read() as tx:
+            row = tx.one(
+                "SELECT u.id FROM users u JOIN domains d ON d.id = u.domain_id WHERE u.name = ? AND d.name = ?",
+                (name, domain),
+            )
+            return _revision(tx), None if row is None else str(row[0])
+
     def agency(self, agency_id: str) -> Principal | None:
         return self.read_agency(agency_id)[1]
 

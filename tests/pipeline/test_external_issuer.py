@@ -1,0 +1,152 @@
+"""Tokens of an external OIDC issuer (joserfc, JWKS on loopback) through ``authmw proxy``, configured by
+``token_issuers``: accepted for the user they name, refused precisely, and when the issuer goes down accepted for
+the grace period, then refused."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import pytest
+
+from authmw.assembly import trusted_issuers
+from authmw.errors import ConfigurationError
+from authmw.settings import Settings
+from oidc_issuer import AUDIENCE, ISS, KEYS, FakeClock, Issuer
+from pipeline.conftest import SETTINGS, Form, running
+from pipeline.world import World
+
+GRACE = 120
+
+
+class WallClock:
+    """The issuer signs with the real time (the proxy checks expiry with it)."""
+
+    def __call__(self) -> float:
+        return time.time()
+
+
+@pytest.fixture(scope="module")
+def issuer() -> Iterator[Issuer]:
+    server = Issuer(WallClock())  # type: ignore[arg-type]
+    yield server
+    server.stop()
+
+
+def issuer_settings(issuer: Issuer, **changes: Any) -> Settings:
+    entry = {
+        "issuer": ISS,
+        "jwks_url": issuer.url,
+        "domain": "default",
+        "audience": AUDIENCE,
+        "user_claim": "preferred_username",
+        "algorithms": ["RS256", "ES256"],
+        "grace": GRACE,
+        **changes,
+    }
+    return replace(SETTINGS, token_issuers=(entry,))
+
+
+@pytest.fixture(scope="module")
+def proxy(world: World, issuer: Issuer) -> Iterator[Form]:
+    with running("proxy", world, issuer_settings(issuer)) as form:
+        yield form
+
+
+def notebooks(form: Form, world: World, token: str) -> httpx.Response:
+    return httpx.get(f"{form.url}/v1/{world.project}/notebooks", headers={"X-Auth-Token": token}, timeout=30)
+
+
+def test_a_token_of_the_issuer_acts_as_the_user_it_names(proxy: Form, world: World, issuer: Issuer) -> None:
+    for kid in ("rsa-1", "ec-1"):
+        answer = notebooks(proxy, world, issuer.token(kid, preferred_username="scientist"))
+        assert answer.status_code == 200, answer.text
+        facts = proxy.facts(answer.json())
+        assert (facts["user"], facts["method"], facts["project"]) == ("scientist", "token", world.project)
+    denied = notebooks(proxy, world, issuer.token(preferred_username="outsider"))  # the store's policies decide
+    assert (denied.status_code, denied.json()["error_code"]) == (403, "action_denied")
+
+
+@pytest.mark.parametrize(
+    ("claims", "header", "code"),
+    [
+        ({"preferred_username": "nobody"}, None, "invalid_token"),  # no such user in the issuer's domain
+        ({"preferred_username": "stranger"}, None, "invalid_token"),  # a user of another domain
+        ({"preferred_username": "scientist", "aud": "someone-else"}, None, "invalid_token"),
+        ({"preferred_username": "scientist", "iss": ISS + "/other"}, None, "invalid_token"),  # not trusted
+        ({"preferred_username": "scientist", "iat": 1_000, "exp": 2_000}, None, "token_expired"),
+        ({"preferred_username": "scientist"}, {"alg": "HS256"}, "invalid_token"),
+    ],
+)
+def test_refusals(proxy: Form, world: World, issuer: Issuer, claims: dict[str, Any], header: Any, code: str) -> None:
+    token = issuer.token(**claims)
+    if header is not None:  # alg confusion: HS256 keyed with the issuer's public key, which anyone can fetch
+        payload = token.split(".")[1]
+        head = _b64(json.dumps({**header, "kid": "rsa-1", "typ": "JWT"}).encode())
+        secret = KEYS["rsa-1"].as_pem(private=False)
+        token = f"{head}.{payload}.{_b64(hmac.new(secret, f'{head}.{payload}'.encode(), 'sha256').digest())}"
+    answer = notebooks(proxy, world, token)
+    assert (answer.status_code, answer.json()["error_code"]) == (401, code)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def test_a_tampered_token_is_refused(proxy: Form, world: World, issuer: Issuer) -> None:
+    token = issuer.token(preferred_username="scientist")
+    head, payload, signature = token.split(".")
+    forged = f"{head}.{payload}.{signature[:-4]}{'AAAA' if not signature.endswith('AAAA') else 'BBBB'}"
+    answer = notebooks(proxy, world, forged)
+    assert (answer.status_code, answer.json()["error_code"]) == (401, "invalid_token")
+
+
+def test_when_the_issuer_goes_down_tokens_work_for_the_grace_period_then_not(world: World) -> None:
+    down = Issuer(WallClock())  # type: ignore[arg-type]
+    settings = issuer_settings(down)
+    timer = FakeClock()
+    try:
+        with running("proxy", world, settings) as form:
+            # The configured issuer, with its key freshness on an injected timer (the proxy's own guard).
+            form.guard.issuers = {t.issuer: t for t in trusted_issuers(settings, timer=timer)}
+            cached = down.token(preferred_username="scientist", jti="cached")
+            assert notebooks(form, world, cached).status_code == 200
+            down.stop()
+            timer.advance(300 + GRACE - 1)  # past the JWKS max-age (300 s), inside the grace period
+            for token in (cached, down.token(preferred_username="scientist", jti="fresh")):
+                assert notebooks(form, world, token).status_code == 200
+            timer.advance(2)  # the grace period is over
+            for token in (cached, down.token(preferred_username="scientist", jti="late")):
+                answer = notebooks(form, world, token)
+                assert (answer.status_code, answer.json()["error_code"]) == (503, "issuer_unavailable")
+            down.start()  # back: the next check (after the retry backoff) fetches the keys again
+            timer.advance(31)
+            assert notebooks(form, world, cached).status_code == 200
+    finally:
+        down.stop()
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"issuer": ISS, "jwks_url": "http://127.0.0.1:1/j", "domain": "default", "colour": "red"}, "unknown key"),
+        ({"issuer": ISS, "jwks_url": "http://127.0.0.1:1/j"}, "required"),
+        ({"issuer": "authmw", "jwks_url": "http://127.0.0.1:1/j", "domain": "default"}, "authmw's own"),
+        ({"issuer": ISS, "jwks_url": "http://idp.example/j", "domain": "default"}, "https"),
+        ({"issuer": ISS, "jwks_url": "http://127.0.0.1:1/j", "domain": "nowhere"}, "no domain"),
+        (
+            {"issuer": ISS, "jwks_url": "http://127.0.0.1:1/j", "domain": "default", "algorithms": ["HS256"]},
+            "algorithms",
+        ),
+        ({"issuer": ISS, "jwks_url": "http://127.0.0.1:1/j", "domain": "default", "grace": "long"}, "token_issuers"),
+    ],
+)
+def test_bad_issuer_configuration_is_refused_at_start(entry: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        trusted_issuers(replace(SETTINGS, token_issuers=(entry,)), domains=["default"])
