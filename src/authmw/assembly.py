@@ -141,8 +141,11 @@ def build_guard(
         identity=identity,
         verifier=verifier,
         # The store's signing keys; a kid rotated in elsewhere is found by a reload (rate-limited).
-        tokens=TokenVerifier(
-            store.public_signing_keys(), refresh=store.public_signing_keys, revision=identity.current_revision
+        tokens=TokenVerifier(  # the algorithms come from the configuration only, never from a token
+            store.public_token_keys(settings.token_algorithms),
+            algorithms=settings.token_algorithms,
+            refresh=lambda: store.public_token_keys(settings.token_algorithms),
+            revision=identity.current_revision,
         ),
         issuers=trusted_issuers(settings, domains=[d.name for d in store.list_domains()]),
         routes=routes_of(settings, routes),

@@ -15,7 +15,10 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from authmw.tokens import PublicKey
 
 __all__ = ["ISSUER", "InvalidAssertion", "jwk_of", "keys_from_jwks", "sign_assertion", "verify_assertion"]
 
@@ -78,11 +81,17 @@ def verify_assertion(
     return claims
 
 
-def jwk_of(kid: str, public: ed25519.Ed25519PublicKey) -> dict[str, str]:
-    """The RFC 8037 JWK of an Ed25519 public key."""
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-    return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"}
+def jwk_of(kid: str, public: PublicKey) -> dict[str, str]:
+    """The JWK of a token or assertion public key: Ed25519 (RFC 8037), P-256 or RSA."""
+    if isinstance(public, ed25519.Ed25519PublicKey):
+        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"}
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        jwk: dict[str, str] = ECAlgorithm.to_jwk(public, as_dict=True)
+        return {**jwk, "kid": kid, "alg": "ES256", "use": "sig"}
+    jwk = RSAAlgorithm.to_jwk(public, as_dict=True)
+    return {**jwk, "kid": kid, "alg": "RS256", "use": "sig"}
 
 
 def keys_from_jwks(jwks: Mapping[str, Any]) -> dict[str, ed25519.Ed25519PublicKey]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from authmw.cli import main
+from authmw.errors import InvalidToken
 from authmw.store import open_store
 from authmw.tokens import TokenVerifier
 
@@ -80,3 +81,22 @@ def test_signing_key_rotate(store_url: str) -> None:
         assert verifier.verify(old).user_name == verifier.verify(new).user_name == "alice"
     finally:
         store.close()
+
+
+def test_an_es256_key_signs_tokens_that_verify_with_its_public_half(
+    store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("token", "create", "--user", "alice", "--algorithm", "ES256")[0] == 2  # no ES256 key yet
+    assert "signing-key rotate --algorithm ES256" in capsys.readouterr().err
+    code, out = run("signing-key", "rotate", "--algorithm", "ES256", "--format", "json")
+    assert code == 0 and json.loads(out)["retired"] == []
+    token = run("token", "create", "--user", "alice", "--algorithm", "ES256")[1].strip()
+    store = open_store(store_url)
+    try:
+        es256 = store.public_token_keys(["ES256"])
+        assert set(es256) == {json.loads(out)["kid"]} and len(store.public_signing_keys()) == 1  # EdDSA untouched
+    finally:
+        store.close()
+    assert TokenVerifier(es256, algorithms=["ES256"]).verify(token).user_name == "alice"
+    with pytest.raises(InvalidToken):
+        TokenVerifier(es256).verify(token)  # EdDSA only unless configured

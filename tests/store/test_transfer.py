@@ -56,6 +56,11 @@ def box(exported: dict[str, Any]) -> PassphraseBox:
     return PassphraseBox.for_salt(PASSPHRASE, exported["secrets_salt"])
 
 
+def _short_sealing_key(document: dict[str, Any], box: PassphraseBox) -> None:
+    row = next(r for r in document["signing_keys"] if r["algorithm"] == "A256GCM")
+    row["private_sealed"] = box.seal(b"sixteen bytes...", f"signing_key:{row['kid']}")
+
+
 def _row(document: dict[str, Any], section: str, **match: Any) -> dict[str, Any]:
     return next(r for r in document[section] if all(r[k] == v for k, v in match.items()))
 
@@ -182,10 +187,18 @@ CRAFTED: dict[str, tuple[Tamper, str]] = {
     "a section that is not a list": (lambda d, _b: d.update(users={}), "expected a list"),
     "signing key of another algorithm": (
         lambda d, _b: d["signing_keys"][0].update(algorithm="none"),
-        "only EdDSA",
+        "signing keys are EdDSA, ES256 or RS256",
+    ),
+    "an EdDSA key relabelled ES256": (
+        lambda d, _b: next(r for r in d["signing_keys"] if r["algorithm"] == "EdDSA").update(algorithm="ES256"),
+        "malformed signing key",
+    ),
+    "a sealing key of the wrong size": (
+        _short_sealing_key,
+        "malformed sealing key",
     ),
     "signing key halves that do not match": (
-        lambda d, _b: d["signing_keys"][0].update(public_key="00" * 32),
+        lambda d, _b: next(r for r in d["signing_keys"] if r["algorithm"] == "EdDSA").update(public_key="00" * 32),
         "does not match",
     ),
 }

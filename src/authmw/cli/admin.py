@@ -22,6 +22,7 @@ from authmw.cli._common import (
 )
 from authmw.errors import ChangeRefused, ConfigurationError
 from authmw.identity import DEFAULT_WORKSPACE_ID, WhitelistScope, can_access_workspace
+from authmw.store.signingkeys import TOKEN_ALGORITHMS
 
 __all__ = ["register", "register_policy"]
 
@@ -266,7 +267,7 @@ def _token_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> i
             project = store.find_project(args.project, domain=args.domain)
             scope = {"project_id": project.id, "project_name": project.name}
         try:
-            signer = TokenSigner(*store.signing_key(), ttl=args.ttl)
+            signer = TokenSigner(*store.token_signing_key(args.algorithm), algorithm=args.algorithm, ttl=args.ttl)
         except ConfigurationError as exc:
             raise UsageError(f"--ttl: {exc}") from None
         token, claims = signer.issue(
@@ -283,7 +284,7 @@ def _token_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> i
 def _signing_key_rotate(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
     with open_cli_store(args) as store:
         store.require_schema()
-        kid, retired = store.rotate_signing_key()
+        kid, retired = store.rotate_signing_key(args.algorithm)
     emit(args, stdout, {"kid": kid, "retired": retired})
     return EXIT_OK
 
@@ -543,6 +544,7 @@ def register(commands: Any) -> None:
     issue.add_argument("--user", required=True, metavar="U")
     issue.add_argument("--project", metavar="P", help="project name or id to scope the token to (else the domain)")
     issue.add_argument("--ttl", type=int, default=24 * 3600, metavar="SECONDS", help="validity (default 86400)")
+    issue.add_argument("--algorithm", choices=TOKEN_ALGORITHMS, default="EdDSA", help="signing algorithm")
 
     signing = _group_of(commands, "signing-key", "the key that signs IAM tokens and sidecar assertions")
     _command(
@@ -551,6 +553,11 @@ def register(commands: Any) -> None:
         _signing_key_rotate,
         "start signing with a new key; tokens of the old one stay valid until they expire (7 days at most)",
         domain=False,
+    ).add_argument(
+        "--algorithm",
+        choices=TOKEN_ALGORITHMS,
+        default="EdDSA",
+        help="the key's algorithm (EdDSA also signs sidecar assertions; ES256/RS256 for token_algorithm)",
     )
 
     sealing = _group_of(commands, "sealing-key", "the key that seals temporary credentials' security tokens")

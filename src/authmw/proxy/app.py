@@ -24,6 +24,7 @@ from authmw.assertion import jwk_of, sign_assertion
 from authmw.errors import AuthmwError, UpstreamUnavailable
 from authmw.guard import AuthContext, Guard
 from authmw.iam_api import SECURITY_TOKENS_PATH, TOKENS_PATH
+from authmw.tokens import PublicKey
 
 __all__ = ["ProxyApp", "identity_headers"]
 
@@ -87,7 +88,7 @@ class ProxyApp:
         guard: Guard,
         upstream: str,
         signing_key: tuple[str, ed25519.Ed25519PrivateKey],
-        public_keys: Mapping[str, ed25519.Ed25519PublicKey],
+        public_keys: Mapping[str, PublicKey],
         assertion_ttl: int = 60,
         transport: httpx.AsyncBaseTransport | None = None,
         token_service: ASGIApp | None = None,

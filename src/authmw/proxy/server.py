@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from authmw.assembly import build_guard
 from authmw.audit import AUDIT_LOGGER
-from authmw.errors import ConfigurationError
+from authmw.errors import ChangeRefused, ConfigurationError
 from authmw.iam_api import TokenService
 from authmw.proxy.app import ProxyApp
 from authmw.settings import Settings
@@ -38,13 +38,18 @@ def build_app(settings: Settings, store: Store) -> ProxyApp:
         raise ConfigurationError("the proxy needs an upstream URL (--upstream or upstream: in the config)")
     guard = build_guard(settings, store=store)
     signing_key = store.signing_key()
-    service = None if guard.tokens is None else TokenService(store, TokenSigner(*signing_key), guard)
+    try:
+        token_key = store.token_signing_key(settings.token_algorithm)
+    except ChangeRefused as exc:
+        raise ConfigurationError(f"token_algorithm: {exc}") from None
+    signer = TokenSigner(*token_key, algorithm=settings.token_algorithm)
+    service = None if guard.tokens is None else TokenService(store, signer, guard)
     try:
         return ProxyApp(
             guard=guard,
             upstream=settings.upstream,
             signing_key=signing_key,
-            public_keys=store.public_signing_keys(),
+            public_keys=store.public_token_keys(),
             assertion_ttl=settings.assertion_ttl,
             token_service=service,
         )

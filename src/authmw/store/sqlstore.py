@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from authmw.errors import ChangeRefused, ConfigurationError, InvalidPolicy, NotFound, StoreUnavailable
@@ -32,7 +31,7 @@ from authmw.identity import (
 from authmw.models import AccessKey
 from authmw.policy import Policy, PolicySet, parse_policy, system_policies
 from authmw.policy.builtin import system_policy_documents
-from authmw.store import keypairs
+from authmw.store import keypairs, signingkeys
 from authmw.store.backends import Database, Tx, table_exists
 from authmw.store.records import (
     AccessKeyInfo,
@@ -64,6 +63,7 @@ from authmw.store.rules import (
 )
 from authmw.store.schema import MIGRATIONS, SCHEMA_VERSION
 from authmw.store.secrets import Keyring, SealError, hash_password, verify_password
+from authmw.tokens import PrivateKey, PublicKey
 
 __all__ = [
     "DEFAULT_DOMAIN",
@@ -172,16 +172,12 @@ class Store:
         self.check_keyring()
         return {"schema_from": start, "schema_to": end, "domain": DEFAULT_DOMAIN, "workspace": DEFAULT_WORKSPACE_ID}
 
-    def _add_signing_key(self, tx: Tx, now: int) -> str:
-        private = ed25519.Ed25519PrivateKey.generate()
-        raw = private.private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-        )
-        public = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    def _add_signing_key(self, tx: Tx, now: int, algorithm: str = "EdDSA") -> str:
+        raw, public = signingkeys.generate(algorithm)
         kid = secrets.token_hex(8)
         tx.run(
-            "INSERT INTO signing_keys VALUES (?, 'EdDSA', ?, ?, ?, NULL)",
-            (kid, self.sealer(tx)(raw, signing_key_context(kid)), public.hex(), now),
+            "INSERT INTO signing_keys VALUES (?, ?, ?, ?, ?, NULL)",
+            (kid, algorithm, self.sealer(tx)(raw, signing_key_context(kid)), public, now),
         )
         return kid
 
@@ -742,16 +738,25 @@ class Store:
         return revision, None if row is None else Project(project_id, row[0], row[1], row[2])
 
     def signing_key(self) -> tuple[str, ed25519.Ed25519PrivateKey]:
-        """The newest active token signing key (``kid``, private key), unsealed; it signs assertions and tokens."""
+        """The newest active EdDSA signing key (``kid``, private key), unsealed; it signs sidecar assertions, and
+        tokens unless ``token_algorithm`` picks another algorithm."""
+        kid, key = self.token_signing_key("EdDSA")
+        assert isinstance(key, ed25519.Ed25519PrivateKey)
+        return kid, key
+
+    def token_signing_key(self, algorithm: str) -> tuple[str, PrivateKey]:
+        """The newest active signing key of ``algorithm`` (EdDSA, ES256 or RS256), unsealed."""
         with self.db.read() as tx:
             row = tx.one(
-                "SELECT kid, private_sealed FROM signing_keys WHERE retired_at IS NULL AND algorithm = 'EdDSA' "
-                "ORDER BY created_at DESC, kid LIMIT 1"
+                "SELECT kid, private_sealed FROM signing_keys WHERE retired_at IS NULL AND algorithm = ? "
+                "ORDER BY created_at DESC, kid LIMIT 1",
+                (algorithm,),
             )
         if row is None:
-            raise ChangeRefused("the store has no signing key: run authmw init")
+            hint = "authmw init" if algorithm == "EdDSA" else f"authmw signing-key rotate --algorithm {algorithm}"
+            raise ChangeRefused(f"the store has no active {algorithm} signing key: run {hint}")
         raw = self._open(row[1], signing_key_context(row[0]))
-        return str(row[0]), ed25519.Ed25519PrivateKey.from_private_bytes(raw)
+        return str(row[0]), signingkeys.private_key(algorithm, raw)
 
     def revoke_token(self, token_id: str, user_id: str, expires_at: int) -> None:
         """Record a revoked token until it would have expired (and forget those past their expiry)."""
@@ -770,28 +775,43 @@ class Store:
             return _revision(tx), tx.one("SELECT 1 FROM revoked_tokens WHERE jti = ?", (token_id,)) is not None
 
     def public_signing_keys(self) -> dict[str, ed25519.Ed25519PublicKey]:
-        """``kid`` → public key of every signing key that may still have valid tokens: the active one, and those
-        retired less than the longest token life ago (what ``/.well-known/jwks.json`` lists)."""
+        """``kid`` → public key of every EdDSA signing key that may still have valid tokens or assertions."""
+        return {
+            kid: key
+            for kid, key in self.public_token_keys(("EdDSA",)).items()
+            if isinstance(key, ed25519.Ed25519PublicKey)
+        }
+
+    def public_token_keys(self, algorithms: Iterable[str] = signingkeys.TOKEN_ALGORITHMS) -> dict[str, PublicKey]:
+        """``kid`` → public key of every signing key of ``algorithms`` that may still have valid tokens: the active
+        ones, and those retired less than the longest token life ago (what ``/.well-known/jwks.json`` lists)."""
         since = self._now() - RETIRED_KEYS_KEPT
+        wanted = [a for a in signingkeys.TOKEN_ALGORITHMS if a in set(algorithms)]
         with self.db.read() as tx:
             rows = tx.rows(
-                "SELECT kid, public_key FROM signing_keys WHERE algorithm = 'EdDSA' "
-                "AND (retired_at IS NULL OR retired_at > ?)",
+                "SELECT kid, algorithm, public_key FROM signing_keys WHERE (retired_at IS NULL OR retired_at > ?) "
+                "ORDER BY created_at, kid",
                 (since,),
             )
-        return {str(kid): ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(public)) for kid, public in rows}
+        return {str(kid): signingkeys.public_key(alg, public) for kid, alg, public in rows if alg in wanted}
 
-    def rotate_signing_key(self) -> tuple[str, list[str]]:
-        """A new signing key; the active one is retired (its tokens stay valid until they expire). Returns the new
-        ``kid`` and those retired."""
+    def rotate_signing_key(self, algorithm: str = "EdDSA") -> tuple[str, list[str]]:
+        """A new signing key of ``algorithm``; its active one is retired (its tokens stay valid until they expire).
+        Returns the new ``kid`` and those retired."""
+        if algorithm not in signingkeys.TOKEN_ALGORITHMS:
+            raise ChangeRefused(f"--algorithm must be one of {', '.join(signingkeys.TOKEN_ALGORITHMS)}")
         with self.db.write() as tx:
             now = self._now()
             retired = [
                 str(r[0])
-                for r in tx.rows("SELECT kid FROM signing_keys WHERE retired_at IS NULL AND algorithm = 'EdDSA'")
+                for r in tx.rows(
+                    "SELECT kid FROM signing_keys WHERE retired_at IS NULL AND algorithm = ?", (algorithm,)
+                )
             ]
-            tx.run("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL AND algorithm = 'EdDSA'", (now,))
-            kid = self._add_signing_key(tx, now)
+            tx.run(
+                "UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL AND algorithm = ?", (now, algorithm)
+            )
+            kid = self._add_signing_key(tx, now, algorithm)
         return kid, retired
 
     def sealing_keys(self) -> tuple[dict[str, bytes], str]:

@@ -19,14 +19,11 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
-
 from authmw.errors import ChangeRefused, InvalidPolicy
 from authmw.identity import DEFAULT_WORKSPACE_ID, AuthType, IpWhitelist, WhitelistScope
 from authmw.policy import parse_policy
 from authmw.policy.builtin import system_policy_documents
-from authmw.store import keypairs
+from authmw.store import keypairs, signingkeys
 from authmw.store.backends import Tx
 from authmw.store.rules import (
     ACCESS_KEY,
@@ -409,25 +406,23 @@ class _Model:
         _time(v["expires_at"])
 
     def _signing_keys(self, v: Row) -> None:
-        if v["algorithm"] == "A256GCM":  # a security-token sealing key: 32 secret bytes, no public half
+        algorithm = v["algorithm"]
+        if algorithm == "A256GCM":  # a security-token sealing key: 32 secret bytes, no public half
             if len(v["private_sealed"]) != 32 or v["public_key"] != "":
                 raise ChangeRefused("malformed sealing key")
-        elif v["algorithm"] != "EdDSA" or not isinstance(v["public_key"], str):
-            raise ChangeRefused("only EdDSA signing keys and A256GCM sealing keys are known")
+        elif algorithm not in signingkeys.TOKEN_ALGORITHMS or not isinstance(v["public_key"], str):
+            raise ChangeRefused("signing keys are EdDSA, ES256 or RS256; sealing keys A256GCM")
         else:
-            self._signing_key_halves(v)
+            try:
+                derived = signingkeys.private_key(algorithm, v["private_sealed"]).public_key()
+                public = signingkeys.public_hex(signingkeys.public_key(algorithm, v["public_key"]))
+            except (ValueError, TypeError, binascii.Error):
+                raise ChangeRefused("malformed signing key") from None
+            if signingkeys.public_hex(derived) != public or public != v["public_key"]:
+                raise ChangeRefused("the signing key's public half does not match its private half")
         _time(v["created_at"])
         if v["retired_at"] is not None:
             _time(v["retired_at"])
-
-    def _signing_key_halves(self, v: Row) -> None:
-        try:
-            derived = ed25519.Ed25519PrivateKey.from_private_bytes(v["private_sealed"]).public_key()
-            public = bytes.fromhex(v["public_key"])
-        except (ValueError, binascii.Error):
-            raise ChangeRefused("malformed signing key") from None
-        if derived.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw) != public:
-            raise ChangeRefused("the signing key's public half does not match its private half")
 
     # -- across rows --
 
