@@ -54,12 +54,15 @@ from pathlib import Path
 from typing import Any
 
 from authmw import asgi, wsgi
-from authmw.assembly import build_guard
+from authmw.assembly import build_guard, session_sealer
 from authmw.audit import AUDIT_LOGGER, log_decision
 from authmw.guard import Guard
+from authmw.iam_api import assume
+from authmw.models import Request
 from authmw.settings import Settings
 from authmw.signing import sign_request
 from authmw.store import Store, open_store
+from authmw.tokens import TokenSigner
 from bench_signing import (
     Case,
     Maker,
@@ -126,6 +129,11 @@ def build_world(directory: Path) -> World:
         store.create_user("scientist")
         store.add_user_to_group("developers", "scientist")
         created = store.create_access_key("scientist")
+        # Temporary credentials: a worker of a service domain may assume an agency with the same policy.
+        store.create_domain("op_svc_bench")
+        store.create_user("worker", domain="op_svc_bench")
+        store.attach_policy("Agent Operator", user="worker", domain="op_svc_bench")
+        store.create_agency("bench_agency", trust="op_svc_bench", policies=["ModelArts CommonOperations"])
     finally:
         store.close()
     return World(directory, url, key_file, project, created.access, created.secret)
@@ -144,6 +152,24 @@ def signed_headers(world: World) -> dict[str, str]:
     )
     assert out.url.endswith(world.path), out.url
     return dict(out.headers)
+
+
+def credential_requests(world: World, store: Store) -> tuple[Request, Request]:
+    """The workload's GET with an IAM token of the user, and signed with an agency's temporary credentials."""
+    user = store.find_user("scientist")
+    token, _claims = TokenSigner(*store.signing_key()).issue(
+        user_id=user.id, user_name=user.name, domain_id=user.domain_id, domain_name="default",
+        project_id=world.project, project_name="cn-north-4",
+    )  # fmt: skip
+    with_token = Request.build("GET", world.path, [("Host", HOST), ("X-Auth-Token", token)], b"")
+    worker = store.principal(store.find_user("worker", domain="op_svc_bench").id)
+    assert worker is not None
+    session, security_token = assume(store, session_sealer(store), worker, agency=("default", "bench_agency"))
+    out = sign_request(
+        "GET", f"http://{HOST}{world.path}", {"Content-Type": "application/json", "X-Project-Id": world.project},
+        b"", access_key=session.access_key, secret_key=session.secret_key, security_token=security_token,
+    )  # fmt: skip
+    return with_token, Request.build("GET", world.path, list(out.headers.items()), b"")
 
 
 def http_scope(path: str, headers: dict[str, str]) -> dict[str, Any]:
@@ -289,6 +315,8 @@ WZ_BARE = "werkzeug Request/Response app, bare"
 WZ_MW = "werkzeug Request/Response app + AuthMiddleware"
 CHECK = "Guard.check(Request), allowed"
 CHECK_BUILT = "request_from_scope + Guard.check (the guard's part of the ASGI middleware)"
+CHECK_TOKEN = "Guard.check(Request), X-Auth-Token (verified token remembered), allowed"
+CHECK_TEMPORARY = "Guard.check(Request), agency's temporary AK/SK + X-Security-Token (token remembered), allowed"
 VERIFY = "Verifier.verify(Request), SDK-HMAC-SHA256"
 PROXY_MOCK = (
     "ProxyApp, upstream answered by httpx.MockTransport (no network, no connection pool), audit records to /dev/null"
@@ -420,6 +448,11 @@ def in_process_cases(world: World, guard: Guard, store: Store) -> tuple[list[Cas
     def built_check() -> object:
         return guard.check(asgi.request_from_scope(scope, b""))
 
+    token_request, temporary_request = credential_requests(world, store)
+    for other in (token_request, temporary_request):
+        checked = guard.check(other)
+        assert checked.decision is not None and checked.decision.allowed, checked
+
     loop = asyncio.new_event_loop()
     bare = starlette_app()
     cases = [
@@ -436,6 +469,8 @@ def in_process_cases(world: World, guard: Guard, store: Store) -> tuple[list[Cas
         wsgi_case(WZ_MW, wsgi.AuthMiddleware(werkzeug_app, guard=guard), environ, None),
         Case(CHECK, "core", quiet(same_op(guard.check, request))),
         Case(CHECK_BUILT, "core", quiet(same_op(built_check))),
+        Case(CHECK_TOKEN, "core", quiet(same_op(guard.check, token_request))),
+        Case(CHECK_TEMPORARY, "core", quiet(same_op(guard.check, temporary_request))),
         Case(VERIFY, "core", quiet(same_op(guard.verifier.verify, request))),
         Case("request_from_scope(scope, b'')", "adapter", quiet(same_op(asgi.request_from_scope, scope, b""))),
         Case("request_from_environ(environ, b'')", "adapter", quiet(same_op(wsgi.request_from_environ, environ, b""))),
