@@ -8,6 +8,7 @@ carries the error enforce mode would have raised, and the request goes on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -376,6 +377,7 @@ class Guard:
             claims.issued_at,
             project=claims.project_id,
             mfa=claims.mfa,
+            expires_at=claims.expires_at,
         )
 
     def _external(self, token: str, trusted: TrustedIssuer) -> Credential:
@@ -384,7 +386,11 @@ class Guard:
         user_id = self.identity.user_id(trusted.domain, identity.user_name)
         if user_id is None:
             raise InvalidToken(f"the token names no user of domain {trusted.domain}")
-        return Credential(AuthMethod.TOKEN, _EXTERNAL, identity.token_id, user_id, identity.issued_at)
+        # One id space with authmw's own tokens (32 hex digits), so revocation treats both alike.
+        token_id = hashlib.sha256(f"{trusted.issuer}\0{identity.token_id}".encode()).hexdigest()[:32]
+        return Credential(
+            AuthMethod.TOKEN, _EXTERNAL, token_id, user_id, identity.issued_at, expires_at=identity.expires_at
+        )
 
     def _check_token_holder(self, credential: Credential, principal: Principal) -> None:
         """A token stops working when it is revoked or its user's password changes (IAM does the same); an

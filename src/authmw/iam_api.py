@@ -35,7 +35,7 @@ from authmw.errors import (
 )
 from authmw.guard import Guard, bare_context
 from authmw.identity import Principal
-from authmw.models import AuthMethod, Request
+from authmw.models import AuthMethod, Credential, Request
 from authmw.policy import parse_policy
 from authmw.sessions import MAX_DURATION, MIN_DURATION, Session, SessionSealer, new_temporary_key
 from authmw.store import Store
@@ -174,9 +174,6 @@ class TokenService:
         credential, principal = await asyncio.to_thread(self.guard.authenticate, request)
         if credential.method is AuthMethod.TEMPORARY:
             raise ActionDenied("temporary credentials cannot obtain temporary credentials")
-        not_after = None
-        if credential.method is AuthMethod.TOKEN:  # a session never outlives the token that asked for it
-            not_after = self.tokens.verify(request.headers["x-auth-token"].strip()).expires_at
         session, token = await asyncio.to_thread(
             assume,
             self.store,
@@ -185,7 +182,7 @@ class TokenService:
             agency=agency if method == "assume_role" else None,
             duration=duration,
             policy=policy,
-            not_after=not_after,
+            not_after=credential.expires_at,  # a session never outlives the token that asked for it
             mfa=credential.mfa,
             source_ip=request.client,
         )
@@ -210,11 +207,10 @@ class TokenService:
             user_id=user.id, user_name=user.name, domain_id=user.domain_id, domain_name=domain_name, **scope
         )
 
-    def _holder(self, token: str) -> tuple[TokenClaims, Principal]:
-        """A token's claims and user, checked as the pipeline checks ``X-Auth-Token`` (revoked, user disabled,
-        password changed: refused)."""
-        _credential, principal = self.guard.authenticate(Request.build("GET", TOKENS_PATH, {"x-auth-token": token}))
-        return self.tokens.verify(token), principal  # remembered by the verifier: no second decode
+    def _holder(self, token: str) -> tuple[Credential, Principal]:
+        """A token's credential and user, checked as the pipeline checks ``X-Auth-Token`` (revoked, user disabled,
+        password changed: refused); an external issuer's token too."""
+        return self.guard.authenticate(Request.build("GET", TOKENS_PATH, {"x-auth-token": token}))
 
     async def _check_or_revoke(self, scope: Scope, send: Send) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
@@ -222,18 +218,17 @@ class TokenService:
             raise MissingCredentials("the caller's X-Auth-Token is required")
         _caller, principal = await asyncio.to_thread(self._holder, headers["x-auth-token"])
         try:
-            subject, _holder = await asyncio.to_thread(self._holder, headers.get("x-subject-token", ""))
+            subject, holder = await asyncio.to_thread(self._holder, headers.get("x-subject-token", ""))
         except AuthmwError:
             await send_response(send, 404, b"", [])
             return
         if scope["method"] == "HEAD":
             await send_response(send, 200, b"", [])
             return
-        if principal.user_id != subject.user_id and not (
-            principal.is_admin and principal.domain_id == subject.domain_id
-        ):
+        if principal.user_id != holder.user_id and not (principal.is_admin and principal.domain_id == holder.domain_id):
             raise ActionDenied("only the token's user or an administrator of its domain may revoke it")
-        await asyncio.to_thread(self.store.revoke_token, subject.token_id, subject.user_id, subject.expires_at)
+        expires_at = subject.expires_at or 0
+        await asyncio.to_thread(self.store.revoke_token, subject.access_key, holder.user_id, expires_at)
         await send_response(send, 204, b"", [])
 
 

@@ -115,8 +115,9 @@ class AccessKey:
 class Credential:
     """What a verified request signature (or IAM token) established.
 
-    For a token, ``scheme`` is ``"token"``, ``access_key`` the token id, ``signed_at`` its issue time,
-    ``project`` the project it is scoped to (None: domain scope) and ``mfa`` whether the login used MFA.
+    For a token, ``scheme`` is ``"token"`` (``"oidc"`` for an external issuer's), ``access_key`` the token id,
+    ``signed_at`` its issue time, ``expires_at`` its expiry, ``project`` the project it is scoped to (None: domain
+    scope) and ``mfa`` whether the login used MFA.
     """
 
     method: AuthMethod
@@ -131,6 +132,7 @@ class Credential:
     project: str | None = None
     mfa: bool = False
     session: Session | None = field(default=None, repr=False, compare=False)  # temporary credentials only
+    expires_at: int | None = None  # tokens: when the token expires
 
 
 @dataclass(frozen=True, slots=True)

@@ -150,3 +150,27 @@ def test_when_the_issuer_goes_down_tokens_work_for_the_grace_period_then_not(wor
 def test_bad_issuer_configuration_is_refused_at_start(entry: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         trusted_issuers(replace(SETTINGS, token_issuers=(entry,)), domains=["default"])
+
+
+def test_an_external_token_is_checked_revoked_and_exchanged_like_an_iam_token(
+    proxy: Form, world: World, issuer: Issuer
+) -> None:
+    token = issuer.token(preferred_username="scientist", jti="to-revoke", exp=int(time.time()) + 1200)
+    tokens = proxy.url + "/v3/auth/tokens"
+    assert httpx.head(tokens, headers={"X-Auth-Token": token, "X-Subject-Token": token}).status_code == 200
+    exchanged = httpx.post(
+        proxy.url + "/v3.0/OS-CREDENTIAL/securitytokens",
+        json={"auth": {"identity": {"methods": ["token"], "token": {"duration_seconds": 3600}}}},
+        headers={"X-Auth-Token": token},
+    )
+    assert exchanged.status_code == 201, exchanged.text
+    expires = exchanged.json()["credential"]["expires_at"]  # capped by the external token's own expiry
+    left = time.mktime(time.strptime(expires[:19], "%Y-%m-%dT%H:%M:%S")) - time.mktime(time.gmtime())
+    assert 1190 <= left <= 1200
+    revoked = httpx.delete(tokens, headers={"X-Auth-Token": token, "X-Subject-Token": token})
+    assert revoked.status_code == 204
+    time.sleep(0.3)  # the store's refresh
+    answer = notebooks(proxy, world, token)
+    assert (answer.status_code, answer.json()["error_code"]) == (401, "invalid_token")
+    other = issuer.token(preferred_username="scientist", jti="another")  # the revocation names one token only
+    assert notebooks(proxy, world, other).status_code == 200
