@@ -507,7 +507,7 @@ def proxy_cases(
         guard=guard,
         upstream="http://upstream.invalid",
         signing_key=(kid, key),
-        public_keys=store.public_signing_keys(),
+        public_keys=store.public_token_keys(["EdDSA"]),
         transport=httpx.MockTransport(upstream),
     )
     request = asgi.request_from_scope(scope, b"")

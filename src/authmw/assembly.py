@@ -93,6 +93,13 @@ def trusted_issuers(
             raise ConfigurationError(f"{origin}: issuer {issuer!r} is authmw's own or listed twice")
         if known is not None and domain not in known:
             raise ConfigurationError(f"{origin}: no domain {domain!r} in the store")
+        if "audience" not in entry:
+            raise ConfigurationError(
+                f"{origin}: audience is required (the client id the tokens are issued to); audience: null accepts "
+                "tokens issued to any client of the issuer"
+            )
+        if entry["audience"] is None:
+            logger.warning("%s: no audience: tokens issued to any client of %s are accepted", origin, issuer)
         algorithms = entry.get("algorithms", ["RS256"])
         if not isinstance(algorithms, list):
             raise ConfigurationError(f"{origin}: algorithms must be a list")

@@ -54,6 +54,7 @@ from authmw.identity import (
 from authmw.models import AuthMethod, Credential, Decision, Request
 from authmw.policy import modelarts_actions
 from authmw.routes import Access, Match, Route, RouteCatalog, Unmatched, check_allowed, modelarts_routes, parse_path
+from authmw.sessions import Session
 from authmw.signing import Verifier
 from authmw.tokens import TokenVerifier, TrustedIssuer, peek_issuer
 
@@ -245,12 +246,8 @@ class Guard:
     def authenticate(self, request: Request) -> tuple[Credential, Principal]:
         """Verify the request's one credential and load its principal (no route, workspace or policy)."""
         credential = self._credential(request)
-        session = credential.session
-        if session is not None and session.agency_id is not None:  # acting as the agency, with its policies
-            principal = self.identity.agency(session.agency_id)
-            if principal is None:
-                raise InvalidSecurityToken("the security token's agency no longer exists")
-            return credential, principal
+        if credential.session is not None:
+            return credential, self._session_principal(credential.session)
         principal = self.identity.principal(credential.owner or "")
         if principal is None:  # the user was disabled after its key was read (or the token issued)
             raise AuthenticationFailed("the credential's user is unknown or disabled")
@@ -300,7 +297,9 @@ class Guard:
             raise UnsignedPayloadRefused("a body that names the workspace or the action must be signed")
         state.workspace = self._workspace(request, match, body, principal)
         state.project = self._project(request, match, principal, credential)
-        self._whitelist(WhitelistScope.USER, state, principal.user_id)
+        session = credential.session
+        caller = () if session is None or session.agency_id is None else (session.user_id,)
+        self._whitelist(WhitelistScope.USER, state, principal.user_id, *caller)  # an agency's caller's too
         self._whitelist(WhitelistScope.WORKSPACE, state, state.workspace.id)
         context = {
             "g:currenttime": self._now(),
@@ -335,7 +334,7 @@ class Guard:
         principal, credential = context.principal, context.credential
         assert principal is not None
         policies = principal.policies
-        narrowed = credential is not None and credential.session is not None
+        narrowed = credential is not None and credential.session is not None and credential.session.policies is not None
         known = _MISSING if narrowed else self._allowed.get(policies.version, _MISSING)
         if isinstance(known, tuple):
             return known
@@ -391,6 +390,25 @@ class Guard:
         return Credential(
             AuthMethod.TOKEN, _EXTERNAL, token_id, user_id, identity.issued_at, expires_at=identity.expires_at
         )
+
+    def _session_principal(self, session: Session) -> Principal:
+        """Whom temporary credentials act as: the caller (``token`` method) or the agency it assumed. Either way the
+        caller must still be enabled, the token it asked with not revoked, and (authmw's own token) its password
+        not changed since."""
+        caller = self.identity.principal(session.user_id)
+        if caller is None:
+            raise InvalidSecurityToken("the session's caller is unknown or disabled")
+        if session.token_id is not None and self.identity.token_revoked(session.token_id):
+            raise InvalidSecurityToken("the token the session was obtained with was revoked")
+        changed = caller.password_changed_at
+        if session.iam_token and changed is not None and changed > session.issued_at:
+            raise InvalidSecurityToken("the caller's password changed after the session was obtained")
+        if session.agency_id is None:
+            return caller
+        agency = self.identity.agency(session.agency_id)  # acting as the agency, with exactly its policies
+        if agency is None:
+            raise InvalidSecurityToken("the security token's agency no longer exists")
+        return agency
 
     def _check_token_holder(self, credential: Credential, principal: Principal) -> None:
         """A token stops working when it is revoked or its user's password changes (IAM does the same); an
@@ -449,10 +467,11 @@ class Guard:
         if from_path is not None and from_header is not None and from_path != from_header:
             raise ConflictingProject("the path and X-Project-Id name different projects")
         project_id = from_path or from_header
-        if credential.method is AuthMethod.TOKEN and credential.scheme != _EXTERNAL:  # external: no project scope
+        scoped, scope = _project_scope(credential)
+        if scoped:
             if project_id is None:
-                project_id = credential.project  # the token's own project, if it has one
-            elif project_id != credential.project:
+                project_id = scope  # the token's own project, if it has one
+            elif project_id != scope:
                 raise TokenScopeMismatch("the token is scoped to another project (or to the domain)")
         if project_id is None:
             return None
@@ -513,6 +532,18 @@ class _State:
             self.policy_context,
             guard._allowed_actions,
         )
+
+
+def _project_scope(credential: Credential) -> tuple[bool, str | None]:
+    """Whether the credential is scoped like an authmw IAM token, and its project (None: the domain). Temporary
+    credentials obtained with such a token keep its scope (unless they act as an agency, in another domain);
+    external issuers' tokens and access keys have none."""
+    if credential.method is AuthMethod.TOKEN:
+        return credential.scheme != _EXTERNAL, credential.project
+    session = credential.session
+    if session is not None and session.iam_token and session.agency_id is None:
+        return True, session.project_id
+    return False, None
 
 
 def _workspace_candidates(request: Request, match: Match | None, body: Mapping[str, Any] | None) -> list[Any]:

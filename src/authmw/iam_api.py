@@ -20,6 +20,7 @@ from typing import Any
 from authmw.asgi import Receive, Scope, Send, read_body, request_from_scope, send_error, send_response
 from authmw.errors import (
     ActionDenied,
+    AddressNotAllowed,
     AgencyNotTrusted,
     AuthenticationFailed,
     AuthmwError,
@@ -32,9 +33,10 @@ from authmw.errors import (
     NotFound,
     ProjectNotFound,
     TooManyAttempts,
+    UnsignedPayloadRefused,
 )
 from authmw.guard import Guard, bare_context
-from authmw.identity import Principal
+from authmw.identity import Principal, WhitelistScope
 from authmw.models import AuthMethod, Credential, Request
 from authmw.policy import parse_policy
 from authmw.sessions import MAX_DURATION, MIN_DURATION, Session, SessionSealer, new_temporary_key
@@ -174,6 +176,11 @@ class TokenService:
         credential, principal = await asyncio.to_thread(self.guard.authenticate, request)
         if credential.method is AuthMethod.TEMPORARY:
             raise ActionDenied("temporary credentials cannot obtain temporary credentials")
+        if credential.unsigned_payload:  # the body chooses what is granted: it must be what was signed
+            raise UnsignedPayloadRefused("a request for temporary credentials must sign its body")
+        client = self.guard.proxies.client_address(request.client, request.headers)
+        if not self.guard.identity.whitelist(WhitelistScope.USER, principal.user_id).allows(client):
+            raise AddressNotAllowed("client address not in the caller's user whitelist")
         session, token = await asyncio.to_thread(
             assume,
             self.store,
@@ -182,9 +189,8 @@ class TokenService:
             agency=agency if method == "assume_role" else None,
             duration=duration,
             policy=policy,
-            not_after=credential.expires_at,  # a session never outlives the token that asked for it
-            mfa=credential.mfa,
-            source_ip=request.client,
+            caller=credential,
+            source_ip=client,
         )
         credentials = {
             "access": session.access_key,
@@ -240,22 +246,26 @@ def assume(
     agency: tuple[str, str] | None = None,
     duration: int = DEFAULT_DURATION,
     policy: str | None = None,
-    not_after: int | None = None,
-    mfa: bool = False,
+    caller: Credential | None = None,
     source_ip: str | None = None,
     clock: Callable[[], float] = time.time,
 ) -> tuple[Session, str]:
     """Temporary credentials for an authenticated caller (not itself temporary): its own identity (``agency``
     None: the ``token`` method) or the agency ``(domain name or id, agency name)``, which must trust the caller's
     domain and which the caller's policies must allow it to assume (``iam:agencies:assume`` on
-    ``iam::<domain_id>:agency:<name>``).
+    ``iam::<domain_id>:agency:<name>``, with ``g:CurrentTime``, ``g:SourceIp`` and the caller's facts).
 
-    ``duration`` (900-86400 s) is capped by the agency's maximum and by ``not_after``; ``policy`` (JSON text)
-    narrows the session. Returns the session and its sealed security token.
+    ``duration`` (900-86400 s) is capped by the agency's maximum; ``policy`` (a policy document as JSON text, at
+    most 2048 characters) narrows the session. ``caller`` is the credential the caller authenticated with: a
+    session never outlives its token, keeps an IAM token's project scope, and ends when that token is revoked.
+    Returns the session and its sealed security token.
     """
     if not MIN_DURATION <= duration <= MAX_DURATION:
         raise InvalidDuration(f"duration_seconds must be {MIN_DURATION}-{MAX_DURATION}")
+    if policy is not None:
+        _check_session_policy(policy)
     now = int(clock())
+    mfa = caller is not None and caller.mfa
     acting: tuple[str | None, str | None, str | None, str | None] = (None, None, None, None)
     if agency is not None:
         domain, name = agency
@@ -266,6 +276,7 @@ def assume(
         if found.trust_domain not in (principal.domain_name, principal.domain_id):
             raise AgencyNotTrusted(f"no agency {name!r} of domain {domain!r} trusts the caller")
         facts: dict[str, object] = {
+            "g:currenttime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
             "g:userid": principal.user_id,
             "g:username": principal.user_name,
             "g:domainid": principal.domain_id,
@@ -279,7 +290,10 @@ def assume(
             raise ActionDenied(f"{ASSUME_ACTION}: {decision.reason}")
         duration = min(duration, found.max_duration)
         acting = (found.id, found.name, found.domain_id, domain_name)
-    expires_at = now + duration if not_after is None else min(now + duration, not_after)
+    expires_at = now + duration
+    origin = caller if caller is not None and caller.method is AuthMethod.TOKEN else None  # asked with a token
+    if origin is not None and origin.expires_at is not None:
+        expires_at = min(expires_at, origin.expires_at)
     access, secret = new_temporary_key()
     session = Session(
         access,
@@ -293,8 +307,20 @@ def assume(
         *acting,
         policy=policy,
         mfa=mfa,
+        token_id=None if origin is None else origin.access_key,
+        iam_token=origin is not None and origin.scheme == "token",
+        project_id=None if origin is None else origin.project,
     )
     return session, sealer.seal(session)
+
+
+def _check_session_policy(policy: str) -> None:
+    if len(policy) > _MAX_SESSION_POLICY:
+        raise InvalidSessionPolicy(f"the session policy must be at most {_MAX_SESSION_POLICY} characters of JSON")
+    try:
+        parse_policy(policy, name="session policy")
+    except InvalidPolicy as exc:
+        raise InvalidSessionPolicy(str(exc)) from None
 
 
 def _session_request(body: bytes) -> tuple[str, int, tuple[str, str], str | None]:
@@ -317,7 +343,7 @@ def _session_request(body: bytes) -> tuple[str, int, tuple[str, str], str | None
             agency = (domain, name)
         duration = params.get("duration_seconds", DEFAULT_DURATION)
         document = identity.get("policy")
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise MalformedBody(
             'expected {"auth": {"identity": {"methods": ["assume_role"], "assume_role": {"domain_name" or '
             '"domain_id", "agency_name", "duration_seconds"}, "policy"?}}} or {"auth": {"identity": {"methods": '
@@ -327,15 +353,9 @@ def _session_request(body: bytes) -> tuple[str, int, tuple[str, str], str | None
         raise InvalidDuration(f"duration_seconds must be an integer from {MIN_DURATION} to {MAX_DURATION}")
     policy = None
     if document is not None:
+        if not isinstance(document, dict):
+            raise InvalidSessionPolicy("the session policy must be a policy object")
         policy = json.dumps(document, separators=(",", ":"), sort_keys=True)
-        if not isinstance(document, dict) or len(policy) > _MAX_SESSION_POLICY:
-            raise InvalidSessionPolicy(
-                f"the session policy must be a policy object of at most {_MAX_SESSION_POLICY} characters"
-            )
-        try:
-            parse_policy(document, name="session policy")
-        except InvalidPolicy as exc:
-            raise InvalidSessionPolicy(str(exc)) from None
     return method, duration, agency, policy
 
 
@@ -353,7 +373,7 @@ def _password_request(body: bytes) -> tuple[str, str, str, dict[str, str] | None
         texts = [name, password, domain_key, *((project or {}).values())]
         if not all(isinstance(t, str) and t for t in texts) or (project is not None and not project):
             raise ValueError("fields")
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise MalformedBody(
             'expected {"auth": {"identity": {"methods": ["password"], "password": {"user": {"name", "password", '
             '"domain": {"name"}}}}, "scope": {"project": {"id" or "name"}}}}'

@@ -19,7 +19,7 @@ import string
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -45,7 +45,9 @@ class Session:
 
     ``user_*`` name the original caller; ``agency_*`` the agency it assumed (None for the ``token`` method,
     where the session acts as the caller). ``policy`` is the session policy document (JSON text) that narrows
-    the session's permissions; ``policies`` is it compiled.
+    the session's permissions; ``policies`` is it compiled. ``token_id`` is the token the caller authenticated
+    with (None: an access key): revoking it ends the session; ``iam_token`` says it was authmw's own, whose
+    project scope (``project_id``; None: the domain) the session keeps.
     """
 
     access_key: str
@@ -62,12 +64,10 @@ class Session:
     agency_domain_name: str | None = None
     policy: str | None = field(default=None, repr=False)
     mfa: bool = False
+    token_id: str | None = None
+    iam_token: bool = False
+    project_id: str | None = None
     policies: PolicySet | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def acting_domain_id(self) -> str:
-        """The domain whose resources the session acts on (the agency's, or the caller's)."""
-        return self.agency_domain_id or self.domain_id
 
     @property
     def chain(self) -> tuple[str, ...]:
@@ -88,7 +88,9 @@ class SessionSealer:
     """Seals sessions into security tokens and opens them again (the verifier's security-token resolver).
 
     ``keys`` maps ``kid`` → 32-byte AES key; ``active`` seals (None: this sealer only opens). Opened tokens are
-    remembered (bounded, oldest out) until they expire, so a repeated token costs a dict lookup. ``refresh``
+    remembered (``cache_size``, oldest out) until they expire, so a repeated token costs a dict lookup; sessions
+    with the same session policy share its compiled form, whose decision cache is kept small (a caller can mint
+    many sessions with distinct policies). ``refresh``
     (optional) returns the current keys and active ``kid``; it is called for an unknown ``kid`` as
     :class:`~authmw.tokens.KeyReloads` allows, so keys rotated in by another process are found.
     """
@@ -99,7 +101,7 @@ class SessionSealer:
         *,
         active: str | None = None,
         clock: Callable[[], float] = time.time,
-        cache_size: int = 100_000,
+        cache_size: int = 10_000,
         refresh: Callable[[], tuple[Mapping[str, bytes], str | None]] | None = None,
         refresh_interval: float = 10.0,
         timer: Callable[[], float] = time.monotonic,
@@ -108,6 +110,7 @@ class SessionSealer:
         self._set(keys, active)
         self._clock = clock
         self._cache: OrderedDict[str, tuple[Session, AccessKey]] = OrderedDict()
+        self._compiled: OrderedDict[str, PolicySet] = OrderedDict()
         self._cache_size = cache_size
         self._refresh, self._reloads = refresh, KeyReloads(refresh_interval, timer, revision)
 
@@ -143,6 +146,8 @@ class SessionSealer:
             ]
         if session.policy is not None:
             payload["policy"] = session.policy
+        if session.token_id is not None:
+            payload["token"] = [session.token_id, session.iam_token, session.project_id]
         nonce = os.urandom(12)
         sealed = self._keys[self.active].encrypt(nonce, json.dumps(payload).encode(), _aad(self.active))
         return f"{_VERSION}.{self.active}.{base64.urlsafe_b64encode(nonce + sealed).rstrip(b'=').decode()}"
@@ -198,9 +203,21 @@ class SessionSealer:
         except (InvalidTag, ValueError, binascii.Error):
             raise InvalidSecurityToken("the security token was altered or is malformed") from None
         try:
-            return _session_of(json.loads(plain))
+            session = _session_of(json.loads(plain))
         except (KeyError, TypeError, ValueError):  # sealed by us, so only a key compromise or a bug gets here
             raise InvalidSecurityToken("the security token's contents are malformed") from None
+        if session.policy is None:
+            return session
+        compiled = self._compiled.get(session.policy)
+        if compiled is None:
+            try:
+                compiled = PolicySet([parse_policy(session.policy, name="session policy")], cache_size=256)
+            except ValueError:
+                raise InvalidSecurityToken("the security token's session policy is malformed") from None
+            if len(self._compiled) >= 1024:
+                self._compiled.popitem(last=False)
+            self._compiled[session.policy] = compiled
+        return replace(session, policies=compiled)
 
 
 def _aad(kid: str) -> bytes:
@@ -214,11 +231,9 @@ def _session_of(payload: Mapping[str, Any]) -> Session:
     if not all(isinstance(t, str) for t in texts) or len(user) != 4 or len(agency) != 4:
         raise TypeError("session fields")
     policy = payload.get("policy")
-    policies = None
-    if policy is not None:
-        if not isinstance(policy, str):
-            raise TypeError("policy")
-        policies = PolicySet([parse_policy(policy, name="session policy")])
+    if policy is not None and not isinstance(policy, str):
+        raise TypeError("policy")
+    token_id, iam_token, project_id = payload.get("token") or (None, False, None)
     return Session(
         payload["ak"],
         payload["sk"],
@@ -234,5 +249,7 @@ def _session_of(payload: Mapping[str, Any]) -> Session:
         agency[3],
         policy=policy,
         mfa=bool(payload.get("mfa", False)),
-        policies=policies,
+        token_id=token_id,
+        iam_token=bool(iam_token),
+        project_id=project_id,
     )

@@ -34,6 +34,7 @@ __all__ = [
     "TokenSigner",
     "TokenVerifier",
     "TrustedIssuer",
+    "algorithm_of",
     "iso_time",
     "peek_issuer",
 ]
@@ -278,17 +279,21 @@ class TokenVerifier:
             header = _header_of(token)
             kid = header.get("kid")
             key = self._key(kid) if isinstance(kid, str) else None
-            if key is None or header.get("alg") not in self.algorithms:
-                raise InvalidToken("unknown signing key or algorithm")
+            if key is None:
+                raise InvalidToken("unknown signing key")
+            algorithm = algorithm_of(key)
+            # A key verifies exactly its own algorithm: the header must name that one, and it must be allowed.
+            if header.get("alg") != algorithm or algorithm not in self.algorithms:
+                raise InvalidToken("algorithm not allowed for this key")
             payload = jwt.decode(
                 token,
                 key,
-                algorithms=list(self.algorithms),
+                algorithms=[algorithm],
                 issuer=self.issuer,
                 leeway=self.leeway,
                 options={"require": ["exp", "iat", "iss", "sub", "jti"], "verify_exp": False, "verify_iat": False},
             )
-        except (jwt.PyJWTError, ValueError):
+        except (jwt.PyJWTError, ValueError, TypeError, RecursionError):  # forged headers can nest or mistype
             raise InvalidToken("the token is not valid") from None
         try:
             claims = _claims_of(payload)
@@ -299,6 +304,13 @@ class TokenVerifier:
         if claims.expires_at + self.leeway <= now:
             raise ExpiredToken("the token has expired")
         return claims
+
+
+def algorithm_of(key: PublicKey) -> str:
+    """The one algorithm a public key verifies: Ed25519 → EdDSA, P-256 → ES256, RSA → RS256."""
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "EdDSA"
+    return "ES256" if isinstance(key, ec.EllipticCurvePublicKey) else "RS256"
 
 
 def iso_time(seconds: int) -> str:

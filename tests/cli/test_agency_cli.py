@@ -117,3 +117,14 @@ def test_sealing_key_rotate_keeps_old_tokens_open(store_url: str) -> None:
     assert active == rotated["kid"] and set(keys) == {rotated["kid"], *rotated["retired"]}
     sealer = SessionSealer(keys, active=active)
     assert sealer.open(old).agency_name == sealer.open(new).agency_name == "modelarts_agency"
+
+
+def test_an_invalid_session_policy_file_is_refused(
+    store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "bogus.json").write_text(
+        json.dumps({"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["bogus"]}]})
+    )
+    argv = ("agency", "assume", "modelarts_agency", "--user", "worker", "--caller-domain", "op_svc_modelarts")
+    assert run(*argv, "--policy-file", str(tmp_path / "bogus.json"))[0] == 2
+    assert "invalid_session_policy" in capsys.readouterr().err

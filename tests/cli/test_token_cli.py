@@ -37,7 +37,7 @@ def test_a_project_scoped_token_verifies_with_the_store_keys(store_url: str) -> 
     assert set(issued) == {"token", "expires_at", "user", "project"} and issued["expires_at"].endswith("Z")
     store = open_store(store_url)
     try:
-        claims = TokenVerifier(store.public_signing_keys()).verify(issued["token"])
+        claims = TokenVerifier(store.public_token_keys(["EdDSA"])).verify(issued["token"])
         assert (
             claims.user_name == "alice"
             and claims.project_id == issued["project"] == store.find_project("cn-north-4").id
@@ -75,7 +75,7 @@ def test_signing_key_rotate(store_url: str) -> None:
     new = json.loads(run("token", "create", "--user", "alice", "--format", "json")[1])["token"]
     store = open_store(store_url)
     try:
-        keys = store.public_signing_keys()
+        keys = store.public_token_keys(["EdDSA"])
         assert set(keys) == {rotated["kid"], *rotated["retired"]} and len(rotated["retired"]) == 1
         verifier = TokenVerifier(keys)
         assert verifier.verify(old).user_name == verifier.verify(new).user_name == "alice"
@@ -94,7 +94,9 @@ def test_an_es256_key_signs_tokens_that_verify_with_its_public_half(
     store = open_store(store_url)
     try:
         es256 = store.public_token_keys(["ES256"])
-        assert set(es256) == {json.loads(out)["kid"]} and len(store.public_signing_keys()) == 1  # EdDSA untouched
+        assert (
+            set(es256) == {json.loads(out)["kid"]} and len(store.public_token_keys(["EdDSA"])) == 1
+        )  # EdDSA untouched
     finally:
         store.close()
     assert TokenVerifier(es256, algorithms=["ES256"]).verify(token).user_name == "alice"

@@ -192,3 +192,30 @@ def test_an_unknown_kid_reloads_the_key_set_at_most_once_per_interval() -> None:
     with pytest.raises(InvalidToken):
         verifier.verify(made_up)
     assert len(calls) == 2  # one reload once the interval passed, then none again
+
+
+def test_a_key_verifies_only_its_own_algorithm_even_when_several_are_allowed() -> None:
+    signer, _verifier, clock = pair()
+    token, _ = signer.issue(**USER)
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    verifier = TokenVerifier(
+        {"k1": ED.public_key(), "k2": P256.public_key()}, algorithms=("EdDSA", "ES256"), clock=clock
+    )
+    assert verifier.verify(token).user_name == "alice"
+    attacker = ec.generate_private_key(ec.SECP256R1())
+    swapped = [
+        jwt.encode(claims, attacker, algorithm="ES256", headers={"kid": "k1"}),  # ES256 named for the Ed25519 key
+        jwt.encode(claims, ED, algorithm="EdDSA", headers={"kid": "k2"}),  # EdDSA named for the P-256 key
+    ]
+    for forged in swapped:
+        with pytest.raises(InvalidToken):  # never a TypeError (a 500) from PyJWT's key handling
+            verifier.verify(forged)
+
+
+@pytest.mark.parametrize("depth", [3_000, 100_000])
+def test_deeply_nested_headers_and_payloads_are_invalid_tokens(depth: int) -> None:
+    _signer, verifier, _clock = pair()
+    nested = base64.urlsafe_b64encode(b"[" * depth).rstrip(b"=").decode()
+    for token in (f"{nested}.e30.sig", f"{_b64({'alg': 'EdDSA', 'kid': 'k1'})}.{nested}.sig"):
+        with pytest.raises(InvalidToken):
+            verifier.verify(token[:8192])

@@ -20,6 +20,7 @@ import pytest
 
 from authmw.assembly import session_sealer
 from authmw.iam_api import assume
+from authmw.signing import sign_request
 from pipeline.conftest import FORMS, Form, running
 from pipeline.world import World
 from wire import huawei_call
@@ -61,8 +62,8 @@ def forms(proxy: Form, world: World) -> Iterator[dict[str, Form]]:
         yield {"proxy": proxy, "asgi": asgi_form, "wsgi": wsgi_form}
 
 
-def login(form: Form, user: str, domain: str) -> str:
-    body = {
+def login(form: Form, user: str, domain: str, project: str | None = None) -> str:
+    body: dict[str, Any] = {
         "auth": {
             "identity": {
                 "methods": ["password"],
@@ -70,6 +71,8 @@ def login(form: Form, user: str, domain: str) -> str:
             }
         }
     }
+    if project is not None:
+        body["auth"]["scope"] = {"project": {"id": project}}
     answer = httpx.post(form.url + TOKENS, json=body, timeout=30)
     assert answer.status_code == 201, answer.text
     return answer.headers["x-subject-token"]
@@ -181,6 +184,7 @@ def test_a_bad_duration_is_400(proxy: Form, duration: Any) -> None:
         b'{"auth": {"identity": {"methods": ["assume_role"], "assume_role": {"domain_name": "default"}}}}',
         b'{"auth": {"identity": {"methods": ["assume_role"], "assume_role": ["x"]}}}',
         b'{"auth": {"identity": {"methods": ["token"], "token": {"duration_seconds": 900}}, "x": 1}',
+        b'{"auth":' + b"[" * 20_000,  # nested deeper than the JSON parser recurses
     ],
 )
 def test_a_malformed_request_is_400(proxy: Form, body: bytes) -> None:
@@ -259,7 +263,8 @@ def test_no_caller_or_a_bad_token_is_401(proxy: Form) -> None:
 
 def test_the_token_method_acts_as_the_caller(forms: dict[str, Form], world: World) -> None:
     proxy = forms["proxy"]
-    answer = request_credentials(proxy, login(proxy, "agent-user", "default"), {"methods": ["token"]})
+    token = login(proxy, "agent-user", "default", world.project)
+    answer = request_credentials(proxy, token, {"methods": ["token"]})
     assert answer.status_code == 201, answer.text
     credential = answer.json()["credential"]
     for name in FORMS:
@@ -267,9 +272,7 @@ def test_the_token_method_acts_as_the_caller(forms: dict[str, Form], world: Worl
         assert status == 200, (name, body)
         facts = forms[name].facts(body)
         assert (facts["user"], facts["method"], facts["agency"]) == ("agent-user", "temporary", None)
-    narrowed = request_credentials(
-        proxy, login(proxy, "agent-user", "default"), {"methods": ["token"], "policy": GET_ONLY}
-    ).json()["credential"]
+    narrowed = request_credentials(proxy, token, {"methods": ["token"], "policy": GET_ONLY}).json()["credential"]
     status, body = call(proxy, narrowed, NOTEBOOKS, world.project)
     assert (status, body["error_code"]) == (403, "action_denied")
 
@@ -321,3 +324,76 @@ def test_security_tokens_survive_a_sealing_key_rotation(forms: dict[str, Form], 
     for name in FORMS:
         assert call(forms[name], before, NOTEBOOKS, world.project)[0] == 200, name  # the retired key still opens
         assert call(forms[name], after, NOTEBOOKS, world.project)[0] == 200, name  # the new kid: keys reloaded
+
+
+def test_token_method_credentials_keep_the_token_scope_and_die_with_it(proxy: Form, world: World) -> None:
+    scoped = login(proxy, "agent-user", "default")  # domain-scoped: no project may be named with it
+    body = {"auth": {"identity": {"methods": ["token"]}}}
+    domain_scoped = httpx.post(proxy.url + STS, json=body, headers={"X-Auth-Token": scoped}).json()["credential"]
+    status, answer = call(proxy, domain_scoped, NOTEBOOKS, world.project)
+    assert (status, answer["error_code"]) == (403, "token_scope_mismatch")
+    token = login(proxy, "agent-user", "default", world.project)
+    credential = httpx.post(proxy.url + STS, json=body, headers={"X-Auth-Token": token}).json()["credential"]
+    assert call(proxy, credential, NOTEBOOKS, world.project)[0] == 200
+    status, answer = call(proxy, credential, NOTEBOOKS, world.other_project)
+    assert (status, answer["error_code"]) == (403, "token_scope_mismatch")
+    revoked = httpx.delete(proxy.url + TOKENS, headers={"X-Auth-Token": token, "X-Subject-Token": token})
+    assert revoked.status_code == 204
+    time.sleep(0.3)  # the store's refresh
+    status, answer = call(proxy, credential, NOTEBOOKS, world.project)
+    assert (status, answer["error_code"]) == (401, "invalid_security_token")
+
+
+def test_agency_credentials_follow_their_caller(proxy: Form, world: World) -> None:
+    store = world.store
+    store.create_user("shift-worker", domain="op_svc_modelarts", password=PASSWORD)
+    store.add_user_to_group("operators", "shift-worker", domain="op_svc_modelarts")
+    token = login(proxy, "shift-worker", "op_svc_modelarts")
+    credential = request_credentials(proxy, token, assume_role()).json()["credential"]
+    assert call(proxy, credential, NOTEBOOKS, world.project)[0] == 200
+    store.set_whitelist("user", "shift-worker", ["192.0.2.0/24"], domain="op_svc_modelarts")
+    time.sleep(0.3)
+    status, answer = call(proxy, credential, NOTEBOOKS, world.project)  # the caller's whitelist still applies
+    assert (status, answer["error_code"]) == (403, "address_not_allowed")
+    answer = request_credentials(proxy, token, assume_role())  # and at the endpoint
+    assert (answer.status_code, answer.json()["error_code"]) == (403, "address_not_allowed")
+    store.set_whitelist("user", "shift-worker", [], domain="op_svc_modelarts")
+    store.set_user_enabled("shift-worker", False, domain="op_svc_modelarts")
+    time.sleep(0.3)
+    status, answer = call(proxy, credential, NOTEBOOKS, world.project)  # a disabled caller's sessions end
+    assert (status, answer["error_code"]) == (401, "invalid_security_token")
+
+
+def test_the_assume_decision_sees_the_time(proxy: Form, world: World) -> None:
+    store = world.store
+    store.create_user("night-worker", domain="op_svc_modelarts", password=PASSWORD)
+    store.add_user_to_group("operators", "night-worker", domain="op_svc_modelarts")
+    not_after_2020 = {
+        "Version": "1.1",
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Action": ["iam:agencies:assume"],
+                "Condition": {"DateGreaterThan": {"g:CurrentTime": ["2020-01-01T00:00:00Z"]}},
+            }
+        ],
+    }
+    store.create_policy("no-assume-after-2020", json.dumps(not_after_2020), domain="op_svc_modelarts")
+    store.attach_policy("no-assume-after-2020", user="night-worker", domain="op_svc_modelarts")
+    answer = request_credentials(proxy, login(proxy, "night-worker", "op_svc_modelarts"), assume_role())
+    assert (answer.status_code, answer.json()["error_code"]) == (403, "action_denied")
+
+
+def test_an_unsigned_body_cannot_ask_for_credentials(proxy: Form, world: World) -> None:
+    body = json.dumps({"auth": {"identity": {"methods": ["token"], "token": {"duration_seconds": 86400}}}})
+    signed = sign_request(
+        "POST",
+        proxy.url + STS,
+        {"Content-Type": "application/json"},
+        body.encode(),
+        access_key=world.scientist.access,
+        secret_key=world.scientist.secret,
+        unsigned_payload=True,
+    )
+    answer = httpx.post(signed.url, content=signed.body, headers=signed.headers)
+    assert (answer.status_code, answer.json()["error_code"]) == (401, "unsigned_payload_refused")

@@ -132,19 +132,20 @@ def test_when_the_issuer_goes_down_tokens_work_for_the_grace_period_then_not(wor
         down.stop()
 
 
+BASE = {"issuer": ISS, "jwks_url": "http://127.0.0.1:1/j", "domain": "default", "audience": "api"}
+
+
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
-        ({"issuer": ISS, "jwks_url": "http://127.0.0.1:1/j", "domain": "default", "colour": "red"}, "unknown key"),
-        ({"issuer": ISS, "jwks_url": "http://127.0.0.1:1/j"}, "required"),
-        ({"issuer": "authmw", "jwks_url": "http://127.0.0.1:1/j", "domain": "default"}, "authmw's own"),
-        ({"issuer": ISS, "jwks_url": "http://idp.example/j", "domain": "default"}, "https"),
-        ({"issuer": ISS, "jwks_url": "http://127.0.0.1:1/j", "domain": "nowhere"}, "no domain"),
-        (
-            {"issuer": ISS, "jwks_url": "http://127.0.0.1:1/j", "domain": "default", "algorithms": ["HS256"]},
-            "algorithms",
-        ),
-        ({"issuer": ISS, "jwks_url": "http://127.0.0.1:1/j", "domain": "default", "grace": "long"}, "token_issuers"),
+        ({**BASE, "colour": "red"}, "unknown key"),
+        ({"issuer": ISS, "jwks_url": "http://127.0.0.1:1/j", "audience": "api"}, "required"),
+        ({**BASE, "issuer": "authmw"}, "authmw's own"),
+        ({**BASE, "domain": "nowhere"}, "no domain"),
+        ({key: value for key, value in BASE.items() if key != "audience"}, "audience is required"),
+        ({**BASE, "jwks_url": "http://idp.example/j"}, "https"),
+        ({**BASE, "algorithms": ["HS256"]}, "algorithms"),
+        ({**BASE, "grace": "long"}, "token_issuers"),
     ],
 )
 def test_bad_issuer_configuration_is_refused_at_start(entry: dict[str, Any], message: str) -> None:

@@ -774,14 +774,6 @@ class Store:
         with self.db.read() as tx:
             return _revision(tx), tx.one("SELECT 1 FROM revoked_tokens WHERE jti = ?", (token_id,)) is not None
 
-    def public_signing_keys(self) -> dict[str, ed25519.Ed25519PublicKey]:
-        """``kid`` → public key of every EdDSA signing key that may still have valid tokens or assertions."""
-        return {
-            kid: key
-            for kid, key in self.public_token_keys(("EdDSA",)).items()
-            if isinstance(key, ed25519.Ed25519PublicKey)
-        }
-
     def public_token_keys(self, algorithms: Iterable[str] = signingkeys.TOKEN_ALGORITHMS) -> dict[str, PublicKey]:
         """``kid`` → public key of every signing key of ``algorithms`` that may still have valid tokens: the active
         ones, and those retired less than the longest token life ago (what ``/.well-known/jwks.json`` lists)."""
