@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -58,6 +59,7 @@ class Issuer:
         self.max_age: int | None = 300
         self.status = 200
         self.document: bytes | None = None  # served instead of the key set when set
+        self.drip: float | None = None  # when set, the body is sent one byte every `drip` seconds
         self.hits = 0
         self.gate = threading.Event()  # cleared: requests wait (at most 5 s) before being answered
         self.gate.set()
@@ -89,7 +91,16 @@ class Issuer:
                     self.send_header("Cache-Control", f"public, max-age={issuer.max_age}")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                drip = issuer.drip  # read once: a test may reset it while this answer is still dripping
+                if drip is None:
+                    self.wfile.write(body)
+                    return
+                try:
+                    for index in range(len(body)):
+                        self.wfile.write(body[index : index + 1])
+                        time.sleep(drip)
+                except OSError:
+                    pass  # the client gave up
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

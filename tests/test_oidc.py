@@ -1,4 +1,6 @@
-"""External OIDC issuers: a joserfc test issuer whose JWKS is served over real HTTP on 127.0.0.1, a fake clock."""
+"""External OIDC issuers: a joserfc test issuer whose JWKS is served over real HTTP on 127.0.0.1, a fake clock.
+
+Fetches run on a background thread, so a test that needs keys installed primes them or polls (bounded)."""
 
 from __future__ import annotations
 
@@ -7,9 +9,11 @@ import hashlib
 import hmac
 import json
 import logging
+import math
+import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -17,7 +21,7 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from joserfc import jwt as jose_jwt
 
 from authmw.errors import ConfigurationError, ExpiredToken, InvalidToken, IssuerUnavailable
-from authmw.oidc import JwksKeys, OidcIssuer, cache_max_age, parse_jwks
+from authmw.oidc import JwksKeys, OidcIssuer, cache_max_age, fetch_jwks, parse_jwks
 from authmw.tokens import ExternalIdentity, peek_issuer
 from oidc_issuer import ALGORITHMS, AUDIENCE, ISS, KEYS, START, FakeClock, Issuer
 
@@ -35,9 +39,18 @@ def issuer(clock: FakeClock) -> Iterator[Issuer]:
     server.stop()
 
 
-def make_verifier(issuer: Issuer, clock: FakeClock, *, cache_size: int = 100, **options: Any) -> OidcIssuer:
+T = TypeVar("T")
+PROMPT = 0.05  # seconds: a call that waits for the network takes far longer (the held issuer answers after 5 s)
+
+
+def make_verifier(
+    issuer: Issuer, clock: FakeClock, *, cache_size: int = 100, prime: bool = True, **options: Any
+) -> OidcIssuer:
+    """A verifier of the test issuer's tokens, its keys fetched first unless ``prime`` is False."""
     options = {"min_refetch": 10.0, "grace": 1000.0, **options}
     keys = JwksKeys(url=issuer.url, algorithms=ALGORITHMS, timer=clock, **options)
+    if prime:
+        assert keys.prime()
     return OidcIssuer(
         issuer=ISS,
         jwks_url=issuer.url,
@@ -55,6 +68,40 @@ def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.005)
+
+
+def settled(issuer: Issuer) -> None:
+    """Wait until no fetch of the issuer's JWKS is in flight (each runs on a thread named after the URL)."""
+    wait_for(lambda: not any(thread.name.endswith(f" {issuer.url}") for thread in threading.enumerate()))
+
+
+def eventually(call: Callable[[], T], seconds: float = 5.0) -> T:
+    """``call()`` once it no longer raises IssuerUnavailable (its keys are being fetched in the background)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return call()
+        except IssuerUnavailable:
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.005)
+
+
+def prompt(call: Callable[[], object]) -> object:
+    """``call()``, which must return or raise within PROMPT seconds; what it returned or raised."""
+    started = time.monotonic()
+    try:
+        outcome = call()
+    except Exception as exc:
+        outcome = exc
+    assert time.monotonic() - started < PROMPT
+    return outcome
+
+
+@pytest.fixture
+def failures(caplog: pytest.LogCaptureFixture, issuer: Issuer) -> Callable[[], list[logging.LogRecord]]:
+    """The failed fetches of this test's issuer logged so far (a fetch left over from another test may log too)."""
+    caplog.set_level(logging.WARNING, logger="authmw.oidc")
+    return lambda: [r for r in caplog.records if r.name == "authmw.oidc" and issuer.url in r.getMessage()]
 
 
 def b64(data: bytes) -> str:
@@ -89,6 +136,7 @@ def test_without_jti_the_token_id_is_the_tokens_sha256(issuer: Issuer, clock: Fa
 
 def test_without_a_configured_audience_any_audience_is_accepted(issuer: Issuer, clock: FakeClock) -> None:
     keys = JwksKeys(url=issuer.url, algorithms=["RS256"], timer=clock)
+    assert keys.prime()
     verifier = OidcIssuer(issuer=ISS, jwks_url=issuer.url, clock=clock, keys=keys)
     assert verifier.verify(issuer.token(aud="someone-else")).user_name == "f81d4fae-7dec"  # user_claim "sub"
 
@@ -213,36 +261,59 @@ def test_an_expired_token_is_refused_as_expired(issuer: Issuer, clock: FakeClock
 def test_an_oversized_token_is_refused_before_any_parsing(issuer: Issuer, clock: FakeClock) -> None:
     token = issuer.token(padding="x" * 8200)
     with pytest.raises(InvalidToken):
-        make_verifier(issuer, clock).verify(token)
+        make_verifier(issuer, clock, prime=False).verify(token)
+    time.sleep(0.05)
     assert issuer.hits == 0
 
 
 # --- the key set: unknown kids, rotation, refresh ahead of expiry --------------------------------------------
 
 
-def test_an_unknown_kid_refetches_once_per_min_refetch(issuer: Issuer, clock: FakeClock) -> None:
+def test_an_unknown_kid_is_refused_at_once_and_found_by_one_background_refetch(
+    issuer: Issuer, clock: FakeClock
+) -> None:
+    verifier = make_verifier(issuer, clock)
+    issuer.published.append("rsa-2")  # rotated in at the issuer
+    token = issuer.token("rsa-2", jti="rotated")
+    refused = prompt(lambda: verifier.verify(token))
+    assert isinstance(refused, InvalidToken)
+    assert refused.detail == "unknown signing key"
+    wait_for(lambda: "rsa-2" in verifier.keys)
+    assert verifier.verify(token).token_id == "rotated"
+    time.sleep(0.05)
+    assert issuer.hits == 2  # the prime, then exactly one refetch
+
+
+def test_made_up_kids_refetch_once_per_min_refetch(issuer: Issuer, clock: FakeClock) -> None:
     verifier = make_verifier(issuer, clock, min_refetch=10.0)
     verifier.verify(issuer.token())
     assert issuer.hits == 1
     with pytest.raises(InvalidToken):
         verifier.verify(issuer.token("rsa-1/made-up-1"))
+    settled(issuer)
     assert issuer.hits == 2
     clock.advance(9.9)
-    for n in range(2, 5):  # other kids inside the window: refused at once
+    for n in range(2, 5):  # other kids inside the window: refused, and the issuer is not asked
         with pytest.raises(InvalidToken):
             verifier.verify(issuer.token(f"rsa-1/made-up-{n}"))
+        with pytest.raises(InvalidToken):
+            verifier.keys.key(f"made-up-{n}")
+    time.sleep(0.05)
     assert issuer.hits == 2
     clock.advance(0.1)
     with pytest.raises(InvalidToken):
         verifier.verify(issuer.token("rsa-1/made-up-5"))
+    settled(issuer)
     assert issuer.hits == 3
 
 
-def test_a_key_rotated_in_at_the_issuer_is_found_by_the_unknown_kid_refetch(issuer: Issuer, clock: FakeClock) -> None:
+def test_an_unknown_kid_past_max_age_makes_one_fetch_not_two(issuer: Issuer, clock: FakeClock) -> None:
+    issuer.max_age = 100
     verifier = make_verifier(issuer, clock)
-    verifier.verify(issuer.token())
-    issuer.published.append("rsa-2")
-    assert verifier.verify(issuer.token("rsa-2", jti="rotated")).token_id == "rotated"
+    clock.advance(100)  # the refresh check() starts is the one the unknown kid waits for
+    with pytest.raises(InvalidToken):
+        verifier.verify(issuer.token("rsa-1/made-up"))
+    settled(issuer)
     assert issuer.hits == 2
 
 
@@ -289,15 +360,19 @@ def test_the_issuers_max_age_bounded_sets_the_refresh(
     wait_for(lambda: issuer.hits == 2)
 
 
-def test_past_max_age_the_keys_are_refreshed_before_answering(issuer: Issuer, clock: FakeClock) -> None:
+def test_past_max_age_the_last_keys_answer_while_the_refresh_runs(issuer: Issuer, clock: FakeClock) -> None:
     issuer.max_age = 100
     verifier = make_verifier(issuer, clock)
     verifier.verify(issuer.token())
     issuer.published = ["ec-1"]  # rsa-1 withdrawn
     clock.advance(100)
+    issuer.gate.clear()
+    assert verifier.verify(issuer.token(jti="during")).token_id == "during"
+    wait_for(lambda: issuer.hits == 2)
+    issuer.gate.set()
+    wait_for(lambda: "rsa-1" not in verifier.keys)
     with pytest.raises(InvalidToken):
         verifier.verify(issuer.token(jti="after"))
-    assert issuer.hits == 3  # the refresh before answering, then the unknown-kid refetch
 
 
 def test_a_cached_token_is_refused_once_its_key_is_withdrawn(issuer: Issuer, clock: FakeClock) -> None:
@@ -356,13 +431,8 @@ def _bring_back(issuer: Issuer, how: str) -> None:
 
 @pytest.mark.parametrize("how", ["500", "bad-document", "stopped"])
 def test_while_the_issuer_is_down_its_keys_last_until_grace_ends(
-    issuer: Issuer, clock: FakeClock, how: str, caplog: pytest.LogCaptureFixture
+    issuer: Issuer, clock: FakeClock, how: str, failures: Callable[[], list[logging.LogRecord]]
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="authmw.oidc")
-
-    def failures() -> list[logging.LogRecord]:  # a refresh left over from another test may log too
-        return [r for r in caplog.records if r.name == "authmw.oidc" and issuer.url in r.getMessage()]
-
     issuer.max_age = 100
     verifier = make_verifier(issuer, clock, min_refetch=10.0, grace=1000.0)
     cached = issuer.token(jti="cached")
@@ -371,18 +441,22 @@ def test_while_the_issuer_is_down_its_keys_last_until_grace_ends(
 
     clock.advance(85)  # the background refresh fails
     assert verifier.verify(cached).token_id == "cached"
-    wait_for(lambda: len(failures()) == 1)
+    settled(issuer)
+    assert len(failures()) == 1
     hits = issuer.hits
-    clock.advance(5)  # within the backoff: the issuer is not asked again
+    clock.advance(5)  # within the backoff: the issuer is not asked again, not even for an unknown kid
     verifier.verify(cached)
     verifier.verify(issuer.token(jti="fresh-1"))
+    with pytest.raises(InvalidToken):
+        verifier.verify(issuer.token("rsa-1/made-up"))
     time.sleep(0.05)
     assert issuer.hits == hits
     assert len(failures()) == 1
 
-    clock.advance(60)  # expired, within grace: a failed synchronous refresh falls back on the last good keys
+    clock.advance(60)  # expired, within grace: the last good keys answer; the refresh fails in the background
     assert verifier.verify(cached).token_id == "cached"
     assert verifier.verify(issuer.token(jti="fresh-2")).token_id == "fresh-2"
+    settled(issuer)
     assert len(failures()) == 2
 
     clock.advance(100 + 1000 - 150)  # grace is over: cached and new tokens alike are refused
@@ -390,10 +464,14 @@ def test_while_the_issuer_is_down_its_keys_last_until_grace_ends(
         verifier.verify(cached)
     with pytest.raises(IssuerUnavailable):
         verifier.verify(issuer.token(jti="fresh-3"))
+    settled(issuer)
+    assert len(failures()) == 3  # the fetch the first refusal started
 
     _bring_back(issuer, how)
     clock.advance(10)
-    assert verifier.verify(cached).token_id == "cached"
+    with pytest.raises(IssuerUnavailable):  # starts the fetch; answers without waiting for it
+        verifier.verify(cached)
+    assert eventually(lambda: verifier.verify(cached)).token_id == "cached"
     assert verifier.verify(issuer.token(jti="fresh-4")).token_id == "fresh-4"
 
     # The URL and the exception type only: no body, no key material.
@@ -403,20 +481,143 @@ def test_while_the_issuer_is_down_its_keys_last_until_grace_ends(
 
 
 @pytest.mark.parametrize("how", ["500", "stopped"])
-def test_never_fetched_and_down_is_issuer_unavailable_with_backoff(issuer: Issuer, clock: FakeClock, how: str) -> None:
+def test_never_fetched_and_down_is_issuer_unavailable_with_backoff(
+    issuer: Issuer, clock: FakeClock, how: str, failures: Callable[[], list[logging.LogRecord]]
+) -> None:
     _take_down(issuer, how)
-    verifier = make_verifier(issuer, clock, min_refetch=10.0)
+    verifier = make_verifier(issuer, clock, min_refetch=10.0, prime=False)
     token = issuer.token()
     with pytest.raises(IssuerUnavailable):
         verifier.verify(token)
+    settled(issuer)
+    assert len(failures()) == 1
     with pytest.raises(IssuerUnavailable):
         verifier.verify(token)
+    time.sleep(0.05)
     assert issuer.hits == (1 if how == "500" else 0)
+    assert len(failures()) == 1
     _bring_back(issuer, how)
+    clock.advance(9.9)
     with pytest.raises(IssuerUnavailable):  # still within the backoff
         verifier.verify(token)
-    clock.advance(10)
-    assert verifier.verify(token).user_name == "alice"
+    time.sleep(0.05)
+    assert issuer.hits == (1 if how == "500" else 0)
+    clock.advance(0.1)
+    assert eventually(lambda: verifier.verify(token)).user_name == "alice"
+    assert issuer.hits == (2 if how == "500" else 1)
+
+
+# --- never waiting for the issuer, and priming at start-up ---------------------------------------------------
+
+
+Situation = Callable[[Issuer, FakeClock], tuple[OidcIssuer, str, type[Exception] | None]]
+
+
+def _no_keys_yet(issuer: Issuer, clock: FakeClock) -> tuple[OidcIssuer, str, type[Exception] | None]:
+    return make_verifier(issuer, clock, prime=False), "rsa-1", IssuerUnavailable
+
+
+def _past_max_age(issuer: Issuer, clock: FakeClock) -> tuple[OidcIssuer, str, type[Exception] | None]:
+    verifier = make_verifier(issuer, clock)
+    clock.advance(300)
+    return verifier, "rsa-1", None
+
+
+def _unknown_kid(issuer: Issuer, clock: FakeClock) -> tuple[OidcIssuer, str, type[Exception] | None]:
+    return make_verifier(issuer, clock), "made-up", InvalidToken
+
+
+SITUATIONS: dict[str, Situation] = {
+    "no-keys-yet": _no_keys_yet,
+    "past-max-age": _past_max_age,
+    "unknown-kid": _unknown_kid,
+}
+
+
+@pytest.mark.parametrize("situation", SITUATIONS.values(), ids=SITUATIONS.keys())
+def test_a_held_issuer_never_makes_a_caller_wait(issuer: Issuer, clock: FakeClock, situation: Situation) -> None:
+    verifier, kid, refusal = situation(issuer, clock)
+    hits = issuer.hits
+    issuer.gate.clear()  # the issuer holds its answer for 5 s
+    token = issuer.token(f"rsa-1/{kid}", jti="held")
+    lookups = [prompt(lambda: verifier.verify(token)), prompt(lambda: verifier.keys.key(kid))]
+    checks = [prompt(verifier.keys.check) for _ in range(3)]
+    wait_for(lambda: issuer.hits == hits + 1)  # one fetch started, held by the issuer
+    lookups += [prompt(lambda: verifier.verify(token)), prompt(lambda: verifier.keys.key(kid))]
+    checks += [prompt(verifier.keys.check)]
+    if refusal is None:  # the last good keys answer
+        assert isinstance(lookups[0], ExternalIdentity)
+        assert isinstance(lookups[2], ExternalIdentity)
+        assert lookups[1] == lookups[3] == verifier.keys.key(kid)
+    else:
+        assert [type(answer) for answer in lookups] == [refusal] * 4
+    check_answer = IssuerUnavailable if refusal is IssuerUnavailable else type(None)
+    assert [type(answer) for answer in checks] == [check_answer] * 4
+    time.sleep(0.05)
+    assert issuer.hits == hits + 1
+
+
+def test_prime_fetches_and_waits(issuer: Issuer, clock: FakeClock) -> None:
+    keys = JwksKeys(url=issuer.url, algorithms=ALGORITHMS, timer=clock)
+    assert "rsa-1" not in keys
+    assert keys.prime() is True
+    assert "rsa-1" in keys
+    assert issuer.hits == 1
+    keys.check()
+    assert keys.key("rsa-1")[0] == "RS256"
+    assert keys.prime() is True  # fresh keys: nothing to fetch
+    time.sleep(0.05)
+    assert issuer.hits == 1
+    clock.advance(240)  # due for a refresh: fetched again
+    issuer.published = ["ec-1"]
+    assert keys.prime() is True
+    assert issuer.hits == 2
+    assert "rsa-1" not in keys
+
+
+@pytest.mark.parametrize("how", ["held", "500", "stopped"])
+def test_prime_with_a_held_or_failing_issuer_is_false_within_its_timeout(
+    issuer: Issuer, clock: FakeClock, how: str, failures: Callable[[], list[logging.LogRecord]]
+) -> None:
+    if how == "held":
+        issuer.gate.clear()
+    else:
+        _take_down(issuer, how)
+    keys = JwksKeys(url=issuer.url, algorithms=ALGORITHMS, timer=clock)
+    started = time.monotonic()
+    assert keys.prime(timeout=0.3) is False
+    assert time.monotonic() - started < 0.3 + PROMPT
+    with pytest.raises(IssuerUnavailable):
+        keys.check()
+    if how != "held":
+        assert len(failures()) == 1
+
+
+def test_prime_joins_the_fetch_in_flight(issuer: Issuer, clock: FakeClock) -> None:
+    verifier = make_verifier(issuer, clock, prime=False)
+    issuer.gate.clear()
+    with pytest.raises(IssuerUnavailable):
+        verifier.verify(issuer.token())  # starts a fetch, held
+    wait_for(lambda: issuer.hits == 1)
+    assert verifier.keys.prime(timeout=0.1) is False  # the held fetch is still in flight: no second one
+    release = threading.Timer(0.2, issuer.gate.set)
+    release.start()
+    assert verifier.keys.prime() is True
+    release.join()
+    assert issuer.hits == 1
+    assert verifier.verify(issuer.token()).user_name == "alice"
+
+
+def test_the_default_fetcher_gives_up_on_a_dripping_answer_at_its_deadline(issuer: Issuer) -> None:
+    issuer.drip = 0.02  # headers at once, then the body a byte at a time: about 30 s for the key set
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        fetch_jwks(issuer.url, deadline=0.5)
+    assert 0.5 <= time.monotonic() - started < 0.5 + 0.2
+    issuer.drip = None
+    body, max_age = fetch_jwks(issuer.url, deadline=0.5)
+    assert set(parse_jwks(body, ALGORITHMS)) == {"rsa-1", "ec-1", "ed-1"}
+    assert max_age == 300
 
 
 def _jwk(name: str, /, **changes: Any) -> dict[str, Any]:
@@ -438,9 +639,12 @@ MALFORMED = {
 @pytest.mark.parametrize("document", MALFORMED.values(), ids=MALFORMED.keys())
 def test_a_malformed_jwks_is_a_failed_fetch(issuer: Issuer, clock: FakeClock, document: bytes) -> None:
     issuer.document = document
+    verifier = make_verifier(issuer, clock, prime=False)
+    assert verifier.keys.prime() is False
     with pytest.raises(IssuerUnavailable):
-        make_verifier(issuer, clock).verify(issuer.token())
-    assert issuer.hits == 1
+        verifier.verify(issuer.token())
+    time.sleep(0.05)
+    assert issuer.hits == 1  # within the backoff the failed prime is not repeated
 
 
 def test_unusable_keys_are_skipped_and_the_rest_used() -> None:
@@ -471,6 +675,7 @@ def test_unusable_keys_are_skipped_and_the_rest_used() -> None:
 
 def test_a_key_of_an_algorithm_not_allowed_is_unknown(issuer: Issuer, clock: FakeClock) -> None:
     keys = JwksKeys(url=issuer.url, algorithms=["ES256"], timer=clock)
+    assert keys.prime()
     verifier = OidcIssuer(issuer=ISS, jwks_url=issuer.url, algorithms=["ES256"], clock=clock, keys=keys)
     assert verifier.verify(issuer.token("ec-1")).subject == "f81d4fae-7dec"
     with pytest.raises(InvalidToken):
@@ -502,6 +707,10 @@ CONFIG_ERRORS: dict[str, Callable[[], object]] = {
     "no-algorithms": lambda: JwksKeys(url="https://idp.example/jwks", algorithms=[]),
     "plain-http": lambda: JwksKeys(url="http://idp.example/jwks", algorithms=["RS256"]),
     "max-age-too-small": lambda: JwksKeys(url="https://idp.example/jwks", algorithms=["RS256"], default_max_age=5),
+    "min-refetch-0": lambda: JwksKeys(url="https://idp.example/jwks", algorithms=["RS256"], min_refetch=0),
+    "min-refetch-under-1s": lambda: JwksKeys(url="https://idp.example/jwks", algorithms=["RS256"], min_refetch=0.9),
+    "min-refetch-nan": lambda: JwksKeys(url="https://idp.example/jwks", algorithms=["RS256"], min_refetch=math.nan),
+    "negative-grace": lambda: JwksKeys(url="https://idp.example/jwks", algorithms=["RS256"], grace=-1),
     "hs256-issuer": lambda: OidcIssuer(issuer=ISS, jwks_url="https://idp.example/jwks", algorithms=["HS256"]),
     "algorithm-not-in-key-set": lambda: OidcIssuer(
         issuer=ISS,

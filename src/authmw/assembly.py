@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authmw.errors import ConfigurationError
 from authmw.guard import SIGNED_IF_PRESENT, Guard
@@ -16,6 +16,9 @@ from authmw.settings import Settings, load_settings
 from authmw.signing import Verifier
 from authmw.store import CachedIdentity, Store, open_store
 from authmw.tokens import ISSUER, TokenVerifier, TrustedIssuer
+
+if TYPE_CHECKING:
+    from authmw.oidc import OidcIssuer
 
 __all__ = ["build_guard", "guard_from_config", "guard_from_store", "routes_of", "session_sealer", "trusted_issuers"]
 
@@ -124,7 +127,21 @@ def trusted_issuers(
         except (TypeError, ValueError, ConfigurationError) as exc:  # a number or text of the wrong kind, too
             raise ConfigurationError(f"{origin}: {exc}") from None
         found.append(TrustedIssuer(issuer, domain, verifier))
+    _prime([t.verifier for t in found if isinstance(t.verifier, OidcIssuer)])
     return found
+
+
+def _prime(issuers: list[OidcIssuer], timeout: float = 5.0) -> None:
+    """Fetch every issuer's keys at start-up, in parallel and for at most ``timeout`` seconds in all, so the first
+    requests find them (requests never wait for a fetch); an issuer that does not answer is logged, not fatal."""
+    for issuer in issuers:
+        issuer.keys.prime(0)  # starts each fetch
+    deadline = time.monotonic() + timeout
+    for issuer in issuers:
+        if not issuer.keys.prime(max(0.0, deadline - time.monotonic())):
+            logger.warning(
+                "the JWKS of %s could not be fetched at start-up: its tokens get 503 until it is", issuer.issuer
+            )
 
 
 def build_guard(

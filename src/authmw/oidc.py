@@ -1,12 +1,13 @@
 """Tokens of external OIDC issuers, verified with the public keys each issuer publishes at its JWKS URL.
 
 An edge module: :class:`JwksKeys` fetches the key set over HTTP (``httpx``, the ``client`` extra, unless a
-``fetch`` is injected) and refreshes it on a daemon thread before it expires; :class:`OidcIssuer` verifies one
-issuer's tokens against it. A key verifies exactly one algorithm, recorded when the key set is read, and a token
-whose header names another is refused, so no token can pick its own algorithm (``none``, HS256 keyed with the
-public key, RS/ES swaps). When the issuer cannot be reached, its last good keys keep working for ``grace``
-seconds past their expiry; after that every token of that issuer, cached or not, is refused with
-:class:`IssuerUnavailable` (503) until the issuer answers again.
+``fetch`` is injected), always on a daemon thread, so verifying a token never waits for the network;
+:class:`OidcIssuer` verifies one issuer's tokens against it. A key verifies exactly one algorithm, recorded when
+the key set is read, and a token whose header names another is refused, so no token can pick its own algorithm
+(``none``, HS256 keyed with the public key, RS/ES swaps). Until the first fetch has succeeded (call
+:meth:`JwksKeys.prime` at start-up) tokens are refused with :class:`IssuerUnavailable` (503). When the issuer
+cannot be reached, its last good keys keep working for ``grace`` seconds past their expiry; after that every
+token of that issuer, cached or not, is refused with :class:`IssuerUnavailable` until the issuer answers again.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ _MIN_MAX_AGE, _MAX_MAX_AGE = 60.0, 86400.0
 _REFRESH_AHEAD = 0.8  # share of max-age after which the next use refreshes in the background
 _MAX_BACKOFF = 30.0
 _MAX_JWKS = 256 * 1024  # a key set is a few KiB; a larger answer is not one
+_FETCH_DEADLINE = 3.0  # seconds a fetch may take, so a dripping server cannot hold the fetch thread
 _MAX_TOKEN = 8192  # a longer header value is not a token we accept: refused before any parsing
 _MAX_USER_NAME = 64
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -59,14 +61,17 @@ def cache_max_age(cache_control: str) -> float | None:
     return max_age
 
 
-def fetch_jwks(url: str) -> tuple[bytes, float | None]:
-    """GET ``url`` (3 s timeout, no redirects, at most 256 KiB); the body and its Cache-Control max-age.
+def fetch_jwks(url: str, *, deadline: float = _FETCH_DEADLINE) -> tuple[bytes, float | None]:
+    """GET ``url`` (no redirects, at most 256 KiB); the body and its Cache-Control max-age.
 
-    Raises for any answer but 200, so the caller keeps its last good keys.
+    A body still arriving ``deadline`` seconds (3) after the request began is abandoned (checked as each chunk
+    arrives); the connect and each read also time out after ``deadline`` seconds of silence. Raises for any answer
+    but 200, so the caller keeps its last good keys.
     """
     import httpx  # only this default fetcher needs the client extra
 
-    with httpx.stream("GET", url, timeout=3.0, follow_redirects=False) as response:
+    give_up = time.monotonic() + deadline
+    with httpx.stream("GET", url, timeout=deadline, follow_redirects=False) as response:
         if response.status_code != 200:
             raise httpx.HTTPStatusError(
                 f"JWKS answered {response.status_code}", request=response.request, response=response
@@ -76,6 +81,8 @@ def fetch_jwks(url: str) -> tuple[bytes, float | None]:
             body += chunk
             if len(body) > _MAX_JWKS:
                 raise ValueError("JWKS too large")
+            if time.monotonic() > give_up:
+                raise TimeoutError("JWKS not read within the deadline")
         return bytes(body), cache_max_age(response.headers.get("cache-control", ""))
 
 
@@ -140,12 +147,14 @@ def _parse_jwk(jwk: Any, allowed: frozenset[str]) -> tuple[str, tuple[str, Publi
 class JwksKeys:
     """The public signing keys of one issuer, fetched from its JWKS ``url`` and kept fresh.
 
-    Keys are fresh for the answer's Cache-Control max-age (``default_max_age`` without one; always within 60 s
-    and 24 h); after 80 % of it the next use refreshes them on a daemon thread, after all of it the next use
-    refreshes them before answering. An unknown ``kid`` refetches at once, at most once per ``min_refetch``
-    seconds. When the issuer fails (error, non-200, bad document), the last good keys stay usable until
-    ``grace`` seconds past their expiry, and the issuer is asked again at most every ``min(30, min_refetch)``
-    seconds; with no usable keys every use raises :class:`IssuerUnavailable`.
+    :meth:`check` and :meth:`key` never fetch nor wait: they start a fetch on a daemon thread (one at a time) and
+    answer from the keys at hand. Keys are fresh for the answer's Cache-Control max-age (``default_max_age``
+    without one; always within 60 s and 24 h); from 80 % of it a use starts a refresh. With no keys yet, a use
+    starts a fetch and raises :class:`IssuerUnavailable`; an unknown ``kid`` starts a refetch, at most once per
+    ``min_refetch`` seconds (at least 1), and raises :class:`InvalidToken`. After a failed fetch (error, non-200,
+    bad document) the issuer is not asked again for ``min(30, min_refetch)`` seconds, and the last good keys
+    serve until ``grace`` seconds past their expiry, then :class:`IssuerUnavailable`. :meth:`prime` is for
+    start-up: it fetches and waits.
     """
 
     def __init__(
@@ -167,22 +176,22 @@ class JwksKeys:
             raise ConfigurationError("a JWKS URL must be https (http only on the loopback interface)")
         if not _MIN_MAX_AGE <= default_max_age <= _MAX_MAX_AGE:
             raise ConfigurationError("default_max_age must be between 60 seconds and 24 hours")
-        if min_refetch < 0 or grace < 0:
-            raise ConfigurationError("min_refetch and grace cannot be negative")
+        if not min_refetch >= 1:  # NaN too: anyone can send a made-up kid, so each one must not reach the issuer
+            raise ConfigurationError("min_refetch must be at least 1 second")
+        if not grace >= 0:
+            raise ConfigurationError("grace cannot be negative")
         self.url, self.min_refetch, self.default_max_age, self.grace = url, min_refetch, default_max_age, grace
         self._fetch = fetch if fetch is not None else fetch_jwks
         self._timer = timer
         self._backoff = min(_MAX_BACKOFF, min_refetch)
         self._lock = threading.Lock()  # guards the state below; never held during a fetch
-        self._sync_fetch = threading.Lock()  # callers with no fresh keys wait for one fetch instead of each making one
         # Replaced whole, never mutated, so readers need no lock.
         self._keys: Mapping[str, tuple[str, PublicKey]] = {}
         never = float("-inf")
-        self._refresh_at = self._expires_at = self._usable_until = never
+        self._refresh_at = self._usable_until = never
         self._retry_at = never  # after a failed fetch: the issuer is not asked again before this
-        self._unknown_at = never  # the last refetch caused by an unknown kid
-        self._installed = never  # when the fetch whose keys are installed started
-        self._refreshing = False
+        self._unknown_at = never  # the last refetch started by an unknown kid
+        self._fetching: threading.Event | None = None  # the fetch in flight, set when it has ended
         self._due = never  # before this instant check() has nothing to do
 
     def __repr__(self) -> str:
@@ -192,58 +201,82 @@ class JwksKeys:
         return kid in self._keys
 
     def check(self) -> None:
-        """Raise :class:`IssuerUnavailable` if no keys are usable; start or make a refresh when one is due."""
+        """Raise :class:`IssuerUnavailable` if no keys are usable; start a fetch in the background when one is due."""
         now = self._timer()
         if now < self._due:  # the common case: one call and one comparison
             return
         with self._lock:
-            fresh = now < self._expires_at
-            start = fresh and not self._refreshing and now >= max(self._refresh_at, self._retry_at)
-            if start:
-                self._refreshing = True
-                self._reschedule()
-        if start:
-            threading.Thread(target=self._refresh, name="authmw-jwks-refresh", daemon=True).start()
-        if fresh:
-            return
-        if now >= self._retry_at:
-            with self._sync_fetch:
-                now = self._timer()
-                if now >= self._expires_at and now >= self._retry_at:  # nobody fetched or failed while we waited
-                    self._load()
-        if now >= self._usable_until:
+            fetch = self._fetching is None and now >= max(self._refresh_at, self._retry_at)
+            done = self._begin() if fetch else None
+            usable = now < self._usable_until
+        if done is not None:
+            self._launch(done)
+        if not usable:
             raise IssuerUnavailable("the issuer's signing keys cannot be fetched")
 
     def key(self, kid: str) -> tuple[str, PublicKey]:
-        """The algorithm and public key of ``kid``; :class:`InvalidToken` if the issuer has no such key,
-        :class:`IssuerUnavailable` if its keys cannot be fetched."""
+        """The algorithm and public key of ``kid``; :class:`InvalidToken` if the issuer has no such key (a refetch
+        may start in the background), :class:`IssuerUnavailable` if no keys are usable."""
         self.check()
         found = self._keys.get(kid)
         if found is not None:
             return found
         with self._lock:
-            # Per key set, not per kid, so a stream of made-up kids cannot hammer the issuer.
+            # Per key set, not per kid, so a stream of made-up kids cannot hammer the issuer. A fetch in flight
+            # (perhaps started by check() above) may bring the kid: no second one.
             now = self._timer()
-            if now - self._unknown_at < self.min_refetch:
-                raise InvalidToken("unknown signing key")
-            self._unknown_at = now
-        if not self._load():
-            raise IssuerUnavailable("the issuer's signing keys cannot be fetched")
-        found = self._keys.get(kid)
-        if found is None:
-            raise InvalidToken("unknown signing key")
-        return found
+            done = None
+            if self._fetching is None and now >= self._retry_at and now - self._unknown_at >= self.min_refetch:
+                self._unknown_at = now
+                done = self._begin()
+        if done is not None:
+            self._launch(done)
+        raise InvalidToken("unknown signing key")
 
-    def _refresh(self) -> None:
+    def prime(self, timeout: float = 5.0) -> bool:
+        """For start-up, never the request path: unless fresh keys are installed, fetch now (or join the fetch in
+        flight) and wait for it at most ``timeout`` seconds; whether usable keys are installed. A failed fetch is
+        logged, not raised."""
+        with self._lock:
+            if self._timer() < self._refresh_at:
+                return True
+            done = self._fetching
+            fetch = done is None
+            if done is None:
+                done = self._begin()
+        if fetch:
+            self._launch(done)
+        done.wait(max(timeout, 0.0))
+        return self._timer() < self._usable_until
+
+    def _begin(self) -> threading.Event:
+        """Mark a fetch in flight (lock held); :meth:`_launch` starts it."""
+        done = self._fetching = threading.Event()
+        self._reschedule()
+        return done
+
+    def _launch(self, done: threading.Event) -> None:
+        try:
+            thread = threading.Thread(target=self._run, args=(done,), name=f"authmw-jwks-fetch {self.url}", daemon=True)
+            thread.start()
+        except RuntimeError as exc:  # no thread to be had: a failed fetch, or no fetch would ever start again
+            self._failed(exc)
+            self._end(done)
+
+    def _run(self, done: threading.Event) -> None:
         try:
             self._load()
         finally:
-            with self._lock:
-                self._refreshing = False
-                self._reschedule()
+            self._end(done)
 
-    def _load(self) -> bool:
-        """Fetch and install the key set; False (logged, last good keys kept) if the issuer failed."""
+    def _end(self, done: threading.Event) -> None:
+        with self._lock:
+            self._fetching = None
+            self._reschedule()
+        done.set()
+
+    def _load(self) -> None:
+        """Fetch and install the key set; if the issuer failed, log it and keep the last good keys."""
         started = self._timer()
         try:
             body, max_age = self._fetch(self.url)
@@ -251,29 +284,30 @@ class JwksKeys:
             if not keys:
                 raise ValueError("no usable key")  # more likely a broken answer than an issuer with no keys
         except Exception as exc:
-            logger.warning("fetching the JWKS at %s failed: %s", self.url, type(exc).__name__)
-            with self._lock:
-                self._retry_at = self._timer() + self._backoff
-                self._reschedule()
-            return False
+            self._failed(exc)
+            return
         if max_age is None or not math.isfinite(max_age):
             max_age = self.default_max_age
         max_age = min(max(max_age, _MIN_MAX_AGE), _MAX_MAX_AGE)
         with self._lock:
-            if started < self._installed:
-                return True  # a fetch that started later (a concurrent refetch) has already installed its keys
-            self._keys, self._installed = keys, started
+            self._keys = keys
             self._refresh_at = started + _REFRESH_AHEAD * max_age
-            self._expires_at = started + max_age
-            self._usable_until = self._expires_at + self.grace
+            self._usable_until = started + max_age + self.grace
             self._retry_at = float("-inf")
             self._reschedule()
-        return True
+
+    def _failed(self, exc: Exception) -> None:
+        logger.warning("fetching the JWKS at %s failed: %s", self.url, type(exc).__name__)
+        with self._lock:
+            self._retry_at = self._timer() + self._backoff
+            self._reschedule()
 
     def _reschedule(self) -> None:
-        """The next instant :meth:`check` must act: a refresh, a retry, or the end of grace (lock held)."""
-        refresh_at = self._expires_at if self._refreshing else self._refresh_at
-        self._due = min(max(refresh_at, self._retry_at), self._usable_until)
+        """The next instant :meth:`check` must act (lock held): start a fetch, or refuse once grace is over."""
+        if self._fetching is not None:
+            self._due = self._usable_until
+        else:
+            self._due = min(max(self._refresh_at, self._retry_at), self._usable_until)
 
 
 class OidcIssuer:
@@ -281,8 +315,9 @@ class OidcIssuer:
 
     ``audience`` (if set) must be among the token's ``aud``; ``user_claim`` names the user; ``leeway`` seconds of
     clock difference are tolerated on ``iat``/``nbf``/``exp``; up to ``cache_size`` verified tokens are remembered
-    until they expire. ``keys`` defaults to a :class:`JwksKeys` of ``jwks_url`` with its default timings.
-    RS256 only by default: the algorithm every OIDC provider supports.
+    until they expire. ``keys`` (public: call ``keys.prime()`` at start-up) defaults to a :class:`JwksKeys` of
+    ``jwks_url`` with its default timings. :meth:`verify` never waits for the network. RS256 only by default: the
+    algorithm every OIDC provider supports.
     """
 
     def __init__(
@@ -317,7 +352,8 @@ class OidcIssuer:
 
     def verify(self, token: str) -> ExternalIdentity:
         """The identity a valid token names; :class:`InvalidToken` (forged, malformed, unknown key, wrong algorithm,
-        issuer or audience, not yet valid), :class:`ExpiredToken`, or :class:`IssuerUnavailable`."""
+        issuer or audience, not yet valid), :class:`ExpiredToken`, or :class:`IssuerUnavailable` (no usable keys:
+        none fetched yet, or grace is over). Never fetches nor waits: see :class:`JwksKeys`."""
         if not isinstance(token, str) or not 0 < len(token) <= _MAX_TOKEN:
             raise InvalidToken("not a token")
         hit = self._cache.get(token)
