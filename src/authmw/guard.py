@@ -207,7 +207,8 @@ class Guard:
         self._now = _Clock(clock).now
         self._request_id = request_id
         self._routed: dict[tuple[str, str], _Routed] = {}
-        self._allowed: dict[int, tuple[str, ...] | None] = {}  # policy-set version → its allowed actions
+        # (policy-set version, acting as an agency) → its allowed actions: an agency has no legacy default-allow.
+        self._allowed: dict[tuple[int, bool], tuple[str, ...] | None] = {}
 
     @property
     def max_body(self) -> int:
@@ -334,8 +335,10 @@ class Guard:
         principal, credential = context.principal, context.credential
         assert principal is not None
         policies = principal.policies
-        narrowed = credential is not None and credential.session is not None and credential.session.policies is not None
-        known = _MISSING if narrowed else self._allowed.get(policies.version, _MISSING)
+        session = None if credential is None else credential.session
+        narrowed = session is not None and session.policies is not None
+        key = (policies.version, session is not None and session.agency_id is not None)
+        known = _MISSING if narrowed else self._allowed.get(key, _MISSING)
         if isinstance(known, tuple):
             return known
         decide, facts = self._decide, context.policy_context
@@ -344,7 +347,7 @@ class Guard:
             static = not any(policies.reads_context(action) for action in self.actions)
             if len(self._allowed) >= 10_000:
                 self._allowed.clear()
-            self._allowed[policies.version] = allowed if static else None
+            self._allowed[key] = allowed if static else None
         return allowed
 
     def _access(self, match: Match | None) -> Access:
@@ -393,13 +396,15 @@ class Guard:
 
     def _session_principal(self, session: Session) -> Principal:
         """Whom temporary credentials act as: the caller (``token`` method) or the agency it assumed. Either way the
-        caller must still be enabled, the token it asked with not revoked, and (authmw's own token) its password
-        not changed since."""
+        caller must still be enabled, the token it asked with not revoked (the access key still active), and
+        (authmw's own token) its password not changed since."""
         caller = self.identity.principal(session.user_id)
         if caller is None:
             raise InvalidSecurityToken("the session's caller is unknown or disabled")
         if session.token_id is not None and self.identity.token_revoked(session.token_id):
             raise InvalidSecurityToken("the token the session was obtained with was revoked")
+        if session.access_key_id is not None and self.identity.get_access_key(session.access_key_id) is None:
+            raise InvalidSecurityToken("the access key the session was obtained with is disabled or gone")
         changed = caller.password_changed_at
         if session.iam_token and changed is not None and changed > session.issued_at:
             raise InvalidSecurityToken("the caller's password changed after the session was obtained")
@@ -536,12 +541,13 @@ class _State:
 
 def _project_scope(credential: Credential) -> tuple[bool, str | None]:
     """Whether the credential is scoped like an authmw IAM token, and its project (None: the domain). Temporary
-    credentials obtained with such a token keep its scope (unless they act as an agency, in another domain);
-    external issuers' tokens and access keys have none."""
+    credentials obtained with such a token keep its scope (unless they act as an agency of another domain, whose
+    projects the token never named); external issuers' tokens and access keys have none."""
     if credential.method is AuthMethod.TOKEN:
         return credential.scheme != _EXTERNAL, credential.project
     session = credential.session
-    if session is not None and session.iam_token and session.agency_id is None:
+    own_domain = session is not None and session.agency_domain_id in (None, session.domain_id)
+    if session is not None and session.iam_token and own_domain:  # an agency of another domain: its projects
         return True, session.project_id
     return False, None
 

@@ -25,6 +25,7 @@ from authmw.errors import (
     AuthenticationFailed,
     AuthmwError,
     ConfigurationError,
+    ExpiredToken,
     InvalidDuration,
     InvalidPolicy,
     InvalidSessionPolicy,
@@ -294,6 +295,9 @@ def assume(
     origin = caller if caller is not None and caller.method is AuthMethod.TOKEN else None  # asked with a token
     if origin is not None and origin.expires_at is not None:
         expires_at = min(expires_at, origin.expires_at)
+        if expires_at <= now:  # a token inside the verifier's leeway: nothing left to give
+            raise ExpiredToken("the token has expired")
+    signed_with = caller.access_key if caller is not None and caller.method is AuthMethod.AKSK else None
     access, secret = new_temporary_key()
     session = Session(
         access,
@@ -310,6 +314,7 @@ def assume(
         token_id=None if origin is None else origin.access_key,
         iam_token=origin is not None and origin.scheme == "token",
         project_id=None if origin is None else origin.project,
+        access_key_id=signed_with,
     )
     return session, sealer.seal(session)
 
@@ -321,6 +326,8 @@ def _check_session_policy(policy: str) -> None:
         parse_policy(policy, name="session policy")
     except InvalidPolicy as exc:
         raise InvalidSessionPolicy(str(exc)) from None
+    except RecursionError:
+        raise InvalidSessionPolicy("the session policy is nested too deeply") from None
 
 
 def _session_request(body: bytes) -> tuple[str, int, tuple[str, str], str | None]:
@@ -338,9 +345,9 @@ def _session_request(body: bytes) -> tuple[str, int, tuple[str, str], str | None
         if method == "assume_role":
             domain = params.get("domain_name") or params.get("domain_id")
             name = params.get("agency_name") or params.get("xrole_name")
-            if not (isinstance(domain, str) and domain and isinstance(name, str) and name):
+            if not (_text(domain) and _text(name)):
                 raise ValueError("agency")
-            agency = (domain, name)
+            agency = (str(domain), str(name))
         duration = params.get("duration_seconds", DEFAULT_DURATION)
         document = identity.get("policy")
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
@@ -359,6 +366,18 @@ def _session_request(body: bytes) -> tuple[str, int, tuple[str, str], str | None
     return method, duration, agency, policy
 
 
+def _text(value: object) -> bool:
+    """Non-empty text that is valid Unicode (JSON's ``\ud800`` escapes can make lone surrogates, which no store
+    can hold)."""
+    if not isinstance(value, str) or not value:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _password_request(body: bytes) -> tuple[str, str, str, dict[str, str] | None]:
     """(user name, password, domain name or id, project scope or None) from Huawei's request body."""
     try:
@@ -371,7 +390,7 @@ def _password_request(body: bytes) -> tuple[str, str, str, dict[str, str] | None
         domain_key = domain.get("name") or domain.get("id")
         project = (auth.get("scope") or {}).get("project")
         texts = [name, password, domain_key, *((project or {}).values())]
-        if not all(isinstance(t, str) and t for t in texts) or (project is not None and not project):
+        if not all(_text(t) for t in texts) or (project is not None and not project):
             raise ValueError("fields")
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise MalformedBody(

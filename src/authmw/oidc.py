@@ -40,6 +40,7 @@ _MIN_RSA_BITS = 2048
 _MIN_MAX_AGE, _MAX_MAX_AGE = 60.0, 86400.0
 _REFRESH_AHEAD = 0.8  # share of max-age after which the next use refreshes in the background
 _MAX_BACKOFF = 30.0
+_ABANDON = 60.0  # seconds after which a fetch still in flight is given up on (the default one takes ≤ ~10 s)
 _MAX_JWKS = 256 * 1024  # a key set is a few KiB; a larger answer is not one
 _FETCH_DEADLINE = 3.0  # seconds a fetch may take, so a dripping server cannot hold the fetch thread
 _MAX_TOKEN = 8192  # a longer header value is not a token we accept: refused before any parsing
@@ -192,6 +193,8 @@ class JwksKeys:
         self._retry_at = never  # after a failed fetch: the issuer is not asked again before this
         self._unknown_at = never  # the last refetch started by an unknown kid
         self._fetching: threading.Event | None = None  # the fetch in flight, set when it has ended
+        self._fetch_started = never  # when it began: one older than _ABANDON is given up on
+        self._installed = never  # when the fetch whose keys are installed began
         self._due = never  # before this instant check() has nothing to do
 
     def __repr__(self) -> str:
@@ -206,7 +209,7 @@ class JwksKeys:
         if now < self._due:  # the common case: one call and one comparison
             return
         with self._lock:
-            fetch = self._fetching is None and now >= max(self._refresh_at, self._retry_at)
+            fetch = self._idle(now) and now >= max(self._refresh_at, self._retry_at)
             done = self._begin() if fetch else None
             usable = now < self._usable_until
         if done is not None:
@@ -226,7 +229,7 @@ class JwksKeys:
             # (perhaps started by check() above) may bring the kid: no second one.
             now = self._timer()
             done = None
-            if self._fetching is None and now >= self._retry_at and now - self._unknown_at >= self.min_refetch:
+            if self._idle(now) and now >= self._retry_at and now - self._unknown_at >= self.min_refetch:
                 self._unknown_at = now
                 done = self._begin()
         if done is not None:
@@ -240,7 +243,7 @@ class JwksKeys:
         with self._lock:
             if self._timer() < self._refresh_at:
                 return True
-            done = self._fetching
+            done = None if self._idle(self._timer()) else self._fetching
             fetch = done is None
             if done is None:
                 done = self._begin()
@@ -249,9 +252,15 @@ class JwksKeys:
         done.wait(max(timeout, 0.0))
         return self._timer() < self._usable_until
 
+    def _idle(self, now: float) -> bool:
+        """No fetch in flight (lock held); one stuck for longer than ``_ABANDON`` (a server dripping its headers,
+        an injected fetch that hangs) no longer counts, so refreshes go on."""
+        return self._fetching is None or now - self._fetch_started > _ABANDON
+
     def _begin(self) -> threading.Event:
         """Mark a fetch in flight (lock held); :meth:`_launch` starts it."""
         done = self._fetching = threading.Event()
+        self._fetch_started = self._timer()
         self._reschedule()
         return done
 
@@ -271,7 +280,8 @@ class JwksKeys:
 
     def _end(self, done: threading.Event) -> None:
         with self._lock:
-            self._fetching = None
+            if self._fetching is done:  # not a newer fetch that replaced an abandoned one
+                self._fetching = None
             self._reschedule()
         done.set()
 
@@ -290,7 +300,9 @@ class JwksKeys:
             max_age = self.default_max_age
         max_age = min(max(max_age, _MIN_MAX_AGE), _MAX_MAX_AGE)
         with self._lock:
-            self._keys = keys
+            if started < self._installed:  # an abandoned fetch ending after a newer one: keep the newer keys
+                return
+            self._keys, self._installed = keys, started
             self._refresh_at = started + _REFRESH_AHEAD * max_age
             self._usable_until = started + max_age + self.grace
             self._retry_at = float("-inf")
@@ -304,8 +316,8 @@ class JwksKeys:
 
     def _reschedule(self) -> None:
         """The next instant :meth:`check` must act (lock held): start a fetch, or refuse once grace is over."""
-        if self._fetching is not None:
-            self._due = self._usable_until
+        if self._fetching is not None:  # act again when grace ends or the fetch is given up on
+            self._due = min(self._usable_until, self._fetch_started + _ABANDON)
         else:
             self._due = min(max(self._refresh_at, self._retry_at), self._usable_until)
 
@@ -421,7 +433,9 @@ class OidcIssuer:
             raise InvalidToken("the token is not valid yet")
         if expires_at + self.leeway <= now:
             raise ExpiredToken("the token has expired")
-        token_id = jti if jti is not None else hashlib.sha256(token.encode()).hexdigest()
+        # The signed part only: a signature can be re-encoded (padding, ECDSA malleability) without breaking it.
+        signed = token.rpartition(".")[0]
+        token_id = jti if jti is not None else hashlib.sha256(signed.encode()).hexdigest()
         return ExternalIdentity(self.issuer, subject, user_name, token_id, issued_at, expires_at), kid
 
 

@@ -46,8 +46,9 @@ class Session:
     ``user_*`` name the original caller; ``agency_*`` the agency it assumed (None for the ``token`` method,
     where the session acts as the caller). ``policy`` is the session policy document (JSON text) that narrows
     the session's permissions; ``policies`` is it compiled. ``token_id`` is the token the caller authenticated
-    with (None: an access key): revoking it ends the session; ``iam_token`` says it was authmw's own, whose
-    project scope (``project_id``; None: the domain) the session keeps.
+    with (revoking it ends the session), ``access_key_id`` the permanent key it signed with (disabling it ends the
+    session); ``iam_token`` says the token was authmw's own, whose project scope (``project_id``; None: the
+    domain) the session keeps.
     """
 
     access_key: str
@@ -67,6 +68,7 @@ class Session:
     token_id: str | None = None
     iam_token: bool = False
     project_id: str | None = None
+    access_key_id: str | None = None
     policies: PolicySet | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -148,6 +150,8 @@ class SessionSealer:
             payload["policy"] = session.policy
         if session.token_id is not None:
             payload["token"] = [session.token_id, session.iam_token, session.project_id]
+        if session.access_key_id is not None:
+            payload["key"] = session.access_key_id
         nonce = os.urandom(12)
         sealed = self._keys[self.active].encrypt(nonce, json.dumps(payload).encode(), _aad(self.active))
         return f"{_VERSION}.{self.active}.{base64.urlsafe_b64encode(nonce + sealed).rstrip(b'=').decode()}"
@@ -252,4 +256,5 @@ def _session_of(payload: Mapping[str, Any]) -> Session:
         token_id=token_id,
         iam_token=bool(iam_token),
         project_id=project_id,
+        access_key_id=payload.get("key"),
     )

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -19,9 +20,11 @@ import jwt
 import pytest
 
 from authmw.assembly import session_sealer
+from authmw.errors import ActionDenied, ExpiredToken, InvalidSessionPolicy
 from authmw.iam_api import assume
+from authmw.models import AuthMethod, Credential, Request
 from authmw.signing import sign_request
-from pipeline.conftest import FORMS, Form, running
+from pipeline.conftest import FORMS, SETTINGS, Form, running
 from pipeline.world import World
 from wire import huawei_call
 
@@ -397,3 +400,100 @@ def test_an_unsigned_body_cannot_ask_for_credentials(proxy: Form, world: World) 
     )
     answer = httpx.post(signed.url, content=signed.body, headers=signed.headers)
     assert (answer.status_code, answer.json()["error_code"]) == (401, "unsigned_payload_refused")
+
+
+def test_allowed_actions_are_not_shared_between_a_user_and_an_agency_with_no_policies(
+    proxy: Form, world: World
+) -> None:
+    world.store.create_agency("empty_agency", trust="op_svc_modelarts")  # no policies at all
+    settings = replace(SETTINGS, default_allow_without_policies=True)  # the legacy rule, for users only
+    with running("proxy", world, settings) as legacy:
+        status, body = huawei_call(
+            legacy.url, method="GET", path=NOTEBOOKS, ak=world.outsider.access, sk=world.outsider.secret,
+            project_id=world.project,
+        )  # fmt: skip
+        assert status == 200  # outsider has no policy: the legacy rule allows ModelArts
+        assert "modelarts:notebook:list" in body["headers"]["x-authmw-allowed-actions"]
+        credential = worker_credentials(legacy, agency_name="empty_agency")
+        status, body = call(legacy, credential, NOTEBOOKS, world.project)
+        assert (status, body["error_code"]) == (403, "action_denied")  # an agency has exactly its policies
+        path = NOTEBOOKS.replace("{project_id}", world.project)
+        signed = sign_request(
+            "GET", f"http://h{path}", {}, b"", access_key=credential["access"], secret_key=credential["secret"],
+            security_token=credential["securitytoken"],
+        )  # fmt: skip
+        with pytest.raises(ActionDenied) as refused:  # the same empty policy set as outsider's: not its actions
+            legacy.guard.check(Request.build("GET", path, list(signed.headers.items()), b""))
+        assert refused.value.context is not None and refused.value.context.allowed_actions == ()
+        narrowed = worker_credentials(legacy, agency_name="modelarts_agency")
+        status, body = call(legacy, narrowed, NOTEBOOKS, world.project)
+        assert status == 200
+        allowed = body["headers"]["x-authmw-allowed-actions"].split(",")
+        assert allowed and all(action.startswith("modelarts:notebook:") for action in allowed)
+
+
+def test_credentials_asked_with_an_access_key_end_with_it(proxy: Form, world: World) -> None:
+    key = world.store.create_access_key("agent-user")
+    body = json.dumps({"auth": {"identity": {"methods": ["token"]}}})
+    status, answer = huawei_call(proxy.url, method="POST", path=STS, ak=key.access, sk=key.secret, body=body)
+    assert status == 201, answer
+    credential = answer["credential"]
+    assert call(proxy, credential, NOTEBOOKS, world.project)[0] == 200
+    world.store.set_access_key_status(key.access, False)
+    time.sleep(0.3)
+    status, answer = call(proxy, credential, NOTEBOOKS, world.project)
+    assert (status, answer["error_code"]) == (401, "invalid_security_token")
+
+
+def test_an_agency_of_the_callers_own_domain_keeps_the_token_scope(proxy: Form, world: World) -> None:
+    world.store.create_agency("self_agency", trust="default", policies=["notebooks-only"])
+    world.store.create_user("self-assumer", password=PASSWORD)
+    world.store.attach_policy("Agent Operator", user="self-assumer")
+    token = login(proxy, "self-assumer", "default", world.project)
+    answer = request_credentials(proxy, token, assume_role(agency_name="self_agency"))
+    assert answer.status_code == 201, answer.text
+    credential = answer.json()["credential"]
+    assert call(proxy, credential, NOTEBOOKS, world.project)[0] == 200
+    world.store.create_project("eu-west-0", region="eu-west-0")
+    other = world.store.find_project("eu-west-0").id
+    status, answer = call(proxy, credential, NOTEBOOKS, other)
+    assert (status, answer["error_code"]) == (403, "token_scope_mismatch")
+
+
+@pytest.mark.parametrize(
+    "identity",
+    [
+        {"methods": ["assume_role"], "assume_role": {"domain_name": "\ud800", "agency_name": "modelarts_agency"}},
+        {"methods": ["assume_role"], "assume_role": {"domain_name": "default", "agency_name": "a\udfff"}},
+    ],
+)
+def test_lone_surrogates_are_a_malformed_body(proxy: Form, identity: dict[str, Any]) -> None:
+    token = login(proxy, "worker", "op_svc_modelarts")
+    body = json.dumps({"auth": {"identity": identity}})  # ASCII JSON with \\ud800-style escapes
+    answer = httpx.post(proxy.url + STS, content=body, headers={"X-Auth-Token": token})
+    assert (answer.status_code, answer.json()["error_code"]) == (400, "malformed_body")
+    password = json.dumps(
+        {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {"user": {"name": "\ud800", "password": "x", "domain": {"name": "default"}}},
+                }
+            }
+        }
+    )
+    answer = httpx.post(proxy.url + TOKENS, content=password)
+    assert (answer.status_code, answer.json()["error_code"]) == (400, "malformed_body")
+
+
+@pytest.mark.usefixtures("proxy")  # it creates the worker
+def test_assume_refuses_a_deep_policy_and_a_token_already_past_its_expiry(world: World) -> None:
+    worker = world.store.principal(world.store.find_user("worker", domain="op_svc_modelarts").id)
+    assert worker is not None
+    sealer = session_sealer(world.store)
+    deep = '{"Version": "1.1", "Statement": ' + "[" * 900 + "]" * 900 + "}"
+    with pytest.raises(InvalidSessionPolicy):
+        assume(world.store, sealer, worker, policy=deep)
+    within_leeway = Credential(AuthMethod.TOKEN, "token", "a" * 32, worker.user_id, 0, expires_at=int(time.time()) - 5)
+    with pytest.raises(ExpiredToken):
+        assume(world.store, sealer, worker, caller=within_leeway)

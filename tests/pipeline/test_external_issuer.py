@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ import pytest
 
 from authmw.assembly import trusted_issuers
 from authmw.errors import ConfigurationError
+from authmw.proxy.server import keep_issuers
 from authmw.settings import Settings
 from oidc_issuer import AUDIENCE, ISS, KEYS, FakeClock, Issuer
 from pipeline.conftest import SETTINGS, Form, running
@@ -181,3 +183,15 @@ def test_an_external_token_is_checked_revoked_and_exchanged_like_an_iam_token(
     assert (answer.status_code, answer.json()["error_code"]) == (401, "invalid_token")
     other = issuer.token(preferred_username="scientist", jti="another")  # the revocation names one token only
     assert notebooks(proxy, world, other).status_code == 200
+
+
+def test_a_reload_keeps_the_key_sets_of_issuers_configured_as_before(issuer: Issuer) -> None:
+    before = issuer_settings(issuer)
+    old = SimpleNamespace(issuers={t.issuer: t for t in trusted_issuers(before)})
+    same = SimpleNamespace(issuers={t.issuer: t for t in trusted_issuers(before)})
+    keep_issuers(old, same, before, before)  # type: ignore[arg-type]
+    assert same.issuers[ISS] is old.issuers[ISS]  # last good keys and grace survive the reload
+    changed = issuer_settings(issuer, grace=10)
+    other = SimpleNamespace(issuers={t.issuer: t for t in trusted_issuers(changed)})
+    keep_issuers(old, other, before, changed)  # type: ignore[arg-type]
+    assert other.issuers[ISS] is not old.issuers[ISS]

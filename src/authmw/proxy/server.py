@@ -12,6 +12,7 @@ from dataclasses import replace
 from authmw.assembly import build_guard
 from authmw.audit import AUDIT_LOGGER
 from authmw.errors import ChangeRefused, ConfigurationError
+from authmw.guard import Guard
 from authmw.iam_api import TokenService
 from authmw.proxy.app import ProxyApp
 from authmw.settings import Settings
@@ -57,6 +58,16 @@ def build_app(settings: Settings, store: Store) -> ProxyApp:
         raise ConfigurationError(str(exc)) from None
 
 
+def keep_issuers(old: Guard, new: Guard, before: Settings, after: Settings) -> None:
+    """External issuers configured as before keep their key sets across a reload (and so their last good keys and
+    grace period while the issuer is down)."""
+    previous = {entry.get("issuer"): entry for entry in before.token_issuers}
+    for entry in after.token_issuers:
+        issuer = entry.get("issuer")
+        if isinstance(issuer, str) and previous.get(issuer) == entry and issuer in old.issuers:
+            new.issuers[issuer] = old.issuers[issuer]
+
+
 def _audit_to(target: str | None) -> None:
     """Audit records go to ``target`` (a file, or ``-`` for standard error), one JSON object per line."""
     if target is None:
@@ -92,19 +103,29 @@ def serve(settings: Settings, store: Store, *, reload_settings: Callable[[], Set
     )
     server = uvicorn.Server(config)
 
-    def reload() -> None:
-        try:
-            fresh = reload_settings() if reload_settings is not None else settings
-            fresh = replace(fresh, upstream=fresh.upstream or settings.upstream, listen=settings.listen)
-            rebuilt = build_app(fresh, store)  # also the current signing key and the key set
-            rebuilt.guard.identity.poll()  # type: ignore[attr-defined]
-        except Exception as exc:
-            app.metrics.reloads.labels("failed").inc()
-            logger.error("reload failed, keeping the running configuration: %s", exc)
-            return
-        app.reload(rebuilt)
-        app.metrics.reloads.labels("ok").inc()
-        logger.info("configuration and policies reloaded")
+    running = [settings]  # the settings in force
+    reloading = asyncio.Lock()
+
+    def rebuild() -> tuple[Settings, ProxyApp]:
+        fresh = reload_settings() if reload_settings is not None else settings
+        fresh = replace(fresh, upstream=fresh.upstream or settings.upstream, listen=settings.listen)
+        rebuilt = build_app(fresh, store)  # also the current signing key and the key set
+        rebuilt.guard.identity.poll()  # type: ignore[attr-defined]
+        keep_issuers(app.guard, rebuilt.guard, running[0], fresh)
+        return fresh, rebuilt
+
+    async def reload() -> None:
+        async with reloading:  # one at a time, built off the event loop (it reads the store, fetches JWKS)
+            try:
+                fresh, rebuilt = await asyncio.to_thread(rebuild)
+            except Exception as exc:
+                app.metrics.reloads.labels("failed").inc()
+                logger.error("reload failed, keeping the running configuration: %s", exc)
+                return
+            app.reload(rebuilt)
+            running[0] = fresh
+            app.metrics.reloads.labels("ok").inc()
+            logger.info("configuration and policies reloaded")
 
     # uvicorn drains on SIGINT/SIGTERM, then re-raises the signal to the handler it found: make that one a
     # no-op, so a drained shutdown ends with exit status 0 instead of death by signal.
@@ -113,7 +134,14 @@ def serve(settings: Settings, store: Store, *, reload_settings: Callable[[], Set
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, reload)
+        tasks: set[asyncio.Task[None]] = set()
+
+        def on_hangup() -> None:
+            task = loop.create_task(reload())
+            tasks.add(task)  # kept until done: the loop holds tasks only weakly
+            task.add_done_callback(tasks.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
         logger.info("authmw proxy on http://%s:%d → %s (mode %s)", host, port, settings.upstream, settings.mode)
         await server.serve()
 
