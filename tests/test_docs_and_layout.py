@@ -22,11 +22,9 @@ CORE = ROOT / "src" / "authmw"
 FORBIDDEN_IN_CORE = {"starlette", "werkzeug", "httpx", "uvicorn", "redis", "psycopg", "requests", "socket", "yaml"}
 OUTSIDE_CORE = {
     *("cli", "client", "store", "proxy", "contrib"),
-    *("settings.py", "assembly.py", "asgi.py", "wsgi.py", "iam_api.py", "oidc.py", "__main__.py"),
+    *("settings.py", "assembly.py", "asgi.py", "wsgi.py", "iam_api.py", "__main__.py"),
 }
-EDGE_MODULES = {
-    *("cli", "client", "store", "settings", "assembly", "asgi", "wsgi", "proxy", "contrib", "iam_api", "oidc"),
-}
+EDGE_MODULES = {"cli", "client", "store", "settings", "assembly", "asgi", "wsgi", "proxy", "contrib", "iam_api"}
 # The one deferred edge import the core makes: Guard.from_store / from_config open a store through it.
 DEFERRED_EDGE_IMPORTS = {("guard.py", "authmw.assembly")}
 

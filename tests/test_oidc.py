@@ -20,8 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.hashes import SHA256
 from joserfc import jwt as jose_jwt
 
+from authmw.client.jwks import JwksKeys, fetch_jwks
 from authmw.errors import ConfigurationError, ExpiredToken, InvalidToken, IssuerUnavailable
-from authmw.oidc import JwksKeys, OidcIssuer, cache_max_age, fetch_jwks, parse_jwks
+from authmw.oidc import OidcIssuer, cache_max_age, parse_jwks
 from authmw.tokens import ExternalIdentity, peek_issuer
 from oidc_issuer import ALGORITHMS, AUDIENCE, ISS, KEYS, START, FakeClock, Issuer
 
@@ -53,7 +54,6 @@ def make_verifier(
         assert keys.prime()
     return OidcIssuer(
         issuer=ISS,
-        jwks_url=issuer.url,
         audience=AUDIENCE,
         algorithms=ALGORITHMS,
         user_claim="preferred_username",
@@ -158,7 +158,7 @@ def test_a_fetch_stuck_for_longer_than_a_minute_is_given_up(issuer: Issuer, cloc
 def test_without_a_configured_audience_any_audience_is_accepted(issuer: Issuer, clock: FakeClock) -> None:
     keys = JwksKeys(url=issuer.url, algorithms=["RS256"], timer=clock)
     assert keys.prime()
-    verifier = OidcIssuer(issuer=ISS, jwks_url=issuer.url, clock=clock, keys=keys)
+    verifier = OidcIssuer(issuer=ISS, clock=clock, keys=keys)
     assert verifier.verify(issuer.token(aud="someone-else")).user_name == "f81d4fae-7dec"  # user_claim "sub"
 
 
@@ -697,7 +697,7 @@ def test_unusable_keys_are_skipped_and_the_rest_used() -> None:
 def test_a_key_of_an_algorithm_not_allowed_is_unknown(issuer: Issuer, clock: FakeClock) -> None:
     keys = JwksKeys(url=issuer.url, algorithms=["ES256"], timer=clock)
     assert keys.prime()
-    verifier = OidcIssuer(issuer=ISS, jwks_url=issuer.url, algorithms=["ES256"], clock=clock, keys=keys)
+    verifier = OidcIssuer(issuer=ISS, algorithms=["ES256"], clock=clock, keys=keys)
     assert verifier.verify(issuer.token("ec-1")).subject == "f81d4fae-7dec"
     with pytest.raises(InvalidToken):
         verifier.verify(issuer.token("rsa-1"))
@@ -732,17 +732,11 @@ CONFIG_ERRORS: dict[str, Callable[[], object]] = {
     "min-refetch-under-1s": lambda: JwksKeys(url="https://idp.example/jwks", algorithms=["RS256"], min_refetch=0.9),
     "min-refetch-nan": lambda: JwksKeys(url="https://idp.example/jwks", algorithms=["RS256"], min_refetch=math.nan),
     "negative-grace": lambda: JwksKeys(url="https://idp.example/jwks", algorithms=["RS256"], grace=-1),
-    "hs256-issuer": lambda: OidcIssuer(issuer=ISS, jwks_url="https://idp.example/jwks", algorithms=["HS256"]),
-    "algorithm-not-in-key-set": lambda: OidcIssuer(
-        issuer=ISS,
-        jwks_url="https://idp.example/jwks",
-        algorithms=["ES256"],
-        keys=JwksKeys(url="https://idp.example/jwks", algorithms=["RS256"]),
+    "hs256-issuer": lambda: OidcIssuer(
+        issuer=ISS, algorithms=["HS256"], keys=JwksKeys(url="https://idp.example/jwks", algorithms=["RS256"])
     ),
-    "key-set-of-another-url": lambda: OidcIssuer(
-        issuer=ISS,
-        jwks_url="https://idp.example/jwks",
-        keys=JwksKeys(url="https://other.example/jwks", algorithms=["RS256"]),
+    "algorithm-not-in-key-set": lambda: OidcIssuer(
+        issuer=ISS, algorithms=["ES256"], keys=JwksKeys(url="https://idp.example/jwks", algorithms=["RS256"])
     ),
 }
 

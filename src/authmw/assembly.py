@@ -18,7 +18,7 @@ from authmw.store import CachedIdentity, Store, open_store
 from authmw.tokens import ISSUER, TokenVerifier, TrustedIssuer
 
 if TYPE_CHECKING:
-    from authmw.oidc import OidcIssuer
+    from authmw.client.jwks import JwksKeys
 
 __all__ = ["build_guard", "guard_from_config", "guard_from_store", "routes_of", "session_sealer", "trusted_issuers"]
 
@@ -78,10 +78,12 @@ def trusted_issuers(
 ) -> list[TrustedIssuer]:
     """The ``token_issuers`` of ``settings``, each verified through its JWKS (``domains``: those of the store,
     to refuse an issuer naming users of a domain that does not exist)."""
-    from authmw.oidc import JwksKeys, OidcIssuer  # deferred: httpx is needed only when issuers are configured
+    from authmw.client.jwks import JwksKeys  # deferred: httpx is needed only when issuers are configured
+    from authmw.oidc import OidcIssuer
 
     known = None if domains is None else set(domains)
     found: list[TrustedIssuer] = []
+    key_sets: list[JwksKeys] = []
     for index, entry in enumerate(settings.token_issuers):
         origin = f"token_issuers[{index}]"
         unknown = sorted(set(entry) - _ISSUER_KEYS)
@@ -117,7 +119,6 @@ def trusted_issuers(
             )
             verifier = OidcIssuer(
                 issuer=issuer,
-                jwks_url=jwks_url,
                 audience=entry.get("audience"),
                 algorithms=algorithms,
                 user_claim=entry.get("user_claim", "sub"),
@@ -127,21 +128,20 @@ def trusted_issuers(
         except (TypeError, ValueError, ConfigurationError) as exc:  # a number or text of the wrong kind, too
             raise ConfigurationError(f"{origin}: {exc}") from None
         found.append(TrustedIssuer(issuer, domain, verifier))
-    _prime([t.verifier for t in found if isinstance(t.verifier, OidcIssuer)])
+        key_sets.append(keys)
+    _prime(key_sets)
     return found
 
 
-def _prime(issuers: list[OidcIssuer], timeout: float = 5.0) -> None:
+def _prime(key_sets: list[JwksKeys], timeout: float = 5.0) -> None:
     """Fetch every issuer's keys at start-up, in parallel and for at most ``timeout`` seconds in all, so the first
     requests find them (requests never wait for a fetch); an issuer that does not answer is logged, not fatal."""
-    for issuer in issuers:
-        issuer.keys.prime(0)  # starts each fetch
+    for keys in key_sets:
+        keys.prime(0)  # starts each fetch
     deadline = time.monotonic() + timeout
-    for issuer in issuers:
-        if not issuer.keys.prime(max(0.0, deadline - time.monotonic())):
-            logger.warning(
-                "the JWKS of %s could not be fetched at start-up: its tokens get 503 until it is", issuer.issuer
-            )
+    for keys in key_sets:
+        if not keys.prime(max(0.0, deadline - time.monotonic())):
+            logger.warning("the JWKS at %s could not be fetched at start-up: its tokens get 503 until it is", keys.url)
 
 
 def build_guard(

@@ -2,6 +2,7 @@
 
 ``HttpxAuth`` needs the ``client`` extra (httpx); ``RequestsAuth`` needs nothing beyond requests itself.
 Both sign with any scheme of :data:`authmw.signing.SCHEMES` through :func:`authmw.signing.sign_request`.
+:mod:`authmw.client.jwks` is the other outgoing client: it fetches external OIDC issuers' key sets.
 """
 
 from __future__ import annotations
