@@ -172,7 +172,7 @@ class TokenService:
 
     async def _security_token(self, scope: Scope, send: Send, body: bytes) -> None:
         assert self.sealer is not None
-        method, duration, agency, policy = _session_request(body)
+        agency, duration, policy = _session_request(body)
         request = request_from_scope(scope, body)
         credential, principal = await asyncio.to_thread(self.guard.authenticate, request)
         if credential.method is AuthMethod.TEMPORARY:
@@ -187,7 +187,7 @@ class TokenService:
             self.store,
             self.sealer,
             principal,
-            agency=agency if method == "assume_role" else None,
+            agency=agency,
             duration=duration,
             policy=policy,
             caller=credential,
@@ -330,8 +330,9 @@ def _check_session_policy(policy: str) -> None:
         raise InvalidSessionPolicy("the session policy is nested too deeply") from None
 
 
-def _session_request(body: bytes) -> tuple[str, int, tuple[str, str], str | None]:
-    """(method, duration, (agency domain, agency name) or ("", ""), session policy as compact JSON or None)."""
+def _session_request(body: bytes) -> tuple[tuple[str, str] | None, int, str | None]:
+    """((agency domain, agency name) for ``assume_role``, None for ``token``; the duration; the session policy as
+    compact JSON, or None)."""
     try:
         identity = json.loads(body)["auth"]["identity"]
         methods = identity["methods"]
@@ -341,7 +342,7 @@ def _session_request(body: bytes) -> tuple[str, int, tuple[str, str], str | None
         params = identity.get(method) or {}
         if not isinstance(params, dict):
             raise TypeError("parameters")
-        agency = ("", "")
+        agency: tuple[str, str] | None = None
         if method == "assume_role":
             domain = params.get("domain_name") or params.get("domain_id")
             name = params.get("agency_name") or params.get("xrole_name")
@@ -356,14 +357,14 @@ def _session_request(body: bytes) -> tuple[str, int, tuple[str, str], str | None
             '"domain_id", "agency_name", "duration_seconds"}, "policy"?}}} or {"auth": {"identity": {"methods": '
             '["token"], "token": {"duration_seconds"}, "policy"?}}}'
         ) from None
-    if not isinstance(duration, int) or isinstance(duration, bool) or not MIN_DURATION <= duration <= MAX_DURATION:
+    if not isinstance(duration, int) or isinstance(duration, bool):  # the range is assume()'s to check
         raise InvalidDuration(f"duration_seconds must be an integer from {MIN_DURATION} to {MAX_DURATION}")
     policy = None
     if document is not None:
         if not isinstance(document, dict):
             raise InvalidSessionPolicy("the session policy must be a policy object")
         policy = json.dumps(document, separators=(",", ":"), sort_keys=True)
-    return method, duration, agency, policy
+    return agency, duration, policy
 
 
 def _text(value: object) -> bool:

@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import pytest
 
-from authmw.cli import main
 from authmw.sessions import SessionSealer
 from authmw.store import open_store
+from cli.runner import fresh_store, run
 
 NOTEBOOK_GET = {"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["modelarts:notebook:get"]}]}
 
 
 @pytest.fixture
 def store_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    url = f"sqlite:///{tmp_path / 'authmw.db'}"
-    monkeypatch.setenv("AUTHMW_STORE", url)
-    monkeypatch.setenv("AUTHMW_MASTER_KEY_FILE", str(tmp_path / "authmw.key"))
-    monkeypatch.delenv("AUTHMW_MASTER_KEY", raising=False)
     (tmp_path / "notebooks.json").write_text(json.dumps(NOTEBOOK_GET))
-    for argv in (
-        ["init"],
+    return fresh_store(
+        tmp_path,
+        monkeypatch,
         ["domain", "create", "op_svc_modelarts"],
         ["user", "create", "worker", "--domain", "op_svc_modelarts"],
         ["user", "create", "idle", "--domain", "op_svc_modelarts"],
@@ -32,14 +28,7 @@ def store_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         ["policy", "attach", "Agent Operator", "--group", "operators", "--domain", "op_svc_modelarts"],
         ["policy", "create", "notebooks", "--file", str(tmp_path / "notebooks.json")],
         ["agency", "create", "modelarts_agency", "--trust", "op_svc_modelarts", "--policy", "notebooks"],
-    ):
-        assert main(argv, stdout=io.StringIO()) == 0, argv
-    return url
-
-
-def run(*argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    return main(list(argv), stdout=out), out.getvalue()
+    )
 
 
 def test_assume_prints_credentials_that_open_with_the_store_keys(store_url: str) -> None:

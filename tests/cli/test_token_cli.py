@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import pytest
 
-from authmw.cli import main
 from authmw.errors import InvalidToken
 from authmw.store import open_store
 from authmw.tokens import TokenVerifier
+from cli.runner import fresh_store, run
 
 
 @pytest.fixture
 def store_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    url = f"sqlite:///{tmp_path / 'authmw.db'}"
-    monkeypatch.setenv("AUTHMW_STORE", url)
-    monkeypatch.setenv("AUTHMW_MASTER_KEY_FILE", str(tmp_path / "authmw.key"))
-    monkeypatch.delenv("AUTHMW_MASTER_KEY", raising=False)
-    for argv in (["init"], ["project", "create", "cn-north-4"], ["user", "create", "alice"]):
-        assert main(argv, stdout=io.StringIO()) == 0
-    return url
-
-
-def run(*argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    return main(list(argv), stdout=out), out.getvalue()
+    return fresh_store(tmp_path, monkeypatch, ["project", "create", "cn-north-4"], ["user", "create", "alice"])
 
 
 def test_a_project_scoped_token_verifies_with_the_store_keys(store_url: str) -> None:

@@ -174,15 +174,7 @@ class CachedIdentity:
         return found
 
     def user_id(self, domain: str, name: str) -> str | None:
-        if self._timer() >= self._deadline:
-            self.poll()
-        key = (domain, name)
-        found = self._user_ids.get(key, _MISSING)
-        if found is not _MISSING:
-            return found  # type: ignore[no-any-return]
-        revision, user_id = self.store.read_user_id(domain, name)
-        self._keep(revision, self._user_ids, key, user_id)
-        return user_id
+        return self._read_through(self._user_ids, (domain, name), lambda key: self.store.read_user_id(*key))  # type: ignore[no-any-return]
 
     def workspace(self, workspace_id: str) -> Workspace | None:
         return self._read_through(self._workspaces, workspace_id, self.store.read_workspace)  # type: ignore[no-any-return]
@@ -193,7 +185,7 @@ class CachedIdentity:
     def token_revoked(self, token_id: str) -> bool:
         return bool(self._read_through(self._revoked, token_id, self.store.read_token_revoked))
 
-    def _read_through(self, cache: OrderedDict[str, Any], key: str, read: Callable[[str], tuple[int, Any]]) -> Any:
+    def _read_through(self, cache: OrderedDict[Any, Any], key: Any, read: Callable[[Any], tuple[int, Any]]) -> Any:
         """``cache[key]`` (None included), else ``read(key)`` kept in it."""
         if self._timer() >= self._deadline:
             self.poll()
