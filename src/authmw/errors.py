@@ -13,6 +13,7 @@ operators go in typed fields and never contain secrets, signatures or canonical 
     │   ├── MalformedChunkedBody        malformed_chunked_body
     │   ├── InvalidEncoding             invalid_encoding
     │   ├── AmbiguousPath               ambiguous_path
+    │   ├── InvalidPathParameter        invalid_path_parameter  (a typed route parameter: {id:int}, {id:uuid})
     │   ├── MalformedBody               malformed_body
     │   ├── InvalidWorkspaceId          invalid_workspace_id
     │   ├── ConflictingWorkspace        conflicting_workspace
@@ -147,6 +148,11 @@ class InvalidEncoding(BadRequest):
 class AmbiguousPath(BadRequest):
     code = "ambiguous_path"
     message = "ambiguous request path"
+
+
+class InvalidPathParameter(BadRequest):
+    code = "invalid_path_parameter"
+    message = "invalid path parameter"
 
 
 class MalformedBody(BadRequest):

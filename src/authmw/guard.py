@@ -15,6 +15,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -53,7 +54,17 @@ from authmw.identity import (
 )
 from authmw.models import AuthMethod, Credential, Decision, Request
 from authmw.policy import modelarts_actions
-from authmw.routes import Access, Match, Route, RouteCatalog, Unmatched, check_allowed, modelarts_routes, parse_path
+from authmw.routes import (
+    Access,
+    Match,
+    Route,
+    RouteCatalog,
+    Unmatched,
+    check_allowed,
+    json_path,
+    modelarts_routes,
+    parse_path,
+)
 from authmw.sessions import Session
 from authmw.signing import Verifier
 from authmw.tokens import TokenVerifier, TrustedIssuer, peek_issuer
@@ -66,6 +77,9 @@ _WORKSPACE_PATH_KEYS = ("workspace_id", "ws_id")  # the ModelArts workspace rout
 #: Headers the pipeline reads to place a request: a signature must cover them whenever they are sent.
 SIGNED_IF_PRESENT = ("x-workspace-id", "x-project-id")
 _LEADING_SPACE = re.compile(rb"[ \t\r\n]*").match  # JSON whitespace, found without copying the body
+# A body that could name a workspace anywhere: any spelling of the key has these letters, unless \u-escaped.
+# Also the UTF-8 of "ſ", "K" (Kelvin) and "İ", which case-insensitive matchers (Java's) take for s, k and i.
+_COULD_NAME_WORKSPACE = re.compile(rb"(?i)workspace|\\u|\xc5\xbf|\xe2\x84\xaa|\xc4\xb0").search
 _Routed = tuple[Match | None, Access, str | None]  # the route match, what it demands, its resource
 _MISSING: Any = object()
 _EXTERNAL = "oidc"  # the credential scheme of an external issuer's token
@@ -95,6 +109,9 @@ class AuthContext:
     policy_context: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _lister: Callable[[AuthContext], tuple[str, ...]] | None = field(default=None, repr=False, compare=False)
     _memo: list[tuple[str, ...]] = field(default_factory=list, repr=False, compare=False)
+    #: Every action the request needed, in the order decided: the route's, then each its body picked
+    #: (``action`` is the last one decided: on a refusal, the one denied).
+    actions: tuple[str, ...] = ()
 
     @property
     def auth_method(self) -> AuthMethod | None:
@@ -293,10 +310,11 @@ class Guard:
         credential, principal = self.authenticate(request)
         state.credential, state.principal = credential, principal
         body = _json_body(request, match)
-        if body is not None and credential.unsigned_payload and _names_anything(body, match):
+        in_body = _body_workspace_ids(body, match)
+        if body is not None and credential.unsigned_payload and (in_body or _picks_action(body, match)):
             # The signature does not cover the body: it must not be what places or names the request.
             raise UnsignedPayloadRefused("a body that names the workspace or the action must be signed")
-        state.workspace = self._workspace(request, match, body, principal)
+        state.workspace = self._workspace(request, match, in_body, principal)
         state.project = self._project(request, match, principal, credential)
         session = credential.session
         caller = () if session is None or session.agency_id is None else (session.user_id,)
@@ -319,16 +337,20 @@ class Guard:
         state.policy_context = context
         if access is Access.AUTHENTICATE_ONLY or match is None:
             return
-        if body is not None:
+        # A body field adds its action to the route's (ModelArts starts a service through its update route, and
+        # the same body may update it too): every one must be allowed.
+        actions = [state.action or ""]
+        if isinstance(body, dict):
             for name, action in match.route.body_actions:
-                if name in body:
-                    state.action = action
+                if name in body and action not in actions:
                     self._whitelist(WhitelistScope.ROUTE, state, action)
-                    break
-        action = state.action or ""
-        state.decision = decision = self._decide(principal, action, state.resource, context, credential)
-        if not decision.allowed:
-            raise ActionDenied(f"{action}: {decision.reason}")
+                    actions.append(action)
+        state.actions = tuple(actions)
+        for action in actions:
+            state.action = action
+            state.decision = decision = self._decide(principal, action, state.resource, context, credential)
+            if not decision.allowed:
+                raise ActionDenied(f"{action}: {decision.reason}")
 
     def _allowed_actions(self, context: AuthContext) -> tuple[str, ...]:
         """``context.allowed_actions``: memoised per policy set when none of its decisions reads the context."""
@@ -447,11 +469,9 @@ class Guard:
             return _LEGACY_DECISION
         return decision
 
-    def _workspace(
-        self, request: Request, match: Match | None, body: Mapping[str, Any] | None, principal: Principal
-    ) -> Workspace:
+    def _workspace(self, request: Request, match: Match | None, in_body: list[Any], principal: Principal) -> Workspace:
         named: str | None = None
-        for value in _workspace_candidates(request, match, body):
+        for value in _workspace_candidates(request, match, in_body):
             if not isinstance(value, str) or not WORKSPACE_ID.fullmatch(value):
                 raise InvalidWorkspaceId("a workspace id is 32 lower-case hex characters or 0")
             if named is not None and value != named:
@@ -496,6 +516,7 @@ class _State:
 
     __slots__ = (
         "action",
+        "actions",
         "client",
         "credential",
         "decision",
@@ -513,6 +534,7 @@ class _State:
         self.client = client
         self.route: Route | None = None
         self.action: str | None = None
+        self.actions: tuple[str, ...] = ()
         self.resource: str | None = None
         self.principal: Principal | None = None
         self.credential: Credential | None = None
@@ -536,6 +558,7 @@ class _State:
             error,
             self.policy_context,
             guard._allowed_actions,
+            actions=self.actions,
         )
 
 
@@ -552,27 +575,68 @@ def _project_scope(credential: Credential) -> tuple[bool, str | None]:
     return False, None
 
 
-def _workspace_candidates(request: Request, match: Match | None, body: Mapping[str, Any] | None) -> list[Any]:
+def _workspace_candidates(request: Request, match: Match | None, in_body: list[Any]) -> list[Any]:
     found: list[Any] = []
     if match is not None:
         found += [match.params[key] for key in _WORKSPACE_PATH_KEYS if key in match.params]
     query = request.query
-    if "orkspace" in query or "%" in query:  # the fast path skips queries that cannot name one, even encoded
-        found += [v for k, v in parse_qsl(query, keep_blank_values=True) if k in _WORKSPACE_QUERY_KEYS]
+    if "orkspace" in query.lower() or "%" in query:  # the fast path skips queries that cannot name one
+        found += [v for k, v in parse_qsl(query, keep_blank_values=True) if _names_workspace(k)]
     header = request.headers.get("x-workspace-id")
     if header is not None:
         found.append(header.strip())
-    if body is not None and "workspace_id" in body:
-        found.append(body["workspace_id"])
+    return found + in_body
+
+
+def _body_workspace_ids(body: Any, match: Match | None) -> list[Any]:
+    """Every value of the JSON body that names a workspace: at the route's ``workspace_fields``, and (the class
+    defence: the app or the backend may read any of them) under any key, at any depth and inside arrays, whose
+    name is ``workspace_id`` in any case or punctuation (``workspaceId``, ``WORKSPACE-ID``,
+    ``os.modelarts/workspace.id``: letters and digits, case-folded, end in ``workspaceid``), and the ``id`` of
+    an object held by a key ending in ``workspace`` (``"workspace": {"id": ...}``)."""
+    if body is None:
+        return []
+    found: list[Any] = []
+    if match is not None:
+        for text in match.route.workspace_fields:
+            value = body
+            for key in json_path(text):
+                value = value.get(key, _MISSING) if isinstance(value, dict) else _MISSING
+            if value is not _MISSING:
+                found.append(value)
+    stack: list[tuple[Any, bool]] = [(body, False)]  # iterative: a deep body costs no recursion
+    while stack:
+        value, in_workspace = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                name = _key_letters(key)
+                if name.endswith("workspaceid") or (in_workspace and name == "id"):
+                    found.append(item)
+                elif isinstance(item, dict | list):
+                    stack.append((item, name.endswith("workspace")))
+        elif isinstance(value, list):
+            stack.extend((item, in_workspace) for item in value if isinstance(item, dict | list))
     return found
 
 
-def _json_body(request: Request, match: Match | None) -> Mapping[str, Any] | None:
-    """The top-level JSON object of the body, parsed only when it could name a workspace or pick an action.
+def _names_workspace(key: str) -> bool:
+    return _key_letters(key).endswith("workspaceid")
 
-    A body that mentions ``workspace_id`` (or uses ``\\u`` escapes, which could spell it) must parse, and
-    must not repeat a key: the app's JSON parser could otherwise read a different workspace than this one.
-    Bodies in UTF-16/32 or with a byte-order mark are read as ``json.loads`` reads them (apps do).
+
+@lru_cache(maxsize=4096)
+def _key_letters(key: str) -> str:
+    # casefold: "ſ" and "K" (Kelvin) compare equal to "s" and "k" in case-insensitive matchers (Java's among them)
+    return "".join(c for c in key.casefold() if c.isascii() and c.isalnum())
+
+
+def _json_body(request: Request, match: Match | None) -> Any:
+    """The JSON body (an object or an array), parsed whenever it could name a workspace or pick an action.
+
+    Whatever the content type (an app may parse JSON without looking at it), a body starting with ``{`` or
+    ``[`` is parsed when it mentions ``workspace`` in any case, uses ``\\u`` escapes (which could spell it), or
+    names a body field of the route; such a body must parse and must not repeat a key at any depth: the app's
+    JSON parser could otherwise read a different workspace than this one. Bodies in UTF-16/32 or with a
+    byte-order mark are read as ``json.loads`` reads them (apps do), and always parsed.
     """
     body = request.body
     if not body:
@@ -585,28 +649,28 @@ def _json_body(request: Request, match: Match | None) -> Mapping[str, Any] | Non
         except UnicodeDecodeError:
             raise MalformedBody("the JSON body is not valid text") from None
         start = len(text) - len(text.lstrip(" \t\r\n"))
-        if text[start : start + 1] != "{":
+        if text[start : start + 1] not in ("{", "["):
             return None
     else:
         leading = _LEADING_SPACE(body)
         start = leading.end() if leading else 0
-        if body[start : start + 1] != b"{":
+        if body[start : start + 1] not in (b"{", b"["):
             return None
-        fields = [b"workspace_id", b"\\u"]
-        if match is not None:
-            fields += [name.encode() for name, _action in match.route.body_actions]
-        if not any(f in body for f in fields):
-            return None
+        if _COULD_NAME_WORKSPACE(body) is None:
+            fields = [] if match is None else [name.encode() for name, _action in match.route.body_actions]
+            if match is not None:
+                fields += [json_path(text)[-1].encode() for text in match.route.workspace_fields]
+            if not any(f in body for f in fields):
+                return None
     try:
-        parsed = json.loads(text, object_pairs_hook=_unique_keys)
+        return json.loads(text, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError):
         raise MalformedBody("the JSON body cannot be read unambiguously") from None
-    return parsed if isinstance(parsed, dict) else None
 
 
-def _names_anything(body: Mapping[str, Any], match: Match | None) -> bool:
-    """Whether the body names the workspace or picks the route's action."""
-    return "workspace_id" in body or (match is not None and any(f in body for f, _a in match.route.body_actions))
+def _picks_action(body: Any, match: Match | None) -> bool:
+    """Whether the body picks one of the route's body actions (a top-level field)."""
+    return isinstance(body, dict) and match is not None and any(f in body for f, _a in match.route.body_actions)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

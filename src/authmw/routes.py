@@ -8,21 +8,24 @@ for APIs such as object stores whose keys contain them. So the path the signatur
 route matched and the path the app routes on are the same path.
 
 Templates name one segment with ``{name}`` and the rest of the path (one or more segments) with ``{name+}``.
-Literal segments win over parameters, so ``/images/group`` beats ``/images/{id}``.
+Literal segments win over parameters, so ``/images/group`` beats ``/images/{id}``. A parameter may be typed,
+``{id:int}`` or ``{id:uuid}``: its value is then read the way an app that parses it reads it, and the resource
+URN carries the canonical spelling (``042`` and ``42`` name one report), or the request is refused.
 """
 
 from __future__ import annotations
 
 import enum
 import re
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from importlib.resources import files
 from typing import Any, TypeVar
 from urllib.parse import unquote_to_bytes
 
-from authmw.errors import AmbiguousPath, ConfigurationError, InvalidEncoding
+from authmw.errors import AmbiguousPath, ConfigurationError, InvalidEncoding, InvalidPathParameter
 
 __all__ = [
     "PATH_ALLOWANCES",
@@ -32,13 +35,23 @@ __all__ = [
     "RouteCatalog",
     "Routes",
     "Unmatched",
+    "json_path",
     "modelarts_routes",
     "parse_path",
 ]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 PATH_ALLOWANCES = frozenset({"encoded-slash", "encoded-dot", "semicolon", "empty-segment"})
-_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(\+?)\}")
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z]+))?(\+?)\}")  # {name}, {name:type}, {name+}
+_RESOURCE_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_PARAM_TYPES = ("str", "int", "uuid")
+_INT_MAX = 2**63 - 1  # what a signed 64-bit id holds: larger "ids" wrap or fail differently in each app
+_DIGITS = re.compile(r"[0-9]+")
+_UUID = re.compile(r"[0-9A-Fa-f]{8}(-?)[0-9A-Fa-f]{4}\1[0-9A-Fa-f]{4}\1[0-9A-Fa-f]{4}\1[0-9A-Fa-f]{12}")
+# What a parameter may not carry into a URN as itself: ':' would shift the segments, '*' and '?' read as
+# wildcards wherever the URN is treated as a pattern, '%' is the escape itself ('/' too, except in {name+}).
+_URN_ESCAPES = {"%": "%25", ":": "%3A", "*": "%2A", "?": "%3F"}
+_JSON_PATH_SEGMENT = re.compile(r'"([^"]+)"|([^."]+)')
 _ACTION = re.compile(r"[A-Za-z0-9_-]+:[A-Za-z0-9_*-]+:[A-Za-z0-9_*-]+")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, DEL, C1, line/paragraph separators
@@ -68,6 +81,9 @@ class Route:
     ``body_actions`` maps a top-level JSON body field to the action that applies when the field is present
     (ModelArts starts and stops a service with the update route and a ``status`` field).
     ``also_required`` lists the actions ModelArts itself needs for the call (informational, not enforced).
+    ``workspace_fields`` are the JSON paths (``metadata.workspace_id``; see :func:`json_path`) where the body
+    names the workspace; every one present must agree with the workspace checked (as must any ``workspace_id``
+    found anywhere in a JSON body, whatever the route declares).
     """
 
     method: str
@@ -78,6 +94,7 @@ class Route:
     body_actions: tuple[tuple[str, str], ...] = ()
     path_allow: frozenset[str] = frozenset()
     also_required: tuple[str, ...] = ()
+    workspace_fields: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -91,16 +108,29 @@ class Match:
 
     route: Route
     params: Mapping[str, str]
+    rest: str | None = None  # the {name+} parameter, whose '/' separates path segments in the URN too
 
     def resource(self) -> str | None:
-        """The route's resource URN with the parameters filled in (None if it names none)."""
+        """The route's resource URN with the (escaped, typed: canonical) parameters filled in, or None."""
         template = self.route.resource
         if template is None:
             return None
-        return _PARAM.sub(lambda m: self.params.get(m.group(1), "*"), template)
+        return _RESOURCE_PARAM.sub(lambda m: _urn_escape(self.params[m.group(1)], m.group(1) == self.rest), template)
 
 
-_Target = tuple[Route, tuple[str, ...]]  # a route and its parameter names in path order
+def _urn_escape(value: str, rest: bool) -> str:
+    if not any(c in value for c in "%:*?/"):
+        return value
+    escaped = "".join(_URN_ESCAPES.get(c, c) for c in value)
+    return escaped if rest else escaped.replace("/", "%2F")
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    route: Route
+    names: tuple[str, ...]  # its parameter names in path order
+    types: tuple[str, ...]  # and their types (str, int, uuid)
+    rest: str | None  # the {name+} parameter, if any
 
 
 @dataclass(slots=True)
@@ -137,8 +167,15 @@ class RouteCatalog:
                 raise ConfigurationError(f"route {route.name}: {action!r} is not service:type:operation")
         if route.path_allow - PATH_ALLOWANCES:
             raise ConfigurationError(f"route {route.name}: path_allow takes {', '.join(sorted(PATH_ALLOWANCES))}")
+        for text in route.workspace_fields:
+            try:
+                json_path(text)
+            except ValueError as exc:
+                raise ConfigurationError(f"route {route.name}: workspace_fields: {exc}") from None
         node = self._root
         names: list[str] = []
+        types: list[str] = []
+        rest = None
         parts = route.template[1:].split("/") if route.template != "/" else []
         table = None
         for index, part in enumerate(parts):
@@ -148,21 +185,37 @@ class RouteCatalog:
                     raise ConfigurationError(f"route {route.name}: bad template segment {part!r}")
                 node = node.literal.setdefault(part, _Node())
                 continue
-            if param.group(1) in names:
-                raise ConfigurationError(f"route {route.name}: parameter {param.group(1)!r} appears twice")
-            names.append(param.group(1))
-            if param.group(2):  # {name+}: the rest of the path
+            name, kind, plus = param.group(1), param.group(2) or "str", param.group(3)
+            if name in names:
+                raise ConfigurationError(f"route {route.name}: parameter {name!r} appears twice")
+            if kind not in _PARAM_TYPES or (plus and kind != "str"):
+                raise ConfigurationError(
+                    f"route {route.name}: {part}: a parameter type is one of {', '.join(_PARAM_TYPES)} "
+                    "(and {name+} is text)"
+                )
+            names.append(name)
+            types.append(kind)
+            if plus:  # {name+}: the rest of the path
                 if index != len(parts) - 1:
-                    raise ConfigurationError(f"route {route.name}: {{{param.group(1)}+}} must come last")
+                    raise ConfigurationError(f"route {route.name}: {{{name}+}} must come last")
                 table = node.rest
+                rest = name
                 break
             if node.param is None:
                 node.param = _Node()
             node = node.param
+        if route.resource is not None:
+            if "{" in _RESOURCE_PARAM.sub("", route.resource) or "}" in _RESOURCE_PARAM.sub("", route.resource):
+                raise ConfigurationError(f"route {route.name}: the resource names parameters as {{name}}")
+            unknown = sorted({m.group(1) for m in _RESOURCE_PARAM.finditer(route.resource)} - set(names))
+            if unknown:  # it would be filled with nothing, or with text no path parameter checked
+                raise ConfigurationError(
+                    f"route {route.name}: the resource names {', '.join(unknown)}, not in the path"
+                )
         table = node.routes if table is None else table
         if route.method in table:
             raise ConfigurationError(f"route {route.name} is defined twice")
-        table[route.method] = (route, tuple(names))
+        table[route.method] = _Target(route, tuple(names), tuple(types), rest)
 
     def match(self, method: str, segments: tuple[str, ...]) -> Match | None:
         """The route for ``method`` and the decoded path ``segments`` (see :func:`parse_path`), or None."""
@@ -172,8 +225,11 @@ class RouteCatalog:
             if method != "HEAD":
                 return None
             return self.match("GET", segments)  # HEAD is GET without the body, unless a route says otherwise
-        route, names = found
-        return Match(route, dict(zip(names, values, strict=True)))
+        params = {
+            name: value if kind == "str" else _typed(kind, value)
+            for name, kind, value in zip(found.names, found.types, values, strict=True)
+        }
+        return Match(found.route, params, found.rest)
 
 
 class Routes:
@@ -204,6 +260,7 @@ class Routes:
         resource: str | None = None,
         body_actions: Mapping[str, str] | None = None,
         path_allow: Iterable[str] = (),
+        workspace_fields: Iterable[str] = (),
     ) -> Callable[[_F], _F]:
         """Declare that ``method path`` needs ``action`` (allowed by the caller's policies)."""
         route = Route(
@@ -214,6 +271,7 @@ class Routes:
             resource,
             tuple((body_actions or {}).items()),
             frozenset(path_allow),
+            workspace_fields=tuple(workspace_fields),
         )
         return self._declaring(route)
 
@@ -232,6 +290,37 @@ class Routes:
             return handler
 
         return decorate
+
+
+def _typed(kind: str, value: str) -> str:
+    """The canonical spelling of a typed parameter (:class:`InvalidPathParameter` if it is not one)."""
+    if kind == "int":
+        # ASCII digits only: int() would also take "+1", " 1", "1_0" and other scripts' digits.
+        if _DIGITS.fullmatch(value) is None or len(value) > 64 or int(value) > _INT_MAX:
+            raise InvalidPathParameter("an integer path parameter is 0 to 2^63-1 in ASCII digits")
+        return str(int(value))
+    if _UUID.fullmatch(value) is None:  # uuid.UUID() would also take braces, "urn:uuid:", "0x" and "_"
+        raise InvalidPathParameter("a UUID path parameter is 32 hex digits, hyphenated 8-4-4-4-12 or not at all")
+    return str(uuid.UUID(value))
+
+
+@lru_cache(maxsize=1024)
+def json_path(text: str) -> tuple[str, ...]:
+    """The keys of a JSON path: ``metadata.workspace_id`` → ``("metadata", "workspace_id")``; a key holding
+    dots is quoted: ``metadata.labels."os.modelarts/workspace.id"``. Raises ValueError."""
+    keys: list[str] = []
+    position = 0
+    while True:
+        segment = _JSON_PATH_SEGMENT.match(text, position)
+        if segment is None:
+            raise ValueError(f"{text!r} is not a JSON path (keys joined by '.', a key with dots in quotes)")
+        keys.append(segment.group(1) or segment.group(2))
+        position = segment.end()
+        if position == len(text):
+            return tuple(keys)
+        if text[position] != ".":
+            raise ValueError(f"{text!r} is not a JSON path (keys joined by '.', a key with dots in quotes)")
+        position += 1
 
 
 def _walk(node: _Node, method: str, segments: tuple[str, ...], index: int, values: list[str]) -> _Target | None:
@@ -337,7 +426,7 @@ def check_allowed(parsed: ParsedPath, route: Route | None, strict: bool) -> None
 
 def route_from_mapping(data: Mapping[str, Any], *, origin: str) -> Route:
     """A route from its configuration form: ``{method, path, action, access, resource, body_actions, ...}``."""
-    known = {"method", "path", "action", "access", "resource", "body_actions", "path_allow"}
+    known = {"method", "path", "action", "access", "resource", "body_actions", "path_allow", "workspace_fields"}
     if not isinstance(data, Mapping):
         raise ConfigurationError(f"{origin}: a route is a mapping")
     unknown = sorted(k if isinstance(k, str) else repr(k) for k in data if k not in known)
@@ -354,7 +443,10 @@ def route_from_mapping(data: Mapping[str, Any], *, origin: str) -> Route:
         access = Access(data.get("access", "protected"))
         body = data.get("body_actions") or {}
         allow = data.get("path_allow") or []
+        fields = data.get("workspace_fields") or []
         if not isinstance(path, str) or not isinstance(body, Mapping) or not isinstance(allow, list):
+            raise TypeError
+        if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
             raise TypeError
         action = data.get("action")
         resource = data.get("resource")
@@ -365,7 +457,7 @@ def route_from_mapping(data: Mapping[str, Any], *, origin: str) -> Route:
     except (TypeError, ValueError):
         raise ConfigurationError(
             f"{origin}: route fields: method and path are text, access is protected|authenticate-only|public, "
-            "body_actions maps a field to an action, path_allow is a list"
+            "body_actions maps a field to an action, path_allow is a list, workspace_fields a list of JSON paths"
         ) from None
     return Route(
         method,
@@ -375,6 +467,7 @@ def route_from_mapping(data: Mapping[str, Any], *, origin: str) -> Route:
         resource,
         tuple((str(k), str(v)) for k, v in body.items()),
         frozenset(str(a) for a in allow),
+        workspace_fields=tuple(fields),
     )
 
 
@@ -387,21 +480,54 @@ def modelarts_routes() -> tuple[Route, ...]:
     started or stopped through its update route, so ``PUT .../services/{service_id}`` is
     ``modelarts:service:update`` unless the JSON body has a ``status`` field (``modelarts:service:action``).
     Actions listed without a route stay in the action catalog only.
+
+    The table's own columns. ``resource``: the URN template of a route whose path names a resource by id,
+    ``modelarts:*:*:<type>:{id}``. The URN form is ``<service>:<region>:<account-id>:<type>:<path>`` (IAM
+    identity policies, usermanual-iam5/iam_01_1275); the types notebook, trainJob, aiAlgorithm, model,
+    service, dataset, workspace and image are ModelArts' own (usermanual-permissions/iam_11_0053,
+    bestpractice-modelarts/modelarts_24_0080). ModelArts authorizes per resource only under identity
+    policies (Version 5.0); legacy 1.1 policies take no ModelArts resource path, and that the path is the bare
+    id is the documented pattern, not verified type by type. A route whose id names no documented type (or a
+    type other than its action's, as create-image) carries none. ``workspace_fields``: where the body names
+    the workspace. Training jobs and algorithms: ``metadata.workspace_id`` (JobMetadata, AlgorithmMetadata in
+    huaweicloudsdkmodelarts 3.1.219; api-modelarts/CreateTrainingJob.html). Notebooks, images (register,
+    create-image), services (create, update), training-job searches: a top-level ``workspace_id``
+    (NotebookCreateRequest, ImageRegRequest, ImageCreateReq, ServiceCreateRequest/ServiceUpdateRequest,
+    JobSearches). Models and datasets: a top-level ``workspace_id`` (api-modelarts/modelarts_03_0076.html,
+    CreateDataset.html). Pools label it ``metadata.labels."os.modelarts/workspace.id"`` (PoolMetaLabels; no
+    pool route in the table). Whatever a route declares, the guard also checks every workspace id anywhere in
+    a JSON body.
     """
     routes: dict[tuple[str, str], Route] = {}
     lines = files("authmw.data").joinpath("modelarts_routes.tsv").read_text().splitlines()
-    for line in lines[2:]:
-        method, path, action, also = [*line.split("\t"), ""][:4]
+    header = next(index for index, line in enumerate(lines) if line.startswith("method\t"))
+    for line in lines[header + 1 :]:
+        method, path, action, also, resource, fields = [*line.split("\t"), "", "", ""][:6]
         if method == "-":
             continue
         if action == "modelarts:notebook:listMountedStorages":
             method, path = "GET", "/v1/{project_id}/notebooks/{instance_id}/storage"
+            resource = "modelarts:*:*:notebook:{instance_id}"
         key = (method, path)
         if key in routes:
             first = routes[key]
             if first.action != "modelarts:service:update" or action != "modelarts:service:action":
                 raise ConfigurationError(f"modelarts preset: {method} {path} listed twice")
-            routes[key] = Route(method, path, first.action, body_actions=(("status", action),))
+            routes[key] = Route(
+                method,
+                path,
+                first.action,
+                resource=first.resource,
+                body_actions=(("status", action),),
+                workspace_fields=first.workspace_fields,
+            )
             continue
-        routes[key] = Route(method, path, action, also_required=tuple(also.split()))
+        routes[key] = Route(
+            method,
+            path,
+            action,
+            resource=resource or None,
+            also_required=tuple(also.split()),
+            workspace_fields=tuple(fields.split()),
+        )
     return tuple(routes.values())

@@ -589,9 +589,10 @@ def test_unicode_escapes_are_read(world: World, body: bytes) -> None:
         (b'{"name": "\\u00e9', "malformed_body"),  # a \u escape could spell the field
         (b'{"name": "nb",', None),  # invalid, but cannot name a workspace: the app answers it
         (b"{not json at all", None),
-        (b'[{"workspace_id": "' + WS_PRIVATE.encode() + b'"}]', None),  # not an object: no top-level field
+        # An array and a nested field name the workspace too (they used to be ignored: admitted in "0").
+        (b'[{"workspace_id": "' + WS_PRIVATE.encode() + b'"}]', "workspace_denied"),
         (b'"workspace_id"', None),
-        (b'{"meta": {"workspace_id": "' + WS_PRIVATE.encode() + b'"}}', None),  # nested, not the field
+        (b'{"meta": {"workspace_id": "' + WS_PRIVATE.encode() + b'"}}', "workspace_denied"),
         (b"workspace_id=" + WS_PRIVATE.encode(), None),  # not JSON
     ],
     ids=["truncated", "no-value", "escape", "invalid-unrelated", "garbage", "array", "string", "nested", "form"],
@@ -1219,3 +1220,140 @@ def test_authorize_follows_the_legacy_default(world: World) -> None:
     context = checker.check(call(user="dave"))
     assert checker.authorize(context, "modelarts:exemlProject:create").allowed
     assert authorize_error(checker, context, "obs:bucket:ListBucket").code == ("action_denied")
+
+
+# -- the workspace wherever the body names it (issue 12, item 2) -----------------------------------------------
+
+TRAINING_JOBS = f"/v2/{P1}/training-jobs"
+
+
+def job_in(workspace: str, **extra: Any) -> bytes:
+    """A v2 training job body as the ModelArts API carries it: the workspace in ``metadata``."""
+    return body_of(kind="job", metadata={"name": "j1", "workspace_id": workspace}, **extra)
+
+
+def test_a_nested_workspace_of_a_training_job_is_checked(world: World) -> None:
+    # frank may not enter alice's PRIVATE workspace: naming it in metadata.workspace_id used to be admitted ("0").
+    error = refused(guard(world), call("POST", TRAINING_JOBS, body=job_in(WS_PRIVATE), user="frank"))
+    assert error.code == "workspace_denied"
+    context = guard(world).check(call("POST", TRAINING_JOBS, body=job_in(WS_PUBLIC), user="frank"))
+    assert (context.workspace_id, context.action) == (WS_PUBLIC, "modelarts:trainJob:create")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        job_in(WS_PUBLIC, workspace_id=WS_INTERNAL),  # nested and flat disagree
+        body_of(metadata={"workspace_id": WS_PUBLIC}, spec={"workspaceId": WS_INTERNAL}),
+        body_of(items=[{"workspace_id": WS_PUBLIC}, {"WORKSPACE-ID": WS_INTERNAL}]),
+        body_of(workspace={"id": WS_PUBLIC}, metadata={"workspace_id": WS_INTERNAL}),
+        body_of(metadata={"labels": {"os.modelarts/workspace.id": WS_INTERNAL}}, workspace_id=WS_PUBLIC),
+        b'{"metadata": {"\\u0077orkspace_id": "' + WS_INTERNAL.encode() + b'"}, "workspace_id": "'
+        + WS_PUBLIC.encode() + b'"}',
+        '{"metadata": {"work\u017fpace_id": "' + WS_INTERNAL + '"}, "workspace_id": "' + WS_PUBLIC + '"}',
+    ],
+    ids=["nested-and-flat", "camel-case", "in-an-array", "workspace-object", "pool-label", "escaped", "long-s"],
+)
+def test_two_workspaces_anywhere_in_the_body_conflict(world: World, body: bytes | str) -> None:
+    assert code_of(guard(world), call("POST", TRAINING_JOBS, body=body)) == "conflicting_workspace"
+
+
+def test_a_nested_workspace_must_agree_with_the_header(world: World) -> None:
+    request = call("POST", TRAINING_JOBS, body=job_in(WS_PUBLIC), headers={"X-Workspace-Id": WS_INTERNAL})
+    assert code_of(guard(world), request) == "conflicting_workspace"
+    request = call("POST", TRAINING_JOBS, body=job_in(WS_PUBLIC), headers={"X-Workspace-Id": WS_PUBLIC})
+    assert guard(world).check(request).workspace_id == WS_PUBLIC
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (body_of(metadata={"workspace_id": None}), "invalid_workspace_id"),
+        (body_of(metadata={"workspace_id": [WS_PUBLIC]}), "invalid_workspace_id"),
+        (body_of(metadata={"workspace_id": "x" * 32}), "invalid_workspace_id"),
+        (b'{"metadata": {"workspace_id": "' + WS_PUBLIC.encode() + b'", "workspace_id": "0"}}', "malformed_body"),
+        (b'{"metadata": {"workspace_id": "' + WS_PUBLIC.encode() + b'"}', "malformed_body"),
+        (json.dumps({"metadata": {"workspace_id": WS_PRIVATE}}).encode("utf-16"), "workspace_denied"),
+        (b'{"workspace_id": "0", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", "malformed_body"),  # too deep: not a 500
+    ],
+    ids=["null", "list", "not-an-id", "repeated-nested-key", "truncated", "utf-16", "too-deep"],
+)
+def test_nested_workspace_values_are_read_strictly(world: World, body: bytes, code: str) -> None:
+    assert code_of(guard(world), call("POST", TRAINING_JOBS, body=body, user="frank")) == code
+
+
+def test_a_declared_workspace_field_is_read(world: World) -> None:
+    routes = [Route("POST", "/jobs", "svc:job:create", workspace_fields=("spec.space",))]
+    world.rules("alice", allow("svc:*:*"))
+    world.rules("frank", allow("svc:*:*"))
+    checker = guard(world, routes=routes)
+    body = body_of(spec={"space": WS_PRIVATE})  # a name the class defence does not know: declared, so read
+    assert code_of(checker, call("POST", "/jobs", body=body, user="frank")) == "workspace_denied"
+    assert checker.check(call("POST", "/jobs", body=body_of(spec={"space": WS_PUBLIC}))).workspace_id == WS_PUBLIC
+    assert checker.check(call("POST", "/jobs", body=body_of(spec="flat"))).workspace_id == "0"
+
+
+def test_an_unsigned_body_may_not_name_the_workspace_anywhere(world: World) -> None:
+    for job in (job_in(WS_PUBLIC), body_of(items=[{"workspaceId": WS_PUBLIC}])):
+        signed = sign_request(
+            "POST", HOST + TRAINING_JOBS, {"Content-Type": "application/json"}, job,
+            access_key="AK-alice", secret_key="SK-alice-secret", at=T0, unsigned_payload=True,
+        )  # fmt: skip
+        request = Request.build("POST", urlsplit(signed.url).path, signed.headers, job, CLIENT)
+        assert code_of(guard(world), request) == "unsigned_payload_refused"
+
+
+# -- body actions add to the route's action (item 11) ------------------------------------------------------------
+
+
+def test_a_body_action_adds_to_the_route_action(world: World) -> None:
+    # Allowed to start and stop services, denied updates: a body with a status AND a change used to pass as an
+    # action alone (the status field replaced the route's action).
+    world.rules("alice", allow("modelarts:service:action", "modelarts:service:get"))
+    checker = guard(world)
+    error = refused(checker, call("PUT", SERVICE, body=body_of(status="running", config=[{"model_id": "m2"}])))
+    assert error.code == "action_denied"
+    assert error.context.action == "modelarts:service:update"
+    assert error.context.actions == ("modelarts:service:update", "modelarts:service:action")
+    world.rules("alice", allow("modelarts:service:action", "modelarts:service:update"))
+    context = guard(world).check(call("PUT", SERVICE, body=body_of(status="running")))
+    assert context.actions == ("modelarts:service:update", "modelarts:service:action")
+    assert context.action == "modelarts:service:action"  # the last one decided
+    assert guard(world).check(call("PUT", SERVICE, body=body_of(description="x"))).actions == (
+        "modelarts:service:update",
+    )
+
+
+def test_a_body_action_alone_is_not_enough(world: World) -> None:
+    world.rules("alice", allow("modelarts:service:update"), deny("modelarts:service:action"))
+    error = refused(guard(world), call("PUT", SERVICE, body=body_of(status="stopped")))
+    assert (error.code, error.context.action) == ("action_denied", "modelarts:service:action")
+    assert error.context.decision is not None and error.context.decision.explicit
+
+
+# -- typed route parameters and URN escaping (item 14) -----------------------------------------------------------
+
+REPORTS = [Route("GET", "/reports/{rid:int}", "svc:report:get", resource="svc:*:*:report:{rid}")]
+
+
+@pytest.mark.parametrize("spelling", ["42", "042", "0000000042"])
+def test_an_integer_id_is_one_resource_however_spelt(world: World, spelling: str) -> None:
+    world.rules("alice", allow("svc:*:*"), deny("svc:report:get", Resource=["svc:*:*:report:42"]))
+    error = refused(guard(world, routes=REPORTS), call("GET", f"/reports/{spelling}"))
+    assert (error.code, error.context.resource) == ("action_denied", "svc:*:*:report:42")
+
+
+@pytest.mark.parametrize("spelling", ["4x", "+42", "-1", "4_2", "\u0664\u0662", "9" * 30, "%2042"])
+def test_an_integer_id_that_is_not_one_is_refused(world: World, spelling: str) -> None:
+    assert code_of(guard(world, routes=REPORTS), call("GET", f"/reports/{spelling}")) == "invalid_path_parameter"
+
+
+def test_a_parameter_cannot_shift_or_widen_the_urn(world: World) -> None:
+    routes = [Route("GET", "/files/{name}", "svc:file:get", resource="svc:*:*:file:{name}")]
+    world.rules("alice", allow("svc:*:*"), deny("svc:file:get", Resource=["svc:*:*:file:secret"]))
+    checker = guard(world, routes=routes)
+    assert checker.check(call("GET", "/files/a%3Ab")).resource == "svc:*:*:file:a%3Ab"
+    assert checker.check(call("GET", "/files/%2A")).resource == "svc:*:*:file:%2A"
+    assert checker.check(call("GET", "/files/x%3F")).resource == "svc:*:*:file:x%3F"
+    assert checker.check(call("GET", "/files/100%25")).resource == "svc:*:*:file:100%25"
+    assert code_of(checker, call("GET", "/files/secret")) == "action_denied"

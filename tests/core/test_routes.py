@@ -265,13 +265,20 @@ def test_actions_include_body_actions_once_and_sorted() -> None:
 
 
 def test_match_fills_the_resource_template() -> None:
-    route = Route(
-        "GET", "/obs/{bucket}/{key+}", "obs:object:GetObject", resource="obs:*:*:object:{bucket}/{key}/{absent}"
-    )
+    route = Route("GET", "/obs/{bucket}/{key+}", "obs:object:GetObject", resource="obs:*:*:object:{bucket}/{key}")
     found = find(catalog(route), "GET", "/obs/b1/dir/file%20name")
     assert found is not None
-    assert found.resource() == "obs:*:*:object:b1/dir/file name/*"  # an unknown name stands for any value
+    assert found.resource() == "obs:*:*:object:b1/dir/file name"
     assert find(catalog(Route("GET", "/x", "svc:x:get")), "GET", "/x").resource() is None  # type: ignore[union-attr]
+
+
+def test_a_resource_naming_no_path_parameter_is_refused() -> None:
+    # It used to be filled with a literal '*' (text no path parameter checked): now the catalog refuses it.
+    route = Route("GET", "/obs/{bucket}", "obs:object:GetObject", resource="obs:*:*:object:{bucket}/{absent}")
+    with pytest.raises(ConfigurationError, match="absent"):
+        catalog(route)
+    with pytest.raises(ConfigurationError, match="as \\{name\\}"):
+        catalog(Route("GET", "/r/{id:int}", "svc:r:get", resource="svc:*:*:r:{id:int}"))
 
 
 # -- parse_path ------------------------------------------------------------------------------------------
@@ -574,14 +581,52 @@ def test_the_preset_has_one_route_per_distinct_row_and_nothing_else() -> None:
     assert {(route.method, route.template) for route in PRESET.routes} == expected
     assert len(PRESET.routes) == len(ROUTED) - 1  # the PUT services row is listed twice
     assert PRESET.unmatched is Unmatched.DENY
-    assert all(not route.path_allow and route.resource is None for route in PRESET.routes)
+    assert all(not route.path_allow for route in PRESET.routes)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "resource"),
+    [
+        ("GET", "/v1/p/notebooks/nb-1", "modelarts:*:*:notebook:nb-1"),
+        ("GET", "/v1/p/notebooks/nb-1/storage", "modelarts:*:*:notebook:nb-1"),
+        ("POST", "/v1/p/demanager/instances/i-1/action", "modelarts:*:*:notebook:i-1"),
+        ("DELETE", "/v2/p/training-jobs/j-1", "modelarts:*:*:trainJob:j-1"),
+        ("GET", "/v2/p/training-jobs/j-1/tasks/worker-0/logs/url", "modelarts:*:*:trainJob:j-1"),
+        ("PUT", "/v1/p/services/s-1", "modelarts:*:*:service:s-1"),
+        ("DELETE", "/v1/p/models/m-1", "modelarts:*:*:model:m-1"),
+        ("GET", "/v2/p/datasets/d-1/versions/v-1", "modelarts:*:*:dataset:d-1"),
+        ("GET", "/v2/p/datasets/d-1/export-tasks/t-1", "modelarts:*:*:dataset:d-1"),
+        ("PUT", "/v2/p/algorithms/a-1", "modelarts:*:*:aiAlgorithm:a-1"),
+        ("DELETE", "/v1/p/images/i-1", "modelarts:*:*:image:i-1"),
+        ("PUT", "/v1/p/workspaces/" + "a" * 32, "modelarts:*:*:workspace:" + "a" * 32),
+        ("GET", "/v1/p/workspaces/" + "a" * 32 + "/quotas", "modelarts:*:*:workspace:" + "a" * 32),
+        ("POST", "/v1/p/notebooks", None),  # a list or a create names no resource yet
+        ("POST", "/v1/p/notebooks/nb-1/create-image", None),  # an image action on a notebook: no one type
+        ("GET", "/v2/p/workforces/w-1", None),  # no documented resource type
+    ],
+)
+def test_preset_routes_with_ids_carry_resource_urns(method: str, path: str, resource: str | None) -> None:
+    found = find(PRESET, method, path)
+    assert found is not None and found.resource() == resource
+
+
+def test_preset_routes_declare_where_the_body_names_the_workspace() -> None:
+    fields = {route.name: route.workspace_fields for route in PRESET.routes if route.workspace_fields}
+    assert fields["POST /v2/{project_id}/training-jobs"] == ("metadata.workspace_id",)
+    assert fields["POST /v2/{project_id}/algorithms"] == ("metadata.workspace_id",)
+    assert fields["PUT /v2/{project_id}/algorithms/{algorithm_id}"] == ("metadata.workspace_id",)
+    assert fields["POST /v1/{project_id}/notebooks"] == ("workspace_id",)
+    assert fields["PUT /v1/{project_id}/services/{service_id}"] == ("workspace_id",)
+    assert all(route.method in {"POST", "PUT"} for route in PRESET.routes if route.workspace_fields)
 
 
 def test_the_packaged_copy_matches_the_research_table() -> None:
     from importlib.resources import files
 
-    lines = files("authmw.data").joinpath("modelarts_routes.tsv").read_text().splitlines()[2:]
-    packaged = [tuple([*line.split("\t"), ""][:4]) for line in lines]
+    lines = files("authmw.data").joinpath("modelarts_routes.tsv").read_text().splitlines()
+    assert lines[0].startswith("#")
+    assert lines[1] == "method\tpath\taction\talso_required\tresource\tworkspace_fields"
+    packaged = [tuple([*line.split("\t"), ""][:4]) for line in lines[2:]]
     research = [(row["method"], row["path"], row["action"], row["also_required_or_related"]) for row in ROWS]
     assert packaged == research
 
