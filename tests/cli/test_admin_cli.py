@@ -234,6 +234,10 @@ def test_verify_request_with_the_store(cli: Cli, tmp_path: Path) -> None:
             "at most 5",
         ),
         (["whitelist", "set", "1.1.1.1"], "one of the arguments"),
+        # A route whitelist under a name the guard never looks up would restrict nothing (issue 12, item 13).
+        (["whitelist", "set", "--route", "modelarts:notebook:lsit", "10.0.0.1"], "neither an action"),
+        (["whitelist", "set", "--route", "GET /v1/notebooks", "10.0.0.1"], "neither an action"),
+        (["whitelist", "set", "--route", "POST /v2/{project_id}/training-jobs/", "10.0.0.1"], "neither an action"),
         (["domain", "create", "default"], "already exists"),
         (["explain", "--user", "alice", "--action", "bad"], "service:resourceType:operation"),
         (["import", "/nonexistent.yaml"], "cannot read"),

@@ -1248,8 +1248,11 @@ def test_a_nested_workspace_of_a_training_job_is_checked(world: World) -> None:
         body_of(items=[{"workspace_id": WS_PUBLIC}, {"WORKSPACE-ID": WS_INTERNAL}]),
         body_of(workspace={"id": WS_PUBLIC}, metadata={"workspace_id": WS_INTERNAL}),
         body_of(metadata={"labels": {"os.modelarts/workspace.id": WS_INTERNAL}}, workspace_id=WS_PUBLIC),
-        b'{"metadata": {"\\u0077orkspace_id": "' + WS_INTERNAL.encode() + b'"}, "workspace_id": "'
-        + WS_PUBLIC.encode() + b'"}',
+        b'{"metadata": {"\\u0077orkspace_id": "'
+        + WS_INTERNAL.encode()
+        + b'"}, "workspace_id": "'
+        + WS_PUBLIC.encode()
+        + b'"}',
         '{"metadata": {"work\u017fpace_id": "' + WS_INTERNAL + '"}, "workspace_id": "' + WS_PUBLIC + '"}',
     ],
     ids=["nested-and-flat", "camel-case", "in-an-array", "workspace-object", "pool-label", "escaped", "long-s"],

@@ -19,6 +19,7 @@ from authmw.cli._common import (
     emit,
     open_cli_store,
     parse_context,
+    settings_of,
 )
 from authmw.errors import ChangeRefused, ConfigurationError
 from authmw.identity import DEFAULT_WORKSPACE_ID, WhitelistScope, can_access_workspace
@@ -330,12 +331,31 @@ def _whitelist_set(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> 
         if args.user
         else (WhitelistScope.ROUTE, args.route)
     )
+    if scope is WhitelistScope.ROUTE and args.addresses and not args.unchecked_route:
+        _check_route_name(args, name)
     with open_cli_store(args) as store:
         store.require_schema()
         whitelist = store.set_whitelist(scope, name, args.addresses, domain=args.domain)
     report = {"scope": scope.value, "name": name, "entries": list(whitelist.entries)}
     emit(args, stdout, report, f"{scope.value} {name}: {', '.join(whitelist.entries) or 'all addresses allowed'}\n")
     return EXIT_OK
+
+
+def _check_route_name(args: argparse.Namespace, name: str) -> None:
+    """The guard names a route by ``METHOD /template`` or by an action it decides (the route's or a body
+    field's); a whitelist under any other name would restrict nothing, so it is refused. The catalog is the
+    deployment's: the presets in force and the configured routes (``--config``)."""
+    from authmw.assembly import routes_of  # deferred: only this command needs the route catalog
+
+    try:
+        catalog = routes_of(settings_of(args))
+    except ConfigurationError as exc:
+        raise UsageError(f"--route: the configured routes are invalid: {exc}") from None
+    if name not in catalog.actions and name not in {route.name for route in catalog.routes}:
+        raise UsageError(
+            f"--route: {name!r} is neither an action of the route catalog nor a route ('METHOD /path/template' "
+            "as configured); routes declared in code: --unchecked-route"
+        )
 
 
 def _passphrase(args: argparse.Namespace) -> str | None:
@@ -589,7 +609,12 @@ def register(commands: Any) -> None:
     target = setter.add_mutually_exclusive_group(required=True)
     target.add_argument("--workspace", metavar="W", help="workspace name or id")
     target.add_argument("--user", metavar="U")
-    target.add_argument("--route", metavar="R", help="an action or 'METHOD /path/template'")
+    target.add_argument("--route", metavar="R", help="an action or 'METHOD /path/template' of the route catalog")
+    setter.add_argument(
+        "--unchecked-route",
+        action="store_true",
+        help="accept a --route the configured catalog does not know (a route declared in code)",
+    )
     setter.add_argument("addresses", nargs="*", metavar="ADDRESS_OR_CIDR")
 
     for name, handler, text in (
