@@ -69,7 +69,8 @@ def test_a_route_whitelist_names_a_route_or_action_of_the_deployments_catalog(
     config = tmp_path / "authmw.yaml"
     config.write_text(
         f"store: sqlite:///{tmp_path}/conf.db\nmaster_key_file: {tmp_path}/conf.key\n"
-        "routes:\n  - {method: PUT, path: '/jobs/{id}', action: 'svc:job:update', body_actions: {status: 'svc:job:action'}}\n"
+        "routes:\n  - {method: PUT, path: '/jobs/{id}', action: 'svc:job:update',\n"
+        "     body_actions: {status: 'svc:job:action'}}\n"
     )
     assert main(["--config", str(config), "init"], stdout=io.StringIO()) == 0
 
