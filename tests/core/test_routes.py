@@ -11,15 +11,17 @@ from typing import Any
 
 import pytest
 
-from authmw.errors import AmbiguousPath, ConfigurationError, InvalidEncoding
+from authmw.errors import AmbiguousPath, ConfigurationError, InvalidEncoding, InvalidPathParameter
 from authmw.routes import (
     PATH_ALLOWANCES,
     Access,
     Match,
     Route,
     RouteCatalog,
+    Routes,
     Unmatched,
     check_allowed,
+    json_path,
     modelarts_routes,
     parse_path,
     route_from_mapping,
@@ -653,3 +655,102 @@ def test_unlisted_paths_and_methods_are_unmatched() -> None:
     assert find(PRESET, "PATCH", "/v1/p/notebooks") is None
     assert find(PRESET, "GET", "/v3/p/notebooks") is None
     assert find(PRESET, "GET", "/") is None
+
+
+# -- typed parameters, URN escaping, workspace fields (issue 12, items 2 and 14) -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "path", "value"),
+    [
+        ("/r/{id:int}", "/r/42", "42"),
+        ("/r/{id:int}", "/r/0042", "42"),
+        ("/r/{id:int}", "/r/0", "0"),
+        ("/r/{id:int}", "/r/9223372036854775807", "9223372036854775807"),
+        ("/r/{id:uuid}", "/r/0F8FAD5B-D9CB-469F-A165-70867728950E", "0f8fad5b-d9cb-469f-a165-70867728950e"),
+        ("/r/{id:uuid}", "/r/0f8fad5bd9cb469fa16570867728950e", "0f8fad5b-d9cb-469f-a165-70867728950e"),
+        ("/r/{id:str}", "/r/0042", "0042"),
+        ("/r/{id}", "/r/0042", "0042"),
+    ],
+)
+def test_typed_parameters_are_canonical(template: str, path: str, value: str) -> None:
+    found = find(catalog(Route("GET", template, "svc:r:get", resource="svc:*:*:r:{id}")), "GET", path)
+    assert found is not None and found.params == {"id": value} and found.resource() == f"svc:*:*:r:{value}"
+
+
+@pytest.mark.parametrize(
+    ("template", "path"),
+    [
+        ("/r/{id:int}", "/r/9223372036854775808"),  # past a signed 64-bit id
+        ("/r/{id:int}", "/r/1e3"),
+        ("/r/{id:int}", "/r/%EF%BC%94"),  # a full-width digit: int() would take it
+        ("/r/{id:int}", "/r/%201"),
+        ("/r/{id:uuid}", "/r/%7B0f8fad5b-d9cb-469f-a165-70867728950e%7D"),  # uuid.UUID() takes braces
+        ("/r/{id:uuid}", "/r/urn:uuid:0f8fad5b-d9cb-469f-a165-70867728950e"),
+        ("/r/{id:uuid}", "/r/0x0000000000000000000000000000ab"),  # ... and a 0x prefix
+        ("/r/{id:uuid}", "/r/0f8fad5b-d9cb469f-a165-70867728950e"),  # hyphens in some places only
+    ],
+)
+def test_typed_parameters_refuse_other_spellings(template: str, path: str) -> None:
+    with pytest.raises(InvalidPathParameter):
+        find(catalog(Route("GET", template, "svc:r:get")), "GET", path)
+
+
+@pytest.mark.parametrize("template", ["/r/{id:float}", "/r/{id:int+}", "/r/{id:}"])
+def test_unknown_parameter_types_are_configuration_errors(template: str) -> None:
+    with pytest.raises(ConfigurationError):
+        catalog(Route("GET", template, "svc:r:get"))
+
+
+@pytest.mark.parametrize(
+    ("path", "urn"),
+    [
+        ("/b/a%3Ab/k", "s:*:*:o:a%3Ab/k"),  # ':' would shift the URN's segments
+        ("/b/%2A/k", "s:*:*:o:%2A/k"),  # '*' and '?' would be wildcards wherever the URN is a pattern
+        ("/b/b%3F/k", "s:*:*:o:b%3F/k"),
+        ("/b/50%25/k", "s:*:*:o:50%25/k"),  # the escape itself is escaped: no two values share a URN
+        ("/b/x%2Fy/k", "s:*:*:o:x%2Fy/k"),  # a '/' inside one segment is not a path separator
+        ("/b/b/dir/f:1*", "s:*:*:o:b/dir/f%3A1%2A"),  # in {key+} the '/' separates, the rest is escaped
+    ],
+)
+def test_parameters_are_escaped_in_urns(path: str, urn: str) -> None:
+    route = Route("GET", "/b/{bucket}/{key+}", "s:o:get", resource="s:*:*:o:{bucket}/{key}", path_allow=ALL_ALLOW)
+    found = find(catalog(route), "GET", path)
+    assert found is not None and found.resource() == urn
+
+
+ALL_ALLOW = frozenset({"encoded-slash"})
+
+
+@pytest.mark.parametrize(
+    ("text", "keys"),
+    [
+        ("workspace_id", ("workspace_id",)),
+        ("metadata.workspace_id", ("metadata", "workspace_id")),
+        ('metadata.labels."os.modelarts/workspace.id"', ("metadata", "labels", "os.modelarts/workspace.id")),
+    ],
+)
+def test_json_paths(text: str, keys: tuple[str, ...]) -> None:
+    assert json_path(text) == keys
+
+
+@pytest.mark.parametrize("text", ["", ".a", "a.", "a..b", 'a."b', '"a"b', 'a."".b'])
+def test_bad_json_paths(text: str) -> None:
+    with pytest.raises(ValueError, match="JSON path"):
+        json_path(text)
+    with pytest.raises(ConfigurationError, match="workspace_fields"):
+        catalog(Route("POST", "/x", "svc:x:create", workspace_fields=(text,)))
+
+
+def test_workspace_fields_from_configuration() -> None:
+    route = route_from_mapping(
+        {"method": "POST", "path": "/jobs", "action": "svc:job:create", "workspace_fields": ["metadata.workspace_id"]},
+        origin="o",
+    )
+    assert route.workspace_fields == ("metadata.workspace_id",)
+    for bad in ("metadata.workspace_id", [1], {"a": "b"}):
+        with pytest.raises(ConfigurationError, match="workspace_fields"):
+            route_from_mapping({"path": "/x", "action": "svc:x:get", "workspace_fields": bad}, origin="o")
+    routes = Routes()
+    routes.protect("POST", "/jobs", "svc:job:create", workspace_fields=["spec.space"])
+    assert next(iter(routes)).workspace_fields == ("spec.space",)
