@@ -67,6 +67,7 @@ from authmw.routes import (
 )
 from authmw.sessions import Session
 from authmw.signing import Verifier
+from authmw.signing.awschunked import decode_aws_chunked
 from authmw.tokens import TokenVerifier, TrustedIssuer, peek_issuer
 
 __all__ = ["SIGNED_IF_PRESENT", "AuthContext", "Guard", "bare_context"]
@@ -636,11 +637,14 @@ def _json_body(request: Request, match: Match | None) -> Any:
     ``[`` is parsed when it mentions ``workspace`` in any case, uses ``\\u`` escapes (which could spell it), or
     names a body field of the route; such a body must parse and must not repeat a key at any depth: the app's
     JSON parser could otherwise read a different workspace than this one. Bodies in UTF-16/32 or with a
-    byte-order mark are read as ``json.loads`` reads them (apps do), and always parsed.
+    byte-order mark are read as ``json.loads`` reads them (apps do), and always parsed; ``aws-chunked`` framing
+    is decoded first. Other content codings (gzip) are not read.
     """
     body = request.body
     if not body:
         return None
+    if "aws-chunked" in request.headers.get("content-encoding", "").lower():
+        body = decode_aws_chunked(body)[0]  # what an upstream that decodes the framing reads
     text: str | bytes = body
     head = body[:4]
     if b"\x00" in head or head[:1] in (b"\xef", b"\xfe", b"\xff"):  # a BOM or UTF-16/32: not plain UTF-8

@@ -1360,3 +1360,10 @@ def test_a_parameter_cannot_shift_or_widen_the_urn(world: World) -> None:
     assert checker.check(call("GET", "/files/x%3F")).resource == "svc:*:*:file:x%3F"
     assert checker.check(call("GET", "/files/100%25")).resource == "svc:*:*:file:100%25"
     assert code_of(checker, call("GET", "/files/secret")) == "action_denied"
+
+
+def test_an_aws_chunked_body_is_read_decoded(world: World) -> None:
+    payload = job_in(WS_PRIVATE)
+    framed = f"{len(payload):x}\r\n".encode() + payload + b"\r\n0\r\n\r\n"
+    request = call("POST", TRAINING_JOBS, body=framed, headers={"Content-Encoding": "aws-chunked"}, user="frank")
+    assert code_of(guard(world), request) == "workspace_denied"
