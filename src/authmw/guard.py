@@ -470,7 +470,9 @@ class Guard:
             return _LEGACY_DECISION
         return decision
 
-    def _workspace(self, request: Request, match: Match | None, in_body: list[Any], principal: Principal) -> Workspace:
+    def _workspace(
+        self, request: Request, match: Match | None, in_body: list[Any] | None, principal: Principal
+    ) -> Workspace:
         named: str | None = None
         for value in _workspace_candidates(request, match, in_body):
             if not isinstance(value, str) or not WORKSPACE_ID.fullmatch(value):
@@ -576,7 +578,7 @@ def _project_scope(credential: Credential) -> tuple[bool, str | None]:
     return False, None
 
 
-def _workspace_candidates(request: Request, match: Match | None, in_body: list[Any]) -> list[Any]:
+def _workspace_candidates(request: Request, match: Match | None, in_body: list[Any] | None) -> list[Any]:
     found: list[Any] = []
     if match is not None:
         found += [match.params[key] for key in _WORKSPACE_PATH_KEYS if key in match.params]
@@ -586,7 +588,7 @@ def _workspace_candidates(request: Request, match: Match | None, in_body: list[A
     header = request.headers.get("x-workspace-id")
     if header is not None:
         found.append(header.strip())
-    return found + in_body
+    return found + (in_body or [])
 
 
 def _body_workspace_ids(body: Any, match: Match | None) -> list[Any]:
