@@ -73,7 +73,6 @@ from authmw.tokens import TokenVerifier, TrustedIssuer, peek_issuer
 __all__ = ["SIGNED_IF_PRESENT", "AuthContext", "Guard", "bare_context"]
 
 _MODES = ("enforce", "dry-run")
-_WORKSPACE_QUERY_KEYS = ("workspace_id", "workspaceId")
 _WORKSPACE_PATH_KEYS = ("workspace_id", "ws_id")  # the ModelArts workspace routes name the workspace in the path
 #: Headers the pipeline reads to place a request: a signature must cover them whenever they are sent.
 SIGNED_IF_PRESENT = ("x-workspace-id", "x-project-id")
@@ -626,8 +625,17 @@ def _names_workspace(key: str) -> bool:
     return _key_letters(key).endswith("workspaceid")
 
 
-@lru_cache(maxsize=4096)
 def _key_letters(key: str) -> str:
+    # Keys repeat (arrays of objects): short ones are memoised; a long one would pin its text in the memo.
+    return _short_key_letters(key) if len(key) <= 64 else _letters(key)
+
+
+@lru_cache(maxsize=4096)
+def _short_key_letters(key: str) -> str:
+    return _letters(key)
+
+
+def _letters(key: str) -> str:
     # casefold: "ſ" and "K" (Kelvin) compare equal to "s" and "k" in case-insensitive matchers (Java's among them)
     return "".join(c for c in key.casefold() if c.isascii() and c.isalnum())
 
@@ -665,7 +673,7 @@ def _json_body(request: Request, match: Match | None) -> Any:
         if _COULD_NAME_WORKSPACE(body) is None:
             fields = [] if match is None else [name.encode() for name, _action in match.route.body_actions]
             if match is not None:
-                fields += [json_path(text)[-1].encode() for text in match.route.workspace_fields]
+                fields += [json_path(path)[-1].encode() for path in match.route.workspace_fields]
             if not any(f in body for f in fields):
                 return None
     try:
