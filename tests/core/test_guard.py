@@ -1367,3 +1367,9 @@ def test_an_aws_chunked_body_is_read_decoded(world: World) -> None:
     framed = f"{len(payload):x}\r\n".encode() + payload + b"\r\n0\r\n\r\n"
     request = call("POST", TRAINING_JOBS, body=framed, headers={"Content-Encoding": "aws-chunked"}, user="frank")
     assert code_of(guard(world), request) == "workspace_denied"
+
+
+@pytest.mark.parametrize("key", ["WorkspaceID", "workspace-id", "WORKSPACE_ID", "%57orkspace_id"])
+def test_any_spelling_of_the_workspace_query_key_is_read(world: World, key: str) -> None:
+    request = call(query=f"{key}={WS_PRIVATE}", user="frank")
+    assert code_of(guard(world), request) == "workspace_denied"
