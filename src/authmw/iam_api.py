@@ -10,8 +10,13 @@ into their security token (:mod:`authmw.sessions`): nothing is stored per sessio
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import ipaddress
 import json
 import math
+import os
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -29,6 +34,7 @@ from authmw.errors import (
     InvalidDuration,
     InvalidPolicy,
     InvalidSessionPolicy,
+    LoginBusy,
     MalformedBody,
     MissingCredentials,
     NotFound,
@@ -42,10 +48,10 @@ from authmw.models import AuthMethod, Credential, Request
 from authmw.policy import parse_policy
 from authmw.sessions import MAX_DURATION, MIN_DURATION, Session, SessionSealer, new_temporary_key
 from authmw.store import Store
-from authmw.store.records import User
+from authmw.store.records import Domain, User
 from authmw.tokens import TokenClaims, TokenSigner, iso_time
 
-__all__ = ["SECURITY_TOKENS_PATH", "TOKENS_PATH", "AttemptLimiter", "TokenService", "assume"]
+__all__ = ["SECURITY_TOKENS_PATH", "TOKENS_PATH", "Attempt", "AttemptLimiter", "TokenService", "assume"]
 
 TOKENS_PATH = "/v3/auth/tokens"
 SECURITY_TOKENS_PATH = "/v3.0/OS-CREDENTIAL/securitytokens"
@@ -54,14 +60,56 @@ ASSUME_ACTION = "iam:agencies:assume"
 DEFAULT_DURATION = 900
 _MAX_BODY = 64 * 1024
 _MAX_SESSION_POLICY = 2048  # characters of compact JSON: the policy travels inside every request's token
+#: How many limiter keys all unknown users and domains share (a bound, and no name of theirs is kept).
+UNKNOWN_BUCKETS = 4096
+
+
+class Attempt:
+    """One login attempt reserved by :meth:`AttemptLimiter.reserve`: it counts against its user's and address's
+    limits, and holds one password-check slot, until it is settled, once (later calls do nothing)."""
+
+    __slots__ = ("_address", "_limiter", "_settled", "_user")
+
+    def __init__(self, limiter: AttemptLimiter, user: str, address: str | None) -> None:
+        self._limiter, self._user, self._address, self._settled = limiter, user, address, False
+
+    def failed(self) -> None:
+        """The password was wrong (or the user unknown or disabled): the attempt counts as a failure."""
+        self._settle(failed=True)
+
+    def succeeded(self) -> None:
+        """The password was right: the user's failures are forgotten (the address's are kept)."""
+        self._settle(failed=False, forgive=True)
+
+    def release(self) -> None:
+        """Nothing was decided (the store failed): the attempt does not count."""
+        self._settle(failed=False)
+
+    def _settle(self, *, failed: bool, forgive: bool = False) -> None:
+        if not self._settled:
+            self._settled = True
+            self._limiter._settle(self._user, self._address, failed=failed, forgive=forgive)
+
+
+class _Counter:
+    __slots__ = ("failures", "pending")
+
+    def __init__(self, limit: int) -> None:
+        self.failures: deque[float] = deque(maxlen=limit)
+        self.pending = 0
 
 
 class AttemptLimiter:
-    """Failed logins per key in a sliding window; a key over its limit is refused before any password work.
+    """Login attempts per user and per client address in a sliding window, reserved before any password work.
 
-    ``per_user`` failures of one user name, or ``per_address`` failures from one client address, within
-    ``window`` seconds lock that user or address until old failures leave the window. Bounded: at most
-    ``max_keys`` keys are tracked (the oldest forgotten first).
+    :meth:`reserve` checks and counts an attempt atomically (under one lock), so concurrent guesses cannot all
+    pass the check: attempts in flight count as failures until settled. ``per_user`` failures of one user (key:
+    domain id and user id, see :meth:`TokenService`), or ``per_address`` failures from one client address (an
+    IPv6 address counts as its /64, which one client usually holds whole), within ``window`` seconds refuse
+    further attempts (429 ``too_many_attempts``). At most ``max_hashing`` password checks run at once in the
+    process (each is an scrypt of 128 MiB); beyond that an attempt is refused at once (503 ``login_busy``),
+    never queued. Bounded: at most ``max_keys`` users and as many addresses are tracked, least recently used
+    forgotten first. Keep one limiter for the life of the process (a configuration reload keeps it).
     """
 
     def __init__(
@@ -71,42 +119,106 @@ class AttemptLimiter:
         per_address: int = 20,
         window: float = 300.0,
         max_keys: int = 100_000,
+        max_hashing: int = 4,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if min(per_user, per_address, max_keys, max_hashing) < 1 or window <= 0:
+            raise ConfigurationError("attempt limits, max_keys, max_hashing and window must be positive")
         self.per_user, self.per_address, self.window, self._clock = per_user, per_address, window, clock
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-        self._max_keys = max_keys
+        self.max_hashing, self._max_keys = max_hashing, max_keys
+        self._users: OrderedDict[str, _Counter] = OrderedDict()
+        self._addresses: OrderedDict[str, _Counter] = OrderedDict()
+        self._hashing = 0
+        self._lock = threading.Lock()  # attempts are settled in the worker threads that check passwords
+        # Unknown users and domains share a bounded set of keys, chosen by a keyed hash nobody outside can predict.
+        self._salt = os.urandom(16)
+
+    def unknown_key(self, domain: str, name: str) -> str:
+        """The key of a user that does not exist: one of :data:`UNKNOWN_BUCKETS`, so made-up names are limited
+        like real ones without growing the limiter."""
+        digest = hmac.new(self._salt, f"{domain}\0{name}".encode(), hashlib.sha256).digest()
+        return f"?{int.from_bytes(digest[:4], 'big') % UNKNOWN_BUCKETS}"
+
+    def reserve(self, user: str, address: str | None) -> Attempt:
+        """Reserve an attempt of ``user`` (a canonical key) from ``address`` (None: unknown, limited per user
+        only), or raise :class:`TooManyAttempts` / :class:`LoginBusy`. Settle the attempt when the check ends."""
+        network = _network(address)
+        with self._lock:
+            now = self._clock()
+            wait = self._wait(self._users.get(user), self.per_user, now)
+            if network is not None:
+                wait = max(wait, self._wait(self._addresses.get(network), self.per_address, now))
+            if wait:
+                raise TooManyAttempts(wait)
+            if self._hashing >= self.max_hashing:
+                raise LoginBusy(1)
+            self._hashing += 1
+            self._counter(self._users, user, self.per_user).pending += 1
+            if network is not None:
+                self._counter(self._addresses, network, self.per_address).pending += 1
+        return Attempt(self, user, network)
 
     def retry_after(self, user: str, address: str | None) -> int:
-        """Seconds until ``user`` from ``address`` may try again (0: now)."""
-        now = self._clock()
-        waits = [self._wait(f"u:{user}", self.per_user, now)]
-        if address is not None:
-            waits.append(self._wait(f"a:{address}", self.per_address, now))
-        return max(waits)
+        """Seconds until ``user`` from ``address`` may try again (0: now), attempts in flight included."""
+        network = _network(address)
+        with self._lock:
+            now = self._clock()
+            wait = self._wait(self._users.get(user), self.per_user, now)
+            if network is not None:
+                wait = max(wait, self._wait(self._addresses.get(network), self.per_address, now))
+            return wait
 
-    def failed(self, user: str, address: str | None) -> None:
-        now = self._clock()
-        for key in (f"u:{user}", *((f"a:{address}",) if address is not None else ())):
-            failures = self._failures.get(key)
-            if failures is None:
-                if len(self._failures) >= self._max_keys:
-                    self._failures.popitem(last=False)
-                failures = self._failures[key] = deque(maxlen=max(self.per_user, self.per_address))
-            failures.append(now)
+    def _settle(self, user: str, network: str | None, *, failed: bool, forgive: bool) -> None:
+        with self._lock:
+            now = self._clock()
+            self._hashing -= 1
+            for counters, key in ((self._users, user), (self._addresses, network)):
+                counter = None if key is None else counters.get(key)
+                if counter is None:
+                    continue
+                counter.pending = max(0, counter.pending - 1)
+                if failed:
+                    counter.failures.append(now)
+            if forgive:
+                counter = self._users.get(user)
+                if counter is not None:
+                    counter.failures.clear()
+                    if not counter.pending:
+                        del self._users[user]
 
-    def succeeded(self, user: str) -> None:
-        self._failures.pop(f"u:{user}", None)
+    def _counter(self, counters: OrderedDict[str, _Counter], key: str, limit: int) -> _Counter:
+        counter = counters.get(key)
+        if counter is not None:
+            counters.move_to_end(key)
+            return counter
+        for _ in range(len(counters) - self._max_keys + 1):  # forget the least recently used; never one in flight
+            oldest, forgotten = counters.popitem(last=False)
+            if forgotten.pending:
+                counters[oldest] = forgotten
+        counter = counters[key] = _Counter(limit)
+        return counter
 
-    def _wait(self, key: str, limit: int, now: float) -> int:
-        failures = self._failures.get(key)
-        if failures is None:
+    def _wait(self, counter: _Counter | None, limit: int, now: float) -> int:
+        if counter is None:
             return 0
+        failures = counter.failures
         while failures and failures[0] <= now - self.window:
             failures.popleft()
-        if len(failures) < limit:
+        if len(failures) + counter.pending < limit:
             return 0
+        if len(failures) < limit:  # attempts in flight may still fail: ask again shortly
+            return 1
         return max(1, math.ceil(failures[-limit] + self.window - now))
+
+
+def _network(address: str | None) -> str | None:
+    """The key of a client address: itself, or its /64 for IPv6 (None stays None)."""
+    if address is None or ":" not in address:
+        return address
+    try:
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    except ValueError:
+        return address
 
 
 class TokenService:
@@ -127,11 +239,14 @@ class TokenService:
         resolver = guard.verifier.security_tokens
         self.sealer = resolver if isinstance(resolver, SessionSealer) else None
         self.limiter = limiter or AttemptLimiter()
+        self._domains: tuple[int, dict[str, Domain]] = (-1, {})  # (store revision, name or id → domain)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         peer = scope.get("client")
         address = peer[0] if peer else None
         try:
+            # The client as the pipeline sees it: behind trusted proxies, not the balancer every client shares.
+            address = self.guard.proxies.client_address(address, request_from_scope(scope, b"").headers)
             path = scope.get("path")
             if path == SECURITY_TOKENS_PATH and self.sealer is not None:
                 if scope["method"] != "POST":
@@ -155,15 +270,19 @@ class TokenService:
 
     async def _issue(self, scope: Scope, send: Send, body: bytes, address: str | None) -> None:
         name, password, domain, project = _password_request(body)
-        limited = f"{domain}\0{name}"
-        wait = self.limiter.retry_after(limited, address)
-        if wait:
-            raise TooManyAttempts(wait)
-        found = await asyncio.to_thread(self.store.check_password, name, password, domain=domain)
+        key = await asyncio.to_thread(self._login_key, name, domain)
+        attempt = self.limiter.reserve(key, address)  # before any password work; raises 429 or 503
+        try:
+            checking = asyncio.get_running_loop().run_in_executor(
+                None, self._check_password, attempt, name, password, domain
+            )
+        except BaseException:  # never started (the executor is shut down)
+            attempt.release()
+            raise
+        # Shielded: a cancelled request must not cancel a check still queued, which would never settle its slot.
+        found = await asyncio.shield(checking)
         if found is None:
-            self.limiter.failed(limited, address)
             raise AuthenticationFailed("the user name, domain or password is wrong")
-        self.limiter.succeeded(limited)
         token, claims = self._sign(*found, project)
         query = scope.get("query_string", b"").decode("latin-1")
         payload = _token_body(claims, catalog="nocatalog" not in query)
@@ -201,6 +320,39 @@ class TokenService:
         }
         headers = [(b"content-type", b"application/json")]
         await send_response(send, 201, json.dumps({"credential": credentials}).encode(), headers)
+
+    def _login_key(self, name: str, domain: str) -> str:
+        """The limiter's key for a login of ``name`` in ``domain`` (a name or an id): the domain id and user id,
+        so naming the domain either way counts once; a user or domain that does not exist gets a shared key."""
+        revision = self.store.revision()
+        if revision != self._domains[0]:
+            index: dict[str, Domain] = {}
+            for found in self.store.list_domains():
+                index.setdefault(found.id, found)
+                index.setdefault(found.name, found)
+            self._domains = (revision, index)
+        known = self._domains[1].get(domain)
+        if known is None:
+            return self.limiter.unknown_key(domain, name)
+        user_id = self.store.read_user_id(known.name, name)[1]
+        return f"{known.id}/{user_id}" if user_id is not None else self.limiter.unknown_key(known.id, name)
+
+    def _check_password(self, attempt: Attempt, name: str, password: str, domain: str) -> tuple[User, str] | None:
+        """The scrypt check, in a worker thread that settles ``attempt`` itself: it runs to the end even when the
+        request that asked is gone, and its slot is held until then."""
+        try:
+            found = self.store.check_password(name, password, domain=domain)
+        except AuthmwError:  # the store failed: nothing was decided about the password
+            attempt.release()
+            raise
+        except BaseException:
+            attempt.failed()
+            raise
+        if found is None:
+            attempt.failed()
+        else:
+            attempt.succeeded()
+        return found
 
     def _sign(self, user: User, domain_name: str, project: dict[str, str] | None) -> tuple[str, TokenClaims]:
         scope: dict[str, str] = {}
