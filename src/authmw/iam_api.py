@@ -20,9 +20,11 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Any
+from dataclasses import replace
+from typing import Any, NamedTuple
 
 from authmw.asgi import Receive, Scope, Send, read_body, request_from_scope, send_error, send_response
+from authmw.audit import log_event
 from authmw.errors import (
     ActionDenied,
     AddressNotAllowed,
@@ -42,7 +44,7 @@ from authmw.errors import (
     TooManyAttempts,
     UnsignedPayloadRefused,
 )
-from authmw.guard import Guard, bare_context
+from authmw.guard import AuthContext, Guard
 from authmw.identity import Principal, WhitelistScope
 from authmw.models import AuthMethod, Credential, Request
 from authmw.policy import parse_policy
@@ -62,6 +64,7 @@ _MAX_BODY = 64 * 1024
 _MAX_SESSION_POLICY = 2048  # characters of compact JSON: the policy travels inside every request's token
 #: How many limiter keys all unknown users and domains share (a bound, and no name of theirs is kept).
 UNKNOWN_BUCKETS = 4096
+_Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]  # status, body, headers
 
 
 class Attempt:
@@ -244,34 +247,46 @@ class TokenService:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         peer = scope.get("client")
         address = peer[0] if peer else None
+        audit = _Audit(os.urandom(12).hex(), address)
+        method, path = scope.get("method", ""), scope.get("path", "")
+        answer: _Answer | None = None
         try:
             # The client as the pipeline sees it: behind trusted proxies, not the balancer every client shares.
             address = self.guard.proxies.client_address(address, request_from_scope(scope, b"").headers)
-            path = scope.get("path")
+            audit.context = AuthContext(audit.context.request_id, address)
             if path == SECURITY_TOKENS_PATH and self.sealer is not None:
-                if scope["method"] != "POST":
+                if method != "POST":
                     await send_response(send, 405, b"", [(b"allow", b"POST")])
                     return
                 body = await read_body(scope, receive, _MAX_BODY)
                 if body is not None:
-                    await self._security_token(scope, send, body)
+                    audit.event = "credentials_issued"
+                    answer = await self._security_token(scope, body, audit)
             elif path != TOKENS_PATH:
                 await send_response(send, 404, b"", [])
-            elif scope["method"] == "POST":
+            elif method == "POST":
                 body = await read_body(scope, receive, _MAX_BODY)
                 if body is not None:
-                    await self._issue(scope, send, body, address)
-            elif scope["method"] in ("HEAD", "DELETE"):
-                await self._check_or_revoke(scope, send)
+                    audit.event = "login"
+                    answer = await self._issue(scope, body, address, audit)
+            elif method in ("HEAD", "DELETE"):
+                audit.event = "token_checked" if method == "HEAD" else "token_revoked"
+                answer = await self._check_or_revoke(scope, audit)
             else:
                 await send_response(send, 405, b"", [(b"allow", b"POST, HEAD, DELETE")])
         except AuthmwError as exc:
-            await send_error(scope, send, exc, bare_context(address).request_id)
+            audit.write(exc, method, path)  # recorded before the client hears the answer
+            await send_error(scope, send, exc, audit.context.request_id)
+            return
+        audit.write(None, method, path)
+        if answer is not None:
+            await send_response(send, *answer)
 
-    async def _issue(self, scope: Scope, send: Send, body: bytes, address: str | None) -> None:
+    async def _issue(self, scope: Scope, body: bytes, address: str | None, audit: _Audit) -> _Answer:
         name, password, domain, project = _password_request(body)
-        key = await asyncio.to_thread(self._login_key, name, domain)
-        attempt = self.limiter.reserve(key, address)  # before any password work; raises 429 or 503
+        subject = await asyncio.to_thread(self._login_subject, name, domain)
+        audit.facts.update(subject.facts)
+        attempt = self.limiter.reserve(subject.key, address)  # before any password work; raises 429 or 503
         try:
             checking = asyncio.get_running_loop().run_in_executor(
                 None, self._check_password, attempt, name, password, domain
@@ -284,16 +299,25 @@ class TokenService:
         if found is None:
             raise AuthenticationFailed("the user name, domain or password is wrong")
         token, claims = self._sign(*found, project)
+        audit.facts.update(
+            project_id=claims.project_id, token_id=claims.token_id, expires_at=iso_time(claims.expires_at)
+        )
         query = scope.get("query_string", b"").decode("latin-1")
         payload = _token_body(claims, catalog="nocatalog" not in query)
         headers = [(b"x-subject-token", token.encode()), (b"content-type", b"application/json")]
-        await send_response(send, 201, json.dumps(payload).encode(), headers)
+        return 201, json.dumps(payload).encode(), headers
 
-    async def _security_token(self, scope: Scope, send: Send, body: bytes) -> None:
+    async def _security_token(self, scope: Scope, body: bytes, audit: _Audit) -> _Answer:
         assert self.sealer is not None
         agency, duration, policy = _session_request(body)
+        if agency is not None:
+            audit.event = "agency_assumed"
+            audit.facts.update(agency_domain=agency[0], agency=agency[1])
+        digest = None if policy is None else hashlib.sha256(policy.encode()).hexdigest()
+        audit.facts.update(duration=duration, session_policy_sha256=digest)
         request = request_from_scope(scope, body)
         credential, principal = await asyncio.to_thread(self.guard.authenticate, request)
+        audit.caller(credential, principal)
         if credential.method is AuthMethod.TEMPORARY:
             raise ActionDenied("temporary credentials cannot obtain temporary credentials")
         if credential.unsigned_payload:  # the body chooses what is granted: it must be what was signed
@@ -301,6 +325,8 @@ class TokenService:
         client = self.guard.proxies.client_address(request.client, request.headers)
         if not self.guard.identity.whitelist(WhitelistScope.USER, principal.user_id).allows(client):
             raise AddressNotAllowed("client address not in the caller's user whitelist")
+        if agency is not None:
+            audit.facts.update(action=ASSUME_ACTION)
         session, token = await asyncio.to_thread(
             assume,
             self.store,
@@ -312,6 +338,18 @@ class TokenService:
             caller=credential,
             source_ip=client,
         )
+        audit.facts.update(
+            issued_access_key=session.access_key,
+            duration=session.expires_at - session.issued_at,
+            expires_at=iso_time(session.expires_at),
+            delegation=list(session.chain),
+        )
+        if session.agency_name is not None:
+            audit.facts.update(
+                agency=session.agency_name,
+                agency_domain=session.agency_domain_name,
+                resource=f"iam::{session.agency_domain_id}:agency:{session.agency_name}",
+            )
         credentials = {
             "access": session.access_key,
             "secret": session.secret_key,
@@ -319,11 +357,12 @@ class TokenService:
             "expires_at": iso_time(session.expires_at),
         }
         headers = [(b"content-type", b"application/json")]
-        await send_response(send, 201, json.dumps({"credential": credentials}).encode(), headers)
+        return 201, json.dumps({"credential": credentials}).encode(), headers
 
-    def _login_key(self, name: str, domain: str) -> str:
-        """The limiter's key for a login of ``name`` in ``domain`` (a name or an id): the domain id and user id,
-        so naming the domain either way counts once; a user or domain that does not exist gets a shared key."""
+    def _login_subject(self, name: str, domain: str) -> _Subject:
+        """Who a login of ``name`` in ``domain`` (a name or an id) names. The limiter's key is the domain id and
+        user id, so naming the domain either way counts once; a user or domain that does not exist gets a shared
+        key (and no name of it is audited: a password typed into the name field stays out of the log)."""
         revision = self.store.revision()
         if revision != self._domains[0]:
             index: dict[str, Domain] = {}
@@ -333,9 +372,11 @@ class TokenService:
             self._domains = (revision, index)
         known = self._domains[1].get(domain)
         if known is None:
-            return self.limiter.unknown_key(domain, name)
+            return _Subject(self.limiter.unknown_key(domain, name), {})
         user_id = self.store.read_user_id(known.name, name)[1]
-        return f"{known.id}/{user_id}" if user_id is not None else self.limiter.unknown_key(known.id, name)
+        if user_id is None:
+            return _Subject(self.limiter.unknown_key(known.id, name), {"domain": known.name})
+        return _Subject(f"{known.id}/{user_id}", {"user_id": user_id, "user_name": name, "domain": known.name})
 
     def _check_password(self, attempt: Attempt, name: str, password: str, domain: str) -> tuple[User, str] | None:
         """The scrypt check, in a worker thread that settles ``attempt`` itself: it runs to the end even when the
@@ -371,24 +412,55 @@ class TokenService:
         password changed: refused); an external issuer's token too."""
         return self.guard.authenticate(Request.build("GET", TOKENS_PATH, {"x-auth-token": token}))
 
-    async def _check_or_revoke(self, scope: Scope, send: Send) -> None:
+    async def _check_or_revoke(self, scope: Scope, audit: _Audit) -> _Answer:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
         if "x-auth-token" not in headers:
             raise MissingCredentials("the caller's X-Auth-Token is required")
-        _caller, principal = await asyncio.to_thread(self._holder, headers["x-auth-token"])
+        caller, principal = await asyncio.to_thread(self._holder, headers["x-auth-token"])
+        audit.caller(caller, principal)
         try:
             subject, holder = await asyncio.to_thread(self._holder, headers.get("x-subject-token", ""))
-        except AuthmwError:
-            await send_response(send, 404, b"", [])
-            return
+        except AuthmwError as exc:
+            audit.refusal, audit.status = exc, 404
+            return 404, b"", []
+        audit.facts.update(subject_token_id=subject.access_key, subject_user_id=holder.user_id)
         if scope["method"] == "HEAD":
-            await send_response(send, 200, b"", [])
-            return
+            return 200, b"", []
         if principal.user_id != holder.user_id and not (principal.is_admin and principal.domain_id == holder.domain_id):
             raise ActionDenied("only the token's user or an administrator of its domain may revoke it")
         expires_at = subject.expires_at or 0
         await asyncio.to_thread(self.store.revoke_token, subject.access_key, holder.user_id, expires_at)
-        await send_response(send, 204, b"", [])
+        return 204, b"", []
+
+
+class _Subject(NamedTuple):
+    key: str  # the attempt limiter's
+    facts: dict[str, str]  # what the audit record may say about who was named
+
+
+class _Audit:
+    """The audit event of one call of the IAM endpoints, filled in as the call goes (one record per call)."""
+
+    __slots__ = ("context", "event", "facts", "refusal", "status")
+
+    def __init__(self, request_id: str, client: str | None) -> None:
+        self.context = AuthContext(request_id, client)
+        self.event: str | None = None  # None: nothing to record (a 404/405, or the client left)
+        self.facts: dict[str, Any] = {}
+        self.refusal: AuthmwError | None = None  # a refusal answered without raising (HEAD's 404)
+        self.status: int | None = None
+
+    def caller(self, credential: Credential, principal: Principal) -> None:
+        self.context = replace(self.context, credential=credential, principal=principal)
+
+    def write(self, error: AuthmwError | None, method: str, path: str) -> None:
+        if self.event is None:
+            return
+        error = error or self.refusal
+        event = self.event
+        if event == "login" and error is not None:
+            event = "login_locked" if isinstance(error, TooManyAttempts | LoginBusy) else "login_failed"
+        log_event(event, self.context, error, method, path, status=self.status, **self.facts)
 
 
 def assume(
