@@ -1,10 +1,12 @@
 """The IAM endpoints (SPEC §6) as an ASGI app: ``POST /v3/auth/tokens`` (password), ``HEAD``, ``DELETE``, and
 ``POST /v3.0/OS-CREDENTIAL/securitytokens`` (temporary credentials: ``assume_role`` an agency, or ``token``).
 
-``authmw proxy`` serves it; an app can mount it. Passwords are checked with scrypt in a worker thread, after
-an attempt limit (per user and per client address, failures in a sliding window), and every failure gets the
-same answer, whether the user is unknown, disabled or the password wrong. Temporary credentials are sealed
-into their security token (:mod:`authmw.sessions`): nothing is stored per session.
+``authmw proxy`` serves it; an app can mount it. Passwords are checked with scrypt in a worker thread, each
+attempt reserved first against the limits (:class:`AttemptLimiter`: per user and per client address, failures
+in a sliding window, and a cap on checks in flight), and every failure gets the same answer, whether the user
+is unknown, disabled or the password wrong. Temporary credentials are sealed into their security token
+(:mod:`authmw.sessions`): nothing is stored per session. Every call writes one audit record
+(:func:`authmw.audit.log_event`).
 """
 
 from __future__ import annotations
@@ -371,9 +373,10 @@ class TokenService:
                 index.setdefault(found.name, found)
             self._domains = (revision, index)
         known = self._domains[1].get(domain)
+        # The same queries whether or not the domain exists: the answer's timing must not tell.
+        user_id = self.store.read_user_id(domain if known is None else known.name, name)[1]
         if known is None:
             return _Subject(self.limiter.unknown_key(domain, name), {})
-        user_id = self.store.read_user_id(known.name, name)[1]
         if user_id is None:
             return _Subject(self.limiter.unknown_key(known.id, name), {"domain": known.name})
         return _Subject(f"{known.id}/{user_id}", {"user_id": user_id, "user_name": name, "domain": known.name})
