@@ -175,6 +175,7 @@ def build_guard(
         routes=routes_of(settings, routes),
         actions=modelarts_actions() if "modelarts" in _presets(settings, tuple(routes)) else (),
         trusted_proxies=settings.trusted_proxies,
+        forwarded_header=settings.forwarded_header,
         mode=settings.mode,
         strict_paths=settings.strict_paths,
         default_allow_without_policies=settings.default_allow_without_policies,

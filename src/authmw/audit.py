@@ -1,4 +1,10 @@
-"""The audit record of one decision (SPEC §10): who, what, where, the outcome and what decided it."""
+"""The audit record of one decision (SPEC §10): who, what, where, the outcome and what decided it.
+
+Every record has the same keys; ``event`` says what it records: ``request`` (a request the pipeline checked), or
+one of the IAM endpoints' :data:`EVENTS` (a login, a token checked or revoked, temporary credentials issued),
+which add their own facts (:func:`event_record`). No record holds a password, token, secret key, security
+token, signature, body or session policy text (a session policy is recorded by its SHA-256 digest).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,15 @@ from typing import Any
 from authmw.errors import AuthmwError
 from authmw.guard import AuthContext
 
-__all__ = ["AUDIT_LOGGER", "audit_record", "log_decision"]
+__all__ = ["AUDIT_LOGGER", "EVENTS", "audit_record", "event_record", "log_decision", "log_event"]
+
+#: The events of the IAM endpoints: a password login that succeeded, failed (wrong password, unknown user,
+#: malformed, ...) or was refused by a limit before any password work (``login_locked``: 429 or 503); a token
+#: checked (``HEAD``) or revoked (``DELETE``); temporary credentials for the caller itself (``credentials_issued``)
+#: or for an agency (``agency_assumed``). ``outcome`` and ``error_code`` say how the last four ended.
+EVENTS = frozenset(
+    {"login", "login_failed", "login_locked", "token_checked", "token_revoked", "credentials_issued", "agency_assumed"}
+)
 
 #: The logger every adapter writes decisions to, one JSON object per record, at INFO.
 AUDIT_LOGGER = logging.getLogger("authmw.audit")
@@ -22,6 +36,7 @@ def audit_record(context: AuthContext, error: AuthmwError | None, method: str, p
     decision = context.decision
     refused = error or context.error
     record: dict[str, Any] = {
+        "event": "request",
         "request_id": context.request_id,
         "outcome": "deny" if refused is not None else "allow",
         "enforced": error is not None or context.error is None,
@@ -50,12 +65,57 @@ def audit_record(context: AuthContext, error: AuthmwError | None, method: str, p
     return record
 
 
+def event_record(
+    event: str,
+    context: AuthContext,
+    error: AuthmwError | None,
+    method: str,
+    path: str,
+    *,
+    status: int | None = None,
+    **facts: Any,
+) -> dict[str, Any]:
+    """The record of an IAM endpoint ``event`` (one of :data:`EVENTS`): the request record's keys for the caller
+    in ``context`` (``status`` overrides the refusal status, say a 404), then ``facts`` (no secrets: the caller
+    passes ids, names, times and digests only)."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown audit event {event!r}")
+    record = audit_record(context, error, method, path)
+    record["event"] = event
+    if status is not None:
+        record["status"] = status
+    record.update(facts)
+    return record
+
+
+def log_event(
+    event: str,
+    context: AuthContext,
+    error: AuthmwError | None,
+    method: str,
+    path: str,
+    *,
+    status: int | None = None,
+    **facts: Any,
+) -> None:
+    """Write an IAM endpoint's :func:`event_record` to :data:`AUDIT_LOGGER` (and a 5xx of authmw's own for
+    operators, as :func:`log_decision` does)."""
+    if error is not None and error.status >= 500:
+        _LOGGER.warning("%s (request %s): %s", error.code, context.request_id, error.detail)
+    if AUDIT_LOGGER.isEnabledFor(logging.INFO):
+        _write(event_record(event, context, error, method, path, status=status, **facts))
+
+
+def _write(record: dict[str, Any]) -> None:
+    line = json.dumps(record, separators=(",", ":"))
+    # makeRecord + handle: the same record .info() makes, without walking the stack for the caller.
+    AUDIT_LOGGER.handle(AUDIT_LOGGER.makeRecord(AUDIT_LOGGER.name, logging.INFO, "authmw", 0, line, (), None))
+
+
 def log_decision(context: AuthContext, error: AuthmwError | None, method: str, path: str) -> None:
     """Write the audit record to :data:`AUDIT_LOGGER` (built only when the logger would emit it); a failure
     of authmw's own (5xx: the store, the upstream) is also logged for operators, with its cause."""
     if error is not None and error.status >= 500:
         _LOGGER.warning("%s (request %s): %s", error.code, context.request_id, error.detail)
     if AUDIT_LOGGER.isEnabledFor(logging.INFO):
-        line = json.dumps(audit_record(context, error, method, path), separators=(",", ":"))
-        # makeRecord + handle: the same record .info() makes, without walking the stack for the caller.
-        AUDIT_LOGGER.handle(AUDIT_LOGGER.makeRecord(AUDIT_LOGGER.name, logging.INFO, "authmw", 0, line, (), None))
+        _write(audit_record(context, error, method, path))

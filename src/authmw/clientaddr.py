@@ -3,7 +3,9 @@
 Forwarding headers are written by whoever sends them, so they are believed only as far as a chain of
 trusted proxies vouches for them: starting at the socket peer and walking the hops right to left, each
 trusted proxy hands over to the hop it reports, and the first address that is not a trusted proxy is the
-client. Nothing is trusted by default. RFC 7239 ``Forwarded`` is read when present, else ``X-Forwarded-For``.
+client. Nothing is trusted by default. Which header carries the chain is configuration (``header``:
+``x-forwarded-for``, the default, or RFC 7239 ``forwarded``), never the client's choice: the other header is
+ignored, since a load balancer appends to the one it writes and passes the other through as the client sent it.
 A hop that is not an IP address (``unknown``, an obfuscated ``_node``, garbage) where the client should be
 gives ``None``: no address, which no IP whitelist admits.
 """
@@ -15,7 +17,10 @@ from collections.abc import Iterable, Mapping
 
 from authmw.identity import IpAddress, IpWhitelist, unmapped
 
-__all__ = ["TrustedProxies", "parse_address"]
+__all__ = ["FORWARDED_HEADERS", "TrustedProxies", "parse_address"]
+
+#: The forwarding headers a deployment may choose from (the load balancer's), lower-case.
+FORWARDED_HEADERS = ("x-forwarded-for", "forwarded")
 
 _MAX_HOPS = 64  # a forwarding chain longer than this is not a real deployment; its far end is ignored
 
@@ -76,11 +81,15 @@ def _forwarded_hops(value: str) -> list[str]:
 class TrustedProxies:
     """The proxies whose forwarding headers are believed: addresses or CIDR blocks, IPv4 and IPv6.
 
-    ``trusts_everything`` is True when a block covers every address (``0.0.0.0/0`` or ``::/0``): then any
-    client can claim any address, which a deployment should be warned about at start-up.
+    ``header`` is the forwarding header the trusted proxies write (one of :data:`FORWARDED_HEADERS`); only it
+    is read. ``trusts_everything`` is True when a block covers every address (``0.0.0.0/0`` or ``::/0``): then
+    any client can claim any address, which a deployment should be warned about at start-up.
     """
 
-    def __init__(self, entries: Iterable[str] = ()) -> None:
+    def __init__(self, entries: Iterable[str] = (), *, header: str = "x-forwarded-for") -> None:
+        if header not in FORWARDED_HEADERS:
+            raise ValueError(f"forwarded_header must be one of {', '.join(FORWARDED_HEADERS)}, not {header!r}")
+        self.header = header
         try:  # the same entries, with the same rules, as an IP whitelist
             self._proxies = IpWhitelist.parse(entries)
         except ValueError as exc:
@@ -90,7 +99,7 @@ class TrustedProxies:
         self._peers: dict[str, str | None] = {}  # socket peer → its normal form (parsing costs microseconds)
 
     def __repr__(self) -> str:
-        return f"TrustedProxies({list(self._proxies.entries)})"
+        return f"TrustedProxies({list(self._proxies.entries)}, header={self.header!r})"
 
     def trusts(self, address: IpAddress | None) -> bool:
         return address is not None and bool(self.networks) and self._proxies.contains(address)
@@ -111,12 +120,10 @@ class TrustedProxies:
         address = None if peer is None else parse_address(peer)
         if not self.trusts(address):
             return None if address is None else str(address)
-        if "forwarded" in headers:
-            hops = _forwarded_hops(headers["forwarded"])
-        elif "x-forwarded-for" in headers:
-            hops = headers["x-forwarded-for"].split(",")
-        else:
+        value = headers.get(self.header)
+        if value is None:
             return str(address)
+        hops = _forwarded_hops(value) if self.header == "forwarded" else value.split(",")
         for hop in reversed(hops[-_MAX_HOPS:]):
             address = parse_address(hop)
             if not self.trusts(address):

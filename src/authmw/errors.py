@@ -61,7 +61,8 @@ operators go in typed fields and never contain secrets, signatures or canonical 
     └── ServiceUnavailable (503)
         ├── ReplayCacheFull             replay_cache_full
         ├── StoreUnavailable            store_unavailable
-        └── IssuerUnavailable           issuer_unavailable  (an external token issuer's keys, past their grace)
+        ├── IssuerUnavailable           issuer_unavailable  (an external token issuer's keys, past their grace)
+        └── LoginBusy                   login_busy  (password checks in flight at their cap; with Retry-After)
 
 :class:`ConfigurationError` is separate: it is raised at start-up for invalid settings (and its subclass
 :class:`InvalidPolicy` for a policy document that breaks the language rules), never per request. So is
@@ -411,6 +412,21 @@ class StoreUnavailable(ServiceUnavailable):
 class IssuerUnavailable(ServiceUnavailable):
     code = "issuer_unavailable"
     message = "the token issuer's keys are unavailable, retry later"
+
+
+class LoginBusy(ServiceUnavailable):
+    """As many password checks as the process allows are running (each costs an scrypt: 128 MiB, CPU-bound)."""
+
+    code = "login_busy"
+    message = "too many logins in progress, retry later"
+
+    def __init__(self, retry_after: int = 1) -> None:
+        super().__init__(f"password checks in flight are at their cap; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 def all_error_classes() -> list[type[AuthmwError]]:

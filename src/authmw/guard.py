@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl
 
-from authmw.clientaddr import TrustedProxies
+from authmw.clientaddr import FORWARDED_HEADERS, TrustedProxies
 from authmw.errors import (
     ActionDenied,
     AddressNotAllowed,
@@ -189,6 +189,7 @@ class Guard:
         unmatched: Unmatched | str | None = None,
         actions: Iterable[str] = (),
         trusted_proxies: Iterable[str] = (),
+        forwarded_header: str = "x-forwarded-for",
         mode: str = "enforce",
         strict_paths: bool = True,
         default_allow_without_policies: bool = False,
@@ -214,8 +215,10 @@ class Guard:
         if not set(SIGNED_IF_PRESENT) <= set(self.verifier.signed_if_present):
             # Fail closed: these headers place the request, so an unsigned one could move it elsewhere.
             raise ConfigurationError(f"the guard's verifier must have signed_if_present={SIGNED_IF_PRESENT}")
+        if forwarded_header not in FORWARDED_HEADERS:  # the configuration picks it, never the client
+            raise ConfigurationError(f"forwarded_header must be one of {', '.join(FORWARDED_HEADERS)}")
         try:
-            self.proxies = TrustedProxies(trusted_proxies)
+            self.proxies = TrustedProxies(trusted_proxies, header=forwarded_header)
         except ValueError as exc:
             raise ConfigurationError(f"trusted_proxies: {exc}") from None
         self.mode = mode

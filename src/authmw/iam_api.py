@@ -1,23 +1,32 @@
 """The IAM endpoints (SPEC §6) as an ASGI app: ``POST /v3/auth/tokens`` (password), ``HEAD``, ``DELETE``, and
 ``POST /v3.0/OS-CREDENTIAL/securitytokens`` (temporary credentials: ``assume_role`` an agency, or ``token``).
 
-``authmw proxy`` serves it; an app can mount it. Passwords are checked with scrypt in a worker thread, after
-an attempt limit (per user and per client address, failures in a sliding window), and every failure gets the
-same answer, whether the user is unknown, disabled or the password wrong. Temporary credentials are sealed
-into their security token (:mod:`authmw.sessions`): nothing is stored per session.
+``authmw proxy`` serves it; an app can mount it. Passwords are checked with scrypt in a worker thread, each
+attempt reserved first against the limits (:class:`AttemptLimiter`: per user and per client address, failures
+in a sliding window, and a cap on checks in flight), and every failure gets the same answer, whether the user
+is unknown, disabled or the password wrong. Temporary credentials are sealed into their security token
+(:mod:`authmw.sessions`): nothing is stored per session. Every call writes one audit record
+(:func:`authmw.audit.log_event`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import ipaddress
 import json
 import math
+import os
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Any
+from dataclasses import replace
+from typing import Any, NamedTuple
 
 from authmw.asgi import Receive, Scope, Send, read_body, request_from_scope, send_error, send_response
+from authmw.audit import log_event
 from authmw.errors import (
     ActionDenied,
     AddressNotAllowed,
@@ -29,6 +38,7 @@ from authmw.errors import (
     InvalidDuration,
     InvalidPolicy,
     InvalidSessionPolicy,
+    LoginBusy,
     MalformedBody,
     MissingCredentials,
     NotFound,
@@ -36,16 +46,16 @@ from authmw.errors import (
     TooManyAttempts,
     UnsignedPayloadRefused,
 )
-from authmw.guard import Guard, bare_context
+from authmw.guard import AuthContext, Guard
 from authmw.identity import Principal, WhitelistScope
 from authmw.models import AuthMethod, Credential, Request
 from authmw.policy import parse_policy
 from authmw.sessions import MAX_DURATION, MIN_DURATION, Session, SessionSealer, new_temporary_key
 from authmw.store import Store
-from authmw.store.records import User
+from authmw.store.records import Domain, User
 from authmw.tokens import TokenClaims, TokenSigner, iso_time
 
-__all__ = ["SECURITY_TOKENS_PATH", "TOKENS_PATH", "AttemptLimiter", "TokenService", "assume"]
+__all__ = ["SECURITY_TOKENS_PATH", "TOKENS_PATH", "Attempt", "AttemptLimiter", "TokenService", "assume"]
 
 TOKENS_PATH = "/v3/auth/tokens"
 SECURITY_TOKENS_PATH = "/v3.0/OS-CREDENTIAL/securitytokens"
@@ -54,14 +64,57 @@ ASSUME_ACTION = "iam:agencies:assume"
 DEFAULT_DURATION = 900
 _MAX_BODY = 64 * 1024
 _MAX_SESSION_POLICY = 2048  # characters of compact JSON: the policy travels inside every request's token
+#: How many limiter keys all unknown users and domains share (a bound, and no name of theirs is kept).
+UNKNOWN_BUCKETS = 4096
+_Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]  # status, body, headers
+
+
+class Attempt:
+    """One login attempt reserved by :meth:`AttemptLimiter.reserve`: it counts against its user's and address's
+    limits, and holds one password-check slot, until it is settled, once (later calls do nothing)."""
+
+    __slots__ = ("_address", "_limiter", "_settled", "_user")
+
+    def __init__(self, limiter: AttemptLimiter, user: str, address: str | None) -> None:
+        self._limiter, self._user, self._address, self._settled = limiter, user, address, False
+
+    def failed(self) -> None:
+        """The password was wrong (or the user unknown or disabled): the attempt counts as a failure."""
+        self._settle(failed=True)
+
+    def succeeded(self) -> None:
+        """The password was right: the user's failures are forgotten (the address's are kept)."""
+        self._settle(failed=False, forgive=True)
+
+    def release(self) -> None:
+        """Nothing was decided (the store failed): the attempt does not count."""
+        self._settle(failed=False)
+
+    def _settle(self, *, failed: bool, forgive: bool = False) -> None:
+        if not self._settled:
+            self._settled = True
+            self._limiter._settle(self._user, self._address, failed=failed, forgive=forgive)
+
+
+class _Counter:
+    __slots__ = ("failures", "pending")
+
+    def __init__(self, limit: int) -> None:
+        self.failures: deque[float] = deque(maxlen=limit)
+        self.pending = 0
 
 
 class AttemptLimiter:
-    """Failed logins per key in a sliding window; a key over its limit is refused before any password work.
+    """Login attempts per user and per client address in a sliding window, reserved before any password work.
 
-    ``per_user`` failures of one user name, or ``per_address`` failures from one client address, within
-    ``window`` seconds lock that user or address until old failures leave the window. Bounded: at most
-    ``max_keys`` keys are tracked (the oldest forgotten first).
+    :meth:`reserve` checks and counts an attempt atomically (under one lock), so concurrent guesses cannot all
+    pass the check: attempts in flight count as failures until settled. ``per_user`` failures of one user (key:
+    domain id and user id, see :meth:`TokenService`), or ``per_address`` failures from one client address (an
+    IPv6 address counts as its /64, which one client usually holds whole), within ``window`` seconds refuse
+    further attempts (429 ``too_many_attempts``). At most ``max_hashing`` password checks run at once in the
+    process (each is an scrypt of 128 MiB); beyond that an attempt is refused at once (503 ``login_busy``),
+    never queued. Bounded: at most ``max_keys`` users and as many addresses are tracked, least recently used
+    forgotten first. Keep one limiter for the life of the process (a configuration reload keeps it).
     """
 
     def __init__(
@@ -71,42 +124,106 @@ class AttemptLimiter:
         per_address: int = 20,
         window: float = 300.0,
         max_keys: int = 100_000,
+        max_hashing: int = 4,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if min(per_user, per_address, max_keys, max_hashing) < 1 or window <= 0:
+            raise ConfigurationError("attempt limits, max_keys, max_hashing and window must be positive")
         self.per_user, self.per_address, self.window, self._clock = per_user, per_address, window, clock
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-        self._max_keys = max_keys
+        self.max_hashing, self._max_keys = max_hashing, max_keys
+        self._users: OrderedDict[str, _Counter] = OrderedDict()
+        self._addresses: OrderedDict[str, _Counter] = OrderedDict()
+        self._hashing = 0
+        self._lock = threading.Lock()  # attempts are settled in the worker threads that check passwords
+        # Unknown users and domains share a bounded set of keys, chosen by a keyed hash nobody outside can predict.
+        self._salt = os.urandom(16)
+
+    def unknown_key(self, domain: str, name: str) -> str:
+        """The key of a user that does not exist: one of :data:`UNKNOWN_BUCKETS`, so made-up names are limited
+        like real ones without growing the limiter."""
+        digest = hmac.new(self._salt, f"{domain}\0{name}".encode(), hashlib.sha256).digest()
+        return f"?{int.from_bytes(digest[:4], 'big') % UNKNOWN_BUCKETS}"
+
+    def reserve(self, user: str, address: str | None) -> Attempt:
+        """Reserve an attempt of ``user`` (a canonical key) from ``address`` (None: unknown, limited per user
+        only), or raise :class:`TooManyAttempts` / :class:`LoginBusy`. Settle the attempt when the check ends."""
+        network = _network(address)
+        with self._lock:
+            now = self._clock()
+            wait = self._wait(self._users.get(user), self.per_user, now)
+            if network is not None:
+                wait = max(wait, self._wait(self._addresses.get(network), self.per_address, now))
+            if wait:
+                raise TooManyAttempts(wait)
+            if self._hashing >= self.max_hashing:
+                raise LoginBusy(1)
+            self._hashing += 1
+            self._counter(self._users, user, self.per_user).pending += 1
+            if network is not None:
+                self._counter(self._addresses, network, self.per_address).pending += 1
+        return Attempt(self, user, network)
 
     def retry_after(self, user: str, address: str | None) -> int:
-        """Seconds until ``user`` from ``address`` may try again (0: now)."""
-        now = self._clock()
-        waits = [self._wait(f"u:{user}", self.per_user, now)]
-        if address is not None:
-            waits.append(self._wait(f"a:{address}", self.per_address, now))
-        return max(waits)
+        """Seconds until ``user`` from ``address`` may try again (0: now), attempts in flight included."""
+        network = _network(address)
+        with self._lock:
+            now = self._clock()
+            wait = self._wait(self._users.get(user), self.per_user, now)
+            if network is not None:
+                wait = max(wait, self._wait(self._addresses.get(network), self.per_address, now))
+            return wait
 
-    def failed(self, user: str, address: str | None) -> None:
-        now = self._clock()
-        for key in (f"u:{user}", *((f"a:{address}",) if address is not None else ())):
-            failures = self._failures.get(key)
-            if failures is None:
-                if len(self._failures) >= self._max_keys:
-                    self._failures.popitem(last=False)
-                failures = self._failures[key] = deque(maxlen=max(self.per_user, self.per_address))
-            failures.append(now)
+    def _settle(self, user: str, network: str | None, *, failed: bool, forgive: bool) -> None:
+        with self._lock:
+            now = self._clock()
+            self._hashing -= 1
+            for counters, key in ((self._users, user), (self._addresses, network)):
+                counter = None if key is None else counters.get(key)
+                if counter is None:
+                    continue
+                counter.pending = max(0, counter.pending - 1)
+                if failed:
+                    counter.failures.append(now)
+            if forgive:
+                counter = self._users.get(user)
+                if counter is not None:
+                    counter.failures.clear()
+                    if not counter.pending:
+                        del self._users[user]
 
-    def succeeded(self, user: str) -> None:
-        self._failures.pop(f"u:{user}", None)
+    def _counter(self, counters: OrderedDict[str, _Counter], key: str, limit: int) -> _Counter:
+        counter = counters.get(key)
+        if counter is not None:
+            counters.move_to_end(key)
+            return counter
+        for _ in range(len(counters) - self._max_keys + 1):  # forget the least recently used; never one in flight
+            oldest, forgotten = counters.popitem(last=False)
+            if forgotten.pending:
+                counters[oldest] = forgotten
+        counter = counters[key] = _Counter(limit)
+        return counter
 
-    def _wait(self, key: str, limit: int, now: float) -> int:
-        failures = self._failures.get(key)
-        if failures is None:
+    def _wait(self, counter: _Counter | None, limit: int, now: float) -> int:
+        if counter is None:
             return 0
+        failures = counter.failures
         while failures and failures[0] <= now - self.window:
             failures.popleft()
-        if len(failures) < limit:
+        if len(failures) + counter.pending < limit:
             return 0
+        if len(failures) < limit:  # attempts in flight may still fail: ask again shortly
+            return 1
         return max(1, math.ceil(failures[-limit] + self.window - now))
+
+
+def _network(address: str | None) -> str | None:
+    """The key of a client address: itself, or its /64 for IPv6 (None stays None)."""
+    if address is None or ":" not in address:
+        return address
+    try:
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    except ValueError:
+        return address
 
 
 class TokenService:
@@ -127,54 +244,82 @@ class TokenService:
         resolver = guard.verifier.security_tokens
         self.sealer = resolver if isinstance(resolver, SessionSealer) else None
         self.limiter = limiter or AttemptLimiter()
+        self._domains: tuple[int, dict[str, Domain]] = (-1, {})  # (store revision, name or id → domain)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         peer = scope.get("client")
         address = peer[0] if peer else None
+        audit = _Audit(os.urandom(12).hex(), address)
+        method, path = scope.get("method", ""), scope.get("path", "")
+        answer: _Answer | None = None
         try:
-            path = scope.get("path")
+            # The client as the pipeline sees it: behind trusted proxies, not the balancer every client shares.
+            address = self.guard.proxies.client_address(address, request_from_scope(scope, b"").headers)
+            audit.context = AuthContext(audit.context.request_id, address)
             if path == SECURITY_TOKENS_PATH and self.sealer is not None:
-                if scope["method"] != "POST":
+                if method != "POST":
                     await send_response(send, 405, b"", [(b"allow", b"POST")])
                     return
                 body = await read_body(scope, receive, _MAX_BODY)
                 if body is not None:
-                    await self._security_token(scope, send, body)
+                    audit.event = "credentials_issued"
+                    answer = await self._security_token(scope, body, audit)
             elif path != TOKENS_PATH:
                 await send_response(send, 404, b"", [])
-            elif scope["method"] == "POST":
+            elif method == "POST":
                 body = await read_body(scope, receive, _MAX_BODY)
                 if body is not None:
-                    await self._issue(scope, send, body, address)
-            elif scope["method"] in ("HEAD", "DELETE"):
-                await self._check_or_revoke(scope, send)
+                    audit.event = "login"
+                    answer = await self._issue(scope, body, address, audit)
+            elif method in ("HEAD", "DELETE"):
+                audit.event = "token_checked" if method == "HEAD" else "token_revoked"
+                answer = await self._check_or_revoke(scope, audit)
             else:
                 await send_response(send, 405, b"", [(b"allow", b"POST, HEAD, DELETE")])
         except AuthmwError as exc:
-            await send_error(scope, send, exc, bare_context(address).request_id)
+            audit.write(exc, method, path)  # recorded before the client hears the answer
+            await send_error(scope, send, exc, audit.context.request_id)
+            return
+        audit.write(None, method, path)
+        if answer is not None:
+            await send_response(send, *answer)
 
-    async def _issue(self, scope: Scope, send: Send, body: bytes, address: str | None) -> None:
+    async def _issue(self, scope: Scope, body: bytes, address: str | None, audit: _Audit) -> _Answer:
         name, password, domain, project = _password_request(body)
-        limited = f"{domain}\0{name}"
-        wait = self.limiter.retry_after(limited, address)
-        if wait:
-            raise TooManyAttempts(wait)
-        found = await asyncio.to_thread(self.store.check_password, name, password, domain=domain)
+        subject = await asyncio.to_thread(self._login_subject, name, domain)
+        audit.facts.update(subject.facts)
+        attempt = self.limiter.reserve(subject.key, address)  # before any password work; raises 429 or 503
+        try:
+            checking = asyncio.get_running_loop().run_in_executor(
+                None, self._check_password, attempt, name, password, domain
+            )
+        except BaseException:  # never started (the executor is shut down)
+            attempt.release()
+            raise
+        # Shielded: a cancelled request must not cancel a check still queued, which would never settle its slot.
+        found = await asyncio.shield(checking)
         if found is None:
-            self.limiter.failed(limited, address)
             raise AuthenticationFailed("the user name, domain or password is wrong")
-        self.limiter.succeeded(limited)
         token, claims = self._sign(*found, project)
+        audit.facts.update(
+            project_id=claims.project_id, token_id=claims.token_id, expires_at=iso_time(claims.expires_at)
+        )
         query = scope.get("query_string", b"").decode("latin-1")
         payload = _token_body(claims, catalog="nocatalog" not in query)
         headers = [(b"x-subject-token", token.encode()), (b"content-type", b"application/json")]
-        await send_response(send, 201, json.dumps(payload).encode(), headers)
+        return 201, json.dumps(payload).encode(), headers
 
-    async def _security_token(self, scope: Scope, send: Send, body: bytes) -> None:
+    async def _security_token(self, scope: Scope, body: bytes, audit: _Audit) -> _Answer:
         assert self.sealer is not None
         agency, duration, policy = _session_request(body)
+        if agency is not None:
+            audit.event = "agency_assumed"
+            audit.facts.update(agency_domain=agency[0], agency=agency[1])
+        digest = None if policy is None else hashlib.sha256(policy.encode()).hexdigest()
+        audit.facts.update(duration=duration, session_policy_sha256=digest)
         request = request_from_scope(scope, body)
         credential, principal = await asyncio.to_thread(self.guard.authenticate, request)
+        audit.caller(credential, principal)
         if credential.method is AuthMethod.TEMPORARY:
             raise ActionDenied("temporary credentials cannot obtain temporary credentials")
         if credential.unsigned_payload:  # the body chooses what is granted: it must be what was signed
@@ -182,6 +327,8 @@ class TokenService:
         client = self.guard.proxies.client_address(request.client, request.headers)
         if not self.guard.identity.whitelist(WhitelistScope.USER, principal.user_id).allows(client):
             raise AddressNotAllowed("client address not in the caller's user whitelist")
+        if agency is not None:
+            audit.facts.update(action=ASSUME_ACTION)
         session, token = await asyncio.to_thread(
             assume,
             self.store,
@@ -193,6 +340,18 @@ class TokenService:
             caller=credential,
             source_ip=client,
         )
+        audit.facts.update(
+            issued_access_key=session.access_key,
+            duration=session.expires_at - session.issued_at,
+            expires_at=iso_time(session.expires_at),
+            delegation=list(session.chain),
+        )
+        if session.agency_name is not None:
+            audit.facts.update(
+                agency=session.agency_name,
+                agency_domain=session.agency_domain_name,
+                resource=f"iam::{session.agency_domain_id}:agency:{session.agency_name}",
+            )
         credentials = {
             "access": session.access_key,
             "secret": session.secret_key,
@@ -200,7 +359,44 @@ class TokenService:
             "expires_at": iso_time(session.expires_at),
         }
         headers = [(b"content-type", b"application/json")]
-        await send_response(send, 201, json.dumps({"credential": credentials}).encode(), headers)
+        return 201, json.dumps({"credential": credentials}).encode(), headers
+
+    def _login_subject(self, name: str, domain: str) -> _Subject:
+        """Who a login of ``name`` in ``domain`` (a name or an id) names. The limiter's key is the domain id and
+        user id, so naming the domain either way counts once; a user or domain that does not exist gets a shared
+        key (and no name of it is audited: a password typed into the name field stays out of the log)."""
+        revision = self.store.revision()
+        if revision != self._domains[0]:
+            index: dict[str, Domain] = {}
+            for found in self.store.list_domains():
+                index.setdefault(found.id, found)
+                index.setdefault(found.name, found)
+            self._domains = (revision, index)
+        known = self._domains[1].get(domain)
+        # The same queries whether or not the domain exists: the answer's timing must not tell.
+        user_id = self.store.read_user_id(domain if known is None else known.name, name)[1]
+        if known is None:
+            return _Subject(self.limiter.unknown_key(domain, name), {})
+        if user_id is None:
+            return _Subject(self.limiter.unknown_key(known.id, name), {"domain": known.name})
+        return _Subject(f"{known.id}/{user_id}", {"user_id": user_id, "user_name": name, "domain": known.name})
+
+    def _check_password(self, attempt: Attempt, name: str, password: str, domain: str) -> tuple[User, str] | None:
+        """The scrypt check, in a worker thread that settles ``attempt`` itself: it runs to the end even when the
+        request that asked is gone, and its slot is held until then."""
+        try:
+            found = self.store.check_password(name, password, domain=domain)
+        except AuthmwError:  # the store failed: nothing was decided about the password
+            attempt.release()
+            raise
+        except BaseException:
+            attempt.failed()
+            raise
+        if found is None:
+            attempt.failed()
+        else:
+            attempt.succeeded()
+        return found
 
     def _sign(self, user: User, domain_name: str, project: dict[str, str] | None) -> tuple[str, TokenClaims]:
         scope: dict[str, str] = {}
@@ -219,24 +415,55 @@ class TokenService:
         password changed: refused); an external issuer's token too."""
         return self.guard.authenticate(Request.build("GET", TOKENS_PATH, {"x-auth-token": token}))
 
-    async def _check_or_revoke(self, scope: Scope, send: Send) -> None:
+    async def _check_or_revoke(self, scope: Scope, audit: _Audit) -> _Answer:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
         if "x-auth-token" not in headers:
             raise MissingCredentials("the caller's X-Auth-Token is required")
-        _caller, principal = await asyncio.to_thread(self._holder, headers["x-auth-token"])
+        caller, principal = await asyncio.to_thread(self._holder, headers["x-auth-token"])
+        audit.caller(caller, principal)
         try:
             subject, holder = await asyncio.to_thread(self._holder, headers.get("x-subject-token", ""))
-        except AuthmwError:
-            await send_response(send, 404, b"", [])
-            return
+        except AuthmwError as exc:
+            audit.refusal, audit.status = exc, 404
+            return 404, b"", []
+        audit.facts.update(subject_token_id=subject.access_key, subject_user_id=holder.user_id)
         if scope["method"] == "HEAD":
-            await send_response(send, 200, b"", [])
-            return
+            return 200, b"", []
         if principal.user_id != holder.user_id and not (principal.is_admin and principal.domain_id == holder.domain_id):
             raise ActionDenied("only the token's user or an administrator of its domain may revoke it")
         expires_at = subject.expires_at or 0
         await asyncio.to_thread(self.store.revoke_token, subject.access_key, holder.user_id, expires_at)
-        await send_response(send, 204, b"", [])
+        return 204, b"", []
+
+
+class _Subject(NamedTuple):
+    key: str  # the attempt limiter's
+    facts: dict[str, str]  # what the audit record may say about who was named
+
+
+class _Audit:
+    """The audit event of one call of the IAM endpoints, filled in as the call goes (one record per call)."""
+
+    __slots__ = ("context", "event", "facts", "refusal", "status")
+
+    def __init__(self, request_id: str, client: str | None) -> None:
+        self.context = AuthContext(request_id, client)
+        self.event: str | None = None  # None: nothing to record (a 404/405, or the client left)
+        self.facts: dict[str, Any] = {}
+        self.refusal: AuthmwError | None = None  # a refusal answered without raising (HEAD's 404)
+        self.status: int | None = None
+
+    def caller(self, credential: Credential, principal: Principal) -> None:
+        self.context = replace(self.context, credential=credential, principal=principal)
+
+    def write(self, error: AuthmwError | None, method: str, path: str) -> None:
+        if self.event is None:
+            return
+        error = error or self.refusal
+        event = self.event
+        if event == "login" and error is not None:
+            event = "login_locked" if isinstance(error, TooManyAttempts | LoginBusy) else "login_failed"
+        log_event(event, self.context, error, method, path, status=self.status, **self.facts)
 
 
 def assume(

@@ -46,6 +46,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "mode": (_one_of("enforce", "dry-run"), "enforce or dry-run"),
     "unmatched": (_one_of("deny", "authenticate-only", "public"), "deny, authenticate-only or public"),
     "trusted_proxies": (_texts, "a list of addresses or CIDR blocks"),
+    "forwarded_header": (_one_of("x-forwarded-for", "forwarded"), "x-forwarded-for or forwarded"),
     "presets": (lambda v: _texts(v) and set(v) <= {"modelarts"}, "a list of preset names (modelarts)"),
     "routes": (_mappings, "a list of routes (mappings with method, path, action, ...)"),
     "strict_paths": (_flag, "true or false"),
@@ -72,7 +73,8 @@ class Settings:
 
     ``store``/``master_key_file``: where the store and its master key are (``--store``, ``AUTHMW_STORE``,
     ``AUTHMW_MASTER_KEY[_FILE]`` win); ``whitelist_limit``: the most entries one IP whitelist may hold. The
-    pipeline: ``mode``, ``unmatched``, ``trusted_proxies``, ``presets`` (default ``[modelarts]`` when no
+    pipeline: ``mode``, ``unmatched``, ``trusted_proxies`` (and ``forwarded_header``, the one header they
+    write: ``x-forwarded-for`` or ``forwarded``), ``presets`` (default ``[modelarts]`` when no
     ``routes`` are given), ``routes``, ``strict_paths``, ``default_allow_without_policies``,
     ``allow_unsigned_payload``, ``max_body``, ``max_skew``. IAM tokens: ``token_algorithm`` signs new tokens,
     ``token_algorithms`` are accepted (the token never chooses), ``token_issuers`` are external OIDC issuers
@@ -85,6 +87,7 @@ class Settings:
     mode: str = "enforce"
     unmatched: str = "deny"
     trusted_proxies: tuple[str, ...] = ()
+    forwarded_header: str = "x-forwarded-for"
     presets: tuple[str, ...] | None = None
     routes: tuple[Mapping[str, Any], ...] = ()
     strict_paths: bool = True

@@ -26,6 +26,7 @@ def test_defaults_without_a_file() -> None:
         ("store: 5\n", "store must be a store URL"),
         ("mode: off\n", "mode must be enforce or dry-run"),
         ("trusted_proxies: 10.0.0.1\n", "trusted_proxies must be a list"),
+        ("forwarded_header: x-real-ip\n", "forwarded_header must be x-forwarded-for or forwarded"),
         ("routes: [GET /x]\n", "routes must be a list of routes"),
         ("store: [unclosed\n", "not valid YAML"),
     ],

@@ -1,4 +1,5 @@
-"""Client address behind trusted proxies: X-Forwarded-For and RFC 7239 Forwarded, right-most untrusted hop."""
+"""Client address behind trusted proxies: X-Forwarded-For or RFC 7239 Forwarded (the configured one only),
+right-most untrusted hop."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import pytest
 from authmw.clientaddr import TrustedProxies, parse_address
 from authmw.models import Request
 
-PROXIES = TrustedProxies(["10.0.0.0/8", "2001:db8:ffff::/48", "192.0.2.10"])
+ENTRIES = ["10.0.0.0/8", "2001:db8:ffff::/48", "192.0.2.10"]
+PROXIES = TrustedProxies(ENTRIES)
+RFC7239 = TrustedProxies(ENTRIES, header="forwarded")
 
 
 def client(proxies: TrustedProxies, peer: str | None, *headers: tuple[str, str]) -> str | None:
@@ -39,7 +42,7 @@ def client(proxies: TrustedProxies, peer: str | None, *headers: tuple[str, str])
         ("10.1.2.3", [("X-Forwarded-For", "198.51.100.7, not-an-ip")], None),
         ("10.1.2.3", [("X-Forwarded-For", "")], None),
         ("10.1.2.3", [("X-Forwarded-For", "fe80::1%eth0")], None),
-        # RFC 7239
+        # RFC 7239 (forwarded_header: forwarded)
         ("10.1.2.3", [("Forwarded", "for=198.51.100.7;proto=https;by=10.1.2.3")], "198.51.100.7"),
         ("10.1.2.3", [("Forwarded", 'for="[2001:db8::7]:4711", for=10.5.5.5')], "2001:db8::7"),
         ("10.1.2.3", [("Forwarded", 'For="198.51.100.7:80"')], "198.51.100.7"),
@@ -47,7 +50,7 @@ def client(proxies: TrustedProxies, peer: str | None, *headers: tuple[str, str])
         ("10.1.2.3", [("Forwarded", 'for=_hidden;by="x,y", for=10.2.2.2')], None),
         ("10.1.2.3", [("Forwarded", "proto=https")], None),
         ("10.1.2.3", [("Forwarded", 'for="198.51.100.7\\";junk"')], None),
-        # Forwarded wins over X-Forwarded-For
+        # the configured header only, whatever else the client sent
         ("10.1.2.3", [("X-Forwarded-For", "6.6.6.6"), ("Forwarded", "for=198.51.100.7")], "198.51.100.7"),
         # IPv6 proxies and mapped addresses
         ("2001:db8:ffff::9", [("X-Forwarded-For", "::ffff:198.51.100.7")], "198.51.100.7"),
@@ -58,8 +61,35 @@ def client(proxies: TrustedProxies, peer: str | None, *headers: tuple[str, str])
     ],
 )
 def test_client_address(peer: str | None, headers: list[tuple[str, str]], expected: str | None) -> None:
-    proxies = TrustedProxies() if expected == "203.0.113.5" else PROXIES
+    rfc7239 = any(name == "Forwarded" for name, _value in headers)
+    proxies = TrustedProxies() if expected == "203.0.113.5" else RFC7239 if rfc7239 else PROXIES
     assert client(proxies, peer, *headers) == expected
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("Forwarded", "for=6.6.6.6")],
+        [("X-Forwarded-For", "198.51.100.7"), ("Forwarded", "for=6.6.6.6")],
+        [("Forwarded", "for=6.6.6.6"), ("X-Forwarded-For", "198.51.100.7")],
+    ],
+)
+def test_a_spoofed_forwarded_header_is_ignored_by_default(headers: list[tuple[str, str]]) -> None:
+    # The load balancer appends to X-Forwarded-For and passes the client's Forwarded through untouched.
+    expected = "198.51.100.7" if any(name == "X-Forwarded-For" for name, _ in headers) else "10.1.2.3"
+    assert client(PROXIES, "10.1.2.3", *headers) == expected
+
+
+def test_forwarded_header_forwarded_reads_only_forwarded() -> None:
+    spoofed = ("X-Forwarded-For", "6.6.6.6")
+    assert client(RFC7239, "10.1.2.3", spoofed, ("Forwarded", "for=198.51.100.7")) == "198.51.100.7"
+    assert client(RFC7239, "10.1.2.3", spoofed) == "10.1.2.3"  # no Forwarded: the proxy itself
+
+
+@pytest.mark.parametrize("header", ["X-Forwarded-For", "x-real-ip", "", "both"])
+def test_an_unknown_forwarded_header_is_refused(header: str) -> None:
+    with pytest.raises(ValueError, match="forwarded_header"):
+        TrustedProxies(ENTRIES, header=header)
 
 
 def test_nothing_is_trusted_by_default() -> None:

@@ -285,7 +285,7 @@ def test_the_client_is_the_socket_peer_by_default(world: World) -> None:
     [
         ("10.1.2.3", {"X-Forwarded-For": "6.6.6.6, 198.51.100.7"}, "198.51.100.7"),
         ("10.1.2.3", {"X-Forwarded-For": "198.51.100.7, 10.9.9.9"}, "198.51.100.7"),
-        ("10.1.2.3", {"Forwarded": 'for="[2001:db8::7]:4711"'}, "2001:db8::7"),
+        ("10.1.2.3", {"Forwarded": 'for="[2001:db8::7]:4711"'}, "10.1.2.3"),  # not the configured header
         ("10.1.2.3", {}, "10.1.2.3"),
         ("198.51.100.8", {"X-Forwarded-For": "10.0.0.1"}, "198.51.100.8"),  # an untrusted peer is not believed
         ("::ffff:198.51.100.8", {}, "198.51.100.8"),
@@ -312,6 +312,28 @@ def test_whitelists_see_the_forwarded_client(world: World) -> None:
 def test_bad_trusted_proxies_are_a_configuration_error(world: World) -> None:
     with pytest.raises(ConfigurationError, match="trusted_proxies"):
         guard(world, trusted_proxies=["10.0.0.1/8"])
+
+
+def test_a_spoofed_forwarded_header_does_not_pass_a_whitelist(world: World) -> None:
+    # The load balancer (10.1.2.3) appends the real client to X-Forwarded-For and passes Forwarded through.
+    world.allow_only(WhitelistScope.USER, "u-alice", "192.0.2.0/24")
+    checker = guard(world, trusted_proxies=["10.0.0.0/8"])
+    spoofed = {"Forwarded": "for=192.0.2.7", "X-Forwarded-For": "198.51.100.7"}
+    assert code_of(checker, call(client="10.1.2.3", unsigned=spoofed)) == "address_not_allowed"
+    rfc7239 = guard(world, trusted_proxies=["10.0.0.0/8"], forwarded_header="forwarded")
+    context = rfc7239.check(
+        call(client="10.1.2.3", unsigned={"Forwarded": "for=192.0.2.7", "X-Forwarded-For": "6.6.6.6"})
+    )
+    assert context.client == "192.0.2.7" and context.policy_context["g:sourceip"] == "192.0.2.7"
+    assert code_of(rfc7239, call(client="10.1.2.3", unsigned={"X-Forwarded-For": "192.0.2.7"})) == (
+        "address_not_allowed"  # X-Forwarded-For is not read when Forwarded is the configured header
+    )
+
+
+@pytest.mark.parametrize("header", ["X-Real-IP", "x-forwarded-host", "", "Forwarded "])
+def test_an_unknown_forwarded_header_is_a_configuration_error(world: World, header: str) -> None:
+    with pytest.raises(ConfigurationError, match="forwarded_header"):
+        guard(world, trusted_proxies=["10.0.0.0/8"], forwarded_header=header)
 
 
 # -- 2. route → action, unmatched ----------------------------------------------------------------------------

@@ -117,20 +117,20 @@ def test_the_attempt_limiter_slides_and_is_bounded() -> None:
     now = [1000.0]
     limiter = AttemptLimiter(per_user=2, per_address=3, window=10, max_keys=4, clock=lambda: now[0])
     assert limiter.retry_after("alice", "10.0.0.1") == 0
-    limiter.failed("alice", "10.0.0.1")
-    limiter.failed("alice", "10.0.0.1")
+    limiter.reserve("alice", "10.0.0.1").failed()
+    limiter.reserve("alice", "10.0.0.1").failed()
     assert limiter.retry_after("alice", "10.0.0.9") == 10  # the user is locked from any address
     assert limiter.retry_after("bob", "10.0.0.1") == 0
-    limiter.failed("bob", "10.0.0.1")
+    limiter.reserve("bob", "10.0.0.1").failed()
     assert limiter.retry_after("carol", "10.0.0.1") == 10  # the address is locked for any user
     now[0] += 10.5
     assert limiter.retry_after("alice", "10.0.0.1") == 0  # the failures left the window
-    limiter.failed("alice", None)
-    limiter.succeeded("alice")
+    limiter.reserve("alice", None).failed()
+    limiter.reserve("alice", None).succeeded()
     assert limiter.retry_after("alice", None) == 0
     for name in "defgh":
-        limiter.failed(name, None)
-    assert len(limiter._failures) <= 4
+        limiter.reserve(name, None).failed()
+    assert len(limiter._users) <= 4
 
 
 def test_delete_revokes_in_every_form_within_a_second(proxy: Form, world: World) -> None:

@@ -13,7 +13,7 @@ from authmw.assembly import build_guard
 from authmw.audit import AUDIT_LOGGER
 from authmw.errors import ChangeRefused, ConfigurationError
 from authmw.guard import Guard
-from authmw.iam_api import TokenService
+from authmw.iam_api import AttemptLimiter, TokenService
 from authmw.proxy.app import ProxyApp
 from authmw.settings import Settings
 from authmw.store import Store
@@ -33,8 +33,9 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def build_app(settings: Settings, store: Store) -> ProxyApp:
-    """The proxy app over ``store`` configured by ``settings`` (the upstream is required)."""
+def build_app(settings: Settings, store: Store, *, limiter: AttemptLimiter | None = None) -> ProxyApp:
+    """The proxy app over ``store`` configured by ``settings`` (the upstream is required); its token service
+    counts login attempts with ``limiter`` (a new one if None: pass the running one on a reload)."""
     if not settings.upstream:
         raise ConfigurationError("the proxy needs an upstream URL (--upstream or upstream: in the config)")
     guard = build_guard(settings, store=store)
@@ -44,7 +45,7 @@ def build_app(settings: Settings, store: Store) -> ProxyApp:
     except ChangeRefused as exc:
         raise ConfigurationError(f"token_algorithm: {exc}") from None
     signer = TokenSigner(*token_key, algorithm=settings.token_algorithm)
-    service = None if guard.tokens is None else TokenService(store, signer, guard)
+    service = None if guard.tokens is None else TokenService(store, signer, guard, limiter=limiter)
     try:
         return ProxyApp(
             guard=guard,
@@ -89,7 +90,8 @@ def serve(settings: Settings, store: Store, *, reload_settings: Callable[[], Set
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per forwarded request is the audit log's job
     _audit_to(settings.audit_log)
-    app = build_app(settings, store)
+    limiter = AttemptLimiter()  # one for the process: a reload must not reset the login attempt counters
+    app = build_app(settings, store, limiter=limiter)
     host, port = parse_listen(settings.listen)
     config = uvicorn.Config(
         app,
@@ -109,7 +111,7 @@ def serve(settings: Settings, store: Store, *, reload_settings: Callable[[], Set
     def rebuild() -> tuple[Settings, ProxyApp]:
         fresh = reload_settings() if reload_settings is not None else settings
         fresh = replace(fresh, upstream=fresh.upstream or settings.upstream, listen=settings.listen)
-        rebuilt = build_app(fresh, store)  # also the current signing key and the key set
+        rebuilt = build_app(fresh, store, limiter=limiter)  # also the current signing key and the key set
         rebuilt.guard.identity.poll()  # type: ignore[attr-defined]
         keep_issuers(app.guard, rebuilt.guard, running[0], fresh)
         return fresh, rebuilt
