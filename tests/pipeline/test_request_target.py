@@ -14,10 +14,12 @@ target                      uvicorn (h11): ``path`` / ``raw_path``       werkzeu
 ``*``                       ``*``                                        ``*`` (werkzeug) / ``*``
 ==========================  ===========================================  ==========================================
 
-uvicorn with httptools (not installed here) cuts the fragment off both ``path`` and ``raw_path``, and takes the
-path out of an absolute-form target; gunicorn keeps the raw target in ``RAW_URI`` and cuts the fragment off
-``PATH_INFO``. Since servers disagree about ``#``, authmw refuses a target with a fragment (RFC 9112 allows none)
-with 400 ``malformed_request``; every other target is either refused or read as the app routes it.
+Probed outside this suite (neither is installed here): uvicorn 0.55 with httptools 0.9 cuts the fragment off
+both ``path`` and ``raw_path`` (and ``x=1#f`` to ``x=1``) and takes ``/a/b`` out of an absolute-form target;
+gunicorn 27 keeps the raw target in ``RAW_URI`` (fragment, absolute form and all), cuts the fragment off
+``PATH_INFO``, and drops header names with ``_``, as werkzeug does. Since servers disagree about ``#``, authmw
+refuses a target with a fragment (RFC 9112 allows none) with 400 ``malformed_request``; every other target is
+either refused or read as the app routes it.
 """
 
 from __future__ import annotations
