@@ -162,3 +162,38 @@ def test_a_signed_body_is_still_read_and_checked(world: World) -> None:
         with socket.create_connection((split.hostname or "", split.port or 80)) as sock:
             sock.sendall(raw.encode())
             assert status_of(sock, 5.0)[0] == 200
+
+
+def test_half_sent_bodies_of_a_known_key_id_stay_within_the_budget_and_time_out(world: World, tmp_path: Path) -> None:
+    """An access key id is no secret: with one, a client passes the head's precheck (the signature needs the
+    body). 24 such clients announcing 12 MiB and sending 4 MiB each: the bodies held stay within ``body_budget``
+    (503 beyond it), and every client still holding one gets 408 at ``body_timeout``."""
+    forger = Key(world.scientist.access, "not-the-secret")
+    config = f"body_timeout: 2\nbody_budget: {32 * MIB}\n"
+    with proxy(world, tmp_path, config) as (pid, url):
+        split = urlsplit(url)
+        before = rss(pid)
+        path = JOBS.replace("{p}", world.project)
+        sockets = [socket.create_connection((split.hostname or "", split.port or 80)) for _ in range(24)]
+        statuses = [0] * len(sockets)
+        peak = [0]
+
+        def client(i: int) -> None:
+            sock = sockets[i]
+            sock.sendall(head_of(split.netloc, forger, 12 * MIB - 1, path))
+            send_some(sock, b"x" * (4 * MIB), 1.5)
+            peak[0] = max(peak[0], rss(pid) - before)
+            statuses[i] = status_of(sock, 10.0)[0]
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(len(sockets))]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        elapsed = time.monotonic() - started
+        for sock in sockets:
+            sock.close()
+    assert set(statuses) <= {408, 503} and 408 in statuses, statuses
+    assert elapsed < 15
+    assert peak[0] < 32 * MIB + 40 * MIB, f"the proxy grew by {peak[0] / MIB:.0f} MiB"
