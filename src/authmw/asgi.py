@@ -236,7 +236,7 @@ async def read_body(
     receive: Receive,
     limit: int,
     *,
-    timeout: float | None = None,
+    timeout: float | None = DEFAULT_BODY_TIMEOUT,
     budget: BodyBudget | None = None,
 ) -> bytes | None:
     """The whole request body (413 beyond ``limit``, declared or streamed; 408 if it is not complete within
