@@ -66,8 +66,9 @@ class BodyBudget:
 
     def give(self, size: int) -> None:
         """Release ``size`` bytes taken before."""
-        with self._lock:
-            self.used -= size
+        if size:  # most requests have no body: no lock to take
+            with self._lock:
+                self.used -= size
 
 
 class AuthmwUser:
@@ -144,9 +145,12 @@ async def admit(
     error: AuthmwError | None = None
     try:
         if scope["type"] == "http":
-            if _may_have_body(scope):  # only then is there anything to save: a bodiless request goes straight on
+            announced = _may_have_body(scope)
+            if announced:  # only then is there anything to save: a bodiless request goes straight on
                 guard.precheck(request_from_scope(scope, b""))
-            read = await read_body(scope, receive, guard.max_body, timeout=body_timeout, budget=budget)
+            # Without a body the server has the whole request already: no deadline to keep (and no timer to arm).
+            timeout = body_timeout if announced else None
+            read = await read_body(scope, receive, guard.max_body, timeout=timeout, budget=budget)
             if read is None:  # the client left before its body was complete: nobody to answer
                 return None
             body = read
@@ -245,34 +249,43 @@ async def read_body(
     declared = _content_length(scope)
     if declared is not None and declared > limit:
         raise BodyTooLarge(f"declared body of {declared} bytes exceeds {limit}")
-    chunks: list[bytes] = []
-    size = 0
+    taken = [0]  # what is taken from the budget so far
     try:
-        async with asyncio.timeout(timeout):
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":
-                    break
-                chunk = message.get("body", b"")
-                if size + len(chunk) > limit:
-                    raise BodyTooLarge(f"body exceeds {limit} bytes")
-                if budget is not None and chunk:  # taken as it arrives: a slow client holds only what it sent
-                    budget.take(len(chunk))
-                size += len(chunk)
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if timeout is None:  # no timer to arm (a bodiless request: the server has it all already)
+            body = await _collect(receive, limit, budget, taken)
+        else:
+            async with asyncio.timeout(timeout):
+                body = await _collect(receive, limit, budget, taken)
     except TimeoutError:
         if budget is not None:
-            budget.give(size)
+            budget.give(taken[0])
         raise RequestTimeout(f"the body did not arrive within {timeout} s") from None
     except BaseException:
         if budget is not None:
-            budget.give(size)
+            budget.give(taken[0])
         raise
-    if budget is not None:
-        budget.give(size)
-    return None
+    if body is None and budget is not None:
+        budget.give(taken[0])
+    return body
+
+
+async def _collect(receive: Receive, limit: int, budget: BodyBudget | None, taken: list[int]) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        if size + len(chunk) > limit:
+            raise BodyTooLarge(f"body exceeds {limit} bytes")
+        if budget is not None and chunk:  # taken as it arrives: a slow client holds only what it sent
+            budget.take(len(chunk))
+            taken[0] += len(chunk)
+        size += len(chunk)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _may_have_body(scope: Scope) -> bool:
