@@ -120,9 +120,10 @@ def upstream_headers(
     onto another header of the request, which a WSGI server would merge with it)."""
     headers = list(headers)
     folds: dict[bytes, set[bytes]] = {}
-    for name, _value in headers:
-        lowered = name.lower()
-        folds.setdefault(lowered.replace(b"_", b"-"), set()).add(lowered)
+    if not drop_underscore_headers:  # which names a WSGI server would merge: only needed when "_" names are kept
+        for name, _value in headers:
+            lowered = name.lower()
+            folds.setdefault(lowered.replace(b"_", b"-"), set()).add(lowered)
     kept = []
     for name, value in headers:
         lowered = name.lower()
