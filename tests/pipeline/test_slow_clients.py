@@ -116,10 +116,17 @@ def test_a_body_that_does_not_arrive_in_time_gets_408(world: World, tmp_path: Pa
     assert time.monotonic() - started < 5
 
 
-def test_a_head_that_does_not_arrive_in_time_gets_408(world: World, tmp_path: Path) -> None:
+@pytest.mark.parametrize("after_a_request", [False, True], ids=["first-request", "next-request-on-keep-alive"])
+def test_a_head_that_does_not_arrive_in_time_gets_408(world: World, tmp_path: Path, after_a_request: bool) -> None:
+    """A dripped head held its connection forever (uvicorn's keep-alive timer stops at the first byte)."""
     with proxy(world, tmp_path, "header_timeout: 1\n") as (_pid, url):
         split = urlsplit(url)
         with socket.create_connection((split.hostname or "", split.port or 80)) as sock:
+            if after_a_request:
+                sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: {split.netloc}\r\n\r\n".encode())
+                received = b""
+                while not received.endswith(b'{"status":"ok"}'):
+                    received += sock.recv(65536)
             sock.sendall(f"GET /v1/{world.project}/notebooks HTTP/1.1\r\nHost: {split.netloc}\r\nX-Sdk-Date: ".encode())
             started = time.monotonic()
             status, head = status_of(sock, 10.0)
