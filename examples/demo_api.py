@@ -1,8 +1,9 @@
 """A small ModelArts-like API that knows nothing of signatures or policies: it trusts the sidecar.
 
-It reads who is calling from the ``X-Authmw-*`` headers, and (because the network between the sidecar and
-it might not be trusted) first verifies ``X-Authmw-Assertion`` with the sidecar's public keys from
-``/.well-known/jwks.json``. Plain ASGI: serve it with ``uvicorn examples.demo_api:app``.
+It reads who is calling from the claims of ``X-Authmw-Assertion`` only, verified with the sidecar's public keys
+from ``/.well-known/jwks.json`` and bound to this very request (method, raw path, raw query): the network between
+the sidecar and it might not be trusted, so the plain ``X-Authmw-*`` headers are never read. Plain ASGI: serve it
+with ``uvicorn examples.demo_api:app``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ def _verified(scope: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
     if not _keys:
         _keys.update(keys_from_jwks(httpx.get(SIDECAR + "/.well-known/jwks.json").json()))
     path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
-    return verify_assertion(headers.get("x-authmw-assertion", ""), _keys, method=scope["method"], path=path)
+    query = scope.get("query_string", b"").decode("latin-1")
+    assertion = headers.get("x-authmw-assertion", "")
+    return verify_assertion(assertion, _keys, method=scope["method"], path=path, query=query)
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -38,13 +41,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             200,
             {
                 "seen_by_api": {
-                    "user": headers.get("x-authmw-user-name"),
-                    "workspace": headers.get("x-authmw-workspace-id"),
-                    "action": headers.get("x-authmw-action"),
-                    "auth_method": headers.get("x-authmw-auth-method"),
-                    "agency": headers.get("x-authmw-agency"),
-                    "request_id": headers.get("x-authmw-request-id"),
-                    "assertion_user": claims.get("user-name"),
+                    "user": claims.get("user-name"),
+                    "workspace": claims.get("workspace-id"),
+                    "action": claims.get("action"),
+                    "auth_method": claims.get("auth-method"),
+                    "agency": claims.get("agency"),
+                    "request_id": claims.get("jti"),
                 }
             },
         )

@@ -56,3 +56,29 @@ def serve_wsgi(app: Any) -> Iterator[str]:
     finally:
         server.shutdown()
         thread.join(10)
+
+
+@contextlib.contextmanager
+def serve_wsgiref(app: Any) -> Iterator[str]:
+    """Serve ``app`` with the standard library's wsgiref (it folds ``_`` in header names into ``-`` and has no
+    REQUEST_URI); yields its base URL."""
+    import socketserver
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+    from wsgiref.simple_server import make_server as make_wsgiref
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    class Threaded(socketserver.ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    server = make_wsgiref("127.0.0.1", 0, app, server_class=Threaded, handler_class=Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)

@@ -1,33 +1,71 @@
-"""A service that knows nothing about authmw: plain ``http.server``, it trusts the ``X-Authmw-*`` headers the
-sidecar sets (and strips from callers), so it must only be reachable through the sidecar.
+"""A service that knows nothing about signatures or policies: plain ``http.server`` behind the sidecar.
 
-Run: ``python adapters/sidecar/upstream.py [PORT]`` (listens on 127.0.0.1:9000 by default).
+It learns who is calling from ``X-Authmw-Assertion`` only: the assertion is verified against the sidecar's
+public keys (``/.well-known/jwks.json``, fetched once) and must be bound to this very request (method, raw path,
+raw query). The plain ``X-Authmw-*`` headers are never read: on a network the sidecar does not own, anyone could
+send them.
+
+Run: ``python adapters/sidecar/upstream.py [PORT [SIDECAR_URL]]`` (127.0.0.1:9000, sidecar http://127.0.0.1:8080).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+
+from authmw.assertion import InvalidAssertion, keys_from_jwks, verify_assertion
+
+
+class Upstream(ThreadingHTTPServer):
+    """The server, with the sidecar whose assertions it trusts."""
+
+    def __init__(self, port: int, sidecar: str) -> None:
+        super().__init__(("127.0.0.1", port), Handler)
+        self.sidecar = sidecar
+        self._keys: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def claims(self, assertion: str, method: str, target: str) -> dict[str, Any]:
+        """The verified claims of ``assertion`` for this request (raises :class:`InvalidAssertion`)."""
+        path, _, query = target.partition("?")
+        with self._lock:
+            if not self._keys:
+                self._keys.update(keys_from_jwks(httpx.get(self.sidecar + "/.well-known/jwks.json").json()))
+        return verify_assertion(assertion, self._keys, method=method, path=path, query=query)
 
 
 class Handler(BaseHTTPRequestHandler):
-    """Answers every request with who the sidecar said the caller is."""
+    """Answers every request with who the sidecar's assertion says the caller is."""
+
+    server: Upstream
 
     def _answer(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            claims = self.server.claims(self.headers.get("X-Authmw-Assertion", ""), self.command, self.path)
+        except InvalidAssertion as exc:
+            self._send(401, {"error": f"assertion refused: {exc}"})
+            return
         facts = {
-            "user": self.headers.get("X-Authmw-User-Name"),
-            "user_id": self.headers.get("X-Authmw-User-Id"),
-            "workspace": self.headers.get("X-Authmw-Workspace-Id"),
-            "auth_method": self.headers.get("X-Authmw-Auth-Method"),
-            "action": self.headers.get("X-Authmw-Action"),
-            "request_id": self.headers.get("X-Authmw-Request-Id"),
+            "user": claims.get("user-name"),
+            "user_id": claims.get("user-id"),
+            "workspace": claims.get("workspace-id"),
+            "auth_method": claims.get("auth-method"),
+            "action": claims.get("action"),
+            "request_id": claims.get("jti"),
             "method": self.command,
             "path": self.path,
         }
-        body = json.dumps(facts).encode()
-        self.send_response(201 if self.command == "POST" else 200)
+        self._send(201 if self.command == "POST" else 200, facts)
+
+    def _send(self, status: int, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -39,12 +77,12 @@ class Handler(BaseHTTPRequestHandler):
         sys.stderr.write(f"upstream: {format % args}\n")
 
 
-def make_server(port: int = 9000) -> ThreadingHTTPServer:
-    """The upstream on 127.0.0.1 only: the sidecar is its one client."""
-    return ThreadingHTTPServer(("127.0.0.1", port), Handler)
+def make_server(port: int = 9000, sidecar: str = "http://127.0.0.1:8080") -> Upstream:
+    """The upstream on 127.0.0.1, trusting the assertions of ``sidecar``."""
+    return Upstream(port, sidecar)
 
 
 if __name__ == "__main__":
-    server = make_server(int(sys.argv[1]) if len(sys.argv) > 1 else 9000)
-    print(f"upstream on http://127.0.0.1:{server.server_address[1]}", flush=True)
+    server = make_server(*(int(sys.argv[1]),) if len(sys.argv) > 1 else (), *sys.argv[2:3])
+    print(f"upstream on http://127.0.0.1:{server.server_address[1]} trusting {server.sidecar}", flush=True)
     server.serve_forever()

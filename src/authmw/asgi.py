@@ -1,26 +1,34 @@
 """ASGI middleware: pure ASGI (``http`` and ``websocket``), no framework needed.
 
 The request body is read once (up to the guard's ``max_body``; a larger declared or streamed body gets 413
-before the app is called), checked, and replayed to the app unchanged. A websocket handshake is checked like
+before the app is called), checked, and replayed to the app unchanged. Before a body is read, what the head
+alone decides is checked (:meth:`Guard.precheck`: route, scheme, time, access key or token), so an
+unauthenticated client cannot make authmw hold its body; the body must then arrive within ``body_timeout``
+(408), and all bodies held at once stay within a :class:`BodyBudget` (503). A websocket handshake is checked like
 any request; a refusal is sent as an HTTP response where the server supports it (the ``websocket.http.response``
 extension), else the handshake is closed with code 1008.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import quote
 
 from authmw.audit import log_decision
-from authmw.errors import AuthmwError, BodyTooLarge, MalformedRequest, render
+from authmw.errors import AuthmwError, BodyTooLarge, MalformedRequest, RequestTimeout, ServerBusy, render
 from authmw.guard import AuthContext, Guard, bare_context
 from authmw.models import Request
 
 __all__ = [
+    "DEFAULT_BODY_BUDGET",
+    "DEFAULT_BODY_TIMEOUT",
     "AuthMiddleware",
     "AuthmwCredentials",
     "AuthmwUser",
+    "BodyBudget",
     "admit",
     "raw_target",
     "read_body",
@@ -34,6 +42,33 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+DEFAULT_BODY_TIMEOUT = 60.0
+DEFAULT_BODY_BUDGET = 256 * 1024 * 1024
+
+
+class BodyBudget:
+    """The request-body bytes held in memory at once, across requests; a body that would exceed ``limit`` is
+    refused (503 ``server_busy``) instead of growing the process. Thread-safe (one is shared by WSGI threads)."""
+
+    __slots__ = ("_lock", "limit", "used")
+
+    def __init__(self, limit: int = DEFAULT_BODY_BUDGET) -> None:
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> None:
+        """Hold ``size`` more bytes, or raise :class:`ServerBusy`."""
+        with self._lock:
+            if self.used + size > self.limit:
+                raise ServerBusy(f"request bodies in memory would exceed {self.limit} bytes")
+            self.used += size
+
+    def give(self, size: int) -> None:
+        """Release ``size`` bytes taken before."""
+        if size:  # most requests have no body: no lock to take
+            with self._lock:
+                self.used -= size
 
 
 class AuthmwUser:
@@ -93,15 +128,29 @@ Observer = Callable[[AuthContext, AuthmwError | None], None]
 
 
 async def admit(
-    guard: Guard, scope: Scope, receive: Receive, send: Send, observe: Observer | None = None
+    guard: Guard,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    observe: Observer | None = None,
+    *,
+    body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
+    budget: BodyBudget | None = None,
 ) -> tuple[AuthContext, bytes] | None:
-    """Read the body, check the request and audit the decision (and tell ``observe``); a refusal is answered
-    here. Returns the context and body of an admitted request, None otherwise (refused, or the client left)."""
+    """Precheck the head, read the body (within ``body_timeout`` and ``budget``), check the request and audit
+    the decision (and tell ``observe``); a refusal is answered here. Returns the context and body of an admitted
+    request, None otherwise (refused, or the client left). The caller gives an admitted body's length back to
+    ``budget`` once it is done with it."""
     body = b""
     error: AuthmwError | None = None
     try:
         if scope["type"] == "http":
-            read = await read_body(scope, receive, guard.max_body)
+            announced = _may_have_body(scope)
+            if announced:  # only then is there anything to save: a bodiless request goes straight on
+                guard.precheck(request_from_scope(scope, b""))
+            # Without a body the server has the whole request already: no deadline to keep (and no timer to arm).
+            timeout = body_timeout if announced else None
+            read = await read_body(scope, receive, guard.max_body, timeout=timeout, budget=budget)
             if read is None:  # the client left before its body was complete: nobody to answer
                 return None
             body = read
@@ -113,6 +162,8 @@ async def admit(
     if observe is not None:
         observe(context, error)
     if error is not None:
+        if budget is not None:
+            budget.give(len(body))
         await send_error(scope, send, error, context.request_id)
         return None
     return context, body
@@ -124,26 +175,45 @@ class AuthMiddleware:
     On success the app finds the :class:`~authmw.guard.AuthContext` in ``scope["authmw"]`` (the guard in
     ``scope["authmw.guard"]``, for further checks) and Starlette's
     ``scope["user"]`` / ``scope["auth"]``; a refusal is answered with the SPEC §9 JSON error and the app is
-    not called. Every decision goes to the ``authmw.audit`` logger.
+    not called. Every decision goes to the ``authmw.audit`` logger. A body must arrive within ``body_timeout``
+    seconds (408; None: no deadline), and the bodies held at once within ``body_budget`` (503; one budget may be
+    shared by several middlewares).
     """
 
-    def __init__(self, app: ASGIApp, *, guard: Guard) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        guard: Guard,
+        body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
+        body_budget: BodyBudget | None = None,
+    ) -> None:
         self.app = app
         self.guard = guard
+        self.body_timeout = body_timeout
+        self.body_budget = BodyBudget() if body_budget is None else body_budget
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind not in {"http", "websocket"}:
             await self.app(scope, receive, send)
             return
-        admitted = await admit(self.guard, scope, receive, send)
+        budget = self.body_budget
+        admitted = await admit(self.guard, scope, receive, send, body_timeout=self.body_timeout, budget=budget)
         if admitted is None:
             return
         context, body = admitted
+        try:
+            await self._call_app(scope, receive, send, context, body)
+        finally:
+            budget.give(len(body))
+
+    async def _call_app(self, scope: Scope, receive: Receive, send: Send, context: AuthContext, body: bytes) -> None:
+        kind = scope["type"]
         scope = dict(scope)
-        if any(name[:9].lower() == b"x-authmw-" for name, _value in scope.get("headers", ())):
+        if any(_poses_as_authmw(name) for name, _value in scope.get("headers", ())):
             # Identity comes from scope["authmw"] only: headers that pose as authmw's never reach the app.
-            scope["headers"] = [(n, v) for n, v in scope["headers"] if n[:9].lower() != b"x-authmw-"]
+            scope["headers"] = [(n, v) for n, v in scope["headers"] if not _poses_as_authmw(n)]
         scope["authmw"] = context
         scope["authmw.guard"] = self.guard
         scope["user"] = AuthmwUser(context)
@@ -159,11 +229,47 @@ class AuthMiddleware:
         await self.app(scope, replay_receive, send)
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
-    """The whole request body (413 beyond ``limit``, declared or streamed); None if the client left first."""
+def _poses_as_authmw(name: bytes) -> bool:
+    """``X-Authmw-*``, also spelt ``X_Authmw_*``: an app reading headers the WSGI way (a bridge, a framework that
+    folds ``_`` into ``-``) would take that for authmw's."""
+    return name[:9].lower().replace(b"_", b"-") == b"x-authmw-"
+
+
+async def read_body(
+    scope: Scope,
+    receive: Receive,
+    limit: int,
+    *,
+    timeout: float | None = DEFAULT_BODY_TIMEOUT,
+    budget: BodyBudget | None = None,
+) -> bytes | None:
+    """The whole request body (413 beyond ``limit``, declared or streamed; 408 if it is not complete within
+    ``timeout`` seconds; 503 if ``budget`` cannot hold it); None if the client left first. The body's length
+    stays taken from ``budget``; anything else taken is given back."""
     declared = _content_length(scope)
     if declared is not None and declared > limit:
         raise BodyTooLarge(f"declared body of {declared} bytes exceeds {limit}")
+    taken = [0]  # what is taken from the budget so far
+    try:
+        if timeout is None:  # no timer to arm (a bodiless request: the server has it all already)
+            body = await _collect(receive, limit, budget, taken)
+        else:
+            async with asyncio.timeout(timeout):
+                body = await _collect(receive, limit, budget, taken)
+    except TimeoutError:
+        if budget is not None:
+            budget.give(taken[0])
+        raise RequestTimeout(f"the body did not arrive within {timeout} s") from None
+    except BaseException:
+        if budget is not None:
+            budget.give(taken[0])
+        raise
+    if body is None and budget is not None:
+        budget.give(taken[0])
+    return body
+
+
+async def _collect(receive: Receive, limit: int, budget: BodyBudget | None, taken: list[int]) -> bytes | None:
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -171,12 +277,26 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
         if message["type"] != "http.request":
             return None
         chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
+        if size + len(chunk) > limit:
             raise BodyTooLarge(f"body exceeds {limit} bytes")
+        if budget is not None and chunk:  # taken as it arrives: a slow client holds only what it sent
+            budget.take(len(chunk))
+            taken[0] += len(chunk)
+        size += len(chunk)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _may_have_body(scope: Scope) -> bool:
+    """Whether the request announces a body (HTTP/2 and later may stream one without saying so)."""
+    if scope.get("http_version", "1.1") not in ("1.0", "1.1"):
+        return True
+    for name, value in scope.get("headers", ()):
+        lowered = name.lower()
+        if lowered == b"transfer-encoding" or (lowered == b"content-length" and value.strip() not in (b"0", b"")):
+            return True
+    return False
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -1,9 +1,12 @@
 """``X-Authmw-Assertion``: a short-lived signed statement of what the sidecar established about a request.
 
 The proxy signs (EdDSA, the store's token signing key, ``kid`` in the header) the identity, workspace and
-action, bound to the request's method and path; an upstream on an untrusted network verifies it with
-:func:`verify_assertion` and the proxy's public keys (``/.well-known/jwks.json``), so a forged or replayed
-``X-Authmw-*`` header is worthless. Only ``EdDSA`` is accepted, whatever the token says.
+action, bound to the request it forwards: method (``htm``), raw path (``htu``), raw query (``htq``) and request
+id (``jti``), for ``assertion_ttl`` seconds. An upstream on an untrusted network verifies it with
+:func:`verify_assertion` and the proxy's public keys (``/.well-known/jwks.json``) and reads identity from the
+claims it returns, never from the plain ``X-Authmw-*`` headers: a forged header is worthless, and a captured
+assertion is refused on any other method, path or query (an upstream that remembers ``jti`` until ``exp`` also
+refuses a second use). Only ``EdDSA`` is accepted, whatever the token says.
 """
 
 from __future__ import annotations
@@ -36,12 +39,16 @@ def sign_assertion(
     *,
     method: str,
     path: str,
+    query: str,
+    request_id: str,
     ttl: int = 60,
     now: float | None = None,
 ) -> str:
-    """A compact JWS over ``claims`` plus issuer, times and the request binding (``htm``, ``htu``)."""
+    """A compact JWS over ``claims`` plus issuer, times and the request binding (``htm``, ``htu``, ``htq``,
+    ``jti``): ``path`` and ``query`` exactly as the upstream receives them."""
     issued = int(time.time() if now is None else now)
-    payload = {**claims, "iss": ISSUER, "iat": issued, "exp": issued + ttl, "htm": method, "htu": path}
+    binding = {"htm": method, "htu": path, "htq": query, "jti": request_id}
+    payload = {**claims, "iss": ISSUER, "iat": issued, "exp": issued + ttl, **binding}
     return jwt.encode(payload, key, algorithm="EdDSA", headers={"kid": kid})
 
 
@@ -51,13 +58,16 @@ def verify_assertion(
     *,
     method: str,
     path: str,
+    query: str,
+    request_id: str | None = None,
     leeway: float = 5.0,
     now: float | None = None,
 ) -> dict[str, Any]:
-    """The claims of a valid assertion for this ``method`` and ``path``; raises :class:`InvalidAssertion`.
+    """The claims of a valid assertion for the request the upstream received; raises :class:`InvalidAssertion`.
 
-    ``keys`` maps ``kid`` → public key (see :func:`keys_from_jwks`). ``path`` is the raw request path the
-    upstream received (the proxy forwards it unchanged).
+    ``keys`` maps ``kid`` → public key (see :func:`keys_from_jwks`). ``method``, ``path`` and ``query`` are the
+    request's as received, raw (ASGI: ``raw_path`` and ``query_string``; WSGI: ``REQUEST_URI`` split at ``?``):
+    an assertion made for any other request is refused. ``request_id``, if given, must be its ``jti``.
     """
     try:
         kid = jwt.get_unverified_header(token).get("kid")
@@ -70,13 +80,14 @@ def verify_assertion(
             algorithms=["EdDSA"],
             issuer=ISSUER,
             leeway=leeway,
-            options={"require": ["exp", "iat", "iss", "htm", "htu"], "verify_iat": now is None},
+            options={"require": ["exp", "iat", "iss", "htm", "htu", "htq", "jti"], "verify_iat": now is None},
         )
     except jwt.PyJWTError:
         raise InvalidAssertion("invalid assertion") from None
     if now is not None and claims["exp"] + leeway < now:
         raise InvalidAssertion("assertion expired")
-    if claims["htm"] != method or claims["htu"] != path:
+    bound = (claims["htm"], claims["htu"], claims["htq"])
+    if bound != (method, path, query) or (request_id is not None and claims["jti"] != request_id):
         raise InvalidAssertion("assertion bound to another request")
     return claims
 

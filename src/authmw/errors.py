@@ -54,6 +54,8 @@ operators go in typed fields and never contain secrets, signatures or canonical 
     │   └── AddressNotAllowed           address_not_allowed
     ├── TooManyRequests (429)
     │   └── TooManyAttempts             too_many_attempts  (password logins; with Retry-After)
+    ├── RequestTimedOut (408)
+    │   └── RequestTimeout              request_timeout  (the head or body was not received in time)
     ├── PayloadTooLarge (413)
     │   └── BodyTooLarge                body_too_large
     ├── BadGateway (502)
@@ -61,6 +63,7 @@ operators go in typed fields and never contain secrets, signatures or canonical 
     └── ServiceUnavailable (503)
         ├── ReplayCacheFull             replay_cache_full
         ├── StoreUnavailable            store_unavailable
+        ├── ServerBusy                  server_busy  (the budget of request-body bytes in memory is spent)
         ├── IssuerUnavailable           issuer_unavailable  (an external token issuer's keys, past their grace)
         └── LoginBusy                   login_busy  (password checks in flight at their cap; with Retry-After)
 
@@ -371,6 +374,17 @@ class TooManyAttempts(TooManyRequests):
         return {"Retry-After": str(self.retry_after)}
 
 
+class RequestTimedOut(AuthmwError):
+    status = 408
+    code = "request_timed_out"
+    message = "request timed out"
+
+
+class RequestTimeout(RequestTimedOut):
+    code = "request_timeout"
+    message = "the request was not received in time"
+
+
 class PayloadTooLarge(AuthmwError):
     status = 413
     code = "payload_too_large"
@@ -407,6 +421,15 @@ class ReplayCacheFull(ServiceUnavailable):
 class StoreUnavailable(ServiceUnavailable):
     code = "store_unavailable"
     message = "identity store unavailable, retry later"
+
+
+class ServerBusy(ServiceUnavailable):
+    code = "server_busy"
+    message = "too many request bodies in flight, retry later"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
 
 
 class IssuerUnavailable(ServiceUnavailable):

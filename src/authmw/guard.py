@@ -264,6 +264,34 @@ class Guard:
             raise
         return state.context(self, None)
 
+    def precheck(self, request: Request) -> None:
+        """Refuse, before the body is read, what the request line and headers decide alone: the route, its IP
+        whitelist, and (unless the route is public) the credential's scheme, time and key or token — so an
+        unauthenticated client cannot make the adapter buffer its body. :meth:`check` runs every step again.
+        Raises as :meth:`check` does (``error.context`` set); dry-run mode: never raises."""
+        state = _State(self._request_id(), self.proxies.client_address(request.client, request.headers))
+        try:
+            match, access, state.resource = self._route(request.method, request.path)
+            if match is not None:
+                state.route, state.action = match.route, match.route.action
+            self._whitelist(WhitelistScope.ROUTE, state, *(() if match is None else (match.route.name, state.action)))
+            if access is Access.PUBLIC:
+                return
+            token = request.headers.get("x-auth-token")
+            if token is None:
+                self.verifier.precheck(request)
+            elif self.verifier.scheme_of(request) is not None:
+                raise MultipleCredentials("both X-Auth-Token and a signature")
+            elif not (self.issuers and peek_issuer(token.strip()) in self.issuers):  # external keys: check() fetches
+                if self.tokens is None:
+                    raise SchemeDisabled("IAM tokens are not enabled on this guard")
+                self.tokens.verify(token.strip())
+        except AuthmwError as exc:
+            if self.mode == "dry-run":
+                return
+            exc.context = state.context(self, None)
+            raise
+
     def authenticate(self, request: Request) -> tuple[Credential, Principal]:
         """Verify the request's one credential and load its principal (no route, workspace or policy)."""
         credential = self._credential(request)

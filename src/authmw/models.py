@@ -60,8 +60,11 @@ class Request:
         target = _target(target)
         if not target.startswith("/"):
             raise MalformedRequest("request-target must be an absolute path")
+        if "#" in target:
+            # RFC 9112 §3.2: a request-target has no fragment. Servers disagree on it (uvicorn's h11 keeps "#..."
+            # in the path the app routes on, werkzeug and httptools cut it off): no reading would be safe.
+            raise MalformedRequest("a request-target has no fragment")
         path, _, query = target.partition("?")
-        path = path.partition("#")[0]
         pairs = headers.items() if isinstance(headers, Mapping) else headers
         merged: dict[str, str] = {}
         repeated: dict[str, list[str]] | None = None

@@ -83,6 +83,8 @@ def parse_raw_request(data: bytes, *, client: str | None = None) -> Request:
         if not (length.isascii() and length.isdigit()) or len(length) > 15 or int(length) > len(body):
             raise MalformedRequest("Content-Length does not match the body")
         body = body[: int(length)]
+    if b"#" in target:  # urlsplit would cut it off, and servers disagree on it: refused as Request.build does
+        raise MalformedRequest("a request-target has no fragment")
     if not target.startswith(b"/"):
         try:
             absolute = urlsplit(target.decode("utf-8", "surrogateescape"))

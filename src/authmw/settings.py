@@ -58,6 +58,12 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "listen": (_text, "HOST:PORT"),
     "audit_log": (_text, "a file name, or - for standard error"),
     "assertion_ttl": (_count(1, 3600), "seconds 1-3600"),
+    "forward_credentials": (_flag, "true or false"),
+    "drop_underscore_headers": (_flag, "true or false"),
+    "header_timeout": (_count(1, 3600), "seconds 1-3600"),
+    "body_timeout": (_count(1, 86_400), "seconds 1-86400"),
+    "body_budget": (_count(0, 1 << 40), "a size in bytes"),
+    "max_connections": (_count(1, 1_000_000), "an integer 1-1000000"),
     "token_algorithm": (_one_of(*_TOKEN_ALGORITHMS), "EdDSA, ES256 or RS256"),
     "token_algorithms": (
         lambda v: _texts(v) and bool(v) and set(v) <= set(_TOKEN_ALGORITHMS),
@@ -78,7 +84,11 @@ class Settings:
     ``routes`` are given), ``routes``, ``strict_paths``, ``default_allow_without_policies``,
     ``allow_unsigned_payload``, ``max_body``, ``max_skew``. IAM tokens: ``token_algorithm`` signs new tokens,
     ``token_algorithms`` are accepted (the token never chooses), ``token_issuers`` are external OIDC issuers
-    trusted through their JWKS. The proxy: ``upstream``, ``listen``, ``audit_log``, ``assertion_ttl``.
+    trusted through their JWKS. The proxy: ``upstream``, ``listen``, ``audit_log``, ``assertion_ttl``;
+    ``forward_credentials`` (send the caller's credentials upstream), ``drop_underscore_headers`` (header names
+    with ``_``; when kept, those folding onto a protected name are still dropped), ``header_timeout`` and
+    ``body_timeout`` (seconds for a request's head and body to arrive: 408), ``body_budget`` (request-body bytes
+    held at once: 503 beyond), ``max_connections`` (open connections; uvicorn answers 503 beyond).
     """
 
     store: str | None = None
@@ -99,6 +109,12 @@ class Settings:
     listen: str = "127.0.0.1:8080"
     audit_log: str | None = None
     assertion_ttl: int = 60
+    forward_credentials: bool = False
+    drop_underscore_headers: bool = True
+    header_timeout: int = 10
+    body_timeout: int = 60
+    body_budget: int = 256 * 1024 * 1024
+    max_connections: int = 1024
     token_algorithm: str = "EdDSA"
     token_algorithms: tuple[str, ...] = ("EdDSA",)
     token_issuers: tuple[Mapping[str, Any], ...] = ()

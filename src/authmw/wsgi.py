@@ -4,7 +4,9 @@ WSGI servers fold ``X-Foo`` and ``X_Foo`` into the same ``HTTP_X_FOO`` key, so a
 be told apart from its ``-`` twin here; the signature schemes only sign ``-`` names, and identity headers are
 never read from the request, so the fold cannot smuggle one in. The raw request-target is taken from
 ``REQUEST_URI`` / ``RAW_URI`` when the server provides it (gunicorn, uWSGI, werkzeug), so the signature is
-checked against the path exactly as sent.
+checked against the path exactly as sent. A request announcing a body is prechecked from its head
+(:meth:`Guard.precheck`) before the body is read, and the bodies held at once stay within ``body_budget``; the
+deadline for a body to arrive is the server's socket timeout (gunicorn ``--timeout``, werkzeug, waitress).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote
 
+from authmw.asgi import BodyBudget
 from authmw.audit import log_decision
 from authmw.errors import AuthmwError, BodyTooLarge, MalformedRequest, render
 from authmw.guard import Guard, bare_context
@@ -52,18 +55,24 @@ def request_from_environ(environ: Environ, body: bytes) -> Request:
 
 class AuthMiddleware:
     """Checks every request with ``guard``; the app finds the context in ``environ["authmw"]`` (and the guard
-    in ``environ["authmw.guard"]``)."""
+    in ``environ["authmw.guard"]``). The bodies held at once stay within ``body_budget`` (503 beyond)."""
 
-    def __init__(self, app: WSGIApp, *, guard: Guard) -> None:
+    def __init__(self, app: WSGIApp, *, guard: Guard, body_budget: BodyBudget | None = None) -> None:
         self.app = app
         self.guard = guard
+        self.body_budget = BodyBudget() if body_budget is None else body_budget
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        taken = 0
         try:
+            if environ.get("CONTENT_LENGTH", "") not in ("", "0") or environ.get("wsgi.input_terminated"):
+                self.guard.precheck(request_from_environ(environ, b""))  # refused before its body is read
             body = self._read_body(environ)
+            taken = len(body)
             request = request_from_environ(environ, body)
             context = self.guard.check(request)
         except AuthmwError as exc:
+            self.body_budget.give(taken)
             context = exc.context or bare_context(environ.get("REMOTE_ADDR"))
             log_decision(context, exc, environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", ""))
             status, headers, payload = render(exc, context.request_id)
@@ -76,7 +85,10 @@ class AuthMiddleware:
         environ["authmw.guard"] = self.guard
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
-        return self.app(environ, start_response)
+        try:
+            return self.app(environ, start_response)
+        finally:  # the app has the body now (a streamed response holds only what it reads into memory itself)
+            self.body_budget.give(taken)
 
     def _read_body(self, environ: Environ) -> bytes:
         limit = self.guard.max_body
@@ -93,16 +105,30 @@ class AuthMiddleware:
                 raise MalformedRequest("Content-Length is negative")
             if declared > limit:
                 raise BodyTooLarge(f"declared body of {declared} bytes exceeds {limit}")
-            body = _read(stream, declared) if declared else b""
-            if len(body) != declared:
-                raise MalformedRequest("the body is shorter than its Content-Length")
-            return body
+            return self._held(stream, declared, declared)
         if environ.get("wsgi.input_terminated"):  # chunked upload: the server marks the end of the stream
-            body = _read(stream, limit + 1)
-            if len(body) > limit:
-                raise BodyTooLarge(f"body exceeds {limit} bytes")
-            return body
+            return self._held(stream, limit + 1, None)
         return b""
+
+    def _held(self, stream: Any, size: int, declared: int | None) -> bytes:
+        """Read up to ``size`` bytes with that much taken from the budget; only the body's length stays taken."""
+        if not size:
+            return b""
+        budget = self.body_budget
+        budget.take(size)
+        try:
+            body = _read(stream, size)
+        except BaseException:
+            budget.give(size)
+            raise
+        budget.give(size - len(body))
+        if declared is not None and len(body) != declared:
+            budget.give(len(body))
+            raise MalformedRequest("the body is shorter than its Content-Length")
+        if len(body) > self.guard.max_body:
+            budget.give(len(body))
+            raise BodyTooLarge(f"body exceeds {self.guard.max_body} bytes")
+        return body
 
 
 def _read(stream: Any, size: int) -> bytes:
@@ -116,6 +142,7 @@ _REASONS = {
     400: "Bad Request",
     401: "Unauthorized",
     403: "Forbidden",
+    408: "Request Timeout",
     413: "Content Too Large",
     503: "Service Unavailable",
 }

@@ -98,6 +98,7 @@ def sidecar(world: World) -> Iterator[str]:
             settings = load_settings(str(ADAPTERS / "sidecar" / "authmw.yaml"))
             target = f"http://127.0.0.1:{server.server_address[1]}"
             with serve_asgi(build_app(replace(settings, upstream=target), world.store)) as url:
+                server.sidecar = url  # whose assertions the upstream verifies
                 yield url
         finally:
             server.shutdown()
@@ -188,11 +189,11 @@ def _wait_until_serving(url: str, child: subprocess.Popen[bytes], log: Path) -> 
 
 
 def test_the_sidecar_recipe_runs_with_its_documented_commands(world: World, environment: None, tmp_path: Path) -> None:
-    """``python adapters/sidecar/upstream.py PORT`` and ``authmw proxy --config adapters/sidecar/authmw.yaml``."""
+    """``python adapters/sidecar/upstream.py PORT SIDECAR``, ``authmw proxy --config adapters/sidecar/authmw.yaml``."""
     upstream_port, proxy_port = free_port(), free_port()
     log = tmp_path / "sidecar.log"
     commands = [
-        [sys.executable, str(ADAPTERS / "sidecar" / "upstream.py"), str(upstream_port)],
+        [sys.executable, str(ADAPTERS / "sidecar" / "upstream.py"), str(upstream_port), f"http://127.0.0.1:{proxy_port}"],
         [sys.executable, "-m", "authmw", "proxy", "--config", str(ADAPTERS / "sidecar" / "authmw.yaml"),
          "--upstream", f"http://127.0.0.1:{upstream_port}", "--listen", f"127.0.0.1:{proxy_port}", "--audit-log",
          str(tmp_path / "audit.log")],

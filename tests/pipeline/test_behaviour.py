@@ -154,10 +154,10 @@ def test_proxy_assertion_verifies_and_is_bound_to_the_request(world: World) -> N
     assert status == 200
     token = body["headers"]["x-authmw-assertion"]
     path = body["raw_path"]
-    claims = verify_assertion(token, keys, method="GET", path=path)
+    claims = verify_assertion(token, keys, method="GET", path=path, query="")
     assert claims["user-name"] == "scientist" and claims["workspace-id"] == "0"
     with pytest.raises(ValueError, match="another request"):
-        verify_assertion(token, keys, method="DELETE", path=path)
+        verify_assertion(token, keys, method="DELETE", path=path, query="")
 
 
 @pytest.mark.parametrize("name", ["asgi", "proxy"])  # WSGI has no websockets

@@ -71,7 +71,9 @@ def proxy_url(world: World) -> Iterator[str]:
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
     try:
-        settings = Settings(routes=S3_ROUTES, upstream=f"http://127.0.0.1:{port}")
+        # moto answers an anonymous request (no Authorization) as S3 does: 403. It reads the caller's credentials,
+        # so the proxy must forward them.
+        settings = Settings(routes=S3_ROUTES, upstream=f"http://127.0.0.1:{port}", forward_credentials=True)
         app = build_app(settings, world.store)
         with serve_asgi(app) as url:
             yield url

@@ -1,7 +1,13 @@
 """The sidecar as an ASGI app: check each request with the guard, then stream it to the upstream.
 
 Every incoming ``X-Authmw-*`` header is dropped and the SPEC §3 identity headers are added, with the signed
-``X-Authmw-Assertion``. The request body is read once (the signature check needs it) and sent on as is; the
+``X-Authmw-Assertion`` (bound to the method, path, query and request id the upstream receives). The caller's
+credentials (``Authorization``, ``X-Auth-Token``, ``X-Security-Token``, ``X-Amz-Security-Token``, and a presigned
+URL's ``X-Amz-Signature`` / ``X-Amz-Security-Token`` query parameters) are not forwarded unless
+``forward_credentials``: an upstream's logs or a less trusted app could otherwise replay them at the sidecar.
+Header names containing ``_`` are dropped (as nginx does), since WSGI servers fold ``X_Authmw_Agency`` onto
+``X-Authmw-Agency``; kept with ``drop_underscore_headers=False``, one that folds onto a protected or present name
+is still dropped. The request body is read once (the signature check needs it) and sent on as is; the
 upstream's response is streamed back without buffering. ``/healthz``, ``/readyz``, ``/metrics`` and
 ``/.well-known/jwks.json`` are answered by the proxy itself.
 """
@@ -13,20 +19,32 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import unquote_plus
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from authmw.asgi import ASGIApp, Receive, Scope, Send, admit, raw_target, send_error, send_response
+from authmw.asgi import (
+    DEFAULT_BODY_TIMEOUT,
+    ASGIApp,
+    BodyBudget,
+    Receive,
+    Scope,
+    Send,
+    admit,
+    raw_target,
+    send_error,
+    send_response,
+)
 from authmw.assertion import jwk_of, sign_assertion
 from authmw.errors import AuthmwError, UpstreamUnavailable
 from authmw.guard import AuthContext, Guard
 from authmw.iam_api import SECURITY_TOKENS_PATH, TOKENS_PATH
 from authmw.tokens import PublicKey
 
-__all__ = ["ProxyApp", "identity_headers"]
+__all__ = ["ProxyApp", "forwarded_query", "identity_headers", "upstream_headers"]
 
 logger = logging.getLogger("authmw.proxy")
 
@@ -45,6 +63,18 @@ _HOP_BY_HOP = frozenset(
         b"host",
     }
 )
+#: The caller's credentials: not forwarded unless ``forward_credentials``.
+_CREDENTIALS = frozenset({b"authorization", b"x-auth-token", b"x-security-token", b"x-amz-security-token"})
+#: Names the upstream reads as authmw's facts, the caller's credentials or placement, or the proxy sets: a header
+#: whose name folds onto one of these (``_`` → ``-``, as WSGI servers fold them) is never forwarded.
+_PROTECTED = (
+    _CREDENTIALS
+    | _HOP_BY_HOP
+    | frozenset({b"x-workspace-id", b"x-project-id", b"forwarded", b"x-forwarded-host", b"x-forwarded-proto"})
+    | frozenset({b"x-forwarded-for", b"x-real-ip"})
+)
+#: A presigned URL's query parameters that make it usable (the rest only describe it).
+_PRESIGNED_SECRETS = frozenset({"x-amz-signature", "x-amz-security-token"})
 _WS_HANDSHAKE = frozenset({b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions"})
 _HEALTH = b'{"status":"ok"}'
 _JSON = [(b"content-type", b"application/json")]
@@ -78,9 +108,55 @@ def identity_headers(context: AuthContext) -> list[tuple[str, str]]:
     return headers
 
 
+def upstream_headers(
+    headers: Iterable[tuple[bytes, bytes]],
+    skip: frozenset[bytes],
+    *,
+    forward_credentials: bool = False,
+    drop_underscore_headers: bool = True,
+) -> list[tuple[bytes, bytes]]:
+    """The caller's headers that may go upstream: no ``skip`` names, no ``X-Authmw-*``, no credentials (unless
+    ``forward_credentials``), no names with ``_`` (unless kept; even then none that folds onto a protected name or
+    onto another header of the request, which a WSGI server would merge with it)."""
+    headers = list(headers)
+    folds: dict[bytes, set[bytes]] = {}
+    if not drop_underscore_headers:  # which names a WSGI server would merge: only needed when "_" names are kept
+        for name, _value in headers:
+            lowered = name.lower()
+            folds.setdefault(lowered.replace(b"_", b"-"), set()).add(lowered)
+    kept = []
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered in skip or lowered.startswith(b"x-authmw-"):
+            continue
+        if not forward_credentials and lowered in _CREDENTIALS:
+            continue
+        if b"_" in lowered:
+            folded = lowered.replace(b"_", b"-")
+            if drop_underscore_headers or folded.startswith(b"x-authmw-") or folded in _PROTECTED:
+                continue
+            if len(folds[folded]) > 1:  # X_Foo beside X-Foo: a WSGI app would see one merged value
+                continue
+        kept.append((name, value))
+    return kept
+
+
+def forwarded_query(query: str, *, forward_credentials: bool = False) -> str:
+    """The raw query sent upstream: a presigned URL loses what makes it usable (``X-Amz-Signature``,
+    ``X-Amz-Security-Token``) unless ``forward_credentials``; every other byte is kept as sent."""
+    if forward_credentials or ("-" not in query and "%" not in query):
+        return query
+    items = query.split("&")
+    kept = [item for item in items if unquote_plus(item.partition("=")[0]).lower() not in _PRESIGNED_SECRETS]
+    return query if len(kept) == len(items) else "&".join(kept)
+
+
 class ProxyApp:
     """The sidecar ASGI app. ``guard`` may be replaced at any time (:meth:`reload`); requests in flight keep
-    the guard they started with."""
+    the guard they started with. ``forward_credentials`` sends the caller's credentials upstream (for upstreams
+    that verify them again); ``drop_underscore_headers=False`` keeps header names with ``_`` that fold onto no
+    protected or present name. A request body must arrive within ``body_timeout`` seconds (408), and the bodies
+    held at once stay within ``body_budget`` (503)."""
 
     def __init__(
         self,
@@ -92,6 +168,10 @@ class ProxyApp:
         assertion_ttl: int = 60,
         transport: httpx.AsyncBaseTransport | None = None,
         token_service: ASGIApp | None = None,
+        forward_credentials: bool = False,
+        drop_underscore_headers: bool = True,
+        body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
+        body_budget: BodyBudget | None = None,
     ) -> None:
         from authmw.proxy.metrics import Metrics
 
@@ -102,6 +182,10 @@ class ProxyApp:
         self.kid, self._key = signing_key
         self._jwks_body = json.dumps({"keys": [jwk_of(k, v) for k, v in public_keys.items()]}).encode()
         self.assertion_ttl = assertion_ttl
+        self.forward_credentials = forward_credentials
+        self.drop_underscore_headers = drop_underscore_headers
+        self.body_timeout = body_timeout
+        self.body_budget = BodyBudget() if body_budget is None else body_budget
         self.metrics = Metrics()
         self._transport = transport
         self.token_service = token_service
@@ -117,6 +201,10 @@ class ProxyApp:
             fresh._jwks_body,
             fresh.assertion_ttl,
             fresh.token_service,
+        )
+        self.forward_credentials, self.drop_underscore_headers = (
+            fresh.forward_credentials,
+            fresh.drop_underscore_headers,
         )
 
     @property
@@ -197,19 +285,34 @@ class ProxyApp:
             outcome = "allow" if refused is None else "deny" if error is not None else "dry-run-deny"
             self.metrics.decided(outcome, refused.code if refused else "", time.perf_counter() - started)
 
-        return await admit(self.guard, scope, receive, send, observe)
+        return await admit(
+            self.guard, scope, receive, send, observe, body_timeout=self.body_timeout, budget=self.body_budget
+        )
+
+    def _target(self, scope: Scope) -> tuple[str, str]:
+        """The raw path and query the upstream receives."""
+        query = scope.get("query_string", b"").decode("latin-1")
+        return raw_target(scope)[0], forwarded_query(query, forward_credentials=self.forward_credentials)
 
     def _forward_headers(self, scope: Scope, context: AuthContext, skip: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
-        headers = [
-            (name, value)
-            for name, value in scope.get("headers", ())
-            if (lowered := name.lower()) not in skip and not lowered.startswith(b"x-authmw-")
-        ]
+        headers = upstream_headers(
+            scope.get("headers", ()),
+            skip,
+            forward_credentials=self.forward_credentials,
+            drop_underscore_headers=self.drop_underscore_headers,
+        )
         facts = identity_headers(context)
-        raw_path = raw_target(scope)[0]
+        path, query = self._target(scope)
         claims = {name[len("x-authmw-") :]: value for name, value in facts if name != "x-authmw-allowed-actions"}
         assertion = sign_assertion(
-            claims, self._key, self.kid, method=scope.get("method", "GET"), path=raw_path, ttl=self.assertion_ttl
+            claims,
+            self._key,
+            self.kid,
+            method=scope.get("method", "GET"),
+            path=path,
+            query=query,
+            request_id=context.request_id,
+            ttl=self.assertion_ttl,
         )
         facts.append(("x-authmw-assertion", assertion))
         headers += [(name.encode(), value.encode()) for name, value in facts]
@@ -232,9 +335,16 @@ class ProxyApp:
         if checked is None:
             return
         context, body = checked
+        try:
+            await self._forward(scope, send, context, body)
+        finally:
+            self.body_budget.give(len(body))
+
+    async def _forward(self, scope: Scope, send: Send, context: AuthContext, body: bytes) -> None:
+        path, query = self._target(scope)
         request = httpx.Request(
             scope["method"],
-            self.upstream + raw_target(scope)[1],
+            self.upstream + path + (f"?{query}" if query else ""),
             headers=self._forward_headers(scope, context, _HOP_BY_HOP),
             content=body,
             extensions={"timeout": _TIMEOUTS},
@@ -269,7 +379,8 @@ class ProxyApp:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        url = "ws" + self.upstream[4:] + raw_target(scope)[1]
+        path, query = self._target(scope)
+        url = "ws" + self.upstream[4:] + path + (f"?{query}" if query else "")
         headers = [
             (k.decode("latin-1"), v.decode("latin-1"))
             for k, v in self._forward_headers(scope, context, _HOP_BY_HOP | _WS_HANDSHAKE)

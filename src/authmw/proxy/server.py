@@ -9,9 +9,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 
+from authmw.asgi import BodyBudget
 from authmw.assembly import build_guard
 from authmw.audit import AUDIT_LOGGER
-from authmw.errors import ChangeRefused, ConfigurationError
+from authmw.errors import ChangeRefused, ConfigurationError, RequestTimeout, render
 from authmw.guard import Guard
 from authmw.iam_api import AttemptLimiter, TokenService
 from authmw.proxy.app import ProxyApp
@@ -19,7 +20,7 @@ from authmw.settings import Settings
 from authmw.store import Store
 from authmw.tokens import TokenSigner
 
-__all__ = ["build_app", "parse_listen", "serve"]
+__all__ = ["build_app", "header_deadline_protocol", "parse_listen", "serve"]
 
 logger = logging.getLogger("authmw.proxy")
 
@@ -54,9 +55,60 @@ def build_app(settings: Settings, store: Store, *, limiter: AttemptLimiter | Non
             public_keys=store.public_token_keys(),
             assertion_ttl=settings.assertion_ttl,
             token_service=service,
+            forward_credentials=settings.forward_credentials,
+            drop_underscore_headers=settings.drop_underscore_headers,
+            body_timeout=settings.body_timeout,
+            body_budget=BodyBudget(settings.body_budget),
         )
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
+
+
+def header_deadline_protocol(header_timeout: float) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol, with a deadline for each request's head: uvicorn has none (``timeout_keep_alive``
+    only runs between requests, and any byte stops it), so a client dripping a head held its connection forever.
+    A head not complete ``header_timeout`` seconds after the connection opened (or the previous response ended)
+    gets 408 ``request_timeout`` and the connection is closed. Pass it as ``uvicorn.Config(http=...)``."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    status, headers, body = render(RequestTimeout("the request head did not arrive in time"), "")
+    head = b"".join(f"{name}: {value}\r\n".encode() for name, value in headers if name != "x-authmw-request-id")
+    answer = b"HTTP/1.1 408 Request Timeout\r\n" + head + b"connection: close\r\n\r\n" + body
+    assert status == 408
+
+    class HeaderDeadline(H11Protocol):
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)  # type: ignore[arg-type]
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()  # the next request's head has its own deadline
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            self._head_timer = self.loop.call_later(header_timeout, self._expired)
+
+        def _expired(self) -> None:
+            self._head_timer = None
+            if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+                return  # a head arrived: the body has its own deadline (the app's)
+            if self.cycle is not None and not self.cycle.response_complete:
+                return
+            if self.conn.trailing_data[0]:  # part of a head: say why before hanging up
+                self.transport.write(answer)
+            self.transport.close()
+
+    return HeaderDeadline
 
 
 def keep_issuers(old: Guard, new: Guard, before: Settings, after: Settings) -> None:
@@ -102,6 +154,9 @@ def serve(settings: Settings, store: Store, *, reload_settings: Callable[[], Set
         server_header=False,
         log_level="warning",
         timeout_graceful_shutdown=30,
+        http=header_deadline_protocol(settings.header_timeout),
+        limit_concurrency=settings.max_connections,  # beyond it uvicorn answers 503 at once
+        backlog=min(2048, settings.max_connections),
     )
     server = uvicorn.Server(config)
 

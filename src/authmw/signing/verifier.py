@@ -216,6 +216,45 @@ class Verifier:
             return authorization.partition(" ")[0]
         return PRESIGNED if _has_presigned_fields(request.query) else None
 
+    def precheck(self, request: Request) -> None:
+        """Refuse what the request line and headers decide alone, before the body is read: the scheme and its
+        fields, the signed headers, the credential scope, the time window, and that the access key (or security
+        token) exists. The signature itself needs the body: :meth:`verify` checks it, and everything here again.
+
+        An unknown access key is refused here with the same ``signature_mismatch`` as a wrong signature, but
+        before the body arrives: a client sending a body can tell it apart. Access key ids are identifiers, not
+        secrets; not reading megabytes for a key that does not exist is worth more.
+        """
+        try:
+            scheme = self._select(request)
+            parts = scheme.parse(request)
+            self._check_signed_headers(scheme, parts, request)
+            if parts.region is not None:
+                self._check_scope(parts)
+            now = self._clock()
+            if parts.expires is not None:
+                self._check_expiry(parts, now)
+            elif abs(now - parts.timestamp) > self.max_skew:
+                raise DateOutOfWindow(f"request time differs from server time by more than {self.max_skew}s")
+            try:
+                if parts.security_token is None:
+                    key = self._keys.get_access_key(parts.access_key)
+                else:
+                    key = self._resolve_token(parts.security_token, parts.access_key)
+            except AuthmwError:
+                raise
+            except Exception as exc:
+                logger.error("key lookup failed: %s", type(exc).__name__)
+                raise StoreUnavailable("key store unavailable") from None
+            if key is None:
+                check_identifier(parts.access_key, "access key")
+                raise SignatureMismatch("signature does not match (or unknown access key)")
+        except AuthmwError:
+            raise
+        except (ValueError, LookupError, UnicodeError, OverflowError) as exc:
+            logger.debug("unexpected %s while prechecking a signature", type(exc).__name__)
+            raise MalformedRequest("request could not be parsed") from None
+
     # -- the pipeline ----------------------------------------------------------------------------------
 
     def _guarded(self, request: Request, trace: _Trace | None) -> Credential:

@@ -1,0 +1,206 @@
+"""Clients that send slowly or never finish cannot pin the proxy's memory or connections.
+
+``authmw proxy`` runs as a real process; every request is raw bytes on a socket. A request whose head already
+fails (unknown access key) is refused before its body is read; a head or body that does not arrive in time gets
+408; the bodies held at once stay within ``body_budget`` (503 beyond).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from authmw.signing import sign_request
+from pipeline.conftest import running
+from pipeline.test_bad_input import JOBS, Ctx, Raw, signed
+from pipeline.test_proxy_ops import proxy_process
+from pipeline.world import Key, World
+
+MIB = 1024 * 1024
+
+
+def rss(pid: int) -> int:
+    """The resident set of process ``pid``, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def head_of(host: str, key: Key, size: int, path: str) -> bytes:
+    """The head of a signed POST announcing ``size`` bytes of (unsigned) body."""
+    signed_request = sign_request(
+        "POST", f"http://{host}{path}", {}, None, access_key=key.access, secret_key=key.secret, unsigned_payload=True
+    )
+    lines = [f"POST {path} HTTP/1.1"] + [f"{k}: {v}" for k, v in signed_request.headers.items()]
+    lines.append(f"Content-Length: {size}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def status_of(sock: socket.socket, timeout: float) -> tuple[int, bytes]:
+    """The status and head of the response on ``sock`` (0 if none came within ``timeout``)."""
+    sock.settimeout(timeout)
+    received = b""
+    with contextlib.suppress(OSError):
+        while b"\r\n\r\n" not in received:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    if not received.startswith(b"HTTP/1.1 "):
+        return 0, received
+    return int(received[9:12]), received
+
+
+def send_some(sock: socket.socket, data: bytes, timeout: float) -> int:
+    """Send as much of ``data`` as the peer takes within ``timeout``; the number of bytes sent."""
+    sock.settimeout(timeout)
+    sent = 0
+    with contextlib.suppress(OSError):
+        while sent < len(data):
+            sent += sock.send(data[sent : sent + 256 * 1024])
+    return sent
+
+
+@contextlib.contextmanager
+def proxy(world: World, tmp_path: Path, config: str) -> Iterator[tuple[int, str]]:
+    with proxy_process(world, tmp_path, config) as (process, url, _audit):
+        yield process.pid, url
+
+
+def test_unauthenticated_half_sent_bodies_do_not_grow_the_proxy(world: World, tmp_path: Path) -> None:
+    """24 clients with an unknown access key announce 12 MiB bodies and send 6 MiB each, never the rest: the
+    proxy answered none and held every byte (48 → 390 MB). Now each gets 401 while still holding its body."""
+    stranger = Key("UNKNOWNACCESSKEY0000", "not-a-secret")
+    with proxy(world, tmp_path, "unmatched: deny\n") as (pid, url):
+        split = urlsplit(url)
+        before = rss(pid)
+        path = JOBS.replace("{p}", world.project)
+        sockets = [socket.create_connection((split.hostname or "", split.port or 80)) for _ in range(24)]
+        results: list[tuple[int, int]] = [(0, 0)] * len(sockets)
+
+        def client(i: int) -> None:
+            sock = sockets[i]
+            sock.sendall(head_of(split.netloc, stranger, 12 * MIB - 1, path))
+            sent = send_some(sock, b"x" * (6 * MIB), 3.0)
+            results[i] = (status_of(sock, 5.0)[0], sent)
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(len(sockets))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        grown = rss(pid) - before
+        for sock in sockets:
+            sock.close()
+    assert [status for status, _sent in results] == [401] * len(sockets)
+    assert all(sent < 12 * MIB - 1 for _status, sent in results)  # answered before the body was complete
+    assert grown < 40 * MIB, f"the proxy grew by {grown / MIB:.0f} MiB"
+
+
+def test_a_body_that_does_not_arrive_in_time_gets_408(world: World, tmp_path: Path) -> None:
+    with proxy(world, tmp_path, "body_timeout: 1\n") as (_pid, url):
+        split = urlsplit(url)
+        with socket.create_connection((split.hostname or "", split.port or 80)) as sock:
+            sock.sendall(head_of(split.netloc, world.scientist, 1000, JOBS.replace("{p}", world.project)) + b"{")
+            started = time.monotonic()
+            status, head = status_of(sock, 10.0)
+    assert status == 408 and b"application/json" in head
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("after_a_request", [False, True], ids=["first-request", "next-request-on-keep-alive"])
+def test_a_head_that_does_not_arrive_in_time_gets_408(world: World, tmp_path: Path, after_a_request: bool) -> None:
+    """A dripped head held its connection forever (uvicorn's keep-alive timer stops at the first byte)."""
+    with proxy(world, tmp_path, "header_timeout: 1\n") as (_pid, url):
+        split = urlsplit(url)
+        with socket.create_connection((split.hostname or "", split.port or 80)) as sock:
+            if after_a_request:
+                sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: {split.netloc}\r\n\r\n".encode())
+                received = b""
+                while not received.endswith(b'{"status":"ok"}'):
+                    received += sock.recv(65536)
+            sock.sendall(f"GET /v1/{world.project}/notebooks HTTP/1.1\r\nHost: {split.netloc}\r\nX-Sdk-Date: ".encode())
+            started = time.monotonic()
+            status, head = status_of(sock, 10.0)
+    assert status == 408 and b"application/json" in head
+    assert time.monotonic() - started < 5
+
+
+def test_bodies_beyond_the_budget_get_503(world: World, tmp_path: Path) -> None:
+    with proxy(world, tmp_path, "body_budget: 65536\nbody_timeout: 5\n") as (_pid, url):
+        split = urlsplit(url)
+        address = (split.hostname or "", split.port or 80)
+        path = JOBS.replace("{p}", world.project)
+        with socket.create_connection(address) as first, socket.create_connection(address) as second:
+            first.sendall(head_of(split.netloc, world.scientist, 50_000, path) + b"x" * 40_000)
+            time.sleep(0.5)  # the first body's bytes are held
+            second.sendall(head_of(split.netloc, world.scientist, 50_000, path) + b"x" * 40_000)
+            status, head = status_of(second, 5.0)
+            assert status == 503 and b"retry-after: 1" in head.lower()
+            first.sendall(b"x" * 10_000)  # the first completes and is checked as usual
+            assert status_of(first, 5.0)[0] in (200, 401)
+
+
+@pytest.mark.parametrize("form", ["asgi", "wsgi"])
+def test_the_middleware_refuses_an_unknown_key_before_reading_the_body(world: World, form: str) -> None:
+    stranger = Key("UNKNOWNACCESSKEY0000", "not-a-secret")
+    with running(form, world) as started:
+        split = urlsplit(started.url)
+        with socket.create_connection((split.hostname or "", split.port or 80)) as sock:
+            sock.sendall(head_of(split.netloc, stranger, 4 * MIB, JOBS.replace("{p}", world.project)) + b"x" * 1000)
+            status, _head = status_of(sock, 5.0)
+    assert status == 401
+
+
+def test_a_signed_body_is_still_read_and_checked(world: World) -> None:
+    """The precheck only refuses what the head decides: a good request with a body goes through as before."""
+    with running("proxy", world) as started:
+        split = urlsplit(started.url)
+        raw: Raw = signed(Ctx(world, split.netloc), "POST", JOBS, headers={"Content-Type": "application/json"},
+                          body=b'{"kind": "job"}')  # fmt: skip
+        with socket.create_connection((split.hostname or "", split.port or 80)) as sock:
+            sock.sendall(raw.encode())
+            assert status_of(sock, 5.0)[0] == 200
+
+
+def test_half_sent_bodies_of_a_known_key_id_stay_within_the_budget_and_time_out(world: World, tmp_path: Path) -> None:
+    """An access key id is no secret: with one, a client passes the head's precheck (the signature needs the
+    body). 24 such clients announcing 12 MiB and sending 4 MiB each: the bodies held stay within ``body_budget``
+    (503 beyond it), and every client still holding one gets 408 at ``body_timeout``."""
+    forger = Key(world.scientist.access, "not-the-secret")
+    config = f"body_timeout: 2\nbody_budget: {32 * MIB}\n"
+    with proxy(world, tmp_path, config) as (pid, url):
+        split = urlsplit(url)
+        before = rss(pid)
+        path = JOBS.replace("{p}", world.project)
+        sockets = [socket.create_connection((split.hostname or "", split.port or 80)) for _ in range(24)]
+        statuses = [0] * len(sockets)
+        peak = [0]
+
+        def client(i: int) -> None:
+            sock = sockets[i]
+            sock.sendall(head_of(split.netloc, forger, 12 * MIB - 1, path))
+            send_some(sock, b"x" * (4 * MIB), 1.5)
+            peak[0] = max(peak[0], rss(pid) - before)
+            statuses[i] = status_of(sock, 10.0)[0]
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(len(sockets))]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        elapsed = time.monotonic() - started
+        for sock in sockets:
+            sock.close()
+    assert set(statuses) <= {408, 503} and 408 in statuses, statuses
+    assert elapsed < 15
+    assert peak[0] < 32 * MIB + 40 * MIB, f"the proxy grew by {peak[0] / MIB:.0f} MiB"
