@@ -207,3 +207,27 @@ def test_the_wsgi_middleware_keeps_folded_authmw_headers_from_the_app(world: Wor
     assert not [name for name in headers if name.startswith("x-authmw-")], headers
     assert reply.json()["authmw"]["user"] == "scientist"
     assert (moved.status, moved.json()["error_code"]) == (401, "header_not_signed")
+
+
+# -- item 3, upstream side: only the configured client-address chain goes upstream -----------------------------
+
+
+@pytest.mark.parametrize("header", ["x-forwarded-for", "forwarded"])
+def test_only_the_configured_forwarding_header_reaches_the_upstream(world: World, header: str) -> None:
+    """The header authmw does not read is the client's own writing: an upstream that read it would believe a
+    spoofed address, so it is dropped, and the configured one carries the chain with the proxy's peer appended."""
+    with proxy(world, replace(SETTINGS, forwarded_header=header)) as url:
+        reply = send(
+            url,
+            _credential_requests(world)["aksk"],
+            ("Forwarded", "for=6.6.6.6"),
+            ("X-Forwarded-For", "7.7.7.7"),
+        )
+    assert reply.status == 200, reply.body[:300]
+    seen = reply.json()["headers"]
+    if header == "forwarded":
+        assert "x-forwarded-for" not in seen, seen
+        assert seen["forwarded"] == "for=6.6.6.6, for=127.0.0.1"
+    else:
+        assert "forwarded" not in seen, seen
+        assert seen["x-forwarded-for"] == "7.7.7.7, 127.0.0.1"

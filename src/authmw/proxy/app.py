@@ -73,6 +73,9 @@ _PROTECTED = (
     | frozenset({b"x-workspace-id", b"x-project-id", b"forwarded", b"x-forwarded-host", b"x-forwarded-proto"})
     | frozenset({b"x-forwarded-for", b"x-real-ip"})
 )
+#: The client-address chains: only the one ``forwarded_header`` names goes upstream, with this hop appended (an
+#: upstream reading the other would believe whatever the client wrote there).
+_FORWARDING = frozenset({b"forwarded", b"x-forwarded-for"})
 #: A presigned URL's query parameters that make it usable (the rest only describe it).
 _PRESIGNED_SECRETS = frozenset({"x-amz-signature", "x-amz-security-token"})
 _WS_HANDSHAKE = frozenset({b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions"})
@@ -139,6 +142,11 @@ def upstream_headers(
                 continue
         kept.append((name, value))
     return kept
+
+
+def _forwarded_for(address: str) -> str:
+    """An RFC 7239 ``for=`` element (IPv6 quoted and bracketed)."""
+    return f'for="[{address}]"' if ":" in address else f"for={address}"
 
 
 def forwarded_query(query: str, *, forward_credentials: bool = False) -> str:
@@ -316,14 +324,14 @@ class ProxyApp:
         )
         facts.append(("x-authmw-assertion", assertion))
         headers += [(name.encode(), value.encode()) for name, value in facts]
+        headers = [(k, v) for k, v in headers if k.lower() not in _FORWARDING]
+        chain = self.guard.proxies.header.encode()  # the one the deployment reads; the other never goes upstream
         peer = scope.get("client")  # appended as proxies do: the chain stays what each hop saw
-        forwarded_for = ", ".join(
-            [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == b"x-forwarded-for"]
-            + ([peer[0]] if peer else [])
-        )
-        if forwarded_for:
-            headers = [(k, v) for k, v in headers if k.lower() != b"x-forwarded-for"]
-            headers.append((b"x-forwarded-for", forwarded_for.encode()))
+        hops = [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == chain]
+        if peer:
+            hops.append(_forwarded_for(peer[0]) if chain == b"forwarded" else peer[0])
+        if hops:
+            headers.append((chain, ", ".join(hops).encode("latin-1")))
         for name, value in scope.get("headers", ()):
             if name.lower() == b"host":
                 headers.append((b"x-forwarded-host", value))
