@@ -63,6 +63,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a non-empty list of EdDSA, ES256, RS256",
     ),
     "token_issuers": (_mappings, "a list of issuers (mappings with issuer, jwks_url, domain, ...)"),
+    "replay_protection": (_flag, "true or false"),
+    "replay_capacity": (_count(1, 1 << 30), "a number of requests 1-1073741824"),
+    "replay_quota": (_count(1, 1 << 30), "a number of requests 1-1073741824"),
 }
 
 
@@ -77,6 +80,9 @@ class Settings:
     ``allow_unsigned_payload``, ``max_body``, ``max_skew``. IAM tokens: ``token_algorithm`` signs new tokens,
     ``token_algorithms`` are accepted (the token never chooses), ``token_issuers`` are external OIDC issuers
     trusted through their JWKS. The proxy: ``upstream``, ``listen``, ``audit_log``, ``assertion_ttl``.
+    Replay: ``replay_protection`` accepts each signed request once (off: a captured request can be replayed
+    until its date leaves the ``max_skew`` window); ``replay_capacity`` requests are remembered at most (503
+    beyond), ``replay_quota`` per user (429 beyond; default a quarter of the capacity).
     """
 
     store: str | None = None
@@ -99,6 +105,9 @@ class Settings:
     token_algorithm: str = "EdDSA"
     token_algorithms: tuple[str, ...] = ("EdDSA",)
     token_issuers: tuple[Mapping[str, Any], ...] = ()
+    replay_protection: bool = True
+    replay_capacity: int = 1_000_000
+    replay_quota: int | None = None
 
     def __post_init__(self) -> None:
         if self.token_algorithm not in self.token_algorithms:
