@@ -159,6 +159,7 @@ def keep_replay_window(old: Guard, new: Guard) -> None:
     previous, fresh = old.verifier.replay_guard, new.verifier.replay_guard
     if isinstance(previous, ReplayGuard) and isinstance(fresh, ReplayGuard):
         previous.resize(capacity=fresh.capacity, quota=fresh.quota)
+        previous.shift(new.verifier.max_skew - old.verifier.max_skew)  # requests expire with the new skew
         new.verifier.replay_guard = previous
 
 

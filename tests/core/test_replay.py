@@ -122,11 +122,19 @@ def test_identical_requests_signed_within_one_second_are_one_request() -> None:
     assert "sign each request anew" in raised.value.to_dict("r")["error_msg"]
 
 
-def test_the_same_request_under_another_key_is_another_request() -> None:
-    check = Verifier(keys={AK: SK, "AK2": SK}, clock=lambda: T0)
-    check.verify(signed())
-    out = signed()
-    check.verify(with_headers(out, authorization=out.headers["authorization"].replace(AK, "AK2")))
+@pytest.mark.parametrize("scheme", HEADER_SCHEMES)
+def test_the_same_request_under_another_key_is_another_request(scheme: str) -> None:
+    from signed import SCOPED
+
+    from authmw.signing import sign_request
+
+    check = Verifier(keys={AK: SK, "AK2": "another-secret-key-of-forty-characters-0"}, clock=lambda: T0)
+    check.verify(signed(scheme))
+    scope = {"region": "cn-north-4", "service": "modelarts"} if scheme in SCOPED else {}
+    out = sign_request("GET", URL, {}, b"", access_key="AK2", secret_key="another-secret-key-of-forty-characters-0",
+                       scheme=scheme, at=T0, **scope)  # fmt: skip
+    split = urlsplit(out.url)
+    check.verify(Request.build("GET", f"{split.path}?{split.query}", out.headers, b""))
 
 
 def test_presigned_urls_are_not_remembered() -> None:
@@ -216,6 +224,16 @@ def test_counts_fall_as_requests_expire() -> None:
     guard.remember(b"probe", T0 + 60, "v")
     assert (len(guard), guard.held_by("u")) == (1, 0)
     assert "u" not in guard._held  # no counter left behind for an owner that holds nothing
+
+
+def test_a_shift_moves_what_is_held_to_the_new_window() -> None:
+    clock = Clock()
+    guard = ReplayGuard(capacity=10, clock=clock)
+    guard.remember(b"a", T0 + 301, "u")  # accepted with max_skew 300
+    guard.shift(600)  # reloaded with max_skew 900: the same request now expires at T0 + 901
+    clock.now = T0 + 800
+    with pytest.raises(errors.ReplayedRequest):
+        guard.remember(b"a", T0 + 901, "u")
 
 
 def test_a_long_quiet_spell_is_swept_a_little_at_a_time_but_never_refuses_wrongly() -> None:

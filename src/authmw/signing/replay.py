@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import heapq
-import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from heapq import heappop, heappush
+from math import ceil
 
 from authmw.errors import ConfigurationError, ReplayCacheFull, ReplayedRequest, ReplayQuotaExceeded
 
@@ -46,14 +47,15 @@ class ReplayGuard:
         self.quota = max(1, capacity // 4) if quota is None else quota
         self._clock = clock
         self._lock = lock if lock is not None else threading.Lock()
-        self._live: set[bytes] = set()
-        # expiry second → owner → fingerprints: an owner's count drops by a list's length as its second passes.
-        self._expiring: dict[int, dict[str, list[bytes]]] = {}
+        # expiry second → fingerprint → owner. A replay carries the same date, so it lands in the same second:
+        # one small dict answers "seen?" and, as the second passes, whose counts to lower.
+        self._expiring: dict[int, dict[bytes, str]] = {}
         self._seconds: list[int] = []  # a heap of the keys of _expiring
         self._held: dict[str, int] = {}  # owner → live fingerprints
+        self._size = 0
 
     def __len__(self) -> int:
-        return len(self._live)
+        return self._size
 
     def held_by(self, owner: str) -> int:
         """How many live requests ``owner`` holds."""
@@ -67,46 +69,52 @@ class ReplayGuard:
             self.capacity, self.quota = capacity, quota
 
     def remember(self, fingerprint: bytes, until: float, owner: str) -> None:
-        """Record ``fingerprint`` (a digest of what a verified request signed) until ``until`` (epoch seconds,
-        inclusive), charged to ``owner``; raise :class:`ReplayedRequest` if it is live already,
-        :class:`ReplayCacheFull` if the guard is full, :class:`ReplayQuotaExceeded` if ``owner`` holds its quota.
-        A refused request is not recorded."""
+        """Record ``fingerprint`` (16 bytes that identify a verified request: its MAC, or a digest of what it
+        signed) until ``until`` (epoch seconds, inclusive; a replay has the same), charged to ``owner``. Raise
+        :class:`ReplayedRequest` if it is live already, :class:`ReplayCacheFull` if the guard is full,
+        :class:`ReplayQuotaExceeded` if ``owner`` holds its quota. A refused request is not recorded."""
         with self._lock:
             now = self._clock()
-            self._sweep(now, _SWEEP_BUDGET)
+            seconds = self._seconds
+            if seconds and seconds[0] < now:
+                self._sweep(now, _SWEEP_BUDGET)
+            second = ceil(until)
+            bucket = self._expiring.get(second)
             # An entry past its second but not yet swept is harmless here: a request with that fingerprint
             # carries the same date, and is refused by the skew check before it reaches the guard.
-            if fingerprint in self._live:
+            if bucket is not None and fingerprint in bucket:
                 raise ReplayedRequest("request already accepted")
             held = self._held.get(owner, 0)
-            if held >= self.quota or len(self._live) >= self.capacity:
-                self._sweep(now, len(self._seconds))  # before refusing, drop everything already expired
-                if len(self._live) >= self.capacity:
+            if held >= self.quota or self._size >= self.capacity:
+                self._sweep(now, len(seconds))  # before refusing, drop everything already expired
+                if self._size >= self.capacity:
                     raise ReplayCacheFull(f"replay guard holds {self.capacity} live requests")
                 held = self._held.get(owner, 0)
                 if held >= self.quota:
                     raise ReplayQuotaExceeded(f"one owner holds its quota of {self.quota} live requests")
-            second = math.ceil(until)
-            owners = self._expiring.get(second)
-            if owners is None:
-                owners = self._expiring[second] = {}
-                heapq.heappush(self._seconds, second)
-            prints = owners.get(owner)
-            if prints is None:
-                owners[owner] = [fingerprint]
-            else:
-                prints.append(fingerprint)
-            self._live.add(fingerprint)
+                bucket = self._expiring.get(second)  # the sweep may have dropped it
+            if bucket is None:
+                bucket = self._expiring[second] = {}
+                heappush(seconds, second)
+            bucket[fingerprint] = owner
             self._held[owner] = held + 1
+            self._size += 1
+
+    def shift(self, seconds: int) -> None:
+        """Move every expiry by ``seconds`` (``max_skew`` changed by a reload: the same request now lands there)."""
+        with self._lock:
+            self._expiring = {second + seconds: bucket for second, bucket in self._expiring.items()}
+            self._seconds = sorted(self._expiring)
 
     def _sweep(self, now: float, budget: int) -> None:
         """Forget the requests of up to ``budget`` seconds that have passed (kept through ``until`` itself)."""
-        seconds, live, held = self._seconds, self._live, self._held
+        seconds, held = self._seconds, self._held
         while budget > 0 and seconds and seconds[0] < now:
             budget -= 1
-            for owner, prints in self._expiring.pop(heapq.heappop(seconds)).items():
-                live.difference_update(prints)
-                left = held[owner] - len(prints)
+            bucket = self._expiring.pop(heappop(seconds))
+            self._size -= len(bucket)
+            for owner, count in Counter(bucket.values()).items():
+                left = held[owner] - count
                 if left:
                     held[owner] = left
                 else:

@@ -316,9 +316,13 @@ class Verifier:
             self._check_body(scheme, request, body_check)
         replay = self.replay_guard
         if replay is not None and not scheme.presigned:  # a presigned URL is a link, reusable until it expires
-            # Keyed by what was signed, not by the signature's bytes: ECDSA signatures are malleable (and
-            # randomised). Unsigned headers and an unsigned body are not in it, so altering them is still a replay.
-            fingerprint = hashlib.blake2b(f"{parts.access_key}\n{matched}".encode(), digest_size=16).digest()
+            # A MAC is the request's fingerprint (one valid lower-case hex spelling per string to sign and
+            # secret); ECDSA/SM2 signatures are randomised and malleable, so for them it is a digest of what was
+            # signed. Neither covers unsigned headers or an unsigned body: altering those is still a replay.
+            if scheme.asymmetric:
+                fingerprint = hashlib.blake2b(f"{parts.access_key}\n{matched}".encode(), digest_size=16).digest()
+            else:
+                fingerprint = bytes.fromhex(parts.signature[:32])
             # Charged to the user behind the key: temporary keys cost nothing to mint, so one per key would not bind.
             owner = key.session.user_id if key.session is not None else key.owner or f"key:{parts.access_key}"
             replay.remember(fingerprint, parts.timestamp + self.max_skew + 1, owner)
