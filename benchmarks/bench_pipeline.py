@@ -60,7 +60,7 @@ from authmw.guard import Guard
 from authmw.iam_api import assume
 from authmw.models import Request
 from authmw.settings import Settings
-from authmw.signing import sign_request
+from authmw.signing import ReplayGuard, sign_request
 from authmw.store import Store, open_store
 from authmw.tokens import TokenSigner
 from bench_signing import (
@@ -141,7 +141,8 @@ def build_world(directory: Path) -> World:
 
 def signed_headers(world: World) -> dict[str, str]:
     """The headers of the signed GET as huaweicloudsdkcore sends them (signed now: the verifier allows 15 min
-    of skew, so one set serves a whole in-process phase or one wrk run; the replay guard is off by default)."""
+    of skew, so one set serves a whole in-process phase or one wrk run; it is replayed, so the guards and servers
+    that check it run with ``replay_protection: false`` and the replay guard is measured by its own rows)."""
     out = sign_request(
         "GET",
         f"http://{HOST}{world.path}",
@@ -276,7 +277,7 @@ def middleware_app() -> Any:
     target = os.environ.get("BENCH_AUDIT_LOG")
     if target:
         audit_to(target)
-    guard = build_guard(Settings(), store=open_store())
+    guard = build_guard(REPLAYED, store=open_store())
     return asgi.AuthMiddleware(starlette_app(), guard=guard)
 
 
@@ -318,6 +319,10 @@ CHECK_BUILT = "request_from_scope + Guard.check (the guard's part of the ASGI mi
 CHECK_TOKEN = "Guard.check(Request), X-Auth-Token (verified token remembered), allowed"
 CHECK_TEMPORARY = "Guard.check(Request), agency's temporary AK/SK + X-Security-Token (token remembered), allowed"
 VERIFY = "Verifier.verify(Request), SDK-HMAC-SHA256"
+CHECK_FRESH_OFF = "Guard.check(Request), a distinct signed request each, replay_protection: false"
+CHECK_FRESH_ON = "Guard.check(Request), a distinct signed request each, replay guard on (default), 100k held"
+#: The benchmark sends one signed request over and over: its guards and servers cannot refuse replays.
+REPLAYED = Settings(replay_protection=False)
 PROXY_MOCK = (
     "ProxyApp, upstream answered by httpx.MockTransport (no network, no connection pool), audit records to /dev/null"
 )
@@ -472,6 +477,7 @@ def in_process_cases(world: World, guard: Guard, store: Store) -> tuple[list[Cas
         Case(CHECK_TOKEN, "core", quiet(same_op(guard.check, token_request))),
         Case(CHECK_TEMPORARY, "core", quiet(same_op(guard.check, temporary_request))),
         Case(VERIFY, "core", quiet(same_op(guard.verifier.verify, request))),
+        *replay_cases(world, store),
         Case("request_from_scope(scope, b'')", "adapter", quiet(same_op(asgi.request_from_scope, scope, b""))),
         Case("request_from_environ(environ, b'')", "adapter", quiet(same_op(wsgi.request_from_environ, environ, b""))),
         Case(
@@ -486,6 +492,40 @@ def in_process_cases(world: World, guard: Guard, store: Store) -> tuple[list[Cas
         ),
     ]
     return cases + proxy_cases(world, guard, store, scope, loop), loop
+
+
+def replay_cases(world: World, store: Store) -> list[Case]:
+    """Guard.check over distinct signed requests (a nonce each, as real traffic differs), with the default replay
+    guard and without: the difference is what replay protection costs. The guard is fresh per batch but already
+    holds 100,000 requests of 1,000 other users, spread over the window (it must not refuse the batch)."""
+    pool: list[Request] = []
+
+    def requests(n: int) -> list[Request]:
+        while len(pool) < n:
+            out = sign_request(
+                "GET", f"http://{HOST}{world.path}",
+                {"Content-Type": "application/json", "X-Project-Id": world.project, "X-Nonce": f"{len(pool):08x}"},
+                b"", access_key=world.access, secret_key=world.secret,
+            )  # fmt: skip
+            pool.append(Request.build("GET", world.path, list(out.headers.items()), b""))
+        return pool[:n]
+
+    off = build_guard(REPLAYED, store=store)
+    on = build_guard(Settings(), store=store)
+    assert on.verifier.replay_guard is not None and off.verifier.replay_guard is None
+
+    def guarded() -> Callable[[Request], object]:
+        replay = ReplayGuard()  # what build_guard makes by default, then filled
+        now = time.time()
+        for i in range(100_000):
+            replay.remember(i.to_bytes(16, "big"), now + 1 + i % 900, f"user-{i % 1000}")
+        on.verifier.replay_guard = replay
+        return on.check
+
+    return [
+        Case(CHECK_FRESH_OFF, "core", quiet(each_of(requests, lambda: off.check))),
+        Case(CHECK_FRESH_ON, "core", quiet(each_of(requests, guarded)), floor=CHECK_FRESH_OFF),
+    ]
 
 
 def proxy_cases(
@@ -661,6 +701,13 @@ class Servers:
     placement: str
 
 
+def replayed_config(workdir: Path) -> Path:
+    """A proxy configuration that lets wrk replay its one signed request (see ``REPLAYED``)."""
+    path = workdir / "replayed.yaml"
+    path.write_text("replay_protection: false\n")
+    return path
+
+
 @contextmanager
 def running_servers(world: World, workdir: Path, pin: str) -> Iterator[Servers]:
     """Start the servers (pinned per ``pin``) and stop them afterwards.
@@ -697,6 +744,8 @@ def running_servers(world: World, workdir: Path, pin: str) -> Iterator[Servers]:
                 f"127.0.0.1:{ports[PROXY]}",
                 "--audit-log",
                 os.devnull,
+                "--config",
+                str(replayed_config(workdir)),
             ],
             store_env,
             ports[PROXY],
@@ -1332,6 +1381,8 @@ def profile_proxy_server(world: World, workdir: Path, args: argparse.Namespace) 
             f"127.0.0.1:{proxy_port}",
             "--audit-log",
             os.devnull,
+            "--config",
+            str(replayed_config(workdir)),
         ],
         {**base, **world.environ},
         proxy_port,
@@ -1432,7 +1483,7 @@ def world_and_guard(tmp: Path) -> Iterator[tuple[World, Guard, Store]]:
     world = build_world(tmp)
     store = open_store(world.url, environ=world.environ)
     try:
-        guard = build_guard(Settings(), store=store)
+        guard = build_guard(REPLAYED, store=store)
         yield world, guard, store
     finally:
         store.close()

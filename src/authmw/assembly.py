@@ -13,7 +13,7 @@ from authmw.policy import modelarts_actions
 from authmw.routes import Route, RouteCatalog, Routes, modelarts_routes, route_from_mapping
 from authmw.sessions import SessionSealer
 from authmw.settings import Settings, load_settings
-from authmw.signing import Verifier
+from authmw.signing import ReplayGuard, Verifier
 from authmw.store import CachedIdentity, Store, open_store
 from authmw.tokens import ISSUER, TokenVerifier, TrustedIssuer
 
@@ -144,6 +144,25 @@ def _prime(key_sets: list[JwksKeys], timeout: float = 5.0) -> None:
             logger.warning("the JWKS at %s could not be fetched at start-up: its tokens get 503 until it is", keys.url)
 
 
+def replay_guard_of(settings: Settings) -> ReplayGuard | bool:
+    """The in-memory replay guard ``settings`` ask for (False: none). One per process: a replay sent to another
+    worker process or instance is not caught (sharing the window is a separate store's job)."""
+    if not settings.replay_protection:
+        logger.warning("replay_protection is off: a captured signed request can be replayed within max_skew")
+        return False
+    return ReplayGuard(capacity=settings.replay_capacity, quota=settings.replay_quota)
+
+
+def keep_replay_window(old: Guard, new: Guard) -> None:
+    """A rebuilt guard (SIGHUP) keeps the requests the old one accepted, resized to the new settings: a fresh
+    guard would accept each of them once more."""
+    previous, fresh = old.verifier.replay_guard, new.verifier.replay_guard
+    if isinstance(previous, ReplayGuard) and isinstance(fresh, ReplayGuard):
+        previous.resize(capacity=fresh.capacity, quota=fresh.quota)
+        previous.shift(new.verifier.max_skew - old.verifier.max_skew)  # requests expire with the new skew
+        new.verifier.replay_guard = previous
+
+
 def build_guard(
     settings: Settings, *, url: str | None = None, store: Store | None = None, routes: Iterable[Route] = ()
 ) -> Guard:
@@ -158,6 +177,7 @@ def build_guard(
         max_skew=settings.max_skew,
         allow_unsigned_payload=settings.allow_unsigned_payload,
         signed_if_present=SIGNED_IF_PRESENT,
+        replay_guard=replay_guard_of(settings),
         # Temporary credentials: security tokens sealed by any process sharing the store (rotations found).
         security_tokens=session_sealer(store, identity),
     )

@@ -53,7 +53,8 @@ operators go in typed fields and never contain secrets, signatures or canonical 
     │   ├── AgencyNotTrusted            agency_not_trusted  (also an unknown agency)
     │   └── AddressNotAllowed           address_not_allowed
     ├── TooManyRequests (429)
-    │   └── TooManyAttempts             too_many_attempts  (password logins; with Retry-After)
+    │   ├── TooManyAttempts             too_many_attempts  (password logins; with Retry-After)
+    │   └── ReplayQuotaExceeded         replay_quota_exceeded  (one user's share of the replay guard)
     ├── RequestTimedOut (408)
     │   └── RequestTimeout              request_timeout  (the head or body was not received in time)
     ├── PayloadTooLarge (413)
@@ -306,7 +307,10 @@ class ExpiredToken(AuthenticationFailed):
 
 class ReplayedRequest(AuthenticationFailed):
     code = "replayed_request"
-    message = "request already seen"
+    message = (
+        "this signed request was already accepted: sign each request anew (identical requests signed within "
+        "the same second need a signed header that differs, such as a nonce)"
+    )
 
 
 class Forbidden(AuthmwError):
@@ -383,6 +387,11 @@ class RequestTimedOut(AuthmwError):
 class RequestTimeout(RequestTimedOut):
     code = "request_timeout"
     message = "the request was not received in time"
+
+
+class ReplayQuotaExceeded(TooManyRequests):
+    code = "replay_quota_exceeded"
+    message = "too many signed requests from this user within the signature's validity window, retry later"
 
 
 class PayloadTooLarge(AuthmwError):

@@ -70,6 +70,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a non-empty list of EdDSA, ES256, RS256",
     ),
     "token_issuers": (_mappings, "a list of issuers (mappings with issuer, jwks_url, domain, ...)"),
+    "replay_protection": (_flag, "true or false"),
+    "replay_capacity": (_count(1, 1 << 30), "a number of requests 1-1073741824"),
+    "replay_quota": (_count(1, 1 << 30), "a number of requests 1-1073741824"),
 }
 
 
@@ -89,6 +92,9 @@ class Settings:
     with ``_``; when kept, those folding onto a protected name are still dropped), ``header_timeout`` and
     ``body_timeout`` (seconds for a request's head and body to arrive: 408), ``body_budget`` (request-body bytes
     held at once: 503 beyond), ``max_connections`` (open connections; uvicorn answers 503 beyond).
+    Replay: ``replay_protection`` accepts each signed request once (off: a captured request can be replayed
+    until its date leaves the ``max_skew`` window); ``replay_capacity`` requests are remembered at most (503
+    beyond), ``replay_quota`` per user (429 beyond; default a quarter of the capacity).
     """
 
     store: str | None = None
@@ -118,6 +124,9 @@ class Settings:
     token_algorithm: str = "EdDSA"
     token_algorithms: tuple[str, ...] = ("EdDSA",)
     token_issuers: tuple[Mapping[str, Any], ...] = ()
+    replay_protection: bool = True
+    replay_capacity: int = 1_000_000
+    replay_quota: int | None = None
 
     def __post_init__(self) -> None:
         if self.token_algorithm not in self.token_algorithms:

@@ -126,6 +126,9 @@ def recipe(
 
 def call(url: str, key: Key, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
     """Signed by huaweicloudsdkcore itself (SDK-HMAC-SHA256), as a ModelArts client would."""
+    # A signed nonce, as a client sending identical requests within one second must add: the recipes are shared
+    # by many tests, and the second of two identical requests would be refused as a replay.
+    kwargs["headers"] = {"X-Nonce": os.urandom(8).hex(), **(kwargs.get("headers") or {})}
     return huawei_call(url, method=method, path=path, ak=key.access, sk=key.secret, **kwargs)  # type: ignore[no-any-return]
 
 

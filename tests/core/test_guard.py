@@ -255,7 +255,7 @@ def test_authenticate_returns_the_credential_and_principal(world: World) -> None
 
 def test_request_ids_are_random_by_default(world: World) -> None:
     checker = Guard(identity=world, clock=world.clock)
-    first, second = checker.check(call()).request_id, checker.check(call()).request_id
+    first, second = checker.check(call()).request_id, checker.check(call(at=T0 + 1)).request_id
     assert first != second
     assert len(first) == 24 and int(first, 16) >= 0
 
@@ -301,7 +301,7 @@ def test_whitelists_see_the_forwarded_client(world: World) -> None:
     world.allow_only(WhitelistScope.USER, "u-alice", "198.51.100.0/24")
     checker = guard(world, trusted_proxies=["10.0.0.0/8"])
     checker.check(call(client="10.1.2.3", unsigned={"X-Forwarded-For": "198.51.100.7"}))
-    assert code_of(checker, call(client="10.1.2.3", unsigned={"X-Forwarded-For": "192.0.2.7"})) == (
+    assert code_of(checker, call(client="10.1.2.3", unsigned={"X-Forwarded-For": "192.0.2.7"}, at=T0 + 1)) == (
         "address_not_allowed"
     )
     assert code_of(guard(world), call(client="10.1.2.3", unsigned={"X-Forwarded-For": "198.51.100.7"})) == (
@@ -359,7 +359,7 @@ def test_unmatched_authenticate_only(world: World) -> None:
         "workspace_denied"
     )
     world.allow_only(WhitelistScope.USER, "u-alice", "192.0.2.0/24")
-    assert code_of(checker, call(path="/custom/thing")) == "address_not_allowed"
+    assert code_of(checker, call(path="/custom/thing", at=T0 + 1)) == "address_not_allowed"
     # and a matched route is still authorized
     world.rules("frank", allow("modelarts:notebook:list"))
     assert code_of(checker, call("POST", NOTEBOOKS, user="frank")) == "action_denied"
@@ -872,8 +872,8 @@ def test_whitelists(world: World, scope: WhitelistScope, name: str) -> None:
     error = refused(checker, call())
     assert error.code == "address_not_allowed"
     assert error.context.client == CLIENT
-    for client in ("192.0.2.7", "2001:db8::7", "::ffff:192.0.2.8"):
-        checker.check(call(client=client))
+    for second, client in enumerate(("192.0.2.7", "2001:db8::7", "::ffff:192.0.2.8"), 1):
+        checker.check(call(client=client, at=T0 + second))  # re-signed: the same signature is a replay
     if scope is WhitelistScope.ROUTE:  # another route (and action) is not covered by a route whitelist
         checker.check(call("POST"))
     else:  # the same user or workspace is, on every route
@@ -914,7 +914,7 @@ def test_a_route_whitelist_on_a_body_action(world: World) -> None:
     checker = guard(world)
     assert checker.check(call("PUT", SERVICE, body=body_of(description="x"))).action == "modelarts:service:update"
     assert code_of(checker, call("PUT", SERVICE, body=body_of(status="running"))) == "address_not_allowed"
-    checker.check(call("PUT", SERVICE, body=body_of(status="running"), client="192.0.2.9"))
+    checker.check(call("PUT", SERVICE, body=body_of(status="running"), client="192.0.2.9", at=T0 + 1))
 
 
 # -- 6. the policy context ------------------------------------------------------------------------------------
@@ -1030,7 +1030,7 @@ def test_current_time_follows_the_injected_clock(world: World) -> None:
     checker = guard(world)
     assert checker.check(call()).policy_context["g:currenttime"] == T0_TEXT
     world.clock.now = T0 + 0.999  # the same second
-    assert checker.check(call()).policy_context["g:currenttime"] == T0_TEXT
+    assert checker.check(call(at=T0 - 1)).policy_context["g:currenttime"] == T0_TEXT
     world.clock.now = T0 + 3600
     error = refused(checker, call(at=T0 + 3600))
     assert error.code == "action_denied"

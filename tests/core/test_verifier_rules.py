@@ -220,7 +220,7 @@ class FakeClock:
 
 def test_replay_guard_refuses_a_second_use_until_the_window_passes() -> None:
     clock = FakeClock(T0)
-    guard = ReplayGuard(capacity=10, clock=clock)
+    guard = ReplayGuard(capacity=10, quota=10, clock=clock)
     check = verifier(replay_guard=guard, clock=clock)
     request = signed()
     check.verify(request)
@@ -230,14 +230,14 @@ def test_replay_guard_refuses_a_second_use_until_the_window_passes() -> None:
     assert code_of(check, request) == "replayed_request"
     clock.now = T0 + 903
     assert len(guard) == 2
-    guard.remember("probe", T0 + 2000)  # purges what the window no longer protects
+    guard.remember(b"probe", T0 + 2000, "someone")  # purges what the window no longer protects
     assert len(guard) == 1
     assert code_of(check, request) == "date_out_of_window"
 
 
 def test_replay_guard_refuses_when_full_rather_than_forgetting() -> None:
     clock = FakeClock(T0)
-    guard = ReplayGuard(capacity=2, clock=clock)
+    guard = ReplayGuard(capacity=2, quota=2, clock=clock)  # one key: the quota is tested below
     check = verifier(replay_guard=guard, clock=clock)
     first = signed(at=T0)
     check.verify(first)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -104,6 +105,9 @@ def worker_credentials(form: Form, **params: Any) -> dict[str, str]:
 
 def call(form: Form, credential: dict[str, str], path: str, project: str, **kwargs: Any) -> tuple[int, Any]:
     kwargs.setdefault("security_token", credential.get("securitytoken"))
+    # A signed nonce, as a client sending identical requests within one second must add: the forms are shared
+    # by many tests, and the second of two identical requests would be refused as a replay.
+    kwargs["headers"] = {"X-Nonce": os.urandom(8).hex(), **(kwargs.get("headers") or {})}
     return huawei_call(  # type: ignore[no-any-return]
         form.url,
         method=kwargs.pop("method", "GET"),

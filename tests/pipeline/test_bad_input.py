@@ -13,6 +13,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import os
 import re
 import socket
 import threading
@@ -247,11 +248,14 @@ def signed(
 ) -> Raw:
     """A correctly signed SDK-HMAC-SHA256 request (as huaweicloudsdkcore sends it), to be corrupted.
 
-    ``body=None`` signs a streamed body (``UNSIGNED-PAYLOAD``) and leaves the body to the caller."""
+    ``body=None`` signs a streamed body (``UNSIGNED-PAYLOAD``) and leaves the body to the caller. A signed nonce
+    makes each one unique: two cases may build the same request within one second, and the second would be
+    refused as a replay instead of showing the defence it tests."""
     key = c.world.key(who) if isinstance(who, str) else who
     url = f"http://{c.host}{c.path(path, project)}" + (f"?{query}" if query else "")
+    headers = {"X-Nonce": os.urandom(8).hex(), **(headers or {})}
     request = sign_request(
-        method, url, headers or {}, body, access_key=key.access, secret_key=key.secret, at=at,
+        method, url, headers, body, access_key=key.access, secret_key=key.secret, at=at,
         security_token=security_token,
     )  # fmt: skip
     split = urlsplit(request.url)

@@ -4,6 +4,7 @@ with requests signed and sent by the real Huawei Cloud SDK (huaweicloudsdkcore).
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
@@ -24,6 +25,9 @@ TRAINING_JOBS = "/v2/{project_id}/training-jobs"
 
 
 def call(form: Form, key: Key, method: str, path: str, project: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    # A signed nonce, as a client sending identical requests within one second must add: the forms are shared
+    # by many tests, and the second of two identical requests would be refused as a replay.
+    kwargs["headers"] = {"X-Nonce": os.urandom(8).hex(), **(kwargs.get("headers") or {})}
     return huawei_call(form.url, method=method, path=path, ak=key.access, sk=key.secret, project_id=project, **kwargs)  # type: ignore[no-any-return]
 
 

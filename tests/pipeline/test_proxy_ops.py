@@ -63,7 +63,9 @@ def proxy_process(
 
 
 def signed_get(url: str, key: Key, path: str, **kwargs: Any) -> httpx.Response:
-    signed = sign_request("GET", url + path, {}, b"", access_key=key.access, secret_key=key.secret)
+    """Re-signed with a nonce each time: tests poll the same path within one second, which would be a replay."""
+    nonce = {"X-Nonce": os.urandom(8).hex()}
+    signed = sign_request("GET", url + path, nonce, b"", access_key=key.access, secret_key=key.secret)
     return httpx.get(signed.url, headers=signed.headers, **kwargs)
 
 
@@ -121,7 +123,8 @@ def test_sighup_reloads_the_configuration_without_dropping_requests(world: World
                 while not stop.is_set():
                     key = world.scientist
                     path = f"/v1/{world.project}/notebooks"
-                    signed = sign_request("GET", url + path, {}, b"", access_key=key.access, secret_key=key.secret)
+                    nonce = {"X-Nonce": os.urandom(8).hex()}  # re-signed: many requests a second
+                    signed = sign_request("GET", url + path, nonce, b"", access_key=key.access, secret_key=key.secret)
                     try:
                         statuses.append(client.get(signed.url, headers=signed.headers).status_code)
                     except httpx.HTTPError as exc:
@@ -154,6 +157,23 @@ def test_sighup_reloads_the_configuration_without_dropping_requests(world: World
     assert statuses and set(statuses) == {200}
     assert 'authmw_reloads_total{result="ok"} 1.0' in metrics
     assert 'authmw_reloads_total{result="failed"} 1.0' in metrics
+
+
+def test_the_proxy_accepts_a_signed_request_once_and_a_reload_keeps_the_window(world: World, tmp_path: Path) -> None:
+    path = f"/v1/{world.project}/notebooks"
+    key = world.scientist
+    with proxy_process(world, tmp_path, "unmatched: deny\n") as (process, url, _audit):
+        signed = sign_request("GET", url + path, {}, b"", access_key=key.access, secret_key=key.secret)  # once
+        statuses = [httpx.get(signed.url, headers=signed.headers) for _ in range(3)]
+        assert [r.status_code for r in statuses] == [200, 401, 401]
+        assert {r.json()["error_code"] for r in statuses[1:]} == {"replayed_request"}
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while 'authmw_reloads_total{result="ok"} 1.0' not in httpx.get(url + "/metrics").text:
+            assert time.monotonic() < deadline, "the reload did not happen"
+            time.sleep(0.05)
+        again = httpx.get(signed.url, headers=signed.headers)
+        assert (again.status_code, again.json()["error_code"]) == (401, "replayed_request")
 
 
 def test_sigterm_finishes_the_request_in_flight(world: World, tmp_path: Path) -> None:

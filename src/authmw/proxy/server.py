@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from authmw.asgi import BodyBudget
-from authmw.assembly import build_guard
+from authmw.assembly import build_guard, keep_replay_window
 from authmw.audit import AUDIT_LOGGER
 from authmw.errors import ChangeRefused, ConfigurationError, RequestTimeout, render
 from authmw.guard import Guard
@@ -169,6 +169,7 @@ def serve(settings: Settings, store: Store, *, reload_settings: Callable[[], Set
         rebuilt = build_app(fresh, store, limiter=limiter)  # also the current signing key and the key set
         rebuilt.guard.identity.poll()  # type: ignore[attr-defined]
         keep_issuers(app.guard, rebuilt.guard, running[0], fresh)
+        keep_replay_window(app.guard, rebuilt.guard)
         return fresh, rebuilt
 
     async def reload() -> None:

@@ -140,6 +140,8 @@ class Scheme(abc.ABC):
     keyed_by_access_key: bool = False
     #: ``STREAMING-UNSIGNED-PAYLOAD-TRAILER`` with an aws-chunked body is a valid payload mode.
     streaming_payloads: bool = False
+    #: Signatures are randomised and malleable (ECDSA, SM2), not one MAC per string to sign.
+    asymmetric: bool = False
 
     @abc.abstractmethod
     def parse(self, request: Request) -> SignedParts:

@@ -138,7 +138,7 @@ class HuaweiDerived(HuaweiHmac):
 class HuaweiEcdsa(HuaweiHmac):
     """``SDK-ECDSA-P256-SHA256``: ECDSA with a P-256 key derived from the AK/SK pair."""
 
-    _asymmetric = keyed_by_access_key = True
+    _asymmetric = keyed_by_access_key = asymmetric = True
 
     def __init__(self) -> None:
         super().__init__("SDK-ECDSA-P256-SHA256", SHA256, "x-sdk-content-sha256")
@@ -153,7 +153,7 @@ class HuaweiEcdsa(HuaweiHmac):
 class HuaweiSm2(HuaweiHmac):
     """``SDK-SM2-SM3``: SM2 with a key derived from the AK/SK pair; the canonical request is hashed with SM3."""
 
-    _asymmetric = keyed_by_access_key = True
+    _asymmetric = keyed_by_access_key = asymmetric = True
 
     def __init__(self) -> None:
         super().__init__("SDK-SM2-SM3", SM3, "x-sdk-content-sm3")

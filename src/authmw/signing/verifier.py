@@ -40,6 +40,7 @@ from authmw.models import AccessKey, AuthMethod, Credential, Request
 from authmw.signing.awschunked import verify_aws_chunked
 from authmw.signing.base import UNSIGNED_PAYLOAD, Scheme, SignedParts, check_identifier
 from authmw.signing.registry import SCHEMES
+from authmw.signing.replay import ReplayGuard
 from authmw.signing.sigv4 import PRESIGNED, S3_SERVICES
 
 __all__ = [
@@ -88,9 +89,16 @@ class SecurityTokenResolver(Protocol):
 
 
 class ReplayGuardLike(Protocol):
-    """Refuses a request seen before (see :class:`~authmw.signing.replay.ReplayGuard`)."""
+    """Refuses a request seen before: the seam for a replay window shared by several processes (e.g. in Redis).
 
-    def remember(self, fingerprint: str, until: float) -> None: ...
+    ``remember`` must, atomically: raise :class:`~authmw.errors.ReplayedRequest` if ``fingerprint`` is live; raise
+    :class:`~authmw.errors.ReplayCacheFull` if no room is left, or :class:`~authmw.errors.ReplayQuotaExceeded` if
+    ``owner`` holds its quota of live fingerprints; else keep ``fingerprint`` (a 16-byte digest)
+    until ``until`` (epoch seconds, inclusive), charged to ``owner``. See
+    :class:`~authmw.signing.replay.ReplayGuard`.
+    """
+
+    def remember(self, fingerprint: bytes, until: float, owner: str) -> None: ...
 
 
 class StaticKeys:
@@ -129,10 +137,12 @@ class Verifier:
     """Verifies AK/SK request signatures of every registered scheme.
 
     Safe defaults: 15 minutes of clock skew each way, signed bodies up to 12 MiB (413 beyond), every
-    available scheme enabled. ``allow_unsigned_payload`` defaults to True because the official SDKs send
-    ``UNSIGNED-PAYLOAD`` for every non-JSON upload (and botocore's S3 client streams
-    ``STREAMING-UNSIGNED-PAYLOAD-TRAILER``); the signature then still covers method, path, query, signed
-    headers and time, but not the body. Turn it off where body integrity matters more than SDK uploads.
+    available scheme enabled, each signed request accepted once (an in-memory
+    :class:`~authmw.signing.replay.ReplayGuard`; ``replay_guard=False`` turns that off).
+    ``allow_unsigned_payload`` defaults to True because the official SDKs send ``UNSIGNED-PAYLOAD`` for every
+    non-JSON upload (and botocore's S3 client streams ``STREAMING-UNSIGNED-PAYLOAD-TRAILER``); the signature
+    then still covers method, path, query, signed headers and time, but not the body. Turn it off where body
+    integrity matters more than SDK uploads.
     """
 
     def __init__(
@@ -145,7 +155,7 @@ class Verifier:
         allow_unsigned_payload: bool = True,
         schemes: Iterable[str] | None = None,
         disabled_schemes: Iterable[str] = (),
-        replay_guard: ReplayGuardLike | None = None,
+        replay_guard: ReplayGuardLike | bool = True,
         security_tokens: SecurityTokenResolver | None = None,
         regions: Iterable[str] | None = None,
         services: Iterable[str] | None = None,
@@ -168,7 +178,12 @@ class Verifier:
         self.allow_unsigned_payload = allow_unsigned_payload
         self.enabled = frozenset(enabled - disabled)
         self._schemes = {name: SCHEMES[name] for name in self.enabled}
-        self._replay = replay_guard
+        #: Refuses a signed request (not a presigned URL) accepted before: an in-memory guard by default.
+        self.replay_guard: ReplayGuardLike | None = None
+        if replay_guard is True:
+            self.replay_guard = ReplayGuard(clock=clock)
+        elif replay_guard is not False and replay_guard is not None:  # not truthiness: an empty guard has len 0
+            self.replay_guard = replay_guard
         self.security_tokens = security_tokens
         self.regions = None if regions is None else frozenset(regions)
         self.services = None if services is None else frozenset(services)
@@ -338,10 +353,18 @@ class Verifier:
             raise SecurityTokenRequired("temporary access keys need X-Security-Token")
         if body_check:  # only now: an unauthenticated request never makes authmw hash or decode its body
             self._check_body(scheme, request, body_check)
-        if self._replay is not None and not scheme.presigned:
-            # Keyed by what was signed, not by the signature's bytes: ECDSA signatures are malleable.
-            fingerprint = hashlib.sha256(f"{parts.access_key}\n{matched}".encode()).hexdigest()
-            self._replay.remember(fingerprint, parts.timestamp + self.max_skew + 1)
+        replay = self.replay_guard
+        if replay is not None and not scheme.presigned:  # a presigned URL is a link, reusable until it expires
+            # A MAC is the request's fingerprint (one valid lower-case hex spelling per string to sign and
+            # secret); ECDSA/SM2 signatures are randomised and malleable, so for them it is a digest of what was
+            # signed. Neither covers unsigned headers or an unsigned body: altering those is still a replay.
+            if scheme.asymmetric:
+                fingerprint = hashlib.blake2b(f"{parts.access_key}\n{matched}".encode(), digest_size=16).digest()
+            else:
+                fingerprint = bytes.fromhex(parts.signature[:32])
+            # Charged to the user behind the key: temporary keys cost nothing to mint, so one per key would not bind.
+            owner = key.session.user_id if key.session is not None else key.owner or f"key:{parts.access_key}"
+            replay.remember(fingerprint, parts.timestamp + self.max_skew + 1, owner)
         return Credential(  # positional: a frozen dataclass builds markedly faster that way (hot path)
             AuthMethod.TEMPORARY if key.temporary else AuthMethod.AKSK,
             scheme.name,
