@@ -3,6 +3,7 @@ forwarding header is read (``forwarded_header``, default ``x-forwarded-for``), n
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import httpx
@@ -19,10 +20,12 @@ REAL = "198.51.100.7"  # where the client really is: what the balancer appends t
 
 
 def walled_get(url: str, world: World, headers: dict[str, str]) -> httpx.Response:
-    """A signed call of the walled user (the forwarding headers are not signed: a balancer adds them)."""
+    """A signed call of the walled user (the forwarding headers are not signed: a balancer adds them); a signed
+    nonce makes each call a new request for the replay guard."""
     path = f"{url}/v1/{world.project}/notebooks"
     key = world.walled
-    signed = sign_request("GET", path, {}, b"", access_key=key.access, secret_key=key.secret)
+    nonce = {"X-Nonce": os.urandom(8).hex()}
+    signed = sign_request("GET", path, nonce, b"", access_key=key.access, secret_key=key.secret)
     return httpx.get(signed.url, headers={**signed.headers, **headers}, timeout=30)
 
 
