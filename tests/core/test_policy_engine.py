@@ -137,6 +137,22 @@ def test_variables_are_inserted_literally_into_patterns() -> None:
     assert not rules.decide("obs:object:GetObject", "obs:r:a:object:home/bob/x", {"g:UserName": "*"}).allowed
 
 
+@pytest.mark.parametrize("value", [["alice"], ("alice",), ["alice", "bob"]])
+def test_a_multi_valued_key_never_substitutes(value: object) -> None:
+    # access_model.md §1.7: a multi-valued key fails substitution, whatever the number of its values.
+    resource = "obs:*:*:object:home/${g:UserName}/*"
+    by_resource = PolicySet([policy(allow("obs:object:GetObject", Resource=[resource]))])
+    assert not by_resource.decide("obs:object:GetObject", "obs:r:a:object:home/alice/x", {"g:UserName": value}).allowed
+    condition = {"StringEquals": {"g:UserName": ["${g:UserName}"]}}
+    by_condition = PolicySet([policy(allow("svc:thing:get", Condition=condition))])
+    assert not by_condition.decide("svc:thing:get", None, {"g:UserName": value}).allowed
+    # The default stands in for an absent key only: a multi-valued one still fails.
+    with_default = {"StringEquals": {"g:UserName": ["${g:UserName, 'alice'}"]}}
+    rules = PolicySet([policy(allow("svc:thing:get", Condition=with_default))])
+    assert rules.decide("svc:thing:get", None, {"g:UserName": "alice"}).allowed
+    assert not rules.decide("svc:thing:get", None, {"g:UserName": value}).allowed
+
+
 def test_system_policies_and_allowed_actions() -> None:
     catalog = modelarts_actions()
     assert "modelarts:notebook:create" in catalog
