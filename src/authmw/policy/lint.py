@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from authmw.policy.conditions import Condition
 from authmw.policy.document import Policy, Statement
-from authmw.policy.patterns import glob_regex, is_glob
+from authmw.policy.patterns import compile_glob, is_glob
 
 __all__ = ["LintWarning", "lint"]
 
@@ -48,7 +48,7 @@ def _covers(pattern: str, action: str, version: str) -> bool:
     # matched by a '*' run of the Deny pattern, so wildcard entries are covered only by broader patterns.
     if not is_glob(pattern, question_mark=version == "5.0"):
         return pattern == action
-    return glob_regex(pattern, question_mark=version == "5.0", stop=":").fullmatch(action) is not None
+    return compile_glob(pattern, question_mark=version == "5.0", stop=":").matches(action)
 
 
 def _shadowing_deny(statement: Statement, denies: list[tuple[Policy, Statement]]) -> str:
@@ -74,8 +74,8 @@ def _broad(policy: Policy, statement: Statement, catalog: tuple[str, ...]) -> li
             continue
         if not is_glob(action, question_mark=question_mark) or not catalog:
             continue
-        regex = glob_regex(action, question_mark=question_mark, stop=":")
-        matched = [a for a in catalog if regex.fullmatch(a)]
+        glob = compile_glob(action, question_mark=question_mark, stop=":")
+        matched = [a for a in catalog if glob.matches(a)]
         service = action.split(":", 1)[0]
         of_service = [a for a in catalog if a.split(":", 1)[0] == service]
         if len(matched) == 1:

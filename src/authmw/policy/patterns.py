@@ -1,21 +1,32 @@
-"""Glob patterns of actions (``modelarts:*:delete*``), resources and ``StringLike``/``StringMatch`` values."""
+"""Glob patterns of actions (``modelarts:*:delete*``), resources and ``StringLike``/``StringMatch`` values.
+
+``*`` is any run of characters and ``?`` exactly one; there is no escape syntax. A pattern is compiled once
+into a :class:`Glob` that matches without backtracking: it is split on its ``*`` runs into fixed-width spans;
+the first must match at the start, the last at the end, and each middle one is placed at its leftmost
+occurrence after the previous one (a leftmost placement leaves the most room for the rest, so it is never
+wrong to commit to it). Spans are found with ``str.find``/``str.startswith``, so a decision costs a few scans
+of the subject per ``*``, never the exponential time a backtracking regex takes on ``a*a*a*…b``.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["glob_escape", "glob_regex", "is_glob"]
+__all__ = ["Glob", "compile_glob", "glob_escape", "is_glob"]
 
 
 def is_glob(text: str, *, question_mark: bool = True) -> bool:
-    """Whether ``text`` needs a regex: it has wildcards (or literal markers from :func:`glob_escape`)."""
+    """Whether ``text`` needs a :class:`Glob`: it has wildcards (or literal markers from :func:`glob_escape`)."""
     return "*" in text or (question_mark and "?" in text) or _LITERAL_STAR in text or _LITERAL_QUESTION in text
 
 
 # Substituted variable text must match literally, while the policy author's own text has no escape syntax:
-# its '*' and '?' are marked with private-use characters that glob_regex turns back into literals.
+# its '*' and '?' are marked with private-use characters that compile_glob turns back into literals.
 _LITERAL_STAR, _LITERAL_QUESTION = "\ue000", "\ue001"
+_STAR, _ONE = object(), object()  # the wildcard tokens of a parsed pattern
 
 
 def glob_escape(text: str) -> str:
@@ -23,21 +34,134 @@ def glob_escape(text: str) -> str:
     return text.replace("*", _LITERAL_STAR).replace("?", _LITERAL_QUESTION)
 
 
-@lru_cache(maxsize=4096)
-def glob_regex(pattern: str, *, question_mark: bool = True, stop: str = "") -> re.Pattern[str]:
-    """``*`` = any run of characters (not crossing ``stop``), ``?`` = exactly one; no escape syntax."""
-    parts: list[str] = []
-    any_run = f"[^{re.escape(stop)}]*" if stop else ".*"
-    one = f"[^{re.escape(stop)}]" if stop else "."
-    for char in pattern:
-        if char == _LITERAL_STAR:
-            parts.append(re.escape("*"))
-        elif char == _LITERAL_QUESTION:
-            parts.append(re.escape("?"))
-        elif char == "*":
-            parts.append(any_run)
-        elif char == "?" and question_mark:
-            parts.append(one)
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """A fixed-width run of literal characters and ``?``: its literal chunks as ``(offset, text)``."""
+
+    width: int
+    chunks: tuple[tuple[int, str], ...]
+    #: For a span with ``?``: the search of a regex of literals and ``.`` only. It has no quantifier or
+    #: alternation, so nothing to backtrack into: an attempt at one position costs at most ``width`` steps.
+    search: Callable[[str, int, int], re.Match[str] | None] | None
+
+    def at(self, subject: str, pos: int) -> bool:
+        """Whether the span matches at ``pos`` (the caller has checked that it fits)."""
+        return all(subject.startswith(text, pos + offset) for offset, text in self.chunks)
+
+    def find(self, subject: str, start: int, end: int) -> int:
+        """The leftmost position in ``start..end - width`` where the span matches, or -1."""
+        if self.search is not None:
+            found = self.search(subject, start, end)
+            return -1 if found is None else found.start()
+        if not self.chunks:
+            return start if start <= end else -1
+        return subject.find(self.chunks[0][1], start, end)  # no '?': one chunk at offset 0, the whole span
+
+
+def _span(tokens: list[object]) -> _Span:
+    chunks: list[tuple[int, str]] = []
+    text: list[str] = []
+    for offset, token in enumerate([*tokens, _ONE]):  # a sentinel closes the last chunk
+        if token is _ONE:
+            if text:
+                chunks.append((offset - len(text), "".join(text)))
+                text = []
         else:
-            parts.append(re.escape(char))
-    return re.compile("".join(parts), re.DOTALL)
+            text.append(str(token))
+    search = None
+    if _ONE in tokens:
+        regex = "".join("." if token is _ONE else re.escape(str(token)) for token in tokens)
+        search = re.compile(regex, re.DOTALL).search
+    return _Span(len(tokens), tuple(chunks), search)
+
+
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    """A pattern part without the stop character: ``head * middle[0] * … * tail`` (``tail`` None: no ``*``)."""
+
+    head: _Span
+    middle: tuple[_Span, ...]
+    tail: _Span | None
+
+    def matches(self, subject: str) -> bool:
+        head, tail = self.head, self.tail
+        if tail is None:
+            return len(subject) == head.width and head.at(subject, 0)
+        low, high = head.width, len(subject) - tail.width
+        if low > high or not head.at(subject, 0) or not tail.at(subject, high):
+            return False
+        for span in self.middle:
+            found = span.find(subject, low, high)
+            if found < 0:
+                return False
+            low = found + span.width
+        return True
+
+
+def _piece(tokens: list[object]) -> _Piece:
+    groups: list[list[object]] = [[]]
+    for token in tokens:
+        if token is _STAR:
+            groups.append([])  # consecutive '*' leave empty groups, dropped below: '**' is '*'
+        else:
+            groups[-1].append(token)
+    if len(groups) == 1:
+        return _Piece(_span(groups[0]), (), None)
+    middle = tuple(_span(group) for group in groups[1:-1] if group)
+    return _Piece(_span(groups[0]), middle, _span(groups[-1]))
+
+
+@dataclass(frozen=True, slots=True)
+class Glob:
+    """A compiled pattern: ``matches(subject)`` is the whole subject matching, in O(len(subject) × spans).
+
+    With a ``stop`` character, wildcards never match it, so the subject's stop characters must line up with
+    the pattern's one for one: both are split on it and matched part by part.
+    """
+
+    pattern: str
+    literal: str | None  # the whole pattern when it has no wildcard: plain equality
+    stop: str
+    pieces: tuple[_Piece, ...]
+    wildcards: int  # '*' and '?' as written (before '**' collapses): what the validator bounds
+
+    @property
+    def searched_width(self) -> int:
+        """The widest run with ``?`` between two ``*``: searching for it costs up to that many steps a character."""
+        return max((span.width for piece in self.pieces for span in piece.middle if span.search), default=0)
+
+    def matches(self, subject: str) -> bool:
+        if self.literal is not None:
+            return subject == self.literal
+        if not self.stop:
+            return self.pieces[0].matches(subject)
+        parts = subject.split(self.stop)
+        pieces = self.pieces
+        if len(parts) != len(pieces):
+            return False
+        return all(piece.matches(part) for piece, part in zip(pieces, parts, strict=True))
+
+
+@lru_cache(maxsize=4096)
+def compile_glob(pattern: str, *, question_mark: bool = True, stop: str = "") -> Glob:
+    """``*`` = any run of characters (not crossing ``stop``), ``?`` = exactly one (if ``question_mark``)."""
+    if len(stop) > 1 or stop in ("*", "?", _LITERAL_STAR, _LITERAL_QUESTION):
+        raise ValueError("stop is one character other than a wildcard")
+    tokens: list[object] = []
+    for char in pattern:
+        if char == "*":
+            tokens.append(_STAR)
+        elif char == "?" and question_mark:
+            tokens.append(_ONE)
+        else:
+            tokens.append("*" if char == _LITERAL_STAR else "?" if char == _LITERAL_QUESTION else char)
+    wildcards = sum(token is _STAR or token is _ONE for token in tokens)
+    if not wildcards:
+        return Glob(pattern, "".join(map(str, tokens)), stop, (), 0)
+    parts: list[list[object]] = [[]]
+    for token in tokens:
+        if stop and token == stop:
+            parts.append([])
+        else:
+            parts[-1].append(token)
+    return Glob(pattern, None, stop, tuple(_piece(part) for part in parts), wildcards)
