@@ -31,6 +31,7 @@ import json
 import os
 import pstats
 import random
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -292,6 +293,7 @@ CEDAR_RAW = "cedarpy _internal.is_authorized_batch (no Python wrapper)"
 CONTROL = "control: harness + empty function call"
 HIT_LOWER = "authmw decide, cache hit, context keys already lower-case"
 GLOB_LIMIT = 1_000
+PATTERNS = "patterns"  # the group of the wildcard rows
 
 
 @dataclass
@@ -401,6 +403,75 @@ def cedar_cases(workload: Workload, label: str) -> list[Case]:
     ]
 
 
+# -- wildcard patterns: the worst the validator admits ----------------------------------------------------
+
+SUBJECT = 16 * 1024  # the longest path parameter an HTTP server passes (request lines are capped near 16 KiB)
+REGEX_SUBJECT = 20  # where the old backtracking regex still finishes (in ~10 ms) on the "stars" pattern
+WORST_PREFIX = "authmw decide, cache off, worst admitted"
+
+
+def worst_patterns(wildcards: int, searched: int) -> dict[str, str]:
+    """The admitted patterns that cost the most against ``"a" * SUBJECT`` (tests/core/test_policy_patterns.py):
+    runs that occur everywhere but never line up, runs placed only at the very end, a ``?`` run as wide as
+    allowed, a literal run that defeats ``str.find``'s skip table."""
+    return {
+        "stars": "a*" * (wildcards - 1) + "b",
+        "late": "*" + "*".join(["a" * 40] * (wildcards - 2)) + "*b",
+        "question": "*" + "a?" + "a" * (searched - 3) + "b*",
+        "find": "*" + "a" * 49 + "b" + "a" * 49 + "*",
+    }
+
+
+def reference_regex(pattern: str) -> re.Pattern[str]:
+    """The regex authmw built from a pattern before (``*`` → ``.*``): right semantics, exponential worst case."""
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), re.DOTALL)
+
+
+def pattern_cases() -> list[Case]:
+    """Decisions over the worst admitted Resource and StringLike patterns against 16 KiB subjects, and the
+    old regex against the new matcher where the regex still finishes."""
+    try:
+        from authmw.policy.document import MAX_SEARCHED_WIDTH, MAX_WILDCARDS
+        from authmw.policy.patterns import compile_glob
+    except ImportError:
+        print("  this authmw has no compiled wildcard patterns: pattern rows skipped", file=sys.stderr)
+        return []
+    cases = []
+    worst = worst_patterns(MAX_WILDCARDS, MAX_SEARCHED_WIDTH)
+    resource = "svc:r:acc:report:" + "a" * SUBJECT
+    for name, pattern in worst.items():
+        allow = {"Effect": "Allow", "Action": ["svc:type:get"]}
+        deny = {"Effect": "Deny", "Action": ["svc:type:get"], "Resource": ["svc:r:acc:report:" + pattern]}
+        rules = PolicySet([parse_policy({"Version": "5.0", "Statement": [allow, deny]})], cache_size=0)
+        assert rules.decide("svc:type:get", resource).allowed  # the Deny is evaluated and does not apply
+        cases.append(
+            Case(
+                f"{WORST_PREFIX} Resource ({name}) vs 16 KiB parameter",
+                PATTERNS,
+                same_op(rules.decide, "svc:type:get", resource),
+            )
+        )
+        like = {"Effect": "Allow", "Action": ["svc:type:get"], "Condition": {"StringLike": {"k": [pattern]}}}
+        rules = PolicySet([parse_policy({"Version": "5.0", "Statement": [like]})], cache_size=0)
+        context = {"k": "a" * SUBJECT}
+        assert not rules.decide("svc:type:get", None, context).allowed
+        cases.append(
+            Case(
+                f"{WORST_PREFIX} StringLike ({name}) vs 16 KiB value",
+                PATTERNS,
+                same_op(rules.decide, "svc:type:get", None, context),
+            )
+        )
+    small = "a" * REGEX_SUBJECT
+    regex, glob = reference_regex(worst["stars"]), compile_glob(worst["stars"])
+    assert regex.fullmatch(small) is None and not glob.matches(small)
+    cases += [
+        Case(f"old regex fullmatch, stars vs {REGEX_SUBJECT} characters", PATTERNS, same_op(regex.fullmatch, small)),
+        Case(f"authmw Glob.matches, stars vs {REGEX_SUBJECT} characters", PATTERNS, same_op(glob.matches, small)),
+    ]
+    return cases
+
+
 def build(size: int, peers: bool) -> Setup:
     label = f"{size:,}"
     print(f"  building the {label}-statement workload ...", file=sys.stderr, flush=True)
@@ -452,7 +523,7 @@ def table(setups: dict[int, Setup]) -> str:
         miss = by_name.get(MISS)
         for case in setup.cases:
             q1, q3 = case.quartiles
-            ratio = f"{case.median / miss.median:,.1f}×" if miss and case.group != "control" else ""
+            ratio = f"{case.median / miss.median:,.1f}×" if miss and case.group not in ("control", PATTERNS) else ""
             name = f"{case.name} ({case.note})" if case.note else case.name
             rows.append(
                 f"| {case.group} | {name} | {_us(case.median)} | {_us(min(case.per_op_ns))} | {_us(q1)}–{_us(q3)} "
@@ -526,6 +597,14 @@ def verdicts(setups: dict[int, Setup]) -> list[Verdict]:
                 f"({factor}× needs authmw ≤ {peer.median / factor / 1000:,.2f} µs)",
             )
         )
+    worst = [c for setup in setups.values() for c in setup.cases if c.name.startswith(WORST_PREFIX)]
+    goal = "worst admitted pattern vs a 16 KiB subject decides in ≤ 1 ms"
+    if not worst:
+        out.append(Verdict(goal, None, "case not run"))
+    else:
+        slowest = max(worst, key=lambda case: case.median)
+        us = slowest.median / 1000
+        out.append(Verdict(goal, us <= 1000, f"slowest: {slowest.name}, median {us:,.1f} µs"))
     small, large = get(10, MISS), get(10_000, MISS)
     goal = "miss at 10,000 statements ≤ 2× the miss at 10"
     if small is None or large is None:
@@ -728,6 +807,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     control = Case(CONTROL, "control", same_op(_noop))
     first = next(iter(setups.values()))
     first.cases.insert(0, control)
+    first.cases += pattern_cases()
     for setup in setups.values():
         if args.only:
             setup.cases = [c for c in setup.cases if any(t.lower() in c.name.lower() for t in args.only)]

@@ -32,7 +32,7 @@ MAX_CONDITION_CHARS = 1024
 #: Wildcards (``*``, ``?``) in one Action, Resource or ``StringLike``/``StringMatch`` value, and the widest run
 #: holding ``?`` between two ``*``: together they bound what matching one value costs (see patterns.Glob).
 MAX_WILDCARDS = 10
-MAX_SEARCHED_WIDTH = 32
+MAX_SEARCHED_WIDTH = 16
 _STATEMENT_KEYS = {"1.1": {"Effect", "Action", "NotAction", "Resource", "Condition"}}
 _STATEMENT_KEYS["5.0"] = _STATEMENT_KEYS["1.1"] | {"Sid"}
 _ACTION_SEGMENT = {"1.1": re.compile(r"[A-Za-z0-9_*-]+"), "5.0": re.compile(r"[A-Za-z0-9_*?-]+")}

@@ -4,8 +4,8 @@
 into a :class:`Glob` that matches without backtracking: it is split on its ``*`` runs into fixed-width spans;
 the first must match at the start, the last at the end, and each middle one is placed at its leftmost
 occurrence after the previous one (a leftmost placement leaves the most room for the rest, so it is never
-wrong to commit to it). Spans are found with ``str.find``/``str.startswith``, so a decision costs a few scans
-of the subject per ``*``, never the exponential time a backtracking regex takes on ``a*a*a*…b``.
+wrong to commit to it). The searches move forward only, so matching costs about one scan of the subject (times
+the width of a ``?`` run), never the exponential time a backtracking regex takes on ``a*a*a*…b``.
 """
 
 from __future__ import annotations
@@ -34,14 +34,22 @@ def glob_escape(text: str) -> str:
     return text.replace("*", _LITERAL_STAR).replace("?", _LITERAL_QUESTION)
 
 
+#: Literal runs longer than this are searched with a compiled literal regex: ``re`` scans for a literal with a
+#: KMP table (linear), where ``str.find`` can take ``len(subject) × len(run)`` steps on runs of ~20 to ~100
+#: characters (``a…aba…a`` in ``a…a``); shorter runs keep ``str.find``, which is faster on them.
+_FIND_LIMIT = 16
+
+
 @dataclass(frozen=True, slots=True)
 class _Span:
     """A fixed-width run of literal characters and ``?``: its literal chunks as ``(offset, text)``."""
 
     width: int
     chunks: tuple[tuple[int, str], ...]
-    #: For a span with ``?``: the search of a regex of literals and ``.`` only. It has no quantifier or
-    #: alternation, so nothing to backtrack into: an attempt at one position costs at most ``width`` steps.
+    question: bool  # it has a '?'
+    #: A regex of literals and ``.`` only, for runs with ``?`` or longer than ``_FIND_LIMIT``. It has no
+    #: quantifier or alternation, so nothing to backtrack into: an attempt at one position costs at most
+    #: ``width`` steps (and a literal is found by a linear KMP scan).
     search: Callable[[str, int, int], re.Match[str] | None] | None
 
     def at(self, subject: str, pos: int) -> bool:
@@ -68,11 +76,12 @@ def _span(tokens: list[object]) -> _Span:
                 text = []
         else:
             text.append(str(token))
+    question = _ONE in tokens
     search = None
-    if _ONE in tokens:
+    if question or len(tokens) > _FIND_LIMIT:
         regex = "".join("." if token is _ONE else re.escape(str(token)) for token in tokens)
         search = re.compile(regex, re.DOTALL).search
-    return _Span(len(tokens), tuple(chunks), search)
+    return _Span(len(tokens), tuple(chunks), question, search)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +137,7 @@ class Glob:
     @property
     def searched_width(self) -> int:
         """The widest run with ``?`` between two ``*``: searching for it costs up to that many steps a character."""
-        return max((span.width for piece in self.pieces for span in piece.middle if span.search), default=0)
+        return max((span.width for piece in self.pieces for span in piece.middle if span.question), default=0)
 
     def matches(self, subject: str) -> bool:
         if self.literal is not None:
