@@ -126,6 +126,11 @@ class Glob:
 
     With a ``stop`` character, wildcards never match it, so the subject's stop characters must line up with
     the pattern's one for one: both are split on it and matched part by part.
+
+    The common shapes take a shortcut: ``prefix*suffix`` without ``stop`` compares the ends; with ``stop`` and
+    at most one ``*`` run per part (``modelarts:*:delete*``), a regex with one ``[^stop]*`` per part. Such a
+    quantifier cannot cross the literal stop that ends its part, so retrying it never multiplies with
+    another: at worst each character of the part is retried against the rest of that part.
     """
 
     pattern: str
@@ -133,6 +138,8 @@ class Glob:
     stop: str
     pieces: tuple[_Piece, ...]
     wildcards: int  # '*' and '?' as written (before '**' collapses): what the validator bounds
+    affix: tuple[str, str] | None = None  # prefix*suffix, no stop
+    fullmatch: Callable[[str], re.Match[str] | None] | None = None  # at most one '*' run per part, with stop
 
     @property
     def searched_width(self) -> int:
@@ -142,6 +149,11 @@ class Glob:
     def matches(self, subject: str) -> bool:
         if self.literal is not None:
             return subject == self.literal
+        if self.fullmatch is not None:
+            return self.fullmatch(subject) is not None
+        if self.affix is not None:
+            prefix, suffix = self.affix
+            return len(subject) >= len(prefix) + len(suffix) and subject.startswith(prefix) and subject.endswith(suffix)
         if not self.stop:
             return self.pieces[0].matches(subject)
         parts = subject.split(self.stop)
@@ -173,4 +185,30 @@ def compile_glob(pattern: str, *, question_mark: bool = True, stop: str = "") ->
             parts.append([])
         else:
             parts[-1].append(token)
-    return Glob(pattern, None, stop, tuple(_piece(part) for part in parts), wildcards)
+    pieces = tuple(_piece(part) for part in parts)
+    affix = fullmatch = None
+    if stop and all(not piece.middle for piece in pieces):  # at most one '*' run per part
+        fullmatch = re.compile(_part_regex(parts, stop), re.DOTALL).fullmatch
+    elif not stop and len(pieces) == 1 and not pieces[0].middle and pieces[0].tail and _ONE not in tokens:
+        affix = (
+            pieces[0].head.chunks[0][1] if pieces[0].head.chunks else "",
+            pieces[0].tail.chunks[0][1] if pieces[0].tail.chunks else "",
+        )
+    return Glob(pattern, None, stop, pieces, wildcards, affix, fullmatch)
+
+
+def _part_regex(parts: list[list[object]], stop: str) -> str:
+    """The regex of parts with at most one ``*`` run each: ``[^stop]*`` once per run, ``[^stop]`` per ``?``."""
+    out = []
+    for part in parts:
+        text: list[str] = []
+        for token in part:
+            if token is _STAR:
+                if not text or text[-1] != f"[^{re.escape(stop)}]*":
+                    text.append(f"[^{re.escape(stop)}]*")
+            elif token is _ONE:
+                text.append(f"[^{re.escape(stop)}]")
+            else:
+                text.append(re.escape(str(token)))
+        out.append("".join(text))
+    return re.escape(stop).join(out)
