@@ -52,14 +52,14 @@ class _Rule:
     order: int
     statement: Statement
     version: str
-    action_patterns: tuple[Glob, ...]  # wildcard actions (and every NotAction entry)
+    action_patterns: tuple[Callable[[str], object], ...]  # Glob.test of wildcard actions (and every NotAction)
     #: Per Resource entry its compiled segments, or None when it has variables (compiled once substituted).
     resource_globs: tuple[tuple[Glob, ...] | None, ...]
     keys: frozenset[str]  # condition keys the statement reads, variables included
     decision: Decision  # what this statement decides when it applies (built once)
 
     def action_matches(self, action: str) -> bool:
-        hit = action in self.statement.actions or any(p.matches(action) for p in self.action_patterns)
+        hit = action in self.statement.actions or any(test(action) for test in self.action_patterns)
         return not hit if self.statement.not_action else hit
 
     def resource_matches(self, resource: str | None, context: Context) -> bool:
@@ -123,7 +123,7 @@ class PolicySet:
         for policy in self.policies:
             for statement in policy.statements:
                 patterns = tuple(
-                    compile_glob(a, question_mark=policy.version == "5.0", stop=":")
+                    compile_glob(a, question_mark=policy.version == "5.0", stop=":").test
                     for a in statement.actions
                     if statement.not_action or is_glob(a, question_mark=policy.version == "5.0")
                 )

@@ -146,6 +146,13 @@ class Glob:
         """The widest run with ``?`` between two ``*``: searching for it costs up to that many steps a character."""
         return max((span.width for piece in self.pieces for span in piece.middle if span.question), default=0)
 
+    @property
+    def test(self) -> Callable[[str], object]:
+        """The cheapest call whose result is truthy exactly when ``subject`` matches (for hot loops)."""
+        if self.literal is not None:
+            return self.literal.__eq__
+        return self.fullmatch if self.fullmatch is not None else self.matches
+
     def matches(self, subject: str) -> bool:
         if self.literal is not None:
             return subject == self.literal
