@@ -66,7 +66,8 @@ class _Span:
         return subject.find(self.chunks[0][1], start, end)  # no '?': one chunk at offset 0, the whole span
 
 
-def _span(tokens: list[object]) -> _Span:
+def _span(tokens: list[object], *, searched: bool = False) -> _Span:
+    """A span of ``tokens``; only a ``searched`` one (between two ``*``) needs its ``search`` compiled."""
     chunks: list[tuple[int, str]] = []
     text: list[str] = []
     for offset, token in enumerate([*tokens, _ONE]):  # a sentinel closes the last chunk
@@ -78,7 +79,7 @@ def _span(tokens: list[object]) -> _Span:
             text.append(str(token))
     question = _ONE in tokens
     search = None
-    if question or len(tokens) > _FIND_LIMIT:
+    if searched and (question or len(tokens) > _FIND_LIMIT):
         regex = "".join("." if token is _ONE else re.escape(str(token)) for token in tokens)
         search = re.compile(regex, re.DOTALL).search
     return _Span(len(tokens), tuple(chunks), question, search)
@@ -116,7 +117,7 @@ def _piece(tokens: list[object]) -> _Piece:
             groups[-1].append(token)
     if len(groups) == 1:
         return _Piece(_span(groups[0]), (), None)
-    middle = tuple(_span(group) for group in groups[1:-1] if group)
+    middle = tuple(_span(group, searched=True) for group in groups[1:-1] if group)
     return _Piece(_span(groups[0]), middle, _span(groups[-1]))
 
 
