@@ -18,6 +18,11 @@ each batch. The table reports the median, the minimum and the interquartile rang
     python benchmarks/bench_policy.py [--json PATH] [--repeats 15] [--batch-ms 50] [--sizes 10,1000] [--check]
     python benchmarks/bench_policy.py --breakdown   # where the µs of a cache miss (and a hit) go
     python benchmarks/bench_policy.py --profile     # cProfile of cache-off decisions at 1,000 and 10,000
+    python benchmarks/bench_policy.py --patterns    # the worst admitted wildcard patterns vs 16 KiB subjects
+
+``--patterns`` decides with the worst Resource and ``StringLike`` patterns the validator admits against a 16 KiB
+path parameter and context value (target ≤ 1 ms), and compares the old backtracking regex with the matcher on
+a subject short enough for the regex to finish.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import json
 import os
 import pstats
 import random
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -292,6 +298,7 @@ CEDAR_RAW = "cedarpy _internal.is_authorized_batch (no Python wrapper)"
 CONTROL = "control: harness + empty function call"
 HIT_LOWER = "authmw decide, cache hit, context keys already lower-case"
 GLOB_LIMIT = 1_000
+PATTERNS = "patterns"  # the group of the wildcard rows
 
 
 @dataclass
@@ -401,6 +408,91 @@ def cedar_cases(workload: Workload, label: str) -> list[Case]:
     ]
 
 
+# -- wildcard patterns: the worst the validator admits ----------------------------------------------------
+
+SUBJECT = 16 * 1024  # the longest path parameter an HTTP server passes (request lines are capped near 16 KiB)
+REGEX_SUBJECT = 20  # where the old backtracking regex still finishes (in ~10 ms) on the "stars" pattern
+WORST_PREFIX = "authmw decide, cache off, worst admitted"
+
+
+def worst_patterns(wildcards: int, searched: int) -> dict[str, str]:
+    """The admitted patterns that cost the most against ``"a" * SUBJECT`` (tests/core/test_policy_patterns.py):
+    runs that occur everywhere but never line up, runs placed only at the very end, a ``?`` run as wide as
+    allowed, a literal run that defeats ``str.find``'s skip table."""
+    return {
+        "stars": "a*" * (wildcards - 1) + "b",
+        "late": "*" + "*".join(["a" * 40] * (wildcards - 2)) + "*b",
+        "question": "*" + "a?" + "a" * (searched - 3) + "b*",
+        "find": "*" + "a" * 49 + "b" + "a" * 49 + "*",
+    }
+
+
+def reference_regex(pattern: str) -> re.Pattern[str]:
+    """The regex authmw built from a pattern before (``*`` → ``.*``): right semantics, exponential worst case."""
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), re.DOTALL)
+
+
+def pattern_cases() -> list[Case]:
+    """Decisions over the worst admitted Resource and StringLike patterns against 16 KiB subjects, and the
+    old regex against the new matcher where the regex still finishes."""
+    try:
+        from authmw.policy.document import MAX_SEARCHED_WIDTH, MAX_WILDCARDS
+        from authmw.policy.patterns import compile_glob
+    except ImportError:
+        print("  this authmw has no compiled wildcard patterns: pattern rows skipped", file=sys.stderr)
+        return []
+    cases = []
+    worst = worst_patterns(MAX_WILDCARDS, MAX_SEARCHED_WIDTH)
+    resource = "svc:r:acc:report:" + "a" * SUBJECT
+    for name, pattern in worst.items():
+        allow = {"Effect": "Allow", "Action": ["svc:type:get"]}
+        deny = {"Effect": "Deny", "Action": ["svc:type:get"], "Resource": ["svc:r:acc:report:" + pattern]}
+        rules = PolicySet([parse_policy({"Version": "5.0", "Statement": [allow, deny]})], cache_size=0)
+        assert rules.decide("svc:type:get", resource).allowed  # the Deny is evaluated and does not apply
+        cases.append(
+            Case(
+                f"{WORST_PREFIX} Resource ({name}) vs 16 KiB parameter",
+                PATTERNS,
+                same_op(rules.decide, "svc:type:get", resource),
+            )
+        )
+        like = {"Effect": "Allow", "Action": ["svc:type:get"], "Condition": {"StringLike": {"k": [pattern]}}}
+        rules = PolicySet([parse_policy({"Version": "5.0", "Statement": [like]})], cache_size=0)
+        context = {"k": "a" * SUBJECT}
+        assert not rules.decide("svc:type:get", None, context).allowed
+        cases.append(
+            Case(
+                f"{WORST_PREFIX} StringLike ({name}) vs 16 KiB value",
+                PATTERNS,
+                same_op(rules.decide, "svc:type:get", None, context),
+            )
+        )
+    small = "a" * REGEX_SUBJECT
+    regex, glob = reference_regex(worst["stars"]), compile_glob(worst["stars"])
+    assert regex.fullmatch(small) is None and not glob.matches(small)
+    cases += [
+        Case(f"old regex fullmatch, stars vs {REGEX_SUBJECT} characters", PATTERNS, same_op(regex.fullmatch, small)),
+        Case(f"authmw Glob.matches, stars vs {REGEX_SUBJECT} characters", PATTERNS, same_op(glob.matches, small)),
+    ]
+    return cases
+
+
+def patterns_report(args: argparse.Namespace) -> int:
+    found, neighbours = facts(), Neighbours()
+    cases = [Case(CONTROL, "control", same_op(_noop)), *pattern_cases()]
+    run_cases(cases, args.repeats, args.batch_ms)
+    found["other_busy_cpus"] = neighbours.busy_cpus()
+    found["load_average_end"] = os.getloadavg()
+    setup = Setup(build_workload(len(PLANTED)), [], cases, {})
+    print_preamble("Wildcard pattern benchmarks", found, args, f"authmw {found['authmw']}")
+    print(table({0: setup}))
+    out = [v for v in verdicts({0: setup}) if "16 KiB" in v.target]
+    print("\n### Targets\n")
+    for verdict in out:
+        print(verdict.line())
+    return 1 if args.check and any(v.met is False for v in out) else 0
+
+
 def build(size: int, peers: bool) -> Setup:
     label = f"{size:,}"
     print(f"  building the {label}-statement workload ...", file=sys.stderr, flush=True)
@@ -452,7 +544,7 @@ def table(setups: dict[int, Setup]) -> str:
         miss = by_name.get(MISS)
         for case in setup.cases:
             q1, q3 = case.quartiles
-            ratio = f"{case.median / miss.median:,.1f}×" if miss and case.group != "control" else ""
+            ratio = f"{case.median / miss.median:,.1f}×" if miss and case.group not in ("control", PATTERNS) else ""
             name = f"{case.name} ({case.note})" if case.note else case.name
             rows.append(
                 f"| {case.group} | {name} | {_us(case.median)} | {_us(min(case.per_op_ns))} | {_us(q1)}–{_us(q3)} "
@@ -526,6 +618,14 @@ def verdicts(setups: dict[int, Setup]) -> list[Verdict]:
                 f"({factor}× needs authmw ≤ {peer.median / factor / 1000:,.2f} µs)",
             )
         )
+    worst = [c for setup in setups.values() for c in setup.cases if c.name.startswith(WORST_PREFIX)]
+    goal = "worst admitted pattern vs a 16 KiB subject decides in ≤ 1 ms"
+    if not worst:
+        out.append(Verdict(goal, None, "case not run"))
+    else:
+        slowest = max(worst, key=lambda case: case.median)
+        us = slowest.median / 1000
+        out.append(Verdict(goal, us <= 1000, f"slowest: {slowest.name}, median {us:,.1f} µs"))
     small, large = get(10, MISS), get(10_000, MISS)
     goal = "miss at 10,000 statements ≤ 2× the miss at 10"
     if small is None or large is None:
@@ -709,6 +809,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--breakdown", action="store_true", help="time the steps of a decision")
     parser.add_argument("--profile", action="store_true", help="cProfile cache-off decisions")
+    parser.add_argument(
+        "--patterns", action="store_true", help="the worst admitted wildcard patterns against 16 KiB subjects"
+    )
     args = parser.parse_args(argv)
     try:
         sizes = [int(text.replace("_", "")) for text in args.sizes.split(",")]
@@ -722,6 +825,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.profile:
         profile([size for size in sizes if size >= 1_000] or sizes, 200_000)
         return 0
+    if args.patterns:  # alone: their 16 KiB subjects disturb the sub-µs rows when run round-robin with them
+        return patterns_report(args)
     found = facts()
     neighbours = Neighbours()
     setups = {size: build(size, not args.no_peers) for size in sizes}

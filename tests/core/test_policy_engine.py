@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from authmw.errors import InvalidPolicy
-from authmw.policy import PolicySet, lint, modelarts_actions, parse_policy, system_policies
+from authmw.policy import PolicySet, RouteUse, lint, modelarts_actions, never_applies, parse_policy, system_policies
 
 
 def policy(*statements: dict[str, Any], version: str = "1.1", name: str = "p") -> Any:
@@ -137,6 +137,22 @@ def test_variables_are_inserted_literally_into_patterns() -> None:
     assert not rules.decide("obs:object:GetObject", "obs:r:a:object:home/bob/x", {"g:UserName": "*"}).allowed
 
 
+@pytest.mark.parametrize("value", [["alice"], ("alice",), ["alice", "bob"]])
+def test_a_multi_valued_key_never_substitutes(value: object) -> None:
+    # access_model.md §1.7: a multi-valued key fails substitution, whatever the number of its values.
+    resource = "obs:*:*:object:home/${g:UserName}/*"
+    by_resource = PolicySet([policy(allow("obs:object:GetObject", Resource=[resource]))])
+    assert not by_resource.decide("obs:object:GetObject", "obs:r:a:object:home/alice/x", {"g:UserName": value}).allowed
+    condition = {"StringEquals": {"g:UserName": ["${g:UserName}"]}}
+    by_condition = PolicySet([policy(allow("svc:thing:get", Condition=condition))])
+    assert not by_condition.decide("svc:thing:get", None, {"g:UserName": value}).allowed
+    # The default stands in for an absent key only: a multi-valued one still fails.
+    with_default = {"StringEquals": {"g:UserName": ["${g:UserName, 'alice'}"]}}
+    rules = PolicySet([policy(allow("svc:thing:get", Condition=with_default))])
+    assert rules.decide("svc:thing:get", None, {"g:UserName": "alice"}).allowed
+    assert not rules.decide("svc:thing:get", None, {"g:UserName": value}).allowed
+
+
 def test_system_policies_and_allowed_actions() -> None:
     catalog = modelarts_actions()
     assert "modelarts:notebook:create" in catalog
@@ -201,3 +217,41 @@ def test_a_key_spelled_twice_is_refused() -> None:
     rules = PolicySet([policy(allow("modelarts:notebook:list", Condition={"StringEquals": {"x:k": ["a"]}}))])
     with pytest.raises(ValueError, match="twice"):
         rules.decide("modelarts:notebook:list", context={"X:K": "a", "x:K": "b"})
+
+
+def test_lint_finds_statements_that_never_apply_to_the_routes() -> None:
+    usage = RouteUse.of(["svc:report:get", "svc:report:list", "svc:report:delete"], ["svc:report:get"])
+    rules = policy(
+        deny("svc:report:get", Resource=["svc:*:*:report:42"]),  # applies: get has a resource
+        deny("svc:report:delete", Resource=["svc:*:*:report:42"]),  # never: delete has none
+        deny("svc:report:*", Resource=["svc:*:*:report:*"]),  # applies to get only
+        allow("svc:report:list", "svc:other:*"),  # one entry matches nothing
+        allow("nosuch:*:*"),
+        {"Effect": "Deny", "NotAction": ["svc:*:*"]},  # lists every action
+        {"Effect": "Deny", "NotAction": ["svc:report:get"], "Resource": ["svc:*:*:report:1"]},
+        name="p",
+    )
+    found = [(w.statement, w.message) for w in never_applies(rules, usage)]
+    assert found == [
+        (
+            1,
+            "this Deny never applies: it has a Resource, but no route of the catalog gives its actions "
+            "(svc:report:delete) a resource",
+        ),
+        (
+            2,
+            "this Deny never applies to svc:report:delete, svc:report:list: it has a Resource, and no route of "
+            "the catalog gives them a resource",
+        ),
+        (3, "Action svc:other:* matches no action of the route catalog"),
+        (4, "this Allow never applies: no action of the route catalog matches its Action"),
+        (5, "this Deny never applies: NotAction lists every action of the route catalog"),
+        (
+            6,
+            "this Deny never applies: it has a Resource, but no route of the catalog gives its actions "
+            "(svc:report:delete, svc:report:list) a resource",
+        ),
+    ]
+    assert [w for w in lint([rules], usage=usage) if w.message.startswith(("this", "Action"))] == never_applies(
+        rules, usage
+    )

@@ -21,8 +21,10 @@ from authmw.cli._common import (
     parse_context,
     settings_of,
 )
+from authmw.cli.debug import route_use, warn_never_applies
 from authmw.errors import ChangeRefused, ConfigurationError
 from authmw.identity import DEFAULT_WORKSPACE_ID, WhitelistScope, can_access_workspace
+from authmw.policy import parse_policy
 from authmw.store.signingkeys import TOKEN_ALGORITHMS
 
 __all__ = ["register", "register_policy"]
@@ -167,6 +169,7 @@ def _policy_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> 
         store.require_schema()
         policy = store.create_policy(args.name, document, domain=args.domain)
     emit(args, stdout, {"id": policy.id, "name": policy.name})
+    warn_never_applies(parse_policy(document, name=args.name), route_use(args), f"policy {args.name!r}")
     return EXIT_OK
 
 

@@ -18,14 +18,15 @@ from authmw.cli._common import (
     decision_report,
     open_cli_store,
     parse_context,
+    settings_of,
 )
-from authmw.errors import AuthmwError, InvalidPolicy, InvalidSecurityToken
+from authmw.errors import AuthmwError, ConfigurationError, InvalidPolicy, InvalidSecurityToken
 from authmw.models import AccessKey
-from authmw.policy import Policy, PolicySet, lint, modelarts_actions, parse_policy
+from authmw.policy import Policy, PolicySet, RouteUse, lint, modelarts_actions, never_applies, parse_policy
 from authmw.rawhttp import parse_raw_request
 from authmw.signing import SCHEMES, Verifier
 
-__all__ = ["register", "register_policy"]
+__all__ = ["register", "register_policy", "route_use", "warn_never_applies"]
 
 
 class _AnyKey:
@@ -137,11 +138,44 @@ def _read_policy(path: str) -> Policy:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
 
 
+def route_use(args: argparse.Namespace) -> RouteUse | None:
+    """What the configured route catalog (``--config``; default: the ModelArts preset) asks of policies, or None
+    (with a line on stderr) when the configuration cannot be read: warnings are then left out, nothing fails."""
+    from authmw.assembly import routes_of
+    from authmw.iam_api import ASSUME_ACTION
+    from authmw.routes import modelarts_routes
+
+    try:
+        catalog = routes_of(settings_of(args))
+    except (UsageError, ConfigurationError) as exc:
+        sys.stderr.write(f"warning: no route catalog ({exc}): whether statements can apply is not checked\n")
+        return None
+    actions = set(catalog.actions)
+    if set(modelarts_routes()) <= set(catalog.routes):
+        actions.update(modelarts_actions())  # the preset's action catalog, routes or not (allowed_actions)
+    # The security-token endpoint decides its own action on an agency URN.
+    resourced = {ASSUME_ACTION} | {
+        action
+        for route in catalog.routes
+        if route.resource is not None
+        for action in (route.action, *(named for _field, named in route.body_actions))
+        if action is not None
+    }
+    return RouteUse.of(actions, resourced)
+
+
+def warn_never_applies(policy: Policy, usage: RouteUse | None, where: str) -> None:
+    """One stderr line per statement of ``policy`` that can never apply to the route catalog (exit codes stay)."""
+    for warning in never_applies(policy, usage) if usage is not None else ():
+        sys.stderr.write(f"{where}: warning: statement {warning.statement}: {warning.message}\n")
+
+
 def _policy_validate(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
     problems: dict[str, list[str]] = {}
+    usage = route_use(args)
     for path in args.files:
         try:
-            _read_policy(path)
+            warn_never_applies(_read_policy(path), usage, path)
             problems[path] = []
         except InvalidPolicy as exc:
             problems[path] = list(exc.problems)
@@ -173,7 +207,8 @@ def _policy_lint(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> in
         policies = [_read_policy(path) for path in args.files]
     except InvalidPolicy as exc:
         raise UsageError(str(exc)) from None
-    found = lint(policies, modelarts_actions())
+    usage = route_use(args)
+    found = lint(policies, () if usage else modelarts_actions(), usage=usage)
     if args.format == "json":
         items = [{"policy": w.policy, "statement": w.statement, "message": w.message} for w in found]
         stdout.write(json.dumps({"warnings": items}) + "\n")
@@ -212,7 +247,8 @@ def register_policy(policy_commands: Any) -> None:
         "validate",
         help="validate policy documents",
         description="Validate IAM policy documents (Version 1.1 or 5.0). Exit 0 if every document is valid, "
-        "2 otherwise, with one line per problem on stderr.",
+        "2 otherwise, with one line per problem on stderr. Statements of valid documents that can never apply "
+        "to the route catalog (of --config; default: the ModelArts preset) are warned about on stderr.",
     )
     validate.add_argument("files", nargs="+", metavar="FILE")
     add_common(validate)
@@ -234,8 +270,10 @@ def register_policy(policy_commands: Any) -> None:
         "lint",
         help="warn about shadowed statements, impossible conditions and broad wildcards",
         description="Read the policies together (as one principal's set) and warn about Allow statements a "
-        "Deny always overrides, conditions that can never hold, and wildcard actions broader than needed "
-        "(sized against the ModelArts action catalog). Exit 0 no warnings, 1 warnings, 2 invalid input.",
+        "Deny always overrides, conditions that can never hold, wildcard actions broader than needed, and "
+        "statements that can never apply to the route catalog (of --config; default: the ModelArts preset): "
+        "Action patterns matching no action, a Resource on actions no route gives a resource. Exit 0 no "
+        "warnings, 1 warnings, 2 invalid input.",
     )
     linter.add_argument("files", nargs="+", metavar="FILE")
     add_common(linter)

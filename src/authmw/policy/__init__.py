@@ -3,15 +3,17 @@
 from authmw.policy.builtin import modelarts_actions, system_policies
 from authmw.policy.document import Policy, Statement, parse_policy
 from authmw.policy.engine import PolicySet
-from authmw.policy.lint import LintWarning, lint
+from authmw.policy.lint import LintWarning, RouteUse, lint, never_applies
 
 __all__ = [
     "LintWarning",
     "Policy",
     "PolicySet",
+    "RouteUse",
     "Statement",
     "lint",
     "modelarts_actions",
+    "never_applies",
     "parse_policy",
     "system_policies",
 ]

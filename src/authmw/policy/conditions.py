@@ -20,10 +20,10 @@ from functools import lru_cache
 from operator import eq, ge, gt, le, lt
 from typing import Any
 
-from authmw.policy.patterns import glob_escape, glob_regex
+from authmw.policy.patterns import Glob, compile_glob, glob_escape
 from authmw.policy.variables import FAILED, has_variables, substitute
 
-__all__ = ["CANONICAL_KEYS", "KEY_TYPES", "OPERATORS", "Condition", "Operator", "parse_operator"]
+__all__ = ["CANONICAL_KEYS", "GLOB_OPERATORS", "KEY_TYPES", "OPERATORS", "Condition", "Operator", "parse_operator"]
 
 Value = Any  # a converted policy or request value (str, float, datetime, ip network, bool)
 
@@ -102,8 +102,17 @@ def _string(name: str, compare: Callable[[str, str], bool], *, negated: bool = F
     return Operator(name, "string", negated, compare, _as_text, _as_text)
 
 
-def _like(request: str, pattern: str) -> bool:
-    return glob_regex(pattern).fullmatch(request) is not None
+def _like(request: str, pattern: Glob) -> bool:
+    return pattern.matches(request)
+
+
+def _as_glob(value: object) -> Glob:
+    """A ``StringLike``/``StringMatch`` value, compiled once (``*`` and ``?`` are wildcards in every version)."""
+    return compile_glob(_as_text(value))
+
+
+def _glob_operator(name: str, *, negated: bool = False) -> Operator:
+    return Operator(name, "string", negated, _like, _as_glob, _as_text)
 
 
 # Number* and Date* share their comparisons; only the conversion of the values differs.
@@ -121,10 +130,10 @@ _BASE: list[Operator] = [
     _string("StringNotEquals", lambda r, p: r == p, negated=True),
     _string("StringEqualsIgnoreCase", lambda r, p: r.casefold() == p.casefold()),
     _string("StringNotEqualsIgnoreCase", lambda r, p: r.casefold() == p.casefold(), negated=True),
-    _string("StringLike", _like),
-    _string("StringNotLike", _like, negated=True),
-    _string("StringMatch", _like),
-    _string("StringNotMatch", _like, negated=True),
+    _glob_operator("StringLike"),
+    _glob_operator("StringNotLike", negated=True),
+    _glob_operator("StringMatch"),
+    _glob_operator("StringNotMatch", negated=True),
     _string("StringStartWith", lambda r, p: r.startswith(p)),
     _string("StringNotStartWith", lambda r, p: r.startswith(p), negated=True),
     _string("StringEndWith", lambda r, p: r.endswith(p)),
@@ -140,6 +149,8 @@ _BASE: list[Operator] = [
     Operator("Null", "null", False, lambda r, p: r == p, _as_bool, _as_bool),
 ]
 OPERATORS: Mapping[str, Operator] = {op.name: op for op in _BASE}
+#: The operators whose policy values are wildcard patterns.
+GLOB_OPERATORS = frozenset(op for op in _BASE if op.compare is _like)
 _ALIASES = {"Numeric" + name[len("Number") :]: name for name in OPERATORS if name.startswith("Number")}
 
 #: The documented spellings of the well-known condition keys (matching is case-insensitive; contexts spelled

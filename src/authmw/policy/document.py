@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from authmw.errors import InvalidPolicy
-from authmw.policy.conditions import KEY_TYPES, OPERATORS, Condition, parse_operator
+from authmw.policy.conditions import GLOB_OPERATORS, KEY_TYPES, OPERATORS, Condition, parse_operator
+from authmw.policy.patterns import compile_glob
 from authmw.policy.variables import has_variables
 
 __all__ = ["Policy", "Statement", "parse_policy"]
@@ -28,10 +29,15 @@ MAX_RESOURCE_CHARS = 1500
 MAX_CONDITIONS = 10
 MAX_CONDITION_VALUES = 10
 MAX_CONDITION_CHARS = 1024
+#: Wildcards (``*``, ``?``) in one Action, Resource or ``StringLike``/``StringMatch`` value, and the widest run
+#: holding ``?`` between two ``*``: together they bound what matching one value costs (see patterns.Glob).
+MAX_WILDCARDS = 10
+MAX_SEARCHED_WIDTH = 16
 _STATEMENT_KEYS = {"1.1": {"Effect", "Action", "NotAction", "Resource", "Condition"}}
 _STATEMENT_KEYS["5.0"] = _STATEMENT_KEYS["1.1"] | {"Sid"}
 _ACTION_SEGMENT = {"1.1": re.compile(r"[A-Za-z0-9_*-]+"), "5.0": re.compile(r"[A-Za-z0-9_*?-]+")}
 _SERVICE = re.compile(r"[a-z0-9_*?-]+")
+_VARIABLE = re.compile(r"\$\{[^}]*\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +62,14 @@ class Policy:
     statements: tuple[Statement, ...]
 
 
-def parse_policy(source: str | bytes | Mapping[str, Any], *, name: str = "policy") -> Policy:
-    """Validate and parse one document (JSON text or an already decoded object)."""
+def parse_policy(
+    source: str | bytes | Mapping[str, Any], *, name: str = "policy", wildcard_limits: bool = True
+) -> Policy:
+    """Validate and parse one document (JSON text or an already decoded object).
+
+    ``wildcard_limits=False`` re-reads a stored document, which may predate :data:`MAX_WILDCARDS` and
+    :data:`MAX_SEARCHED_WIDTH` (matching it stays bounded: those limits only keep the worst case small).
+    """
     if isinstance(source, str | bytes):
         text = source.decode() if isinstance(source, bytes) else source
         try:
@@ -92,6 +104,8 @@ def parse_policy(source: str | bytes | Mapping[str, Any], *, name: str = "policy
             statement = _statement(index, raw, version, problems)
             if statement is not None:
                 statements.append(statement)
+        if wildcard_limits and not problems:
+            problems += _wildcard_problems(statements, version)
     if problems:
         raise InvalidPolicy(name, problems)
     return Policy(name, version, tuple(statements))
@@ -172,6 +186,43 @@ def _action_problem(action: str, version: str) -> str | None:
     if not _SERVICE.fullmatch(segments[0]):
         return f"service {segments[0]!r} must be lower-case"
     return None
+
+
+def _wildcard_problem(parts: list[str], *, question_mark: bool, stop: str = "") -> str | None:
+    """Too many wildcards in a value (its ``parts`` are matched separately), or too wide a searched run."""
+    # Substituted variables are inserted literally: only the author's own wildcards count.
+    globs = [compile_glob(_VARIABLE.sub("", part), question_mark=question_mark, stop=stop) for part in parts]
+    wildcards = sum(glob.wildcards for glob in globs)
+    if wildcards > MAX_WILDCARDS:
+        return f"{wildcards} wildcards (* and ?), at most {MAX_WILDCARDS} allowed"
+    width = max(glob.searched_width for glob in globs)
+    if width > MAX_SEARCHED_WIDTH:
+        return f"? in a run of {width} characters between two *, at most {MAX_SEARCHED_WIDTH} allowed"
+    return None
+
+
+def _wildcard_problems(statements: list[Statement], version: str) -> list[str]:
+    """The Action, Resource and ``StringLike``/``StringMatch`` values over the wildcard limits."""
+    found = []
+    question_mark = version == "5.0"  # in actions and resources; condition patterns always have '?'
+    for statement in statements:
+        at = f"Statement[{statement.index}]"
+        field = "NotAction" if statement.not_action else "Action"
+        for position, action in enumerate(statement.actions):
+            problem = _wildcard_problem([action], question_mark=question_mark, stop=":")
+            if problem:
+                found.append(f"{at}.{field}[{position}]: {problem}")
+        for position, resource in enumerate(statement.resources or ()):
+            problem = _wildcard_problem(resource.split(":", 4), question_mark=question_mark)
+            if problem:
+                found.append(f"{at}.Resource[{position}]: {problem}")
+        for condition in statement.conditions:
+            if condition.operator in GLOB_OPERATORS:
+                for value in condition.values:
+                    problem = _wildcard_problem([value], question_mark=True)
+                    if problem:
+                        found.append(f"{at}.Condition.{condition.text}.{condition.key}: {value[:40]!r}: {problem}")
+    return found
 
 
 def _resource_problem(resource: str) -> str | None:

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from authmw.models import Decision
 from authmw.policy.conditions import CANONICAL_KEYS, Condition
 from authmw.policy.document import Policy, Statement
-from authmw.policy.patterns import glob_escape, glob_regex, is_glob
+from authmw.policy.patterns import Glob, compile_glob, glob_escape, is_glob
 from authmw.policy.variables import FAILED, has_variables, substitute
 
 __all__ = ["PolicySet"]
@@ -52,12 +52,14 @@ class _Rule:
     order: int
     statement: Statement
     version: str
-    action_patterns: tuple[re.Pattern[str], ...]  # wildcard actions (and every NotAction entry)
+    action_patterns: tuple[Callable[[str], object], ...]  # Glob.test of wildcard actions (and every NotAction)
+    #: Per Resource entry its compiled segments, or None when it has variables (compiled once substituted).
+    resource_globs: tuple[tuple[Glob, ...] | None, ...]
     keys: frozenset[str]  # condition keys the statement reads, variables included
     decision: Decision  # what this statement decides when it applies (built once)
 
     def action_matches(self, action: str) -> bool:
-        hit = action in self.statement.actions or any(p.fullmatch(action) for p in self.action_patterns)
+        hit = action in self.statement.actions or any(test(action) for test in self.action_patterns)
         return not hit if self.statement.not_action else hit
 
     def resource_matches(self, resource: str | None, context: Context) -> bool:
@@ -69,23 +71,21 @@ class _Rule:
         segments = resource.split(":", 4)
         if len(segments) != 5:
             return False
-        for written in patterns:
-            pattern = written
-            if has_variables(written):
+        for written, precompiled in zip(patterns, self.resource_globs, strict=True):
+            compiled = precompiled
+            if compiled is None:  # variables: compiled after substitution (compile_glob memoises)
                 resolved = substitute(written, context, escape=glob_escape, version=self.version)
                 if resolved is FAILED:
                     continue
-                pattern = resolved
-            wanted = pattern.split(":", 4)
-            if all(_segment(w, s, self.version) for w, s in zip(wanted, segments, strict=True)):
+                compiled = _resource_globs(resolved, self.version)
+            if all(glob.matches(segment) for glob, segment in zip(compiled, segments, strict=True)):
                 return True
         return False
 
 
-def _segment(pattern: str, value: str, version: str) -> bool:
-    if not is_glob(pattern):
-        return pattern == value
-    return glob_regex(pattern, question_mark=version == "5.0").fullmatch(value) is not None
+def _resource_globs(pattern: str, version: str) -> tuple[Glob, ...]:
+    """The five segments of a Resource pattern, compiled (``*`` spans ``/`` but not the segments' ``:``)."""
+    return tuple(compile_glob(segment, question_mark=version == "5.0") for segment in pattern.split(":", 4))
 
 
 def _keys_of(statement: Statement) -> frozenset[str]:
@@ -123,7 +123,7 @@ class PolicySet:
         for policy in self.policies:
             for statement in policy.statements:
                 patterns = tuple(
-                    glob_regex(a, question_mark=policy.version == "5.0", stop=":")
+                    compile_glob(a, question_mark=policy.version == "5.0", stop=":").test
                     for a in statement.actions
                     if statement.not_action or is_glob(a, question_mark=policy.version == "5.0")
                 )
@@ -134,7 +134,10 @@ class PolicySet:
                     else Decision(False, True, policy.name, statement.index, f"explicit deny by {where}")
                 )
                 keys = _keys_of(statement)
-                rule = _Rule(policy.name, order, statement, policy.version, patterns, keys, decision)
+                resource_globs = tuple(
+                    None if has_variables(r) else _resource_globs(r, policy.version) for r in statement.resources or ()
+                )
+                rule = _Rule(policy.name, order, statement, policy.version, patterns, resource_globs, keys, decision)
                 order += 1
                 self._index(rule)
         self._plans: dict[str, _Plan] = {}

@@ -1,4 +1,5 @@
-"""Warnings about valid but suspicious policies: shadowed statements, impossible conditions, broad wildcards."""
+"""Warnings about valid but suspicious policies: shadowed statements, impossible conditions, broad wildcards,
+and statements that can never apply to the routes they are used with."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from dataclasses import dataclass
 
 from authmw.policy.conditions import Condition
 from authmw.policy.document import Policy, Statement
-from authmw.policy.patterns import glob_regex, is_glob
+from authmw.policy.patterns import compile_glob, is_glob
 
-__all__ = ["LintWarning", "lint"]
+__all__ = ["LintWarning", "RouteUse", "lint", "never_applies"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,9 +22,27 @@ class LintWarning:
     message: str
 
 
-def lint(policies: Sequence[Policy], catalog: Iterable[str] = ()) -> list[LintWarning]:
-    """Warnings for ``policies`` read together (as one principal's set); ``catalog`` sizes wildcards."""
-    actions = tuple(a.lower() for a in catalog)
+@dataclass(frozen=True, slots=True)
+class RouteUse:
+    """What a route catalog asks of policies: the actions requests carry, and those of them some route gives a
+    resource URN (a statement with ``Resource`` applies only to those). Built by the caller from its catalog,
+    so a route that gains a resource changes the answer."""
+
+    actions: frozenset[str]  # lower-case
+    with_resource: frozenset[str]  # lower-case, a subset of actions
+
+    @classmethod
+    def of(cls, actions: Iterable[str], with_resource: Iterable[str]) -> RouteUse:
+        resourced = frozenset(a.lower() for a in with_resource)
+        return cls(frozenset(a.lower() for a in actions) | resourced, resourced)
+
+
+def lint(
+    policies: Sequence[Policy], catalog: Iterable[str] = (), *, usage: RouteUse | None = None
+) -> list[LintWarning]:
+    """Warnings for ``policies`` read together (as one principal's set); ``catalog`` sizes wildcards (default:
+    the actions of ``usage``); with ``usage``, also the statements that can never apply (:func:`never_applies`)."""
+    actions = tuple(a.lower() for a in catalog) or (tuple(sorted(usage.actions)) if usage else ())
     warnings: list[LintWarning] = []
     denies = [(p, s) for p in policies for s in p.statements if not s.allow and _unconditional(s)]
     for policy in policies:
@@ -36,7 +55,62 @@ def lint(policies: Sequence[Policy], catalog: Iterable[str] = ()) -> list[LintWa
             impossible = _impossible(statement.conditions)
             if impossible:
                 warnings.append(LintWarning(policy.name, statement.index, f"conditions can never hold: {impossible}"))
+    if usage is not None:
+        for policy in policies:
+            warnings += never_applies(policy, usage)
     return warnings
+
+
+def never_applies(policy: Policy, usage: RouteUse) -> list[LintWarning]:
+    """Statements (or Action entries) of ``policy`` that no request of the catalog ``usage`` describes can meet:
+    Action patterns matching no action, and a ``Resource`` on actions no route gives a resource, which never
+    applies (a Deny written that way denies nothing)."""
+    question_mark = policy.version == "5.0"
+    found: list[LintWarning] = []
+    catalog = sorted(usage.actions)
+    for statement in policy.statements:
+        found += [
+            LintWarning(policy.name, statement.index, m) for m in _unmet(statement, catalog, usage, question_mark)
+        ]
+    return found
+
+
+def _unmet(statement: Statement, catalog: list[str], usage: RouteUse, question_mark: bool) -> list[str]:
+    effect = "Allow" if statement.allow else "Deny"
+    globs = [compile_glob(a, question_mark=question_mark, stop=":") for a in statement.actions]
+    hits = [[action for action in catalog if glob.matches(action)] for glob in globs]
+    if statement.not_action:
+        listed = {action for matched in hits for action in matched}
+        applies = [action for action in catalog if action not in listed]
+        if not applies:
+            return [f"this {effect} never applies: NotAction lists every action of the route catalog"]
+    else:
+        applies = sorted({action for matched in hits for action in matched})
+        if not applies:
+            return [f"this {effect} never applies: no action of the route catalog matches its Action"]
+    messages = []
+    if not statement.not_action:
+        for action, matched in zip(statement.actions, hits, strict=True):
+            if not matched:
+                messages.append(f"Action {action} matches no action of the route catalog")
+    if statement.resources is not None:
+        bare = [action for action in applies if action not in usage.with_resource]
+        if len(bare) == len(applies):
+            messages.append(
+                f"this {effect} never applies: it has a Resource, but no route of the catalog gives its actions "
+                f"({_some(bare)}) a resource"
+            )
+        elif bare:
+            messages.append(
+                f"this {effect} never applies to {_some(bare)}: it has a Resource, and no route of the catalog "
+                "gives them a resource"
+            )
+    return messages
+
+
+def _some(actions: list[str], shown: int = 3) -> str:
+    more = len(actions) - shown
+    return ", ".join(actions[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def _unconditional(statement: Statement) -> bool:
@@ -48,7 +122,7 @@ def _covers(pattern: str, action: str, version: str) -> bool:
     # matched by a '*' run of the Deny pattern, so wildcard entries are covered only by broader patterns.
     if not is_glob(pattern, question_mark=version == "5.0"):
         return pattern == action
-    return glob_regex(pattern, question_mark=version == "5.0", stop=":").fullmatch(action) is not None
+    return compile_glob(pattern, question_mark=version == "5.0", stop=":").matches(action)
 
 
 def _shadowing_deny(statement: Statement, denies: list[tuple[Policy, Statement]]) -> str:
@@ -74,8 +148,8 @@ def _broad(policy: Policy, statement: Statement, catalog: tuple[str, ...]) -> li
             continue
         if not is_glob(action, question_mark=question_mark) or not catalog:
             continue
-        regex = glob_regex(action, question_mark=question_mark, stop=":")
-        matched = [a for a in catalog if regex.fullmatch(a)]
+        glob = compile_glob(action, question_mark=question_mark, stop=":")
+        matched = [a for a in catalog if glob.matches(a)]
         service = action.split(":", 1)[0]
         of_service = [a for a in catalog if a.split(":", 1)[0] == service]
         if len(matched) == 1:

@@ -1,7 +1,8 @@
 """Policy variables: ``${g:UserName}``, ``${key, 'default'}``, ``${$}`` (and ``${*}``, ``${?}`` in 5.0).
 
-Substitution is a single pass; a key that is absent (without a default) or multi-valued, or a malformed
-variable, makes the whole value unusable (:data:`FAILED`): the resource or condition value then matches nothing.
+Substitution is a single pass; a key that is absent (without a default) or multi-valued (any list, even of one
+value: ``research/access_model.md`` §1.7), or a malformed variable, makes the whole value unusable
+(:data:`FAILED`): the resource or condition value then matches nothing.
 """
 
 from __future__ import annotations
@@ -46,12 +47,10 @@ def substitute(
                 if default is None:
                     return FAILED
                 out.append(escape(default.replace("''", "'")))
-            elif isinstance(found, list | tuple):
-                if len(found) != 1:
-                    return FAILED
-                out.append(escape(_text(found[0])))
-            else:
+            elif isinstance(found, str | int | float):
                 out.append(escape(_text(found)))
+            else:
+                return FAILED  # a multi-valued key (a list, even of one value) never substitutes
         pos = match.end()
     rest = value[pos:]
     if "${" in rest:  # an unclosed variable

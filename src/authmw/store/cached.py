@@ -169,7 +169,9 @@ class CachedIdentity:
         key = tuple(hashlib.sha256(f"{i}\0{n}\0{d}".encode()).hexdigest() for i, n, d in policies)
         found = self._policy_sets.get(key)
         if found is None:
-            found = PolicySet(parse_policy(document, name=name) for _id, name, document in policies)
+            found = PolicySet(
+                parse_policy(document, name=name, wildcard_limits=False) for _id, name, document in policies
+            )
             compiled.append((key, found))
         return found
 

@@ -83,7 +83,7 @@ def _new_id() -> str:
 
 
 def _compile(policies: tuple[tuple[str, str, str], ...]) -> PolicySet:
-    return PolicySet(parse_policy(document, name=name) for _id, name, document in policies)
+    return PolicySet(parse_policy(document, name=name, wildcard_limits=False) for _id, name, document in policies)
 
 
 class Store:
@@ -726,7 +726,7 @@ class Store:
         with self.db.read() as tx:
             agency_id = self._agency_id(tx, name, domain)
             rows = _attached(tx, [("agency", agency_id)])
-        return [parse_policy(document, name=policy) for _id, policy, document in rows]
+        return [parse_policy(document, name=policy, wildcard_limits=False) for _id, policy, document in rows]
 
     def project(self, project_id: str) -> Project | None:
         return self.read_project(project_id)[1]
