@@ -271,3 +271,12 @@ def test_the_mac_covers_the_whole_document(exported: dict[str, Any], box: Passph
     document["policies"][0]["created_at"] += 1
     with pytest.raises(SealError, match="tampered"):
         box.check_mac(_canonical(document), document["mac"])
+
+
+def test_a_policy_stored_before_the_wildcard_limits_is_restored(exported: dict[str, Any], box: PassphraseBox) -> None:
+    """A backup restores what a store held: over-limit wildcards (the matcher is linear) load as stored ones do."""
+    document = copy.deepcopy(exported)
+    wild = {"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["modelarts:" + "*a" * 12 + ":*"]}]}
+    _row(document, "policies", name="train")["document"] = json.dumps(wild)
+    model = _Model(document, box, whitelist_limit=5)
+    assert [row["name"] for row in model.rows["policies"] if row["domain_id"] is not None] == ["train"]

@@ -338,7 +338,9 @@ class _Model:
             return
         if v["name"] in system_policy_documents():
             raise ChangeRefused(f"{v['name']!r} is the name of a system policy")
-        parse_policy(v["document"], name=v["name"])
+        # A backup restores what a store held: documents stored before the wildcard limits load as stored ones do
+        # (the matcher is linear whatever their wildcards); the language rules still apply.
+        parse_policy(v["document"], name=v["name"], wildcard_limits=False)
         self._own("policy", v, self._ref("domain", v["domain_id"]))
 
     def _attachments(self, v: Row) -> None:
