@@ -15,16 +15,24 @@ import pytest
 
 from cli.runner import fresh_store, run
 
-NOTEBOOK_DELETE = "modelarts:notebook:delete"
-#: A Deny scoped to one notebook: the preset's notebook routes name no resource, so it denies nothing.
+TASK_DELETE = "modelarts:processTask:deleteProcessTask"
+#: A Deny scoped to one labelling task: the preset's process-task routes name no resource (ModelArts documents no
+#: resource type for them), so it denies nothing. (Notebook routes carry URNs: a Deny on one notebook applies.)
+DENY_ONE_TASK = {
+    "Version": "1.1",
+    "Statement": [
+        {"Effect": "Allow", "Action": ["modelarts:processTask:*"]},
+        {"Effect": "Deny", "Action": [TASK_DELETE], "Resource": ["modelarts:*:*:processTask:t-1"]},
+    ],
+}
+PLAIN = {"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["modelarts:notebook:*"]}]}
 DENY_ONE_NOTEBOOK = {
     "Version": "1.1",
     "Statement": [
         {"Effect": "Allow", "Action": ["modelarts:notebook:*"]},
-        {"Effect": "Deny", "Action": [NOTEBOOK_DELETE], "Resource": ["modelarts:*:*:notebook:nb-1"]},
+        {"Effect": "Deny", "Action": ["modelarts:notebook:delete"], "Resource": ["modelarts:*:*:notebook:nb-1"]},
     ],
 }
-PLAIN = {"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["modelarts:notebook:*"]}]}
 REPORTS = {
     "Version": "1.1",
     "Statement": [
@@ -58,12 +66,12 @@ def _warnings(err: str) -> list[str]:
 
 
 def test_validate_warns_on_stderr_and_keeps_exit_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _file(tmp_path, "deny.json", DENY_ONE_NOTEBOOK)
+    path = _file(tmp_path, "deny.json", DENY_ONE_TASK)
     code, out = run("policy", "validate", path)
     assert (code, out) == (0, f"{path}: valid\n")
     assert _warnings(capsys.readouterr().err) == [
         f"{path}: warning: statement 1: this Deny never applies: it has a Resource, but no route of the catalog "
-        f"gives its actions ({NOTEBOOK_DELETE}) a resource"
+        f"gives its actions ({TASK_DELETE.lower()}) a resource"
     ]
     code, out = run("policy", "validate", path, "--format", "json")
     assert code == 0 and json.loads(out) == {"valid": True, "problems": {path: []}}
@@ -72,11 +80,12 @@ def test_validate_warns_on_stderr_and_keeps_exit_0(tmp_path: Path, capsys: pytes
 
 def test_validate_is_quiet_about_statements_that_apply(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run("policy", "validate", _file(tmp_path, "plain.json", PLAIN))[0] == 0
+    assert run("policy", "validate", _file(tmp_path, "nb.json", DENY_ONE_NOTEBOOK))[0] == 0  # notebooks have URNs
     assert capsys.readouterr().err == ""
 
 
 def test_an_invalid_policy_still_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    bad = {**DENY_ONE_NOTEBOOK, "Version": "1.0"}
+    bad = {**DENY_ONE_TASK, "Version": "1.0"}
     assert run("policy", "validate", _file(tmp_path, "bad.json", bad))[0] == 2
     assert _warnings(capsys.readouterr().err) == []
 
@@ -95,7 +104,7 @@ def test_the_configured_catalog_decides(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_an_unreadable_config_leaves_the_check_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _file(tmp_path, "deny.json", DENY_ONE_NOTEBOOK)
+    path = _file(tmp_path, "deny.json", DENY_ONE_TASK)
     assert run("policy", "validate", path, "--config", str(tmp_path / "missing.yaml"))[0] == 0
     err = capsys.readouterr().err
     assert "whether statements can apply is not checked" in err and _warnings(err) == []
@@ -106,11 +115,11 @@ def test_create_warns_and_stores(
 ) -> None:
     fresh_store(tmp_path, monkeypatch)
     capsys.readouterr()
-    code, out = run("policy", "create", "one-notebook", "--file", _file(tmp_path, "deny.json", DENY_ONE_NOTEBOOK))
-    assert code == 0 and "one-notebook" in out
+    code, out = run("policy", "create", "one-task", "--file", _file(tmp_path, "deny.json", DENY_ONE_TASK))
+    assert code == 0 and "one-task" in out
     assert _warnings(capsys.readouterr().err) == [
-        "policy 'one-notebook': warning: statement 1: this Deny never applies: it has a Resource, but no route "
-        f"of the catalog gives its actions ({NOTEBOOK_DELETE}) a resource"
+        "policy 'one-task': warning: statement 1: this Deny never applies: it has a Resource, but no route "
+        f"of the catalog gives its actions ({TASK_DELETE.lower()}) a resource"
     ]
     assert run("policy", "create", "plain", "--file", _file(tmp_path, "plain.json", PLAIN))[0] == 0
     assert capsys.readouterr().err == ""
