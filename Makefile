@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_store.py
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_tokens.py
+	$(PY) benchmarks/bench_replay.py
 
 demo: $(STAMP)
 	$(PY) examples/demo.py

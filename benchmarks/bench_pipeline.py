@@ -557,7 +557,7 @@ def proxy_cases(
     path = world.path
 
     def assertion() -> str:
-        return sign_assertion(claims, key, kid, method="GET", path=path, ttl=60)
+        return sign_assertion(claims, key, kid, method="GET", path=path, query="", request_id="r" * 24, ttl=60)
 
     def contexts(n: int) -> list[Any]:
         return [guard.check(request) for _ in range(n)]  # a fresh context each: allowed_actions is memoised
