@@ -167,6 +167,7 @@ def login(sidecar: str, user: str, domain: str, scope: Any = None) -> str:
 
 def walkthrough(sidecar: str, world: dict[str, Any]) -> int:
     from authmw.client import HttpxAuth
+    from authmw.signing import sign_request
 
     project, keys = world["project"], world["keys"]
     clients = {
@@ -223,6 +224,19 @@ def walkthrough(sidecar: str, world: dict[str, Any]) -> int:
         print(f"   {RED}the API saw a spoofed user{RESET}")
     else:
         print("   the API never saw 'alice': authmw dropped the header and re-added the verified identity")
+    print("\n-- A captured signed request sent again (replay protection is on by default)")
+    captured = sign_request(
+        "GET",
+        f"{sidecar}/v1/{project}/notebooks",
+        {},
+        b"",
+        access_key=keys["bob"]["access"],
+        secret_key=keys["bob"]["secret"],
+    )
+    first, again = (httpx.get(captured.url, headers=captured.headers) for _ in range(2))
+    replayed = (first.status_code, again.status_code, again.json().get("error_code"))
+    print(f"   first use -> {first.status_code}; the same request again -> {again.status_code} {replayed[2]}")
+    failures += replayed != (200, 401, "replayed_request")
     print("\n== 4. IAM tokens: a password login at the sidecar's /v3/auth/tokens, then X-Auth-Token")
     token = login(sidecar, "bob", "default", scope={"project": {"name": "cn-north-4"}})
     clients["bob (IAM token)"] = httpx.Client(base_url=sidecar, headers={"X-Auth-Token": token})

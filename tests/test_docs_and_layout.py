@@ -95,5 +95,5 @@ def test_make_demo_walkthrough_runs_end_to_end(tmp_path: Path) -> None:
     out = done.stdout
     assert "every outcome was as expected" in out
     assert out.count("[as expected]") == 13
-    for code in ("action_denied", "workspace_denied", "address_not_allowed", "missing_credentials"):
+    for code in ("action_denied", "workspace_denied", "address_not_allowed", "missing_credentials", "replayed_request"):
         assert code in out
