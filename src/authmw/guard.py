@@ -31,6 +31,7 @@ from authmw.errors import (
     InvalidSecurityToken,
     InvalidToken,
     InvalidWorkspaceId,
+    JsonBodyTooLarge,
     MalformedBody,
     MissingCredentials,
     MultipleCredentials,
@@ -77,9 +78,13 @@ _WORKSPACE_PATH_KEYS = ("workspace_id", "ws_id")  # the ModelArts workspace rout
 #: Headers the pipeline reads to place a request: a signature must cover them whenever they are sent.
 SIGNED_IF_PRESENT = ("x-workspace-id", "x-project-id")
 _LEADING_SPACE = re.compile(rb"[ \t\r\n]*").match  # JSON whitespace, found without copying the body
-# A body that could name a workspace anywhere: any spelling of the key has these letters, unless \u-escaped.
-# Also the UTF-8 of "ſ", "K" (Kelvin) and "İ", which case-insensitive matchers (Java's) take for s, k and i.
-_COULD_NAME_WORKSPACE = re.compile(rb"(?i)workspace|\\u|\xc5\xbf|\xe2\x84\xaa|\xc4\xb0").search
+# A body that could name a workspace anywhere: any spelling of the key has the letters "workspace" (in any case),
+# unless \u-escaped, or the UTF-8 of "ſ", "K" (Kelvin) or "İ", which case-insensitive matchers (Java's) take for
+# s, k and i. Searched in a lower-cased copy: a case-insensitive regex scans a megabyte in tens of ms.
+_SPECIAL_LETTERS = re.compile(rb"\\u|\xc5\xbf|\xe2\x84\xaa|\xc4\xb0").search
+# Values a parsed body may hold (each container and each value but the first follows a `,`, `{` or `[`, so
+# their count bounds it): the tree and its walk stay within a few MB and tens of ms (json_body_too_large).
+_MAX_JSON_VALUES = 20_000
 _Routed = tuple[Match | None, Access, str | None]  # the route match, what it demands, its resource
 _MISSING: Any = object()
 _EXTERNAL = "oidc"  # the credential scheme of an external issuer's token
@@ -193,6 +198,7 @@ class Guard:
         mode: str = "enforce",
         strict_paths: bool = True,
         default_allow_without_policies: bool = False,
+        max_json_body: int = 1024 * 1024,
         clock: Callable[[], float] = time.time,
         request_id: Callable[[], str] = lambda: os.urandom(12).hex(),
     ) -> None:
@@ -224,6 +230,8 @@ class Guard:
         self.mode = mode
         self.strict_paths = strict_paths
         self.default_allow_without_policies = default_allow_without_policies
+        #: The largest body parsed to find a workspace or a body action (larger ones: 413, fail closed).
+        self.max_json_body = max_json_body
         self._now = _Clock(clock).now
         self._request_id = request_id
         self._routed: dict[tuple[str, str], _Routed] = {}
@@ -340,7 +348,7 @@ class Guard:
             return
         credential, principal = self.authenticate(request)
         state.credential, state.principal = credential, principal
-        body = _json_body(request, match)
+        body = _json_body(request, match, self.max_json_body)
         in_body = _body_workspace_ids(body, match)
         if body is not None and credential.unsigned_payload and (in_body or _picks_action(body, match)):
             # The signature does not cover the body: it must not be what places or names the request.
@@ -668,10 +676,16 @@ def _short_key_letters(key: str) -> str:
 
 def _letters(key: str) -> str:
     # casefold: "ſ" and "K" (Kelvin) compare equal to "s" and "k" in case-insensitive matchers (Java's among them)
-    return "".join(c for c in key.casefold() if c.isascii() and c.isalnum())
+    folded = key.casefold()
+    if folded.isascii():  # the common case, in C: a body may hold thousands of distinct keys
+        return folded.encode().translate(None, _NOT_ALNUM).decode()
+    return "".join(c for c in folded if c.isascii() and c.isalnum())
 
 
-def _json_body(request: Request, match: Match | None) -> Any:
+_NOT_ALNUM = bytes(b for b in range(128) if not chr(b).isalnum())
+
+
+def _json_body(request: Request, match: Match | None, limit: int = 1024 * 1024) -> Any:
     """The JSON body (an object or an array), parsed whenever it could name a workspace or pick an action.
 
     Whatever the content type (an app may parse JSON without looking at it), a body starting with ``{`` or
@@ -679,7 +693,9 @@ def _json_body(request: Request, match: Match | None) -> Any:
     names a body field of the route; such a body must parse and must not repeat a key at any depth: the app's
     JSON parser could otherwise read a different workspace than this one. Bodies in UTF-16/32 or with a
     byte-order mark are read as ``json.loads`` reads them (apps do), and always parsed; ``aws-chunked`` framing
-    is decoded first. Other content codings (gzip) are not read.
+    is decoded first. Other content codings (gzip) are not read. A body to parse that is larger than ``limit``
+    bytes, or could hold more than ``_MAX_JSON_VALUES`` values, is refused (413): its tree would cost far more
+    memory and time than its size.
     """
     body = request.body
     if not body:
@@ -689,6 +705,7 @@ def _json_body(request: Request, match: Match | None) -> Any:
     text: str | bytes = body
     head = body[:4]
     if b"\x00" in head or head[:1] in (b"\xef", b"\xfe", b"\xff"):  # a BOM or UTF-16/32: not plain UTF-8
+        _bound(body, limit)
         try:  # as json.loads(bytes) decodes it
             text = body.decode(json.detect_encoding(body), "surrogatepass")
         except UnicodeDecodeError:
@@ -701,16 +718,28 @@ def _json_body(request: Request, match: Match | None) -> Any:
         start = leading.end() if leading else 0
         if body[start : start + 1] not in (b"{", b"["):
             return None
-        if _COULD_NAME_WORKSPACE(body) is None:
+        if b"workspace" not in body.lower() and _SPECIAL_LETTERS(body) is None:
             fields = [] if match is None else [name.encode() for name, _action in match.route.body_actions]
             if match is not None:
                 fields += [json_path(path)[-1].encode() for path in match.route.workspace_fields]
             if not any(f in body for f in fields):
                 return None
+    _bound(text, limit)
     try:
         return json.loads(text, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError):
         raise MalformedBody("the JSON body cannot be read unambiguously") from None
+
+
+def _bound(body: str | bytes, limit: int) -> None:
+    if len(body) > limit:
+        raise JsonBodyTooLarge(f"a body the guard must parse is larger than max_json_body ({limit} bytes)")
+    if isinstance(body, str):
+        values = body.count("{") + body.count("[") + body.count(",")
+    else:
+        values = body.count(b"{") + body.count(b"[") + body.count(b",")
+    if values >= _MAX_JSON_VALUES:
+        raise JsonBodyTooLarge(f"a body the guard must parse could hold more than {_MAX_JSON_VALUES} values")
 
 
 def _picks_action(body: Any, match: Match | None) -> bool:
