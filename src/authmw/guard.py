@@ -304,7 +304,9 @@ class Guard:
                 self.verifier.precheck(request)
             elif self.verifier.scheme_of(request) is not None:
                 raise MultipleCredentials("both X-Auth-Token and a signature")
-            elif not (self.issuers and peek_issuer(token.strip()) in self.issuers):  # external keys: check() fetches
+            elif (trusted := self.issuers.get(peek_issuer(token.strip()) or "")) is not None:
+                trusted.verifier.precheck(token.strip())  # the keys at hand only: check() decides an unknown kid
+            else:
                 if self.tokens is None:
                     raise SchemeDisabled("IAM tokens are not enabled on this guard")
                 self.tokens.verify(token.strip())
