@@ -729,12 +729,11 @@ def _json_body(request: Request, match: Match | None, limit: int = 1024 * 1024) 
     opaque = media.startswith(_OPAQUE)
     head = body[:4]
     if b"\x00" in head or head[:1] in (b"\xef", b"\xfe", b"\xff"):  # a BOM or UTF-16/32: not plain UTF-8
-        _bound(body, limit)
+        if opaque:
+            return None  # binary, as declared (JPEG starts with 0xff, gzip has a NUL)
         try:  # as json.loads(bytes) decodes it; then read like a UTF-8 body
             body = body.decode(json.detect_encoding(body), "surrogatepass").encode("utf-8", "surrogatepass")
         except UnicodeDecodeError:
-            if opaque:
-                return None  # binary, as declared
             raise MalformedBody("the body is not valid text") from None
     leading = _LEADING_SPACE(body)
     start = leading.end() if leading else 0

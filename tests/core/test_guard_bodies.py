@@ -113,12 +113,13 @@ def test_a_form_body_names_the_workspace_as_a_query_does(world: World, body: str
     [
         ("application/octet-stream", b"\x00\x01workspace_id=" + WS_PRIVATE.encode()),
         ("image/jpeg", b"\xff\xd8\xff\xe0 workspace " + bytes(range(256))),
+        ("application/gzip", b"\x1f\x8b\x08\x00" + b"workspace," * 300_000),
         (
             "multipart/form-data; boundary=x",
             b'--x\r\nContent-Disposition: form-data; name="f"\r\n\r\nworkspace\r\n--x--',
         ),
     ],
-    ids=["octet-stream", "jpeg", "multipart"],
+    ids=["octet-stream", "jpeg", "gzip-large", "multipart"],
 )
 def test_a_declared_binary_body_that_mentions_workspace_is_not_read(world: World, media: str, body: bytes) -> None:
     request = call("POST", body=body, user="frank", headers={"Content-Type": media})
