@@ -80,9 +80,8 @@ SIGNED_IF_PRESENT = ("x-workspace-id", "x-project-id")
 _LEADING_SPACE = re.compile(rb"[ \t\r\n]*").match  # JSON whitespace, found without copying the body
 # A body that could name a workspace anywhere: any spelling of the key has the letters "workspace" (in any case),
 # unless \u-escaped, or the UTF-8 of "ſ", "K" (Kelvin) or "İ", which case-insensitive matchers (Java's) take for
-# s, k and i, and "ı" (dotless), which Java upper-cases to I. Searched in a lower-cased copy: a case-insensitive
-# regex scans a megabyte in tens of ms.
-_SPECIAL_LETTERS = re.compile(rb"\\u|\xc5\xbf|\xe2\x84\xaa|\xc4\xb0|\xc4\xb1").search
+# s, k and i, and "ı" (dotless), which Java upper-cases to I (see _could_name_workspace).
+_SPECIAL_LETTERS = (b"\xc5\xbf", b"\xe2\x84\xaa", b"\xc4\xb0", b"\xc4\xb1")
 _FORM = "application/x-www-form-urlencoded"
 # Declared binary bodies that no JSON or form reader takes: not read unless they start like JSON.
 _OPAQUE = (
@@ -665,11 +664,14 @@ def _body_workspace_ids(body: Any, match: Match | None) -> list[Any]:
             if value is not _MISSING:
                 found.append(value)
     stack: list[tuple[Any, bool]] = [(body, False)]  # iterative: a deep body costs no recursion
+    letters: dict[str, str] = {}  # this body's keys (bounded by its values): thousands of distinct ones thrash a memo
     while stack:
         value, in_workspace = stack.pop()
         if isinstance(value, dict):
             for key, item in value.items():
-                name = _key_letters(key)
+                name = letters.get(key)
+                if name is None:
+                    name = letters[key] = _letters(key)
                 if name.endswith("workspaceid") or (in_workspace and name == "id"):
                     found.append(item)
                 elif isinstance(item, dict | list):
@@ -716,9 +718,10 @@ def _json_body(request: Request, match: Match | None, limit: int = 1024 * 1024) 
     read as form fields; a declared binary type (``_OPAQUE``: octet-stream, multipart, images, ...) is not read;
     anything else (no content type, JSON, text, XML, ...) is refused (400 ``malformed_body``), since lenient
     parsers read JSON behind a ``)]}'`` prefix, comments or other whitespace. Bodies with a byte-order mark or in
-    UTF-16/32 are read as ``json.loads`` reads them; ``aws-chunked`` framing is decoded first; other content
-    codings (gzip) are not read. A body to parse that is larger than ``limit`` bytes, or could hold
-    ``_MAX_JSON_VALUES`` values or more, is refused (413): its tree would cost far more than its size.
+    UTF-16/32 are read as ``json.loads`` reads them (a declared binary type with such a head is not read);
+    ``aws-chunked`` framing is decoded first; other content codings (gzip) are not read. A body to parse that
+    is larger than ``limit`` bytes, or could hold ``_MAX_JSON_VALUES`` values or more, is refused (413): its tree
+    would cost far more than its size.
     """
     body = request.body
     if not body:
@@ -740,11 +743,7 @@ def _json_body(request: Request, match: Match | None, limit: int = 1024 * 1024) 
     is_json = body[start : start + 1] in (b"{", b"[")
     if opaque and not is_json:
         return None
-    if (
-        b"workspace" not in body.lower()
-        and _SPECIAL_LETTERS(body) is None
-        and (match is None or not match.route.body_actions)  # their fields: read in any spelling
-    ):
+    if not _could_name_workspace(body) and (match is None or not match.route.body_actions):  # any spelling
         fields = [] if match is None else [json_path(path)[-1].encode() for path in match.route.workspace_fields]
         if not any(f in body for f in fields):
             return None
@@ -760,6 +759,13 @@ def _json_body(request: Request, match: Match | None, limit: int = 1024 * 1024) 
         return json.loads(body, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError):
         raise MalformedBody("the JSON body cannot be read unambiguously") from None
+
+
+def _could_name_workspace(body: bytes) -> bool:
+    # Literal searches (memchr first where it can): a case-insensitive regex scans a megabyte in tens of ms.
+    if b"workspace" in body.lower() or (b"\\" in body and b"\\u" in body):
+        return True
+    return not body.isascii() and any(letter[:1] in body and letter in body for letter in _SPECIAL_LETTERS)
 
 
 @dataclass(frozen=True, slots=True)
