@@ -59,6 +59,7 @@ operators go in typed fields and never contain secrets, signatures or canonical 
     │   └── RequestTimeout              request_timeout  (the head or body was not received in time)
     ├── PayloadTooLarge (413)
     │   └── BodyTooLarge                body_too_large
+    │       └── JsonBodyTooLarge        json_body_too_large  (a body the guard must parse: max_json_body, values)
     ├── BadGateway (502)
     │   └── UpstreamUnavailable         upstream_unavailable  (the sidecar's upstream did not answer)
     └── ServiceUnavailable (503)
@@ -403,6 +404,11 @@ class PayloadTooLarge(AuthmwError):
 class BodyTooLarge(PayloadTooLarge):
     code = "body_too_large"
     message = "body too large to verify"
+
+
+class JsonBodyTooLarge(BodyTooLarge):
+    code = "json_body_too_large"
+    message = "body too large to read"
 
 
 class BadGateway(AuthmwError):

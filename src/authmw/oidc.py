@@ -179,11 +179,37 @@ class OidcIssuer:
             self._cache[token] = (identity, kid)
         return identity
 
-    def _decode(self, token: str, now: float) -> tuple[ExternalIdentity, str]:
+    def precheck(self, token: str) -> None:
+        """What can be checked before a request's body is read, never fetching: a remembered token, or one whose
+        ``kid`` is in the key set at hand, is verified in full (:meth:`verify`); with an unknown ``kid`` (a
+        rotation :meth:`verify` would look for) only what needs no key is checked: the header's algorithm and
+        ``kid``, and the claims ``iss``, ``aud``, ``sub``, the user claim, ``iat``, ``nbf`` and ``exp``. Raises as
+        :meth:`verify` does; the signature of such a token is left to :meth:`verify`."""
+        if not isinstance(token, str) or not 0 < len(token) <= _MAX_TOKEN:
+            raise InvalidToken("not a token")
+        if token in self._cache:
+            self.verify(token)
+            return
         try:
             header = jwt.get_unverified_header(token)
+            payload = jwt.decode(token, options={"verify_signature": False})
         except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
             raise InvalidToken("the token is malformed") from None
+        kid = header.get("kid")
+        if isinstance(kid, str) and kid in self.keys:
+            self.verify(token)
+            return
+        self._check_header(header)
+        if payload.get("iss") != self.issuer:
+            raise InvalidToken("the token is not valid")
+        if self.audience is not None:
+            audience = payload.get("aud")
+            audiences = [audience] if isinstance(audience, str) else audience
+            if not isinstance(audiences, list) or self.audience not in audiences:
+                raise InvalidToken("the token is not valid")
+        self._check_claims(payload, self._clock())
+
+    def _check_header(self, header: dict[str, Any]) -> str:
         algorithm, kid = header.get("alg"), header.get("kid")
         if not isinstance(algorithm, str) or algorithm not in self.algorithms:
             raise InvalidToken("algorithm not allowed")
@@ -191,6 +217,15 @@ class OidcIssuer:
             raise InvalidToken("unsupported critical header")  # no JWS extension is understood here
         if not isinstance(kid, str) or not kid:
             raise InvalidToken("no signing key named")
+        return kid
+
+    def _decode(self, token: str, now: float) -> tuple[ExternalIdentity, str]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
+            raise InvalidToken("the token is malformed") from None
+        kid = self._check_header(header)
+        algorithm = header["alg"]
         key_algorithm, key = self.keys.key(kid)
         if algorithm != key_algorithm:
             raise InvalidToken("the algorithm does not match the signing key")
@@ -212,13 +247,24 @@ class OidcIssuer:
             )
         except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
             raise InvalidToken("the token is not valid") from None
-        subject, user_name, jti = payload.get("sub"), payload.get(self.user_claim), payload.get("jti")
+        issued_at, expires_at, subject, user_name = self._check_claims(payload, now)
+        jti = payload.get("jti")
+        if jti is not None and (not isinstance(jti, str) or not jti):
+            raise InvalidToken("the token's id is malformed")
+        # The signed part only: a signature can be re-encoded (padding, ECDSA malleability) without breaking it.
+        signed = token.rpartition(".")[0]
+        token_id = jti if jti is not None else hashlib.sha256(signed.encode()).hexdigest()
+        return ExternalIdentity(self.issuer, subject, user_name, token_id, issued_at, expires_at), kid
+
+    def _check_claims(self, payload: Any, now: float) -> tuple[int, int, str, str]:
+        """The claims every token needs, and its times against ``now``: (iat, exp, sub, user name)."""
+        if not isinstance(payload, dict) or not all(claim in payload for claim in ("exp", "iat", "iss", "sub")):
+            raise InvalidToken("the token is not valid")
+        subject, user_name = payload.get("sub"), payload.get(self.user_claim)
         if not isinstance(subject, str) or not subject:
             raise InvalidToken("the token names no subject")
         if not isinstance(user_name, str) or not 0 < len(user_name) <= _MAX_USER_NAME or not user_name.isprintable():
             raise InvalidToken("the token names no valid user")
-        if jti is not None and (not isinstance(jti, str) or not jti):
-            raise InvalidToken("the token's id is malformed")
         issued_at, expires_at = _numeric_date(payload["iat"]), _numeric_date(payload["exp"])
         not_before = payload.get("nbf")
         if issued_at > now + self.leeway:
@@ -227,10 +273,7 @@ class OidcIssuer:
             raise InvalidToken("the token is not valid yet")
         if expires_at + self.leeway <= now:
             raise ExpiredToken("the token has expired")
-        # The signed part only: a signature can be re-encoded (padding, ECDSA malleability) without breaking it.
-        signed = token.rpartition(".")[0]
-        token_id = jti if jti is not None else hashlib.sha256(signed.encode()).hexdigest()
-        return ExternalIdentity(self.issuer, subject, user_name, token_id, issued_at, expires_at), kid
+        return issued_at, expires_at, subject, user_name
 
 
 def _b64url(value: object) -> bytes:

@@ -53,6 +53,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "default_allow_without_policies": (_flag, "true or false"),
     "allow_unsigned_payload": (_flag, "true or false"),
     "max_body": (_count(0, 1 << 34), "a size in bytes"),
+    "max_json_body": (_count(0, 1 << 34), "a size in bytes"),
     "max_skew": (_count(0, 86_400), "seconds 0-86400"),
     "upstream": (_text, "an http(s) URL"),
     "listen": (_text, "HOST:PORT"),
@@ -85,7 +86,8 @@ class Settings:
     pipeline: ``mode``, ``unmatched``, ``trusted_proxies`` (and ``forwarded_header``, the one header they
     write: ``x-forwarded-for`` or ``forwarded``), ``presets`` (default ``[modelarts]`` when no
     ``routes`` are given), ``routes``, ``strict_paths``, ``default_allow_without_policies``,
-    ``allow_unsigned_payload``, ``max_body``, ``max_skew``. IAM tokens: ``token_algorithm`` signs new tokens,
+    ``allow_unsigned_payload``, ``max_body``, ``max_skew``, ``max_json_body`` (the largest body the guard
+    parses to find a workspace or a body action: 413 beyond). IAM tokens: ``token_algorithm`` signs new tokens,
     ``token_algorithms`` are accepted (the token never chooses), ``token_issuers`` are external OIDC issuers
     trusted through their JWKS. The proxy: ``upstream``, ``listen``, ``audit_log``, ``assertion_ttl``;
     ``forward_credentials`` (send the caller's credentials upstream), ``drop_underscore_headers`` (header names
@@ -110,6 +112,7 @@ class Settings:
     default_allow_without_policies: bool = False
     allow_unsigned_payload: bool = True
     max_body: int = 12 * 1024 * 1024
+    max_json_body: int = 1024 * 1024
     max_skew: int = 15 * 60
     upstream: str | None = None
     listen: str = "127.0.0.1:8080"

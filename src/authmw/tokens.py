@@ -84,6 +84,9 @@ class ExternalVerifier(Protocol):
 
     def verify(self, token: str) -> ExternalIdentity: ...
 
+    def precheck(self, token: str) -> None:
+        """Refuse, before a request's body is read and without fetching keys, what :meth:`verify` would."""
+
 
 @dataclass(frozen=True, slots=True)
 class TrustedIssuer:

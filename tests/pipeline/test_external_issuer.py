@@ -7,11 +7,13 @@ from __future__ import annotations
 import base64
 import hmac
 import json
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -22,6 +24,7 @@ from authmw.proxy.server import keep_issuers
 from authmw.settings import Settings
 from oidc_issuer import AUDIENCE, ISS, KEYS, FakeClock, Issuer
 from pipeline.conftest import SETTINGS, Form, running
+from pipeline.test_slow_clients import status_of
 from pipeline.world import World
 
 GRACE = 120
@@ -195,3 +198,20 @@ def test_a_reload_keeps_the_key_sets_of_issuers_configured_as_before(issuer: Iss
     other = SimpleNamespace(issuers={t.issuer: t for t in trusted_issuers(changed)})
     keep_issuers(old, other, before, changed)  # type: ignore[arg-type]
     assert other.issuers[ISS] is not old.issuers[ISS]
+
+
+def test_a_forged_token_naming_the_issuer_is_refused_before_its_body(proxy: Form, world: World) -> None:
+    """Review finding 4: the precheck passed any token whose unverified ``iss`` named a configured issuer, so an
+    unauthenticated client made the proxy read and hold a 12 MiB body. Now it is refused from the head alone."""
+    forged = ".".join(
+        [_b64(json.dumps({"alg": "RS256", "kid": "x"}).encode()), _b64(json.dumps({"iss": ISS}).encode()), "AAAA"]
+    )
+    split = urlsplit(proxy.url)
+    head = (
+        f"POST /v2/{world.project}/training-jobs HTTP/1.1\r\nHost: {split.netloc}\r\nX-Auth-Token: {forged}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {12 * 1024 * 1024}\r\n\r\n"
+    )
+    with socket.create_connection((split.hostname or "", split.port or 80)) as sock:
+        sock.sendall(head.encode())  # and never a byte of the body
+        status, answer = status_of(sock, 10.0)
+    assert status == 401, answer
