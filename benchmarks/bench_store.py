@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from authmw.store import DEFAULT_DOMAIN, CachedIdentity, Keyring, Store, sqlstore
-from authmw.store.backends import open_database
+from authmw.store.database import open_database
 from authmw.store.sqlstore import access_key_context
 from authmw.store.transfer import FORMAT, export_store, import_store
 from bench_signing import (

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 
 from authmw.errors import ConfigurationError
-from authmw.store.backends import Database, open_database, table_exists
+from authmw.store.database import Database, open_database, table_exists
 from authmw.store.cached import CachedIdentity
 from authmw.store.secrets import DEFAULT_MASTER_KEY_FILE, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, Keyring
 from authmw.store.sqlstore import DEFAULT_DOMAIN, Store

@@ -32,7 +32,7 @@ from authmw.models import AccessKey
 from authmw.policy import Policy, PolicySet, parse_policy, system_policies
 from authmw.policy.builtin import system_policy_documents
 from authmw.store import keypairs, signingkeys
-from authmw.store.backends import Database, Tx, table_exists
+from authmw.store.database import Database, Tx, table_exists
 from authmw.store.records import (
     AccessKeyInfo,
     Agency,
@@ -87,7 +87,7 @@ def _compile(policies: tuple[tuple[str, str, str], ...]) -> PolicySet:
 
 
 class Store:
-    """An identity store on a :class:`~authmw.store.backends.Database`, secrets sealed under ``keyring``.
+    """An identity store on a :class:`~authmw.store.database.Database`, secrets sealed under ``keyring``.
 
     ``whitelist_limit`` caps the entries of one IP whitelist (5, as ModelArts allows for a notebook).
     """

@@ -24,7 +24,7 @@ from authmw.identity import DEFAULT_WORKSPACE_ID, AuthType, IpWhitelist, Whiteli
 from authmw.policy import parse_policy
 from authmw.policy.builtin import system_policy_documents
 from authmw.store import keypairs, signingkeys
-from authmw.store.backends import Tx
+from authmw.store.database import Tx
 from authmw.store.rules import (
     ACCESS_KEY,
     MAX_KEYS_PER_USER,
