@@ -60,6 +60,8 @@ class Administration(StoreBase):
     """Domains, projects, users, groups, access keys, policies, agencies, workspaces, key pairs, whitelists,
     and the token endpoint's password checks and revocations."""
 
+    # -- domains, projects, users, groups -----------------------------------------------------------------
+
     def create_domain(self, name: str) -> Domain:
         check_name("domain", name)
         with self.db.write() as tx:
@@ -184,6 +186,8 @@ class Administration(StoreBase):
                 raise ChangeRefused(f"user {user!r} is already in group {group!r}")
             tx.run("INSERT INTO group_members VALUES (?, ?)", (group_id, user_id))
 
+    # -- access keys --------------------------------------------------------------------------------------
+
     def create_access_key(
         self,
         user: str,
@@ -238,6 +242,8 @@ class Administration(StoreBase):
                 (user_id,),
             )
         return [AccessKeyInfo(r[0], user, r[1]) for r in rows]
+
+    # -- policies and agencies ----------------------------------------------------------------------------
 
     def create_policy(self, name: str, document: str | bytes, *, domain: str = DEFAULT_DOMAIN) -> PolicyInfo:
         """Validate ``document`` and store it as the domain's policy ``name``."""
@@ -332,6 +338,8 @@ class Administration(StoreBase):
             rows = attached(tx, [("agency", agency_id)])
         return [parse_policy(document, name=policy, wildcard_limits=False) for _id, policy, document in rows]
 
+    # -- workspaces ---------------------------------------------------------------------------------------
+
     def create_workspace(
         self,
         name: str,
@@ -371,6 +379,8 @@ class Administration(StoreBase):
             workspace = workspace_at(tx, names.workspace_id(tx, name_or_id, domain))
         assert workspace is not None
         return workspace
+
+    # -- key pairs and whitelists -------------------------------------------------------------------------
 
     def create_keypair(
         self, name: str, *, user: str, domain: str = DEFAULT_DOMAIN, key_type: str = "ed25519"
@@ -441,6 +451,8 @@ class Administration(StoreBase):
                     (scope.value, scope_id, json.dumps(list(whitelist.entries))),
                 )
         return whitelist
+
+    # -- IAM tokens (the token endpoint) ------------------------------------------------------------------
 
     def revoke_token(self, token_id: str, user_id: str, expires_at: int) -> None:
         """Record a revoked token until it would have expired (and forget those past their expiry)."""

@@ -72,7 +72,7 @@ class IdentityReads(StoreBase):
     def read_principal(self, user_id: str, compile_: Compiler = compile_policies) -> tuple[int, Principal | None]:
         """An enabled user with the policies of the user and its groups (None if unknown or disabled)."""
         with self.db.read() as tx:
-            revision = revision_at(tx)
+            revision = _revision_at(tx)
             row = tx.one(
                 "SELECT u.name, u.domain_id, d.name, u.password_changed_at FROM users u "
                 "JOIN domains d ON d.id = u.domain_id "
@@ -101,7 +101,7 @@ class IdentityReads(StoreBase):
     def read_agency(self, agency_id: str, compile_: Compiler = compile_policies) -> tuple[int, Principal | None]:
         """An agency as the principal its sessions act as: its domain and exactly its own policies."""
         with self.db.read() as tx:
-            revision = revision_at(tx)
+            revision = _revision_at(tx)
             row = tx.one(
                 "SELECT a.name, a.domain_id, d.name FROM agencies a JOIN domains d ON d.id = a.domain_id "
                 "WHERE a.id = ?",
@@ -119,25 +119,25 @@ class IdentityReads(StoreBase):
                 "SELECT u.id FROM users u JOIN domains d ON d.id = u.domain_id WHERE u.name = ? AND d.name = ?",
                 (name, domain),
             )
-            return revision_at(tx), None if row is None else str(row[0])
+            return _revision_at(tx), None if row is None else str(row[0])
 
     def read_project(self, project_id: str) -> tuple[int, Project | None]:
         with self.db.read() as tx:
-            revision = revision_at(tx)
+            revision = _revision_at(tx)
             row = tx.one("SELECT name, domain_id, region FROM projects WHERE id = ?", (project_id,))
         return revision, None if row is None else Project(project_id, row[0], row[1], row[2])
 
     def read_token_revoked(self, token_id: str) -> tuple[int, bool]:
         with self.db.read() as tx:
-            return revision_at(tx), tx.one("SELECT 1 FROM revoked_tokens WHERE jti = ?", (token_id,)) is not None
+            return _revision_at(tx), tx.one("SELECT 1 FROM revoked_tokens WHERE jti = ?", (token_id,)) is not None
 
     def read_workspace(self, workspace_id: str) -> tuple[int, Workspace | None]:
         with self.db.read() as tx:
-            return revision_at(tx), workspace_at(tx, workspace_id)
+            return _revision_at(tx), workspace_at(tx, workspace_id)
 
     def read_whitelist(self, scope: WhitelistScope, scope_id: str) -> tuple[int, IpWhitelist]:
         with self.db.read() as tx:
-            revision = revision_at(tx)
+            revision = _revision_at(tx)
             row = tx.one("SELECT entries FROM whitelists WHERE scope = ? AND scope_id = ?", (scope.value, scope_id))
         return revision, IpWhitelist() if row is None else IpWhitelist.parse(json.loads(row[0]))
 
@@ -162,7 +162,7 @@ _KEY_LOOKUP = (
 )
 
 
-def revision_at(tx: Tx) -> int:
+def _revision_at(tx: Tx) -> int:
     """The store revision of the snapshot ``tx`` reads."""
     row = tx.one(_REVISION)
     return int(row[0]) if row else 0
