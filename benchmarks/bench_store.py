@@ -49,9 +49,9 @@ from itertools import cycle, islice
 from pathlib import Path
 from typing import Any
 
-from authmw.store import DEFAULT_DOMAIN, CachedIdentity, Keyring, Store, sqlstore
-from authmw.store.backends import open_database
-from authmw.store.sqlstore import access_key_context
+from authmw.store import DEFAULT_DOMAIN, CachedIdentity, Keyring, Store, reads
+from authmw.store.database import open_database
+from authmw.store.keys import access_key_context, sealer
 from authmw.store.transfer import FORMAT, export_store, import_store
 from bench_signing import (
     Case,
@@ -138,7 +138,7 @@ def build_dataset(users: int, workdir: Path) -> Dataset:
             found = tx.one("SELECT id FROM domains WHERE name = ?", (DEFAULT_DOMAIN,))
             assert found is not None
             domain_id = found[0]
-            seal = source.sealer(tx)
+            seal = sealer(tx, source.keyring)
             tx.run_many(
                 "INSERT INTO users (id, domain_id, name, enabled, password_hash, password_changed_at, created_at) "
                 "VALUES (?, ?, ?, 1, NULL, NULL, ?)",
@@ -841,7 +841,7 @@ def breakdown_cases(store: Store, url: str, access_key: str, label: str) -> list
     transaction, and the floors run on a plain driver connection without the store around it.
     """
     db = store.db
-    statement = getattr(sqlstore, "_KEY_LOOKUP", None)
+    statement = getattr(reads, "_KEY_LOOKUP", None)
     with db.read() as tx:
         row = tx.one(KEY_QUERY, (access_key,))
     assert row is not None

@@ -374,7 +374,7 @@ class TokenService:
             self._domains = (revision, index)
         known = self._domains[1].get(domain)
         # The same queries whether or not the domain exists: the answer's timing must not tell.
-        user_id = self.store.read_user_id(domain if known is None else known.name, name)[1]
+        user_id = self.store.user_id(domain if known is None else known.name, name)
         if known is None:
             return _Subject(self.limiter.unknown_key(domain, name), {})
         if user_id is None:

@@ -14,7 +14,7 @@ import pytest
 
 from authmw.cli import main
 from authmw.store import Keyring, Store
-from authmw.store.backends import _redact, open_database
+from authmw.store.database import _redact, open_database
 
 
 @pytest.fixture

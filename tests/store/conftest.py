@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from authmw.store import Keyring, Store
-from authmw.store.backends import open_database
+from authmw.store.database import open_database
 from pgutil import pg_schema
 
 MASTER = bytes(range(32))

@@ -36,9 +36,9 @@ from authmw.identity import WhitelistScope
 from authmw.models import Request
 from authmw.signing import Verifier, sign_request
 from authmw.store import CachedIdentity, Keyring, Store
-from authmw.store.backends import open_database
+from authmw.store.database import open_database
+from authmw.store.keys import access_key_context, signing_key_context
 from authmw.store.secrets import SealError, hash_password, new_master_key, read_key_file, write_key_file
-from authmw.store.sqlstore import access_key_context, signing_key_context
 from authmw.store.transfer import export_store
 from pgutil import pg_schema
 

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from authmw.store import Keyring, Store
-from authmw.store.backends import open_database
+from authmw.store.database import open_database
 
 CHILD = """
 import sqlite3, sys

@@ -19,10 +19,10 @@ from authmw.identity import (
     can_access_workspace,
 )
 from authmw.store import Keyring, Store, open_store
-from authmw.store.backends import open_database
+from authmw.store.database import open_database
+from authmw.store.keys import access_key_context
 from authmw.store.schema import SCHEMA_VERSION
 from authmw.store.secrets import SealError, key_id_of, new_master_key, verify_password, write_key_file
-from authmw.store.sqlstore import access_key_context
 from pgutil import pg_schema
 
 MASTER = bytes(range(32))  # the master key of the ``keyring`` fixture

@@ -12,7 +12,7 @@ import pytest
 
 from authmw.errors import ChangeRefused
 from authmw.store import Keyring, Store
-from authmw.store.backends import open_database
+from authmw.store.database import open_database
 from authmw.store.secrets import PassphraseBox, SealError
 from authmw.store.transfer import _canonical, _Model, export_store, import_store
 

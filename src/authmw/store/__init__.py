@@ -11,10 +11,11 @@ import os
 from collections.abc import Mapping
 
 from authmw.errors import ConfigurationError
-from authmw.store.backends import Database, open_database, table_exists
+from authmw.store.admin import DEFAULT_DOMAIN
 from authmw.store.cached import CachedIdentity
+from authmw.store.database import Database, open_database, table_exists
+from authmw.store.facade import Store
 from authmw.store.secrets import DEFAULT_MASTER_KEY_FILE, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, Keyring
-from authmw.store.sqlstore import DEFAULT_DOMAIN, Store
 
 __all__ = ["DEFAULT_DOMAIN", "DEFAULT_STORE_URL", "STORE_ENV", "CachedIdentity", "Keyring", "Store", "open_store"]
 

@@ -19,9 +19,9 @@ from typing import Any
 
 from authmw.identity import IpWhitelist, Principal, Project, WhitelistScope, Workspace
 from authmw.models import AccessKey
-from authmw.policy import PolicySet, parse_policy
+from authmw.policy import PolicySet
+from authmw.store.reads import IdentityReads, compile_policies
 from authmw.store.rules import ACCESS_KEY as _ACCESS_KEY
-from authmw.store.sqlstore import Store
 
 __all__ = ["CachedIdentity"]
 
@@ -29,7 +29,7 @@ _MISSING: Any = object()
 
 
 class CachedIdentity:
-    """An :class:`~authmw.identity.IdentitySource` (and ``KeySource``) over a :class:`Store`.
+    """An :class:`~authmw.identity.IdentitySource` (and ``KeySource``) over a store's revisioned reads.
 
     ``max_entries`` bounds each cache (access keys, principals, workspaces, whitelists, compiled policy
     sets), least recently used first out; unknown access keys go to a separate cache of ``max_unknown``
@@ -39,7 +39,7 @@ class CachedIdentity:
 
     def __init__(
         self,
-        store: Store,
+        store: IdentityReads,
         *,
         refresh: float = 0.25,
         max_entries: int = 50_000,
@@ -169,9 +169,7 @@ class CachedIdentity:
         key = tuple(hashlib.sha256(f"{i}\0{n}\0{d}".encode()).hexdigest() for i, n, d in policies)
         found = self._policy_sets.get(key)
         if found is None:
-            found = PolicySet(
-                parse_policy(document, name=name, wildcard_limits=False) for _id, name, document in policies
-            )
+            found = compile_policies(policies)
             compiled.append((key, found))
         return found
 

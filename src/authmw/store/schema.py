@@ -1,4 +1,4 @@
-"""Versioned schema migrations, written in the SQL subset SQLite and PostgreSQL share.
+"""Versioned schema migrations, written in the SQL subset SQLite and PostgreSQL share, and the verbs applying them.
 
 Each migration runs in the transaction that records its version, so a failed migration leaves the previous
 schema intact. Never edit a released migration: append a new one.
@@ -6,7 +6,11 @@ schema intact. Never edit a released migration: append a new one.
 
 from __future__ import annotations
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+from authmw.errors import ChangeRefused
+from authmw.store.base import StoreBase
+from authmw.store.database import Tx, table_exists
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Schema"]
 
 _V1 = [
     "CREATE TABLE authmw_meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
@@ -73,3 +77,42 @@ _V2 = [
 #: Migrations in order; ``MIGRATIONS[i]`` brings the schema from version ``i`` to ``i + 1``.
 MIGRATIONS: list[list[str]] = [_V1, _V2]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class Schema(StoreBase):
+    """Reading and migrating the store's schema version."""
+
+    def schema_version(self) -> int:
+        """The applied schema version (0 for an empty database)."""
+        with self.db.read() as tx:
+            return self._version(tx)
+
+    def _version(self, tx: Tx) -> int:
+        if not table_exists(tx, self.db.dialect, "authmw_meta"):
+            return 0
+        row = tx.one("SELECT value FROM authmw_meta WHERE name = 'schema_version'")
+        return int(row[0]) if row else 1
+
+    def migrate(self) -> tuple[int, int]:
+        """Apply pending migrations, each in its own transaction; returns (from, to) versions."""
+        start = self.schema_version()
+        if start > SCHEMA_VERSION:
+            raise ChangeRefused(f"store schema {start} is newer than this authmw ({SCHEMA_VERSION}): upgrade authmw")
+        for version in range(start, SCHEMA_VERSION):
+            with self.db.write() as tx:
+                if self._version(tx) != version:  # another process migrated meanwhile
+                    continue
+                for statement in MIGRATIONS[version]:
+                    tx.run(statement)
+                tx.run("DELETE FROM authmw_meta WHERE name = 'schema_version'")
+                tx.run("INSERT INTO authmw_meta (name, value) VALUES ('schema_version', ?)", (version + 1,))
+        return start, SCHEMA_VERSION
+
+    def require_schema(self) -> None:
+        version = self.schema_version()
+        if version != SCHEMA_VERSION:
+            raise ChangeRefused(
+                f"store schema is at version {version}, this authmw needs {SCHEMA_VERSION}: run `authmw migrate`"
+                if version
+                else "store is not initialised: run `authmw init`"
+            )

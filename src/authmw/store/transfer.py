@@ -24,7 +24,10 @@ from authmw.identity import DEFAULT_WORKSPACE_ID, AuthType, IpWhitelist, Whiteli
 from authmw.policy import parse_policy
 from authmw.policy.builtin import system_policy_documents
 from authmw.store import keypairs, signingkeys
-from authmw.store.backends import Tx
+from authmw.store.admin import ensure_system_policies, system_policy_id
+from authmw.store.database import Tx
+from authmw.store.facade import Store
+from authmw.store.keys import access_key_context, sealer, signing_key_context
 from authmw.store.rules import (
     ACCESS_KEY,
     MAX_KEYS_PER_USER,
@@ -38,13 +41,6 @@ from authmw.store.rules import (
     check_workspace_name,
 )
 from authmw.store.secrets import PassphraseBox, SealError, check_password_hash
-from authmw.store.sqlstore import (
-    Store,
-    access_key_context,
-    ensure_system_policies,
-    signing_key_context,
-    system_policy_id,
-)
 
 __all__ = ["FORMAT", "export_store", "import_store"]
 
@@ -180,7 +176,7 @@ def import_store(
     with store.db.write() as tx:
         if not replace:
             _require_pristine(tx)
-        seal = store.sealer(tx)
+        seal = sealer(tx, store.keyring)
         for section, _table, _columns, secret, _order in _TABLES:
             if secret is not None and section != "users":
                 for row in rows[section]:

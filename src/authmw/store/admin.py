@@ -1,0 +1,478 @@
+"""The administration verbs (the CLI's and the tests'): every change is one write transaction.
+
+Names given to the verbs are resolved inside a domain (``default`` unless said otherwise). Every change runs in
+one write transaction that first bumps the store revision, so either all of it is applied or none, writers
+never interleave, and caches in every process sharing the database see that something changed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Iterable
+
+from authmw.errors import ChangeRefused, InvalidPolicy, NotFound
+from authmw.identity import AuthType, IpWhitelist, WhitelistScope, Workspace
+from authmw.policy import Policy, parse_policy, system_policies
+from authmw.policy.builtin import system_policy_documents
+from authmw.store import keypairs, names
+from authmw.store.base import StoreBase, new_id
+from authmw.store.database import Tx
+from authmw.store.keys import access_key_context, sealer
+from authmw.store.reads import attached, workspace_at
+from authmw.store.records import (
+    AccessKeyInfo,
+    Agency,
+    Domain,
+    Group,
+    KeyPair,
+    NewAccessKey,
+    NewKeyPair,
+    PolicyInfo,
+    Project,
+    User,
+    WorkspaceInfo,
+)
+from authmw.store.rules import (
+    ACCESS_KEY,
+    ALPHANUM,
+    MAX_KEYS_PER_USER,
+    MAX_SESSION,
+    MIN_SESSION,
+    POLICY_NAME,
+    ROUTE,
+    SECRET,
+    SECRET_ALPHABET,
+    check,
+    check_name,
+    check_password,
+    check_workspace_name,
+)
+from authmw.store.secrets import hash_password, verify_password
+
+__all__ = ["DEFAULT_DOMAIN", "Administration", "ensure_system_policies", "system_policy_id"]
+
+DEFAULT_DOMAIN = "default"
+
+
+class Administration(StoreBase):
+    """Domains, projects, users, groups, access keys, policies, agencies, workspaces, key pairs, whitelists,
+    and the token endpoint's password checks and revocations."""
+
+    # -- domains, projects, users, groups -----------------------------------------------------------------
+
+    def create_domain(self, name: str) -> Domain:
+        check_name("domain", name)
+        with self.db.write() as tx:
+            if tx.one("SELECT 1 FROM domains WHERE name = ?", (name,)):
+                raise ChangeRefused(f"domain {name!r} already exists")
+            domain = Domain(new_id(), name)
+            tx.run("INSERT INTO domains VALUES (?, ?, ?)", (domain.id, name, self._now()))
+        return domain
+
+    def list_domains(self) -> list[Domain]:
+        with self.db.read() as tx:
+            return [Domain(r[0], r[1]) for r in tx.rows("SELECT id, name FROM domains ORDER BY name")]
+
+    def create_project(self, name: str, *, domain: str = DEFAULT_DOMAIN, region: str | None = None) -> Project:
+        check_name("project", name)
+        region = check_name("region", region or name.partition("_")[0])
+        with self.db.write() as tx:
+            domain_id = names.domain_id(tx, domain)
+            if tx.one("SELECT 1 FROM projects WHERE domain_id = ? AND name = ?", (domain_id, name)):
+                raise ChangeRefused(f"project {name!r} already exists in domain {domain!r}")
+            project = Project(new_id(), name, domain_id, region)
+            tx.run("INSERT INTO projects VALUES (?, ?, ?, ?, ?)", (project.id, domain_id, name, region, self._now()))
+        return project
+
+    def find_project(self, name_or_id: str, *, domain: str = DEFAULT_DOMAIN) -> Project:
+        """A project of ``domain`` by id or by name."""
+        with self.db.read() as tx:
+            row = tx.one(
+                "SELECT p.id, p.name, p.domain_id, p.region FROM projects p JOIN domains d ON d.id = p.domain_id "
+                "WHERE (p.id = ? OR p.name = ?) AND d.name = ? ORDER BY p.id = ? DESC LIMIT 1",
+                (name_or_id, name_or_id, domain, name_or_id),
+            )
+        if row is None:
+            raise NotFound(f"no project {name_or_id!r} in domain {domain!r}")
+        return Project(row[0], row[1], row[2], row[3])
+
+    def create_user(self, name: str, *, domain: str = DEFAULT_DOMAIN, password: str | None = None) -> User:
+        check_name("user", name)
+        hashed = None if password is None else hash_password(check_password(password))
+        with self.db.write() as tx:
+            domain_id = names.domain_id(tx, domain)
+            if tx.one("SELECT 1 FROM users WHERE domain_id = ? AND name = ?", (domain_id, name)):
+                raise ChangeRefused(f"user {name!r} already exists in domain {domain!r}")
+            user = User(new_id(), name, domain_id, True)
+            now = self._now()
+            tx.run(
+                "INSERT INTO users VALUES (?, ?, ?, 1, ?, ?, ?)",
+                (user.id, domain_id, name, hashed, None if hashed is None else now, now),
+            )
+        return user
+
+    def set_user_enabled(self, name: str, enabled: bool, *, domain: str = DEFAULT_DOMAIN) -> User:
+        with self.db.write() as tx:
+            user_id = names.user_id(tx, name, domain)
+            tx.run("UPDATE users SET enabled = ? WHERE id = ?", (int(enabled), user_id))
+            domain_id = names.domain_id(tx, domain)
+        return User(user_id, name, domain_id, enabled)
+
+    def set_password(self, name: str, password: str, *, domain: str = DEFAULT_DOMAIN) -> None:
+        hashed = hash_password(check_password(password))
+        with self.db.write() as tx:
+            user_id = names.user_id(tx, name, domain)
+            tx.run(
+                "UPDATE users SET password_hash = ?, password_changed_at = ? WHERE id = ?",
+                (hashed, self._now(), user_id),
+            )
+
+    def check_password(self, name: str, password: str, *, domain: str) -> tuple[User, str] | None:
+        """The enabled user ``name`` of ``domain`` (a name or an id) and its domain's name if ``password`` is
+        theirs, else None.
+
+        Costs one scrypt whatever the outcome (unknown user, disabled, no password), so the answer's timing
+        does not tell which; callers must limit attempts before calling (it is a CPU-heavy check).
+        """
+        with self.db.read() as tx:
+            row = tx.one(
+                "SELECT u.id, u.name, u.domain_id, u.enabled, u.password_hash, d.name FROM users u "
+                "JOIN domains d ON d.id = u.domain_id WHERE u.name = ? AND (d.name = ? OR d.id = ?)",
+                (name, domain, domain),
+            )
+        matches = verify_password(password, None if row is None else row[4])
+        if row is None or not matches or not row[3]:
+            return None
+        return User(row[0], row[1], row[2], True), str(row[5])
+
+    def list_users(self, *, domain: str | None = None) -> list[User]:
+        sql = "SELECT u.id, u.name, u.domain_id, u.enabled FROM users u JOIN domains d ON d.id = u.domain_id"
+        with self.db.read() as tx:
+            if domain is None:
+                rows = tx.rows(sql + " ORDER BY d.name, u.name")
+            else:
+                names.domain_id(tx, domain)
+                rows = tx.rows(sql + " WHERE d.name = ? ORDER BY u.name", (domain,))
+        return [User(r[0], r[1], r[2], bool(r[3])) for r in rows]
+
+    def find_user(self, name: str, *, domain: str = DEFAULT_DOMAIN) -> User:
+        with self.db.read() as tx:
+            row = tx.one(
+                "SELECT u.id, u.domain_id, u.enabled FROM users u JOIN domains d ON d.id = u.domain_id "
+                "WHERE u.name = ? AND d.name = ?",
+                (name, domain),
+            )
+        if row is None:
+            raise NotFound(f"no user {name!r} in domain {domain!r}")
+        return User(row[0], name, row[1], bool(row[2]))
+
+    def create_group(self, name: str, *, domain: str = DEFAULT_DOMAIN) -> Group:
+        check_name("group", name)
+        with self.db.write() as tx:
+            domain_id = names.domain_id(tx, domain)
+            if tx.one("SELECT 1 FROM groups_ WHERE domain_id = ? AND name = ?", (domain_id, name)):
+                raise ChangeRefused(f"group {name!r} already exists in domain {domain!r}")
+            group = Group(new_id(), name, domain_id)
+            tx.run("INSERT INTO groups_ VALUES (?, ?, ?, ?)", (group.id, domain_id, name, self._now()))
+        return group
+
+    def add_user_to_group(self, group: str, user: str, *, domain: str = DEFAULT_DOMAIN) -> None:
+        with self.db.write() as tx:
+            group_id = names.group_id(tx, group, domain)
+            user_id = names.user_id(tx, user, domain)
+            if tx.one("SELECT 1 FROM group_members WHERE group_id = ? AND user_id = ?", (group_id, user_id)):
+                raise ChangeRefused(f"user {user!r} is already in group {group!r}")
+            tx.run("INSERT INTO group_members VALUES (?, ?)", (group_id, user_id))
+
+    # -- access keys --------------------------------------------------------------------------------------
+
+    def create_access_key(
+        self,
+        user: str,
+        *,
+        domain: str = DEFAULT_DOMAIN,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+    ) -> NewAccessKey:
+        """A new active key (at most two per user); the returned secret is never shown again."""
+        if (access_key is None) != (secret_key is None):
+            raise ChangeRefused("give both an access key and a secret key, or neither")
+        if access_key is None or secret_key is None:
+            access_key = "".join(secrets.choice(ALPHANUM) for _ in range(20))
+            secret_key = "".join(secrets.choice(SECRET_ALPHABET) for _ in range(40))
+        else:
+            check(ACCESS_KEY, "access key", access_key, "8-128 letters and digits")
+            if not SECRET.fullmatch(secret_key):
+                raise ChangeRefused("invalid secret key: 16-256 printable ASCII characters, no spaces")
+        with self.db.write() as tx:
+            user_id = names.user_id(tx, user, domain)
+            sealed = sealer(tx, self.keyring)(secret_key.encode(), access_key_context(access_key, user_id))
+            count = tx.one("SELECT COUNT(*) FROM access_keys WHERE user_id = ?", (user_id,))
+            if count and int(count[0]) >= MAX_KEYS_PER_USER:
+                raise ChangeRefused(f"user {user!r} already has {MAX_KEYS_PER_USER} access keys: delete one first")
+            if tx.one("SELECT 1 FROM access_keys WHERE access_key = ?", (access_key,)):
+                raise ChangeRefused("that access key already exists")
+            tx.run("INSERT INTO access_keys VALUES (?, ?, ?, 'active', ?)", (access_key, user_id, sealed, self._now()))
+        return NewAccessKey(access_key, secret_key, user, "active")
+
+    def set_access_key_status(self, access_key: str, active: bool) -> AccessKeyInfo:
+        status = "active" if active else "inactive"
+        with self.db.write() as tx:
+            row = tx.one(
+                "SELECT u.name FROM access_keys k JOIN users u ON u.id = k.user_id WHERE k.access_key = ?",
+                (access_key,),
+            )
+            if row is None:
+                raise NotFound(f"no access key {access_key!r}")
+            tx.run("UPDATE access_keys SET status = ? WHERE access_key = ?", (status, access_key))
+        return AccessKeyInfo(access_key, row[0], status)
+
+    def delete_access_key(self, access_key: str) -> None:
+        with self.db.write() as tx:
+            if not tx.run("DELETE FROM access_keys WHERE access_key = ?", (access_key,)):
+                raise NotFound(f"no access key {access_key!r}")
+
+    def list_access_keys(self, user: str, *, domain: str = DEFAULT_DOMAIN) -> list[AccessKeyInfo]:
+        with self.db.read() as tx:
+            user_id = names.user_id(tx, user, domain)
+            rows = tx.rows(
+                "SELECT access_key, status FROM access_keys WHERE user_id = ? ORDER BY created_at, access_key",
+                (user_id,),
+            )
+        return [AccessKeyInfo(r[0], user, r[1]) for r in rows]
+
+    # -- policies and agencies ----------------------------------------------------------------------------
+
+    def create_policy(self, name: str, document: str | bytes, *, domain: str = DEFAULT_DOMAIN) -> PolicyInfo:
+        """Validate ``document`` and store it as the domain's policy ``name``."""
+        check(POLICY_NAME, "policy name", name, "1-64 of letters, digits, spaces, _ . @ -")
+        try:
+            policy = parse_policy(document, name=name)
+        except InvalidPolicy as exc:
+            raise ChangeRefused(f"invalid policy {name!r}: " + "; ".join(exc.problems)) from None
+        if name in system_policies():
+            raise ChangeRefused(f"{name!r} is the name of a system policy")
+        del policy
+        text = json.dumps(json.loads(document) if isinstance(document, str | bytes) else document)
+        with self.db.write() as tx:
+            domain_id = names.domain_id(tx, domain)
+            if tx.one("SELECT 1 FROM policies WHERE domain_id = ? AND name = ?", (domain_id, name)):
+                raise ChangeRefused(f"policy {name!r} already exists in domain {domain!r}")
+            info = PolicyInfo(new_id(), name, domain_id)
+            tx.run("INSERT INTO policies VALUES (?, ?, ?, ?, ?)", (info.id, domain_id, name, text, self._now()))
+        return info
+
+    def attach_policy(
+        self,
+        name: str,
+        *,
+        group: str | None = None,
+        user: str | None = None,
+        agency: str | None = None,
+        domain: str = DEFAULT_DOMAIN,
+    ) -> None:
+        """Attach the domain's (or a system) policy to exactly one group, user or agency."""
+        targets = [(kind, value) for kind, value in (("group", group), ("user", user), ("agency", agency)) if value]
+        if len(targets) != 1:
+            raise ChangeRefused("attach a policy to exactly one of a group, a user or an agency")
+        kind, target = targets[0]
+        with self.db.write() as tx:
+            domain_id = names.domain_id(tx, domain)
+            policy_id = names.policy_id(tx, name, domain_id)
+            resolve = {"group": names.group_id, "user": names.user_id, "agency": names.agency_id}[kind]
+            principal_id = resolve(tx, target, domain)
+            key = (policy_id, kind, principal_id)
+            if tx.one("SELECT 1 FROM attachments WHERE policy_id = ? AND principal_type = ? AND principal_id = ?", key):
+                raise ChangeRefused(f"policy {name!r} is already attached to {kind} {target!r}")
+            tx.run("INSERT INTO attachments VALUES (?, ?, ?)", key)
+
+    def create_agency(
+        self,
+        name: str,
+        *,
+        trust: str,
+        domain: str = DEFAULT_DOMAIN,
+        policies: Iterable[str] = (),
+        max_duration: int = MAX_SESSION,
+    ) -> Agency:
+        """An agency of ``domain`` that the domain ``trust`` (e.g. ``op_svc_modelarts``) may assume."""
+        check_name("agency", name)
+        check_name("trusted domain", trust)
+        if not MIN_SESSION <= max_duration <= MAX_SESSION:
+            raise ChangeRefused(f"--max-duration must be {MIN_SESSION}-{MAX_SESSION} seconds")
+        policy_names = tuple(dict.fromkeys(policies))
+        with self.db.write() as tx:
+            domain_id = names.domain_id(tx, domain)
+            if tx.one("SELECT 1 FROM agencies WHERE domain_id = ? AND name = ?", (domain_id, name)):
+                raise ChangeRefused(f"agency {name!r} already exists in domain {domain!r}")
+            agency = Agency(new_id(), name, domain_id, trust, max_duration, policy_names)
+            tx.run(
+                "INSERT INTO agencies VALUES (?, ?, ?, ?, ?, ?)",
+                (agency.id, domain_id, name, trust, max_duration, self._now()),
+            )
+            for policy in policy_names:
+                tx.run(
+                    "INSERT INTO attachments VALUES (?, 'agency', ?)",
+                    (names.policy_id(tx, policy, domain_id), agency.id),
+                )
+        return agency
+
+    def find_agency(self, name: str, *, domain: str) -> tuple[Agency, str]:
+        """An agency by name in the domain named (or with the id) ``domain``, and that domain's name."""
+        with self.db.read() as tx:
+            row = tx.one(
+                "SELECT a.id, a.domain_id, a.trust_domain, a.max_duration, d.name FROM agencies a "
+                "JOIN domains d ON d.id = a.domain_id WHERE a.name = ? AND (d.name = ? OR d.id = ?)",
+                (name, domain, domain),
+            )
+        if row is None:
+            raise NotFound(f"no agency {name!r} in domain {domain!r}")
+        return Agency(row[0], name, row[1], row[2], int(row[3])), str(row[4])
+
+    def agency_policies(self, name: str, *, domain: str) -> list[Policy]:
+        """The policies attached to an agency (temporary credentials act with exactly these)."""
+        with self.db.read() as tx:
+            agency_id = names.agency_id(tx, name, domain)
+            rows = attached(tx, [("agency", agency_id)])
+        return [parse_policy(document, name=policy, wildcard_limits=False) for _id, policy, document in rows]
+
+    # -- workspaces ---------------------------------------------------------------------------------------
+
+    def create_workspace(
+        self,
+        name: str,
+        *,
+        domain: str = DEFAULT_DOMAIN,
+        auth_type: str = "PUBLIC",
+        owner: str | None = None,
+        grant_users: Iterable[str] = (),
+        grant_groups: Iterable[str] = (),
+    ) -> WorkspaceInfo:
+        check_workspace_name(name)
+        try:
+            kind = AuthType(auth_type.upper())
+        except ValueError:
+            raise ChangeRefused("--auth-type must be PUBLIC, PRIVATE or INTERNAL") from None
+        users, groups = tuple(dict.fromkeys(grant_users)), tuple(dict.fromkeys(grant_groups))
+        if (users or groups) and kind is not AuthType.INTERNAL:
+            raise ChangeRefused("grants apply to INTERNAL workspaces only")
+        with self.db.write() as tx:
+            domain_id = names.domain_id(tx, domain)
+            if tx.one("SELECT 1 FROM workspaces WHERE domain_id = ? AND name = ?", (domain_id, name)):
+                raise ChangeRefused(f"workspace {name!r} already exists in domain {domain!r}")
+            owner_id = None if owner is None else names.user_id(tx, owner, domain)
+            info = WorkspaceInfo(new_id(), name, kind.value, domain_id, owner, users + groups)
+            tx.run(
+                "INSERT INTO workspaces VALUES (?, ?, ?, ?, ?, ?)",
+                (info.id, domain_id, name, kind.value, owner_id, self._now()),
+            )
+            grants = [("user", names.user_id(tx, u, domain)) for u in users]
+            grants += [("group", names.group_id(tx, g, domain)) for g in groups]
+            tx.run_many("INSERT INTO workspace_grants VALUES (?, ?, ?)", [(info.id, k, i) for k, i in grants])
+        return info
+
+    def find_workspace(self, name_or_id: str, *, domain: str = DEFAULT_DOMAIN) -> Workspace:
+        """A workspace by id, or by name within ``domain`` (``default`` names workspace ``"0"``)."""
+        with self.db.read() as tx:
+            workspace = workspace_at(tx, names.workspace_id(tx, name_or_id, domain))
+        assert workspace is not None
+        return workspace
+
+    # -- key pairs and whitelists -------------------------------------------------------------------------
+
+    def create_keypair(
+        self, name: str, *, user: str, domain: str = DEFAULT_DOMAIN, key_type: str = "ed25519"
+    ) -> NewKeyPair:
+        """Generate a key pair; only the public key is stored, the private key is returned once."""
+        check_name("key pair", name)
+        if key_type not in keypairs.KEY_TYPES:
+            raise ChangeRefused(f"--type must be one of {', '.join(keypairs.KEY_TYPES)}")
+        public, private = keypairs.generate(key_type)
+        pair = self._add_keypair(name, user, domain, public, key_type)
+        return NewKeyPair(**pair.to_dict(), private_key=private)
+
+    def import_keypair(self, name: str, *, user: str, public_key: str, domain: str = DEFAULT_DOMAIN) -> KeyPair:
+        check_name("key pair", name)
+        try:
+            line, key_type = keypairs.parse_public_key(public_key)
+        except ValueError as exc:
+            raise ChangeRefused(str(exc)) from None
+        return self._add_keypair(name, user, domain, line, key_type)
+
+    def _add_keypair(self, name: str, user: str, domain: str, public: str, key_type: str) -> KeyPair:
+        pair = KeyPair(name, user, key_type, keypairs.fingerprint(public), public)
+        with self.db.write() as tx:
+            user_id = names.user_id(tx, user, domain)
+            if tx.one("SELECT 1 FROM keypairs WHERE user_id = ? AND name = ?", (user_id, name)):
+                raise ChangeRefused(f"user {user!r} already has a key pair {name!r}")
+            tx.run(
+                "INSERT INTO keypairs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (new_id(), user_id, name, key_type, public, pair.fingerprint, self._now()),
+            )
+        return pair
+
+    def keypairs(self, user: str, *, domain: str = DEFAULT_DOMAIN) -> list[KeyPair]:
+        with self.db.read() as tx:
+            user_id = names.user_id(tx, user, domain)
+            rows = tx.rows(
+                "SELECT name, key_type, fingerprint, public_key FROM keypairs WHERE user_id = ? ORDER BY name",
+                (user_id,),
+            )
+        return [KeyPair(r[0], user, r[1], r[2], r[3]) for r in rows]
+
+    def authorized_keys(self, user: str, *, domain: str = DEFAULT_DOMAIN) -> str:
+        """An ``authorized_keys`` file of the user's public keys (comment: ``authmw:<user>/<key pair>``)."""
+        return "".join(f"{p.public_key} authmw:{user}/{p.name}\n" for p in self.keypairs(user, domain=domain))
+
+    def set_whitelist(
+        self, scope: WhitelistScope | str, name: str, entries: Iterable[str], *, domain: str = DEFAULT_DOMAIN
+    ) -> IpWhitelist:
+        """Replace the whitelist of a user, workspace or route; no entries allows every address."""
+        scope = WhitelistScope(scope)
+        try:
+            whitelist = IpWhitelist.parse(dict.fromkeys(entries))
+        except ValueError as exc:
+            raise ChangeRefused(str(exc)) from None
+        if len(whitelist.networks) > self.whitelist_limit:
+            raise ChangeRefused(f"a whitelist holds at most {self.whitelist_limit} entries")
+        with self.db.write() as tx:
+            if scope is WhitelistScope.USER:
+                scope_id = names.user_id(tx, name, domain)
+            elif scope is WhitelistScope.WORKSPACE:
+                scope_id = names.workspace_id(tx, name, domain)
+            else:
+                scope_id = check(ROUTE, "route", name, "an action or 'METHOD /path/template'")
+            tx.run("DELETE FROM whitelists WHERE scope = ? AND scope_id = ?", (scope.value, scope_id))
+            if whitelist.networks:
+                tx.run(
+                    "INSERT INTO whitelists VALUES (?, ?, ?)",
+                    (scope.value, scope_id, json.dumps(list(whitelist.entries))),
+                )
+        return whitelist
+
+    # -- IAM tokens (the token endpoint) ------------------------------------------------------------------
+
+    def revoke_token(self, token_id: str, user_id: str, expires_at: int) -> None:
+        """Record a revoked token until it would have expired (and forget those past their expiry)."""
+        with self.db.write() as tx:
+            tx.run("DELETE FROM revoked_tokens WHERE expires_at < ?", (self._now(),))
+            tx.run(
+                "INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES (?, ?, ?) ON CONFLICT (jti) DO NOTHING",
+                (token_id, user_id, expires_at),
+            )
+
+
+def ensure_system_policies(tx: Tx, now: int) -> None:
+    """The shipped system policies, under their fixed ids (attachments refer to them in every store)."""
+    for name, document in system_policy_documents().items():
+        if tx.one("SELECT 1 FROM policies WHERE id = ?", (system_policy_id(name),)) is None:
+            tx.run(
+                "INSERT INTO policies VALUES (?, NULL, ?, ?, ?)",
+                (system_policy_id(name), name, json.dumps(document), now),
+            )
+
+
+def system_policy_id(name: str) -> str:
+    return "system-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
