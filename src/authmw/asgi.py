@@ -142,31 +142,35 @@ async def admit(
     request, None otherwise (refused, or the client left). The caller gives an admitted body's length back to
     ``budget`` once it is done with it."""
     body = b""
-    error: AuthmwError | None = None
+    admitted = False
     try:
-        if scope["type"] == "http":
-            announced = _may_have_body(scope)
-            if announced:  # only then is there anything to save: a bodiless request goes straight on
-                guard.precheck(request_from_scope(scope, b""))
-            # Without a body the server has the whole request already: no deadline to keep (and no timer to arm).
-            timeout = body_timeout if announced else None
-            read = await read_body(scope, receive, guard.max_body, timeout=timeout, budget=budget)
-            if read is None:  # the client left before its body was complete: nobody to answer
-                return None
-            body = read
-        context = guard.check(request_from_scope(scope, body))
-    except AuthmwError as exc:
-        peer = scope.get("client")
-        context, error = exc.context or bare_context(peer[0] if peer else None), exc
-    log_decision(context, error, scope.get("method", "GET"), scope.get("path", ""))
-    if observe is not None:
-        observe(context, error)
-    if error is not None:
-        if budget is not None:
+        error: AuthmwError | None = None
+        try:
+            if scope["type"] == "http":
+                announced = _may_have_body(scope)
+                if announced:  # only then is there anything to save: a bodiless request goes straight on
+                    guard.precheck(request_from_scope(scope, b""))
+                # Without a body the server has the whole request already: no deadline to keep (and no timer).
+                timeout = body_timeout if announced else None
+                read = await read_body(scope, receive, guard.max_body, timeout=timeout, budget=budget)
+                if read is None:  # the client left before its body was complete: nobody to answer
+                    return None
+                body = read
+            context = guard.check(request_from_scope(scope, body))
+        except AuthmwError as exc:
+            peer = scope.get("client")
+            context, error = exc.context or bare_context(peer[0] if peer else None), exc
+        log_decision(context, error, scope.get("method", "GET"), scope.get("path", ""))
+        if observe is not None:
+            observe(context, error)
+        if error is not None:
+            await send_error(scope, send, error, context.request_id)
+            return None
+        admitted = True
+        return context, body
+    finally:  # whatever went wrong (not only a refusal: a bug, a store driver's own error), the body goes back
+        if not admitted and budget is not None:
             budget.give(len(body))
-        await send_error(scope, send, error, context.request_id)
-        return None
-    return context, body
 
 
 class AuthMiddleware:

@@ -64,28 +64,27 @@ class AuthMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         taken = 0
-        try:
-            if environ.get("CONTENT_LENGTH", "") not in ("", "0") or environ.get("wsgi.input_terminated"):
-                self.guard.precheck(request_from_environ(environ, b""))  # refused before its body is read
-            body = self._read_body(environ)
-            taken = len(body)
-            request = request_from_environ(environ, body)
-            context = self.guard.check(request)
-        except AuthmwError as exc:
-            self.body_budget.give(taken)
-            context = exc.context or bare_context(environ.get("REMOTE_ADDR"))
-            log_decision(context, exc, environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", ""))
-            status, headers, payload = render(exc, context.request_id)
-            start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
-            return [payload]
-        log_decision(context, None, request.method, request.path)
-        for key in [k for k in environ if k.startswith("HTTP_X_AUTHMW_")]:
-            del environ[key]  # identity comes from environ["authmw"] only, never from a header posing as authmw's
-        environ["authmw"] = context
-        environ["authmw.guard"] = self.guard
-        environ["wsgi.input"] = io.BytesIO(body)
-        environ["CONTENT_LENGTH"] = str(len(body))
-        try:
+        try:  # every path gives the body's bytes back: a refusal, any other exception, the app's return
+            try:
+                if environ.get("CONTENT_LENGTH", "") not in ("", "0") or environ.get("wsgi.input_terminated"):
+                    self.guard.precheck(request_from_environ(environ, b""))  # refused before its body is read
+                body = self._read_body(environ)
+                taken = len(body)
+                request = request_from_environ(environ, body)
+                context = self.guard.check(request)
+            except AuthmwError as exc:
+                context = exc.context or bare_context(environ.get("REMOTE_ADDR"))
+                log_decision(context, exc, environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", ""))
+                status, headers, payload = render(exc, context.request_id)
+                start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
+                return [payload]
+            log_decision(context, None, request.method, request.path)
+            for key in [k for k in environ if k.startswith("HTTP_X_AUTHMW_")]:
+                del environ[key]  # identity comes from environ["authmw"] only, never from a header posing as authmw's
+            environ["authmw"] = context
+            environ["authmw.guard"] = self.guard
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
             return self.app(environ, start_response)
         finally:  # the app has the body now (a streamed response holds only what it reads into memory itself)
             self.body_budget.give(taken)
