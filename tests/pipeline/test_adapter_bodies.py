@@ -8,9 +8,12 @@ that the guard can be wrapped (a check that fails or is slow) and the budget rea
 from __future__ import annotations
 
 import contextlib
+import socket
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -22,6 +25,7 @@ from authmw.proxy import build_app
 from authmw.signing import sign_request
 from pipeline.conftest import SETTINGS
 from pipeline.test_bad_input import JOBS
+from pipeline.test_slow_clients import head_of
 from pipeline.world import World, echo_asgi, echo_wsgi
 from servers import serve_asgi, serve_wsgi
 
@@ -88,3 +92,49 @@ def test_the_body_budget_comes_back_when_the_check_raises_something_else(world: 
         for _ in range(3):
             assert post(world, url, b'{"kind": "job", "pad": "' + b"x" * 100_000 + b'"}').status_code == 500
         assert budget.used == 0
+
+
+# -- review finding 5: under WSGI the budget was taken for the declared length before any byte arrived ----------
+
+
+def test_wsgi_takes_the_budget_as_the_bytes_arrive(world: World) -> None:
+    """5 clients with a known access key id announce 12 MiB and send 1 byte: the old WSGI middleware took 60 MiB
+    of a 64 MiB budget at once and refused the next body with 503; now they hold only what they sent."""
+    guard = build_guard(SETTINGS, store=world.store)
+    middleware = wsgi.AuthMiddleware(echo_wsgi, guard=guard, body_budget=asgi.BodyBudget(64 * MIB))
+    with serve_wsgi(middleware) as url:
+        split = urlsplit(url)
+        path = JOBS.replace("{p}", world.project)
+        sockets = [socket.create_connection((split.hostname or "", split.port or 80)) for _ in range(5)]
+        try:
+            for sock in sockets:
+                sock.sendall(head_of(split.netloc, world.scientist, 12 * MIB, path) + b"x")
+            time.sleep(0.5)  # every server thread is now reading its body
+            assert middleware.body_budget.used <= 5
+            reply = post(world, url, b'{"kind": "job", "pad": "' + b"x" * (5 * MIB) + b'"}')
+            assert reply.status_code == 200, reply.text[:300]
+        finally:
+            for sock in sockets:
+                sock.close()
+        deadline = time.monotonic() + 5
+        while middleware.body_budget.used and time.monotonic() < deadline:  # the readers see the clients leave
+            time.sleep(0.05)
+    assert middleware.body_budget.used == 0
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_wsgi_bodies_arrive_whole_and_over_long_ones_get_413(world: World, chunked: bool) -> None:
+    guard = build_guard(SETTINGS, store=world.store)
+    middleware = wsgi.AuthMiddleware(echo_wsgi, guard=guard)
+    body = b'{"kind": "job", "pad": "' + b"x" * (3 * 64 * 1024 + 17) + b'"}'
+    with serve_wsgi(middleware) as url:
+        signed = sign_request("POST", url + JOBS.replace("{p}", world.project), {"Content-Type": "application/json"},
+                              body, access_key=world.scientist.access, secret_key=world.scientist.secret)  # fmt: skip
+        content: Any = iter([body[:100_000], body[100_000:]]) if chunked else body
+        reply = httpx.post(signed.url, headers=signed.headers, content=content, timeout=30)
+        assert reply.status_code == 200, reply.text[:300]
+        assert reply.json()["body_length"] == len(body)
+        big = iter([b"x" * MIB] * 13) if chunked else b"x" * (12 * MIB + 1)
+        too_big = httpx.post(signed.url, headers=signed.headers, content=big, timeout=30)
+        assert too_big.status_code == 413
+    assert middleware.body_budget.used == 0
