@@ -231,3 +231,40 @@ def test_only_the_configured_forwarding_header_reaches_the_upstream(world: World
     else:
         assert "forwarded" not in seen, seen
         assert seen["x-forwarded-for"] == "7.7.7.7, 127.0.0.1"
+
+
+# -- review finding 6: the caller's address, proto and host headers never reach the upstream ---------------------
+
+
+def test_the_callers_address_proto_and_host_headers_are_replaced_by_the_proxys(world: World) -> None:
+    """The upstream got the client's ``X-Real-IP``, ``True-Client-IP`` and ``X-Client-IP``, and the client's
+    ``X-Forwarded-Proto``/``X-Forwarded-Host`` ahead of the proxy's (a framework taking the first value believed
+    them); now only the proxy's own values arrive."""
+    spoofed = [
+        ("X-Real-IP", "6.6.6.6"),
+        ("True-Client-IP", "6.6.6.6"),
+        ("X-Client-IP", "6.6.6.6"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "evil.example"),
+    ]
+    with serve_asgi(_raw_headers_echo) as upstream:
+        app = build_app(replace(SETTINGS, upstream=upstream), world.store)
+        with serve_asgi(app) as url:
+            reply = send(url, _credential_requests(world)["aksk"], *spoofed)
+    assert reply.status == 200, reply.body[:300]
+    seen = [(name.lower(), value) for name, value in reply.json()]
+    assert not [value for _name, value in seen if value in ("6.6.6.6", "https", "evil.example")], seen
+    names = [name for name, _value in seen]
+    assert not {"x-real-ip", "true-client-ip", "x-client-ip"} & set(names), seen
+    assert [value for name, value in seen if name == "x-forwarded-proto"] == ["http"]
+    assert [value for name, value in seen if name == "x-forwarded-host"] == [urlsplit(url).netloc]
+    assert [value for name, value in seen if name == "x-forwarded-for"] == ["127.0.0.1"]
+
+
+async def _raw_headers_echo(scope: Any, receive: Any, send_: Any) -> None:
+    """Every header the upstream received, repeated names and order kept."""
+    if scope["type"] != "http":
+        return
+    body = json.dumps([[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]).encode()
+    await send_({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+    await send_({"type": "http.response.body", "body": body})

@@ -7,8 +7,11 @@ URL's ``X-Amz-Signature`` / ``X-Amz-Security-Token`` query parameters) are not f
 ``forward_credentials``: an upstream's logs or a less trusted app could otherwise replay them at the sidecar.
 Header names containing ``_`` are dropped (as nginx does), since WSGI servers fold ``X_Authmw_Agency`` onto
 ``X-Authmw-Agency``; kept with ``drop_underscore_headers=False``, one that folds onto a protected or present name
-is still dropped. The request body is read once (the signature check needs it) and sent on as is; the
-upstream's response is streamed back without buffering. ``/healthz``, ``/readyz``, ``/metrics`` and
+is still dropped. What the caller wrote about the connection (``X-Forwarded-Host``, ``X-Forwarded-Proto``,
+``X-Real-IP``, ``True-Client-IP``, ``X-Client-IP``, and the forwarding chain the deployment does not read) is
+dropped; the proxy sends its own forwarding chain, ``X-Forwarded-Host`` and ``X-Forwarded-Proto``. The request
+body is read once (the signature check needs it) and sent on as is; the upstream's response is streamed back
+without buffering. ``/healthz``, ``/readyz``, ``/metrics`` and
 ``/.well-known/jwks.json`` are answered by the proxy itself.
 """
 
@@ -71,11 +74,17 @@ _PROTECTED = (
     _CREDENTIALS
     | _HOP_BY_HOP
     | frozenset({b"x-workspace-id", b"x-project-id", b"forwarded", b"x-forwarded-host", b"x-forwarded-proto"})
-    | frozenset({b"x-forwarded-for", b"x-real-ip"})
+    | frozenset({b"x-forwarded-for", b"x-real-ip", b"true-client-ip", b"x-client-ip"})
 )
 #: The client-address chains: only the one ``forwarded_header`` names goes upstream, with this hop appended (an
 #: upstream reading the other would believe whatever the client wrote there).
 _FORWARDING = frozenset({b"forwarded", b"x-forwarded-for"})
+#: What the proxy states about the connection: the caller's are never forwarded (a framework taking the first
+#: ``X-Forwarded-Proto``/``-Host`` or any ``X-Real-IP`` would believe the client); the proxy sets its own
+#: forwarding chain, ``X-Forwarded-Host`` and ``X-Forwarded-Proto``.
+_SET_BY_PROXY = _FORWARDING | frozenset(
+    {b"x-forwarded-host", b"x-forwarded-proto", b"x-real-ip", b"true-client-ip", b"x-client-ip"}
+)
 #: A presigned URL's query parameters that make it usable (the rest only describe it).
 _PRESIGNED_SECRETS = frozenset({"x-amz-signature", "x-amz-security-token"})
 _WS_HANDSHAKE = frozenset({b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions"})
@@ -324,7 +333,7 @@ class ProxyApp:
         )
         facts.append(("x-authmw-assertion", assertion))
         headers += [(name.encode(), value.encode()) for name, value in facts]
-        headers = [(k, v) for k, v in headers if k.lower() not in _FORWARDING]
+        headers = [(k, v) for k, v in headers if k.lower() not in _SET_BY_PROXY]
         chain = self.guard.proxies.header.encode()  # the one the deployment reads; the other never goes upstream
         peer = scope.get("client")  # appended as proxies do: the chain stays what each hop saw
         hops = [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == chain]
