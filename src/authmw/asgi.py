@@ -23,8 +23,10 @@ from authmw.guard import AuthContext, Guard, bare_context
 from authmw.models import Request
 
 __all__ = [
+    "CREDENTIAL_HEADERS",
     "DEFAULT_BODY_BUDGET",
     "DEFAULT_BODY_TIMEOUT",
+    "PROTECTED_HEADERS",
     "AuthMiddleware",
     "AuthmwCredentials",
     "AuthmwUser",
@@ -44,6 +46,20 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 DEFAULT_BODY_TIMEOUT = 60.0
 DEFAULT_BODY_BUDGET = 256 * 1024 * 1024
+#: The caller's credentials (the proxy forwards them only with ``forward_credentials``).
+CREDENTIAL_HEADERS = frozenset({b"authorization", b"x-auth-token", b"x-security-token", b"x-amz-security-token"})
+#: Names an app or upstream reads as the caller's credentials or placement, as facts about the connection, or as
+#: framing. A header name with ``_`` that folds onto one of these or onto ``X-Authmw-*`` (``_`` -> ``-``, as WSGI
+#: servers and ASGI-to-WSGI bridges fold them) reaches neither the app behind the middleware nor the upstream.
+PROTECTED_HEADERS = CREDENTIAL_HEADERS | frozenset(
+    {
+        *(b"x-workspace-id", b"x-project-id"),
+        *(b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"),
+        *(b"x-real-ip", b"true-client-ip", b"x-client-ip"),
+        *(b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"),
+        *(b"proxy-authenticate", b"proxy-authorization", b"proxy-connection", b"content-length", b"host"),
+    }
+)
 
 
 class BodyBudget:
@@ -215,9 +231,10 @@ class AuthMiddleware:
     async def _call_app(self, scope: Scope, receive: Receive, send: Send, context: AuthContext, body: bytes) -> None:
         kind = scope["type"]
         scope = dict(scope)
-        if any(_poses_as_authmw(name) for name, _value in scope.get("headers", ())):
-            # Identity comes from scope["authmw"] only: headers that pose as authmw's never reach the app.
-            scope["headers"] = [(n, v) for n, v in scope["headers"] if not _poses_as_authmw(n)]
+        if any(_hidden_from_app(name) for name, _value in scope.get("headers", ())):
+            # Identity comes from scope["authmw"] only: headers that pose as authmw's (or as what it checked, once
+            # folded) never reach the app.
+            scope["headers"] = [(n, v) for n, v in scope["headers"] if not _hidden_from_app(n)]
         scope["authmw"] = context
         scope["authmw.guard"] = self.guard
         scope["user"] = AuthmwUser(context)
@@ -233,10 +250,15 @@ class AuthMiddleware:
         await self.app(scope, replay_receive, send)
 
 
-def _poses_as_authmw(name: bytes) -> bool:
-    """``X-Authmw-*``, also spelt ``X_Authmw_*``: an app reading headers the WSGI way (a bridge, a framework that
-    folds ``_`` into ``-``) would take that for authmw's."""
-    return name[:9].lower().replace(b"_", b"-") == b"x-authmw-"
+def _hidden_from_app(name: bytes) -> bool:
+    """``X-Authmw-*``, and a ``_`` name folding onto one or onto a protected name (``X_Authmw_Agency``,
+    ``X_Workspace_Id``): an app reading headers the WSGI way (a bridge, a framework that folds ``_`` into ``-``)
+    would take it for authmw's, or for the workspace the guard did not check."""
+    lowered = name.lower()
+    if b"_" in lowered:
+        lowered = lowered.replace(b"_", b"-")
+        return lowered in PROTECTED_HEADERS or lowered.startswith(b"x-authmw-")
+    return lowered.startswith(b"x-authmw-")
 
 
 async def read_body(

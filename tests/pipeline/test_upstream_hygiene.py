@@ -268,3 +268,28 @@ async def _raw_headers_echo(scope: Any, receive: Any, send_: Any) -> None:
     body = json.dumps([[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]).encode()
     await send_({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
     await send_({"type": "http.response.body", "body": body})
+
+
+# -- review finding 7: the ASGI middleware applies the proxy's fold rule ----------------------------------------
+
+
+def test_the_asgi_middleware_keeps_underscore_twins_of_protected_names_from_the_app(world: World) -> None:
+    """``X_Workspace_Id: PRIVATE`` was admitted in the workspace the guard checked (it reads ``X-Workspace-Id``)
+    and handed to the app, which behind a WSGI bridge sees ``HTTP_X_WORKSPACE_ID``; so were credential and
+    forwarding twins. Now the app sees none of them; ``_`` names folding onto nothing protected still pass."""
+    twins = [
+        ("X_Workspace_Id", world.private_ws),
+        ("X_Project_Id", "0" * 32),
+        ("X_Auth_Token", "stolen"),
+        ("X_Forwarded_For", "6.6.6.6"),
+        ("Content_Length", "5"),
+        ("X_Foo", "bar"),
+    ]
+    with running("asgi", world) as form:
+        ctx = Ctx(world, urlsplit(form.url).netloc)
+        reply = send(form.url, lambda host: signed(ctx), *twins)
+    assert reply.status == 200, reply.body[:300]
+    seen = reply.json()
+    folded = {name.replace("_", "-") for name in seen["headers"] if "_" in name}
+    assert folded == {"x-foo"}, seen["headers"]
+    assert seen["authmw"]["workspace"] != world.private_ws

@@ -30,7 +30,9 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from authmw.asgi import (
+    CREDENTIAL_HEADERS,
     DEFAULT_BODY_TIMEOUT,
+    PROTECTED_HEADERS,
     ASGIApp,
     BodyBudget,
     Receive,
@@ -67,15 +69,9 @@ _HOP_BY_HOP = frozenset(
     }
 )
 #: The caller's credentials: not forwarded unless ``forward_credentials``.
-_CREDENTIALS = frozenset({b"authorization", b"x-auth-token", b"x-security-token", b"x-amz-security-token"})
-#: Names the upstream reads as authmw's facts, the caller's credentials or placement, or the proxy sets: a header
-#: whose name folds onto one of these (``_`` → ``-``, as WSGI servers fold them) is never forwarded.
-_PROTECTED = (
-    _CREDENTIALS
-    | _HOP_BY_HOP
-    | frozenset({b"x-workspace-id", b"x-project-id", b"forwarded", b"x-forwarded-host", b"x-forwarded-proto"})
-    | frozenset({b"x-forwarded-for", b"x-real-ip", b"true-client-ip", b"x-client-ip"})
-)
+_CREDENTIALS = CREDENTIAL_HEADERS
+#: A header whose name folds onto one of these (``_`` → ``-``, as WSGI servers fold them) is never forwarded.
+_PROTECTED = PROTECTED_HEADERS | _HOP_BY_HOP
 #: The client-address chains: only the one ``forwarded_header`` names goes upstream, with this hop appended (an
 #: upstream reading the other would believe whatever the client wrote there).
 _FORWARDING = frozenset({b"forwarded", b"x-forwarded-for"})
