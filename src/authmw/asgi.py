@@ -12,8 +12,10 @@ extension), else the handshake is closed with code 1008.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
@@ -26,6 +28,8 @@ __all__ = [
     "CREDENTIAL_HEADERS",
     "DEFAULT_BODY_BUDGET",
     "DEFAULT_BODY_TIMEOUT",
+    "OFFLOAD_BODY",
+    "OFFLOAD_THREADS",
     "PROTECTED_HEADERS",
     "AuthMiddleware",
     "AuthmwCredentials",
@@ -46,6 +50,14 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 DEFAULT_BODY_TIMEOUT = 60.0
 DEFAULT_BODY_BUDGET = 256 * 1024 * 1024
+#: A body above this many bytes is checked in a worker thread, not on the event loop (smaller ones inline: the
+#: thread hop would cost more than their check).
+OFFLOAD_BODY = 64 * 1024
+#: The worker threads checking large bodies, shared by every middleware and proxy of the process: at most this many
+#: run at once (the GIL makes more no faster), the rest wait their turn holding their body, which is within the
+#: body budget already.
+OFFLOAD_THREADS = 2
+_CHECKS = ThreadPoolExecutor(OFFLOAD_THREADS, thread_name_prefix="authmw-check")
 #: The caller's credentials (the proxy forwards them only with ``forward_credentials``).
 CREDENTIAL_HEADERS = frozenset({b"authorization", b"x-auth-token", b"x-security-token", b"x-amz-security-token"})
 #: Names an app or upstream reads as the caller's credentials or placement, as facts about the connection, or as
@@ -172,7 +184,12 @@ async def admit(
                 if read is None:  # the client left before its body was complete: nobody to answer
                     return None
                 body = read
-            context = guard.check(request_from_scope(scope, body))
+            request = request_from_scope(scope, body)
+            if len(body) <= OFFLOAD_BODY:
+                context = guard.check(request)
+            else:  # hashing and parsing a large body would hold the loop: health checks, other requests, SIGTERM
+                in_context = contextvars.copy_context().run  # as asyncio.to_thread: the caller's context vars
+                context = await asyncio.get_running_loop().run_in_executor(_CHECKS, in_context, guard.check, request)
         except AuthmwError as exc:
             peer = scope.get("client")
             context, error = exc.context or bare_context(peer[0] if peer else None), exc

@@ -11,6 +11,7 @@ import contextlib
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -138,3 +139,30 @@ def test_wsgi_bodies_arrive_whole_and_over_long_ones_get_413(world: World, chunk
         too_big = httpx.post(signed.url, headers=signed.headers, content=big, timeout=30)
         assert too_big.status_code == 413
     assert middleware.body_budget.used == 0
+
+
+# -- review finding 1, adapter side: a slow check of a large body runs off the event loop ------------------------
+
+
+def _slow_when_large(request: Request) -> None:
+    if len(request.body) > asgi.OFFLOAD_BODY:
+        time.sleep(3)  # as hashing and parsing a 12 MiB body did, on the loop
+
+
+@pytest.mark.parametrize("form", ["asgi", "proxy"])
+def test_a_slow_check_of_a_large_body_does_not_stop_other_requests(world: World, form: str) -> None:
+    """While a large body's check takes 3 s, ``/healthz`` (the proxy) and a small signed request are answered at
+    once; the large request is then answered as usual. On the loop, both waited the 3 s out."""
+    large = b'{"kind": "job", "pad": "' + b"x" * (2 * MIB) + b'"}'
+    with served(world, form, _slow_when_large) as (url, budget), ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(post, world, url, large)
+        time.sleep(0.5)  # the large body is sent and being checked
+        started = time.monotonic()
+        if form == "proxy":
+            assert httpx.get(url + "/healthz", timeout=10).status_code == 200
+        assert post(world, url, b'{"kind": "job"}').status_code == 200
+        waited = time.monotonic() - started
+        assert not pending.done()
+        assert pending.result(30).status_code == 200
+        assert waited < 1.5, waited
+        assert budget.used == 0
