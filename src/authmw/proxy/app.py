@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, urlsplit
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -49,7 +49,7 @@ from authmw.guard import AuthContext, Guard
 from authmw.iam_api import SECURITY_TOKENS_PATH, TOKENS_PATH
 from authmw.tokens import PublicKey
 
-__all__ = ["ProxyApp", "forwarded_query", "identity_headers", "upstream_headers"]
+__all__ = ["ProxyApp", "forwarded_query", "identity_headers", "origin_of", "upstream_headers"]
 
 logger = logging.getLogger("authmw.proxy")
 
@@ -149,6 +149,12 @@ def upstream_headers(
     return kept
 
 
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, lower-cased: the default audience of the assertions sent there."""
+    split = urlsplit(url)
+    return f"{split.scheme}://{split.netloc}".lower()
+
+
 def _forwarded_for(address: str) -> str:
     """An RFC 7239 ``for=`` element (IPv6 quoted and bracketed)."""
     return f'for="[{address}]"' if ":" in address else f"for={address}"
@@ -166,7 +172,8 @@ def forwarded_query(query: str, *, forward_credentials: bool = False) -> str:
 
 class ProxyApp:
     """The sidecar ASGI app. ``guard`` may be replaced at any time (:meth:`reload`); requests in flight keep
-    the guard they started with. ``forward_credentials`` sends the caller's credentials upstream (for upstreams
+    the guard they started with. Assertions are addressed to ``assertion_audience`` (default: the origin of
+    ``upstream``). ``forward_credentials`` sends the caller's credentials upstream (for upstreams
     that verify them again); ``drop_underscore_headers=False`` keeps header names with ``_`` that fold onto no
     protected or present name. A request body must arrive within ``body_timeout`` seconds (408), and the bodies
     held at once stay within ``body_budget`` (503)."""
@@ -179,6 +186,7 @@ class ProxyApp:
         signing_key: tuple[str, ed25519.Ed25519PrivateKey],
         public_keys: Mapping[str, PublicKey],
         assertion_ttl: int = 60,
+        assertion_audience: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         token_service: ASGIApp | None = None,
         forward_credentials: bool = False,
@@ -195,6 +203,7 @@ class ProxyApp:
         self.kid, self._key = signing_key
         self._jwks_body = json.dumps({"keys": [jwk_of(k, v) for k, v in public_keys.items()]}).encode()
         self.assertion_ttl = assertion_ttl
+        self.assertion_audience = assertion_audience or origin_of(self.upstream)
         self.forward_credentials = forward_credentials
         self.drop_underscore_headers = drop_underscore_headers
         self.body_timeout = body_timeout
@@ -219,6 +228,7 @@ class ProxyApp:
             fresh.forward_credentials,
             fresh.drop_underscore_headers,
         )
+        self.assertion_audience = fresh.assertion_audience
 
     @property
     def transport(self) -> httpx.AsyncBaseTransport:
@@ -326,6 +336,7 @@ class ProxyApp:
             query=query,
             request_id=context.request_id,
             ttl=self.assertion_ttl,
+            audience=self.assertion_audience,
         )
         facts.append(("x-authmw-assertion", assertion))
         headers += [(name.encode(), value.encode()) for name, value in facts]
