@@ -4,7 +4,9 @@ The request body is read once (up to the guard's ``max_body``; a larger declared
 before the app is called), checked, and replayed to the app unchanged. Before a body is read, what the head
 alone decides is checked (:meth:`Guard.precheck`: route, scheme, time, access key or token), so an
 unauthenticated client cannot make authmw hold its body; the body must then arrive within ``body_timeout``
-(408), and all bodies held at once stay within a :class:`BodyBudget` (503). A websocket handshake is checked like
+(408), and all bodies held at once stay within a :class:`BodyBudget` (503). A body above :data:`OFFLOAD_BODY` is
+checked in a worker thread (hashing and parsing it would hold the event loop), at most :data:`OFFLOAD_THREADS` at
+once. A websocket handshake is checked like
 any request; a refusal is sent as an HTTP response where the server supports it (the ``websocket.http.response``
 extension), else the handshake is closed with code 1008.
 """
