@@ -84,6 +84,14 @@ def post(world: World, url: str, body: bytes, timeout: float = 30.0) -> httpx.Re
     return httpx.post(signed.url, headers=signed.headers, content=signed.body, timeout=timeout)
 
 
+def drained(budget: asgi.BodyBudget) -> bool:
+    """Whether ``budget`` is back to 0 within 5 s (a server gives a body back just after its response is sent)."""
+    deadline = time.monotonic() + 5
+    while budget.used and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return budget.used == 0
+
+
 # -- review finding 8: the budget leaked on any exception that is not an AuthmwError ----------------------------
 
 
@@ -92,7 +100,7 @@ def test_the_body_budget_comes_back_when_the_check_raises_something_else(world: 
     with served(world, form, _fail) as (url, budget):
         for _ in range(3):
             assert post(world, url, b'{"kind": "job", "pad": "' + b"x" * 100_000 + b'"}').status_code == 500
-        assert budget.used == 0
+        assert drained(budget)
 
 
 # -- review finding 5: under WSGI the budget was taken for the declared length before any byte arrived ----------
@@ -117,10 +125,7 @@ def test_wsgi_takes_the_budget_as_the_bytes_arrive(world: World) -> None:
         finally:
             for sock in sockets:
                 sock.close()
-        deadline = time.monotonic() + 5
-        while middleware.body_budget.used and time.monotonic() < deadline:  # the readers see the clients leave
-            time.sleep(0.05)
-    assert middleware.body_budget.used == 0
+        assert drained(middleware.body_budget)  # the readers see the clients leave
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
@@ -138,7 +143,7 @@ def test_wsgi_bodies_arrive_whole_and_over_long_ones_get_413(world: World, chunk
         big = iter([b"x" * MIB] * 13) if chunked else b"x" * (12 * MIB + 1)
         too_big = httpx.post(signed.url, headers=signed.headers, content=big, timeout=30)
         assert too_big.status_code == 413
-    assert middleware.body_budget.used == 0
+    assert drained(middleware.body_budget)
 
 
 # -- review finding 1, adapter side: a slow check of a large body runs off the event loop ------------------------
@@ -165,4 +170,4 @@ def test_a_slow_check_of_a_large_body_does_not_stop_other_requests(world: World,
         assert not pending.done()
         assert pending.result(30).status_code == 200
         assert waited < 1.5, waited
-        assert budget.used == 0
+        assert drained(budget)
