@@ -554,10 +554,10 @@ def proxy_cases(
     context = guard.check(request)
     facts = identity_headers(context)
     claims = {name[len("x-authmw-") :]: value for name, value in facts if name != "x-authmw-allowed-actions"}
-    path = world.path
+    path, rid = world.path, context.request_id
 
     def assertion() -> str:
-        return sign_assertion(claims, key, kid, method="GET", path=path, query="", request_id="r" * 24, ttl=60)
+        return sign_assertion(claims, key, kid, method="GET", path=path, query="", request_id=rid, ttl=60)
 
     def contexts(n: int) -> list[Any]:
         return [guard.check(request) for _ in range(n)]  # a fresh context each: allowed_actions is memoised

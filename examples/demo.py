@@ -108,6 +108,7 @@ def running_services() -> Iterator[str]:
     api_port, proxy_port = free_port(), free_port()
     sidecar = f"http://127.0.0.1:{proxy_port}"
     os.environ["DEMO_SIDECAR"] = sidecar
+    os.environ["DEMO_AUDIENCE"] = f"http://127.0.0.1:{api_port}"  # the sidecar's default: its --upstream's origin
     sys.path.insert(0, str(HERE))
     import demo_api
 

@@ -1,9 +1,11 @@
 """A small ModelArts-like API that knows nothing of signatures or policies: it trusts the sidecar.
 
 It reads who is calling from the claims of ``X-Authmw-Assertion`` only, verified with the sidecar's public keys
-from ``/.well-known/jwks.json`` and bound to this very request (method, raw path, raw query): the network between
-the sidecar and it might not be trusted, so the plain ``X-Authmw-*`` headers are never read. Plain ASGI: serve it
-with ``uvicorn examples.demo_api:app``.
+from ``/.well-known/jwks.json``, bound to this very request (method, raw path, raw query), addressed to this API
+(``DEMO_AUDIENCE``: the sidecar's ``assertion_audience``, by default the origin of its ``--upstream``) and
+accepted once (each ``jti`` is remembered until ``exp``): the network between the sidecar and it might not be
+trusted, so the plain ``X-Authmw-*`` headers are never read. Plain ASGI: serve it with
+``uvicorn examples.demo_api:app``.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from typing import Any
 
 import httpx
 
-from authmw.assertion import InvalidAssertion, keys_from_jwks, verify_assertion
+from authmw.assertion import InvalidAssertion, UsedAssertions, keys_from_jwks, verify_assertion
 
 SIDECAR = os.environ.get("DEMO_SIDECAR", "http://127.0.0.1:8080")
+AUDIENCE = os.environ.get("DEMO_AUDIENCE", "http://127.0.0.1:9000")
 _keys: dict[str, Any] = {}
+_used = UsedAssertions()
 
 
 def _verified(scope: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
@@ -26,7 +30,9 @@ def _verified(scope: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
     path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
     query = scope.get("query_string", b"").decode("latin-1")
     assertion = headers.get("x-authmw-assertion", "")
-    return verify_assertion(assertion, _keys, method=scope["method"], path=path, query=query)
+    claims = verify_assertion(assertion, _keys, method=scope["method"], path=path, query=query, audience=AUDIENCE)
+    _used.use(claims)
+    return claims
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -1,11 +1,14 @@
 """A service that knows nothing about signatures or policies: plain ``http.server`` behind the sidecar.
 
 It learns who is calling from ``X-Authmw-Assertion`` only: the assertion is verified against the sidecar's
-public keys (``/.well-known/jwks.json``, fetched once) and must be bound to this very request (method, raw path,
-raw query). The plain ``X-Authmw-*`` headers are never read: on a network the sidecar does not own, anyone could
+public keys (``/.well-known/jwks.json``, fetched once), must be bound to this very request (method, raw path,
+raw query) and addressed to this service (its audience: the sidecar's ``assertion_audience``, by default the
+origin of its ``--upstream``, here ``http://127.0.0.1:PORT``), and is accepted once (each ``jti`` is remembered
+until ``exp``). The plain ``X-Authmw-*`` headers are never read: on a network the sidecar does not own, anyone could
 send them.
 
-Run: ``python adapters/sidecar/upstream.py [PORT [SIDECAR_URL]]`` (127.0.0.1:9000, sidecar http://127.0.0.1:8080).
+Run: ``python adapters/sidecar/upstream.py [PORT [SIDECAR_URL [AUDIENCE]]]`` (127.0.0.1:9000, sidecar
+http://127.0.0.1:8080, audience http://127.0.0.1:PORT).
 """
 
 from __future__ import annotations
@@ -18,17 +21,19 @@ from typing import Any
 
 import httpx
 
-from authmw.assertion import InvalidAssertion, keys_from_jwks, verify_assertion
+from authmw.assertion import InvalidAssertion, UsedAssertions, keys_from_jwks, verify_assertion
 
 
 class Upstream(ThreadingHTTPServer):
     """The server, with the sidecar whose assertions it trusts."""
 
-    def __init__(self, port: int, sidecar: str) -> None:
+    def __init__(self, port: int, sidecar: str, audience: str | None = None) -> None:
         super().__init__(("127.0.0.1", port), Handler)
         self.sidecar = sidecar
+        self.audience = audience or f"http://127.0.0.1:{self.server_address[1]}"
         self._keys: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._used = UsedAssertions()  # thread-safe: requests are answered on threads of their own
 
     def claims(self, assertion: str, method: str, target: str) -> dict[str, Any]:
         """The verified claims of ``assertion`` for this request (raises :class:`InvalidAssertion`)."""
@@ -36,7 +41,9 @@ class Upstream(ThreadingHTTPServer):
         with self._lock:
             if not self._keys:
                 self._keys.update(keys_from_jwks(httpx.get(self.sidecar + "/.well-known/jwks.json").json()))
-        return verify_assertion(assertion, self._keys, method=method, path=path, query=query)
+        claims = verify_assertion(assertion, self._keys, method=method, path=path, query=query, audience=self.audience)
+        self._used.use(claims)
+        return claims
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -77,12 +84,12 @@ class Handler(BaseHTTPRequestHandler):
         sys.stderr.write(f"upstream: {format % args}\n")
 
 
-def make_server(port: int = 9000, sidecar: str = "http://127.0.0.1:8080") -> Upstream:
-    """The upstream on 127.0.0.1, trusting the assertions of ``sidecar``."""
-    return Upstream(port, sidecar)
+def make_server(port: int = 9000, sidecar: str = "http://127.0.0.1:8080", audience: str | None = None) -> Upstream:
+    """The upstream on 127.0.0.1, trusting the assertions of ``sidecar`` addressed to ``audience``."""
+    return Upstream(port, sidecar, audience)
 
 
 if __name__ == "__main__":
-    server = make_server(*(int(sys.argv[1]),) if len(sys.argv) > 1 else (), *sys.argv[2:3])
+    server = make_server(*(int(sys.argv[1]),) if len(sys.argv) > 1 else (), *sys.argv[2:4])
     print(f"upstream on http://127.0.0.1:{server.server_address[1]} trusting {server.sidecar}", flush=True)
     server.serve_forever()

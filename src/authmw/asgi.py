@@ -4,7 +4,9 @@ The request body is read once (up to the guard's ``max_body``; a larger declared
 before the app is called), checked, and replayed to the app unchanged. Before a body is read, what the head
 alone decides is checked (:meth:`Guard.precheck`: route, scheme, time, access key or token), so an
 unauthenticated client cannot make authmw hold its body; the body must then arrive within ``body_timeout``
-(408), and all bodies held at once stay within a :class:`BodyBudget` (503). A websocket handshake is checked like
+(408), and all bodies held at once stay within a :class:`BodyBudget` (503). A body above :data:`OFFLOAD_BODY` is
+checked in a worker thread (hashing and parsing it would hold the event loop), at most :data:`OFFLOAD_THREADS` at
+once. A websocket handshake is checked like
 any request; a refusal is sent as an HTTP response where the server supports it (the ``websocket.http.response``
 extension), else the handshake is closed with code 1008.
 """
@@ -12,8 +14,10 @@ extension), else the handshake is closed with code 1008.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
@@ -23,8 +27,12 @@ from authmw.guard import AuthContext, Guard, bare_context
 from authmw.models import Request
 
 __all__ = [
+    "CREDENTIAL_HEADERS",
     "DEFAULT_BODY_BUDGET",
     "DEFAULT_BODY_TIMEOUT",
+    "OFFLOAD_BODY",
+    "OFFLOAD_THREADS",
+    "PROTECTED_HEADERS",
     "AuthMiddleware",
     "AuthmwCredentials",
     "AuthmwUser",
@@ -44,6 +52,28 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 DEFAULT_BODY_TIMEOUT = 60.0
 DEFAULT_BODY_BUDGET = 256 * 1024 * 1024
+#: A body above this many bytes is checked in a worker thread, not on the event loop (smaller ones inline: the
+#: thread hop would cost more than their check).
+OFFLOAD_BODY = 64 * 1024
+#: The worker threads checking large bodies, shared by every middleware and proxy of the process: at most this many
+#: run at once (the GIL makes more no faster), the rest wait their turn holding their body, which is within the
+#: body budget already.
+OFFLOAD_THREADS = 2
+_CHECKS = ThreadPoolExecutor(OFFLOAD_THREADS, thread_name_prefix="authmw-check")
+#: The caller's credentials (the proxy forwards them only with ``forward_credentials``).
+CREDENTIAL_HEADERS = frozenset({b"authorization", b"x-auth-token", b"x-security-token", b"x-amz-security-token"})
+#: Names an app or upstream reads as the caller's credentials or placement, as facts about the connection, or as
+#: framing. A header name with ``_`` that folds onto one of these or onto ``X-Authmw-*`` (``_`` -> ``-``, as WSGI
+#: servers and ASGI-to-WSGI bridges fold them) reaches neither the app behind the middleware nor the upstream.
+PROTECTED_HEADERS = CREDENTIAL_HEADERS | frozenset(
+    {
+        *(b"x-workspace-id", b"x-project-id"),
+        *(b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"),
+        *(b"x-real-ip", b"true-client-ip", b"x-client-ip"),
+        *(b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"),
+        *(b"proxy-authenticate", b"proxy-authorization", b"proxy-connection", b"content-length", b"host"),
+    }
+)
 
 
 class BodyBudget:
@@ -142,31 +172,40 @@ async def admit(
     request, None otherwise (refused, or the client left). The caller gives an admitted body's length back to
     ``budget`` once it is done with it."""
     body = b""
-    error: AuthmwError | None = None
+    admitted = False
     try:
-        if scope["type"] == "http":
-            announced = _may_have_body(scope)
-            if announced:  # only then is there anything to save: a bodiless request goes straight on
-                guard.precheck(request_from_scope(scope, b""))
-            # Without a body the server has the whole request already: no deadline to keep (and no timer to arm).
-            timeout = body_timeout if announced else None
-            read = await read_body(scope, receive, guard.max_body, timeout=timeout, budget=budget)
-            if read is None:  # the client left before its body was complete: nobody to answer
-                return None
-            body = read
-        context = guard.check(request_from_scope(scope, body))
-    except AuthmwError as exc:
-        peer = scope.get("client")
-        context, error = exc.context or bare_context(peer[0] if peer else None), exc
-    log_decision(context, error, scope.get("method", "GET"), scope.get("path", ""))
-    if observe is not None:
-        observe(context, error)
-    if error is not None:
-        if budget is not None:
+        error: AuthmwError | None = None
+        try:
+            if scope["type"] == "http":
+                announced = _may_have_body(scope)
+                if announced:  # only then is there anything to save: a bodiless request goes straight on
+                    guard.precheck(request_from_scope(scope, b""))
+                # Without a body the server has the whole request already: no deadline to keep (and no timer).
+                timeout = body_timeout if announced else None
+                read = await read_body(scope, receive, guard.max_body, timeout=timeout, budget=budget)
+                if read is None:  # the client left before its body was complete: nobody to answer
+                    return None
+                body = read
+            request = request_from_scope(scope, body)
+            if len(body) <= OFFLOAD_BODY:
+                context = guard.check(request)
+            else:  # hashing and parsing a large body would hold the loop: health checks, other requests, SIGTERM
+                in_context = contextvars.copy_context().run  # as asyncio.to_thread: the caller's context vars
+                context = await asyncio.get_running_loop().run_in_executor(_CHECKS, in_context, guard.check, request)
+        except AuthmwError as exc:
+            peer = scope.get("client")
+            context, error = exc.context or bare_context(peer[0] if peer else None), exc
+        log_decision(context, error, scope.get("method", "GET"), scope.get("path", ""))
+        if observe is not None:
+            observe(context, error)
+        if error is not None:
+            await send_error(scope, send, error, context.request_id)
+            return None
+        admitted = True
+        return context, body
+    finally:  # whatever went wrong (not only a refusal: a bug, a store driver's own error), the body goes back
+        if not admitted and budget is not None:
             budget.give(len(body))
-        await send_error(scope, send, error, context.request_id)
-        return None
-    return context, body
 
 
 class AuthMiddleware:
@@ -211,9 +250,10 @@ class AuthMiddleware:
     async def _call_app(self, scope: Scope, receive: Receive, send: Send, context: AuthContext, body: bytes) -> None:
         kind = scope["type"]
         scope = dict(scope)
-        if any(_poses_as_authmw(name) for name, _value in scope.get("headers", ())):
-            # Identity comes from scope["authmw"] only: headers that pose as authmw's never reach the app.
-            scope["headers"] = [(n, v) for n, v in scope["headers"] if not _poses_as_authmw(n)]
+        if any(_hidden_from_app(name) for name, _value in scope.get("headers", ())):
+            # Identity comes from scope["authmw"] only: headers that pose as authmw's (or as what it checked, once
+            # folded) never reach the app.
+            scope["headers"] = [(n, v) for n, v in scope["headers"] if not _hidden_from_app(n)]
         scope["authmw"] = context
         scope["authmw.guard"] = self.guard
         scope["user"] = AuthmwUser(context)
@@ -229,10 +269,17 @@ class AuthMiddleware:
         await self.app(scope, replay_receive, send)
 
 
-def _poses_as_authmw(name: bytes) -> bool:
-    """``X-Authmw-*``, also spelt ``X_Authmw_*``: an app reading headers the WSGI way (a bridge, a framework that
-    folds ``_`` into ``-``) would take that for authmw's."""
-    return name[:9].lower().replace(b"_", b"-") == b"x-authmw-"
+_UNDERSCORE = ord("_")
+
+
+def _hidden_from_app(name: bytes) -> bool:
+    """``X-Authmw-*``, and a ``_`` name folding onto one or onto a protected name (``X_Authmw_Agency``,
+    ``X_Workspace_Id``): an app reading headers the WSGI way (a bridge, a framework that folds ``_`` into ``-``)
+    would take it for authmw's, or for the workspace the guard did not check."""
+    if _UNDERSCORE in name:  # an int operand: bytes' fast path (b"_" costs a buffer lookup per header)
+        folded = name.lower().replace(b"_", b"-")
+        return folded in PROTECTED_HEADERS or folded[:9] == b"x-authmw-"
+    return name[:9].lower() == b"x-authmw-"  # the common case: per header of every request
 
 
 async def read_body(

@@ -2,18 +2,23 @@
 
 The proxy signs (EdDSA, the store's token signing key, ``kid`` in the header) the identity, workspace and
 action, bound to the request it forwards: method (``htm``), raw path (``htu``), raw query (``htq``) and request
-id (``jti``), for ``assertion_ttl`` seconds. An upstream on an untrusted network verifies it with
-:func:`verify_assertion` and the proxy's public keys (``/.well-known/jwks.json``) and reads identity from the
-claims it returns, never from the plain ``X-Authmw-*`` headers: a forged header is worthless, and a captured
-assertion is refused on any other method, path or query (an upstream that remembers ``jti`` until ``exp`` also
-refuses a second use). Only ``EdDSA`` is accepted, whatever the token says.
+id (``jti``), for ``assertion_ttl`` seconds, and addressed to one upstream (``aud``: ``assertion_audience``,
+by default the origin of the proxy's ``upstream`` URL, e.g. ``http://127.0.0.1:9000``). An upstream on an
+untrusted network verifies it with :func:`verify_assertion`, its own audience and the proxy's public keys
+(``/.well-known/jwks.json``) and reads identity from the claims it returns, never from the plain ``X-Authmw-*``
+headers: a forged header is worthless, and a captured assertion is refused on any other method, path, query or
+upstream (sidecars of one store sign with the same key); :class:`UsedAssertions` remembers each ``jti`` until
+``exp`` to refuse a second use. Only ``EdDSA`` is accepted, whatever the token says.
 """
 
 from __future__ import annotations
 
 import base64
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from itertools import islice
 from typing import Any
 
 import jwt
@@ -23,7 +28,15 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from authmw.tokens import PublicKey
 
-__all__ = ["ISSUER", "InvalidAssertion", "jwk_of", "keys_from_jwks", "sign_assertion", "verify_assertion"]
+__all__ = [
+    "ISSUER",
+    "InvalidAssertion",
+    "UsedAssertions",
+    "jwk_of",
+    "keys_from_jwks",
+    "sign_assertion",
+    "verify_assertion",
+]
 
 ISSUER = "authmw"
 
@@ -43,11 +56,14 @@ def sign_assertion(
     request_id: str,
     ttl: int = 60,
     now: float | None = None,
+    audience: str | None = None,
 ) -> str:
     """A compact JWS over ``claims`` plus issuer, times and the request binding (``htm``, ``htu``, ``htq``,
-    ``jti``): ``path`` and ``query`` exactly as the upstream receives them."""
+    ``jti``): ``path`` and ``query`` exactly as the upstream receives them; ``aud`` when ``audience`` is given."""
     issued = int(time.time() if now is None else now)
-    binding = {"htm": method, "htu": path, "htq": query, "jti": request_id}
+    binding: dict[str, Any] = {"htm": method, "htu": path, "htq": query, "jti": request_id}
+    if audience is not None:
+        binding["aud"] = audience
     payload = {**claims, "iss": ISSUER, "iat": issued, "exp": issued + ttl, **binding}
     return jwt.encode(payload, key, algorithm="EdDSA", headers={"kid": kid})
 
@@ -60,6 +76,7 @@ def verify_assertion(
     path: str,
     query: str,
     request_id: str | None = None,
+    audience: str | None = None,
     leeway: float = 5.0,
     now: float | None = None,
 ) -> dict[str, Any]:
@@ -68,6 +85,8 @@ def verify_assertion(
     ``keys`` maps ``kid`` → public key (see :func:`keys_from_jwks`). ``method``, ``path`` and ``query`` are the
     request's as received, raw (ASGI: ``raw_path`` and ``query_string``; WSGI: ``REQUEST_URI`` split at ``?``):
     an assertion made for any other request is refused. ``request_id``, if given, must be its ``jti``.
+    ``audience``, if given (an upstream should always give it), must be its ``aud``: the proxy's
+    ``assertion_audience``, by default the origin of its ``upstream`` URL.
     """
     try:
         kid = jwt.get_unverified_header(token).get("kid")
@@ -80,8 +99,15 @@ def verify_assertion(
             algorithms=["EdDSA"],
             issuer=ISSUER,
             leeway=leeway,
-            options={"require": ["exp", "iat", "iss", "htm", "htu", "htq", "jti"], "verify_iat": now is None},
+            audience=audience,
+            options={
+                "require": ["exp", "iat", "iss", "htm", "htu", "htq", "jti", *(["aud"] if audience else [])],
+                "verify_iat": now is None,
+                "verify_aud": audience is not None,
+            },
         )
+    except jwt.InvalidAudienceError:
+        raise InvalidAssertion("assertion addressed to another upstream") from None
     except jwt.PyJWTError:
         raise InvalidAssertion("invalid assertion") from None
     if now is not None and claims["exp"] + leeway < now:
@@ -90,6 +116,45 @@ def verify_assertion(
     if bound != (method, path, query) or (request_id is not None and claims["jti"] != request_id):
         raise InvalidAssertion("assertion bound to another request")
     return claims
+
+
+class UsedAssertions:
+    """The ``jti`` of each accepted assertion, kept until its ``exp`` (plus ``leeway``), so that a second use is
+    refused. At most ``capacity`` are kept: when that many are still live, a new one is refused too (fail
+    closed) rather than forgetting one that could then be replayed. Thread-safe; clock and lock injected."""
+
+    __slots__ = ("_clock", "_live", "_lock", "capacity", "leeway")
+
+    def __init__(
+        self,
+        capacity: int = 100_000,
+        *,
+        leeway: float = 5.0,
+        clock: Callable[[], float] = time.time,
+        lock: AbstractContextManager[object] | None = None,
+    ) -> None:
+        self.capacity, self.leeway, self._clock = capacity, leeway, clock
+        self._lock = lock if lock is not None else threading.Lock()
+        self._live: dict[str, float] = {}  # jti → until when; insertion order is nearly expiry order
+
+    def use(self, claims: Mapping[str, Any]) -> None:
+        """Record the assertion of ``claims`` (from :func:`verify_assertion`) as used; raises
+        :class:`InvalidAssertion` if it was used before, or if too many live ones are remembered."""
+        jti, until = str(claims["jti"]), float(claims["exp"]) + self.leeway
+        now = self._clock()
+        with self._lock:
+            live = self._live
+            for seen in list(islice(live, 2)):  # two out per use keeps the front clear; a full sweep only when full
+                if live[seen] <= now:
+                    del live[seen]
+            if jti in live and live[jti] > now:
+                raise InvalidAssertion("assertion already used")
+            if len(live) >= self.capacity:
+                for seen in [k for k, v in live.items() if v <= now]:
+                    del live[seen]
+                if len(live) >= self.capacity:
+                    raise InvalidAssertion("too many assertions in use")
+            live[jti] = until
 
 
 def jwk_of(kid: str, public: PublicKey) -> dict[str, str]:

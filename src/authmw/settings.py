@@ -59,6 +59,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "listen": (_text, "HOST:PORT"),
     "audit_log": (_text, "a file name, or - for standard error"),
     "assertion_ttl": (_count(1, 3600), "seconds 1-3600"),
+    "assertion_audience": (_text, "the name the upstream expects as the assertion's aud"),
     "forward_credentials": (_flag, "true or false"),
     "drop_underscore_headers": (_flag, "true or false"),
     "header_timeout": (_count(1, 3600), "seconds 1-3600"),
@@ -94,6 +95,7 @@ class Settings:
     with ``_``; when kept, those folding onto a protected name are still dropped), ``header_timeout`` and
     ``body_timeout`` (seconds for a request's head and body to arrive: 408), ``body_budget`` (request-body bytes
     held at once: 503 beyond), ``max_connections`` (open connections; uvicorn answers 503 beyond).
+    ``assertion_audience``: the assertion's ``aud`` (default: the origin of ``upstream``, ``scheme://host:port``).
     Replay: ``replay_protection`` accepts each signed request once (off: a captured request can be replayed
     until its date leaves the ``max_skew`` window); ``replay_capacity`` requests are remembered at most (503
     beyond), ``replay_quota`` per user (429 beyond; default a quarter of the capacity).
@@ -118,6 +120,7 @@ class Settings:
     listen: str = "127.0.0.1:8080"
     audit_log: str | None = None
     assertion_ttl: int = 60
+    assertion_audience: str | None = None
     forward_credentials: bool = False
     drop_underscore_headers: bool = True
     header_timeout: int = 10

@@ -5,8 +5,10 @@ be told apart from its ``-`` twin here; the signature schemes only sign ``-`` na
 never read from the request, so the fold cannot smuggle one in. The raw request-target is taken from
 ``REQUEST_URI`` / ``RAW_URI`` when the server provides it (gunicorn, uWSGI, werkzeug), so the signature is
 checked against the path exactly as sent. A request announcing a body is prechecked from its head
-(:meth:`Guard.precheck`) before the body is read, and the bodies held at once stay within ``body_budget``; the
-deadline for a body to arrive is the server's socket timeout (gunicorn ``--timeout``, werkzeug, waitress).
+(:meth:`Guard.precheck`) before the body is read, and the bodies held at once stay within ``body_budget`` (taken
+as the bytes arrive, 64 KiB at a time); the deadline for a body to arrive is the server's socket timeout
+(gunicorn ``--timeout``, waitress ``channel_timeout``; werkzeug and wsgiref have none: run them behind a server
+or proxy that has one).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ __all__ = ["AuthMiddleware", "request_from_environ"]
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+_CHUNK = 64 * 1024  # read, and taken from the budget, this much at a time
 _SPECIAL = {"CONTENT_TYPE": "content-type", "CONTENT_LENGTH": "content-length"}
 
 
@@ -64,28 +67,27 @@ class AuthMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         taken = 0
-        try:
-            if environ.get("CONTENT_LENGTH", "") not in ("", "0") or environ.get("wsgi.input_terminated"):
-                self.guard.precheck(request_from_environ(environ, b""))  # refused before its body is read
-            body = self._read_body(environ)
-            taken = len(body)
-            request = request_from_environ(environ, body)
-            context = self.guard.check(request)
-        except AuthmwError as exc:
-            self.body_budget.give(taken)
-            context = exc.context or bare_context(environ.get("REMOTE_ADDR"))
-            log_decision(context, exc, environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", ""))
-            status, headers, payload = render(exc, context.request_id)
-            start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
-            return [payload]
-        log_decision(context, None, request.method, request.path)
-        for key in [k for k in environ if k.startswith("HTTP_X_AUTHMW_")]:
-            del environ[key]  # identity comes from environ["authmw"] only, never from a header posing as authmw's
-        environ["authmw"] = context
-        environ["authmw.guard"] = self.guard
-        environ["wsgi.input"] = io.BytesIO(body)
-        environ["CONTENT_LENGTH"] = str(len(body))
-        try:
+        try:  # every path gives the body's bytes back: a refusal, any other exception, the app's return
+            try:
+                if environ.get("CONTENT_LENGTH", "") not in ("", "0") or environ.get("wsgi.input_terminated"):
+                    self.guard.precheck(request_from_environ(environ, b""))  # refused before its body is read
+                body = self._read_body(environ)
+                taken = len(body)
+                request = request_from_environ(environ, body)
+                context = self.guard.check(request)
+            except AuthmwError as exc:
+                context = exc.context or bare_context(environ.get("REMOTE_ADDR"))
+                log_decision(context, exc, environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", ""))
+                status, headers, payload = render(exc, context.request_id)
+                start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
+                return [payload]
+            log_decision(context, None, request.method, request.path)
+            for key in [k for k in environ if k.startswith("HTTP_X_AUTHMW_")]:
+                del environ[key]  # identity comes from environ["authmw"] only, never from a header posing as authmw's
+            environ["authmw"] = context
+            environ["authmw.guard"] = self.guard
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
             return self.app(environ, start_response)
         finally:  # the app has the body now (a streamed response holds only what it reads into memory itself)
             self.body_budget.give(taken)
@@ -105,30 +107,38 @@ class AuthMiddleware:
                 raise MalformedRequest("Content-Length is negative")
             if declared > limit:
                 raise BodyTooLarge(f"declared body of {declared} bytes exceeds {limit}")
-            return self._held(stream, declared, declared)
+            return self._held(stream, declared)
         if environ.get("wsgi.input_terminated"):  # chunked upload: the server marks the end of the stream
-            return self._held(stream, limit + 1, None)
+            return self._held(stream, None)
         return b""
 
-    def _held(self, stream: Any, size: int, declared: int | None) -> bytes:
-        """Read up to ``size`` bytes with that much taken from the budget; only the body's length stays taken."""
-        if not size:
+    def _held(self, stream: Any, declared: int | None) -> bytes:
+        """The body (``declared`` bytes, or up to the end of a terminated stream), read in chunks with the budget
+        taken as each arrives, as the ASGI form does: a client that announces much and sends little holds only
+        what it sent. On success the body's length stays taken; on any failure everything is given back."""
+        if declared == 0:
             return b""
+        limit = self.guard.max_body
         budget = self.body_budget
-        budget.take(size)
+        chunks: list[bytes] = []
+        size = 0
         try:
-            body = _read(stream, size)
+            while declared is None or size < declared:
+                want = _CHUNK if declared is None else min(_CHUNK, declared - size)
+                chunk = _read(stream, want)
+                if not chunk:
+                    break
+                if size + len(chunk) > limit:
+                    raise BodyTooLarge(f"body exceeds {limit} bytes")
+                budget.take(len(chunk))
+                size += len(chunk)
+                chunks.append(chunk)
+            if declared is not None and size != declared:
+                raise MalformedRequest("the body is shorter than its Content-Length")
         except BaseException:
             budget.give(size)
             raise
-        budget.give(size - len(body))
-        if declared is not None and len(body) != declared:
-            budget.give(len(body))
-            raise MalformedRequest("the body is shorter than its Content-Length")
-        if len(body) > self.guard.max_body:
-            budget.give(len(body))
-            raise BodyTooLarge(f"body exceeds {self.guard.max_body} bytes")
-        return body
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _read(stream: Any, size: int) -> bytes:

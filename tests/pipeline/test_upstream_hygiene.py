@@ -21,7 +21,7 @@ import pytest
 
 from authmw import wsgi
 from authmw.assembly import build_guard
-from authmw.assertion import InvalidAssertion, keys_from_jwks, verify_assertion
+from authmw.assertion import InvalidAssertion, UsedAssertions, keys_from_jwks, verify_assertion
 from authmw.proxy import build_app
 from authmw.settings import Settings
 from pipeline.conftest import SETTINGS, running
@@ -132,25 +132,85 @@ def test_the_assertion_is_bound_to_method_path_query_and_request_id(world: World
 
 
 def test_the_demo_api_reads_identity_from_the_verified_assertion_only(world: World) -> None:
-    """examples/demo_api.py: a forged ``X-Authmw-User-Name`` beside a valid assertion changes nothing, and the
-    assertion of another request (or none) is refused."""
+    """examples/demo_api.py: a forged ``X-Authmw-User-Name`` beside a valid assertion changes nothing; the
+    assertion of another request, for another upstream, or used a second time (or none) is refused."""
     sys.path.insert(0, str(EXAMPLES))
     try:
         import demo_api
     finally:
         sys.path.remove(str(EXAMPLES))
-    with running("proxy", world) as form:
-        seen = send(form.url, lambda host: signed(Ctx(world, host))).json()
-        assertion = seen["headers"]["x-authmw-assertion"]
-        demo_api.SIDECAR, _ = form.url, demo_api._keys.clear()
-        with serve_asgi(demo_api.app) as api:
+    with serve_asgi(demo_api.app) as api:
+        demo_api.AUDIENCE = api  # the sidecar's default audience when the API is its upstream: its origin
+        # The echo upstream shows the assertion; the first proxy addresses it to the API, the second to the echo.
+        with proxy(world, replace(SETTINGS, assertion_audience=api)) as url, proxy(world) as elsewhere_url:
+            assertion = send(url, lambda host: signed(Ctx(world, host))).json()["headers"]["x-authmw-assertion"]
+            other = send(elsewhere_url, lambda host: signed(Ctx(world, host))).json()["headers"]["x-authmw-assertion"]
+            demo_api.SIDECAR, _ = url, demo_api._keys.clear()
             path = NB.replace("{p}", world.project)
             forged = {"X-Authmw-Assertion": assertion, "X-Authmw-User-Name": "admin"}
-            genuine = httpx.get(api + path, headers=forged)
             elsewhere = httpx.get(api + path + "/nb-1", headers=forged)
+            genuine = httpx.get(api + path, headers=forged)
+            again = httpx.get(api + path, headers=forged)
             without = httpx.get(api + path, headers={"X-Authmw-User-Name": "admin"})
+            other_upstream = httpx.get(api + path, headers={"X-Authmw-Assertion": other})
     assert genuine.status_code == 200 and genuine.json()["seen_by_api"]["user"] == "scientist"
     assert (elsewhere.status_code, without.status_code) == (401, 401)
+    assert (again.status_code, again.json()["error"]) == (401, "assertion refused: assertion already used")
+    assert other_upstream.status_code == 401 and "another upstream" in other_upstream.json()["error"]
+
+
+# -- review finding 10: the assertion names its upstream, and is used once -------------------------------------
+
+
+def test_the_assertion_is_addressed_to_the_upstream(world: World) -> None:
+    """Every sidecar of one store signs with the same key: an assertion captured at upstream A was valid at B
+    for the same request. Now it carries ``aud`` (default: the origin of the proxy's upstream URL)."""
+    with proxy(world) as url:
+        seen = send(url, lambda host: signed(Ctx(world, host))).json()
+        keys = keys_from_jwks(httpx.get(url + "/.well-known/jwks.json").json())
+    assertion, path = seen["headers"]["x-authmw-assertion"], seen["raw_path"]
+    audience = f"http://{seen['headers']['host']}"  # the echo upstream, as the proxy addresses it
+    claims = verify_assertion(assertion, keys, method="GET", path=path, query="", audience=audience)
+    assert claims["aud"] == audience
+    with pytest.raises(InvalidAssertion, match="another upstream"):
+        verify_assertion(assertion, keys, method="GET", path=path, query="", audience="http://127.0.0.1:1")
+
+
+def test_the_sidecar_recipe_refuses_an_assertion_for_another_upstream_or_used_twice(world: World) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "adapters" / "sidecar"))
+    try:
+        import upstream as recipe
+    finally:
+        sys.path.pop(0)
+    server = recipe.make_server(0)
+    try:
+        with proxy(world) as url, proxy(world, replace(SETTINGS, assertion_audience=server.audience)) as ours:
+            server.sidecar = url
+            path = NB.replace("{p}", world.project)
+            theirs = send(url, lambda host: signed(Ctx(world, host))).json()["headers"]["x-authmw-assertion"]
+            mine = send(ours, lambda host: signed(Ctx(world, host))).json()["headers"]["x-authmw-assertion"]
+            with pytest.raises(InvalidAssertion, match="another upstream"):
+                server.claims(theirs, "GET", path)
+            assert server.claims(mine, "GET", path)["user-name"] == "scientist"
+            with pytest.raises(InvalidAssertion, match="already used"):
+                server.claims(mine, "GET", path)
+    finally:
+        server.server_close()
+
+
+def test_used_assertions_are_remembered_until_they_expire_and_never_forgotten_early() -> None:
+    now = [1000.0]
+    used = UsedAssertions(2, leeway=5, clock=lambda: now[0])
+    used.use({"jti": "a", "exp": 1060})
+    with pytest.raises(InvalidAssertion, match="already used"):
+        used.use({"jti": "a", "exp": 1060})
+    used.use({"jti": "b", "exp": 1070})
+    with pytest.raises(InvalidAssertion, match="too many"):  # full of live ones: refused, none forgotten
+        used.use({"jti": "c", "exp": 1070})
+    now[0] = 1066.0  # "a" is past exp + leeway: it could not pass verify_assertion any more
+    used.use({"jti": "c", "exp": 1126})
+    with pytest.raises(InvalidAssertion, match="already used"):
+        used.use({"jti": "b", "exp": 1070})
 
 
 # -- item 7: header names with "_" ------------------------------------------------------------------------------
@@ -231,3 +291,65 @@ def test_only_the_configured_forwarding_header_reaches_the_upstream(world: World
     else:
         assert "forwarded" not in seen, seen
         assert seen["x-forwarded-for"] == "7.7.7.7, 127.0.0.1"
+
+
+# -- review finding 6: the caller's address, proto and host headers never reach the upstream ---------------------
+
+
+def test_the_callers_address_proto_and_host_headers_are_replaced_by_the_proxys(world: World) -> None:
+    """The upstream got the client's ``X-Real-IP``, ``True-Client-IP`` and ``X-Client-IP``, and the client's
+    ``X-Forwarded-Proto``/``X-Forwarded-Host`` ahead of the proxy's (a framework taking the first value believed
+    them); now only the proxy's own values arrive."""
+    spoofed = [
+        ("X-Real-IP", "6.6.6.6"),
+        ("True-Client-IP", "6.6.6.6"),
+        ("X-Client-IP", "6.6.6.6"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "evil.example"),
+    ]
+    with serve_asgi(_raw_headers_echo) as upstream:
+        app = build_app(replace(SETTINGS, upstream=upstream), world.store)
+        with serve_asgi(app) as url:
+            reply = send(url, _credential_requests(world)["aksk"], *spoofed)
+    assert reply.status == 200, reply.body[:300]
+    seen = [(name.lower(), value) for name, value in reply.json()]
+    assert not [value for _name, value in seen if value in ("6.6.6.6", "https", "evil.example")], seen
+    names = [name for name, _value in seen]
+    assert not {"x-real-ip", "true-client-ip", "x-client-ip"} & set(names), seen
+    assert [value for name, value in seen if name == "x-forwarded-proto"] == ["http"]
+    assert [value for name, value in seen if name == "x-forwarded-host"] == [urlsplit(url).netloc]
+    assert [value for name, value in seen if name == "x-forwarded-for"] == ["127.0.0.1"]
+
+
+async def _raw_headers_echo(scope: Any, receive: Any, send_: Any) -> None:
+    """Every header the upstream received, repeated names and order kept."""
+    if scope["type"] != "http":
+        return
+    body = json.dumps([[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]).encode()
+    await send_({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+    await send_({"type": "http.response.body", "body": body})
+
+
+# -- review finding 7: the ASGI middleware applies the proxy's fold rule ----------------------------------------
+
+
+def test_the_asgi_middleware_keeps_underscore_twins_of_protected_names_from_the_app(world: World) -> None:
+    """``X_Workspace_Id: PRIVATE`` was admitted in the workspace the guard checked (it reads ``X-Workspace-Id``)
+    and handed to the app, which behind a WSGI bridge sees ``HTTP_X_WORKSPACE_ID``; so were credential and
+    forwarding twins. Now the app sees none of them; ``_`` names folding onto nothing protected still pass."""
+    twins = [
+        ("X_Workspace_Id", world.private_ws),
+        ("X_Project_Id", "0" * 32),
+        ("X_Auth_Token", "stolen"),
+        ("X_Forwarded_For", "6.6.6.6"),
+        ("Content_Length", "5"),
+        ("X_Foo", "bar"),
+    ]
+    with running("asgi", world) as form:
+        ctx = Ctx(world, urlsplit(form.url).netloc)
+        reply = send(form.url, lambda host: signed(ctx), *twins)
+    assert reply.status == 200, reply.body[:300]
+    seen = reply.json()
+    folded = {name.replace("_", "-") for name in seen["headers"] if "_" in name}
+    assert folded == {"x-foo"}, seen["headers"]
+    assert seen["authmw"]["workspace"] != world.private_ws

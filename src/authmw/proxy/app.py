@@ -7,8 +7,11 @@ URL's ``X-Amz-Signature`` / ``X-Amz-Security-Token`` query parameters) are not f
 ``forward_credentials``: an upstream's logs or a less trusted app could otherwise replay them at the sidecar.
 Header names containing ``_`` are dropped (as nginx does), since WSGI servers fold ``X_Authmw_Agency`` onto
 ``X-Authmw-Agency``; kept with ``drop_underscore_headers=False``, one that folds onto a protected or present name
-is still dropped. The request body is read once (the signature check needs it) and sent on as is; the
-upstream's response is streamed back without buffering. ``/healthz``, ``/readyz``, ``/metrics`` and
+is still dropped. What the caller wrote about the connection (``X-Forwarded-Host``, ``X-Forwarded-Proto``,
+``X-Real-IP``, ``True-Client-IP``, ``X-Client-IP``, and the forwarding chain the deployment does not read) is
+dropped; the proxy sends its own forwarding chain, ``X-Forwarded-Host`` and ``X-Forwarded-Proto``. The request
+body is read once (the signature check needs it) and sent on as is; the upstream's response is streamed back
+without buffering. ``/healthz``, ``/readyz``, ``/metrics`` and
 ``/.well-known/jwks.json`` are answered by the proxy itself.
 """
 
@@ -21,13 +24,15 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, urlsplit
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from authmw.asgi import (
+    CREDENTIAL_HEADERS,
     DEFAULT_BODY_TIMEOUT,
+    PROTECTED_HEADERS,
     ASGIApp,
     BodyBudget,
     Receive,
@@ -44,7 +49,7 @@ from authmw.guard import AuthContext, Guard
 from authmw.iam_api import SECURITY_TOKENS_PATH, TOKENS_PATH
 from authmw.tokens import PublicKey
 
-__all__ = ["ProxyApp", "forwarded_query", "identity_headers", "upstream_headers"]
+__all__ = ["ProxyApp", "forwarded_query", "identity_headers", "origin_of", "upstream_headers"]
 
 logger = logging.getLogger("authmw.proxy")
 
@@ -64,18 +69,18 @@ _HOP_BY_HOP = frozenset(
     }
 )
 #: The caller's credentials: not forwarded unless ``forward_credentials``.
-_CREDENTIALS = frozenset({b"authorization", b"x-auth-token", b"x-security-token", b"x-amz-security-token"})
-#: Names the upstream reads as authmw's facts, the caller's credentials or placement, or the proxy sets: a header
-#: whose name folds onto one of these (``_`` → ``-``, as WSGI servers fold them) is never forwarded.
-_PROTECTED = (
-    _CREDENTIALS
-    | _HOP_BY_HOP
-    | frozenset({b"x-workspace-id", b"x-project-id", b"forwarded", b"x-forwarded-host", b"x-forwarded-proto"})
-    | frozenset({b"x-forwarded-for", b"x-real-ip"})
-)
+_CREDENTIALS = CREDENTIAL_HEADERS
+#: A header whose name folds onto one of these (``_`` → ``-``, as WSGI servers fold them) is never forwarded.
+_PROTECTED = PROTECTED_HEADERS | _HOP_BY_HOP
 #: The client-address chains: only the one ``forwarded_header`` names goes upstream, with this hop appended (an
 #: upstream reading the other would believe whatever the client wrote there).
 _FORWARDING = frozenset({b"forwarded", b"x-forwarded-for"})
+#: What the proxy states about the connection: the caller's are never forwarded (a framework taking the first
+#: ``X-Forwarded-Proto``/``-Host`` or any ``X-Real-IP`` would believe the client); the proxy sets its own
+#: forwarding chain, ``X-Forwarded-Host`` and ``X-Forwarded-Proto``.
+_SET_BY_PROXY = _FORWARDING | frozenset(
+    {b"x-forwarded-host", b"x-forwarded-proto", b"x-real-ip", b"true-client-ip", b"x-client-ip"}
+)
 #: A presigned URL's query parameters that make it usable (the rest only describe it).
 _PRESIGNED_SECRETS = frozenset({"x-amz-signature", "x-amz-security-token"})
 _WS_HANDSHAKE = frozenset({b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions"})
@@ -144,6 +149,12 @@ def upstream_headers(
     return kept
 
 
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, lower-cased: the default audience of the assertions sent there."""
+    split = urlsplit(url)
+    return f"{split.scheme}://{split.netloc}".lower()
+
+
 def _forwarded_for(address: str) -> str:
     """An RFC 7239 ``for=`` element (IPv6 quoted and bracketed)."""
     return f'for="[{address}]"' if ":" in address else f"for={address}"
@@ -161,7 +172,8 @@ def forwarded_query(query: str, *, forward_credentials: bool = False) -> str:
 
 class ProxyApp:
     """The sidecar ASGI app. ``guard`` may be replaced at any time (:meth:`reload`); requests in flight keep
-    the guard they started with. ``forward_credentials`` sends the caller's credentials upstream (for upstreams
+    the guard they started with. Assertions are addressed to ``assertion_audience`` (default: the origin of
+    ``upstream``). ``forward_credentials`` sends the caller's credentials upstream (for upstreams
     that verify them again); ``drop_underscore_headers=False`` keeps header names with ``_`` that fold onto no
     protected or present name. A request body must arrive within ``body_timeout`` seconds (408), and the bodies
     held at once stay within ``body_budget`` (503)."""
@@ -174,6 +186,7 @@ class ProxyApp:
         signing_key: tuple[str, ed25519.Ed25519PrivateKey],
         public_keys: Mapping[str, PublicKey],
         assertion_ttl: int = 60,
+        assertion_audience: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         token_service: ASGIApp | None = None,
         forward_credentials: bool = False,
@@ -190,6 +203,7 @@ class ProxyApp:
         self.kid, self._key = signing_key
         self._jwks_body = json.dumps({"keys": [jwk_of(k, v) for k, v in public_keys.items()]}).encode()
         self.assertion_ttl = assertion_ttl
+        self.assertion_audience = assertion_audience or origin_of(self.upstream)
         self.forward_credentials = forward_credentials
         self.drop_underscore_headers = drop_underscore_headers
         self.body_timeout = body_timeout
@@ -214,6 +228,7 @@ class ProxyApp:
             fresh.forward_credentials,
             fresh.drop_underscore_headers,
         )
+        self.assertion_audience = fresh.assertion_audience
 
     @property
     def transport(self) -> httpx.AsyncBaseTransport:
@@ -321,10 +336,11 @@ class ProxyApp:
             query=query,
             request_id=context.request_id,
             ttl=self.assertion_ttl,
+            audience=self.assertion_audience,
         )
         facts.append(("x-authmw-assertion", assertion))
         headers += [(name.encode(), value.encode()) for name, value in facts]
-        headers = [(k, v) for k, v in headers if k.lower() not in _FORWARDING]
+        headers = [(k, v) for k, v in headers if k.lower() not in _SET_BY_PROXY]
         chain = self.guard.proxies.header.encode()  # the one the deployment reads; the other never goes upstream
         peer = scope.get("client")  # appended as proxies do: the chain stays what each hop saw
         hops = [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == chain]

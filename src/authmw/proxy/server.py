@@ -54,6 +54,7 @@ def build_app(settings: Settings, store: Store, *, limiter: AttemptLimiter | Non
             signing_key=signing_key,
             public_keys=store.public_token_keys(),
             assertion_ttl=settings.assertion_ttl,
+            assertion_audience=settings.assertion_audience,
             token_service=service,
             forward_credentials=settings.forward_credentials,
             drop_underscore_headers=settings.drop_underscore_headers,
