@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from authmw.cli import main
-from policy_cases import CASES, INVALID
+from tests.support.policy_cases import CASES, INVALID
 
 REPORT_KEYS = {"decision", "explicit", "statement", "reason"}
 

@@ -8,7 +8,7 @@ import pytest
 
 from authmw.errors import InvalidPolicy
 from authmw.policy import PolicySet, parse_policy
-from policy_cases import CASES, INVALID
+from tests.support.policy_cases import CASES, INVALID
 
 
 def _policy_set(case: dict[str, Any], **options: Any) -> PolicySet:

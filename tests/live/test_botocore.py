@@ -29,8 +29,8 @@ from authmw.errors import AuthmwError
 from authmw.models import AuthMethod, Credential, Request
 from authmw.rawhttp import parse_raw_request
 from authmw.signing import Verifier
-from tokens import OneToken
-from wire import (
+from tests.support.tokens import OneToken
+from tests.support.wire import (
     CaptureServer,
     botocore_wire,
     frozen_time,

@@ -24,8 +24,8 @@ from authmw.errors import AuthmwError
 from authmw.models import AuthMethod, Credential, Request
 from authmw.rawhttp import parse_raw_request
 from authmw.signing import ReplayGuard, Verifier
-from tokens import OneToken
-from wire import HUAWEI_SIGNERS, CaptureServer, huawei_wire, parse_raw
+from tests.support.tokens import OneToken
+from tests.support.wire import HUAWEI_SIGNERS, CaptureServer, huawei_wire, parse_raw
 
 pytestmark = pytest.mark.live
 

@@ -24,7 +24,7 @@ from authmw.client.jwks import JwksKeys, fetch_jwks
 from authmw.errors import ConfigurationError, ExpiredToken, InvalidToken, IssuerUnavailable
 from authmw.oidc import OidcIssuer, cache_max_age, parse_jwks
 from authmw.tokens import ExternalIdentity, peek_issuer
-from oidc_issuer import ALGORITHMS, AUDIENCE, ISS, KEYS, START, FakeClock, Issuer
+from tests.support.oidc_issuer import ALGORITHMS, AUDIENCE, ISS, KEYS, START, FakeClock, Issuer
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from vectors import SHARED
+from tests.support.vectors import SHARED
 
 POLICY_CASES: dict[str, Any] = json.loads((SHARED / "conformance" / "policy" / "policy_cases.json").read_text())
 CASES: list[dict[str, Any]] = POLICY_CASES["cases"]
