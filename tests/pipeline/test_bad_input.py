@@ -24,6 +24,7 @@ import pytest
 from authmw.errors import all_error_classes
 from tests.support.forms import SETTINGS, Form, running
 from tests.support.raw import HEX64, JOB1, JOBS, NB, NB1, SERVICE, Ctx, Raw, Reply, exchange, presigned, signed, token
+from tests.support.servers import wait_idle
 from tests.support.world import Key, World, echo_asgi, echo_wsgi
 
 FORMS = ("asgi", "wsgi", "proxy")
@@ -692,7 +693,10 @@ def test_bad_input_is_refused_with_its_code(target: Target, case: Case) -> None:
     assert b"Traceback" not in reply.body and b'File "' not in reply.body
     is_authmw = reply.headers.get("content-type") == "application/json"
     if unanswered or (target.name in case.server and not is_authmw):
-        time.sleep(0.1)  # the server refused it: give a wrongly started app the time to show up in the count
+        # The server refused it: once the servers handle no request, an app they started has been counted.
+        wait_idle(target.form.url)
+        if target.form.upstream is not None:
+            wait_idle(target.form.upstream)
     else:
         body = reply.json()
         assert set(body) == {"error_code", "error_msg", "request_id"}

@@ -18,7 +18,7 @@ import jwt
 import pytest
 
 from authmw.signing import sign_request
-from tests.support.proxy import proxy_process
+from tests.support.proxy import SLOW_ARRIVED, proxy_process
 from tests.support.world import Key, World
 
 
@@ -33,6 +33,21 @@ def audit_lines(audit: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in audit.read_text().splitlines() if line.strip()]
 
 
+def audit_lines_when(audit: Path, count: int) -> list[dict[str, Any]]:
+    """The audit log once it has ``count`` complete lines (they are written after the answer is sent)."""
+    deadline = time.monotonic() + 10
+    while len(lines := audit_lines_complete(audit)) < count:
+        assert time.monotonic() < deadline, f"the audit log has {len(lines)} of {count} lines"
+        time.sleep(0.02)
+    return lines
+
+
+def audit_lines_complete(audit: Path) -> list[dict[str, Any]]:
+    """The lines ended by a newline (one being written is not read half-way)."""
+    text = audit.read_text() if audit.exists() else ""
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines() if line.strip()]
+
+
 def test_health_metrics_and_the_audit_log(world: World, tmp_path: Path) -> None:
     with proxy_process(world, tmp_path, "unmatched: deny\n") as (_process, url, audit):
         assert httpx.get(url + "/healthz").json() == {"status": "ok"}
@@ -44,8 +59,7 @@ def test_health_metrics_and_the_audit_log(world: World, tmp_path: Path) -> None:
         assert 'authmw_decisions_total{error_code="",outcome="allow"} 1.0' in metrics
         assert 'authmw_decisions_total{error_code="action_denied",outcome="deny"} 1.0' in metrics
         assert "authmw_decision_seconds_bucket" in metrics
-        time.sleep(0.2)
-        records = audit_lines(audit)
+        records = audit_lines_when(audit, 2)
     allow, deny = records[-2], records[-1]
     assert allow["outcome"] == "allow" and allow["user_name"] == "scientist"
     assert allow["policy"] == "ModelArts CommonOperations" and allow["statement"] == 0
@@ -62,8 +76,7 @@ def test_dry_run_decides_logs_and_passes_everything_on(world: World, tmp_path: P
     with proxy_process(world, tmp_path, "mode: dry-run\n") as (_process, url, audit):
         response = signed_get(url, world.outsider, f"/v1/{world.project}/notebooks")
         unsigned = httpx.get(url + f"/v1/{world.project}/notebooks")
-        time.sleep(0.2)
-        records = audit_lines(audit)
+        records = audit_lines_when(audit, 2)
     assert (response.status_code, unsigned.status_code) == (200, 200)
     assert records[-2]["outcome"] == "deny" and records[-2]["error_code"] == "action_denied"
     assert records[-2]["enforced"] is False
@@ -103,7 +116,10 @@ def test_sighup_reloads_the_configuration_without_dropping_requests(world: World
         time.sleep(0.3)
         (tmp_path / "proxy.yaml").write_text("unmatched: [not, valid\n")  # a broken file keeps the old config
         process.send_signal(signal.SIGHUP)
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while 'authmw_reloads_total{result="failed"} 1.0' not in httpx.get(url + "/metrics").text:
+            assert time.monotonic() < deadline, "the second reload was not attempted"
+            time.sleep(0.05)
         stop.set()
         worker.join(10)
         assert signed_get(url, world.scientist, custom).status_code == 200
@@ -142,8 +158,9 @@ def test_sigterm_finishes_the_request_in_flight(world: World, tmp_path: Path) ->
         request = threading.Thread(
             target=lambda: result.append(signed_get(url, world.scientist, f"/v1/{world.project}/slow", timeout=10))
         )
+        SLOW_ARRIVED.clear()
         request.start()
-        time.sleep(0.5)
+        assert SLOW_ARRIVED.wait(10), "the request did not reach the upstream"
         process.send_signal(signal.SIGTERM)
         request.join(10)
         assert process.wait(15) == 0

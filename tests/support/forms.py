@@ -30,6 +30,7 @@ class Form:
     url: str
     guard: Guard
     app: Any = None
+    upstream: str | None = None  # the proxy's upstream server
 
     def facts(self, body: dict[str, Any]) -> dict[str, Any]:
         """What the app was told: from the context (middleware) or the X-Authmw-* headers (proxy)."""
@@ -69,4 +70,4 @@ def running(
         with serve_asgi(asgi_app) as upstream:
             app = build_app(replace(settings, upstream=upstream), world.store)
             with serve_asgi(app) as url:
-                yield Form(name, url, app.guard, app)
+                yield Form(name, url, app.guard, app, upstream)

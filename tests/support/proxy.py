@@ -8,6 +8,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +19,14 @@ import httpx
 from tests.support.servers import free_port, serve_asgi
 from tests.support.world import World, echo_asgi
 
+# Set when a ``/slow`` request reaches the upstream: it is in flight at the proxy (clear it before sending one).
+SLOW_ARRIVED = threading.Event()
+
 
 async def slow_upstream(scope: Any, receive: Any, send: Any) -> None:
     """Echo, but ``/slow`` paths take 1.5 s (a request in flight during shutdown)."""
     if scope["type"] == "http" and scope["path"].endswith("/slow"):
+        SLOW_ARRIVED.set()
         await asyncio.sleep(1.5)
     await echo_asgi(scope, receive, send)
 
