@@ -1,7 +1,7 @@
 """huaweicloudsdkcore signs, ``requests`` sends, authmw verifies the bytes that arrived.
 
 Every request is built and signed at test time by the real SDK with each of its five signers and travels
-over a socket to :class:`wire.CaptureServer`; the verifier sees nothing but the captured bytes.  The SDK's
+over a socket to :class:`tests.support.wire.CaptureServer`; the verifier sees nothing but the captured bytes.  The SDK's
 own canonical request and string to sign are recorded by read-only spies and compared with what
 :meth:`Verifier.inspect` rebuilt from the wire, so a failure shows which stage diverged.
 """
