@@ -1,4 +1,4 @@
-"""One real store world for the recipe and helper tests (tests/pipeline/world.py)."""
+"""One real store world for the recipe and helper tests (tests/support/world.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.world import World, build_world
+from tests.support.world import World, build_world
 
 
 @pytest.fixture(scope="package")

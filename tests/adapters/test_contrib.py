@@ -25,8 +25,8 @@ from authmw.contrib import flask as for_flask
 from authmw.contrib.starlette import current_context, install_error_handler, require
 from authmw.settings import Settings
 from authmw.signing import sign_request
-from pipeline.world import Key, World
-from servers import serve_asgi, serve_wsgi
+from tests.support.servers import serve_asgi, serve_wsgi
+from tests.support.world import Key, World
 
 CREATE, DELETE = "modelarts:trainJob:create", "modelarts:trainJob:delete"
 

@@ -27,9 +27,9 @@ import pytest
 from authmw.client import HttpxAuth
 from authmw.proxy import build_app
 from authmw.settings import load_settings
-from pipeline.world import Key, World
-from servers import free_port, serve_asgi, serve_wsgi
-from wire import huawei_call
+from tests.support.servers import free_port, serve_asgi, serve_wsgi
+from tests.support.wire import huawei_call
+from tests.support.world import Key, World
 
 ADAPTERS = Path(__file__).resolve().parents[2] / "adapters"
 RECIPES = ("fastapi", "starlette", "flask", "django", "sidecar")

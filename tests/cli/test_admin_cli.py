@@ -20,7 +20,7 @@ import yaml
 from authmw.cli import main
 from authmw.signing.signer import sign_request
 from authmw.store.schema import SCHEMA_VERSION
-from pgutil import pg_schema
+from tests.support.pgutil import pg_schema
 
 POLICY = {
     "Version": "1.1",

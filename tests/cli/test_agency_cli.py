@@ -9,7 +9,7 @@ import pytest
 
 from authmw.sessions import SessionSealer
 from authmw.store import open_store
-from cli.runner import fresh_store, run
+from tests.support.cli import fresh_store, run
 
 NOTEBOOK_GET = {"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["modelarts:notebook:get"]}]}
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cli.runner import fresh_store, run
+from tests.support.cli import fresh_store, run
 
 TASK_DELETE = "modelarts:processTask:deleteProcessTask"
 #: A Deny scoped to one labelling task: the preset's process-task routes name no resource (ModelArts documents no

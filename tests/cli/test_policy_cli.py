@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from authmw.cli import main
-from policy_cases import CASES, INVALID
+from tests.support.policy_cases import CASES, INVALID, refusal_of, states
 
 REPORT_KEYS = {"decision", "explicit", "statement", "reason"}
 
@@ -56,6 +56,8 @@ def test_validate_refuses_invalid_policies(
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines
     assert all(line.startswith(f"{path}: ") for line in lines)
+    refusal = refusal_of(case)
+    assert any(states(line.removeprefix(f"{path}: "), refusal) for line in lines), (lines, refusal)
 
 
 def test_validate_accepts_every_case_policy(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from authmw.errors import InvalidToken
 from authmw.store import open_store
 from authmw.tokens import TokenVerifier
-from cli.runner import fresh_store, run
+from tests.support.cli import fresh_store, run
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from authmw.cli import main
-from vectors import Vector, load
+from tests.support.vectors import Vector, load
 
 POSITIVE = list(load("signed_requests.jsonl"))
 NEGATIVE = list(load("signed_requests_negative.jsonl"))

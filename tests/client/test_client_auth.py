@@ -14,7 +14,7 @@ from authmw.client import HttpxAuth, RequestsAuth
 from authmw.errors import ConfigurationError
 from authmw.rawhttp import parse_raw_request
 from authmw.signing import SCHEMES, Verifier
-from wire import CaptureServer
+from tests.support.wire import CaptureServer
 
 AK, SK = "CLIENTAK0000000000001", "client-secret-key-0123456789abcdefghij"
 SCHEME_OPTIONS = {

@@ -10,7 +10,7 @@ import pytest
 from authmw.models import AccessKey
 from authmw.rawhttp import parse_raw_request
 from authmw.signing import Verifier
-from vectors import AWS4_SUITE
+from tests.support.vectors import AWS4_SUITE
 
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 ACCESS = "AKIDEXAMPLE"

@@ -6,7 +6,7 @@ import pytest
 
 from authmw.rawhttp import parse_raw_request
 from authmw.signing import Verifier
-from vectors import Vector, load, vector_tokens
+from tests.support.vectors import Vector, load, vector_tokens
 
 POSITIVE = list(load("signed_requests.jsonl"))
 NEGATIVE = list(load("signed_requests_negative.jsonl"))

@@ -7,7 +7,11 @@ import json
 from urllib.parse import urlsplit
 
 import pytest
-from test_guard import (
+
+from authmw.models import Request
+from authmw.settings import Settings
+from authmw.signing import sign_request
+from tests.support.guard_world import (
     CLIENT,
     HOST,
     SERVICE,
@@ -21,10 +25,6 @@ from test_guard import (
     guard,
     refused,
 )
-
-from authmw.models import Request
-from authmw.settings import Settings
-from authmw.signing import sign_request
 
 JSON = {"Content-Type": "application/json"}
 

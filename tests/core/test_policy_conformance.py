@@ -8,7 +8,7 @@ import pytest
 
 from authmw.errors import InvalidPolicy
 from authmw.policy import PolicySet, parse_policy
-from policy_cases import CASES, INVALID
+from tests.support.policy_cases import CASES, INVALID, REFUSALS, refusal_of, states
 
 
 def _policy_set(case: dict[str, Any], **options: Any) -> PolicySet:
@@ -45,10 +45,13 @@ def test_cached_decision_equals_fresh_one(case: dict[str, Any]) -> None:
 def test_invalid_policy_is_refused(case: dict[str, Any]) -> None:
     with pytest.raises(InvalidPolicy) as raised:
         parse_policy(case["policy"], name=case["id"])
-    assert raised.value.problems
-    assert all(problem.split(":", 1)[0] for problem in raised.value.problems)
+    refusal = refusal_of(case)
+    # One problem, naming the documented field and rule: the case breaks exactly one rule.
+    assert len(raised.value.problems) == 1, raised.value.problems
+    assert states(raised.value.problems[0], refusal), (raised.value.problems, refusal)
 
 
 def test_cases_are_present() -> None:
     assert len(CASES) >= 60
     assert len(INVALID) >= 20
+    assert set(REFUSALS) == {case["id"] for case in INVALID}  # every invalid case's reason is pinned, no stale one

@@ -47,7 +47,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from authmw.policy import PolicySet, parse_policy
-from policy_cases import CASES
+from tests.support.policy_cases import CASES
 
 # --------------------------------------------------------------------------------------------------------------
 # Reference evaluator

@@ -11,12 +11,12 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from test_guard import CLIENT, MAIN, NOTEBOOKS, P1, T0, World, call, guard
 
 from authmw.errors import AuthmwError, InvalidToken
 from authmw.models import Request
 from authmw.oidc import OidcIssuer
 from authmw.tokens import TrustedIssuer
+from tests.support.guard_world import CLIENT, MAIN, NOTEBOOKS, P1, T0, World, call, guard
 
 JOBS = f"/v2/{P1}/training-jobs"
 

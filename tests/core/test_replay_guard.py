@@ -6,13 +6,13 @@ import threading
 from urllib.parse import urlsplit
 
 import pytest
-from signed import AK, SK, T0, URL, signed, with_headers
 
 from authmw import errors
 from authmw.guard import SIGNED_IF_PRESENT, Guard
 from authmw.models import AccessKey, Request
 from authmw.sessions import Session
 from authmw.signing import SCHEMES, ReplayGuard, StaticKeys, Verifier, presign_url
+from tests.support.signed import AK, SK, T0, URL, signed, with_headers
 
 HEADER_SCHEMES = sorted(name for name, scheme in SCHEMES.items() if not scheme.presigned)
 S3_URL = "https://obs.example.com/bucket/key"
@@ -124,9 +124,8 @@ def test_identical_requests_signed_within_one_second_are_one_request() -> None:
 
 @pytest.mark.parametrize("scheme", HEADER_SCHEMES)
 def test_the_same_request_under_another_key_is_another_request(scheme: str) -> None:
-    from signed import SCOPED
-
     from authmw.signing import sign_request
+    from tests.support.signed import SCOPED
 
     check = Verifier(keys={AK: SK, "AK2": "another-secret-key-of-forty-characters-0"}, clock=lambda: T0)
     check.verify(signed(scheme))

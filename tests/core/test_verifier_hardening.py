@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
-from signed import AK, SK, T0, signed, with_headers
 
 from authmw import errors
 from authmw.models import AccessKey, Request
@@ -12,6 +11,7 @@ from authmw.rawhttp import parse_raw_request
 from authmw.signing import ReplayGuard, Verifier
 from authmw.signing import verifier as verifier_module
 from authmw.signing.huawei import derived_key
+from tests.support.signed import AK, SK, T0, signed, with_headers
 
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 S3_URL = "https://obs.example.com/bucket/key"

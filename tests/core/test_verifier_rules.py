@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from signed import AK, SK, T0, URL, signed, with_headers
 
 from authmw import errors
 from authmw.models import AccessKey, AuthMethod, Request
 from authmw.signing import SCHEMES, ReplayGuard, Verifier
 from authmw.signing.base import Scheme
+from tests.support.signed import AK, SK, T0, URL, signed, with_headers
 
 ALL_HEADER_SCHEMES = sorted(name for name, scheme in SCHEMES.items() if not scheme.presigned)
 

@@ -1,6 +1,6 @@
 """botocore signs (``SigV4Auth``, ``S3SigV4Auth``, the S3 client, presigned URLs), authmw verifies.
 
-Requests go over a real socket to :class:`wire.CaptureServer` and are verified from the captured bytes.
+Requests go over a real socket to :class:`tests.support.wire.CaptureServer` and are verified from the captured bytes.
 The one exception is the S3 ``STREAMING-UNSIGNED-PAYLOAD-TRAILER`` upload, which botocore only produces for
 ``https`` endpoints: that prepared request is converted to a :class:`Request` without any network.
 """
@@ -29,8 +29,8 @@ from authmw.errors import AuthmwError
 from authmw.models import AuthMethod, Credential, Request
 from authmw.rawhttp import parse_raw_request
 from authmw.signing import Verifier
-from tokens import OneToken
-from wire import (
+from tests.support.tokens import OneToken
+from tests.support.wire import (
     CaptureServer,
     botocore_wire,
     frozen_time,

@@ -1,7 +1,7 @@
 """huaweicloudsdkcore signs, ``requests`` sends, authmw verifies the bytes that arrived.
 
 Every request is built and signed at test time by the real SDK with each of its five signers and travels
-over a socket to :class:`wire.CaptureServer`; the verifier sees nothing but the captured bytes.  The SDK's
+over a socket to :class:`tests.support.wire.CaptureServer`; the verifier sees nothing but the captured bytes.  The SDK's
 own canonical request and string to sign are recorded by read-only spies and compared with what
 :meth:`Verifier.inspect` rebuilt from the wire, so a failure shows which stage diverged.
 """
@@ -24,8 +24,8 @@ from authmw.errors import AuthmwError
 from authmw.models import AuthMethod, Credential, Request
 from authmw.rawhttp import parse_raw_request
 from authmw.signing import ReplayGuard, Verifier
-from tokens import OneToken
-from wire import HUAWEI_SIGNERS, CaptureServer, huawei_wire, parse_raw
+from tests.support.tokens import OneToken
+from tests.support.wire import HUAWEI_SIGNERS, CaptureServer, huawei_wire, parse_raw
 
 pytestmark = pytest.mark.live
 

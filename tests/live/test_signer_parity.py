@@ -32,8 +32,8 @@ from hypothesis import strategies as st
 from authmw.models import AuthMethod, Request
 from authmw.rawhttp import parse_raw_request
 from authmw.signing import SignedHttpRequest, Verifier, presign_url, sign_request
-from tokens import OneToken
-from wire import CaptureServer, frozen_time
+from tests.support.tokens import OneToken
+from tests.support.wire import CaptureServer, frozen_time
 
 pytestmark = pytest.mark.live
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -25,16 +24,21 @@ from authmw.errors import ActionDenied, ExpiredToken, InvalidSessionPolicy
 from authmw.iam_api import assume
 from authmw.models import AuthMethod, Credential, Request
 from authmw.signing import sign_request
-from pipeline.conftest import FORMS, SETTINGS, Form, running
-from pipeline.world import World
-from wire import huawei_call
+from tests.support.agencies import (
+    NOTEBOOK,
+    NOTEBOOKS,
+    PASSWORD,
+    STS,
+    TOKENS,
+    TRAINING_JOB,
+    call,
+    login,
+    request_credentials,
+)
+from tests.support.forms import FORMS, SETTINGS, Form, running
+from tests.support.wire import huawei_call
+from tests.support.world import World
 
-PASSWORD = "correct horse battery staple"
-TOKENS = "/v3/auth/tokens"
-STS = "/v3.0/OS-CREDENTIAL/securitytokens"
-NOTEBOOKS = "/v1/{project_id}/notebooks"
-NOTEBOOK = "/v1/{project_id}/notebooks/nb-1"
-TRAINING_JOB = "/v2/{project_id}/training-jobs/job-1"
 NOTEBOOKS_ONLY = {"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["modelarts:notebook:*"]}]}
 GET_ONLY = {"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["modelarts:notebook:get"]}]}
 EVERYTHING = {"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["modelarts:*:*"]}]}
@@ -66,26 +70,6 @@ def forms(proxy: Form, world: World) -> Iterator[dict[str, Form]]:
         yield {"proxy": proxy, "asgi": asgi_form, "wsgi": wsgi_form}
 
 
-def login(form: Form, user: str, domain: str, project: str | None = None) -> str:
-    body: dict[str, Any] = {
-        "auth": {
-            "identity": {
-                "methods": ["password"],
-                "password": {"user": {"name": user, "password": PASSWORD, "domain": {"name": domain}}},
-            }
-        }
-    }
-    if project is not None:
-        body["auth"]["scope"] = {"project": {"id": project}}
-    answer = httpx.post(form.url + TOKENS, json=body, timeout=30)
-    assert answer.status_code == 201, answer.text
-    return answer.headers["x-subject-token"]
-
-
-def request_credentials(form: Form, token: str, identity: dict[str, Any]) -> httpx.Response:
-    return httpx.post(form.url + STS, json={"auth": {"identity": identity}}, headers={"X-Auth-Token": token})
-
-
 def assume_role(**params: Any) -> dict[str, Any]:
     policy = params.pop("policy", None)
     identity: dict[str, Any] = {
@@ -101,22 +85,6 @@ def worker_credentials(form: Form, **params: Any) -> dict[str, str]:
     answer = request_credentials(form, login(form, "worker", "op_svc_modelarts"), assume_role(**params))
     assert answer.status_code == 201, answer.text
     return answer.json()["credential"]  # type: ignore[no-any-return]
-
-
-def call(form: Form, credential: dict[str, str], path: str, project: str, **kwargs: Any) -> tuple[int, Any]:
-    kwargs.setdefault("security_token", credential.get("securitytoken"))
-    # A signed nonce, as a client sending identical requests within one second must add: the forms are shared
-    # by many tests, and the second of two identical requests would be refused as a replay.
-    kwargs["headers"] = {"X-Nonce": os.urandom(8).hex(), **(kwargs.get("headers") or {})}
-    return huawei_call(  # type: ignore[no-any-return]
-        form.url,
-        method=kwargs.pop("method", "GET"),
-        path=path,
-        ak=credential["access"],
-        sk=credential["secret"],
-        project_id=project,
-        **kwargs,
-    )
 
 
 def seconds_left(expires_at: str) -> float:

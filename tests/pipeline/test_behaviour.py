@@ -16,9 +16,9 @@ from websockets.sync.client import connect
 from authmw.assertion import keys_from_jwks, verify_assertion
 from authmw.signing import sign_request
 from authmw.tokens import TokenSigner
-from pipeline.conftest import Form, running
-from pipeline.world import Key, World
-from wire import huawei_call
+from tests.support.forms import Form, running
+from tests.support.wire import huawei_call
+from tests.support.world import Key, World
 
 NOTEBOOKS = "/v1/{project_id}/notebooks"
 TRAINING_JOBS = "/v2/{project_id}/training-jobs"

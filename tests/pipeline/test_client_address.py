@@ -11,8 +11,8 @@ import pytest
 
 from authmw.errors import ConfigurationError
 from authmw.signing import sign_request
-from pipeline.conftest import FORMS, SETTINGS, running
-from pipeline.world import World
+from tests.support.forms import FORMS, SETTINGS, running
+from tests.support.world import World
 
 BEHIND_LB = replace(SETTINGS, trusted_proxies=("127.0.0.1",))  # the tests' loopback peer plays the balancer
 WALLED_IN = "192.0.2.10"  # inside the walled user's whitelist (192.0.2.0/24)

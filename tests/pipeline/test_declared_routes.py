@@ -11,7 +11,7 @@ from authmw import Guard, Request
 from authmw.errors import ActionDenied, ConfigurationError, MissingCredentials, RouteNotAllowed
 from authmw.routes import Routes
 from authmw.signing import sign_request
-from pipeline.world import Key, World
+from tests.support.world import Key, World
 
 routes = Routes()
 

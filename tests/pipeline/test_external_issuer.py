@@ -22,10 +22,10 @@ from authmw.assembly import trusted_issuers
 from authmw.errors import ConfigurationError
 from authmw.proxy.server import keep_issuers
 from authmw.settings import Settings
-from oidc_issuer import AUDIENCE, ISS, KEYS, FakeClock, Issuer
-from pipeline.conftest import SETTINGS, Form, running
-from pipeline.test_slow_clients import status_of
-from pipeline.world import World
+from tests.support.forms import SETTINGS, Form, running
+from tests.support.oidc_issuer import AUDIENCE, ISS, KEYS, FakeClock, Issuer
+from tests.support.raw import status_of
+from tests.support.world import World
 
 GRACE = 120
 

@@ -14,8 +14,8 @@ import jwt
 import pytest
 
 from authmw.audit import EVENTS
-from pipeline.conftest import Form, running
-from pipeline.world import World
+from tests.support.forms import Form, running
+from tests.support.world import World
 
 PASSWORD = "audited horse battery staple"
 TOKENS = "/v3/auth/tokens"

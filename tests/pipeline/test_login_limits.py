@@ -19,10 +19,10 @@ import pytest
 
 from authmw.iam_api import AttemptLimiter, TokenService
 from authmw.proxy import build_app
-from pipeline.conftest import SETTINGS
-from pipeline.test_proxy_ops import proxy_process
-from pipeline.world import World, echo_asgi
-from servers import serve_asgi
+from tests.support.forms import SETTINGS
+from tests.support.proxy import proxy_process
+from tests.support.servers import serve_asgi
+from tests.support.world import World, echo_asgi
 
 PASSWORD = "correct horse battery staple"
 TOKENS = "/v3/auth/tokens"

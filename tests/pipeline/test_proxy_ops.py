@@ -3,8 +3,6 @@ without dropped requests, and graceful shutdown with a request in flight."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -12,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,45 +18,8 @@ import jwt
 import pytest
 
 from authmw.signing import sign_request
-from pipeline.world import Key, World, echo_asgi
-from servers import free_port, serve_asgi
-
-
-async def slow_upstream(scope: Any, receive: Any, send: Any) -> None:
-    """Echo, but ``/slow`` paths take 1.5 s (a request in flight during shutdown)."""
-    if scope["type"] == "http" and scope["path"].endswith("/slow"):
-        await asyncio.sleep(1.5)
-    await echo_asgi(scope, receive, send)
-
-
-@contextlib.contextmanager
-def proxy_process(
-    world: World, tmp_path: Path, config: str, *extra: str
-) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
-    config_file = tmp_path / "proxy.yaml"
-    config_file.write_text(config)
-    audit = tmp_path / "audit.log"
-    port = free_port()
-    env = {**os.environ, "AUTHMW_STORE": world.url, "AUTHMW_MASTER_KEY_FILE": world.key_file}
-    with serve_asgi(slow_upstream) as upstream:
-        command = [sys.executable, "-m", "authmw", "proxy", "--upstream", upstream, "--listen", f"127.0.0.1:{port}",
-                   "--config", str(config_file), "--audit-log", str(audit), *extra]  # fmt: skip
-        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(url + "/healthz").status_code == 200:
-                        break
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"proxy did not start: {process.communicate()[1][-2000:]}")
-                time.sleep(0.05)
-            yield process, url, audit
-        finally:
-            if process.poll() is None:
-                process.terminate()
-                process.wait(30)
+from tests.support.proxy import SLOW_ARRIVED, proxy_process
+from tests.support.world import Key, World
 
 
 def signed_get(url: str, key: Key, path: str, **kwargs: Any) -> httpx.Response:
@@ -73,6 +33,21 @@ def audit_lines(audit: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in audit.read_text().splitlines() if line.strip()]
 
 
+def audit_lines_when(audit: Path, count: int) -> list[dict[str, Any]]:
+    """The audit log once it has ``count`` complete lines (they are written after the answer is sent)."""
+    deadline = time.monotonic() + 10
+    while len(lines := audit_lines_complete(audit)) < count:
+        assert time.monotonic() < deadline, f"the audit log has {len(lines)} of {count} lines"
+        time.sleep(0.02)
+    return lines
+
+
+def audit_lines_complete(audit: Path) -> list[dict[str, Any]]:
+    """The lines ended by a newline (one being written is not read half-way)."""
+    text = audit.read_text() if audit.exists() else ""
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines() if line.strip()]
+
+
 def test_health_metrics_and_the_audit_log(world: World, tmp_path: Path) -> None:
     with proxy_process(world, tmp_path, "unmatched: deny\n") as (_process, url, audit):
         assert httpx.get(url + "/healthz").json() == {"status": "ok"}
@@ -84,8 +59,7 @@ def test_health_metrics_and_the_audit_log(world: World, tmp_path: Path) -> None:
         assert 'authmw_decisions_total{error_code="",outcome="allow"} 1.0' in metrics
         assert 'authmw_decisions_total{error_code="action_denied",outcome="deny"} 1.0' in metrics
         assert "authmw_decision_seconds_bucket" in metrics
-        time.sleep(0.2)
-        records = audit_lines(audit)
+        records = audit_lines_when(audit, 2)
     allow, deny = records[-2], records[-1]
     assert allow["outcome"] == "allow" and allow["user_name"] == "scientist"
     assert allow["policy"] == "ModelArts CommonOperations" and allow["statement"] == 0
@@ -102,8 +76,7 @@ def test_dry_run_decides_logs_and_passes_everything_on(world: World, tmp_path: P
     with proxy_process(world, tmp_path, "mode: dry-run\n") as (_process, url, audit):
         response = signed_get(url, world.outsider, f"/v1/{world.project}/notebooks")
         unsigned = httpx.get(url + f"/v1/{world.project}/notebooks")
-        time.sleep(0.2)
-        records = audit_lines(audit)
+        records = audit_lines_when(audit, 2)
     assert (response.status_code, unsigned.status_code) == (200, 200)
     assert records[-2]["outcome"] == "deny" and records[-2]["error_code"] == "action_denied"
     assert records[-2]["enforced"] is False
@@ -143,7 +116,10 @@ def test_sighup_reloads_the_configuration_without_dropping_requests(world: World
         time.sleep(0.3)
         (tmp_path / "proxy.yaml").write_text("unmatched: [not, valid\n")  # a broken file keeps the old config
         process.send_signal(signal.SIGHUP)
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while 'authmw_reloads_total{result="failed"} 1.0' not in httpx.get(url + "/metrics").text:
+            assert time.monotonic() < deadline, "the second reload was not attempted"
+            time.sleep(0.05)
         stop.set()
         worker.join(10)
         assert signed_get(url, world.scientist, custom).status_code == 200
@@ -182,8 +158,9 @@ def test_sigterm_finishes_the_request_in_flight(world: World, tmp_path: Path) ->
         request = threading.Thread(
             target=lambda: result.append(signed_get(url, world.scientist, f"/v1/{world.project}/slow", timeout=10))
         )
+        SLOW_ARRIVED.clear()
         request.start()
-        time.sleep(0.5)
+        assert SLOW_ARRIVED.wait(10), "the request did not reach the upstream"
         process.send_signal(signal.SIGTERM)
         request.join(10)
         assert process.wait(15) == 0

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from authmw.signing import presign_url, sign_request
-from pipeline.conftest import SETTINGS, Form, running
-from pipeline.world import Key, World
+from tests.support.forms import SETTINGS, Form, running
+from tests.support.world import Key, World
 
 STS = "/v3.0/OS-CREDENTIAL/securitytokens"
 

@@ -33,10 +33,10 @@ import pytest
 
 from authmw import asgi, wsgi
 from authmw.errors import AuthmwError
-from pipeline.conftest import running
-from pipeline.test_bad_input import NB, Ctx, Raw, exchange, signed
-from pipeline.world import World, echo_wsgi
-from servers import serve_asgi, serve_wsgi, serve_wsgiref
+from tests.support.forms import running
+from tests.support.raw import NB, Ctx, Raw, exchange, signed
+from tests.support.servers import serve_asgi, serve_wsgi, serve_wsgiref
+from tests.support.world import World, echo_wsgi
 
 TARGETS = ["/a/b#/c", "/a/b?x=1#f", "/a/%23/b", "/a?q=%23", "/a/b?x#", "http://h.example/a/b", "*", "/a/b"]
 
@@ -106,7 +106,7 @@ def test_a_fragment_after_a_signed_path_is_refused(world: World, form: str) -> N
     wsgiref, which keeps no raw target, authmw reads the ``#`` as the data the app routes on: no such route)."""
     if form == "wsgiref":
         from authmw.assembly import build_guard
-        from pipeline.conftest import SETTINGS
+        from tests.support.forms import SETTINGS
 
         guard = build_guard(SETTINGS, store=world.store)
         context: Any = serve_wsgiref(wsgi.AuthMiddleware(echo_wsgi, guard=guard))

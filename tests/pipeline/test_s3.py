@@ -15,8 +15,8 @@ from moto.server import ThreadedMotoServer
 
 from authmw.proxy import build_app
 from authmw.settings import Settings
-from pipeline.world import Key, World
-from servers import free_port, serve_asgi
+from tests.support.servers import free_port, serve_asgi
+from tests.support.world import Key, World
 
 S3_ROUTES = (
     {"method": "GET", "path": "/", "action": "s3:bucket:listAllMyBuckets"},

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.conftest import Form, running
-from pipeline.test_agencies import NOTEBOOKS, PASSWORD, call, login, request_credentials
-from pipeline.world import World
+from tests.support.agencies import NOTEBOOKS, PASSWORD, call, login, request_credentials
+from tests.support.forms import Form, running
+from tests.support.world import World
 
 USER = "wildcard-tester"
 

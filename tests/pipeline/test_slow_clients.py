@@ -17,11 +17,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from authmw.signing import sign_request
-from pipeline.conftest import running
-from pipeline.test_bad_input import JOBS, Ctx, Raw, signed
-from pipeline.test_proxy_ops import proxy_process
-from pipeline.world import Key, World
+from tests.support.forms import running
+from tests.support.proxy import proxy_process
+from tests.support.raw import JOBS, Ctx, Raw, head_of, signed, status_of
+from tests.support.world import Key, World
 
 MIB = 1024 * 1024
 
@@ -32,31 +31,6 @@ def rss(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
-
-
-def head_of(host: str, key: Key, size: int, path: str) -> bytes:
-    """The head of a signed POST announcing ``size`` bytes of (unsigned) body."""
-    signed_request = sign_request(
-        "POST", f"http://{host}{path}", {}, None, access_key=key.access, secret_key=key.secret, unsigned_payload=True
-    )
-    lines = [f"POST {path} HTTP/1.1"] + [f"{k}: {v}" for k, v in signed_request.headers.items()]
-    lines.append(f"Content-Length: {size}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def status_of(sock: socket.socket, timeout: float) -> tuple[int, bytes]:
-    """The status and head of the response on ``sock`` (0 if none came within ``timeout``)."""
-    sock.settimeout(timeout)
-    received = b""
-    with contextlib.suppress(OSError):
-        while b"\r\n\r\n" not in received:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            received += chunk
-    if not received.startswith(b"HTTP/1.1 "):
-        return 0, received
-    return int(received[9:12]), received
 
 
 def send_some(sock: socket.socket, data: bytes, timeout: float) -> int:

@@ -14,8 +14,8 @@ from authmw.errors import ConfigurationError
 from authmw.proxy import build_app
 from authmw.settings import Settings
 from authmw.store import open_store
-from pipeline.conftest import SETTINGS, Form, running
-from pipeline.world import World
+from tests.support.forms import SETTINGS, Form, running
+from tests.support.world import World
 
 PASSWORD = "correct horse battery staple"
 

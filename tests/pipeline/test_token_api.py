@@ -12,8 +12,8 @@ import jwt
 import pytest
 
 from authmw.tokens import TokenSigner
-from pipeline.conftest import Form, running
-from pipeline.world import World
+from tests.support.forms import Form, running
+from tests.support.world import World
 
 PASSWORD = "correct horse battery staple"
 TOKENS = "/v3/auth/tokens"

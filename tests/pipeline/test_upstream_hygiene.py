@@ -24,10 +24,10 @@ from authmw.assembly import build_guard
 from authmw.assertion import InvalidAssertion, UsedAssertions, keys_from_jwks, verify_assertion
 from authmw.proxy import build_app
 from authmw.settings import Settings
-from pipeline.conftest import SETTINGS, running
-from pipeline.test_bad_input import NB, Ctx, Raw, Reply, exchange, presigned, signed, token
-from pipeline.world import World, echo_asgi, echo_wsgi
-from servers import serve_asgi, serve_wsgiref
+from tests.support.forms import SETTINGS, running
+from tests.support.raw import NB, Ctx, Raw, Reply, exchange, presigned, signed, token
+from tests.support.servers import serve_asgi, serve_wsgiref
+from tests.support.world import World, echo_asgi, echo_wsgi
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from huaweicloudsdkcore.utils.http_utils import sanitize_for_serialization
 
-from pipeline.conftest import Form
-from pipeline.world import Key, World
-from wire import huawei_call
+from tests.support.forms import Form
+from tests.support.wire import huawei_call
+from tests.support.world import Key, World
 
 TRAINING_JOBS = "/v2/{project_id}/training-jobs"
 

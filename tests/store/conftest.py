@@ -14,7 +14,7 @@ import pytest
 
 from authmw.store import Keyring, Store
 from authmw.store.database import open_database
-from pgutil import pg_schema
+from tests.support.pgutil import pg_schema
 
 MASTER = bytes(range(32))
 

@@ -40,7 +40,7 @@ from authmw.store.database import open_database
 from authmw.store.keys import access_key_context, signing_key_context
 from authmw.store.secrets import SealError, hash_password, new_master_key, read_key_file, write_key_file
 from authmw.store.transfer import export_store
-from pgutil import pg_schema
+from tests.support.pgutil import pg_schema
 
 MASTER = bytes(range(32))  # the master key of the `keyring` fixture (checked in `master_env`)
 PASSPHRASE = "integrity passphrase 0123"

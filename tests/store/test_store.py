@@ -23,7 +23,7 @@ from authmw.store.database import open_database
 from authmw.store.keys import access_key_context
 from authmw.store.schema import SCHEMA_VERSION
 from authmw.store.secrets import SealError, key_id_of, new_master_key, verify_password, write_key_file
-from pgutil import pg_schema
+from tests.support.pgutil import pg_schema
 
 MASTER = bytes(range(32))  # the master key of the ``keyring`` fixture
 ALLOW_TRAIN = {"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["modelarts:trainJob:*"]}]}

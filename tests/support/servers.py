@@ -7,11 +7,25 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
 from werkzeug.serving import make_server
+
+# Whether the server at a base URL is handling a request, for the servers started here.
+_BUSY: dict[str, Callable[[], bool]] = {}
+
+
+def wait_idle(url: str, timeout: float = 10.0) -> None:
+    """Wait until the server at ``url`` (from :func:`serve_asgi` or :func:`serve_wsgi`) handles no request: an
+    app it started for a request it has answered or dropped has returned by then. Tests that show an app was
+    NOT called wait on this instead of sleeping."""
+    busy = _BUSY[url]
+    deadline = time.monotonic() + timeout
+    while busy():
+        assert time.monotonic() < deadline, f"{url} is still handling a request after {timeout} s"
+        time.sleep(0.005)
 
 
 def free_port() -> int:
@@ -37,9 +51,12 @@ def serve_asgi(app: Any, *, ws: str = "websockets-sansio") -> Iterator[str]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    _BUSY[url] = lambda: bool(server.server_state.tasks)  # uvicorn runs each request's app as one task
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield url
     finally:
+        del _BUSY[url]
         server.should_exit = True
         thread.join(10)
         sock.close()
@@ -49,11 +66,28 @@ def serve_asgi(app: Any, *, ws: str = "websockets-sansio") -> Iterator[str]:
 def serve_wsgi(app: Any) -> Iterator[str]:
     """Serve ``app`` with werkzeug's threaded server; yields its base URL."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
+    handling = [0]  # connections being handled, each on a thread of its own (the app runs on it)
+    lock = threading.Lock()
+    handle = server.process_request_thread
+
+    def counted(request: Any, client_address: Any) -> None:
+        with lock:
+            handling[0] += 1
+        try:
+            handle(request, client_address)
+        finally:
+            with lock:
+                handling[0] -= 1
+
+    server.process_request_thread = counted  # type: ignore[method-assign]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    _BUSY[url] = lambda: handling[0] > 0
     try:
-        yield f"http://127.0.0.1:{server.server_port}"
+        yield url
     finally:
+        del _BUSY[url]
         server.shutdown()
         thread.join(10)
 

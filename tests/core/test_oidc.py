@@ -24,7 +24,7 @@ from authmw.client.jwks import JwksKeys, fetch_jwks
 from authmw.errors import ConfigurationError, ExpiredToken, InvalidToken, IssuerUnavailable
 from authmw.oidc import OidcIssuer, cache_max_age, parse_jwks
 from authmw.tokens import ExternalIdentity, peek_issuer
-from oidc_issuer import ALGORITHMS, AUDIENCE, ISS, KEYS, START, FakeClock, Issuer
+from tests.support.oidc_issuer import ALGORITHMS, AUDIENCE, ISS, KEYS, START, FakeClock, Issuer
 
 
 @pytest.fixture
@@ -71,7 +71,11 @@ def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> None:
 
 
 def settled(issuer: Issuer) -> None:
-    """Wait until no fetch of the issuer's JWKS is in flight (each runs on a thread named after the URL)."""
+    """Wait until no fetch of the issuer's JWKS is in flight (each runs on a thread named after the URL).
+
+    A fetch's thread is started by the call that needs it, before that call returns: once none is in flight,
+    ``issuer.hits`` is final for the calls made so far. Tests that show a call fetched nothing wait on this,
+    not on a sleep that a slow machine could outrun."""
     wait_for(lambda: not any(thread.name.endswith(f" {issuer.url}") for thread in threading.enumerate()))
 
 
@@ -283,7 +287,7 @@ def test_an_oversized_token_is_refused_before_any_parsing(issuer: Issuer, clock:
     token = issuer.token(padding="x" * 8200)
     with pytest.raises(InvalidToken):
         make_verifier(issuer, clock, prime=False).verify(token)
-    time.sleep(0.05)
+    settled(issuer)
     assert issuer.hits == 0
 
 
@@ -301,7 +305,7 @@ def test_an_unknown_kid_is_refused_at_once_and_found_by_one_background_refetch(
     assert refused.detail == "unknown signing key"
     wait_for(lambda: "rsa-2" in verifier.keys)
     assert verifier.verify(token).token_id == "rotated"
-    time.sleep(0.05)
+    settled(issuer)
     assert issuer.hits == 2  # the prime, then exactly one refetch
 
 
@@ -319,7 +323,7 @@ def test_made_up_kids_refetch_once_per_min_refetch(issuer: Issuer, clock: FakeCl
             verifier.verify(issuer.token(f"rsa-1/made-up-{n}"))
         with pytest.raises(InvalidToken):
             verifier.keys.key(f"made-up-{n}")
-    time.sleep(0.05)
+    settled(issuer)
     assert issuer.hits == 2
     clock.advance(0.1)
     with pytest.raises(InvalidToken):
@@ -357,7 +361,7 @@ def test_keys_are_refreshed_in_the_background_ahead_of_expiry(issuer: Issuer, cl
     issuer.gate.set()
     wait_for(lambda: "rsa-2" in verifier.keys)
     verifier.verify(issuer.token("rsa-2"))
-    time.sleep(0.05)
+    settled(issuer)
     assert issuer.hits == 2
 
 
@@ -374,7 +378,7 @@ def test_the_issuers_max_age_bounded_sets_the_refresh(
     verifier.verify(issuer.token(exp=int(clock()) + 10**6))
     clock.advance(refresh_after - 0.5)
     verifier.verify(issuer.token(jti="later", exp=int(clock()) + 10))
-    time.sleep(0.05)
+    settled(issuer)
     assert issuer.hits == 1
     clock.advance(0.5)
     verifier.verify(issuer.token(jti="due", exp=int(clock()) + 10))
@@ -470,7 +474,7 @@ def test_while_the_issuer_is_down_its_keys_last_until_grace_ends(
     verifier.verify(issuer.token(jti="fresh-1"))
     with pytest.raises(InvalidToken):
         verifier.verify(issuer.token("rsa-1/made-up"))
-    time.sleep(0.05)
+    settled(issuer)
     assert issuer.hits == hits
     assert len(failures()) == 1
 
@@ -514,14 +518,14 @@ def test_never_fetched_and_down_is_issuer_unavailable_with_backoff(
     assert len(failures()) == 1
     with pytest.raises(IssuerUnavailable):
         verifier.verify(token)
-    time.sleep(0.05)
+    settled(issuer)
     assert issuer.hits == (1 if how == "500" else 0)
     assert len(failures()) == 1
     _bring_back(issuer, how)
     clock.advance(9.9)
     with pytest.raises(IssuerUnavailable):  # still within the backoff
         verifier.verify(token)
-    time.sleep(0.05)
+    settled(issuer)
     assert issuer.hits == (1 if how == "500" else 0)
     clock.advance(0.1)
     assert eventually(lambda: verifier.verify(token)).user_name == "alice"
@@ -574,7 +578,8 @@ def test_a_held_issuer_never_makes_a_caller_wait(issuer: Issuer, clock: FakeCloc
         assert [type(answer) for answer in lookups] == [refusal] * 4
     check_answer = IssuerUnavailable if refusal is IssuerUnavailable else type(None)
     assert [type(answer) for answer in checks] == [check_answer] * 4
-    time.sleep(0.05)
+    issuer.gate.set()  # the held fetch ends; one started by the calls above would reach the issuer too
+    settled(issuer)
     assert issuer.hits == hits + 1
 
 
@@ -587,7 +592,7 @@ def test_prime_fetches_and_waits(issuer: Issuer, clock: FakeClock) -> None:
     keys.check()
     assert keys.key("rsa-1")[0] == "RS256"
     assert keys.prime() is True  # fresh keys: nothing to fetch
-    time.sleep(0.05)
+    settled(issuer)
     assert issuer.hits == 1
     clock.advance(240)  # due for a refresh: fetched again
     issuer.published = ["ec-1"]
@@ -664,7 +669,7 @@ def test_a_malformed_jwks_is_a_failed_fetch(issuer: Issuer, clock: FakeClock, do
     assert verifier.keys.prime() is False
     with pytest.raises(IssuerUnavailable):
         verifier.verify(issuer.token())
-    time.sleep(0.05)
+    settled(issuer)
     assert issuer.hits == 1  # within the backoff the failed prime is not repeated
 
 

@@ -17,7 +17,7 @@ import authmw.signing
 import authmw.store
 from authmw import errors
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "src" / "authmw"
 FORBIDDEN_IN_CORE = {"starlette", "werkzeug", "httpx", "uvicorn", "redis", "psycopg", "requests", "socket", "yaml"}
 OUTSIDE_CORE = {

@@ -1,4 +1,4 @@
-"""Self-tests for tests/wire.py: the helpers really run the client libraries and capture exact bytes."""
+"""Self-tests for tests/support/wire.py: the helpers really run the client libraries and capture exact bytes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 import pytest
 import requests
 
-from wire import (
+from tests.support.wire import (
     HUAWEI_SIGNERS,
     CaptureServer,
     RawRequest,

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tokens import OneToken
+from tests.support.tokens import OneToken
 
-SHARED = Path(os.environ.get("AUTHMW_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+SHARED = Path(os.environ.get("AUTHMW_SHARED", Path(__file__).resolve().parents[3] / "shared"))
 SIGNING = SHARED / "conformance" / "signing"
 AWS4_SUITE = SHARED / "conformance" / "aws4_testsuite"
 

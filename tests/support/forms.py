@@ -1,0 +1,73 @@
+"""The three forms of authmw (ASGI middleware, WSGI middleware, sidecar proxy) over one real store; the
+fixtures that start them are in tests/pipeline/conftest.py."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from authmw import asgi, wsgi
+from authmw.assembly import build_guard
+from authmw.guard import Guard
+from authmw.proxy import build_app
+from authmw.settings import Settings
+from tests.support.servers import serve_asgi, serve_wsgi
+from tests.support.world import World, echo_asgi, echo_wsgi
+
+# The preset, plus a websocket terminal route (the handshake is a GET).
+SETTINGS = Settings(
+    routes=({"method": "GET", "path": "/v1/{project_id}/notebooks/{id}/terminal", "action": "modelarts:notebook:get"},),
+    presets=("modelarts",),
+)
+FORMS = ("asgi", "wsgi", "proxy")
+
+
+@dataclass(frozen=True)
+class Form:
+    name: str
+    url: str
+    guard: Guard
+    app: Any = None
+    upstream: str | None = None  # the proxy's upstream server
+
+    def facts(self, body: dict[str, Any]) -> dict[str, Any]:
+        """What the app was told: from the context (middleware) or the X-Authmw-* headers (proxy)."""
+        if self.name != "proxy":
+            return dict(body["authmw"] or {})
+        headers = body["headers"]
+        return {
+            "user": headers.get("x-authmw-user-name"),
+            "workspace": headers.get("x-authmw-workspace-id"),
+            "action": headers.get("x-authmw-action"),
+            "method": headers.get("x-authmw-auth-method"),
+            "project": headers.get("x-authmw-project-id"),
+            "agency": headers.get("x-authmw-agency"),
+        }
+
+
+@contextlib.contextmanager
+def running(
+    name: str,
+    world: World,
+    settings: Settings = SETTINGS,
+    *,
+    asgi_app: Any = echo_asgi,
+    wsgi_app: Any = echo_wsgi,
+) -> Iterator[Form]:
+    """One form of authmw in front of an app (the echo apps by default), served over real HTTP; the proxy's
+    upstream is ``asgi_app`` served by uvicorn."""
+    if name == "asgi":
+        guard = build_guard(settings, store=world.store)
+        with serve_asgi(asgi.AuthMiddleware(asgi_app, guard=guard)) as url:
+            yield Form(name, url, guard)
+    elif name == "wsgi":
+        guard = build_guard(settings, store=world.store)
+        with serve_wsgi(wsgi.AuthMiddleware(wsgi_app, guard=guard)) as url:
+            yield Form(name, url, guard)
+    else:
+        with serve_asgi(asgi_app) as upstream:
+            app = build_app(replace(settings, upstream=upstream), world.store)
+            with serve_asgi(app) as url:
+                yield Form(name, url, app.guard, app, upstream)
