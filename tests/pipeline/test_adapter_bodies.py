@@ -24,11 +24,10 @@ from authmw.assembly import build_guard
 from authmw.models import Request
 from authmw.proxy import build_app
 from authmw.signing import sign_request
-from pipeline.conftest import SETTINGS
-from pipeline.test_bad_input import JOBS
-from pipeline.test_slow_clients import head_of
-from pipeline.world import World, echo_asgi, echo_wsgi
-from servers import serve_asgi, serve_wsgi
+from tests.support.forms import SETTINGS
+from tests.support.raw import JOBS, head_of
+from tests.support.servers import serve_asgi, serve_wsgi
+from tests.support.world import World, echo_asgi, echo_wsgi
 
 MIB = 1024 * 1024
 
