@@ -52,6 +52,7 @@ from authmw.identity import (
     WhitelistScope,
     Workspace,
     can_access_workspace,
+    policy_facts,
 )
 from authmw.models import AuthMethod, Credential, Decision, Request
 from authmw.policy import modelarts_actions
@@ -69,11 +70,12 @@ from authmw.routes import (
 from authmw.sessions import Session
 from authmw.signing import Verifier
 from authmw.signing.awschunked import decode_aws_chunked
-from authmw.tokens import TokenVerifier, TrustedIssuer, peek_issuer
+from authmw.tokens import TokenVerifier, TrustedIssuer, iso_time, peek_issuer
 
-__all__ = ["SIGNED_IF_PRESENT", "AuthContext", "Guard", "bare_context"]
+__all__ = ["MODES", "SIGNED_IF_PRESENT", "AuthContext", "Guard", "bare_context"]
 
-_MODES = ("enforce", "dry-run")
+#: The guard's modes: ``dry-run`` logs what ``enforce`` would refuse and lets the request through.
+MODES = ("enforce", "dry-run")
 _WORKSPACE_PATH_KEYS = ("workspace_id", "ws_id")  # the ModelArts workspace routes name the workspace in the path
 #: Headers the pipeline reads to place a request: a signature must cover them whenever they are sent.
 SIGNED_IF_PRESENT = ("x-workspace-id", "x-project-id")
@@ -181,7 +183,7 @@ class _Clock:
     def now(self) -> str:
         second = int(self._clock())
         if second != self._second:
-            self._text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+            self._text = iso_time(second, micros=False)
             self._second = second
         return self._text
 
@@ -215,8 +217,8 @@ class Guard:
         clock: Callable[[], float] = time.time,
         request_id: Callable[[], str] = lambda: os.urandom(12).hex(),
     ) -> None:
-        if mode not in _MODES:
-            raise ConfigurationError(f"mode must be one of {', '.join(_MODES)}")
+        if mode not in MODES:
+            raise ConfigurationError(f"mode must be one of {', '.join(MODES)}")
         if isinstance(routes, RouteCatalog):
             if unmatched is not None and Unmatched(unmatched) is not routes.unmatched:
                 raise ConfigurationError("unmatched is the catalog's: set it on the RouteCatalog")
@@ -374,21 +376,14 @@ class Guard:
         caller = () if session is None or session.agency_id is None else (session.user_id,)
         self._whitelist(WhitelistScope.USER, state, principal.user_id, *caller)  # an agency's caller's too
         self._whitelist(WhitelistScope.WORKSPACE, state, state.workspace.id)
-        context = {
-            "g:currenttime": self._now(),
-            "g:userid": principal.user_id,
-            "g:username": principal.user_name,
-            "g:domainid": principal.domain_id,
-            "g:domainname": principal.domain_name,
-            "g:mfapresent": credential.mfa or (credential.session is not None and credential.session.mfa),
-            "modelarts:workspaceid": state.workspace.id,
-        }
-        if state.client is not None:
-            context["g:sourceip"] = state.client
-        if state.project is not None:
-            context["g:projectid"] = state.project.id
-            context["g:projectname"] = state.project.name
-        state.policy_context = context
+        state.policy_context = context = policy_facts(
+            principal,
+            current_time=self._now(),
+            mfa=credential.mfa or (session is not None and session.mfa),
+            source_ip=state.client,
+            workspace=state.workspace,
+            project=state.project,
+        )
         if access is Access.AUTHENTICATE_ONLY or match is None:
             return
         # A body field adds its action to the route's (ModelArts starts a service through its update route, and

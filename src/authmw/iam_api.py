@@ -47,10 +47,10 @@ from authmw.errors import (
     UnsignedPayloadRefused,
 )
 from authmw.guard import AuthContext, Guard
-from authmw.identity import Principal, WhitelistScope
+from authmw.identity import Principal, WhitelistScope, policy_facts
 from authmw.models import AuthMethod, Credential, Request
 from authmw.policy import parse_policy
-from authmw.sessions import MAX_DURATION, MIN_DURATION, Session, SessionSealer, new_temporary_key
+from authmw.sessions import DEFAULT_DURATION, MAX_DURATION, MIN_DURATION, Session, SessionSealer, new_temporary_key
 from authmw.store import Store
 from authmw.store.records import Domain, User
 from authmw.tokens import TokenClaims, TokenSigner, iso_time
@@ -61,7 +61,6 @@ TOKENS_PATH = "/v3/auth/tokens"
 SECURITY_TOKENS_PATH = "/v3.0/OS-CREDENTIAL/securitytokens"
 #: The IAM action a caller needs (besides the agency's trust) to assume an agency.
 ASSUME_ACTION = "iam:agencies:assume"
-DEFAULT_DURATION = 900
 _MAX_BODY = 64 * 1024
 _MAX_SESSION_POLICY = 2048  # characters of compact JSON: the policy travels inside every request's token
 #: How many limiter keys all unknown users and domains share (a bound, and no name of theirs is kept).
@@ -503,16 +502,7 @@ def assume(
             raise AgencyNotTrusted(f"no agency {name!r} of domain {domain!r} trusts the caller") from None
         if found.trust_domain not in (principal.domain_name, principal.domain_id):
             raise AgencyNotTrusted(f"no agency {name!r} of domain {domain!r} trusts the caller")
-        facts: dict[str, object] = {
-            "g:currenttime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-            "g:userid": principal.user_id,
-            "g:username": principal.user_name,
-            "g:domainid": principal.domain_id,
-            "g:domainname": principal.domain_name,
-            "g:mfapresent": mfa,
-        }
-        if source_ip is not None:
-            facts["g:sourceip"] = source_ip
+        facts = policy_facts(principal, current_time=iso_time(now, micros=False), mfa=mfa, source_ip=source_ip)
         decision = principal.policies.decide(ASSUME_ACTION, f"iam::{found.domain_id}:agency:{found.name}", facts)
         if not decision.allowed:
             raise ActionDenied(f"{ASSUME_ACTION}: {decision.reason}")

@@ -30,6 +30,7 @@ __all__ = [
     "WhitelistScope",
     "Workspace",
     "can_access_workspace",
+    "policy_facts",
     "unmapped",
 ]
 
@@ -93,6 +94,36 @@ class Workspace:
     owner_id: str | None = None
     granted_users: frozenset[str] = frozenset()
     granted_groups: frozenset[str] = frozenset()
+
+
+def policy_facts(
+    principal: Principal,
+    *,
+    current_time: str,
+    mfa: bool,
+    source_ip: str | None,
+    workspace: Workspace | None = None,
+    project: Project | None = None,
+) -> dict[str, object]:
+    """The global condition keys (lower-case) a policy decision about ``principal`` reads: ``g:CurrentTime``
+    (ISO 8601, see :func:`authmw.tokens.iso_time`), who is asking, MFA, the client address, and where (the
+    workspace and project, when the request has them). One builder for every decision, so none misses a key."""
+    facts: dict[str, object] = {
+        "g:currenttime": current_time,
+        "g:userid": principal.user_id,
+        "g:username": principal.user_name,
+        "g:domainid": principal.domain_id,
+        "g:domainname": principal.domain_name,
+        "g:mfapresent": mfa,
+    }
+    if workspace is not None:
+        facts["modelarts:workspaceid"] = workspace.id
+    if source_ip is not None:
+        facts["g:sourceip"] = source_ip
+    if project is not None:
+        facts["g:projectid"] = project.id
+        facts["g:projectname"] = project.name
+    return facts
 
 
 def can_access_workspace(principal: Principal, workspace: Workspace) -> bool:

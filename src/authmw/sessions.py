@@ -30,9 +30,12 @@ from authmw.models import AccessKey
 from authmw.policy import PolicySet, parse_policy
 from authmw.tokens import KeyReloads
 
-__all__ = ["MAX_DURATION", "MIN_DURATION", "Session", "SessionSealer", "new_temporary_key"]
+__all__ = ["DEFAULT_DURATION", "MAX_DURATION", "MIN_DURATION", "Session", "SessionSealer", "new_temporary_key"]
 
+#: How long temporary credentials (and an agency's maximum session) may last, in seconds; IAM's default is the
+#: shortest.
 MIN_DURATION, MAX_DURATION = 900, 86400
+DEFAULT_DURATION = MIN_DURATION
 _VERSION = "v1"
 _MAX_TOKEN = 8192
 _AK_ALPHABET = string.ascii_uppercase + string.digits

@@ -15,7 +15,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import jwt
@@ -27,6 +26,7 @@ __all__ = [
     "ALGORITHMS",
     "DEFAULT_TTL",
     "ISSUER",
+    "TOKEN_ALGORITHMS",
     "ExternalIdentity",
     "ExternalVerifier",
     "KeyReloads",
@@ -43,6 +43,8 @@ ISSUER = "authmw"
 DEFAULT_TTL = 24 * 3600
 #: What a key of each kind signs with.
 ALGORITHMS = {"EdDSA": ed25519.Ed25519PrivateKey, "ES256": ec.EllipticCurvePrivateKey, "RS256": rsa.RSAPrivateKey}
+#: The token signing algorithms, in the order the settings, the CLI and the store name them.
+TOKEN_ALGORITHMS = tuple(ALGORITHMS)
 _MAX_TOKEN = 8192  # a longer header value is not one of ours: refused before any parsing
 
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
@@ -316,9 +318,10 @@ def algorithm_of(key: PublicKey) -> str:
     return "ES256" if isinstance(key, ec.EllipticCurvePublicKey) else "RS256"
 
 
-def iso_time(seconds: int) -> str:
-    """A token time as Huawei IAM writes it: ``2026-11-28T09:00:00.000000Z``."""
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+def iso_time(seconds: int, *, micros: bool = True) -> str:
+    """A time in UTC as Huawei IAM writes a token's (``2026-11-28T09:00:00.000000Z``), or with ``micros=False``
+    as the ``g:CurrentTime`` condition key holds it (``2026-11-28T09:00:00Z``)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000000Z" if micros else "%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def _header_of(token: str) -> dict[str, Any]:

@@ -25,11 +25,13 @@ from authmw.cli.debug import route_use, warn_never_applies
 from authmw.errors import ChangeRefused, ConfigurationError
 from authmw.identity import DEFAULT_WORKSPACE_ID, WhitelistScope, can_access_workspace
 from authmw.policy import parse_policy
-from authmw.store.signingkeys import TOKEN_ALGORITHMS
+from authmw.sessions import DEFAULT_DURATION, MAX_DURATION, MIN_DURATION
+from authmw.tokens import TOKEN_ALGORITHMS
 
 __all__ = ["register", "register_policy"]
 
 PASSPHRASE_ENV = "AUTHMW_EXPORT_PASSPHRASE"
+_DURATIONS = f"{MIN_DURATION}-{MAX_DURATION}"
 
 
 def _init(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
@@ -541,7 +543,7 @@ def register(commands: Any) -> None:
     create.add_argument("name", metavar="NAME")
     create.add_argument("--trust", required=True, metavar="DOMAIN", help="the trusted domain, e.g. op_svc_modelarts")
     create.add_argument("--policy", action="append", default=[], metavar="P", help="attach this policy (repeatable)")
-    create.add_argument("--max-duration", type=int, default=86_400, metavar="SECONDS", help="900-86400")
+    create.add_argument("--max-duration", type=int, default=MAX_DURATION, metavar="SECONDS", help=_DURATIONS)
     assumed = _command(
         agency,
         "assume",
@@ -551,7 +553,13 @@ def register(commands: Any) -> None:
     assumed.add_argument("name", metavar="NAME")
     assumed.add_argument("--user", required=True, metavar="U", help="the caller: a user of the trusted domain")
     assumed.add_argument("--caller-domain", metavar="D", help="the caller's domain (default: --domain)")
-    assumed.add_argument("--duration", type=int, default=900, metavar="SECONDS", help="900-86400 (default 900)")
+    assumed.add_argument(
+        "--duration",
+        type=int,
+        default=DEFAULT_DURATION,
+        metavar="SECONDS",
+        help=f"{_DURATIONS} (default {DEFAULT_DURATION})",
+    )
     assumed.add_argument("--policy-file", metavar="F", help="a session policy (JSON) that narrows the credentials")
 
     workspace = _group_of(commands, "workspace", "workspaces")
