@@ -55,7 +55,7 @@ from authmw.identity import (
     policy_facts,
 )
 from authmw.models import AuthMethod, Credential, Decision, Request
-from authmw.policy import modelarts_actions
+from authmw.policy import PolicySet, modelarts_actions
 from authmw.routes import (
     Access,
     Match,
@@ -103,7 +103,6 @@ _MAX_JSON_VALUES = 20_000
 _Routed = tuple[Match | None, Access, str | None]  # the route match, what it demands, its resource
 _MISSING: Any = object()
 _EXTERNAL = "oidc"  # the credential scheme of an external issuer's token
-_LEGACY_DECISION = Decision(True, False, None, None, "no policy attached: ModelArts legacy default allows")
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,8 +410,10 @@ class Guard:
         known = _MISSING if narrowed else self._allowed.get(key, _MISSING)
         if isinstance(known, tuple):
             return known
-        decide, facts = self._decide, context.policy_context
-        allowed = tuple(a for a in self.actions if decide(principal, a, None, facts, credential).allowed)
+        narrowing, legacy = self._policy_options(credential)
+        allowed = tuple(
+            policies.allowed_actions(self.actions, context.policy_context, session=narrowing, legacy=legacy)
+        )
         if known is _MISSING and not narrowed:
             static = not any(policies.reads_context(action) for action in self.actions)
             if len(self._allowed) >= 10_000:
@@ -502,20 +503,18 @@ class Guard:
         context: Mapping[str, Any],
         credential: Credential | None,
     ) -> Decision:
+        narrowing, legacy = self._policy_options(credential)
+        return principal.policies.decide(action, resource, context, session=narrowing, legacy=legacy)
+
+    def _policy_options(self, credential: Credential | None) -> tuple[PolicySet | None, bool]:
+        """The session policy that narrows the principal's (both sets must allow), and whether the ModelArts
+        legacy rule applies: only if configured, and never to a session policy or an agency (which has exactly
+        its policies)."""
         session = None if credential is None else credential.session
-        narrowing = None if session is None else session.policies  # a session policy: both sets must allow
-        decision = principal.policies.decide(action, resource, context, session=narrowing)
-        if (
-            not decision.allowed
-            and self.default_allow_without_policies
-            and not decision.explicit
-            and not principal.policies.policies
-            and action.startswith("modelarts:")
-            and narrowing is None
-            and (session is None or session.agency_id is None)  # an agency has exactly its policies
-        ):
-            return _LEGACY_DECISION
-        return decision
+        if session is None:
+            return None, self.default_allow_without_policies
+        narrowing = session.policies
+        return narrowing, self.default_allow_without_policies and narrowing is None and session.agency_id is None
 
     def _workspace(
         self, request: Request, match: Match | None, in_body: list[Any] | None, principal: Principal
