@@ -57,11 +57,11 @@ from authmw import asgi, wsgi
 from authmw.assembly import build_guard, session_sealer
 from authmw.audit import AUDIT_LOGGER, log_decision
 from authmw.guard import Guard
-from authmw.iam_api import assume
 from authmw.models import Request
 from authmw.settings import Settings
 from authmw.signing import ReplayGuard, sign_request
 from authmw.store import Store, open_store
+from authmw.sts import assume
 from authmw.tokens import TokenSigner
 from bench_signing import (
     Case,

@@ -22,9 +22,9 @@ import pytest
 
 from authmw.assembly import session_sealer
 from authmw.errors import ActionDenied, ExpiredToken, InvalidSessionPolicy
-from authmw.iam_api import assume
 from authmw.models import AuthMethod, Credential, Request
 from authmw.signing import sign_request
+from authmw.sts import assume
 from pipeline.conftest import FORMS, SETTINGS, Form, running
 from pipeline.world import World
 from wire import huawei_call

@@ -197,7 +197,7 @@ def _agency_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> 
 def _agency_assume(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
     from authmw.assembly import session_sealer
     from authmw.errors import AuthmwError
-    from authmw.iam_api import assume
+    from authmw.sts import assume
     from authmw.tokens import iso_time
 
     policy = None
