@@ -9,15 +9,11 @@ carries the error enforce mode would have raised, and the request goes on.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
-from urllib.parse import parse_qsl
 
 from authmw.clientaddr import FORWARDED_HEADERS, TrustedProxies
 from authmw.errors import (
@@ -27,12 +23,8 @@ from authmw.errors import (
     AuthmwError,
     ConfigurationError,
     ConflictingProject,
-    ConflictingWorkspace,
     InvalidSecurityToken,
     InvalidToken,
-    InvalidWorkspaceId,
-    JsonBodyTooLarge,
-    MalformedBody,
     MissingCredentials,
     MultipleCredentials,
     ProjectNotFound,
@@ -40,20 +32,8 @@ from authmw.errors import (
     SchemeDisabled,
     TokenScopeMismatch,
     UnsignedPayloadRefused,
-    WorkspaceDenied,
-    WorkspaceNotFound,
 )
-from authmw.identity import (
-    DEFAULT_WORKSPACE_ID,
-    WORKSPACE_ID,
-    IdentitySource,
-    Principal,
-    Project,
-    WhitelistScope,
-    Workspace,
-    can_access_workspace,
-    policy_facts,
-)
+from authmw.identity import IdentitySource, Principal, Project, WhitelistScope, Workspace, policy_facts
 from authmw.models import AuthMethod, Credential, Decision, Request
 from authmw.policy import PolicySet, modelarts_actions
 from authmw.routes import (
@@ -63,43 +43,20 @@ from authmw.routes import (
     RouteCatalog,
     Unmatched,
     check_allowed,
-    json_path,
     modelarts_routes,
     parse_path,
 )
 from authmw.sessions import Session
 from authmw.signing import Verifier
-from authmw.signing.awschunked import decode_aws_chunked
 from authmw.tokens import TokenVerifier, TrustedIssuer, iso_time, peek_issuer
+from authmw.workspaces import body_actions, body_workspace_ids, parse_body, picks_action, resolve_workspace
 
 __all__ = ["MODES", "SIGNED_IF_PRESENT", "AuthContext", "Guard", "bare_context"]
 
 #: The guard's modes: ``dry-run`` logs what ``enforce`` would refuse and lets the request through.
 MODES = ("enforce", "dry-run")
-_WORKSPACE_PATH_KEYS = ("workspace_id", "ws_id")  # the ModelArts workspace routes name the workspace in the path
 #: Headers the pipeline reads to place a request: a signature must cover them whenever they are sent.
 SIGNED_IF_PRESENT = ("x-workspace-id", "x-project-id")
-_LEADING_SPACE = re.compile(rb"[ \t\r\n]*").match  # JSON whitespace, found without copying the body
-# A body that could name a workspace anywhere: any spelling of the key has the letters "workspace" (in any case),
-# unless \u-escaped, or the UTF-8 of "ſ", "K" (Kelvin) or "İ", which case-insensitive matchers (Java's) take for
-# s, k and i, and "ı" (dotless), which Java upper-cases to I (see _could_name_workspace).
-_SPECIAL_LETTERS = (b"\xc5\xbf", b"\xe2\x84\xaa", b"\xc4\xb0", b"\xc4\xb1")
-_FORM = "application/x-www-form-urlencoded"
-# Declared binary bodies that no JSON or form reader takes: not read unless they start like JSON.
-_OPAQUE = (
-    "application/octet-stream",
-    "multipart/",
-    "image/",
-    "audio/",
-    "video/",
-    "font/",
-    "application/zip",
-    "application/gzip",
-    "application/pdf",
-)
-# Values a parsed body may hold (each container and each value but the first follows a `,`, `{` or `[`, so
-# their count bounds it): the tree and its walk stay within a few MB and tens of ms (json_body_too_large).
-_MAX_JSON_VALUES = 20_000
 _Routed = tuple[Match | None, Access, str | None]  # the route match, what it demands, its resource
 _MISSING: Any = object()
 _EXTERNAL = "oidc"  # the credential scheme of an external issuer's token
@@ -364,12 +321,12 @@ class Guard:
             return
         credential, principal = self.authenticate(request)
         state.credential, state.principal = credential, principal
-        body = _json_body(request, match, self.max_json_body)
-        in_body = _body_workspace_ids(body, match)
-        if body is not None and credential.unsigned_payload and (in_body or _picks_action(body, match)):
+        body = parse_body(request, match, self.max_json_body)
+        in_body = body_workspace_ids(body, match)
+        if body is not None and credential.unsigned_payload and (in_body or picks_action(body, match)):
             # The signature does not cover the body: it must not be what places or names the request.
             raise UnsignedPayloadRefused("a body that names the workspace or the action must be signed")
-        state.workspace = self._workspace(request, match, in_body, principal)
+        state.workspace = resolve_workspace(self.identity.workspace, request, match, in_body, principal)
         state.project = self._project(request, match, principal, credential)
         session = credential.session
         caller = () if session is None or session.agency_id is None else (session.user_id,)
@@ -388,7 +345,7 @@ class Guard:
         # A body field adds its action to the route's (ModelArts starts a service through its update route, and
         # the same body may update it too): every one must be allowed.
         actions = [state.action or ""]
-        for action in _body_actions(body, match):
+        for action in body_actions(body, match):
             if action not in actions:
                 self._whitelist(WhitelistScope.ROUTE, state, action)
                 actions.append(action)
@@ -516,23 +473,6 @@ class Guard:
         narrowing = session.policies
         return narrowing, self.default_allow_without_policies and narrowing is None and session.agency_id is None
 
-    def _workspace(
-        self, request: Request, match: Match | None, in_body: list[Any] | None, principal: Principal
-    ) -> Workspace:
-        named: str | None = None
-        for value in _workspace_candidates(request, match, in_body):
-            if not isinstance(value, str) or not WORKSPACE_ID.fullmatch(value):
-                raise InvalidWorkspaceId("a workspace id is 32 lower-case hex characters or 0")
-            if named is not None and value != named:
-                raise ConflictingWorkspace("the request names two different workspaces")
-            named = value
-        workspace = self.identity.workspace(named or DEFAULT_WORKSPACE_ID)
-        if workspace is None or (workspace.domain_id is not None and workspace.domain_id != principal.domain_id):
-            raise WorkspaceNotFound(f"no workspace {named or DEFAULT_WORKSPACE_ID} in the principal's domain")
-        if not can_access_workspace(principal, workspace):
-            raise WorkspaceDenied(f"{principal.user_name} may not enter workspace {workspace.id}")
-        return workspace
-
     def _project(
         self, request: Request, match: Match | None, principal: Principal, credential: Credential
     ) -> Project | None:
@@ -622,186 +562,3 @@ def _project_scope(credential: Credential) -> tuple[bool, str | None]:
     if session is not None and session.iam_token and own_domain:  # an agency of another domain: its projects
         return True, session.project_id
     return False, None
-
-
-def _workspace_candidates(request: Request, match: Match | None, in_body: list[Any] | None) -> list[Any]:
-    found: list[Any] = []
-    if match is not None:
-        found += [match.params[key] for key in _WORKSPACE_PATH_KEYS if key in match.params]
-    query = request.query
-    if (
-        "orkspace" in query.lower() or "%" in query or not query.isascii()
-    ):  # the fast path skips queries that cannot name one
-        found += [v for k, v in parse_qsl(query, keep_blank_values=True) if _names_workspace(k)]
-    header = request.headers.get("x-workspace-id")
-    if header is not None:
-        found.append(header.strip())
-    return found + (in_body or [])
-
-
-def _body_workspace_ids(body: Any, match: Match | None) -> list[Any]:
-    """Every value of the JSON body that names a workspace: at the route's ``workspace_fields``, and (the class
-    defence: the app or the backend may read any of them) under any key, at any depth and inside arrays, whose
-    name is ``workspace_id`` in any case or punctuation (``workspaceId``, ``WORKSPACE-ID``,
-    ``os.modelarts/workspace.id``: letters and digits, case-folded, end in ``workspaceid``), and the ``id`` of
-    an object held by a key ending in ``workspace`` (``"workspace": {"id": ...}``)."""
-    if body is None:
-        return []
-    if isinstance(body, _Form):
-        return [value for key, value in body.pairs if _names_workspace(key)]
-    found: list[Any] = []
-    if match is not None:
-        for text in match.route.workspace_fields:
-            value = body
-            for key in json_path(text):
-                value = value.get(key, _MISSING) if isinstance(value, dict) else _MISSING
-            if value is not _MISSING:
-                found.append(value)
-    stack: list[tuple[Any, bool]] = [(body, False)]  # iterative: a deep body costs no recursion
-    letters: dict[str, str] = {}  # this body's keys (bounded by its values): thousands of distinct ones thrash a memo
-    while stack:
-        value, in_workspace = stack.pop()
-        if isinstance(value, dict):
-            for key, item in value.items():
-                name = letters.get(key)
-                if name is None:
-                    name = letters[key] = _letters(key)
-                if name.endswith("workspaceid") or (in_workspace and name == "id"):
-                    found.append(item)
-                elif isinstance(item, dict | list):
-                    stack.append((item, name.endswith("workspace")))
-        elif isinstance(value, list):
-            stack.extend((item, in_workspace) for item in value if isinstance(item, dict | list))
-    return found
-
-
-def _names_workspace(key: str) -> bool:
-    return _key_letters(key).endswith("workspaceid")
-
-
-def _key_letters(key: str) -> str:
-    # Keys repeat (arrays of objects): short ones are memoised; a long one would pin its text in the memo.
-    return _short_key_letters(key) if len(key) <= 64 else _letters(key)
-
-
-@lru_cache(maxsize=4096)
-def _short_key_letters(key: str) -> str:
-    return _letters(key)
-
-
-def _letters(key: str) -> str:
-    # casefold: "ſ" and "K" (Kelvin) compare equal to "s" and "k" in case-insensitive matchers (Java's among them)
-    folded = key.upper().casefold()  # "ı" upper-cases to "I" (Java's equalsIgnoreCase agrees); casefold keeps it
-    if folded.isascii():  # the common case, in C: a body may hold thousands of distinct keys
-        return folded.encode().translate(None, _NOT_ALNUM).decode()
-    return "".join(c for c in folded if c.isascii() and c.isalnum())
-
-
-_NOT_ALNUM = bytes(b for b in range(128) if not chr(b).isalnum())
-
-
-def _json_body(request: Request, match: Match | None, limit: int = 1024 * 1024) -> Any:
-    """The body as the app may read it (a JSON object or array, or a :class:`_Form`) whenever it could name a
-    workspace or pick a body action; else None.
-
-    A body must be read when it mentions ``workspace`` in any case, uses ``\\u`` escapes (which could spell it),
-    holds a letter Java's case-insensitive matchers take for an ASCII one (``ſ``, ``K``, ``İ``, ``ı``), names a
-    declared ``workspace_fields`` key, or the route has ``body_actions``. Such a body is parsed as strict JSON
-    when it starts with ``{`` or ``[`` after JSON whitespace, whatever its content type (apps parse JSON without
-    looking), and must not repeat a key at any depth. Otherwise: an ``application/x-www-form-urlencoded`` body is
-    read as form fields; a declared binary type (``_OPAQUE``: octet-stream, multipart, images, ...) is not read;
-    anything else (no content type, JSON, text, XML, ...) is refused (400 ``malformed_body``), since lenient
-    parsers read JSON behind a ``)]}'`` prefix, comments or other whitespace. Bodies with a byte-order mark or in
-    UTF-16/32 are read as ``json.loads`` reads them (a declared binary type with such a head is not read);
-    ``aws-chunked`` framing is decoded first; other content codings (gzip) are not read. A body to parse that
-    is larger than ``limit`` bytes, or could hold ``_MAX_JSON_VALUES`` values or more, is refused (413): its tree
-    would cost far more than its size.
-    """
-    body = request.body
-    if not body:
-        return None
-    if "aws-chunked" in request.headers.get("content-encoding", "").lower():
-        body = decode_aws_chunked(body)[0]  # what an upstream that decodes the framing reads
-    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    opaque = media.startswith(_OPAQUE)
-    head = body[:4]
-    if b"\x00" in head or head[:1] in (b"\xef", b"\xfe", b"\xff"):  # a BOM or UTF-16/32: not plain UTF-8
-        if opaque:
-            return None  # binary, as declared (JPEG starts with 0xff, gzip has a NUL)
-        try:  # as json.loads(bytes) decodes it; then read like a UTF-8 body
-            body = body.decode(json.detect_encoding(body), "surrogatepass").encode("utf-8", "surrogatepass")
-        except UnicodeDecodeError:
-            raise MalformedBody("the body is not valid text") from None
-    leading = _LEADING_SPACE(body)
-    start = leading.end() if leading else 0
-    is_json = body[start : start + 1] in (b"{", b"[")
-    if opaque and not is_json:
-        return None
-    if not _could_name_workspace(body) and (match is None or not match.route.body_actions):  # any spelling
-        fields = [] if match is None else [json_path(path)[-1].encode() for path in match.route.workspace_fields]
-        if not any(f in body for f in fields):
-            return None
-    if not is_json:
-        if media == _FORM:
-            _bound(body, limit)
-            if body.count(b"&") >= _MAX_JSON_VALUES:
-                raise JsonBodyTooLarge(f"a form body the guard must read has {_MAX_JSON_VALUES} fields or more")
-            return _Form(tuple(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)))
-        raise MalformedBody("a body that could name a workspace or a body action must be a JSON object or array")
-    _bound(body, limit)
-    try:
-        return json.loads(body, object_pairs_hook=_unique_keys)
-    except (ValueError, RecursionError):
-        raise MalformedBody("the JSON body cannot be read unambiguously") from None
-
-
-def _could_name_workspace(body: bytes) -> bool:
-    # Literal searches (memchr first where it can): a case-insensitive regex scans a megabyte in tens of ms.
-    if b"workspace" in body.lower() or (b"\\" in body and b"\\u" in body):
-        return True
-    return not body.isascii() and any(letter[:1] in body and letter in body for letter in _SPECIAL_LETTERS)
-
-
-@dataclass(frozen=True, slots=True)
-class _Form:
-    """An ``application/x-www-form-urlencoded`` body's fields (Spring's ``@ModelAttribute`` and ``getParameter``
-    and Flask's ``request.values`` read them): read as query keys are."""
-
-    pairs: tuple[tuple[str, str], ...]
-
-
-def _bound(body: str | bytes, limit: int) -> None:
-    if len(body) > limit:
-        raise JsonBodyTooLarge(f"a body the guard must parse is larger than max_json_body ({limit} bytes)")
-    if isinstance(body, str):
-        values = body.count("{") + body.count("[") + body.count(",")
-    else:
-        values = body.count(b"{") + body.count(b"[") + body.count(b",")
-    if values >= _MAX_JSON_VALUES:
-        raise JsonBodyTooLarge(f"a body the guard must parse could hold more than {_MAX_JSON_VALUES} values")
-
-
-def _picks_action(body: Any, match: Match | None) -> bool:
-    """Whether the body picks one of the route's body actions (a top-level field)."""
-    return bool(_body_actions(body, match))
-
-
-def _body_actions(body: Any, match: Match | None) -> list[str]:
-    """The actions the body's top-level fields pick, keys read as workspace keys are (``Status``, ``STATUS``,
-    ``ſtatus`` are ``status`` to a case-insensitive binder)."""
-    if match is None or not match.route.body_actions:
-        return []
-    if isinstance(body, dict):
-        keys = {_key_letters(key) for key in body}
-    elif isinstance(body, _Form):
-        keys = {_key_letters(key) for key, _value in body.pairs}
-    else:
-        return []
-    return [action for name, action in match.route.body_actions if _key_letters(name) in keys]
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise ValueError("duplicate key")
-    return result

@@ -1,16 +1,14 @@
 """Who is asking and where: principals, workspaces and IP whitelists as the core sees them (no I/O).
 
-A store (``authmw.store``) builds these values; the pipeline only reads them. Workspace access follows
-ModelArts: ``PUBLIC`` admits every user of the owning domain, ``PRIVATE`` the owner and the domain's
-administrators (members of the domain's ``admin`` group, as in IAM), ``INTERNAL`` those plus the granted users
-and groups. Access to a workspace is needed *in addition* to the IAM action.
+A store (``authmw.store``) builds these values; the pipeline only reads them. Who may enter a workspace is
+:mod:`authmw.workspaces`' rule (the domain's administrators are the members of its ``admin`` group, as in IAM);
+access to a workspace is needed *in addition* to the IAM action.
 """
 
 from __future__ import annotations
 
 import enum
 import ipaddress
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -20,8 +18,6 @@ from authmw.policy import PolicySet
 
 __all__ = [
     "ADMIN_GROUP",
-    "DEFAULT_WORKSPACE_ID",
-    "WORKSPACE_ID",
     "AuthType",
     "IdentitySource",
     "IpWhitelist",
@@ -29,14 +25,10 @@ __all__ = [
     "Project",
     "WhitelistScope",
     "Workspace",
-    "can_access_workspace",
     "policy_facts",
     "unmapped",
 ]
 
-DEFAULT_WORKSPACE_ID = "0"
-#: A workspace id: 32 lower-case hex characters, or the default workspace's "0".
-WORKSPACE_ID = re.compile(r"[0-9a-f]{32}|0")
 ADMIN_GROUP = "admin"
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -124,19 +116,6 @@ def policy_facts(
         facts["g:projectid"] = project.id
         facts["g:projectname"] = project.name
     return facts
-
-
-def can_access_workspace(principal: Principal, workspace: Workspace) -> bool:
-    """Whether ``principal`` may enter ``workspace`` (the IAM action is checked separately)."""
-    if workspace.domain_id is None:
-        return workspace.auth_type is AuthType.PUBLIC
-    if workspace.domain_id != principal.domain_id:
-        return False
-    if workspace.auth_type is AuthType.PUBLIC or principal.is_admin or principal.user_id == workspace.owner_id:
-        return True
-    if workspace.auth_type is AuthType.PRIVATE:
-        return False
-    return principal.user_id in workspace.granted_users or not workspace.granted_groups.isdisjoint(principal.groups)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,10 +23,11 @@ from authmw.cli._common import (
 )
 from authmw.cli.debug import route_use, warn_never_applies
 from authmw.errors import ChangeRefused, ConfigurationError
-from authmw.identity import DEFAULT_WORKSPACE_ID, WhitelistScope, can_access_workspace
+from authmw.identity import WhitelistScope
 from authmw.policy import parse_policy
 from authmw.sessions import DEFAULT_DURATION, MAX_DURATION, MIN_DURATION
 from authmw.tokens import TOKEN_ALGORITHMS
+from authmw.workspaces import DEFAULT_WORKSPACE_ID, can_access_workspace
 
 __all__ = ["register", "register_policy"]
 

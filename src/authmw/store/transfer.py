@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from authmw.errors import ChangeRefused, InvalidPolicy
-from authmw.identity import DEFAULT_WORKSPACE_ID, AuthType, IpWhitelist, WhitelistScope
+from authmw.identity import AuthType, IpWhitelist, WhitelistScope
 from authmw.policy import parse_policy
 from authmw.policy.builtin import system_policy_documents
 from authmw.store import keypairs, signingkeys
@@ -41,6 +41,7 @@ from authmw.store.rules import (
     check_workspace_name,
 )
 from authmw.store.secrets import PassphraseBox, SealError, check_password_hash
+from authmw.workspaces import DEFAULT_WORKSPACE_ID
 
 __all__ = ["FORMAT", "export_store", "import_store"]
 
