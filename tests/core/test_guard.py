@@ -10,9 +10,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from authmw.clientaddr import IpWhitelist
 from authmw.errors import AuthmwError, ConfigurationError
 from authmw.guard import SIGNED_IF_PRESENT, AuthContext, Guard
-from authmw.identity import AuthType, IpWhitelist, Principal, Project, WhitelistScope, Workspace
+from authmw.identity import AuthType, Principal, Project, WhitelistScope, Workspace
 from authmw.models import AccessKey, AuthMethod, Request
 from authmw.policy import PolicySet, parse_policy
 from authmw.routes import Access, Route, RouteCatalog

@@ -17,7 +17,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from authmw.identity import IpWhitelist, Principal, Project, WhitelistScope, Workspace
+from authmw.clientaddr import IpWhitelist
+from authmw.identity import Principal, Project, WhitelistScope, Workspace
 from authmw.models import AccessKey
 from authmw.policy import PolicySet
 from authmw.store.reads import IdentityReads, compile_policies

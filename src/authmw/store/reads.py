@@ -11,8 +11,9 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
 
+from authmw.clientaddr import IpWhitelist
 from authmw.errors import StoreUnavailable
-from authmw.identity import ADMIN_GROUP, AuthType, IpWhitelist, Principal, WhitelistScope, Workspace
+from authmw.identity import ADMIN_GROUP, AuthType, Principal, WhitelistScope, Workspace
 from authmw.models import AccessKey
 from authmw.policy import PolicySet, parse_policy
 from authmw.store.base import StoreBase

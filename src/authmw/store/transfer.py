@@ -19,8 +19,9 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from authmw.clientaddr import IpWhitelist
 from authmw.errors import ChangeRefused, InvalidPolicy
-from authmw.identity import AuthType, IpWhitelist, WhitelistScope
+from authmw.identity import AuthType, WhitelistScope
 from authmw.policy import parse_policy
 from authmw.policy.builtin import system_policy_documents
 from authmw.store import keypairs, signingkeys
