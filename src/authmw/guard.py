@@ -35,6 +35,7 @@ from authmw.errors import (
 )
 from authmw.identity import IdentitySource, Principal, Project, WhitelistScope, Workspace, policy_facts
 from authmw.models import AuthMethod, Credential, Decision, Request
+from authmw.oidc import TrustedIssuer, peek_issuer
 from authmw.policy import PolicySet, modelarts_actions
 from authmw.routes import (
     Access,
@@ -48,7 +49,7 @@ from authmw.routes import (
 )
 from authmw.sessions import Session
 from authmw.signing import Verifier
-from authmw.tokens import TokenVerifier, TrustedIssuer, iso_time, peek_issuer
+from authmw.tokens import TokenVerifier, iso_time
 from authmw.workspaces import body_actions, body_workspace_ids, parse_body, picks_action, resolve_workspace
 
 __all__ = ["MODES", "SIGNED_IF_PRESENT", "AuthContext", "Guard", "bare_context"]

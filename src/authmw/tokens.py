@@ -14,8 +14,8 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -27,16 +27,12 @@ __all__ = [
     "DEFAULT_TTL",
     "ISSUER",
     "TOKEN_ALGORITHMS",
-    "ExternalIdentity",
-    "ExternalVerifier",
     "KeyReloads",
     "TokenClaims",
     "TokenSigner",
     "TokenVerifier",
-    "TrustedIssuer",
     "algorithm_of",
     "iso_time",
-    "peek_issuer",
 ]
 
 ISSUER = "authmw"
@@ -66,56 +62,6 @@ class TokenClaims:
     issued_at: int
     expires_at: int
     mfa: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ExternalIdentity:
-    """Who a verified token of an external (OIDC) issuer names: the issuer's subject and user name, and the
-    token's id (``jti``, else a digest of the token) and lifetime."""
-
-    issuer: str
-    subject: str
-    user_name: str
-    token_id: str
-    issued_at: int
-    expires_at: int
-
-
-class ExternalVerifier(Protocol):
-    """Verifies one external issuer's tokens (:class:`authmw.oidc.OidcIssuer` fetches its keys over HTTP)."""
-
-    def verify(self, token: str) -> ExternalIdentity: ...
-
-    def precheck(self, token: str) -> None:
-        """Refuse, before a request's body is read and without fetching keys, what :meth:`verify` would."""
-
-
-@dataclass(frozen=True, slots=True)
-class TrustedIssuer:
-    """An external issuer the pipeline trusts: its tokens (``iss`` = ``issuer``) name users of ``domain``."""
-
-    issuer: str
-    domain: str
-    verifier: ExternalVerifier = field(repr=False)
-
-
-def peek_issuer(token: str) -> str | None:
-    """The ``iss`` claim of a JWT, **unverified**, or None if unreadable.
-
-    Only for choosing which verifier checks the token; anyone can write any ``iss``, so nothing else may rely on
-    it.
-    """
-    if not isinstance(token, str) or not 0 < len(token) <= _MAX_TOKEN:
-        return None
-    parts = token.split(".")
-    if len(parts) != 3 or not parts[1]:
-        return None
-    try:
-        payload = json.loads(base64.b64decode(parts[1] + "=" * (-len(parts[1]) % 4), altchars=b"-_", validate=True))
-    except (ValueError, RecursionError):
-        return None
-    issuer = payload.get("iss") if isinstance(payload, dict) else None
-    return issuer if isinstance(issuer, str) else None
 
 
 class KeyReloads:

@@ -15,8 +15,7 @@ from test_guard import CLIENT, MAIN, NOTEBOOKS, P1, T0, World, call, guard
 
 from authmw.errors import AuthmwError, InvalidToken
 from authmw.models import Request
-from authmw.oidc import OidcIssuer
-from authmw.tokens import TrustedIssuer
+from authmw.oidc import OidcIssuer, TrustedIssuer
 
 JOBS = f"/v2/{P1}/training-jobs"
 
