@@ -34,7 +34,7 @@ from authmw.errors import (
     UnsignedPayloadRefused,
 )
 from authmw.identity import IdentitySource, Principal, Project, WhitelistScope, Workspace, policy_facts
-from authmw.models import AuthMethod, Credential, Decision, Request
+from authmw.models import AuthMethod, Credential, CredentialKind, Decision, Request
 from authmw.oidc import TrustedIssuer, peek_issuer
 from authmw.policy import PolicySet, modelarts_actions
 from authmw.routes import (
@@ -60,7 +60,7 @@ MODES = ("enforce", "dry-run")
 SIGNED_IF_PRESENT = ("x-workspace-id", "x-project-id")
 _Routed = tuple[Match | None, Access, str | None]  # the route match, what it demands, its resource
 _MISSING: Any = object()
-_EXTERNAL = "oidc"  # the credential scheme of an external issuer's token
+_EXTERNAL = "oidc"  # the scheme label of an external issuer's token (checks read Credential.kind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,6 +409,7 @@ class Guard:
             project=claims.project_id,
             mfa=claims.mfa,
             expires_at=claims.expires_at,
+            kind=CredentialKind.IAM_TOKEN,
         )
 
     def _external(self, token: str, trusted: TrustedIssuer) -> Credential:
@@ -420,7 +421,13 @@ class Guard:
         # One id space with authmw's own tokens (32 hex digits), so revocation treats both alike.
         token_id = hashlib.sha256(f"{trusted.issuer}\0{identity.token_id}".encode()).hexdigest()[:32]
         return Credential(
-            AuthMethod.TOKEN, _EXTERNAL, token_id, user_id, identity.issued_at, expires_at=identity.expires_at
+            AuthMethod.TOKEN,
+            _EXTERNAL,
+            token_id,
+            user_id,
+            identity.issued_at,
+            expires_at=identity.expires_at,
+            kind=CredentialKind.EXTERNAL_TOKEN,
         )
 
     def _session_principal(self, session: Session) -> Principal:
@@ -450,7 +457,11 @@ class Guard:
         if self.identity.token_revoked(credential.access_key):
             raise InvalidToken("the token was revoked")
         changed = principal.password_changed_at
-        if changed is not None and changed > credential.signed_at and credential.scheme != _EXTERNAL:
+        if (
+            changed is not None
+            and changed > credential.signed_at
+            and credential.kind is not CredentialKind.EXTERNAL_TOKEN
+        ):
             raise InvalidToken("the password changed after the token was issued")
 
     def _decide(
@@ -557,7 +568,7 @@ def _project_scope(credential: Credential) -> tuple[bool, str | None]:
     credentials obtained with such a token keep its scope (unless they act as an agency of another domain, whose
     projects the token never named); external issuers' tokens and access keys have none."""
     if credential.method is AuthMethod.TOKEN:
-        return credential.scheme != _EXTERNAL, credential.project
+        return credential.kind is not CredentialKind.EXTERNAL_TOKEN, credential.project
     session = credential.session
     own_domain = session is not None and session.agency_domain_id in (None, session.domain_id)
     if session is not None and session.iam_token and own_domain:  # an agency of another domain: its projects

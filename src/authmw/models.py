@@ -12,7 +12,7 @@ from authmw.errors import MalformedRequest
 if TYPE_CHECKING:
     from authmw.sessions import Session
 
-__all__ = ["AccessKey", "AuthMethod", "Credential", "Decision", "Request"]
+__all__ = ["AccessKey", "AuthMethod", "Credential", "CredentialKind", "Decision", "Request"]
 
 
 def _target(value: str | bytes) -> str:
@@ -103,6 +103,18 @@ class AuthMethod(enum.Enum):
     TEMPORARY = "temporary"
 
 
+class CredentialKind(enum.Enum):
+    """What proved a request's identity: security checks branch on it, never on a scheme's name."""
+
+    SIGNATURE = "signature"  # a permanent access key's signature (AK/SK)
+    TEMPORARY = "temporary"  # a temporary access key's signature, with its security token
+    IAM_TOKEN = "iam_token"  # an authmw IAM token (X-Auth-Token): revocable, scoped, ends with a password change
+    EXTERNAL_TOKEN = "external_token"  # an external (OIDC) issuer's token: no scope, no password of ours
+
+
+_KIND_OF_METHOD = {AuthMethod.AKSK: CredentialKind.SIGNATURE, AuthMethod.TEMPORARY: CredentialKind.TEMPORARY}
+
+
 @dataclass(frozen=True, slots=True)
 class AccessKey:
     """An access key and its secret, as a key source or a security-token resolver returns it."""
@@ -120,7 +132,9 @@ class Credential:
 
     For a token, ``scheme`` is ``"token"`` (``"oidc"`` for an external issuer's), ``access_key`` the token id,
     ``signed_at`` its issue time, ``expires_at`` its expiry, ``project`` the project it is scoped to (None: domain
-    scope) and ``mfa`` whether the login used MFA.
+    scope) and ``mfa`` whether the login used MFA. ``kind`` is what the checks read; the verifier and the guard
+    set it, and one built without it gets it from ``method`` (a token: an IAM token unless its scheme is
+    ``"oidc"``, the strictest reading).
     """
 
     method: AuthMethod
@@ -136,6 +150,14 @@ class Credential:
     mfa: bool = False
     session: Session | None = field(default=None, repr=False, compare=False)  # temporary credentials only
     expires_at: int | None = None  # tokens: when the token expires
+    kind: CredentialKind | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind is None:
+            kind = _KIND_OF_METHOD.get(self.method)
+            if kind is None:
+                kind = CredentialKind.EXTERNAL_TOKEN if self.scheme == "oidc" else CredentialKind.IAM_TOKEN
+            object.__setattr__(self, "kind", kind)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from authmw.errors import (
     NotFound,
 )
 from authmw.identity import Principal, policy_facts
-from authmw.models import AuthMethod, Credential
+from authmw.models import AuthMethod, Credential, CredentialKind
 from authmw.policy import parse_policy
 from authmw.sessions import DEFAULT_DURATION, MAX_DURATION, MIN_DURATION, Session, SessionSealer, new_temporary_key
 from authmw.tokens import iso_time
@@ -121,7 +121,7 @@ def assume(
         policy=policy,
         mfa=mfa,
         token_id=None if origin is None else origin.access_key,
-        iam_token=origin is not None and origin.scheme == "token",
+        iam_token=origin is not None and origin.kind is CredentialKind.IAM_TOKEN,
         project_id=None if origin is None else origin.project,
         access_key_id=signed_with,
     )
