@@ -2,7 +2,8 @@
 
 from authmw.errors import AuthmwError, ConfigurationError
 from authmw.guard import AuthContext, Guard
-from authmw.models import AccessKey, AuthMethod, Credential, Decision, Request
+from authmw.models import AccessKey, AuthMethod, Credential, Request
+from authmw.policy import Decision
 from authmw.routes import Access, Route, RouteCatalog
 
 __version__ = "0.1.0"

@@ -34,9 +34,9 @@ from authmw.errors import (
     UnsignedPayloadRefused,
 )
 from authmw.identity import IdentitySource, Principal, Project, WhitelistScope, Workspace, policy_facts
-from authmw.models import AuthMethod, Credential, CredentialKind, Decision, Request
+from authmw.models import AuthMethod, Credential, CredentialKind, Request, Session
 from authmw.oidc import TrustedIssuer, peek_issuer
-from authmw.policy import PolicySet, modelarts_actions
+from authmw.policy import Decision, PolicySet, modelarts_actions
 from authmw.routes import (
     Access,
     Match,
@@ -47,7 +47,6 @@ from authmw.routes import (
     modelarts_routes,
     parse_path,
 )
-from authmw.sessions import Session
 from authmw.signing import Verifier
 from authmw.tokens import TokenVerifier, iso_time
 from authmw.workspaces import body_actions, body_workspace_ids, parse_body, picks_action, resolve_workspace

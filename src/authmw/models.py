@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 from authmw.errors import MalformedRequest
 
 if TYPE_CHECKING:
-    from authmw.sessions import Session
+    from authmw.policy import PolicySet
 
-__all__ = ["AccessKey", "AuthMethod", "Credential", "CredentialKind", "Decision", "Request"]
+__all__ = ["AccessKey", "AuthMethod", "Credential", "CredentialKind", "Request", "Session"]
 
 
 def _target(value: str | bytes) -> str:
@@ -116,6 +116,47 @@ _KIND_OF_METHOD = {AuthMethod.AKSK: CredentialKind.SIGNATURE, AuthMethod.TEMPORA
 
 
 @dataclass(frozen=True, slots=True)
+class Session:
+    """What a security token holds: the temporary key, who asked for it, whom it acts as, until when.
+
+    ``user_*`` name the original caller; ``agency_*`` the agency it assumed (None for the ``token`` method,
+    where the session acts as the caller). ``policy`` is the session policy document (JSON text) that narrows
+    the session's permissions; ``policies`` is it compiled. ``token_id`` is the token the caller authenticated
+    with (revoking it ends the session), ``access_key_id`` the permanent key it signed with (disabling it ends the
+    session); ``iam_token`` says the token was authmw's own, whose project scope (``project_id``; None: the
+    domain) the session keeps.
+    """
+
+    access_key: str
+    secret_key: str = field(repr=False)
+    issued_at: int
+    expires_at: int
+    user_id: str
+    user_name: str
+    domain_id: str
+    domain_name: str
+    agency_id: str | None = None
+    agency_name: str | None = None
+    agency_domain_id: str | None = None
+    agency_domain_name: str | None = None
+    policy: str | None = field(default=None, repr=False)
+    mfa: bool = False
+    token_id: str | None = None
+    iam_token: bool = False
+    project_id: str | None = None
+    access_key_id: str | None = None
+    policies: PolicySet | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """The delegation chain as ``domain/name`` links: caller → agency → this session's access key."""
+        links = [f"{self.domain_name}/{self.user_name}"]
+        if self.agency_name is not None:
+            links.append(f"{self.agency_domain_name}/{self.agency_name}")
+        return (*links, f"session/{self.access_key}")
+
+
+@dataclass(frozen=True, slots=True)
 class AccessKey:
     """An access key and its secret, as a key source or a security-token resolver returns it."""
 
@@ -158,18 +199,3 @@ class Credential:
             if kind is None:
                 kind = CredentialKind.EXTERNAL_TOKEN if self.scheme == "oidc" else CredentialKind.IAM_TOKEN
             object.__setattr__(self, "kind", kind)
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """An authorization decision and what decided it.
-
-    ``policy``/``statement`` name the deciding statement (None for an implicit deny); ``reason`` says why in
-    words, including the failed condition with expected and actual values when a statement almost applied.
-    """
-
-    allowed: bool
-    explicit: bool
-    policy: str | None
-    statement: int | None
-    reason: str

@@ -21,9 +21,9 @@ from authmw.errors import (
     NotFound,
 )
 from authmw.identity import Principal, policy_facts
-from authmw.models import AuthMethod, Credential, CredentialKind
+from authmw.models import AuthMethod, Credential, CredentialKind, Session
 from authmw.policy import parse_policy
-from authmw.sessions import DEFAULT_DURATION, MAX_DURATION, MIN_DURATION, Session, SessionSealer, new_temporary_key
+from authmw.sessions import DEFAULT_DURATION, MAX_DURATION, MIN_DURATION, SessionSealer, new_temporary_key
 from authmw.tokens import iso_time
 
 __all__ = ["ASSUME_ACTION", "Agencies", "Agency", "assume"]

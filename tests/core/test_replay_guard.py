@@ -10,8 +10,7 @@ from signed import AK, SK, T0, URL, signed, with_headers
 
 from authmw import errors
 from authmw.guard import SIGNED_IF_PRESENT, Guard
-from authmw.models import AccessKey, Request
-from authmw.sessions import Session
+from authmw.models import AccessKey, Request, Session
 from authmw.signing import SCHEMES, ReplayGuard, StaticKeys, Verifier, presign_url
 
 HEADER_SCHEMES = sorted(name for name, scheme in SCHEMES.items() if not scheme.presigned)

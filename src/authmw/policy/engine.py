@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from authmw.models import Decision
 from authmw.policy.conditions import CANONICAL_KEYS, Condition
 from authmw.policy.document import Policy, Statement
 from authmw.policy.patterns import Glob, compile_glob, glob_escape, is_glob
 from authmw.policy.variables import FAILED, has_variables, substitute
 
-__all__ = ["LEGACY_DECISION", "PolicySet"]
+__all__ = ["LEGACY_DECISION", "Decision", "PolicySet"]
 
 Context = Mapping[str, Any]
 #: Keys whose value changes from request to request: decisions reading them are never cached.
@@ -30,6 +29,23 @@ VOLATILE_KEYS = frozenset({"g:currenttime"})
 _VARIABLE_KEY = re.compile(r"\$\{\s*([A-Za-z0-9_.:/-]+)")
 _versions = itertools.count(1)
 _EMPTY: Context = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """An authorization decision and what decided it.
+
+    ``policy``/``statement`` name the deciding statement (None for an implicit deny); ``reason`` says why in
+    words, including the failed condition with expected and actual values when a statement almost applied.
+    """
+
+    allowed: bool
+    explicit: bool
+    policy: str | None
+    statement: int | None
+    reason: str
+
+
 #: The ModelArts legacy rule's decision: a principal with no policy at all may perform any ModelArts action.
 LEGACY_DECISION = Decision(True, False, None, None, "no policy attached: ModelArts legacy default allows")
 
