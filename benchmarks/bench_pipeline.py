@@ -1202,7 +1202,7 @@ def breakdown_cases(world: World, guard: Guard) -> list[Case]:
     """The steps of ``Guard.check`` on the workload, each timed alone (private steps, for diagnosis only:
     a step the guard no longer has is left out), and the parts of the ASGI middleware around it."""
     from authmw.guard import _State
-    from authmw.identity import WhitelistScope
+    from authmw.models import WhitelistScope
     from authmw.routes import check_allowed, parse_path
     from authmw.workspaces import parse_body as _json_body
     from authmw.workspaces import resolve_workspace

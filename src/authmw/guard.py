@@ -33,8 +33,18 @@ from authmw.errors import (
     TokenScopeMismatch,
     UnsignedPayloadRefused,
 )
-from authmw.identity import IdentitySource, Principal, Project, WhitelistScope, Workspace, policy_facts
-from authmw.models import AuthMethod, Credential, CredentialKind, Request, Session
+from authmw.identity import IdentitySource, policy_facts
+from authmw.models import (
+    AuthMethod,
+    Credential,
+    CredentialKind,
+    Principal,
+    Project,
+    Request,
+    Session,
+    WhitelistScope,
+    Workspace,
+)
 from authmw.oidc import TrustedIssuer, peek_issuer
 from authmw.policy import Decision, PolicySet, modelarts_actions
 from authmw.routes import (

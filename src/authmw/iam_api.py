@@ -44,8 +44,7 @@ from authmw.errors import (
     UnsignedPayloadRefused,
 )
 from authmw.guard import AuthContext, Guard
-from authmw.identity import Principal, WhitelistScope
-from authmw.models import AuthMethod, Credential, Request
+from authmw.models import AuthMethod, Credential, Principal, Request, WhitelistScope
 from authmw.sessions import DEFAULT_DURATION, MAX_DURATION, MIN_DURATION, SessionSealer
 from authmw.store import Store
 from authmw.store.records import Domain, User

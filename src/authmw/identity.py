@@ -1,85 +1,25 @@
-"""Who is asking and where: principals, workspaces and IP whitelists as the core sees them (no I/O).
+"""What the pipeline reads about who is asking (no I/O): the :class:`IdentitySource` a store implements, and the
+policy facts of a principal.
 
-A store (``authmw.store``) builds these values; the pipeline only reads them. Who may enter a workspace is
-:mod:`authmw.workspaces`' rule (the domain's administrators are the members of its ``admin`` group, as in IAM);
-access to a workspace is needed *in addition* to the IAM action.
+A store (``authmw.store``) builds the values (:class:`~authmw.models.Principal`, ``Workspace``, ...); the pipeline
+only reads them. A domain's administrators are the members of its ``admin`` group (:data:`ADMIN_GROUP`), as in
+IAM.
 """
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from authmw.clientaddr import IpWhitelist
-from authmw.models import AccessKey
-from authmw.policy import PolicySet
+from authmw.models import AccessKey, Principal, Project, WhitelistScope, Workspace
 
 __all__ = [
     "ADMIN_GROUP",
-    "AuthType",
     "IdentitySource",
-    "Principal",
-    "Project",
-    "WhitelistScope",
-    "Workspace",
     "policy_facts",
 ]
 
 ADMIN_GROUP = "admin"
-
-
-class AuthType(enum.Enum):
-    """Who may enter a workspace (ModelArts ``auth_type``)."""
-
-    PUBLIC = "PUBLIC"
-    PRIVATE = "PRIVATE"
-    INTERNAL = "INTERNAL"
-
-
-class WhitelistScope(enum.Enum):
-    """What an IP whitelist is attached to."""
-
-    USER = "user"
-    WORKSPACE = "workspace"
-    ROUTE = "route"
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """An authenticated IAM user with the policies in effect for it (its own and its groups')."""
-
-    user_id: str
-    user_name: str
-    domain_id: str
-    domain_name: str
-    groups: frozenset[str]
-    policies: PolicySet = field(repr=False, compare=False)
-    is_admin: bool = False
-    password_changed_at: int | None = None  # tokens issued before it are no longer valid
-
-
-@dataclass(frozen=True, slots=True)
-class Project:
-    """A region-scoped project of a domain (the ``{project_id}`` of ModelArts URLs)."""
-
-    id: str
-    name: str
-    domain_id: str
-    region: str
-
-
-@dataclass(frozen=True, slots=True)
-class Workspace:
-    """A logically isolated space; ``domain_id`` is None for the default workspace shared by every domain."""
-
-    id: str
-    name: str
-    domain_id: str | None
-    auth_type: AuthType
-    owner_id: str | None = None
-    granted_users: frozenset[str] = frozenset()
-    granted_groups: frozenset[str] = frozenset()
 
 
 def policy_facts(

@@ -12,7 +12,19 @@ from authmw.errors import MalformedRequest
 if TYPE_CHECKING:
     from authmw.policy import PolicySet
 
-__all__ = ["AccessKey", "AuthMethod", "Credential", "CredentialKind", "Request", "Session"]
+__all__ = [
+    "AccessKey",
+    "AuthMethod",
+    "AuthType",
+    "Credential",
+    "CredentialKind",
+    "Principal",
+    "Project",
+    "Request",
+    "Session",
+    "WhitelistScope",
+    "Workspace",
+]
 
 
 def _target(value: str | bytes) -> str:
@@ -199,3 +211,56 @@ class Credential:
             if kind is None:
                 kind = CredentialKind.EXTERNAL_TOKEN if self.scheme == "oidc" else CredentialKind.IAM_TOKEN
             object.__setattr__(self, "kind", kind)
+
+
+class AuthType(enum.Enum):
+    """Who may enter a workspace (ModelArts ``auth_type``)."""
+
+    PUBLIC = "PUBLIC"
+    PRIVATE = "PRIVATE"
+    INTERNAL = "INTERNAL"
+
+
+class WhitelistScope(enum.Enum):
+    """What an IP whitelist is attached to."""
+
+    USER = "user"
+    WORKSPACE = "workspace"
+    ROUTE = "route"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated IAM user with the policies in effect for it (its own and its groups')."""
+
+    user_id: str
+    user_name: str
+    domain_id: str
+    domain_name: str
+    groups: frozenset[str]
+    policies: PolicySet = field(repr=False, compare=False)
+    is_admin: bool = False
+    password_changed_at: int | None = None  # tokens issued before it are no longer valid
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    """A region-scoped project of a domain (the ``{project_id}`` of ModelArts URLs)."""
+
+    id: str
+    name: str
+    domain_id: str
+    region: str
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    """A logically isolated space; ``domain_id`` is None for the default workspace shared by every domain."""
+
+    id: str
+    name: str
+    domain_id: str | None
+    auth_type: AuthType
+    owner_id: str | None = None
+    granted_users: frozenset[str] = frozenset()
+    granted_groups: frozenset[str] = frozenset()

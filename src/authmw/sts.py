@@ -20,8 +20,8 @@ from authmw.errors import (
     InvalidSessionPolicy,
     NotFound,
 )
-from authmw.identity import Principal, policy_facts
-from authmw.models import AuthMethod, Credential, CredentialKind, Session
+from authmw.identity import policy_facts
+from authmw.models import AuthMethod, Credential, CredentialKind, Principal, Session
 from authmw.policy import parse_policy
 from authmw.sessions import DEFAULT_DURATION, MAX_DURATION, MIN_DURATION, SessionSealer, new_temporary_key
 from authmw.tokens import iso_time

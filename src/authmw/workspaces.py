@@ -25,8 +25,7 @@ from authmw.errors import (
     WorkspaceDenied,
     WorkspaceNotFound,
 )
-from authmw.identity import AuthType, Principal, Workspace
-from authmw.models import Request
+from authmw.models import AuthType, Principal, Request, Workspace
 from authmw.routes import Match, json_path
 from authmw.signing.awschunked import decode_aws_chunked
 

@@ -13,8 +13,7 @@ import pytest
 from authmw.clientaddr import IpWhitelist
 from authmw.errors import AuthmwError, ConfigurationError
 from authmw.guard import SIGNED_IF_PRESENT, AuthContext, Guard
-from authmw.identity import AuthType, Principal, Project, WhitelistScope, Workspace
-from authmw.models import AccessKey, AuthMethod, Request
+from authmw.models import AccessKey, AuthMethod, AuthType, Principal, Project, Request, WhitelistScope, Workspace
 from authmw.policy import PolicySet, parse_policy
 from authmw.routes import Access, Route, RouteCatalog
 from authmw.signing import Verifier, presign_url, sign_request

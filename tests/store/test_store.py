@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 
 from authmw.clientaddr import IpWhitelist
 from authmw.errors import ChangeRefused, ConfigurationError, NotFound, StoreUnavailable
-from authmw.identity import AuthType, WhitelistScope
+from authmw.models import AuthType, WhitelistScope
 from authmw.store import Keyring, Store, open_store
 from authmw.store.database import open_database
 from authmw.store.keys import access_key_context

@@ -23,7 +23,7 @@ from authmw.cli._common import (
 )
 from authmw.cli.debug import route_use, warn_never_applies
 from authmw.errors import ChangeRefused, ConfigurationError
-from authmw.identity import WhitelistScope
+from authmw.models import WhitelistScope
 from authmw.policy import parse_policy
 from authmw.sessions import DEFAULT_DURATION, MAX_DURATION, MIN_DURATION
 from authmw.tokens import TOKEN_ALGORITHMS

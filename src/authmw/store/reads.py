@@ -13,8 +13,8 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from authmw.clientaddr import IpWhitelist
 from authmw.errors import StoreUnavailable
-from authmw.identity import ADMIN_GROUP, AuthType, Principal, WhitelistScope, Workspace
-from authmw.models import AccessKey
+from authmw.identity import ADMIN_GROUP
+from authmw.models import AccessKey, AuthType, Principal, WhitelistScope, Workspace
 from authmw.policy import PolicySet, parse_policy
 from authmw.store.base import StoreBase
 from authmw.store.database import Tx

@@ -21,7 +21,7 @@ from typing import Any
 
 from authmw.clientaddr import IpWhitelist
 from authmw.errors import ChangeRefused, InvalidPolicy
-from authmw.identity import AuthType, WhitelistScope
+from authmw.models import AuthType, WhitelistScope
 from authmw.policy import parse_policy
 from authmw.policy.builtin import system_policy_documents
 from authmw.store import keypairs, signingkeys
