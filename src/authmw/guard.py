@@ -12,7 +12,6 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from authmw.clientaddr import FORWARDED_HEADERS, TrustedProxies
@@ -35,6 +34,7 @@ from authmw.errors import (
 )
 from authmw.identity import IdentitySource, policy_facts
 from authmw.models import (
+    AuthContext,
     AuthMethod,
     Credential,
     CredentialKind,
@@ -61,7 +61,7 @@ from authmw.signing import Verifier
 from authmw.tokens import TokenVerifier, iso_time
 from authmw.workspaces import body_actions, body_workspace_ids, parse_body, picks_action, resolve_workspace
 
-__all__ = ["MODES", "SIGNED_IF_PRESENT", "AuthContext", "Guard", "bare_context"]
+__all__ = ["MODES", "SIGNED_IF_PRESENT", "Guard", "bare_context"]
 
 #: The guard's modes: ``dry-run`` logs what ``enforce`` would refuse and lets the request through.
 MODES = ("enforce", "dry-run")
@@ -70,65 +70,6 @@ SIGNED_IF_PRESENT = ("x-workspace-id", "x-project-id")
 _Routed = tuple[Match | None, Access, str | None]  # the route match, what it demands, its resource
 _MISSING: Any = object()
 _EXTERNAL = "oidc"  # the scheme label of an external issuer's token (checks read Credential.kind)
-
-
-@dataclass(frozen=True, slots=True)
-class AuthContext:
-    """What the pipeline established about a request; the app receives it (``scope["authmw"]``).
-
-    ``principal`` and ``credential`` are None on a public route; ``decision`` names the deciding statement
-    (None when the route needs no action); ``error`` is set only in dry-run mode, holding the refusal that
-    enforce mode would have sent.
-    """
-
-    request_id: str
-    client: str | None
-    route: Route | None = None
-    action: str | None = None
-    resource: str | None = None
-    principal: Principal | None = None
-    credential: Credential | None = None
-    workspace: Workspace | None = None
-    project: Project | None = None
-    decision: Decision | None = None
-    error: AuthmwError | None = None
-    policy_context: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
-    _lister: Callable[[AuthContext], tuple[str, ...]] | None = field(default=None, repr=False, compare=False)
-    _memo: list[tuple[str, ...]] = field(default_factory=list, repr=False, compare=False)
-    #: Every action the request needed, in the order decided: the route's, then each its body picked
-    #: (``action`` is the last one decided: on a refusal, the one denied).
-    actions: tuple[str, ...] = ()
-
-    @property
-    def auth_method(self) -> AuthMethod | None:
-        """``token``, ``aksk`` or ``temporary`` (None when unauthenticated)."""
-        return None if self.credential is None else self.credential.method
-
-    @property
-    def workspace_id(self) -> str | None:
-        return None if self.workspace is None else self.workspace.id
-
-    @property
-    def agency(self) -> str | None:
-        """The agency whose temporary credentials made the request (None otherwise)."""
-        session = None if self.credential is None else self.credential.session
-        return None if session is None else session.agency_name
-
-    @property
-    def delegation(self) -> tuple[str, ...]:
-        """Who acts for whom, as ``domain/name`` links: the original caller → the agency → the session (for
-        temporary credentials); just the principal otherwise; empty when unauthenticated."""
-        session = None if self.credential is None else self.credential.session
-        if session is not None:
-            return session.chain
-        return () if self.principal is None else (f"{self.principal.domain_name}/{self.principal.user_name}",)
-
-    @property
-    def allowed_actions(self) -> tuple[str, ...]:
-        """The catalog actions this principal may perform in this workspace (computed on first use)."""
-        if not self._memo:
-            self._memo.append(() if self.principal is None or self._lister is None else self._lister(self))
-        return self._memo[0]
 
 
 def bare_context(client: str | None) -> AuthContext:

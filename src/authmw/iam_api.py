@@ -43,8 +43,8 @@ from authmw.errors import (
     TooManyAttempts,
     UnsignedPayloadRefused,
 )
-from authmw.guard import AuthContext, Guard
-from authmw.models import AuthMethod, Credential, Principal, Request, WhitelistScope
+from authmw.guard import Guard
+from authmw.models import AuthContext, AuthMethod, Credential, Principal, Request, WhitelistScope
 from authmw.sessions import DEFAULT_DURATION, MAX_DURATION, MIN_DURATION, SessionSealer
 from authmw.store import Store
 from authmw.store.records import Domain, User

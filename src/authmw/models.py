@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from authmw.errors import MalformedRequest
 
 if TYPE_CHECKING:
-    from authmw.policy import PolicySet
+    from authmw.errors import AuthmwError
+    from authmw.policy import Decision, PolicySet
+    from authmw.routes import Route
 
 __all__ = [
     "AccessKey",
+    "AuthContext",
     "AuthMethod",
     "AuthType",
     "Credential",
@@ -264,3 +267,62 @@ class Workspace:
     owner_id: str | None = None
     granted_users: frozenset[str] = frozenset()
     granted_groups: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class AuthContext:
+    """What the pipeline established about a request; the app receives it (``scope["authmw"]``).
+
+    ``principal`` and ``credential`` are None on a public route; ``decision`` names the deciding statement
+    (None when the route needs no action); ``error`` is set only in dry-run mode, holding the refusal that
+    enforce mode would have sent.
+    """
+
+    request_id: str
+    client: str | None
+    route: Route | None = None
+    action: str | None = None
+    resource: str | None = None
+    principal: Principal | None = None
+    credential: Credential | None = None
+    workspace: Workspace | None = None
+    project: Project | None = None
+    decision: Decision | None = None
+    error: AuthmwError | None = None
+    policy_context: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _lister: Callable[[AuthContext], tuple[str, ...]] | None = field(default=None, repr=False, compare=False)
+    _memo: list[tuple[str, ...]] = field(default_factory=list, repr=False, compare=False)
+    #: Every action the request needed, in the order decided: the route's, then each its body picked
+    #: (``action`` is the last one decided: on a refusal, the one denied).
+    actions: tuple[str, ...] = ()
+
+    @property
+    def auth_method(self) -> AuthMethod | None:
+        """``token``, ``aksk`` or ``temporary`` (None when unauthenticated)."""
+        return None if self.credential is None else self.credential.method
+
+    @property
+    def workspace_id(self) -> str | None:
+        return None if self.workspace is None else self.workspace.id
+
+    @property
+    def agency(self) -> str | None:
+        """The agency whose temporary credentials made the request (None otherwise)."""
+        session = None if self.credential is None else self.credential.session
+        return None if session is None else session.agency_name
+
+    @property
+    def delegation(self) -> tuple[str, ...]:
+        """Who acts for whom, as ``domain/name`` links: the original caller → the agency → the session (for
+        temporary credentials); just the principal otherwise; empty when unauthenticated."""
+        session = None if self.credential is None else self.credential.session
+        if session is not None:
+            return session.chain
+        return () if self.principal is None else (f"{self.principal.domain_name}/{self.principal.user_name}",)
+
+    @property
+    def allowed_actions(self) -> tuple[str, ...]:
+        """The catalog actions this principal may perform in this workspace (computed on first use)."""
+        if not self._memo:
+            self._memo.append(() if self.principal is None or self._lister is None else self._lister(self))
+        return self._memo[0]

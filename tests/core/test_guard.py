@@ -12,8 +12,18 @@ import pytest
 
 from authmw.clientaddr import IpWhitelist
 from authmw.errors import AuthmwError, ConfigurationError
-from authmw.guard import SIGNED_IF_PRESENT, AuthContext, Guard
-from authmw.models import AccessKey, AuthMethod, AuthType, Principal, Project, Request, WhitelistScope, Workspace
+from authmw.guard import SIGNED_IF_PRESENT, Guard
+from authmw.models import (
+    AccessKey,
+    AuthContext,
+    AuthMethod,
+    AuthType,
+    Principal,
+    Project,
+    Request,
+    WhitelistScope,
+    Workspace,
+)
 from authmw.policy import PolicySet, parse_policy
 from authmw.routes import Access, Route, RouteCatalog
 from authmw.signing import Verifier, presign_url, sign_request
