@@ -32,7 +32,6 @@ import asyncio
 import cProfile
 import http.client
 import importlib.util
-import inspect
 import io
 import json
 import logging
@@ -57,11 +56,11 @@ from authmw import asgi, wsgi
 from authmw.assembly import build_guard, session_sealer
 from authmw.audit import AUDIT_LOGGER, log_decision
 from authmw.guard import Guard
-from authmw.iam_api import assume
 from authmw.models import Request
 from authmw.settings import Settings
 from authmw.signing import ReplayGuard, sign_request
 from authmw.store import Store, open_store
+from authmw.sts import assume
 from authmw.tokens import TokenSigner
 from bench_signing import (
     Case,
@@ -1202,9 +1201,11 @@ def dump(
 def breakdown_cases(world: World, guard: Guard) -> list[Case]:
     """The steps of ``Guard.check`` on the workload, each timed alone (private steps, for diagnosis only:
     a step the guard no longer has is left out), and the parts of the ASGI middleware around it."""
-    from authmw.guard import _json_body, _State
-    from authmw.identity import WhitelistScope
+    from authmw.guard import _State
+    from authmw.models import WhitelistScope
     from authmw.routes import check_allowed, parse_path
+    from authmw.workspaces import parse_body as _json_body
+    from authmw.workspaces import resolve_workspace
 
     headers = signed_headers(world)
     scope = http_scope(world.path, headers)
@@ -1260,10 +1261,7 @@ def breakdown_cases(world: World, guard: Guard) -> list[Case]:
         copied["auth"] = asgi.AuthmwCredentials(context)
         return [{"type": "http.request", "body": b"", "more_body": False}]
 
-    # _workspace(request, body, principal), or (request, match, body, principal) since the workspace routes
-    workspace_args: tuple[Any, ...] = (request, None, principal)
-    if len(inspect.signature(guard._workspace).parameters) == 4:
-        workspace_args = (request, match, None, principal)
+    workspace_args: tuple[Any, ...] = (guard.identity.workspace, request, match, None, principal)
     steps: list[tuple[str, Callable[[], Callable[..., object]], tuple[Any, ...]]] = [
         ("Guard.check (total)", lambda: guard.check, (request,)),
         ("1 request id (os.urandom(12).hex())", lambda: guard._request_id, ()),
@@ -1279,7 +1277,7 @@ def breakdown_cases(world: World, guard: Guard) -> list[Case]:
         ("7 Verifier.verify", lambda: guard.verifier.verify, (request,)),
         ("8 identity.principal (cached)", lambda: identity.principal, (principal.user_id,)),
         ("9 _json_body (no body)", lambda: _json_body, (request, match)),
-        ("10 Guard._workspace (default workspace)", lambda: guard._workspace, workspace_args),
+        ("10 resolve_workspace (default workspace)", lambda: resolve_workspace, workspace_args),
         ("11 Guard._project (path + X-Project-Id)", lambda: guard._project, (request, match, principal)),
         ("12 policy context dict (+ g:CurrentTime)", lambda: policy_context, ()),
         ("13 PolicySet.decide (cache hit)", lambda: principal.policies.decide, (ACTION, None, context.policy_context)),

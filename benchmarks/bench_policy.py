@@ -45,8 +45,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-from authmw.models import Decision
-from authmw.policy import Policy, PolicySet, parse_policy
+from authmw.policy import Decision, Policy, PolicySet, parse_policy
 from bench_signing import (
     Case,
     Neighbours,

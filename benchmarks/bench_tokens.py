@@ -24,8 +24,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from authmw.models import Request
-from authmw.sessions import Session, SessionSealer, new_temporary_key
+from authmw.models import Request, Session
+from authmw.sessions import SessionSealer, new_temporary_key
 from authmw.signing import StaticKeys, Verifier, sign_request
 from authmw.tokens import TokenSigner, TokenVerifier
 from bench_signing import (

@@ -23,8 +23,8 @@ from urllib.parse import quote
 
 from authmw.audit import log_decision
 from authmw.errors import AuthmwError, BodyTooLarge, MalformedRequest, RequestTimeout, ServerBusy, render
-from authmw.guard import AuthContext, Guard, bare_context
-from authmw.models import Request
+from authmw.guard import Guard, bare_context
+from authmw.models import AuthContext, Request
 
 __all__ = [
     "CREDENTIAL_HEADERS",

@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 from authmw.errors import ConfigurationError
 from authmw.guard import SIGNED_IF_PRESENT, Guard
+from authmw.oidc import TrustedIssuer
 from authmw.policy import modelarts_actions
 from authmw.routes import Route, RouteCatalog, Routes, modelarts_routes, route_from_mapping
 from authmw.sessions import SessionSealer
 from authmw.settings import Settings, load_settings
 from authmw.signing import ReplayGuard, Verifier
 from authmw.store import CachedIdentity, Store, open_store
-from authmw.tokens import ISSUER, TokenVerifier, TrustedIssuer
+from authmw.tokens import ISSUER, TokenVerifier
 
 if TYPE_CHECKING:
     from authmw.client.jwks import JwksKeys

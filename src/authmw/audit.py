@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from authmw.errors import AuthmwError
-from authmw.guard import AuthContext
+from authmw.models import AuthContext
 
 __all__ = ["AUDIT_LOGGER", "EVENTS", "audit_record", "event_record", "log_decision", "log_event"]
 

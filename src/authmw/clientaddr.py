@@ -1,4 +1,5 @@
-"""The client address of a request: the socket peer, or the right-most untrusted hop behind trusted proxies.
+"""Client addresses: how they are parsed, IP whitelists of them, and the client address of a request (the socket
+peer, or the right-most untrusted hop behind trusted proxies).
 
 Forwarding headers are written by whoever sends them, so they are believed only as far as a chain of
 trusted proxies vouches for them: starting at the socket peer and walking the hops right to left, each
@@ -14,15 +15,81 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
-from authmw.identity import IpAddress, IpWhitelist, unmapped
+__all__ = ["FORWARDED_HEADERS", "IpWhitelist", "TrustedProxies", "parse_address", "unmapped"]
 
-__all__ = ["FORWARDED_HEADERS", "TrustedProxies", "parse_address"]
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: The forwarding headers a deployment may choose from (the load balancer's), lower-case.
 FORWARDED_HEADERS = ("x-forwarded-for", "forwarded")
 
 _MAX_HOPS = 64  # a forwarding chain longer than this is not a real deployment; its far end is ignored
+
+
+@dataclass(frozen=True, slots=True)
+class IpWhitelist:
+    """Addresses and CIDR blocks (IPv4 and IPv6); an empty whitelist allows every address."""
+
+    networks: tuple[IpNetwork, ...] = ()
+
+    @classmethod
+    def parse(cls, entries: Iterable[str]) -> IpWhitelist:
+        """Parse entries such as ``192.0.2.7`` or ``2001:db8::/32``; raises ValueError naming a bad entry.
+
+        IPv4-mapped IPv6 entries (``::ffff:10.0.0.0/104``) become their IPv4 form, as client addresses do;
+        zone ids (``fe80::1%eth0``) are refused; an entry given twice counts once.
+        """
+        networks: dict[IpNetwork, None] = {}
+        for entry in entries:
+            text = entry.strip() if isinstance(entry, str) else ""
+            try:
+                if not text or "%" in text:
+                    raise ValueError
+                network = ipaddress.ip_network(text, strict=True)
+            except ValueError:
+                raise ValueError(
+                    f"not an IP address or CIDR block (host bits must be zero, no zone id): {entry!r}"
+                ) from None
+            networks[_unmapped(network)] = None
+        return cls(tuple(networks))
+
+    @property
+    def entries(self) -> tuple[str, ...]:
+        """Canonical text of each entry (a single address without its prefix length)."""
+        return tuple(
+            str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net) for net in self.networks
+        )
+
+    def allows(self, address: str | None) -> bool:
+        """True when the whitelist is empty or ``address`` falls in one entry (unparsable addresses never do)."""
+        if not self.networks:
+            return True
+        if address is None:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return self.contains(unmapped(ip))
+
+    def contains(self, ip: IpAddress) -> bool:
+        """Whether ``ip`` (already :func:`unmapped`) falls in one entry."""
+        return any(ip in net for net in self.networks if net.version == ip.version)
+
+
+def unmapped(ip: IpAddress) -> IpAddress:
+    """An IPv4-mapped IPv6 address as the IPv4 address it carries (how a dual-stack socket reports IPv4)."""
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return ip if mapped is None else mapped
+
+
+def _unmapped(network: IpNetwork) -> IpNetwork:
+    mapped = network.network_address.ipv4_mapped if isinstance(network, ipaddress.IPv6Network) else None
+    if mapped is None or network.prefixlen < 96:
+        return network
+    return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
 
 
 def parse_address(text: str) -> IpAddress | None:

@@ -9,15 +9,10 @@ carries the error enforce mode would have raised, and the request goes on.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
-from urllib.parse import parse_qsl
 
 from authmw.clientaddr import FORWARDED_HEADERS, TrustedProxies
 from authmw.errors import (
@@ -27,12 +22,8 @@ from authmw.errors import (
     AuthmwError,
     ConfigurationError,
     ConflictingProject,
-    ConflictingWorkspace,
     InvalidSecurityToken,
     InvalidToken,
-    InvalidWorkspaceId,
-    JsonBodyTooLarge,
-    MalformedBody,
     MissingCredentials,
     MultipleCredentials,
     ProjectNotFound,
@@ -40,21 +31,22 @@ from authmw.errors import (
     SchemeDisabled,
     TokenScopeMismatch,
     UnsignedPayloadRefused,
-    WorkspaceDenied,
-    WorkspaceNotFound,
 )
-from authmw.identity import (
-    DEFAULT_WORKSPACE_ID,
-    WORKSPACE_ID,
-    IdentitySource,
+from authmw.identity import IdentitySource, policy_facts
+from authmw.models import (
+    AuthContext,
+    AuthMethod,
+    Credential,
+    CredentialKind,
     Principal,
     Project,
+    Request,
+    Session,
     WhitelistScope,
     Workspace,
-    can_access_workspace,
 )
-from authmw.models import AuthMethod, Credential, Decision, Request
-from authmw.policy import modelarts_actions
+from authmw.oidc import TrustedIssuer, peek_issuer
+from authmw.policy import Decision, PolicySet, modelarts_actions
 from authmw.routes import (
     Access,
     Match,
@@ -62,105 +54,22 @@ from authmw.routes import (
     RouteCatalog,
     Unmatched,
     check_allowed,
-    json_path,
     modelarts_routes,
     parse_path,
 )
-from authmw.sessions import Session
 from authmw.signing import Verifier
-from authmw.signing.awschunked import decode_aws_chunked
-from authmw.tokens import TokenVerifier, TrustedIssuer, peek_issuer
+from authmw.tokens import TokenVerifier, iso_time
+from authmw.workspaces import body_actions, body_workspace_ids, parse_body, picks_action, resolve_workspace
 
-__all__ = ["SIGNED_IF_PRESENT", "AuthContext", "Guard", "bare_context"]
+__all__ = ["MODES", "SIGNED_IF_PRESENT", "Guard", "bare_context"]
 
-_MODES = ("enforce", "dry-run")
-_WORKSPACE_PATH_KEYS = ("workspace_id", "ws_id")  # the ModelArts workspace routes name the workspace in the path
+#: The guard's modes: ``dry-run`` logs what ``enforce`` would refuse and lets the request through.
+MODES = ("enforce", "dry-run")
 #: Headers the pipeline reads to place a request: a signature must cover them whenever they are sent.
 SIGNED_IF_PRESENT = ("x-workspace-id", "x-project-id")
-_LEADING_SPACE = re.compile(rb"[ \t\r\n]*").match  # JSON whitespace, found without copying the body
-# A body that could name a workspace anywhere: any spelling of the key has the letters "workspace" (in any case),
-# unless \u-escaped, or the UTF-8 of "ſ", "K" (Kelvin) or "İ", which case-insensitive matchers (Java's) take for
-# s, k and i, and "ı" (dotless), which Java upper-cases to I (see _could_name_workspace).
-_SPECIAL_LETTERS = (b"\xc5\xbf", b"\xe2\x84\xaa", b"\xc4\xb0", b"\xc4\xb1")
-_FORM = "application/x-www-form-urlencoded"
-# Declared binary bodies that no JSON or form reader takes: not read unless they start like JSON.
-_OPAQUE = (
-    "application/octet-stream",
-    "multipart/",
-    "image/",
-    "audio/",
-    "video/",
-    "font/",
-    "application/zip",
-    "application/gzip",
-    "application/pdf",
-)
-# Values a parsed body may hold (each container and each value but the first follows a `,`, `{` or `[`, so
-# their count bounds it): the tree and its walk stay within a few MB and tens of ms (json_body_too_large).
-_MAX_JSON_VALUES = 20_000
 _Routed = tuple[Match | None, Access, str | None]  # the route match, what it demands, its resource
 _MISSING: Any = object()
-_EXTERNAL = "oidc"  # the credential scheme of an external issuer's token
-_LEGACY_DECISION = Decision(True, False, None, None, "no policy attached: ModelArts legacy default allows")
-
-
-@dataclass(frozen=True, slots=True)
-class AuthContext:
-    """What the pipeline established about a request; the app receives it (``scope["authmw"]``).
-
-    ``principal`` and ``credential`` are None on a public route; ``decision`` names the deciding statement
-    (None when the route needs no action); ``error`` is set only in dry-run mode, holding the refusal that
-    enforce mode would have sent.
-    """
-
-    request_id: str
-    client: str | None
-    route: Route | None = None
-    action: str | None = None
-    resource: str | None = None
-    principal: Principal | None = None
-    credential: Credential | None = None
-    workspace: Workspace | None = None
-    project: Project | None = None
-    decision: Decision | None = None
-    error: AuthmwError | None = None
-    policy_context: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
-    _lister: Callable[[AuthContext], tuple[str, ...]] | None = field(default=None, repr=False, compare=False)
-    _memo: list[tuple[str, ...]] = field(default_factory=list, repr=False, compare=False)
-    #: Every action the request needed, in the order decided: the route's, then each its body picked
-    #: (``action`` is the last one decided: on a refusal, the one denied).
-    actions: tuple[str, ...] = ()
-
-    @property
-    def auth_method(self) -> AuthMethod | None:
-        """``token``, ``aksk`` or ``temporary`` (None when unauthenticated)."""
-        return None if self.credential is None else self.credential.method
-
-    @property
-    def workspace_id(self) -> str | None:
-        return None if self.workspace is None else self.workspace.id
-
-    @property
-    def agency(self) -> str | None:
-        """The agency whose temporary credentials made the request (None otherwise)."""
-        session = None if self.credential is None else self.credential.session
-        return None if session is None else session.agency_name
-
-    @property
-    def delegation(self) -> tuple[str, ...]:
-        """Who acts for whom, as ``domain/name`` links: the original caller → the agency → the session (for
-        temporary credentials); just the principal otherwise; empty when unauthenticated."""
-        session = None if self.credential is None else self.credential.session
-        if session is not None:
-            return session.chain
-        return () if self.principal is None else (f"{self.principal.domain_name}/{self.principal.user_name}",)
-
-    @property
-    def allowed_actions(self) -> tuple[str, ...]:
-        """The catalog actions this principal may perform in this workspace (computed on first use)."""
-        if not self._memo:
-            self._memo.append(() if self.principal is None or self._lister is None else self._lister(self))
-        return self._memo[0]
+_EXTERNAL = "oidc"  # the scheme label of an external issuer's token (checks read Credential.kind)
 
 
 def bare_context(client: str | None) -> AuthContext:
@@ -181,7 +90,7 @@ class _Clock:
     def now(self) -> str:
         second = int(self._clock())
         if second != self._second:
-            self._text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+            self._text = iso_time(second, micros=False)
             self._second = second
         return self._text
 
@@ -215,8 +124,8 @@ class Guard:
         clock: Callable[[], float] = time.time,
         request_id: Callable[[], str] = lambda: os.urandom(12).hex(),
     ) -> None:
-        if mode not in _MODES:
-            raise ConfigurationError(f"mode must be one of {', '.join(_MODES)}")
+        if mode not in MODES:
+            raise ConfigurationError(f"mode must be one of {', '.join(MODES)}")
         if isinstance(routes, RouteCatalog):
             if unmatched is not None and Unmatched(unmatched) is not routes.unmatched:
                 raise ConfigurationError("unmatched is the catalog's: set it on the RouteCatalog")
@@ -363,38 +272,31 @@ class Guard:
             return
         credential, principal = self.authenticate(request)
         state.credential, state.principal = credential, principal
-        body = _json_body(request, match, self.max_json_body)
-        in_body = _body_workspace_ids(body, match)
-        if body is not None and credential.unsigned_payload and (in_body or _picks_action(body, match)):
+        body = parse_body(request, match, self.max_json_body)
+        in_body = body_workspace_ids(body, match)
+        if body is not None and credential.unsigned_payload and (in_body or picks_action(body, match)):
             # The signature does not cover the body: it must not be what places or names the request.
             raise UnsignedPayloadRefused("a body that names the workspace or the action must be signed")
-        state.workspace = self._workspace(request, match, in_body, principal)
+        state.workspace = resolve_workspace(self.identity.workspace, request, match, in_body, principal)
         state.project = self._project(request, match, principal, credential)
         session = credential.session
         caller = () if session is None or session.agency_id is None else (session.user_id,)
         self._whitelist(WhitelistScope.USER, state, principal.user_id, *caller)  # an agency's caller's too
         self._whitelist(WhitelistScope.WORKSPACE, state, state.workspace.id)
-        context = {
-            "g:currenttime": self._now(),
-            "g:userid": principal.user_id,
-            "g:username": principal.user_name,
-            "g:domainid": principal.domain_id,
-            "g:domainname": principal.domain_name,
-            "g:mfapresent": credential.mfa or (credential.session is not None and credential.session.mfa),
-            "modelarts:workspaceid": state.workspace.id,
-        }
-        if state.client is not None:
-            context["g:sourceip"] = state.client
-        if state.project is not None:
-            context["g:projectid"] = state.project.id
-            context["g:projectname"] = state.project.name
-        state.policy_context = context
+        state.policy_context = context = policy_facts(
+            principal,
+            current_time=self._now(),
+            mfa=credential.mfa or (session is not None and session.mfa),
+            source_ip=state.client,
+            workspace=state.workspace,
+            project=state.project,
+        )
         if access is Access.AUTHENTICATE_ONLY or match is None:
             return
         # A body field adds its action to the route's (ModelArts starts a service through its update route, and
         # the same body may update it too): every one must be allowed.
         actions = [state.action or ""]
-        for action in _body_actions(body, match):
+        for action in body_actions(body, match):
             if action not in actions:
                 self._whitelist(WhitelistScope.ROUTE, state, action)
                 actions.append(action)
@@ -416,8 +318,10 @@ class Guard:
         known = _MISSING if narrowed else self._allowed.get(key, _MISSING)
         if isinstance(known, tuple):
             return known
-        decide, facts = self._decide, context.policy_context
-        allowed = tuple(a for a in self.actions if decide(principal, a, None, facts, credential).allowed)
+        narrowing, legacy = self._policy_options(credential)
+        allowed = tuple(
+            policies.allowed_actions(self.actions, context.policy_context, session=narrowing, legacy=legacy)
+        )
         if known is _MISSING and not narrowed:
             static = not any(policies.reads_context(action) for action in self.actions)
             if len(self._allowed) >= 10_000:
@@ -455,6 +359,7 @@ class Guard:
             project=claims.project_id,
             mfa=claims.mfa,
             expires_at=claims.expires_at,
+            kind=CredentialKind.IAM_TOKEN,
         )
 
     def _external(self, token: str, trusted: TrustedIssuer) -> Credential:
@@ -466,7 +371,13 @@ class Guard:
         # One id space with authmw's own tokens (32 hex digits), so revocation treats both alike.
         token_id = hashlib.sha256(f"{trusted.issuer}\0{identity.token_id}".encode()).hexdigest()[:32]
         return Credential(
-            AuthMethod.TOKEN, _EXTERNAL, token_id, user_id, identity.issued_at, expires_at=identity.expires_at
+            AuthMethod.TOKEN,
+            _EXTERNAL,
+            token_id,
+            user_id,
+            identity.issued_at,
+            expires_at=identity.expires_at,
+            kind=CredentialKind.EXTERNAL_TOKEN,
         )
 
     def _session_principal(self, session: Session) -> Principal:
@@ -496,7 +407,11 @@ class Guard:
         if self.identity.token_revoked(credential.access_key):
             raise InvalidToken("the token was revoked")
         changed = principal.password_changed_at
-        if changed is not None and changed > credential.signed_at and credential.scheme != _EXTERNAL:
+        if (
+            changed is not None
+            and changed > credential.signed_at
+            and credential.kind is not CredentialKind.EXTERNAL_TOKEN
+        ):
             raise InvalidToken("the password changed after the token was issued")
 
     def _decide(
@@ -507,37 +422,18 @@ class Guard:
         context: Mapping[str, Any],
         credential: Credential | None,
     ) -> Decision:
-        session = None if credential is None else credential.session
-        narrowing = None if session is None else session.policies  # a session policy: both sets must allow
-        decision = principal.policies.decide(action, resource, context, session=narrowing)
-        if (
-            not decision.allowed
-            and self.default_allow_without_policies
-            and not decision.explicit
-            and not principal.policies.policies
-            and action.startswith("modelarts:")
-            and narrowing is None
-            and (session is None or session.agency_id is None)  # an agency has exactly its policies
-        ):
-            return _LEGACY_DECISION
-        return decision
+        narrowing, legacy = self._policy_options(credential)
+        return principal.policies.decide(action, resource, context, session=narrowing, legacy=legacy)
 
-    def _workspace(
-        self, request: Request, match: Match | None, in_body: list[Any] | None, principal: Principal
-    ) -> Workspace:
-        named: str | None = None
-        for value in _workspace_candidates(request, match, in_body):
-            if not isinstance(value, str) or not WORKSPACE_ID.fullmatch(value):
-                raise InvalidWorkspaceId("a workspace id is 32 lower-case hex characters or 0")
-            if named is not None and value != named:
-                raise ConflictingWorkspace("the request names two different workspaces")
-            named = value
-        workspace = self.identity.workspace(named or DEFAULT_WORKSPACE_ID)
-        if workspace is None or (workspace.domain_id is not None and workspace.domain_id != principal.domain_id):
-            raise WorkspaceNotFound(f"no workspace {named or DEFAULT_WORKSPACE_ID} in the principal's domain")
-        if not can_access_workspace(principal, workspace):
-            raise WorkspaceDenied(f"{principal.user_name} may not enter workspace {workspace.id}")
-        return workspace
+    def _policy_options(self, credential: Credential | None) -> tuple[PolicySet | None, bool]:
+        """The session policy that narrows the principal's (both sets must allow), and whether the ModelArts
+        legacy rule applies: only if configured, and never to a session policy or an agency (which has exactly
+        its policies)."""
+        session = None if credential is None else credential.session
+        if session is None:
+            return None, self.default_allow_without_policies
+        narrowing = session.policies
+        return narrowing, self.default_allow_without_policies and narrowing is None and session.agency_id is None
 
     def _project(
         self, request: Request, match: Match | None, principal: Principal, credential: Credential
@@ -622,192 +518,9 @@ def _project_scope(credential: Credential) -> tuple[bool, str | None]:
     credentials obtained with such a token keep its scope (unless they act as an agency of another domain, whose
     projects the token never named); external issuers' tokens and access keys have none."""
     if credential.method is AuthMethod.TOKEN:
-        return credential.scheme != _EXTERNAL, credential.project
+        return credential.kind is not CredentialKind.EXTERNAL_TOKEN, credential.project
     session = credential.session
     own_domain = session is not None and session.agency_domain_id in (None, session.domain_id)
     if session is not None and session.iam_token and own_domain:  # an agency of another domain: its projects
         return True, session.project_id
     return False, None
-
-
-def _workspace_candidates(request: Request, match: Match | None, in_body: list[Any] | None) -> list[Any]:
-    found: list[Any] = []
-    if match is not None:
-        found += [match.params[key] for key in _WORKSPACE_PATH_KEYS if key in match.params]
-    query = request.query
-    if (
-        "orkspace" in query.lower() or "%" in query or not query.isascii()
-    ):  # the fast path skips queries that cannot name one
-        found += [v for k, v in parse_qsl(query, keep_blank_values=True) if _names_workspace(k)]
-    header = request.headers.get("x-workspace-id")
-    if header is not None:
-        found.append(header.strip())
-    return found + (in_body or [])
-
-
-def _body_workspace_ids(body: Any, match: Match | None) -> list[Any]:
-    """Every value of the JSON body that names a workspace: at the route's ``workspace_fields``, and (the class
-    defence: the app or the backend may read any of them) under any key, at any depth and inside arrays, whose
-    name is ``workspace_id`` in any case or punctuation (``workspaceId``, ``WORKSPACE-ID``,
-    ``os.modelarts/workspace.id``: letters and digits, case-folded, end in ``workspaceid``), and the ``id`` of
-    an object held by a key ending in ``workspace`` (``"workspace": {"id": ...}``)."""
-    if body is None:
-        return []
-    if isinstance(body, _Form):
-        return [value for key, value in body.pairs if _names_workspace(key)]
-    found: list[Any] = []
-    if match is not None:
-        for text in match.route.workspace_fields:
-            value = body
-            for key in json_path(text):
-                value = value.get(key, _MISSING) if isinstance(value, dict) else _MISSING
-            if value is not _MISSING:
-                found.append(value)
-    stack: list[tuple[Any, bool]] = [(body, False)]  # iterative: a deep body costs no recursion
-    letters: dict[str, str] = {}  # this body's keys (bounded by its values): thousands of distinct ones thrash a memo
-    while stack:
-        value, in_workspace = stack.pop()
-        if isinstance(value, dict):
-            for key, item in value.items():
-                name = letters.get(key)
-                if name is None:
-                    name = letters[key] = _letters(key)
-                if name.endswith("workspaceid") or (in_workspace and name == "id"):
-                    found.append(item)
-                elif isinstance(item, dict | list):
-                    stack.append((item, name.endswith("workspace")))
-        elif isinstance(value, list):
-            stack.extend((item, in_workspace) for item in value if isinstance(item, dict | list))
-    return found
-
-
-def _names_workspace(key: str) -> bool:
-    return _key_letters(key).endswith("workspaceid")
-
-
-def _key_letters(key: str) -> str:
-    # Keys repeat (arrays of objects): short ones are memoised; a long one would pin its text in the memo.
-    return _short_key_letters(key) if len(key) <= 64 else _letters(key)
-
-
-@lru_cache(maxsize=4096)
-def _short_key_letters(key: str) -> str:
-    return _letters(key)
-
-
-def _letters(key: str) -> str:
-    # casefold: "ſ" and "K" (Kelvin) compare equal to "s" and "k" in case-insensitive matchers (Java's among them)
-    folded = key.upper().casefold()  # "ı" upper-cases to "I" (Java's equalsIgnoreCase agrees); casefold keeps it
-    if folded.isascii():  # the common case, in C: a body may hold thousands of distinct keys
-        return folded.encode().translate(None, _NOT_ALNUM).decode()
-    return "".join(c for c in folded if c.isascii() and c.isalnum())
-
-
-_NOT_ALNUM = bytes(b for b in range(128) if not chr(b).isalnum())
-
-
-def _json_body(request: Request, match: Match | None, limit: int = 1024 * 1024) -> Any:
-    """The body as the app may read it (a JSON object or array, or a :class:`_Form`) whenever it could name a
-    workspace or pick a body action; else None.
-
-    A body must be read when it mentions ``workspace`` in any case, uses ``\\u`` escapes (which could spell it),
-    holds a letter Java's case-insensitive matchers take for an ASCII one (``ſ``, ``K``, ``İ``, ``ı``), names a
-    declared ``workspace_fields`` key, or the route has ``body_actions``. Such a body is parsed as strict JSON
-    when it starts with ``{`` or ``[`` after JSON whitespace, whatever its content type (apps parse JSON without
-    looking), and must not repeat a key at any depth. Otherwise: an ``application/x-www-form-urlencoded`` body is
-    read as form fields; a declared binary type (``_OPAQUE``: octet-stream, multipart, images, ...) is not read;
-    anything else (no content type, JSON, text, XML, ...) is refused (400 ``malformed_body``), since lenient
-    parsers read JSON behind a ``)]}'`` prefix, comments or other whitespace. Bodies with a byte-order mark or in
-    UTF-16/32 are read as ``json.loads`` reads them (a declared binary type with such a head is not read);
-    ``aws-chunked`` framing is decoded first; other content codings (gzip) are not read. A body to parse that
-    is larger than ``limit`` bytes, or could hold ``_MAX_JSON_VALUES`` values or more, is refused (413): its tree
-    would cost far more than its size.
-    """
-    body = request.body
-    if not body:
-        return None
-    if "aws-chunked" in request.headers.get("content-encoding", "").lower():
-        body = decode_aws_chunked(body)[0]  # what an upstream that decodes the framing reads
-    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    opaque = media.startswith(_OPAQUE)
-    head = body[:4]
-    if b"\x00" in head or head[:1] in (b"\xef", b"\xfe", b"\xff"):  # a BOM or UTF-16/32: not plain UTF-8
-        if opaque:
-            return None  # binary, as declared (JPEG starts with 0xff, gzip has a NUL)
-        try:  # as json.loads(bytes) decodes it; then read like a UTF-8 body
-            body = body.decode(json.detect_encoding(body), "surrogatepass").encode("utf-8", "surrogatepass")
-        except UnicodeDecodeError:
-            raise MalformedBody("the body is not valid text") from None
-    leading = _LEADING_SPACE(body)
-    start = leading.end() if leading else 0
-    is_json = body[start : start + 1] in (b"{", b"[")
-    if opaque and not is_json:
-        return None
-    if not _could_name_workspace(body) and (match is None or not match.route.body_actions):  # any spelling
-        fields = [] if match is None else [json_path(path)[-1].encode() for path in match.route.workspace_fields]
-        if not any(f in body for f in fields):
-            return None
-    if not is_json:
-        if media == _FORM:
-            _bound(body, limit)
-            if body.count(b"&") >= _MAX_JSON_VALUES:
-                raise JsonBodyTooLarge(f"a form body the guard must read has {_MAX_JSON_VALUES} fields or more")
-            return _Form(tuple(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)))
-        raise MalformedBody("a body that could name a workspace or a body action must be a JSON object or array")
-    _bound(body, limit)
-    try:
-        return json.loads(body, object_pairs_hook=_unique_keys)
-    except (ValueError, RecursionError):
-        raise MalformedBody("the JSON body cannot be read unambiguously") from None
-
-
-def _could_name_workspace(body: bytes) -> bool:
-    # Literal searches (memchr first where it can): a case-insensitive regex scans a megabyte in tens of ms.
-    if b"workspace" in body.lower() or (b"\\" in body and b"\\u" in body):
-        return True
-    return not body.isascii() and any(letter[:1] in body and letter in body for letter in _SPECIAL_LETTERS)
-
-
-@dataclass(frozen=True, slots=True)
-class _Form:
-    """An ``application/x-www-form-urlencoded`` body's fields (Spring's ``@ModelAttribute`` and ``getParameter``
-    and Flask's ``request.values`` read them): read as query keys are."""
-
-    pairs: tuple[tuple[str, str], ...]
-
-
-def _bound(body: str | bytes, limit: int) -> None:
-    if len(body) > limit:
-        raise JsonBodyTooLarge(f"a body the guard must parse is larger than max_json_body ({limit} bytes)")
-    if isinstance(body, str):
-        values = body.count("{") + body.count("[") + body.count(",")
-    else:
-        values = body.count(b"{") + body.count(b"[") + body.count(b",")
-    if values >= _MAX_JSON_VALUES:
-        raise JsonBodyTooLarge(f"a body the guard must parse could hold more than {_MAX_JSON_VALUES} values")
-
-
-def _picks_action(body: Any, match: Match | None) -> bool:
-    """Whether the body picks one of the route's body actions (a top-level field)."""
-    return bool(_body_actions(body, match))
-
-
-def _body_actions(body: Any, match: Match | None) -> list[str]:
-    """The actions the body's top-level fields pick, keys read as workspace keys are (``Status``, ``STATUS``,
-    ``ſtatus`` are ``status`` to a case-insensitive binder)."""
-    if match is None or not match.route.body_actions:
-        return []
-    if isinstance(body, dict):
-        keys = {_key_letters(key) for key in body}
-    elif isinstance(body, _Form):
-        keys = {_key_letters(key) for key, _value in body.pairs}
-    else:
-        return []
-    return [action for name, action in match.route.body_actions if _key_letters(name) in keys]
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise ValueError("duplicate key")
-    return result

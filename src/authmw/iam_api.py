@@ -30,13 +30,10 @@ from authmw.audit import log_event
 from authmw.errors import (
     ActionDenied,
     AddressNotAllowed,
-    AgencyNotTrusted,
     AuthenticationFailed,
     AuthmwError,
     ConfigurationError,
-    ExpiredToken,
     InvalidDuration,
-    InvalidPolicy,
     InvalidSessionPolicy,
     LoginBusy,
     MalformedBody,
@@ -46,24 +43,19 @@ from authmw.errors import (
     TooManyAttempts,
     UnsignedPayloadRefused,
 )
-from authmw.guard import AuthContext, Guard
-from authmw.identity import Principal, WhitelistScope
-from authmw.models import AuthMethod, Credential, Request
-from authmw.policy import parse_policy
-from authmw.sessions import MAX_DURATION, MIN_DURATION, Session, SessionSealer, new_temporary_key
+from authmw.guard import Guard
+from authmw.models import AuthContext, AuthMethod, Credential, Principal, Request, WhitelistScope
+from authmw.sessions import DEFAULT_DURATION, MAX_DURATION, MIN_DURATION, SessionSealer
 from authmw.store import Store
 from authmw.store.records import Domain, User
+from authmw.sts import ASSUME_ACTION, assume
 from authmw.tokens import TokenClaims, TokenSigner, iso_time
 
-__all__ = ["SECURITY_TOKENS_PATH", "TOKENS_PATH", "Attempt", "AttemptLimiter", "TokenService", "assume"]
+__all__ = ["SECURITY_TOKENS_PATH", "TOKENS_PATH", "Attempt", "AttemptLimiter", "TokenService"]
 
 TOKENS_PATH = "/v3/auth/tokens"
 SECURITY_TOKENS_PATH = "/v3.0/OS-CREDENTIAL/securitytokens"
-#: The IAM action a caller needs (besides the agency's trust) to assume an agency.
-ASSUME_ACTION = "iam:agencies:assume"
-DEFAULT_DURATION = 900
 _MAX_BODY = 64 * 1024
-_MAX_SESSION_POLICY = 2048  # characters of compact JSON: the policy travels inside every request's token
 #: How many limiter keys all unknown users and domains share (a bound, and no name of theirs is kept).
 UNKNOWN_BUCKETS = 4096
 _Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]  # status, body, headers
@@ -464,97 +456,6 @@ class _Audit:
         if event == "login" and error is not None:
             event = "login_locked" if isinstance(error, TooManyAttempts | LoginBusy) else "login_failed"
         log_event(event, self.context, error, method, path, status=self.status, **self.facts)
-
-
-def assume(
-    store: Store,
-    sealer: SessionSealer,
-    principal: Principal,
-    *,
-    agency: tuple[str, str] | None = None,
-    duration: int = DEFAULT_DURATION,
-    policy: str | None = None,
-    caller: Credential | None = None,
-    source_ip: str | None = None,
-    clock: Callable[[], float] = time.time,
-) -> tuple[Session, str]:
-    """Temporary credentials for an authenticated caller (not itself temporary): its own identity (``agency``
-    None: the ``token`` method) or the agency ``(domain name or id, agency name)``, which must trust the caller's
-    domain and which the caller's policies must allow it to assume (``iam:agencies:assume`` on
-    ``iam::<domain_id>:agency:<name>``, with ``g:CurrentTime``, ``g:SourceIp`` and the caller's facts).
-
-    ``duration`` (900-86400 s) is capped by the agency's maximum; ``policy`` (a policy document as JSON text, at
-    most 2048 characters) narrows the session. ``caller`` is the credential the caller authenticated with: a
-    session never outlives its token, keeps an IAM token's project scope, and ends when that token is revoked.
-    Returns the session and its sealed security token.
-    """
-    if not MIN_DURATION <= duration <= MAX_DURATION:
-        raise InvalidDuration(f"duration_seconds must be {MIN_DURATION}-{MAX_DURATION}")
-    if policy is not None:
-        _check_session_policy(policy)
-    now = int(clock())
-    mfa = caller is not None and caller.mfa
-    acting: tuple[str | None, str | None, str | None, str | None] = (None, None, None, None)
-    if agency is not None:
-        domain, name = agency
-        try:
-            found, domain_name = store.find_agency(name, domain=domain)
-        except NotFound:  # answered as an untrusted agency: a caller learns nothing about other domains
-            raise AgencyNotTrusted(f"no agency {name!r} of domain {domain!r} trusts the caller") from None
-        if found.trust_domain not in (principal.domain_name, principal.domain_id):
-            raise AgencyNotTrusted(f"no agency {name!r} of domain {domain!r} trusts the caller")
-        facts: dict[str, object] = {
-            "g:currenttime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-            "g:userid": principal.user_id,
-            "g:username": principal.user_name,
-            "g:domainid": principal.domain_id,
-            "g:domainname": principal.domain_name,
-            "g:mfapresent": mfa,
-        }
-        if source_ip is not None:
-            facts["g:sourceip"] = source_ip
-        decision = principal.policies.decide(ASSUME_ACTION, f"iam::{found.domain_id}:agency:{found.name}", facts)
-        if not decision.allowed:
-            raise ActionDenied(f"{ASSUME_ACTION}: {decision.reason}")
-        duration = min(duration, found.max_duration)
-        acting = (found.id, found.name, found.domain_id, domain_name)
-    expires_at = now + duration
-    origin = caller if caller is not None and caller.method is AuthMethod.TOKEN else None  # asked with a token
-    if origin is not None and origin.expires_at is not None:
-        expires_at = min(expires_at, origin.expires_at)
-        if expires_at <= now:  # a token inside the verifier's leeway: nothing left to give
-            raise ExpiredToken("the token has expired")
-    signed_with = caller.access_key if caller is not None and caller.method is AuthMethod.AKSK else None
-    access, secret = new_temporary_key()
-    session = Session(
-        access,
-        secret,
-        now,
-        expires_at,
-        principal.user_id,
-        principal.user_name,
-        principal.domain_id,
-        principal.domain_name,
-        *acting,
-        policy=policy,
-        mfa=mfa,
-        token_id=None if origin is None else origin.access_key,
-        iam_token=origin is not None and origin.scheme == "token",
-        project_id=None if origin is None else origin.project,
-        access_key_id=signed_with,
-    )
-    return session, sealer.seal(session)
-
-
-def _check_session_policy(policy: str) -> None:
-    if len(policy) > _MAX_SESSION_POLICY:
-        raise InvalidSessionPolicy(f"the session policy must be at most {_MAX_SESSION_POLICY} characters of JSON")
-    try:
-        parse_policy(policy, name="session policy")
-    except InvalidPolicy as exc:
-        raise InvalidSessionPolicy(str(exc)) from None
-    except RecursionError:
-        raise InvalidSessionPolicy("the session policy is nested too deeply") from None
 
 
 def _session_request(body: bytes) -> tuple[tuple[str, str] | None, int, str | None]:

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from authmw.errors import MalformedRequest
 
 if TYPE_CHECKING:
-    from authmw.sessions import Session
+    from authmw.errors import AuthmwError
+    from authmw.policy import Decision, PolicySet
+    from authmw.routes import Route
 
-__all__ = ["AccessKey", "AuthMethod", "Credential", "Decision", "Request"]
+__all__ = [
+    "AccessKey",
+    "AuthContext",
+    "AuthMethod",
+    "AuthType",
+    "Credential",
+    "CredentialKind",
+    "Principal",
+    "Project",
+    "Request",
+    "Session",
+    "WhitelistScope",
+    "Workspace",
+]
 
 
 def _target(value: str | bytes) -> str:
@@ -103,6 +118,59 @@ class AuthMethod(enum.Enum):
     TEMPORARY = "temporary"
 
 
+class CredentialKind(enum.Enum):
+    """What proved a request's identity: security checks branch on it, never on a scheme's name."""
+
+    SIGNATURE = "signature"  # a permanent access key's signature (AK/SK)
+    TEMPORARY = "temporary"  # a temporary access key's signature, with its security token
+    IAM_TOKEN = "iam_token"  # an authmw IAM token (X-Auth-Token): revocable, scoped, ends with a password change
+    EXTERNAL_TOKEN = "external_token"  # an external (OIDC) issuer's token: no scope, no password of ours
+
+
+_KIND_OF_METHOD = {AuthMethod.AKSK: CredentialKind.SIGNATURE, AuthMethod.TEMPORARY: CredentialKind.TEMPORARY}
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What a security token holds: the temporary key, who asked for it, whom it acts as, until when.
+
+    ``user_*`` name the original caller; ``agency_*`` the agency it assumed (None for the ``token`` method,
+    where the session acts as the caller). ``policy`` is the session policy document (JSON text) that narrows
+    the session's permissions; ``policies`` is it compiled. ``token_id`` is the token the caller authenticated
+    with (revoking it ends the session), ``access_key_id`` the permanent key it signed with (disabling it ends the
+    session); ``iam_token`` says the token was authmw's own, whose project scope (``project_id``; None: the
+    domain) the session keeps.
+    """
+
+    access_key: str
+    secret_key: str = field(repr=False)
+    issued_at: int
+    expires_at: int
+    user_id: str
+    user_name: str
+    domain_id: str
+    domain_name: str
+    agency_id: str | None = None
+    agency_name: str | None = None
+    agency_domain_id: str | None = None
+    agency_domain_name: str | None = None
+    policy: str | None = field(default=None, repr=False)
+    mfa: bool = False
+    token_id: str | None = None
+    iam_token: bool = False
+    project_id: str | None = None
+    access_key_id: str | None = None
+    policies: PolicySet | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """The delegation chain as ``domain/name`` links: caller → agency → this session's access key."""
+        links = [f"{self.domain_name}/{self.user_name}"]
+        if self.agency_name is not None:
+            links.append(f"{self.agency_domain_name}/{self.agency_name}")
+        return (*links, f"session/{self.access_key}")
+
+
 @dataclass(frozen=True, slots=True)
 class AccessKey:
     """An access key and its secret, as a key source or a security-token resolver returns it."""
@@ -120,7 +188,9 @@ class Credential:
 
     For a token, ``scheme`` is ``"token"`` (``"oidc"`` for an external issuer's), ``access_key`` the token id,
     ``signed_at`` its issue time, ``expires_at`` its expiry, ``project`` the project it is scoped to (None: domain
-    scope) and ``mfa`` whether the login used MFA.
+    scope) and ``mfa`` whether the login used MFA. ``kind`` is what the checks read; the verifier and the guard
+    set it, and one built without it gets it from ``method`` (a token: an IAM token unless its scheme is
+    ``"oidc"``, the strictest reading).
     """
 
     method: AuthMethod
@@ -136,18 +206,123 @@ class Credential:
     mfa: bool = False
     session: Session | None = field(default=None, repr=False, compare=False)  # temporary credentials only
     expires_at: int | None = None  # tokens: when the token expires
+    kind: CredentialKind | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind is None:
+            kind = _KIND_OF_METHOD.get(self.method)
+            if kind is None:
+                kind = CredentialKind.EXTERNAL_TOKEN if self.scheme == "oidc" else CredentialKind.IAM_TOKEN
+            object.__setattr__(self, "kind", kind)
+
+
+class AuthType(enum.Enum):
+    """Who may enter a workspace (ModelArts ``auth_type``)."""
+
+    PUBLIC = "PUBLIC"
+    PRIVATE = "PRIVATE"
+    INTERNAL = "INTERNAL"
+
+
+class WhitelistScope(enum.Enum):
+    """What an IP whitelist is attached to."""
+
+    USER = "user"
+    WORKSPACE = "workspace"
+    ROUTE = "route"
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
-    """An authorization decision and what decided it.
+class Principal:
+    """An authenticated IAM user with the policies in effect for it (its own and its groups')."""
 
-    ``policy``/``statement`` name the deciding statement (None for an implicit deny); ``reason`` says why in
-    words, including the failed condition with expected and actual values when a statement almost applied.
+    user_id: str
+    user_name: str
+    domain_id: str
+    domain_name: str
+    groups: frozenset[str]
+    policies: PolicySet = field(repr=False, compare=False)
+    is_admin: bool = False
+    password_changed_at: int | None = None  # tokens issued before it are no longer valid
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    """A region-scoped project of a domain (the ``{project_id}`` of ModelArts URLs)."""
+
+    id: str
+    name: str
+    domain_id: str
+    region: str
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    """A logically isolated space; ``domain_id`` is None for the default workspace shared by every domain."""
+
+    id: str
+    name: str
+    domain_id: str | None
+    auth_type: AuthType
+    owner_id: str | None = None
+    granted_users: frozenset[str] = frozenset()
+    granted_groups: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class AuthContext:
+    """What the pipeline established about a request; the app receives it (``scope["authmw"]``).
+
+    ``principal`` and ``credential`` are None on a public route; ``decision`` names the deciding statement
+    (None when the route needs no action); ``error`` is set only in dry-run mode, holding the refusal that
+    enforce mode would have sent.
     """
 
-    allowed: bool
-    explicit: bool
-    policy: str | None
-    statement: int | None
-    reason: str
+    request_id: str
+    client: str | None
+    route: Route | None = None
+    action: str | None = None
+    resource: str | None = None
+    principal: Principal | None = None
+    credential: Credential | None = None
+    workspace: Workspace | None = None
+    project: Project | None = None
+    decision: Decision | None = None
+    error: AuthmwError | None = None
+    policy_context: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _lister: Callable[[AuthContext], tuple[str, ...]] | None = field(default=None, repr=False, compare=False)
+    _memo: list[tuple[str, ...]] = field(default_factory=list, repr=False, compare=False)
+    #: Every action the request needed, in the order decided: the route's, then each its body picked
+    #: (``action`` is the last one decided: on a refusal, the one denied).
+    actions: tuple[str, ...] = ()
+
+    @property
+    def auth_method(self) -> AuthMethod | None:
+        """``token``, ``aksk`` or ``temporary`` (None when unauthenticated)."""
+        return None if self.credential is None else self.credential.method
+
+    @property
+    def workspace_id(self) -> str | None:
+        return None if self.workspace is None else self.workspace.id
+
+    @property
+    def agency(self) -> str | None:
+        """The agency whose temporary credentials made the request (None otherwise)."""
+        session = None if self.credential is None else self.credential.session
+        return None if session is None else session.agency_name
+
+    @property
+    def delegation(self) -> tuple[str, ...]:
+        """Who acts for whom, as ``domain/name`` links: the original caller → the agency → the session (for
+        temporary credentials); just the principal otherwise; empty when unauthenticated."""
+        session = None if self.credential is None else self.credential.session
+        if session is not None:
+            return session.chain
+        return () if self.principal is None else (f"{self.principal.domain_name}/{self.principal.user_name}",)
+
+    @property
+    def allowed_actions(self) -> tuple[str, ...]:
+        """The catalog actions this principal may perform in this workspace (computed on first use)."""
+        if not self._memo:
+            self._memo.append(() if self.principal is None or self._lister is None else self._lister(self))
+        return self._memo[0]

@@ -17,15 +17,26 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from authmw.errors import ConfigurationError, ExpiredToken, InvalidToken
-from authmw.tokens import ExternalIdentity, PublicKey
+from authmw.tokens import PublicKey
 
-__all__ = ["KEY_ALGORITHMS", "KeySet", "OidcIssuer", "cache_max_age", "parse_jwks"]
+__all__ = [
+    "KEY_ALGORITHMS",
+    "ExternalIdentity",
+    "ExternalVerifier",
+    "KeySet",
+    "OidcIssuer",
+    "TrustedIssuer",
+    "cache_max_age",
+    "parse_jwks",
+    "peek_issuer",
+]
 
 #: The algorithm a key of each type verifies when its JWK names none (EC means P-256, OKP means Ed25519).
 _KEY_ALGORITHM = {"RSA": "RS256", "EC": "ES256", "OKP": "EdDSA"}
@@ -33,6 +44,56 @@ KEY_ALGORITHMS = tuple(sorted(_KEY_ALGORITHM.values()))
 _MIN_RSA_BITS = 2048
 _MAX_TOKEN = 8192  # a longer header value is not a token we accept: refused before any parsing
 _MAX_USER_NAME = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalIdentity:
+    """Who a verified token of an external (OIDC) issuer names: the issuer's subject and user name, and the
+    token's id (``jti``, else a digest of the token) and lifetime."""
+
+    issuer: str
+    subject: str
+    user_name: str
+    token_id: str
+    issued_at: int
+    expires_at: int
+
+
+class ExternalVerifier(Protocol):
+    """Verifies one external issuer's tokens (:class:`authmw.oidc.OidcIssuer` fetches its keys over HTTP)."""
+
+    def verify(self, token: str) -> ExternalIdentity: ...
+
+    def precheck(self, token: str) -> None:
+        """Refuse, before a request's body is read and without fetching keys, what :meth:`verify` would."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedIssuer:
+    """An external issuer the pipeline trusts: its tokens (``iss`` = ``issuer``) name users of ``domain``."""
+
+    issuer: str
+    domain: str
+    verifier: ExternalVerifier = field(repr=False)
+
+
+def peek_issuer(token: str) -> str | None:
+    """The ``iss`` claim of a JWT, **unverified**, or None if unreadable.
+
+    Only for choosing which verifier checks the token; anyone can write any ``iss``, so nothing else may rely on
+    it.
+    """
+    if not isinstance(token, str) or not 0 < len(token) <= _MAX_TOKEN:
+        return None
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[1]:
+        return None
+    try:
+        payload = json.loads(base64.b64decode(parts[1] + "=" * (-len(parts[1]) % 4), altchars=b"-_", validate=True))
+    except (ValueError, RecursionError):
+        return None
+    issuer = payload.get("iss") if isinstance(payload, dict) else None
+    return issuer if isinstance(issuer, str) else None
 
 
 class KeySet(Protocol):

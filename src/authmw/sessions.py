@@ -19,65 +19,27 @@ import string
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from authmw.errors import ConfigurationError, ExpiredSecurityToken, InvalidSecurityToken, SecurityTokenMismatch
-from authmw.models import AccessKey
+from authmw.models import AccessKey, Session
 from authmw.policy import PolicySet, parse_policy
 from authmw.tokens import KeyReloads
 
-__all__ = ["MAX_DURATION", "MIN_DURATION", "Session", "SessionSealer", "new_temporary_key"]
+__all__ = ["DEFAULT_DURATION", "MAX_DURATION", "MIN_DURATION", "SessionSealer", "new_temporary_key"]
 
+#: How long temporary credentials (and an agency's maximum session) may last, in seconds; IAM's default is the
+#: shortest.
 MIN_DURATION, MAX_DURATION = 900, 86400
+DEFAULT_DURATION = MIN_DURATION
 _VERSION = "v1"
 _MAX_TOKEN = 8192
 _AK_ALPHABET = string.ascii_uppercase + string.digits
 _SK_ALPHABET = string.ascii_letters + string.digits
-
-
-@dataclass(frozen=True, slots=True)
-class Session:
-    """What a security token holds: the temporary key, who asked for it, whom it acts as, until when.
-
-    ``user_*`` name the original caller; ``agency_*`` the agency it assumed (None for the ``token`` method,
-    where the session acts as the caller). ``policy`` is the session policy document (JSON text) that narrows
-    the session's permissions; ``policies`` is it compiled. ``token_id`` is the token the caller authenticated
-    with (revoking it ends the session), ``access_key_id`` the permanent key it signed with (disabling it ends the
-    session); ``iam_token`` says the token was authmw's own, whose project scope (``project_id``; None: the
-    domain) the session keeps.
-    """
-
-    access_key: str
-    secret_key: str = field(repr=False)
-    issued_at: int
-    expires_at: int
-    user_id: str
-    user_name: str
-    domain_id: str
-    domain_name: str
-    agency_id: str | None = None
-    agency_name: str | None = None
-    agency_domain_id: str | None = None
-    agency_domain_name: str | None = None
-    policy: str | None = field(default=None, repr=False)
-    mfa: bool = False
-    token_id: str | None = None
-    iam_token: bool = False
-    project_id: str | None = None
-    access_key_id: str | None = None
-    policies: PolicySet | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def chain(self) -> tuple[str, ...]:
-        """The delegation chain as ``domain/name`` links: caller → agency → this session's access key."""
-        links = [f"{self.domain_name}/{self.user_name}"]
-        if self.agency_name is not None:
-            links.append(f"{self.agency_domain_name}/{self.agency_name}")
-        return (*links, f"session/{self.access_key}")
 
 
 def new_temporary_key() -> tuple[str, str]:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from authmw.errors import ConfigurationError
+from authmw.guard import MODES
+from authmw.tokens import TOKEN_ALGORITHMS
 
 __all__ = ["Settings", "load_settings"]
 
@@ -35,15 +37,12 @@ def _mappings(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, dict) for v in value)
 
 
-_TOKEN_ALGORITHMS = ("EdDSA", "ES256", "RS256")
-
-
 # name → (check, what a valid value is)
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "store": (_text, "a store URL"),
     "master_key_file": (_text, "a file name"),
     "whitelist_limit": (_count(1, 1000), "an integer 1-1000"),
-    "mode": (_one_of("enforce", "dry-run"), "enforce or dry-run"),
+    "mode": (_one_of(*MODES), "enforce or dry-run"),
     "unmatched": (_one_of("deny", "authenticate-only", "public"), "deny, authenticate-only or public"),
     "trusted_proxies": (_texts, "a list of addresses or CIDR blocks"),
     "forwarded_header": (_one_of("x-forwarded-for", "forwarded"), "x-forwarded-for or forwarded"),
@@ -66,9 +65,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "body_timeout": (_count(1, 86_400), "seconds 1-86400"),
     "body_budget": (_count(0, 1 << 40), "a size in bytes"),
     "max_connections": (_count(1, 1_000_000), "an integer 1-1000000"),
-    "token_algorithm": (_one_of(*_TOKEN_ALGORITHMS), "EdDSA, ES256 or RS256"),
+    "token_algorithm": (_one_of(*TOKEN_ALGORITHMS), "EdDSA, ES256 or RS256"),
     "token_algorithms": (
-        lambda v: _texts(v) and bool(v) and set(v) <= set(_TOKEN_ALGORITHMS),
+        lambda v: _texts(v) and bool(v) and set(v) <= set(TOKEN_ALGORITHMS),
         "a non-empty list of EdDSA, ES256, RS256",
     ),
     "token_issuers": (_mappings, "a list of issuers (mappings with issuer, jwks_url, domain, ...)"),

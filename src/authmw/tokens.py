@@ -14,9 +14,8 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -27,22 +26,21 @@ __all__ = [
     "ALGORITHMS",
     "DEFAULT_TTL",
     "ISSUER",
-    "ExternalIdentity",
-    "ExternalVerifier",
+    "TOKEN_ALGORITHMS",
     "KeyReloads",
     "TokenClaims",
     "TokenSigner",
     "TokenVerifier",
-    "TrustedIssuer",
     "algorithm_of",
     "iso_time",
-    "peek_issuer",
 ]
 
 ISSUER = "authmw"
 DEFAULT_TTL = 24 * 3600
 #: What a key of each kind signs with.
 ALGORITHMS = {"EdDSA": ed25519.Ed25519PrivateKey, "ES256": ec.EllipticCurvePrivateKey, "RS256": rsa.RSAPrivateKey}
+#: The token signing algorithms, in the order the settings, the CLI and the store name them.
+TOKEN_ALGORITHMS = tuple(ALGORITHMS)
 _MAX_TOKEN = 8192  # a longer header value is not one of ours: refused before any parsing
 
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
@@ -64,56 +62,6 @@ class TokenClaims:
     issued_at: int
     expires_at: int
     mfa: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ExternalIdentity:
-    """Who a verified token of an external (OIDC) issuer names: the issuer's subject and user name, and the
-    token's id (``jti``, else a digest of the token) and lifetime."""
-
-    issuer: str
-    subject: str
-    user_name: str
-    token_id: str
-    issued_at: int
-    expires_at: int
-
-
-class ExternalVerifier(Protocol):
-    """Verifies one external issuer's tokens (:class:`authmw.oidc.OidcIssuer` fetches its keys over HTTP)."""
-
-    def verify(self, token: str) -> ExternalIdentity: ...
-
-    def precheck(self, token: str) -> None:
-        """Refuse, before a request's body is read and without fetching keys, what :meth:`verify` would."""
-
-
-@dataclass(frozen=True, slots=True)
-class TrustedIssuer:
-    """An external issuer the pipeline trusts: its tokens (``iss`` = ``issuer``) name users of ``domain``."""
-
-    issuer: str
-    domain: str
-    verifier: ExternalVerifier = field(repr=False)
-
-
-def peek_issuer(token: str) -> str | None:
-    """The ``iss`` claim of a JWT, **unverified**, or None if unreadable.
-
-    Only for choosing which verifier checks the token; anyone can write any ``iss``, so nothing else may rely on
-    it.
-    """
-    if not isinstance(token, str) or not 0 < len(token) <= _MAX_TOKEN:
-        return None
-    parts = token.split(".")
-    if len(parts) != 3 or not parts[1]:
-        return None
-    try:
-        payload = json.loads(base64.b64decode(parts[1] + "=" * (-len(parts[1]) % 4), altchars=b"-_", validate=True))
-    except (ValueError, RecursionError):
-        return None
-    issuer = payload.get("iss") if isinstance(payload, dict) else None
-    return issuer if isinstance(issuer, str) else None
 
 
 class KeyReloads:
@@ -316,9 +264,10 @@ def algorithm_of(key: PublicKey) -> str:
     return "ES256" if isinstance(key, ec.EllipticCurvePublicKey) else "RS256"
 
 
-def iso_time(seconds: int) -> str:
-    """A token time as Huawei IAM writes it: ``2026-11-28T09:00:00.000000Z``."""
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+def iso_time(seconds: int, *, micros: bool = True) -> str:
+    """A time in UTC as Huawei IAM writes a token's (``2026-11-28T09:00:00.000000Z``), or with ``micros=False``
+    as the ``g:CurrentTime`` condition key holds it (``2026-11-28T09:00:00Z``)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000000Z" if micros else "%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def _header_of(token: str) -> dict[str, Any]:

@@ -8,10 +8,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from authmw.clientaddr import IpWhitelist
 from authmw.errors import ConfigurationError
-from authmw.guard import SIGNED_IF_PRESENT, AuthContext, Guard
-from authmw.identity import AuthType, IpWhitelist, WhitelistScope, Workspace
-from authmw.models import AuthMethod, Request
+from authmw.guard import SIGNED_IF_PRESENT, Guard
+from authmw.models import AuthContext, AuthMethod, AuthType, Request, WhitelistScope, Workspace
 from authmw.routes import Access, Route, RouteCatalog
 from authmw.signing import Verifier, presign_url, sign_request
 from tests.support.guard_world import (

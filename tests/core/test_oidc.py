@@ -22,8 +22,7 @@ from joserfc import jwt as jose_jwt
 
 from authmw.client.jwks import JwksKeys, fetch_jwks
 from authmw.errors import ConfigurationError, ExpiredToken, InvalidToken, IssuerUnavailable
-from authmw.oidc import OidcIssuer, cache_max_age, parse_jwks
-from authmw.tokens import ExternalIdentity, peek_issuer
+from authmw.oidc import ExternalIdentity, OidcIssuer, cache_max_age, parse_jwks, peek_issuer
 from tests.support.oidc_issuer import ALGORITHMS, AUDIENCE, ISS, KEYS, START, FakeClock, Issuer
 
 

@@ -14,8 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from authmw.errors import AuthmwError, InvalidToken
 from authmw.models import Request
-from authmw.oidc import OidcIssuer
-from authmw.tokens import TrustedIssuer
+from authmw.oidc import OidcIssuer, TrustedIssuer
 from tests.support.guard_world import CLIENT, MAIN, NOTEBOOKS, P1, T0, World, call, guard
 
 JOBS = f"/v2/{P1}/training-jobs"

@@ -9,8 +9,7 @@ import pytest
 
 from authmw import errors
 from authmw.guard import SIGNED_IF_PRESENT, Guard
-from authmw.models import AccessKey, Request
-from authmw.sessions import Session
+from authmw.models import AccessKey, Request, Session
 from authmw.signing import SCHEMES, ReplayGuard, StaticKeys, Verifier, presign_url
 from tests.support.signed import AK, SK, T0, URL, signed, with_headers
 

@@ -9,7 +9,8 @@ import os
 import pytest
 
 from authmw.errors import ConfigurationError, ExpiredSecurityToken, InvalidSecurityToken, SecurityTokenMismatch
-from authmw.sessions import Session, SessionSealer, new_temporary_key
+from authmw.models import Session
+from authmw.sessions import SessionSealer, new_temporary_key
 from authmw.tokens import KeyReloads
 
 NOW = 1_800_000_000

@@ -21,9 +21,9 @@ import pytest
 
 from authmw.assembly import session_sealer
 from authmw.errors import ActionDenied, ExpiredToken, InvalidSessionPolicy
-from authmw.iam_api import assume
 from authmw.models import AuthMethod, Credential, Request
 from authmw.signing import sign_request
+from authmw.sts import assume
 from tests.support.agencies import (
     NOTEBOOK,
     NOTEBOOKS,

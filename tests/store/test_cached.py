@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from authmw.identity import WhitelistScope
+from authmw.models import WhitelistScope
 from authmw.store import CachedIdentity, Store
 
 

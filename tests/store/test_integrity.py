@@ -32,8 +32,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from authmw.identity import WhitelistScope
-from authmw.models import Request
+from authmw.models import Request, WhitelistScope
 from authmw.signing import Verifier, sign_request
 from authmw.store import CachedIdentity, Keyring, Store
 from authmw.store.database import open_database

@@ -10,19 +10,15 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from authmw.clientaddr import IpWhitelist
 from authmw.errors import ChangeRefused, ConfigurationError, NotFound, StoreUnavailable
-from authmw.identity import (
-    DEFAULT_WORKSPACE_ID,
-    AuthType,
-    IpWhitelist,
-    WhitelistScope,
-    can_access_workspace,
-)
+from authmw.models import AuthType, WhitelistScope
 from authmw.store import Keyring, Store, open_store
 from authmw.store.database import open_database
 from authmw.store.keys import access_key_context
 from authmw.store.schema import SCHEMA_VERSION
 from authmw.store.secrets import SealError, key_id_of, new_master_key, verify_password, write_key_file
+from authmw.workspaces import DEFAULT_WORKSPACE_ID, can_access_workspace
 from tests.support.pgutil import pg_schema
 
 MASTER = bytes(range(32))  # the master key of the ``keyring`` fixture

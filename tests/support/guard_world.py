@@ -10,10 +10,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from authmw.clientaddr import IpWhitelist
 from authmw.errors import AuthmwError
-from authmw.guard import AuthContext, Guard
-from authmw.identity import AuthType, IpWhitelist, Principal, Project, WhitelistScope, Workspace
-from authmw.models import AccessKey, Request
+from authmw.guard import Guard
+from authmw.models import AccessKey, AuthContext, AuthType, Principal, Project, Request, WhitelistScope, Workspace
 from authmw.policy import PolicySet, parse_policy
 from authmw.routes import RouteCatalog
 from authmw.signing import sign_request

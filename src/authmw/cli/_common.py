@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TextIO
 
 from authmw.errors import ConfigurationError
-from authmw.models import Decision
+from authmw.policy import Decision
 from authmw.settings import Settings, load_settings
 
 __all__ = [

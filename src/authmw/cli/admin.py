@@ -23,13 +23,16 @@ from authmw.cli._common import (
 )
 from authmw.cli.debug import route_use, warn_never_applies
 from authmw.errors import ChangeRefused, ConfigurationError
-from authmw.identity import DEFAULT_WORKSPACE_ID, WhitelistScope, can_access_workspace
+from authmw.models import WhitelistScope
 from authmw.policy import parse_policy
-from authmw.store.signingkeys import TOKEN_ALGORITHMS
+from authmw.sessions import DEFAULT_DURATION, MAX_DURATION, MIN_DURATION
+from authmw.tokens import TOKEN_ALGORITHMS
+from authmw.workspaces import DEFAULT_WORKSPACE_ID, can_access_workspace
 
 __all__ = ["register", "register_policy"]
 
 PASSPHRASE_ENV = "AUTHMW_EXPORT_PASSPHRASE"
+_DURATIONS = f"{MIN_DURATION}-{MAX_DURATION}"
 
 
 def _init(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
@@ -195,7 +198,7 @@ def _agency_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> 
 def _agency_assume(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
     from authmw.assembly import session_sealer
     from authmw.errors import AuthmwError
-    from authmw.iam_api import assume
+    from authmw.sts import assume
     from authmw.tokens import iso_time
 
     policy = None
@@ -541,7 +544,7 @@ def register(commands: Any) -> None:
     create.add_argument("name", metavar="NAME")
     create.add_argument("--trust", required=True, metavar="DOMAIN", help="the trusted domain, e.g. op_svc_modelarts")
     create.add_argument("--policy", action="append", default=[], metavar="P", help="attach this policy (repeatable)")
-    create.add_argument("--max-duration", type=int, default=86_400, metavar="SECONDS", help="900-86400")
+    create.add_argument("--max-duration", type=int, default=MAX_DURATION, metavar="SECONDS", help=_DURATIONS)
     assumed = _command(
         agency,
         "assume",
@@ -551,7 +554,13 @@ def register(commands: Any) -> None:
     assumed.add_argument("name", metavar="NAME")
     assumed.add_argument("--user", required=True, metavar="U", help="the caller: a user of the trusted domain")
     assumed.add_argument("--caller-domain", metavar="D", help="the caller's domain (default: --domain)")
-    assumed.add_argument("--duration", type=int, default=900, metavar="SECONDS", help="900-86400 (default 900)")
+    assumed.add_argument(
+        "--duration",
+        type=int,
+        default=DEFAULT_DURATION,
+        metavar="SECONDS",
+        help=f"{_DURATIONS} (default {DEFAULT_DURATION})",
+    )
     assumed.add_argument("--policy-file", metavar="F", help="a session policy (JSON) that narrows the credentials")
 
     workspace = _group_of(commands, "workspace", "workspaces")

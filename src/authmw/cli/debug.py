@@ -142,8 +142,8 @@ def route_use(args: argparse.Namespace) -> RouteUse | None:
     """What the configured route catalog (``--config``; default: the ModelArts preset) asks of policies, or None
     (with a line on stderr) when the configuration cannot be read: warnings are then left out, nothing fails."""
     from authmw.assembly import routes_of
-    from authmw.iam_api import ASSUME_ACTION
     from authmw.routes import modelarts_routes
+    from authmw.sts import ASSUME_ACTION
 
     try:
         catalog = routes_of(settings_of(args))

@@ -10,7 +10,8 @@ from typing import Any, TypeVar, cast
 
 from authmw.audit import log_decision
 from authmw.errors import AuthmwError, ConfigurationError
-from authmw.guard import AuthContext, Guard
+from authmw.guard import Guard
+from authmw.models import AuthContext
 
 __all__ = ["CONTEXT_KEY", "GUARD_KEY", "View", "authorize", "context_of", "guard_of", "wrap_view"]
 

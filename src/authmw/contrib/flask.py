@@ -12,7 +12,8 @@ from flask import Flask, Response, request
 
 from authmw.contrib._common import CONTEXT_KEY, View, authorize, context_of, guard_of, wrap_view
 from authmw.errors import AuthmwError, render
-from authmw.guard import AuthContext, Guard
+from authmw.guard import Guard
+from authmw.models import AuthContext
 
 __all__ = ["context", "install_error_handler", "require"]
 

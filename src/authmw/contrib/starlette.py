@@ -17,7 +17,8 @@ from starlette.types import Receive, Scope, Send
 from authmw.asgi import send_error
 from authmw.contrib._common import CONTEXT_KEY, authorize, context_of, guard_of
 from authmw.errors import AuthmwError, render
-from authmw.guard import AuthContext, Guard
+from authmw.guard import Guard
+from authmw.models import AuthContext
 
 __all__ = ["current_context", "install_error_handler", "require"]
 

@@ -2,10 +2,11 @@
 
 from authmw.policy.builtin import modelarts_actions, system_policies
 from authmw.policy.document import Policy, Statement, parse_policy
-from authmw.policy.engine import PolicySet
+from authmw.policy.engine import Decision, PolicySet
 from authmw.policy.lint import LintWarning, RouteUse, lint, never_applies
 
 __all__ = [
+    "Decision",
     "LintWarning",
     "Policy",
     "PolicySet",

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from authmw.models import Decision
 from authmw.policy.conditions import CANONICAL_KEYS, Condition
 from authmw.policy.document import Policy, Statement
 from authmw.policy.patterns import Glob, compile_glob, glob_escape, is_glob
 from authmw.policy.variables import FAILED, has_variables, substitute
 
-__all__ = ["PolicySet"]
+__all__ = ["LEGACY_DECISION", "Decision", "PolicySet"]
 
 Context = Mapping[str, Any]
 #: Keys whose value changes from request to request: decisions reading them are never cached.
@@ -30,6 +29,25 @@ VOLATILE_KEYS = frozenset({"g:currenttime"})
 _VARIABLE_KEY = re.compile(r"\$\{\s*([A-Za-z0-9_.:/-]+)")
 _versions = itertools.count(1)
 _EMPTY: Context = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """An authorization decision and what decided it.
+
+    ``policy``/``statement`` name the deciding statement (None for an implicit deny); ``reason`` says why in
+    words, including the failed condition with expected and actual values when a statement almost applied.
+    """
+
+    allowed: bool
+    explicit: bool
+    policy: str | None
+    statement: int | None
+    reason: str
+
+
+#: The ModelArts legacy rule's decision: a principal with no policy at all may perform any ModelArts action.
+LEGACY_DECISION = Decision(True, False, None, None, "no policy attached: ModelArts legacy default allows")
 
 
 class _Plan(NamedTuple):
@@ -200,10 +218,13 @@ class PolicySet:
         context: Context | None = None,
         *,
         session: PolicySet | None = None,
+        legacy: bool = False,
     ) -> Decision:
         """Allow or deny ``action`` on ``resource`` for the request ``context`` (condition keys → values).
 
-        Condition keys are case-insensitive (lower-case keys are the fast path).
+        Condition keys are case-insensitive (lower-case keys are the fast path). ``legacy`` applies the ModelArts
+        legacy rule to this decision (as ``default_allow_without_policies`` does to all of them): with no policy
+        at all, a ``modelarts:`` action is allowed (:data:`LEGACY_DECISION`), before any session policy narrows.
         """
         plan = self._plans.get(action) or self._plan(action)
         if plan.cacheable and session is None:  # the hot path: a hit is a few dict operations
@@ -212,11 +233,27 @@ class PolicySet:
                 cached = self._cache.get(key)
                 if cached is not None and cached[1] > self._timer():
                     self.hits += 1
-                    return cached[0]
-        return self._decide(plan, action, resource, context or _EMPTY, session)
+                    decision = cached[0]
+                    if decision.allowed or not (legacy or self.legacy_allow):
+                        return decision
+                    return self._legacy(decision, action)
+        return self._decide(plan, action, resource, context or _EMPTY, session, legacy=legacy or self.legacy_allow)
+
+    def _legacy(self, decision: Decision, action: str) -> Decision:
+        """The ModelArts legacy rule, the one place it is decided: no policy at all allows ModelArts actions."""
+        if not self.policies and not decision.explicit and action.startswith("modelarts:"):
+            return LEGACY_DECISION
+        return decision
 
     def _decide(
-        self, plan: _Plan, action: str, resource: str | None, context: Context, session: PolicySet | None
+        self,
+        plan: _Plan,
+        action: str,
+        resource: str | None,
+        context: Context,
+        session: PolicySet | None,
+        *,
+        legacy: bool = False,
     ) -> Decision:
         context = _lower_keys(context)
         if not plan.cacheable:
@@ -233,6 +270,8 @@ class PolicySet:
                 self.misses += 1
                 decision = self._evaluate(plan, resource, context)
                 self._store(key, decision, now)
+        if legacy and not decision.allowed:
+            decision = self._legacy(decision, action)
         if session is None or not decision.allowed:
             return decision
         narrowed = session.decide(action, resource, context)
@@ -261,13 +300,19 @@ class PolicySet:
             if isinstance(failed, Condition) and not near_miss:
                 described = failed.describe(context)
                 near_miss = f"; {_where(rule.policy, rule.statement)} did not apply: {described}"
-        if self.legacy_allow and plan.action.startswith("modelarts:"):
-            return Decision(True, False, None, None, "no policy attached: ModelArts legacy default allows")
         return Decision(False, False, None, None, "implicit deny: no statement allows" + near_miss)
 
-    def allowed_actions(self, catalog: Iterable[str], context: Context | None = None) -> list[str]:
-        """The actions of ``catalog`` this set allows for ``context`` (no resource: action-only services)."""
-        return [action for action in catalog if self.decide(action, None, context).allowed]
+    def allowed_actions(
+        self,
+        catalog: Iterable[str],
+        context: Context | None = None,
+        *,
+        session: PolicySet | None = None,
+        legacy: bool = False,
+    ) -> list[str]:
+        """The actions of ``catalog`` this set allows for ``context`` (no resource: action-only services);
+        ``session`` and ``legacy`` as for :meth:`decide`."""
+        return [a for a in catalog if self.decide(a, None, context, session=session, legacy=legacy).allowed]
 
 
 _NO_RESOURCE = object()  # _failure(): the resource did not match

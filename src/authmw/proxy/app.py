@@ -45,8 +45,9 @@ from authmw.asgi import (
 )
 from authmw.assertion import jwk_of, sign_assertion
 from authmw.errors import AuthmwError, UpstreamUnavailable
-from authmw.guard import AuthContext, Guard
+from authmw.guard import Guard
 from authmw.iam_api import SECURITY_TOKENS_PATH, TOKENS_PATH
+from authmw.models import AuthContext
 from authmw.tokens import PublicKey
 
 __all__ = ["ProxyApp", "forwarded_query", "identity_headers", "origin_of", "upstream_headers"]

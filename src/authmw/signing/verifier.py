@@ -36,7 +36,7 @@ from authmw.errors import (
     UnsupportedPayload,
     UnsupportedScheme,
 )
-from authmw.models import AccessKey, AuthMethod, Credential, Request
+from authmw.models import AccessKey, AuthMethod, Credential, CredentialKind, Request
 from authmw.signing.awschunked import verify_aws_chunked
 from authmw.signing.base import UNSIGNED_PAYLOAD, Scheme, SignedParts, check_identifier
 from authmw.signing.registry import SCHEMES
@@ -365,8 +365,9 @@ class Verifier:
             # Charged to the user behind the key: temporary keys cost nothing to mint, so one per key would not bind.
             owner = key.session.user_id if key.session is not None else key.owner or f"key:{parts.access_key}"
             replay.remember(fingerprint, parts.timestamp + self.max_skew + 1, owner)
+        temporary = key.temporary
         return Credential(  # positional: a frozen dataclass builds markedly faster that way (hot path)
-            AuthMethod.TEMPORARY if key.temporary else AuthMethod.AKSK,
+            AuthMethod.TEMPORARY if temporary else AuthMethod.AKSK,
             scheme.name,
             parts.access_key,
             key.owner,
@@ -378,6 +379,8 @@ class Verifier:
             None,
             False,
             key.session,
+            None,
+            CredentialKind.TEMPORARY if temporary else CredentialKind.SIGNATURE,
         )
 
     def _check_signed_headers(self, scheme: Scheme, parts: SignedParts, request: Request) -> None:

@@ -12,8 +12,9 @@ import re
 import secrets
 from collections.abc import Iterable
 
+from authmw.clientaddr import IpWhitelist
 from authmw.errors import ChangeRefused, InvalidPolicy, NotFound
-from authmw.identity import AuthType, IpWhitelist, WhitelistScope, Workspace
+from authmw.models import AuthType, WhitelistScope, Workspace
 from authmw.policy import Policy, parse_policy, system_policies
 from authmw.policy.builtin import system_policy_documents
 from authmw.store import keypairs, names

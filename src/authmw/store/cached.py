@@ -17,8 +17,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from authmw.identity import IpWhitelist, Principal, Project, WhitelistScope, Workspace
-from authmw.models import AccessKey
+from authmw.clientaddr import IpWhitelist
+from authmw.models import AccessKey, Principal, Project, WhitelistScope, Workspace
 from authmw.policy import PolicySet
 from authmw.store.reads import IdentityReads, compile_policies
 from authmw.store.rules import ACCESS_KEY as _ACCESS_KEY

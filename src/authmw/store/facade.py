@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from authmw.identity import DEFAULT_WORKSPACE_ID
 from authmw.store.admin import DEFAULT_DOMAIN, Administration, ensure_system_policies
 from authmw.store.base import new_id
 from authmw.store.keys import ACTIVE_SEALING_KEY, KeyManagement, add_sealing_key, add_signing_key
 from authmw.store.reads import IdentityReads
 from authmw.store.schema import Schema
+from authmw.workspaces import DEFAULT_WORKSPACE_ID
 
 __all__ = ["Store"]
 

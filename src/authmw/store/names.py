@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from authmw.errors import NotFound
-from authmw.identity import WORKSPACE_ID
 from authmw.store.database import Row, Tx
+from authmw.workspaces import WORKSPACE_ID
 
 __all__ = ["agency_id", "domain_id", "group_id", "policy_id", "user_id", "workspace_id"]
 

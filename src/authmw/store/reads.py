@@ -11,9 +11,10 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
 
+from authmw.clientaddr import IpWhitelist
 from authmw.errors import StoreUnavailable
-from authmw.identity import ADMIN_GROUP, AuthType, IpWhitelist, Principal, WhitelistScope, Workspace
-from authmw.models import AccessKey
+from authmw.identity import ADMIN_GROUP
+from authmw.models import AccessKey, AuthType, Principal, WhitelistScope, Workspace
 from authmw.policy import PolicySet, parse_policy
 from authmw.store.base import StoreBase
 from authmw.store.database import Tx

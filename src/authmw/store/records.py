@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from authmw import identity
+from authmw import models
 
 __all__ = [
     "AccessKeyInfo",
@@ -35,7 +35,7 @@ class Domain(_Record):
 
 
 @dataclass(frozen=True, slots=True)
-class Project(identity.Project, _Record):
+class Project(models.Project, _Record):
     """A project as the administration verbs report it."""
 
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from authmw.tokens import PrivateKey, PublicKey
+from authmw.tokens import TOKEN_ALGORITHMS, PrivateKey, PublicKey
 
 __all__ = ["TOKEN_ALGORITHMS", "generate", "private_key", "public_hex", "public_key"]
 
-TOKEN_ALGORITHMS = ("EdDSA", "ES256", "RS256")
 _RSA_BITS = 3072
 
 

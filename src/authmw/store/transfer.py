@@ -19,8 +19,9 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from authmw.clientaddr import IpWhitelist
 from authmw.errors import ChangeRefused, InvalidPolicy
-from authmw.identity import DEFAULT_WORKSPACE_ID, AuthType, IpWhitelist, WhitelistScope
+from authmw.models import AuthType, WhitelistScope
 from authmw.policy import parse_policy
 from authmw.policy.builtin import system_policy_documents
 from authmw.store import keypairs, signingkeys
@@ -41,6 +42,7 @@ from authmw.store.rules import (
     check_workspace_name,
 )
 from authmw.store.secrets import PassphraseBox, SealError, check_password_hash
+from authmw.workspaces import DEFAULT_WORKSPACE_ID
 
 __all__ = ["FORMAT", "export_store", "import_store"]
 
