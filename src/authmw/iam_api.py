@@ -141,10 +141,7 @@ class AttemptLimiter:
         only), or raise :class:`TooManyAttempts` / :class:`LoginBusy`. Settle the attempt when the check ends."""
         network = _network(address)
         with self._lock:
-            now = self._clock()
-            wait = self._wait(self._users.get(user), self.per_user, now)
-            if network is not None:
-                wait = max(wait, self._wait(self._addresses.get(network), self.per_address, now))
+            wait = self._waiting(user, network)
             if wait:
                 raise TooManyAttempts(wait)
             if self._hashing >= self.max_hashing:
@@ -157,13 +154,16 @@ class AttemptLimiter:
 
     def retry_after(self, user: str, address: str | None) -> int:
         """Seconds until ``user`` from ``address`` may try again (0: now), attempts in flight included."""
-        network = _network(address)
         with self._lock:
-            now = self._clock()
-            wait = self._wait(self._users.get(user), self.per_user, now)
-            if network is not None:
-                wait = max(wait, self._wait(self._addresses.get(network), self.per_address, now))
-            return wait
+            return self._waiting(user, _network(address))
+
+    def _waiting(self, user: str, network: str | None) -> int:
+        """Seconds until ``user`` from ``network`` may try again (the lock held)."""
+        now = self._clock()
+        wait = self._wait(self._users.get(user), self.per_user, now)
+        if network is not None:
+            wait = max(wait, self._wait(self._addresses.get(network), self.per_address, now))
+        return wait
 
     def _settle(self, user: str, network: str | None, *, failed: bool, forgive: bool) -> None:
         with self._lock:

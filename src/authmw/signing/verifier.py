@@ -241,27 +241,8 @@ class Verifier:
         secrets; not reading megabytes for a key that does not exist is worth more.
         """
         try:
-            scheme = self._select(request)
-            parts = scheme.parse(request)
-            self._check_signed_headers(scheme, parts, request)
-            if parts.region is not None:
-                self._check_scope(parts)
-            now = self._clock()
-            if parts.expires is not None:
-                self._check_expiry(parts, now)
-            elif abs(now - parts.timestamp) > self.max_skew:
-                raise DateOutOfWindow(f"request time differs from server time by more than {self.max_skew}s")
-            try:
-                if parts.security_token is None:
-                    key = self._keys.get_access_key(parts.access_key)
-                else:
-                    key = self._resolve_token(parts.security_token, parts.access_key)
-            except AuthmwError:
-                raise
-            except Exception as exc:
-                logger.error("key lookup failed: %s", type(exc).__name__)
-                raise StoreUnavailable("key store unavailable") from None
-            if key is None:
+            _scheme, parts = self._head(request, None)
+            if self._key(parts) is None:
                 check_identifier(parts.access_key, "access key")
                 raise SignatureMismatch("signature does not match (or unknown access key)")
         except AuthmwError:
@@ -303,7 +284,9 @@ class Verifier:
             raise UnsupportedScheme(f"unsupported scheme {shown}")
         return scheme
 
-    def _verify(self, request: Request, trace: _Trace | None) -> Credential:
+    def _head(self, request: Request, trace: _Trace | None) -> tuple[Scheme, SignedParts]:
+        """What the request line and headers decide alone: the scheme and its fields, the signed headers, the
+        credential scope and the time window (shared by :meth:`precheck` and :meth:`verify`)."""
         scheme = self._select(request)
         if trace is not None:
             trace.scheme = scheme
@@ -318,18 +301,25 @@ class Verifier:
             self._check_expiry(parts, now)
         elif abs(now - parts.timestamp) > self.max_skew:
             raise DateOutOfWindow(f"request time differs from server time by more than {self.max_skew}s")
-        payloads, body_check = self._payload_plan(scheme, parts, request)
-        try:  # inlined (hot path); a store failing with anything but an authmw error is unavailable: 503
+        return scheme, parts
+
+    def _key(self, parts: SignedParts) -> AccessKey | None:
+        """The access key the request names (temporary, through its security token), or None if unknown; a store
+        failing with anything but an authmw error is unavailable (503)."""
+        try:
             if parts.security_token is None:
-                key = self._keys.get_access_key(parts.access_key)
-            else:
-                key = self._resolve_token(parts.security_token, parts.access_key)
+                return self._keys.get_access_key(parts.access_key)
+            return self._resolve_token(parts.security_token, parts.access_key)
         except AuthmwError:
             raise
         except Exception as exc:
             logger.error("key lookup failed: %s", type(exc).__name__)
             raise StoreUnavailable("key store unavailable") from None
 
+    def _verify(self, request: Request, trace: _Trace | None) -> Credential:
+        scheme, parts = self._head(request, trace)
+        payloads, body_check = self._payload_plan(scheme, parts, request)
+        key = self._key(parts)
         if key is not None:
             secret, checked = key.secret_key, parts
         else:  # checked against a decoy whose derived keys are cached, so it costs what a known key does
