@@ -116,7 +116,7 @@ class World:
 
 
 def build_world(directory: Path) -> World:
-    """As ``tests/pipeline/world.py`` builds its world, with the Store API: init, project, group, policy, key."""
+    """As ``tests/support/world.py`` builds its world, with the Store API: init, project, group, policy, key."""
     url = f"sqlite:///{directory / 'authmw.db'}"
     key_file = str(directory / "authmw.key")
     store = open_store(url, create_master_key=True, environ={"AUTHMW_MASTER_KEY_FILE": key_file})
