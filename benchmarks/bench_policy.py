@@ -6,7 +6,7 @@ cedarpy deciding the same request over the same rules. Policies, enforcers, pars
 stores are built before the clock starts; only the decision is timed.
 
 The workload has 10, 1,000 and 10,000 statements, one action each, spread over policies of 1 to 8
-statements. Actions come from the ModelArts action list (``/work/shared/research/modelarts_actions.tsv``,
+statements. Actions come from the ModelArts action list (``tests/data/research/modelarts_actions.tsv``,
 with a built-in copy as fallback) and from synthetic services; there are exact and wildcard actions, Deny
 statements and conditions (``StringEquals`` on ``g:UserName``, ``IpAddress`` on ``g:SourceIp``). The decision
 under test is ``modelarts:trainJob:create`` for alice from 10.1.2.3, which is allowed.
@@ -72,7 +72,7 @@ CONTEXT = {"g:UserName": USER, "g:SourceIp": SOURCE_IP}  # keys as written in po
 LOWER_CONTEXT = {key.lower(): value for key, value in CONTEXT.items()}  # as a caller may pre-normalise them
 GROUPS = ("developers", "data-scientists", "operators", "auditors")  # alice belongs to all four
 
-TSV = Path("/work/shared/research/modelarts_actions.tsv")
+TSV = Path(__file__).resolve().parents[1] / "tests" / "data" / "research" / "modelarts_actions.tsv"
 #: Used when the research list is not on this machine: the common verbs on the main ModelArts resource types.
 _FALLBACK_ACTIONS = tuple(
     f"modelarts:{kind}:{verb}"

@@ -1,4 +1,4 @@
-"""AWS's own Signature Version 4 test suite (../shared/conformance/aws4_testsuite), stage by stage."""
+"""AWS's own Signature Version 4 test suite (tests/data/conformance/aws4_testsuite), stage by stage."""
 
 from __future__ import annotations
 

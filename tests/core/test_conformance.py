@@ -1,4 +1,4 @@
-"""Every captured request of ../shared/conformance/signing verifies (positives) or is refused (negatives)."""
+"""Every captured request of tests/data/conformance/signing verifies (positives) or is refused (negatives)."""
 
 from __future__ import annotations
 

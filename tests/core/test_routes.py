@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,8 +26,7 @@ from authmw.routes import (
     route_from_mapping,
 )
 
-SHARED = Path(os.environ.get("AUTHMW_SHARED", Path(__file__).resolve().parents[3] / "shared"))
-ACTIONS_TSV = SHARED / "research" / "modelarts_actions.tsv"
+ACTIONS_TSV = Path(__file__).resolve().parents[1] / "data" / "research" / "modelarts_actions.tsv"
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\+?\}")
 
 

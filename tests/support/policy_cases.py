@@ -1,4 +1,4 @@
-"""The policy conformance cases of ../shared/conformance/policy, and how authmw states the documented reason of
+"""The policy conformance cases of tests/data/conformance/policy, and how authmw states the documented reason of
 each invalid one."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tests.support.vectors import SHARED
+from tests.support.vectors import DATA
 
-POLICY_CASES: dict[str, Any] = json.loads((SHARED / "conformance" / "policy" / "policy_cases.json").read_text())
+POLICY_CASES: dict[str, Any] = json.loads((DATA / "conformance" / "policy" / "policy_cases.json").read_text())
 CASES: list[dict[str, Any]] = POLICY_CASES["cases"]
 INVALID: list[dict[str, Any]] = POLICY_CASES["invalid_policies"]
 

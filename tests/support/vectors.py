@@ -1,10 +1,9 @@
-"""The signing conformance vectors of ../shared/conformance, turned back into raw HTTP/1.1 requests."""
+"""The signing conformance vectors of tests/data/conformance, turned back into raw HTTP/1.1 requests."""
 
 from __future__ import annotations
 
 import base64
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,9 +13,9 @@ from urllib.parse import urlsplit
 
 from tests.support.tokens import OneToken
 
-SHARED = Path(os.environ.get("AUTHMW_SHARED", Path(__file__).resolve().parents[3] / "shared"))
-SIGNING = SHARED / "conformance" / "signing"
-AWS4_SUITE = SHARED / "conformance" / "aws4_testsuite"
+DATA = Path(__file__).resolve().parents[1] / "data"  # carried by the repo: it stands alone
+SIGNING = DATA / "conformance" / "signing"
+AWS4_SUITE = DATA / "conformance" / "aws4_testsuite"
 
 
 @dataclass(frozen=True)
