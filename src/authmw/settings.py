@@ -10,7 +10,7 @@ from authmw.errors import ConfigurationError
 from authmw.guard import MODES
 from authmw.tokens import TOKEN_ALGORITHMS
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["ABOUT", "About", "Settings", "load_settings"]
 
 
 def _text(value: Any) -> bool:
@@ -78,26 +78,132 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 
 @dataclass(frozen=True, slots=True)
+class About:
+    """What a setting means to a reader and what overrides it; ``default`` is the default as a reader should see
+    it, when the field's own default is a placeholder (``None``: computed at start-up)."""
+
+    help: str
+    env: str | None = None
+    flag: str | None = None
+    default: str | None = None
+
+
+#: Setting name → what it means: the one home of each setting's description (docs/configuration.md is generated
+#: from it, the field defaults and the rules above; a setting without an entry fails the docs check).
+ABOUT: dict[str, About] = {
+    "store": About(
+        "The identity store: `sqlite:///PATH` (embedded, one host) or `postgresql://USER@HOST/DB` (several).",
+        env="AUTHMW_STORE",
+        flag="--store",
+        default="sqlite:///./authmw.db",
+    ),
+    "master_key_file": About(
+        (
+            "The file holding the master key that seals stored secrets (one base64 key per line, refused if "
+            "group- or world-readable); `AUTHMW_MASTER_KEY` (base64 keys, comma-separated) takes precedence."
+        ),
+        env="AUTHMW_MASTER_KEY_FILE",
+        default="./authmw.key",
+    ),
+    "whitelist_limit": About("The most addresses or CIDR blocks one IP whitelist may hold."),
+    "mode": About(
+        (
+            "`enforce` refuses what the pipeline refuses; `dry-run` decides, logs and tags, but passes every "
+            "request on (the context carries the error)."
+        ),
+        flag="authmw proxy --dry-run",
+    ),
+    "unmatched": About(
+        "Requests no route matches: `deny` (403 `route_not_allowed`), `authenticate-only` (any valid "
+        "credential) or `public` (no credential)."
+    ),
+    "trusted_proxies": About(
+        "Addresses or CIDR blocks of the proxies in front of authmw whose forwarding header is believed (a "
+        "warning if it covers every address)."
+    ),
+    "forwarded_header": About(
+        "The one forwarding header the trusted proxies write and authmw reads: `x-forwarded-for` or "
+        "`forwarded` (RFC 7239); the other is ignored, whatever the client sent."
+    ),
+    "presets": About(
+        "Built-in route catalogs in force (`modelarts`).",
+        default="[modelarts] when no routes are configured or declared",
+    ),
+    "routes": About(
+        "Your routes: mappings with `method`, `path`, `action` or `access`, and optionally `resource`, "
+        "`path_allow`, `body_actions`, `workspace_fields` (see docs/routes.md)."
+    ),
+    "strict_paths": About(
+        "Refuse ambiguous path spellings (`%2F`, `\\`, `%2E`, `;`, `//`) unless the route allows them."
+    ),
+    "default_allow_without_policies": About(
+        "ModelArts' legacy rule: a user with no policy at all may do all of ModelArts."
+    ),
+    "allow_unsigned_payload": About(
+        "Accept `UNSIGNED-PAYLOAD` and `STREAMING-UNSIGNED-PAYLOAD-TRAILER`, as the official SDKs send for "
+        "uploads (the body is then left to TLS)."
+    ),
+    "max_body": About("The largest body hashed for a signed payload, in bytes (413 `body_too_large` beyond)."),
+    "max_json_body": About(
+        "The largest body the guard parses to find a workspace or a body action, in bytes (413 "
+        "`json_body_too_large` beyond)."
+    ),
+    "max_skew": About(
+        "Seconds a signed request's date may differ from the server clock, each way (401 `date_out_of_window` beyond)."
+    ),
+    "upstream": About("The proxy: where allowed requests are forwarded.", flag="authmw proxy --upstream"),
+    "listen": About("The proxy: the address it listens on.", flag="authmw proxy --listen"),
+    "audit_log": About(
+        "The proxy: the audit log file, `-` for standard error.",
+        flag="authmw proxy --audit-log",
+        default="- (standard error)",
+    ),
+    "assertion_ttl": About("The proxy: seconds an `X-Authmw-Assertion` stays valid."),
+    "assertion_audience": About(
+        "The proxy: the assertion's `aud`, which the upstream passes to `verify_assertion(..., audience=)`.",
+        default="the origin of upstream (scheme://host:port)",
+    ),
+    "forward_credentials": About(
+        "The proxy: send the caller's credentials (`Authorization`, `X-Auth-Token`, security tokens, "
+        "presigned parameters) upstream, for upstreams that verify them again."
+    ),
+    "drop_underscore_headers": About(
+        "The proxy: drop header names containing `_` (when kept, those folding onto a protected or present "
+        "name are still dropped)."
+    ),
+    "header_timeout": About("The proxy: seconds for a request's head to arrive (408 `request_timeout`)."),
+    "body_timeout": About("Seconds for a request's body to arrive (408 `request_timeout`)."),
+    "body_budget": About("Bytes of request bodies held in memory at once (503 `server_busy` beyond)."),
+    "max_connections": About("The proxy: open connections at most (uvicorn answers 503 beyond)."),
+    "token_algorithm": About(
+        "The algorithm new IAM tokens are signed with (`ES256` and `RS256` need a key: `authmw signing-key "
+        "rotate --algorithm ES256`)."
+    ),
+    "token_algorithms": About(
+        "The algorithms an `X-Auth-Token` may be signed with; must include `token_algorithm` (the token never chooses)."
+    ),
+    "token_issuers": About(
+        "External OIDC issuers whose tokens are accepted as `X-Auth-Token`: mappings with `issuer`, "
+        "`jwks_url`, `domain`, `user_claim`, `audience`, `algorithms`, `grace`, `min_refetch` (see "
+        "docs/access-model.md)."
+    ),
+    "replay_protection": About(
+        "Accept each signed request once (off: a captured request can be replayed until its date leaves the "
+        "`max_skew` window)."
+    ),
+    "replay_capacity": About("Signed requests the replay guard remembers at most (503 `replay_cache_full` beyond)."),
+    "replay_quota": About(
+        "One user's share of the replay guard (429 `replay_quota_exceeded` beyond).",
+        default="a quarter of replay_capacity",
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """What a configuration file may set; unknown keys are refused, so a typo fails loudly.
 
-    ``store``/``master_key_file``: where the store and its master key are (``--store``, ``AUTHMW_STORE``,
-    ``AUTHMW_MASTER_KEY[_FILE]`` win); ``whitelist_limit``: the most entries one IP whitelist may hold. The
-    pipeline: ``mode``, ``unmatched``, ``trusted_proxies`` (and ``forwarded_header``, the one header they
-    write: ``x-forwarded-for`` or ``forwarded``), ``presets`` (default ``[modelarts]`` when no
-    ``routes`` are given), ``routes``, ``strict_paths``, ``default_allow_without_policies``,
-    ``allow_unsigned_payload``, ``max_body``, ``max_skew``, ``max_json_body`` (the largest body the guard
-    parses to find a workspace or a body action: 413 beyond). IAM tokens: ``token_algorithm`` signs new tokens,
-    ``token_algorithms`` are accepted (the token never chooses), ``token_issuers`` are external OIDC issuers
-    trusted through their JWKS. The proxy: ``upstream``, ``listen``, ``audit_log``, ``assertion_ttl``;
-    ``forward_credentials`` (send the caller's credentials upstream), ``drop_underscore_headers`` (header names
-    with ``_``; when kept, those folding onto a protected name are still dropped), ``header_timeout`` and
-    ``body_timeout`` (seconds for a request's head and body to arrive: 408), ``body_budget`` (request-body bytes
-    held at once: 503 beyond), ``max_connections`` (open connections; uvicorn answers 503 beyond).
-    ``assertion_audience``: the assertion's ``aud`` (default: the origin of ``upstream``, ``scheme://host:port``).
-    Replay: ``replay_protection`` accepts each signed request once (off: a captured request can be replayed
-    until its date leaves the ``max_skew`` window); ``replay_capacity`` requests are remembered at most (503
-    beyond), ``replay_quota`` per user (429 beyond; default a quarter of the capacity).
+    What each setting means, and the environment variable or flag that overrides it: :data:`ABOUT`.
     """
 
     store: str | None = None
