@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
 
-.PHONY: install lint typecheck test bench demo clean
+.PHONY: install lint typecheck test bench demo docs clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ bench: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) examples/demo.py
+
+# Regenerate docs/configuration.md, docs/cli.md and docs/errors.md from the code (tests/project/test_docs.py
+# fails while they are stale).
+docs: $(STAMP)
+	$(PY) scripts/gen_docs.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis build src/*.egg-info
