@@ -214,19 +214,21 @@ def _anchors(path: Path) -> set[str]:
     return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
 
 
+def _resolves(page: Path, target: str) -> bool:
+    """A link to a file of the repo that exists (and, for a Markdown page, a heading it has), or to the web."""
+    if target.startswith(("http://", "https://", "mailto:")):
+        return True
+    file_part, _, anchor = target.partition("#")
+    resolved = (page.parent / file_part).resolve() if file_part else page
+    if not resolved.exists() or ROOT not in resolved.parents:
+        return False
+    return not anchor or resolved.suffix != ".md" or anchor in _anchors(resolved)
+
+
 @pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_link_resolves(path: Path) -> None:
     text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
-    broken = []
-    for target in LINK.findall(text):
-        if target.startswith(("http://", "https://", "mailto:")):
-            continue
-        file_part, _, anchor = target.partition("#")
-        resolved = (path.parent / file_part).resolve() if file_part else path
-        if not resolved.exists() or ROOT not in resolved.parents:
-            broken.append(target)
-        elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved):
-            broken.append(target)
+    broken = [target for target in LINK.findall(text) if not _resolves(path, target)]
     assert not broken, f"{path.relative_to(ROOT)}: links to nothing: {broken}"
 
 
@@ -270,3 +272,28 @@ def test_the_harness_finds_blocks_and_markers(tmp_path: Path) -> None:
         (2, "yaml", "fragment"),
         (7, "bash", "not-run: needs a database"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("language", "marker", "code"),
+    [
+        ("yaml", None, "routes:\n  - {method: GET, path: /reports/{id}, action: a:b:c}\n"),  # the old README's
+        ("yaml", None, "routes:\n  - {method: GET, path: /r, actoin: a:b:c}\n"),  # a route key misspelt
+        ("yaml", None, "trusted_proxy: [10.0.0.0/8]\n"),  # an unknown setting
+        ("yaml", "fragment", "a: [b\n"),
+        ("bash", None, "authmw no-such-command\n"),
+        ("bash", "not-run: x", "if then\n"),
+        ("python", None, "raise SystemExit(3)\n"),
+        ("python", "not-run: x", "from authmw.signing import no_such_name\n"),
+        ("json", None, "{'single': 'quotes'}\n"),
+        ("sh", None, "true\n"),
+        ("python", "fragment", "pass\n"),
+    ],
+)
+def test_the_harness_refuses_a_broken_block(language: str, marker: str | None, code: str, tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(f"<!-- {marker} -->\n" * (marker is not None) + f"```{language}\n{code}```\n")
+    # A failed run or a refused language/marker: AssertionError; a bad configuration: ConfigurationError (a
+    # ValueError, as json's error is); unparsable YAML: YAMLError.
+    with pytest.raises((AssertionError, ValueError, yaml.YAMLError)):
+        _check_document(page, tmp_path)
