@@ -256,7 +256,7 @@ def _option_row(action: argparse.Action) -> str:
     help_text = (action.help or "") % {"default": default} if action.help else ""
     if notes:
         help_text = f"{help_text} ({', '.join(notes)})" if help_text else ", ".join(notes)
-    return f"| {spelling} | {_cell(help_text)} |"
+    return f"| {spelling} | {_cell(help_text) or '–'} |"
 
 
 def cli_page() -> str:
