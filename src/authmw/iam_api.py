@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from authmw.asgi import Receive, Scope, Send, read_body, request_from_scope, send_error, send_response
+from authmw.admission import Receive, Scope, Send, read_body, request_from_scope, send_error, send_response
 from authmw.audit import log_event
 from authmw.errors import (
     ActionDenied,

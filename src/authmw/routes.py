@@ -242,7 +242,7 @@ class Routes:
         @routes.protect("GET", "/reports/{id}", "reports:report:get")
         async def get_report(request): ...
 
-        guard = Guard.from_store(url, routes=routes)   # added to the configured routes and presets
+        guard = open_guard(url, routes=routes)   # added to the configured routes and presets
     """
 
     def __init__(self) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote
 
-from authmw.asgi import BodyBudget
+from authmw.admission import BodyBudget
 from authmw.audit import log_decision
 from authmw.errors import AuthmwError, BodyTooLarge, MalformedRequest, render
 from authmw.guard import Guard, bare_context
