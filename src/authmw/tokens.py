@@ -22,18 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from authmw.cache import BoundedCache
 from authmw.errors import ConfigurationError, ExpiredToken, InvalidToken
 
-__all__ = [
-    "ALGORITHMS",
-    "DEFAULT_TTL",
-    "ISSUER",
-    "TOKEN_ALGORITHMS",
-    "KeyReloads",
-    "TokenClaims",
-    "TokenSigner",
-    "TokenVerifier",
-    "algorithm_of",
-    "iso_time",
-]
+__all__ = ["DEFAULT_TTL", "ISSUER", "TOKEN_ALGORITHMS", "TokenClaims", "TokenSigner", "TokenVerifier"]
 
 ISSUER = "authmw"
 DEFAULT_TTL = 24 * 3600

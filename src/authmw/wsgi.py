@@ -24,7 +24,7 @@ from authmw.errors import AuthmwError, BodyTooLarge, MalformedRequest, render
 from authmw.guard import Guard, bare_context
 from authmw.models import Request
 
-__all__ = ["AuthMiddleware", "request_from_environ"]
+__all__ = ["AuthMiddleware"]
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
