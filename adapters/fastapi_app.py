@@ -10,13 +10,13 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 
-from authmw import AuthContext, Guard
+from authmw import AuthContext, open_guard
 from authmw.asgi import AuthMiddleware
 from authmw.contrib.starlette import current_context, install_error_handler, require
 
 # Any signed caller passes the middleware (routes it does not know are authenticate-only; the ModelArts preset
 # still applies to its own paths); each endpoint below names the IAM action it needs.
-guard = Guard.from_store(os.environ.get("AUTHMW_STORE"), unmatched="authenticate-only")
+guard = open_guard(os.environ.get("AUTHMW_STORE"), unmatched="authenticate-only")
 
 # Dependencies: the request's context narrowed to the action, or a 403 action_denied answer.
 MayCreateJobs = Annotated[AuthContext, Depends(require("modelarts:trainJob:create"))]

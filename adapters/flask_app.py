@@ -10,11 +10,11 @@ from typing import Any
 
 from flask import Flask
 
-from authmw import Guard
+from authmw import open_guard
 from authmw.contrib.flask import context, install_error_handler, require
 from authmw.wsgi import AuthMiddleware
 
-guard = Guard.from_store(os.environ.get("AUTHMW_STORE"), unmatched="authenticate-only")
+guard = open_guard(os.environ.get("AUTHMW_STORE"), unmatched="authenticate-only")
 
 app = Flask(__name__)
 app.wsgi_app = AuthMiddleware(app.wsgi_app, guard=guard)  # type: ignore[method-assign]  # so `flask run` serves it

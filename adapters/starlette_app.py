@@ -13,11 +13,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from authmw import Guard
+from authmw import open_guard
 from authmw.asgi import AuthMiddleware
 from authmw.contrib.starlette import current_context, install_error_handler, require
 
-guard = Guard.from_store(os.environ.get("AUTHMW_STORE"), unmatched="authenticate-only")
+guard = open_guard(os.environ.get("AUTHMW_STORE"), unmatched="authenticate-only")
 may_create = require("modelarts:trainJob:create")
 may_delete = require("modelarts:trainJob:delete")
 

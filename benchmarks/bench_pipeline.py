@@ -52,8 +52,8 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-from authmw import asgi, wsgi
-from authmw.assembly import build_guard, session_sealer
+from authmw import admission, asgi, wsgi
+from authmw.assembly import open_guard, session_sealer
 from authmw.audit import AUDIT_LOGGER, log_decision
 from authmw.guard import Guard
 from authmw.models import Request
@@ -276,7 +276,7 @@ def middleware_app() -> Any:
     target = os.environ.get("BENCH_AUDIT_LOG")
     if target:
         audit_to(target)
-    guard = build_guard(REPLAYED, store=open_store())
+    guard = open_guard(open_store(), config=REPLAYED)
     return asgi.AuthMiddleware(starlette_app(), guard=guard)
 
 
@@ -443,14 +443,14 @@ def in_process_cases(world: World, guard: Guard, store: Store) -> tuple[list[Cas
     headers = signed_headers(world)
     scope = http_scope(world.path, headers)
     environ = wsgi_environ(world.path, headers)
-    request = asgi.request_from_scope(scope, b"")
+    request = admission.request_from_scope(scope, b"")
     assert wsgi.request_from_environ(environ, b"") == request
     context = guard.check(request)
     assert context.action == ACTION and context.decision is not None and context.decision.allowed, context
     assert guard.verifier.verify(request).access_key == world.access
 
     def built_check() -> object:
-        return guard.check(asgi.request_from_scope(scope, b""))
+        return guard.check(admission.request_from_scope(scope, b""))
 
     token_request, temporary_request = credential_requests(world, store)
     for other in (token_request, temporary_request):
@@ -477,7 +477,7 @@ def in_process_cases(world: World, guard: Guard, store: Store) -> tuple[list[Cas
         Case(CHECK_TEMPORARY, "core", quiet(same_op(guard.check, temporary_request))),
         Case(VERIFY, "core", quiet(same_op(guard.verifier.verify, request))),
         *replay_cases(world, store),
-        Case("request_from_scope(scope, b'')", "adapter", quiet(same_op(asgi.request_from_scope, scope, b""))),
+        Case("request_from_scope(scope, b'')", "adapter", quiet(same_op(admission.request_from_scope, scope, b""))),
         Case("request_from_environ(environ, b'')", "adapter", quiet(same_op(wsgi.request_from_environ, environ, b""))),
         Case(
             "log_decision, audit logger off (library default)",
@@ -509,12 +509,12 @@ def replay_cases(world: World, store: Store) -> list[Case]:
             pool.append(Request.build("GET", world.path, list(out.headers.items()), b""))
         return pool[:n]
 
-    off = build_guard(REPLAYED, store=store)
-    on = build_guard(Settings(), store=store)
+    off = open_guard(store, config=REPLAYED)
+    on = open_guard(store, config=Settings())
     assert on.verifier.replay_guard is not None and off.verifier.replay_guard is None
 
     def guarded() -> Callable[[Request], object]:
-        replay = ReplayGuard()  # what build_guard makes by default, then filled
+        replay = ReplayGuard()  # what open_guard makes by default, then filled
         now = time.time()
         for i in range(100_000):
             replay.remember(i.to_bytes(16, "big"), now + 1 + i % 900, f"user-{i % 1000}")
@@ -549,7 +549,7 @@ def proxy_cases(
         public_keys=store.public_token_keys(["EdDSA"]),
         transport=httpx.MockTransport(upstream),
     )
-    request = asgi.request_from_scope(scope, b"")
+    request = admission.request_from_scope(scope, b"")
     context = guard.check(request)
     facts = identity_headers(context)
     claims = {name[len("x-authmw-") :]: value for name, value in facts if name != "x-authmw-allowed-actions"}
@@ -1209,7 +1209,7 @@ def breakdown_cases(world: World, guard: Guard) -> list[Case]:
 
     headers = signed_headers(world)
     scope = http_scope(world.path, headers)
-    request = asgi.request_from_scope(scope, b"")
+    request = admission.request_from_scope(scope, b"")
     context = guard.check(request)
     principal = context.principal
     assert principal is not None and context.workspace is not None
@@ -1248,7 +1248,7 @@ def breakdown_cases(world: World, guard: Guard) -> list[Case]:
     def read_body(n: int) -> Callable[[], object]:  # n awaits inside one running loop, as in the middleware
         async def batch() -> None:
             for _ in repeat(None, n):
-                await asgi.read_body(scope, _receive, guard.max_body)
+                await admission.read_body(scope, _receive, guard.max_body)
 
         return lambda: loop.run_until_complete(batch())
 
@@ -1282,7 +1282,7 @@ def breakdown_cases(world: World, guard: Guard) -> list[Case]:
         ("12 policy context dict (+ g:CurrentTime)", lambda: policy_context, ()),
         ("13 PolicySet.decide (cache hit)", lambda: principal.policies.decide, (ACTION, None, context.policy_context)),
         ("14 _State + AuthContext(...)", lambda: state_context, ()),
-        ("ASGI: request_from_scope", lambda: asgi.request_from_scope, (scope, b"")),
+        ("ASGI: request_from_scope", lambda: admission.request_from_scope, (scope, b"")),
         ("ASGI: scope copy, header scan, scope keys, replay message", lambda: glue, ()),
         ("ASGI: log_decision, audit logger off", lambda: log_decision, (context, None, "GET", world.path)),
     ]
@@ -1420,7 +1420,7 @@ def profile(world: World, guard: Guard, store: Store, workdir: Path, args: argpa
     headers = signed_headers(world)
     scope = http_scope(world.path, headers)
     environ = wsgi_environ(world.path, headers)
-    request = asgi.request_from_scope(scope, b"")
+    request = admission.request_from_scope(scope, b"")
     audit_to(None)
     app = asgi.AuthMiddleware(starlette_app(), guard=guard)
     check_asgi(app, scope)
@@ -1481,7 +1481,7 @@ def world_and_guard(tmp: Path) -> Iterator[tuple[World, Guard, Store]]:
     world = build_world(tmp)
     store = open_store(world.url, environ=world.environ)
     try:
-        guard = build_guard(REPLAYED, store=store)
+        guard = open_guard(store, config=REPLAYED)
         yield world, guard, store
     finally:
         store.close()

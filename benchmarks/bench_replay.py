@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_pipeline as bp
-from authmw.assembly import build_guard
+from authmw.assembly import open_guard
 from authmw.models import Request
 from authmw.settings import Settings
 from authmw.signing import ReplayGuard, sign_request
@@ -34,8 +34,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=30_000, help="distinct signed requests (default 30,000)")
     n = parser.parse_args().requests
     with tempfile.TemporaryDirectory() as tmp, bp.world_and_guard(Path(tmp)) as (world, _guard, store):
-        off = build_guard(Settings(replay_protection=False), store=store)
-        on = build_guard(Settings(), store=store)
+        off = open_guard(store, config=Settings(replay_protection=False))
+        on = open_guard(store, config=Settings())
         replay = ReplayGuard()
         now = time.time()
         for i in range(HELD):

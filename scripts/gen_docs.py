@@ -182,8 +182,9 @@ def configuration_page() -> str:
             "",
             "# Configuration",
             "",
-            "authmw reads one YAML file (`--config FILE` for the CLI and `authmw proxy`, `Guard.from_config(path)` "
-            "in code) or the same names as keyword arguments (`Guard.from_store(url, **settings)`). Every key is "
+            "authmw reads one YAML file (`--config FILE` for the CLI and `authmw proxy`, `open_guard(config=path)` "
+            "in code) or the same names as keyword arguments (`open_guard(url, **settings)`, which override the "
+            "file's). Every key is "
             "optional; an unknown key or a value of the wrong kind is refused at start-up with a message naming it "
             "(the CLI exits 2). `null` means the default. Where an environment variable or a flag is listed, it "
             "wins over the file.",

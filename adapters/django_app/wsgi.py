@@ -6,10 +6,10 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
-from authmw import Guard
+from authmw import open_guard
 from authmw.wsgi import AuthMiddleware
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_app.settings")
 
-guard = Guard.from_store(os.environ.get("AUTHMW_STORE"), unmatched="authenticate-only")
+guard = open_guard(os.environ.get("AUTHMW_STORE"), unmatched="authenticate-only")
 application = AuthMiddleware(get_wsgi_application(), guard=guard)

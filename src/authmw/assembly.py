@@ -1,10 +1,14 @@
-"""Building a :class:`~authmw.guard.Guard` from a store URL and settings (edge: opens the store)."""
+"""Building a :class:`~authmw.guard.Guard` over a store from its settings (edge: opens the store).
+
+:func:`open_guard` is the one way; the proxy, the middleware recipes and the tests all build through it.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from authmw.errors import ConfigurationError
@@ -21,28 +25,34 @@ from authmw.tokens import ISSUER, TokenVerifier
 if TYPE_CHECKING:
     from authmw.client.jwks import JwksKeys
 
-__all__ = ["build_guard", "guard_from_config", "guard_from_store", "routes_of", "session_sealer", "trusted_issuers"]
+__all__ = ["keep_replay_window", "open_guard", "routes_of", "session_sealer", "trusted_issuers"]
 
 _ISSUER_KEYS = {"issuer", "jwks_url", "domain", "audience", "user_claim", "algorithms", "grace", "min_refetch"}
 
 logger = logging.getLogger("authmw")
 
 
-def guard_from_store(url: str | None = None, **settings: Any) -> Guard:
-    """Open the store at ``url`` (else ``settings["store"]``, ``$AUTHMW_STORE``, the default) and build a guard.
+def open_guard(store: str | Store | None = None, *, config: str | Settings | None = None, **settings: Any) -> Guard:
+    """The guard over a store: the one way to build one from a store and a configuration.
 
-    ``routes`` may mix configuration mappings and :class:`~authmw.routes.Route` values (a ``Routes`` of
-    decorated handlers, say).
+    ``store``: a store URL (as ``authmw --store``) or an open :class:`~authmw.store.Store`; by default the
+    configuration's ``store``, else ``$AUTHMW_STORE``, else ``sqlite:///./authmw.db``. ``config``: a YAML file
+    (as ``authmw --config``) or :class:`~authmw.settings.Settings`. ``settings``: configuration keys that override
+    the file's; ``routes`` may mix configuration mappings and :class:`~authmw.routes.Route` values (a ``Routes`` of
+    decorated handlers, say), added to the presets and the configured routes.
     """
-    declared = [r for r in settings.get("routes") or () if isinstance(r, Route)]
-    if declared:
-        settings["routes"] = [r for r in settings["routes"] if not isinstance(r, Route)]
-    values = Settings.from_mapping({k: list(v) if isinstance(v, tuple | Routes) else v for k, v in settings.items()})
-    return build_guard(values, url=url, routes=declared)
-
-
-def guard_from_config(path: str) -> Guard:
-    return build_guard(load_settings(path))
+    base = config if isinstance(config, Settings) else load_settings(config)
+    declared: tuple[Route, ...] = ()
+    if settings:
+        routes = list(settings.get("routes") or ())
+        declared = tuple(r for r in routes if isinstance(r, Route))
+        if "routes" in settings:
+            settings["routes"] = [r for r in routes if not isinstance(r, Route)]
+        merged = {f.name: getattr(base, f.name) for f in fields(Settings)} | settings
+        base = Settings.from_mapping({k: list(v) if isinstance(v, tuple | Routes) else v for k, v in merged.items()})
+    if not isinstance(store, Store):
+        store = open_store(store or base.store, whitelist_limit=base.whitelist_limit)
+    return _build(base, store, declared)
 
 
 def _presets(settings: Settings, declared: tuple[Route, ...]) -> tuple[str, ...]:
@@ -164,13 +174,8 @@ def keep_replay_window(old: Guard, new: Guard) -> None:
         new.verifier.replay_guard = previous
 
 
-def build_guard(
-    settings: Settings, *, url: str | None = None, store: Store | None = None, routes: Iterable[Route] = ()
-) -> Guard:
-    """A guard over a cached view of the store, configured by ``settings``."""
-    routes = tuple(routes)
-    if store is None:
-        store = open_store(url or settings.store, whitelist_limit=settings.whitelist_limit)
+def _build(settings: Settings, store: Store, routes: tuple[Route, ...]) -> Guard:
+    """A guard over a cached view of ``store``, configured by ``settings``."""
     identity = CachedIdentity(store)
     verifier = Verifier(
         keys=identity,

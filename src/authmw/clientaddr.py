@@ -17,6 +17,8 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from authmw.cache import BoundedCache
+
 __all__ = ["FORWARDED_HEADERS", "IpWhitelist", "TrustedProxies", "parse_address", "unmapped"]
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -163,7 +165,8 @@ class TrustedProxies:
             raise ValueError(f"trusted_proxies: {exc}") from None
         self.networks = self._proxies.networks
         self.trusts_everything = any(net.prefixlen == 0 for net in self.networks)
-        self._peers: dict[str, str | None] = {}  # socket peer → its normal form (parsing costs microseconds)
+        # socket peer → its normal form (parsing costs microseconds)
+        self._peers: BoundedCache[str, str | None] = BoundedCache(10_000)
 
     def __repr__(self) -> str:
         return f"TrustedProxies({list(self._proxies.entries)}, header={self.header!r})"
@@ -180,9 +183,8 @@ class TrustedProxies:
             if known != "":
                 return known
             address = parse_address(peer)
-            if len(self._peers) >= 10_000:
-                self._peers.clear()
-            self._peers[peer] = normal = None if address is None else str(address)
+            normal = None if address is None else str(address)
+            self._peers.put(peer, normal)
             return normal
         address = None if peer is None else parse_address(peer)
         if not self.trusts(address):

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from authmw.cache import BoundedCache
 from authmw.clientaddr import FORWARDED_HEADERS, TrustedProxies
 from authmw.errors import (
     ActionDenied,
@@ -156,28 +157,14 @@ class Guard:
         self.max_json_body = max_json_body
         self._now = _Clock(clock).now
         self._request_id = request_id
-        self._routed: dict[tuple[str, str], _Routed] = {}
+        self._routed: BoundedCache[tuple[str, str], _Routed] = BoundedCache(10_000)
         # (policy-set version, acting as an agency) → its allowed actions: an agency has no legacy default-allow.
-        self._allowed: dict[tuple[int, bool], tuple[str, ...] | None] = {}
+        self._allowed: BoundedCache[tuple[int, bool], tuple[str, ...] | None] = BoundedCache(10_000)
 
     @property
     def max_body(self) -> int:
         """The largest body the pipeline reads (larger ones are refused with 413 before they are read)."""
         return self.verifier.max_body
-
-    @classmethod
-    def from_store(cls, url: str | None = None, **settings: Any) -> Guard:
-        """A guard over the store at ``url`` (as ``authmw --store``), with ``settings`` as in the config file."""
-        from authmw.assembly import guard_from_store  # deferred: the edge opens the store, the core stays I/O-free
-
-        return guard_from_store(url, **settings)
-
-    @classmethod
-    def from_config(cls, path: str) -> Guard:
-        """A guard built from a YAML configuration file (see the README's configuration section)."""
-        from authmw.assembly import guard_from_config  # deferred, as above
-
-        return guard_from_config(path)
 
     # -- public verbs ----------------------------------------------------------------------------------
 
@@ -257,9 +244,7 @@ class Guard:
             check_allowed(parsed, match.route if match else None, self.strict_paths)
             routed = (match, self._access(match), None if match is None else match.resource())
             if len(path) <= 512:  # bounded: clients choose paths
-                if len(self._routed) >= 10_000:
-                    self._routed.clear()
-                self._routed[key] = routed
+                self._routed.put(key, routed)
         return routed
 
     def _run(self, request: Request, state: _State) -> None:
@@ -324,9 +309,7 @@ class Guard:
         )
         if known is _MISSING and not narrowed:
             static = not any(policies.reads_context(action) for action in self.actions)
-            if len(self._allowed) >= 10_000:
-                self._allowed.clear()
-            self._allowed[key] = allowed if static else None
+            self._allowed.put(key, allowed if static else None)
         return allowed
 
     def _access(self, match: Match | None) -> Access:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from authmw.asgi import Receive, Scope, Send, read_body, request_from_scope, send_error, send_response
+from authmw.admission import Receive, Scope, Send, read_body, request_from_scope, send_error, send_response
 from authmw.audit import log_event
 from authmw.errors import (
     ActionDenied,
@@ -51,7 +51,7 @@ from authmw.store.records import Domain, User
 from authmw.sts import ASSUME_ACTION, assume
 from authmw.tokens import TokenClaims, TokenSigner, iso_time
 
-__all__ = ["SECURITY_TOKENS_PATH", "TOKENS_PATH", "Attempt", "AttemptLimiter", "TokenService"]
+__all__ = ["SECURITY_TOKENS_PATH", "TOKENS_PATH", "AttemptLimiter", "TokenService"]
 
 TOKENS_PATH = "/v3/auth/tokens"
 SECURITY_TOKENS_PATH = "/v3.0/OS-CREDENTIAL/securitytokens"

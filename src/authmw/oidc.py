@@ -15,7 +15,6 @@ import hashlib
 import json
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -23,6 +22,7 @@ from typing import Any, Protocol
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from authmw.cache import BoundedCache
 from authmw.errors import ConfigurationError, ExpiredToken, InvalidToken
 from authmw.tokens import PublicKey
 
@@ -211,8 +211,8 @@ class OidcIssuer:
         if not 0 <= leeway <= 300 or cache_size < 0:
             raise ConfigurationError("leeway must be within 0-300 seconds and cache_size not negative")
         self.issuer, self.audience, self.user_claim, self.leeway = issuer, audience, user_claim, leeway
-        self._clock, self._cache_size = clock, cache_size
-        self._cache: OrderedDict[str, tuple[ExternalIdentity, str]] = OrderedDict()
+        self._clock = clock
+        self._cache: BoundedCache[str, tuple[ExternalIdentity, str]] = BoundedCache(cache_size)
 
     def __repr__(self) -> str:
         return f"OidcIssuer(issuer={self.issuer!r}, audience={self.audience!r})"
@@ -234,10 +234,7 @@ class OidcIssuer:
                 return identity
             self._cache.pop(token, None)  # the issuer withdrew its key: verify afresh
         identity, kid = self._decode(token, self._clock())
-        if self._cache_size:
-            if len(self._cache) >= self._cache_size:
-                self._cache.popitem(last=False)
-            self._cache[token] = (identity, kid)
+        self._cache.put(token, (identity, kid))
         return identity
 
     def precheck(self, token: str) -> None:

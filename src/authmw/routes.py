@@ -27,18 +27,7 @@ from urllib.parse import unquote_to_bytes
 
 from authmw.errors import AmbiguousPath, ConfigurationError, InvalidEncoding, InvalidPathParameter
 
-__all__ = [
-    "PATH_ALLOWANCES",
-    "Access",
-    "Match",
-    "Route",
-    "RouteCatalog",
-    "Routes",
-    "Unmatched",
-    "json_path",
-    "modelarts_routes",
-    "parse_path",
-]
+__all__ = ["Access", "Route", "RouteCatalog", "Routes", "Unmatched", "modelarts_routes"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 PATH_ALLOWANCES = frozenset({"encoded-slash", "encoded-dot", "semicolon", "empty-segment"})
@@ -242,7 +231,7 @@ class Routes:
         @routes.protect("GET", "/reports/{id}", "reports:report:get")
         async def get_report(request): ...
 
-        guard = Guard.from_store(url, routes=routes)   # added to the configured routes and presets
+        guard = open_guard(url, routes=routes)   # added to the configured routes and presets
     """
 
     def __init__(self) -> None:

@@ -17,7 +17,6 @@ import os
 import secrets
 import string
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from authmw.cache import BoundedCache
 from authmw.errors import ConfigurationError, ExpiredSecurityToken, InvalidSecurityToken, SecurityTokenMismatch
 from authmw.models import AccessKey, Session
 from authmw.policy import PolicySet, parse_policy
@@ -73,9 +73,8 @@ class SessionSealer:
     ) -> None:
         self._set(keys, active)
         self._clock = clock
-        self._cache: OrderedDict[str, tuple[Session, AccessKey]] = OrderedDict()
-        self._compiled: OrderedDict[str, PolicySet] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache: BoundedCache[str, tuple[Session, AccessKey]] = BoundedCache(cache_size)
+        self._compiled: BoundedCache[str, PolicySet] = BoundedCache(1024)
         self._refresh, self._reloads = refresh, KeyReloads(refresh_interval, timer, revision)
 
     def __repr__(self) -> str:
@@ -143,9 +142,7 @@ class SessionSealer:
             raise ExpiredSecurityToken("the security token has expired")
         owner = session.agency_id or session.user_id
         found = (session, AccessKey(session.access_key, session.secret_key, owner, True, session))
-        if len(self._cache) >= self._cache_size:
-            self._cache.popitem(last=False)
-        self._cache[token] = found
+        self._cache.put(token, found)
         return found
 
     def _key(self, kid: str) -> AESGCM | None:
@@ -180,9 +177,7 @@ class SessionSealer:
                 compiled = PolicySet([parse_policy(session.policy, name="session policy")], cache_size=256)
             except ValueError:
                 raise InvalidSecurityToken("the security token's session policy is malformed") from None
-            if len(self._compiled) >= 1024:
-                self._compiled.popitem(last=False)
-            self._compiled[session.policy] = compiled
+            self._compiled.put(session.policy, compiled)
         return replace(session, policies=compiled)
 
 

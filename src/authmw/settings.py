@@ -10,7 +10,7 @@ from authmw.errors import ConfigurationError
 from authmw.guard import MODES
 from authmw.tokens import TOKEN_ALGORITHMS
 
-__all__ = ["ABOUT", "About", "Settings", "load_settings"]
+__all__ = ["Settings", "load_settings"]
 
 
 def _text(value: Any) -> bool:

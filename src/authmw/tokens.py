@@ -12,7 +12,6 @@ import base64
 import json
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,20 +19,10 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from authmw.cache import BoundedCache
 from authmw.errors import ConfigurationError, ExpiredToken, InvalidToken
 
-__all__ = [
-    "ALGORITHMS",
-    "DEFAULT_TTL",
-    "ISSUER",
-    "TOKEN_ALGORITHMS",
-    "KeyReloads",
-    "TokenClaims",
-    "TokenSigner",
-    "TokenVerifier",
-    "algorithm_of",
-    "iso_time",
-]
+__all__ = ["DEFAULT_TTL", "ISSUER", "TOKEN_ALGORITHMS", "TokenClaims", "TokenSigner", "TokenVerifier"]
 
 ISSUER = "authmw"
 DEFAULT_TTL = 24 * 3600
@@ -190,8 +179,7 @@ class TokenVerifier:
             raise ConfigurationError(f"token algorithms must be among {', '.join(ALGORITHMS)}")
         self._keys = dict(keys)
         self.issuer, self.leeway, self._clock = issuer, leeway, clock
-        self._cache: OrderedDict[str, TokenClaims] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache: BoundedCache[str, TokenClaims] = BoundedCache(cache_size)
         self._refresh, self._reloads = refresh, KeyReloads(refresh_interval, timer, revision)
 
     def verify(self, token: str) -> TokenClaims:
@@ -205,9 +193,7 @@ class TokenVerifier:
             self._cache.pop(token, None)
             raise ExpiredToken("the token has expired")
         claims = self._decode(token, now)
-        if len(self._cache) >= self._cache_size:
-            self._cache.popitem(last=False)
-        self._cache[token] = claims
+        self._cache.put(token, claims)
         return claims
 
     def forget(self, token: str) -> None:

@@ -18,13 +18,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote
 
-from authmw.asgi import BodyBudget
+from authmw.admission import BodyBudget
 from authmw.audit import log_decision
 from authmw.errors import AuthmwError, BodyTooLarge, MalformedRequest, render
 from authmw.guard import Guard, bare_context
 from authmw.models import Request
 
-__all__ = ["AuthMiddleware", "request_from_environ"]
+__all__ = ["AuthMiddleware"]
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]

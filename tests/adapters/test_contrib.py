@@ -19,7 +19,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from authmw import AuthContext, ConfigurationError, Guard, asgi, wsgi
-from authmw.assembly import build_guard
+from authmw.assembly import open_guard
 from authmw.client import HttpxAuth
 from authmw.contrib import flask as for_flask
 from authmw.contrib.starlette import current_context, install_error_handler, require
@@ -32,7 +32,7 @@ CREATE, DELETE = "modelarts:trainJob:create", "modelarts:trainJob:delete"
 
 
 def guard_for(world: World, **settings: Any) -> Guard:
-    return build_guard(Settings(unmatched="authenticate-only", **settings), store=world.store)
+    return open_guard(world.store, config=Settings(unmatched="authenticate-only", **settings))
 
 
 def fastapi_app(guard: Guard, lenient: Guard) -> FastAPI:

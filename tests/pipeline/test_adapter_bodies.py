@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from authmw import asgi, wsgi
-from authmw.assembly import build_guard
+from authmw import admission, asgi, wsgi
+from authmw.assembly import open_guard
 from authmw.models import Request
 from authmw.proxy import build_app
 from authmw.signing import sign_request
@@ -54,7 +54,7 @@ def _fail(_request: Request) -> None:
 @contextlib.contextmanager
 def served(world: World, form: str, before: Any) -> Iterator[tuple[str, asgi.BodyBudget]]:
     """``form`` (asgi, wsgi, proxy) with its guard wrapped; yields its URL and body budget."""
-    guard: Any = Wrapped(build_guard(SETTINGS, store=world.store), before)
+    guard: Any = Wrapped(open_guard(world.store, config=SETTINGS), before)
     if form == "asgi":
         middleware = asgi.AuthMiddleware(echo_asgi, guard=guard)
         with serve_asgi(middleware) as url:
@@ -108,7 +108,7 @@ def test_the_body_budget_comes_back_when_the_check_raises_something_else(world: 
 def test_wsgi_takes_the_budget_as_the_bytes_arrive(world: World) -> None:
     """5 clients with a known access key id announce 12 MiB and send 1 byte: the old WSGI middleware took 60 MiB
     of a 64 MiB budget at once and refused the next body with 503; now they hold only what they sent."""
-    guard = build_guard(SETTINGS, store=world.store)
+    guard = open_guard(world.store, config=SETTINGS)
     middleware = wsgi.AuthMiddleware(echo_wsgi, guard=guard, body_budget=asgi.BodyBudget(64 * MIB))
     with serve_wsgi(middleware) as url:
         split = urlsplit(url)
@@ -129,7 +129,7 @@ def test_wsgi_takes_the_budget_as_the_bytes_arrive(world: World) -> None:
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_wsgi_bodies_arrive_whole_and_over_long_ones_get_413(world: World, chunked: bool) -> None:
-    guard = build_guard(SETTINGS, store=world.store)
+    guard = open_guard(world.store, config=SETTINGS)
     middleware = wsgi.AuthMiddleware(echo_wsgi, guard=guard)
     body = b'{"kind": "job", "pad": "' + b"x" * (3 * 64 * 1024 + 17) + b'"}'
     with serve_wsgi(middleware) as url:
@@ -149,7 +149,7 @@ def test_wsgi_bodies_arrive_whole_and_over_long_ones_get_413(world: World, chunk
 
 
 def _slow_when_large(request: Request) -> None:
-    if len(request.body) > asgi.OFFLOAD_BODY:
+    if len(request.body) > admission.OFFLOAD_BODY:
         time.sleep(3)  # as hashing and parsing a 12 MiB body did, on the loop
 
 

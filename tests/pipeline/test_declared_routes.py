@@ -1,4 +1,4 @@
-"""Routes declared with decorators, and ``Guard.from_store`` / ``Guard.from_config`` building the pipeline."""
+"""Routes declared with decorators, and ``open_guard`` building the pipeline from a store and a configuration."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from authmw import Guard, Request
+from authmw import Request, open_guard
 from authmw.errors import ActionDenied, ConfigurationError, MissingCredentials, RouteNotAllowed
 from authmw.routes import Routes
 from authmw.signing import sign_request
@@ -45,7 +45,7 @@ def environment(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_decorated_routes_replace_the_preset(world: World, environment: None) -> None:
     assert get_report() == "the report"  # the decorators hand the handlers back unchanged
-    guard = Guard.from_store(world.url, routes=routes, trusted_proxies=("10.0.0.1",))
+    guard = open_guard(world.url, routes=routes, trusted_proxies=("10.0.0.1",))
     assert guard.check(signed(world.scientist, "GET", "/reports/7")).action == "modelarts:notebook:get"
     with pytest.raises(ActionDenied):
         guard.check(signed(world.outsider, "GET", "/reports/7"))
@@ -60,7 +60,7 @@ def test_decorated_routes_replace_the_preset(world: World, environment: None) ->
 def test_from_config_reads_the_yaml_file(world: World, environment: None, tmp_path: Path) -> None:
     config = tmp_path / "authmw.yaml"
     config.write_text(f"store: {world.url}\nunmatched: authenticate-only\npresets: [modelarts]\n")
-    guard = Guard.from_config(str(config))
+    guard = open_guard(config=str(config))
     assert guard.check(signed(world.outsider, "GET", "/anything")).action is None
     assert (
         guard.check(signed(world.scientist, "GET", f"/v1/{world.project}/notebooks")).action
@@ -68,4 +68,17 @@ def test_from_config_reads_the_yaml_file(world: World, environment: None, tmp_pa
     )
     config.write_text("unmatched: sometimes\n")
     with pytest.raises(ConfigurationError, match="unmatched must be"):
-        Guard.from_config(str(config))
+        open_guard(config=str(config))
+
+
+def test_keyword_settings_override_the_file(world: World, environment: None, tmp_path: Path) -> None:
+    config = tmp_path / "authmw.yaml"
+    config.write_text(f"store: {world.url}\nunmatched: deny\npresets: [modelarts]\n")
+    with pytest.raises(RouteNotAllowed):
+        open_guard(config=str(config)).check(signed(world.outsider, "GET", "/anything"))
+    guard = open_guard(config=str(config), unmatched="authenticate-only", routes=routes)
+    assert guard.check(signed(world.outsider, "GET", "/anything")).action is None
+    assert guard.check(signed(world.scientist, "GET", "/reports/7")).action == "modelarts:notebook:get"
+    assert guard.check(signed(world.scientist, "GET", f"/v1/{world.project}/notebooks")).action  # the preset stays
+    with pytest.raises(ConfigurationError, match="unknown setting"):
+        open_guard(config=str(config), unmatch="public")

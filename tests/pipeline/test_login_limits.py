@@ -199,10 +199,10 @@ def test_a_sighup_reload_keeps_the_counters(world: World, tmp_path: Path) -> Non
 
 
 def test_a_token_service_shares_the_limiter_it_is_given(world: World) -> None:
-    from authmw.assembly import build_guard
+    from authmw.assembly import open_guard
     from authmw.tokens import TokenSigner
 
     limiter = AttemptLimiter()
-    guard = build_guard(SETTINGS, store=world.store)
+    guard = open_guard(world.store, config=SETTINGS)
     service = TokenService(world.store, TokenSigner(*world.store.signing_key()), guard, limiter=limiter)
     assert service.limiter is limiter

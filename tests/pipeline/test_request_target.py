@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from authmw import asgi, wsgi
+from authmw import admission, wsgi
 from authmw.errors import AuthmwError
 from tests.support.forms import running
 from tests.support.raw import NB, Ctx, Raw, exchange, signed
@@ -52,7 +52,7 @@ def _authmw_view(build: Callable[[], Any]) -> str | None:
 async def probe_asgi(scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
-    seen = {"routes_on": scope["path"], "authmw": _authmw_view(lambda: asgi.request_from_scope(scope, b""))}
+    seen = {"routes_on": scope["path"], "authmw": _authmw_view(lambda: admission.request_from_scope(scope, b""))}
     body = json.dumps(seen).encode()
     await send(
         {"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(body)).encode())]}
@@ -105,10 +105,10 @@ def test_a_fragment_after_a_signed_path_is_refused(world: World, form: str) -> N
     handed the app ``/notebooks#/raw`` (another handler); now every form answers 400 malformed_request (behind
     wsgiref, which keeps no raw target, authmw reads the ``#`` as the data the app routes on: no such route)."""
     if form == "wsgiref":
-        from authmw.assembly import build_guard
+        from authmw.assembly import open_guard
         from tests.support.forms import SETTINGS
 
-        guard = build_guard(SETTINGS, store=world.store)
+        guard = open_guard(world.store, config=SETTINGS)
         context: Any = serve_wsgiref(wsgi.AuthMiddleware(echo_wsgi, guard=guard))
     else:
         context = running(form, world)

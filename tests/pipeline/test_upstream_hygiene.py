@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from authmw import wsgi
-from authmw.assembly import build_guard
+from authmw.assembly import open_guard
 from authmw.assertion import InvalidAssertion, UsedAssertions, keys_from_jwks, verify_assertion
 from authmw.proxy import build_app
 from authmw.settings import Settings
@@ -258,7 +258,7 @@ def test_the_asgi_middleware_keeps_underscore_twins_of_authmw_headers_from_the_a
 def test_the_wsgi_middleware_keeps_folded_authmw_headers_from_the_app(world: World) -> None:
     """Behind wsgiref ``X_Authmw_User_Name`` arrives as ``HTTP_X_AUTHMW_USER_NAME``: removed like the real one,
     and ``X_Workspace_Id`` is read as the workspace header it folds into (so it must be signed)."""
-    guard = build_guard(SETTINGS, store=world.store)
+    guard = open_guard(world.store, config=SETTINGS)
     with serve_wsgiref(wsgi.AuthMiddleware(echo_wsgi, guard=guard)) as url:
         ctx = Ctx(world, urlsplit(url).netloc)
         reply = send(url, lambda host: signed(ctx), *SMUGGLED)

@@ -165,17 +165,21 @@ def test_a_flood_of_unknown_keys_does_not_evict_real_ones(store: Store) -> None:
     assert counting.reads == reads  # still cached
 
 
-def test_recently_used_entries_stay(store: Store) -> None:
+def test_entries_are_bounded_oldest_out(store: Store) -> None:
+    # One eviction rule for every memo (authmw.cache): the entry put longest ago goes; a hit does not reorder.
     store.create_user("alice")
-    hot = store.create_access_key("alice")
     store.create_user("bob")
-    store.create_user("carol")
-    others = [store.create_access_key(u).access for u in ("bob", "bob", "carol", "carol")]
-    cached = CachedIdentity(store, max_entries=2, timer=Ticker())
-    for access in others:
-        assert cached.get_access_key(hot.access) is not None
+    keys = [store.create_access_key(u).access for u in ("alice", "alice", "bob", "bob")]
+    counting = CountingStore(store)
+    cached = CachedIdentity(counting, max_entries=2, timer=Ticker())  # type: ignore[arg-type]
+    for access in keys:
         assert cached.get_access_key(access) is not None
-    assert hot.access in cached._keys
+    assert list(cached._keys) == keys[2:]
+    reads = counting.reads
+    assert cached.get_access_key(keys[3]) is not None
+    assert counting.reads == reads  # a hit
+    assert cached.get_access_key(keys[0]) is not None
+    assert counting.reads == reads + 1 and list(cached._keys) == [keys[3], keys[0]]
 
 
 def test_policy_documents_in_the_store_are_json(store: Store) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from authmw import asgi, wsgi
-from authmw.assembly import build_guard
+from authmw.assembly import open_guard
 from authmw.guard import Guard
 from authmw.proxy import build_app
 from authmw.settings import Settings
@@ -59,11 +59,11 @@ def running(
     """One form of authmw in front of an app (the echo apps by default), served over real HTTP; the proxy's
     upstream is ``asgi_app`` served by uvicorn."""
     if name == "asgi":
-        guard = build_guard(settings, store=world.store)
+        guard = open_guard(world.store, config=settings)
         with serve_asgi(asgi.AuthMiddleware(asgi_app, guard=guard)) as url:
             yield Form(name, url, guard)
     elif name == "wsgi":
-        guard = build_guard(settings, store=world.store)
+        guard = open_guard(world.store, config=settings)
         with serve_wsgi(wsgi.AuthMiddleware(wsgi_app, guard=guard)) as url:
             yield Form(name, url, guard)
     else:

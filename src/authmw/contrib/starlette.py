@@ -14,7 +14,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from authmw.asgi import send_error
+from authmw.admission import send_error
 from authmw.contrib._common import CONTEXT_KEY, authorize, context_of, guard_of
 from authmw.errors import AuthmwError, render
 from authmw.guard import Guard

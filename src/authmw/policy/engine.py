@@ -11,11 +11,11 @@ import itertools
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import suppress
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from authmw.cache import BoundedCache
 from authmw.policy.conditions import CANONICAL_KEYS, Condition
 from authmw.policy.document import Policy, Statement
 from authmw.policy.patterns import Glob, compile_glob, glob_escape, is_glob
@@ -158,11 +158,9 @@ class PolicySet:
                 rule = _Rule(policy.name, order, statement, policy.version, patterns, resource_globs, keys, decision)
                 order += 1
                 self._index(rule)
-        self._plans: dict[str, _Plan] = {}
-        # A plain dict (insertion-ordered: the oldest entry is evicted first) holding (decision, expiry):
-        # a hit must cost a few dict operations, not a cache object's Python-level bookkeeping.
-        self._cache: dict[tuple[Any, ...], tuple[Decision, float]] = {}
-        self._cache_size = cache_size
+        self._plans: BoundedCache[str, _Plan] = BoundedCache(100_000)  # actions come from a route catalog
+        # (decision, expiry) pairs; a hit is the dict's own lookup (the hot path inlines BoundedCache.fresh).
+        self._cache: BoundedCache[tuple[Any, ...], tuple[Decision, float]] = BoundedCache(cache_size, timer=timer)
         self._ttl = ttl
         self._timer = timer
         #: Cache statistics (approximate under concurrent use: counters are not locked).
@@ -205,10 +203,9 @@ class PolicySet:
                 tuple(r for r in rules if r.statement.allow),
                 tuple(sorted(keys)),
                 _key_reader(lowered, tuple(sorted(keys))),
-                self._cache_size > 0 and not keys & VOLATILE_KEYS,
+                self._cache.capacity > 0 and not keys & VOLATILE_KEYS,
             )
-            if len(self._plans) < 100_000:  # bounded: actions come from a route catalog
-                self._plans[action] = plan
+            self._plans.put(action, plan)
         return plan
 
     def decide(
@@ -261,15 +258,14 @@ class PolicySet:
         else:
             # Text values key the cache as they are; anything else with its type (True == 1 == 1.0).
             key = (plan.action, resource, *(_typed(context.get(k)) for k in plan.keys))
-            now = self._timer()
-            cached = self._cache.get(key)
-            if cached is not None and cached[1] > now:
+            found = self._cache.fresh(key)
+            if found is not None:
                 self.hits += 1
-                decision = cached[0]
+                decision = found
             else:
                 self.misses += 1
                 decision = self._evaluate(plan, resource, context)
-                self._store(key, decision, now)
+                self._cache.put(key, (decision, self._timer() + self._ttl))
         if legacy and not decision.allowed:
             decision = self._legacy(decision, action)
         if session is None or not decision.allowed:
@@ -279,13 +275,6 @@ class PolicySet:
             return decision
         reason = f"session policy: {narrowed.reason}"
         return Decision(False, narrowed.explicit, narrowed.policy, narrowed.statement, reason)
-
-    def _store(self, key: tuple[Any, ...], decision: Decision, now: float) -> None:
-        cache = self._cache
-        if len(cache) >= self._cache_size:
-            with suppress(KeyError, StopIteration, RuntimeError):  # raced with another thread: nothing to evict
-                del cache[next(iter(cache))]
-        cache[key] = (decision, now + self._ttl)
 
     def _evaluate(self, plan: _Plan, resource: str | None, context: Context) -> Decision:
         # Denies first: the first one that applies decides. Then the first Allow that applies.

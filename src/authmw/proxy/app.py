@@ -29,7 +29,7 @@ from urllib.parse import unquote_plus, urlsplit
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from authmw.asgi import (
+from authmw.admission import (
     CREDENTIAL_HEADERS,
     DEFAULT_BODY_TIMEOUT,
     PROTECTED_HEADERS,

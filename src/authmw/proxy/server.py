@@ -9,8 +9,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 
-from authmw.asgi import BodyBudget
-from authmw.assembly import build_guard, keep_replay_window
+from authmw.admission import BodyBudget
+from authmw.assembly import keep_replay_window, open_guard
 from authmw.audit import AUDIT_LOGGER
 from authmw.errors import ChangeRefused, ConfigurationError, RequestTimeout, render
 from authmw.guard import Guard
@@ -39,7 +39,7 @@ def build_app(settings: Settings, store: Store, *, limiter: AttemptLimiter | Non
     counts login attempts with ``limiter`` (a new one if None: pass the running one on a reload)."""
     if not settings.upstream:
         raise ConfigurationError("the proxy needs an upstream URL (--upstream or upstream: in the config)")
-    guard = build_guard(settings, store=store)
+    guard = open_guard(store, config=settings)
     signing_key = store.signing_key()
     try:
         token_key = store.token_signing_key(settings.token_algorithm)

@@ -17,6 +17,7 @@ from authmw.errors import ChangeRefused, InvalidPolicy, NotFound
 from authmw.models import AuthType, WhitelistScope, Workspace
 from authmw.policy import Policy, parse_policy, system_policies
 from authmw.policy.builtin import system_policy_documents
+from authmw.sessions import MAX_DURATION, MIN_DURATION
 from authmw.store import keypairs, names
 from authmw.store.base import StoreBase, new_id
 from authmw.store.database import Tx
@@ -39,8 +40,6 @@ from authmw.store.rules import (
     ACCESS_KEY,
     ALPHANUM,
     MAX_KEYS_PER_USER,
-    MAX_SESSION,
-    MIN_SESSION,
     POLICY_NAME,
     ROUTE,
     SECRET,
@@ -296,13 +295,13 @@ class Administration(StoreBase):
         trust: str,
         domain: str = DEFAULT_DOMAIN,
         policies: Iterable[str] = (),
-        max_duration: int = MAX_SESSION,
+        max_duration: int = MAX_DURATION,
     ) -> Agency:
         """An agency of ``domain`` that the domain ``trust`` (e.g. ``op_svc_modelarts``) may assume."""
         check_name("agency", name)
         check_name("trusted domain", trust)
-        if not MIN_SESSION <= max_duration <= MAX_SESSION:
-            raise ChangeRefused(f"--max-duration must be {MIN_SESSION}-{MAX_SESSION} seconds")
+        if not MIN_DURATION <= max_duration <= MAX_DURATION:
+            raise ChangeRefused(f"--max-duration must be {MIN_DURATION}-{MAX_DURATION} seconds")
         policy_names = tuple(dict.fromkeys(policies))
         with self.db.write() as tx:
             domain_id = names.domain_id(tx, domain)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from authmw.cache import BoundedCache
 from authmw.clientaddr import IpWhitelist
 from authmw.models import AccessKey, Principal, Project, WhitelistScope, Workspace
 from authmw.policy import PolicySet
@@ -48,26 +48,24 @@ class CachedIdentity:
     ) -> None:
         self.store = store
         self._refresh = refresh
-        self._max = max_entries
-        self._max_unknown = max_unknown
         self._timer = timer
         self._lock = threading.Lock()
         self._revision = -1
         self._deadline = float("-inf")
-        self._keys: OrderedDict[str, AccessKey] = OrderedDict()
-        self._unknown: OrderedDict[str, None] = OrderedDict()
-        self._principals: OrderedDict[str, Principal | None] = OrderedDict()
-        self._agencies: OrderedDict[str, Principal | None] = OrderedDict()
-        self._user_ids: OrderedDict[tuple[str, str], str | None] = OrderedDict()
-        self._workspaces: OrderedDict[str, Workspace | None] = OrderedDict()
-        self._projects: OrderedDict[str, Project | None] = OrderedDict()
-        self._revoked: OrderedDict[str, bool] = OrderedDict()
+        self._keys: BoundedCache[str, AccessKey] = BoundedCache(max_entries)
+        self._unknown: BoundedCache[str, None] = BoundedCache(max_unknown)
+        self._principals: BoundedCache[str, Principal | None] = BoundedCache(max_entries)
+        self._agencies: BoundedCache[str, Principal | None] = BoundedCache(max_entries)
+        self._user_ids: BoundedCache[tuple[str, str], str | None] = BoundedCache(max_entries)
+        self._workspaces: BoundedCache[str, Workspace | None] = BoundedCache(max_entries)
+        self._projects: BoundedCache[str, Project | None] = BoundedCache(max_entries)
+        self._revoked: BoundedCache[str, bool] = BoundedCache(max_entries)
         # One cache per scope, picked by identity: hashing an enum member runs Python code.
-        self._user_lists: OrderedDict[str, IpWhitelist] = OrderedDict()
-        self._workspace_lists: OrderedDict[str, IpWhitelist] = OrderedDict()
-        self._route_lists: OrderedDict[str, IpWhitelist] = OrderedDict()
-        self._policy_sets: OrderedDict[tuple[str, ...], PolicySet] = OrderedDict()
-        self._caches: tuple[OrderedDict[Any, Any], ...] = (
+        self._user_lists: BoundedCache[str, IpWhitelist] = BoundedCache(max_entries)
+        self._workspace_lists: BoundedCache[str, IpWhitelist] = BoundedCache(max_entries)
+        self._route_lists: BoundedCache[str, IpWhitelist] = BoundedCache(max_entries)
+        self._policy_sets: BoundedCache[tuple[str, ...], PolicySet] = BoundedCache(max_entries)
+        self._caches: tuple[BoundedCache[Any, Any], ...] = (
             self._keys,
             self._unknown,
             self._principals,
@@ -109,29 +107,26 @@ class CachedIdentity:
             cache.clear()
         self._revision = revision
 
-    def _keep(self, revision: int, cache: OrderedDict[Any, Any], key: Any, value: Any, limit: int = 0) -> None:
+    def _keep(self, revision: int, cache: BoundedCache[Any, Any], key: Any, value: Any) -> None:
         """Store ``value`` read at ``revision`` unless a change was seen since (checked and stored atomically)."""
         with self._lock:
             if revision > self._revision:  # the read saw a change before the poll did
                 self._clear(revision)
             elif revision < self._revision:
                 return
-            if len(cache) >= (limit or self._max):
-                cache.popitem(last=False)
-            cache[key] = value
+            cache.put(key, value)
 
     def get_access_key(self, access_key: str) -> AccessKey | None:
         if self._timer() >= self._deadline:
             self.poll()
         found = self._keys.get(access_key)
         if found is not None:
-            self._keys.move_to_end(access_key)
             return found
         if access_key in self._unknown or not _ACCESS_KEY.fullmatch(access_key):
             return None
         revision, key = self.store.read_access_key(access_key)
         if key is None:
-            self._keep(revision, self._unknown, access_key, None, self._max_unknown)
+            self._keep(revision, self._unknown, access_key, None)
         else:
             self._keep(revision, self._keys, access_key, key)
         return key
@@ -144,7 +139,7 @@ class CachedIdentity:
 
     def _principal(
         self,
-        cache: OrderedDict[str, Principal | None],
+        cache: BoundedCache[str, Principal | None],
         key: str,
         read: Callable[..., tuple[int, Principal | None]],
     ) -> Principal | None:
@@ -152,7 +147,6 @@ class CachedIdentity:
             self.poll()
         found = cache.get(key, _MISSING)
         if found is not _MISSING:
-            cache.move_to_end(key)
             return found  # type: ignore[no-any-return]
         compiled: list[tuple[tuple[str, ...], PolicySet]] = []
         revision, principal = read(key, lambda policies: self._compile(policies, compiled))
@@ -185,7 +179,7 @@ class CachedIdentity:
     def token_revoked(self, token_id: str) -> bool:
         return bool(self._read_through(self._revoked, token_id, self.store.read_token_revoked))
 
-    def _read_through(self, cache: OrderedDict[Any, Any], key: Any, read: Callable[[Any], tuple[int, Any]]) -> Any:
+    def _read_through(self, cache: BoundedCache[Any, Any], key: Any, read: Callable[[Any], tuple[int, Any]]) -> Any:
         """``cache[key]`` (None included), else ``read(key)`` kept in it."""
         if self._timer() >= self._deadline:
             self.poll()

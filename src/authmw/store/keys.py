@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterable
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from authmw.errors import ChangeRefused, ConfigurationError
+from authmw.sessions import MAX_DURATION
 from authmw.store import signingkeys
 from authmw.store.base import StoreBase
 from authmw.store.database import Tx, table_exists
-from authmw.store.rules import MAX_SESSION
 from authmw.store.secrets import Keyring, SealError
 from authmw.tokens import PrivateKey, PublicKey
 
@@ -147,7 +147,7 @@ class KeyManagement(StoreBase):
     def sealing_keys(self) -> tuple[dict[str, bytes], str]:
         """The security-token sealing keys (``kid`` → AES-256 key) that may still open a live token, and the
         active one's ``kid``. A store initialised before temporary credentials existed gets its first key here."""
-        since = self._now() - MAX_SESSION - 3600
+        since = self._now() - MAX_DURATION - 3600
         with self.db.read() as tx:
             rows = tx.rows(
                 "SELECT kid, private_sealed, retired_at FROM signing_keys WHERE algorithm = 'A256GCM' "

@@ -6,10 +6,24 @@ import re
 import string
 
 from authmw.errors import ChangeRefused
-from authmw.sessions import MAX_DURATION, MIN_DURATION
+
+__all__ = [
+    "ACCESS_KEY",
+    "ALPHANUM",
+    "MAX_KEYS_PER_USER",
+    "NAME",
+    "POLICY_NAME",
+    "ROUTE",
+    "SECRET",
+    "SECRET_ALPHABET",
+    "WORKSPACE_NAME",
+    "check",
+    "check_name",
+    "check_password",
+    "check_workspace_name",
+]
 
 MAX_KEYS_PER_USER = 2
-MIN_SESSION, MAX_SESSION = MIN_DURATION, MAX_DURATION  # an agency's maximum session: what a session may last
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.@-]{0,63}")
 POLICY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9 _.@-]{0,63}")
 WORKSPACE_NAME = re.compile(r"(?![0-9a-f]{32}\Z)[A-Za-z0-9_-]{4,64}")

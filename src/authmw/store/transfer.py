@@ -24,6 +24,7 @@ from authmw.errors import ChangeRefused, InvalidPolicy
 from authmw.models import AuthType, WhitelistScope
 from authmw.policy import parse_policy
 from authmw.policy.builtin import system_policy_documents
+from authmw.sessions import MAX_DURATION, MIN_DURATION
 from authmw.store import keypairs, signingkeys
 from authmw.store.admin import ensure_system_policies, system_policy_id
 from authmw.store.database import Tx
@@ -32,8 +33,6 @@ from authmw.store.keys import access_key_context, sealer, signing_key_context
 from authmw.store.rules import (
     ACCESS_KEY,
     MAX_KEYS_PER_USER,
-    MAX_SESSION,
-    MIN_SESSION,
     POLICY_NAME,
     ROUTE,
     SECRET,
@@ -351,8 +350,8 @@ class _Model:
         check_name("agency", v["name"])
         check_name("trusted domain", v["trust_domain"])
         duration = v["max_duration"]
-        if type(duration) is not int or not MIN_SESSION <= duration <= MAX_SESSION:
-            raise ChangeRefused(f"max_duration must be {MIN_SESSION}-{MAX_SESSION}")
+        if type(duration) is not int or not MIN_DURATION <= duration <= MAX_DURATION:
+            raise ChangeRefused(f"max_duration must be {MIN_DURATION}-{MAX_DURATION}")
         self._own("agency", v, self._ref("domain", v["domain_id"]))
 
     def _workspaces(self, v: Row) -> None:
