@@ -57,10 +57,6 @@ class ReplayGuard:
     def __len__(self) -> int:
         return self._size
 
-    def held_by(self, owner: str) -> int:
-        """How many live requests ``owner`` holds."""
-        return self._held.get(owner, 0)
-
     def resize(self, *, capacity: int, quota: int) -> None:
         """New limits for the requests to come (those held are kept, even beyond them, until they expire)."""
         if capacity < 1 or not 1 <= quota <= capacity:
