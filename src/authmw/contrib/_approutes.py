@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from authmw.errors import ConfigurationError
 from authmw.guard import Guard
-from authmw.routes import _PARAM, _UUID, Access, Route
+from authmw.routes import _ACTION, _PARAM, _UUID, Access, Route
 
 __all__ = [
     "Mark",
@@ -71,11 +71,13 @@ def authenticated(target: T) -> T:
     return mark(target, Mark(Access.AUTHENTICATE_ONLY))
 
 
-def mark_of_access(value: str) -> Mark:
+def mark_of_access(value: str, *, setting: str) -> Mark:
     """The mark a setting such as ``docs_access`` gives: ``public``, ``authenticate-only`` or an IAM action."""
     if value in (Access.PUBLIC.value, Access.AUTHENTICATE_ONLY.value):
         return Mark(Access(value))
-    return Mark(Access.PROTECTED, value)  # the catalog checks it is service:type:operation
+    if not isinstance(value, str) or not _ACTION.fullmatch(value):
+        raise ConfigurationError(f"{setting} is public, authenticate-only or an IAM action (service:type:operation)")
+    return Mark(Access.PROTECTED, value)
 
 
 def route_for(method: str, template: str, marks: Iterable[Mark], *, served: str) -> Route:

@@ -90,7 +90,7 @@ def routes_from_app(app: Flask, *, static_access: str = "public") -> tuple[Route
     reads HEAD as GET). A view that names nothing, or two things, is a :class:`~authmw.errors.ConfigurationError`
     naming its rule.
     """
-    static = mark_of_access(static_access)
+    static = mark_of_access(static_access, setting="static_access")
     found = []
     for rule in app.url_map.iter_rules():
         view = app.view_functions.get(rule.endpoint)

@@ -139,7 +139,7 @@ def routes_from_app(app: Starlette | Iterable[BaseRoute], *, docs_access: str = 
     order than Starlette (which takes the first match).
     """
     found: list[tuple[Route, str]] = []
-    _walk(app, "", mark_of_access(docs_access), found)
+    _walk(app, "", mark_of_access(docs_access, setting="docs_access"), found)
     check_first_match(found)
     return tuple(route for route, _name in found)
 
