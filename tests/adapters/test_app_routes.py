@@ -335,6 +335,13 @@ def test_a_plain_starlette_app_over_uvicorn(world: World) -> None:
         assert (refused.status_code, refused.json()["error_code"]) == (403, "action_denied")
 
 
+def test_action_required_needs_the_request() -> None:
+    async def no_request() -> None: ...
+
+    with pytest.raises(ConfigurationError, match="the endpoint takes no request"):
+        action_required(LIST)(no_request)
+
+
 def test_an_openapi_document_names_the_actions(world: World) -> None:
     app = FastAPI()
 

@@ -88,10 +88,18 @@ def action_required(action: str, resource: str | None = None, *, guard: Guard | 
     only if the principal may perform ``action`` (on ``resource``); :func:`routes_from_app` reads the action."""
     check = require(action, resource, guard=guard)
 
+    refused = ConfigurationError(f"action_required({action!r}): the endpoint takes no request (FastAPI: Depends)")
+
     def decorate(endpoint: View) -> View:
+        if not inspect.signature(endpoint).parameters:
+            raise refused
+
         @functools.wraps(endpoint)
         async def checked(*args: Any, **kwargs: Any) -> Any:
-            await check(next(a for a in args if isinstance(a, HTTPConnection)))  # (self,) request: either form
+            request = next((a for a in (*args, *kwargs.values()) if isinstance(a, HTTPConnection)), None)
+            if request is None:  # fail closed: the endpoint does not run unchecked
+                raise refused
+            await check(request)
             if inspect.iscoroutinefunction(endpoint):
                 return await endpoint(*args, **kwargs)
             return await run_in_threadpool(endpoint, *args, **kwargs)  # where Starlette would have run it
