@@ -260,6 +260,10 @@ def test_starlette_first_match_order_is_checked() -> None:
     assert len(routes_from_app(shadowed[::-1])) == 2  # the literal first: both pick the same route
     typed = [StarletteRoute("/users/{user_id:int}", action_required(LIST)(endpoint)), StarletteRoute("/users/me", me)]
     assert len(routes_from_app(typed)) == 2  # "me" is never an int: no path reaches both
+    any_method = [StarletteRoute("/users/me", authenticated(reports_endpoint())), StarletteRoute("/users/me", me)]
+    with pytest.raises(ConfigurationError, match=r"GET /users/me is declared after \* /users/me"):
+        routes_from_app(any_method)  # the endpoint class answers GET first; the table prefers the GET route
+    assert len(routes_from_app(any_method[::-1])) == 2
 
 
 def test_a_route_in_the_configuration_and_in_the_app_is_refused(world: World, environment: None) -> None:

@@ -106,12 +106,14 @@ def check_first_match(routes: Sequence[tuple[Route, str]]) -> None:
     first handler while the table would decide the second's action: that app is refused. ``routes`` are in the
     app's order, each with the name the app gives it.
     """
+    shapes = [_parts(route.template) for route, _name in routes]
     for later_index, (later, later_name) in enumerate(routes):
-        for earlier, earlier_name in routes[:later_index]:
-            methods = {earlier.method, later.method}
-            if len(methods) == 2 and "*" not in methods:
+        for earlier_index, (earlier, earlier_name) in enumerate(routes[:later_index]):
+            if earlier.method != later.method and "*" not in (earlier.method, later.method):
                 continue
-            if _overlap(_parts(earlier.template), _parts(later.template)) and _prefers(later, earlier):
+            shape, later_shape = shapes[earlier_index], shapes[later_index]
+            any_method = earlier.method == "*" and later.method != "*"
+            if _overlap(shape, later_shape) and _prefers(later_shape, shape, any_method):
                 raise ConfigurationError(
                     f"{later_name} is declared after {earlier_name}, which the app tries first for the same paths:"
                     " declare the more specific route first"
@@ -149,14 +151,15 @@ def _overlap(first: list[tuple[str, str]], second: list[tuple[str, str]]) -> boo
     return _overlap(first[1:], second[1:])
 
 
-def _prefers(later: Route, earlier: Route) -> bool:
-    """Whether the table would choose ``later`` over ``earlier`` where both match: at the first segment where
-    their kinds differ, a literal beats a parameter and a parameter beats the rest of the path."""
+def _prefers(later: list[tuple[str, str]], earlier: list[tuple[str, str]], any_method: bool) -> bool:
+    """Whether the table would choose the ``later`` shape over the ``earlier`` where both match: at the first
+    segment where their kinds differ, a literal beats a parameter and a parameter beats the rest of the path;
+    where none differs, a route for the method beats one for any method (``any_method``: the earlier's)."""
     rank = {"lit": 0, "str": 1, "int": 1, "uuid": 1, "rest": 2}
-    for a, b in zip(_parts(earlier.template), _parts(later.template), strict=False):
+    for a, b in zip(earlier, later, strict=False):
         if rank[a[0]] != rank[b[0]]:
             return rank[b[0]] < rank[a[0]]
-    return False
+    return any_method and len(earlier) == len(later)
 
 
 def guard_for(derived: Sequence[Route], *, store: str | None, config: str | None, settings: Mapping[str, Any]) -> Guard:

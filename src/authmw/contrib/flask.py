@@ -124,7 +124,8 @@ def protect(
     app: Flask, *, store: str | None = None, config: str | None = None, static_access: str = "public", **settings: Any
 ) -> Guard:
     """Put ``app`` behind authmw (``app.wsgi_app`` wrapped, so ``flask run`` and any WSGI server serve it), its
-    route table read from the app (:func:`routes_from_app`); call it once the views are registered. Returns the
+    route table read from the app (:func:`routes_from_app`); call it once the views are registered (a view
+    registered later is not in the table: refused on every request, 403 ``route_not_allowed``). Returns the
     guard.
 
     The guard opens ``store`` (as ``authmw --store``; default ``$AUTHMW_STORE``) with ``settings`` as in the
