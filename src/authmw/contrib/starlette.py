@@ -67,7 +67,8 @@ def require(
     """A dependency that allows the request only if its principal may perform ``action`` (on ``resource``).
 
     It returns the request's context narrowed to ``action`` (with the deciding statement in ``decision``); the
-    guard is ``guard``, else the middleware's.
+    guard is ``guard``, else the middleware's. :func:`routes_from_app` reads the action (and ``resource``, a URN
+    template over the path parameters) as the route's; the middleware's decision is then not made twice.
     """
 
     async def dependency(request: HTTPConnection) -> AuthContext:  # async: FastAPI needs no worker thread
@@ -276,7 +277,7 @@ class _RoutesUnchanged:
                 added = [route.name for route in now if route not in self.derived]
                 if added:
                     raise ConfigurationError(
-                        f"declared after protect(app): {', '.join(added)}; call protect(app) once the routes are"
+                        f"declared after protect(app): {', '.join(added)}; call protect(app) after the routes"
                     )
             except ConfigurationError as exc:
                 message: Message = await receive()  # lifespan.startup
