@@ -415,6 +415,14 @@ def flask_jobs() -> flask.Flask:
             return {"created": "run"}, 201
 
     app.add_url_rule("/runs", view_func=Runs.as_view("runs"))
+    manual = flask.Blueprint("manual", __name__, static_folder="assets", url_prefix="/manual")
+
+    @manual.get("/pages/<uuid:page>")
+    @for_flask.require(LIST)
+    def page(page: uuid.UUID) -> str:
+        return str(page)
+
+    app.register_blueprint(manual)
     return app
 
 
@@ -427,6 +435,8 @@ def test_a_flask_app_gives_its_routes_with_their_actions_and_types() -> None:
         ("GET", "/files/{name+}"): "authenticate-only",
         ("GET", "/health"): "public",
         ("POST", "/runs"): CREATE,  # a class-based view's decorators
+        ("GET", "/manual/assets/{filename+}"): "public",  # a blueprint's static files
+        ("GET", "/manual/pages/{page:uuid}"): LIST,
     }
 
 
@@ -443,6 +453,10 @@ def test_a_flask_app_behind_protect(world: World, environment: None) -> None:
         assert httpx.get(f"{url}/files/a/b.txt", auth=auth(world.outsider)).text == "a/b.txt"
         assert httpx.post(f"{url}/runs", auth=auth(world.scientist)).status_code == 201
         assert httpx.post(f"{url}/runs", auth=auth(world.outsider)).status_code == 403
+        page = uuid.UUID(int=5)
+        assert httpx.get(f"{url}/manual/pages/{page.hex}", auth=auth(world.scientist)).text == str(page)
+        refused = httpx.get(f"{url}/manual/pages/5", auth=auth(world.scientist))  # not a UUID: before the view
+        assert (refused.status_code, refused.json()["error_code"]) == (400, "invalid_path_parameter")
     guard.identity.store.close()  # type: ignore[attr-defined]
 
 
