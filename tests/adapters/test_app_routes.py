@@ -454,7 +454,7 @@ def test_a_flask_app_behind_protect(world: World, environment: None) -> None:
         assert httpx.post(f"{url}/runs", auth=auth(world.scientist)).status_code == 201
         assert httpx.post(f"{url}/runs", auth=auth(world.outsider)).status_code == 403
         page = uuid.UUID(int=5)
-        assert httpx.get(f"{url}/manual/pages/{page.hex}", auth=auth(world.scientist)).text == str(page)
+        assert httpx.get(f"{url}/manual/pages/{page}", auth=auth(world.scientist)).text == str(page)
         refused = httpx.get(f"{url}/manual/pages/5", auth=auth(world.scientist))  # not a UUID: before the view
         assert (refused.status_code, refused.json()["error_code"]) == (400, "invalid_path_parameter")
     guard.identity.store.close()  # type: ignore[attr-defined]
