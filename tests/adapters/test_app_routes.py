@@ -326,17 +326,43 @@ def reports_endpoint() -> type[HTTPEndpoint]:
 def test_a_plain_starlette_app_over_uvicorn(world: World) -> None:
     app = Starlette(routes=[StarletteRoute("/reports", public(reports_endpoint()))])
     assert [(r.method, r.access) for r in routes_from_app(app)] == [("*", Access.PUBLIC)]  # the class's mark
-    app = Starlette(routes=[StarletteRoute("/reports", authenticated(reports_endpoint()))])
-    guard = build_guard(Settings(), store=world.store, routes=routes_from_app(app))
+    app = Starlette(routes=[StarletteRoute("/reports", reports_endpoint())])
+    routes = routes_from_app(app)
+    assert [(r.method, r.action) for r in routes] == [("GET", LIST), ("DELETE", DELETE)]  # each handler's
+    guard = build_guard(Settings(), store=world.store, routes=routes)
     app.add_middleware(asgi.AuthMiddleware, guard=guard)
     for_starlette.install_error_handler(app)
     with serve_asgi(app) as url:
         assert httpx.get(f"{url}/reports").status_code == 401
         assert httpx.get(f"{url}/reports", auth=auth(world.scientist)).json() == {"user": "scientist"}
-        refused = httpx.get(f"{url}/reports", auth=auth(world.outsider))  # authenticated; the method's action: no
+        refused = httpx.get(f"{url}/reports", auth=auth(world.outsider))
         assert (refused.status_code, refused.json()["error_code"]) == (403, "action_denied")
         refused = httpx.delete(f"{url}/reports", auth=auth(world.scientist))
         assert (refused.status_code, refused.json()["error_code"]) == (403, "action_denied")
+        refused = httpx.post(f"{url}/reports", auth=auth(world.admin))  # no handler: not in the table
+        assert (refused.status_code, refused.json()["error_code"]) == (403, "route_not_allowed")
+
+
+def test_an_endpoint_class_method_without_an_action_is_refused() -> None:
+    class Half(HTTPEndpoint):
+        @action_required(LIST)
+        async def get(self, request: Request) -> PlainTextResponse:
+            return PlainTextResponse("")
+
+        async def put(self, request: Request) -> PlainTextResponse:
+            return PlainTextResponse("")
+
+    with pytest.raises(ConfigurationError, match="PUT /half: the app serves this route but names no IAM action"):
+        routes_from_app([StarletteRoute("/half", Half)])
+
+
+def test_a_bound_method_endpoint_takes_a_mark() -> None:
+    class Service:
+        async def health(self, request: Request) -> PlainTextResponse:
+            return PlainTextResponse("ok")
+
+    service = Service()
+    assert [r.access for r in routes_from_app([StarletteRoute("/h", public(service.health))])] == [Access.PUBLIC]
 
 
 def test_action_required_needs_the_request() -> None:

@@ -51,8 +51,8 @@ def mark(target: T, found: Mark) -> T:
     """``target`` carrying ``found`` beside the marks it has (a wrapper made by ``functools.wraps`` has its
     wrapped function's already)."""
     marks = marks_of(target)
-    if found not in marks:
-        setattr(target, _MARKS, (*marks, found))  # functions, classes and apps take attributes
+    if found not in marks:  # a bound method reads its function's attributes, and takes none itself
+        setattr(getattr(target, "__func__", target), _MARKS, (*marks, found))
     return target
 
 

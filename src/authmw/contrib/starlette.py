@@ -139,7 +139,8 @@ def routes_from_app(app: Starlette | Iterable[BaseRoute], *, docs_access: str = 
 
     A route's access is what its handler names: a ``require`` dependency (FastAPI, the route's own, its
     router's or the app's, or a dependency's dependency), ``@action_required``, ``@public`` or
-    ``@authenticated`` on the endpoint; a mounted app that is not a router carries ``public(...)`` or
+    ``@authenticated`` on the endpoint (on an ``HTTPEndpoint`` class: on the class for every method, else on
+    each method handler); a mounted app that is not a router carries ``public(...)`` or
     ``authenticated(...)`` itself and covers every path below its mount. The app's own documentation routes
     (FastAPI's ``openapi_url``, ``docs_url`` and its OAuth2 redirect, ``redoc_url``) get ``docs_access``:
     ``public`` (default), ``authenticate-only`` or an IAM action. Path parameters keep their type (a ``{id:int}``
@@ -169,11 +170,17 @@ def _walk(app: Any, prefix: str, docs: Mark, found: list[tuple[Route, str]]) -> 
         marks = [*marks_of(original.endpoint), *_dependency_marks(getattr(route, "dependant", None))]
         if type(original).__name__ == "Route" and getattr(original, "path", None) in own_docs:
             marks.append(docs)  # FastAPI's documentation routes are plain Starlette routes
-        methods = ["GET"] if isinstance(original, WebSocketRoute) or _is_websocket(original) else _methods(route)
+        websocket = isinstance(original, WebSocketRoute) or _is_websocket(original)
+        methods = ["GET"] if websocket else _methods(route)
         template, _renamed = path_template(path, _path_kinds(route), origin=f"{'/'.join(methods)} {path}")
+        if methods == ["*"] and inspect.isclass(original.endpoint) and not marks:
+            handlers = _handlers(original.endpoint)  # an HTTPEndpoint: each method handler names its own
+            methods, marks_by = list(handlers), handlers
+        else:
+            marks_by = dict.fromkeys(methods, marks)
         for method in methods:
             served = f"{method} {path}"
-            found.append((route_for(method, template, marks, served=served), served))
+            found.append((route_for(method, template, marks_by[method], served=served), served))
 
 
 def _mount(mount: Mount, path: str, docs: Mark, found: list[tuple[Route, str]]) -> None:
@@ -203,6 +210,12 @@ def _docs_paths(app: Any) -> set[str]:
     if docs_url:
         named.append(getattr(app, "swagger_ui_oauth2_redirect_url", None))
     return {path for path in named if isinstance(path, str)}
+
+
+def _handlers(endpoint: type) -> dict[str, list[Mark]]:
+    """The marks of each method an endpoint class answers (``HEAD`` is read as ``GET`` where it has one)."""
+    names = [n for n in ("get", "head", "post", "put", "patch", "delete", "options") if hasattr(endpoint, n)]
+    return {n.upper(): list(marks_of(getattr(endpoint, n))) for n in names if n != "head" or "get" not in names}
 
 
 def _is_websocket(route: Any) -> bool:
