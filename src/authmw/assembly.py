@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -11,7 +12,7 @@ from authmw.errors import ConfigurationError
 from authmw.guard import SIGNED_IF_PRESENT, Guard
 from authmw.oidc import TrustedIssuer
 from authmw.policy import modelarts_actions
-from authmw.routes import Route, RouteCatalog, Routes, modelarts_routes, route_from_mapping
+from authmw.routes import Route, RouteCatalog, Routes, modelarts_routes, route_from_mapping, routes_from_openapi
 from authmw.sessions import SessionSealer
 from authmw.settings import Settings, load_settings
 from authmw.signing import ReplayGuard, Verifier
@@ -49,16 +50,42 @@ def _presets(settings: Settings, declared: tuple[Route, ...]) -> tuple[str, ...]
     """The presets in force: those configured, else ``modelarts`` when no route is configured or declared."""
     if settings.presets is not None:
         return settings.presets
-    return () if settings.routes or declared else ("modelarts",)
+    return () if settings.routes or settings.openapi or declared else ("modelarts",)
 
 
 def routes_of(settings: Settings, declared: Iterable[Route] = ()) -> RouteCatalog:
-    """The presets, the configured routes and the ``declared`` ones, in that order (none may redefine another)."""
+    """The presets, the configured routes, those of the ``openapi`` document and the ``declared`` ones, in that
+    order (none may redefine another)."""
     declared = tuple(declared)
     routes = [*modelarts_routes()] if "modelarts" in _presets(settings, declared) else []
     routes += [route_from_mapping(r, origin=f"routes[{i}]") for i, r in enumerate(settings.routes)]
+    if settings.openapi is not None:
+        routes += routes_from_openapi(_document(settings.openapi))
     routes += declared
     return RouteCatalog(routes, unmatched=settings.unmatched)
+
+
+def _document(path: str) -> Any:
+    """An OpenAPI document file: JSON, else YAML (with PyYAML)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ConfigurationError(f"openapi: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"openapi: {path}: not UTF-8 text") from None
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        import yaml
+    except ImportError:
+        raise ConfigurationError(f"openapi: {path} is not JSON; a YAML document needs PyYAML") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigurationError(f"openapi: {path} is neither JSON nor YAML") from None
 
 
 def session_sealer(store: Store, identity: CachedIdentity | None = None) -> SessionSealer:

@@ -48,6 +48,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "forwarded_header": (_one_of("x-forwarded-for", "forwarded"), "x-forwarded-for or forwarded"),
     "presets": (lambda v: _texts(v) and set(v) <= {"modelarts"}, "a list of preset names (modelarts)"),
     "routes": (_mappings, "a list of routes (mappings with method, path, action, ...)"),
+    "openapi": (_text, "an OpenAPI document file (JSON or YAML)"),
     "strict_paths": (_flag, "true or false"),
     "default_allow_without_policies": (_flag, "true or false"),
     "allow_unsigned_payload": (_flag, "true or false"),
@@ -98,6 +99,8 @@ class Settings:
     Replay: ``replay_protection`` accepts each signed request once (off: a captured request can be replayed
     until its date leaves the ``max_skew`` window); ``replay_capacity`` requests are remembered at most (503
     beyond), ``replay_quota`` per user (429 beyond; default a quarter of the capacity).
+    ``openapi``: an OpenAPI document file whose operations name their action (``x-iam-action``); its routes join
+    ``routes`` (and, as they do, turn the default ``modelarts`` preset off).
     """
 
     store: str | None = None
@@ -109,6 +112,7 @@ class Settings:
     forwarded_header: str = "x-forwarded-for"
     presets: tuple[str, ...] | None = None
     routes: tuple[Mapping[str, Any], ...] = ()
+    openapi: str | None = None
     strict_paths: bool = True
     default_allow_without_policies: bool = False
     allow_unsigned_payload: bool = True

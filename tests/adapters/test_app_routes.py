@@ -32,6 +32,7 @@ from authmw.client import HttpxAuth
 from authmw.contrib import flask as for_flask
 from authmw.contrib import starlette as for_starlette
 from authmw.contrib.starlette import action_required, authenticated, protect, public, require, routes_from_app
+from authmw.proxy import build_app
 from authmw.routes import routes_from_openapi
 from authmw.settings import Settings
 from tests.support.servers import serve_asgi, serve_wsgi
@@ -406,6 +407,32 @@ def test_an_openapi_document_file(world: World) -> None:
         ("DELETE", "/api/reports/{report_id:uuid}"): None,
         ("GET", "/api/health"): None,
     }
+
+
+def test_the_openapi_setting_gives_the_sidecar_its_routes(world: World, tmp_path: Path) -> None:
+    """``openapi: FILE`` in the configuration: the proxy (any upstream, any language) routes by the document."""
+    document = ROOT / "tests" / "data" / "openapi" / "reports.json"
+    guard = build_guard(Settings(openapi=str(document)), store=world.store)
+    assert {r.name for r in guard.routes.routes} == {
+        "GET /reports/{report_id:uuid}",
+        "DELETE /reports/{report_id:uuid}",
+        "GET /health",
+    }
+    as_yaml = tmp_path / "reports.yaml"
+    as_yaml.write_text("paths:\n  /health:\n    get: {x-iam-access: public}\n")
+    upstream = Starlette(routes=[StarletteRoute("/health", PlainTextResponse("upstream ok"))])
+    with serve_asgi(upstream) as target:
+        proxy = build_app(Settings(openapi=str(as_yaml), upstream=target), world.store)
+        with serve_asgi(proxy) as url:
+            assert httpx.get(f"{url}/health").text == "upstream ok"
+            assert httpx.get(f"{url}/reports", auth=auth(world.admin)).status_code == 403  # not in the document
+    for content, message in [(None, "openapi: cannot read"), ("{[", "neither JSON nor YAML"), ("{}", "no paths")]:
+        broken = tmp_path / "broken.json"
+        broken.unlink(missing_ok=True)
+        if content is not None:
+            broken.write_text(content)
+        with pytest.raises(ConfigurationError, match=message):
+            build_guard(Settings(openapi=str(broken)), store=world.store)
 
 
 # -- Flask ------------------------------------------------------------------------------------------------
