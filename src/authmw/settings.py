@@ -48,6 +48,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "forwarded_header": (_one_of("x-forwarded-for", "forwarded"), "x-forwarded-for or forwarded"),
     "presets": (lambda v: _texts(v) and set(v) <= {"modelarts"}, "a list of preset names (modelarts)"),
     "routes": (_mappings, "a list of routes (mappings with method, path, action, ...)"),
+    "openapi": (_text, "an OpenAPI document file (JSON or YAML)"),
     "strict_paths": (_flag, "true or false"),
     "default_allow_without_policies": (_flag, "true or false"),
     "allow_unsigned_payload": (_flag, "true or false"),
@@ -187,6 +188,11 @@ ABOUT: dict[str, About] = {
         "`jwks_url`, `domain`, `user_claim`, `audience`, `algorithms`, `grace`, `min_refetch` (see "
         "docs/access-model.md)."
     ),
+    "openapi": About(
+        "An OpenAPI document file (JSON, or YAML with PyYAML) whose operations name their action (`x-iam-action`, "
+        "`x-iam-resource`, `x-iam-access: public | authenticate-only`); its routes join `routes` and, as they do, "
+        "turn the default `modelarts` preset off."
+    ),
     "replay_protection": About(
         "Accept each signed request once (off: a captured request can be replayed until its date leaves the "
         "`max_skew` window)."
@@ -215,6 +221,7 @@ class Settings:
     forwarded_header: str = "x-forwarded-for"
     presets: tuple[str, ...] | None = None
     routes: tuple[Mapping[str, Any], ...] = ()
+    openapi: str | None = None
     strict_paths: bool = True
     default_allow_without_policies: bool = False
     allow_unsigned_payload: bool = True
