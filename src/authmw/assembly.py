@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from authmw.errors import ConfigurationError
+from authmw.extras import requires
 from authmw.guard import SIGNED_IF_PRESENT, Guard
 from authmw.oidc import TrustedIssuer
 from authmw.policy import modelarts_actions
@@ -56,7 +58,7 @@ def routes_of(settings: Settings, declared: Iterable[Route] = ()) -> RouteCatalo
     """The presets, the configured routes and the ``declared`` ones, in that order (none may redefine another)."""
     declared = tuple(declared)
     routes = [*modelarts_routes()] if "modelarts" in _presets(settings, declared) else []
-    routes += [route_from_mapping(r, origin=f"routes[{i}]") for i, r in enumerate(settings.routes)]
+    routes += [route_from_mapping(r, origin=settings.where(f"routes[{i}]")) for i, r in enumerate(settings.routes)]
     routes += declared
     return RouteCatalog(routes, unmatched=settings.unmatched)
 
@@ -79,14 +81,19 @@ def trusted_issuers(
 ) -> list[TrustedIssuer]:
     """The ``token_issuers`` of ``settings``, each verified through its JWKS (``domains``: those of the store,
     to refuse an issuer naming users of a domain that does not exist)."""
-    from authmw.client.jwks import JwksKeys  # deferred: httpx is needed only when issuers are configured
+    if not settings.token_issuers:
+        return []
+    if fetch is None:  # the default fetcher imports httpx on its thread, where a missing one would look like an outage
+        with requires("client", "token_issuers"):
+            importlib.import_module("httpx")
+    from authmw.client.jwks import JwksKeys  # deferred: only issuers need it
     from authmw.oidc import OidcIssuer
 
     known = None if domains is None else set(domains)
     found: list[TrustedIssuer] = []
     key_sets: list[JwksKeys] = []
     for index, entry in enumerate(settings.token_issuers):
-        origin = f"token_issuers[{index}]"
+        origin = settings.where(f"token_issuers[{index}]")
         unknown = sorted(set(entry) - _ISSUER_KEYS)
         if unknown:
             raise ConfigurationError(

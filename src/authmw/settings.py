@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from authmw.errors import ConfigurationError
@@ -133,6 +134,14 @@ class Settings:
     replay_protection: bool = True
     replay_capacity: int = 1_000_000
     replay_quota: int | None = None
+    #: Where each setting and each entry of ``routes`` and ``token_issuers`` is in the file it came from
+    #: (``"routes[0]"`` → ``FILE:LINE:COLUMN``), for messages; not a setting.
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def where(self, name: str) -> str:
+        """``name`` (a setting, or an entry such as ``routes[0]``) prefixed with where it is in its file, if known."""
+        source = self.sources.get(name)
+        return name if source is None else f"{source}: {name}"
 
     def __post_init__(self) -> None:
         if self.token_algorithm not in self.token_algorithms:
@@ -147,7 +156,7 @@ class Settings:
         """Settings from ``data``; an error names ``origin``, or where the setting is when ``marks`` (setting →
         ``FILE:LINE:COLUMN`` of its name and of its value) tells."""
         where = marks or {}
-        known = {f.name for f in fields(cls)}
+        known = set(_RULES)
         unknown = sorted((key for key in data if key not in known), key=str)
         if unknown:
             first = where.get(str(unknown[0]))
@@ -164,8 +173,11 @@ class Settings:
                 mark = where.get(name)
                 raise ConfigurationError(f"{mark.value if mark else origin}: {name} must be {wanted}")
             values[name] = tuple(value) if isinstance(value, list) else value
+        sources = {name: mark.value for name, mark in where.items()}
+        for mark in where.values():
+            sources.update(mark.entries)
         try:
-            return cls(**values)
+            return cls(**values, sources=MappingProxyType(sources))
         except ConfigurationError as exc:  # a rule across settings (token_algorithm among token_algorithms)
             mark = where.get("token_algorithm") or where.get("token_algorithms")
             raise ConfigurationError(f"{mark.value if mark else origin}: {exc}") from None
@@ -173,10 +185,12 @@ class Settings:
 
 @dataclass(frozen=True, slots=True)
 class Mark:
-    """Where a setting is in its file: ``FILE:LINE:COLUMN`` of its name (``key``) and of its value."""
+    """Where a setting is in its file: ``FILE:LINE:COLUMN`` of its name (``key``) and of its value, and of each
+    entry of a list value (``"routes[0]"`` → its place)."""
 
     key: str
     value: str
+    entries: Mapping[str, str] = field(default_factory=dict)
 
 
 def load_settings(path: str | None) -> Settings:
@@ -214,7 +228,10 @@ def load_settings(path: str | None) -> Settings:
         name = str(key_node.value)
         if name in marks:  # YAML would keep the last silently: a setting given twice is a mistake either way
             raise ConfigurationError(f"{_at(path, key_node.start_mark)}: {name} is set twice")
-        marks[name] = Mark(_at(path, key_node.start_mark), _at(path, value_node.start_mark))
+        entries = {}
+        if isinstance(value_node, yaml.SequenceNode):
+            entries = {f"{name}[{i}]": _at(path, item.start_mark) for i, item in enumerate(value_node.value)}
+        marks[name] = Mark(_at(path, key_node.start_mark), _at(path, value_node.start_mark), entries)
     return Settings.from_mapping(data, origin=path, marks=marks)
 
 

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from authmw.assembly import routes_of, trusted_issuers
 from authmw.cli import main
 from authmw.errors import ConfigurationError, StoreUnavailable
 from authmw.guard import Guard
-from authmw.settings import load_settings
+from authmw.settings import Settings, load_settings
 from authmw.store import open_store
 from tests.support.cli import fresh_store
 
@@ -238,6 +239,29 @@ def test_a_missing_module_that_no_extra_installs_is_still_a_bug(
     assert done.returncode == 4 and "internal error (ModuleNotFoundError)" in done.stderr
 
 
+def test_the_middleware_needs_httpx_only_for_external_issuers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = fresh_store(tmp_path, monkeypatch)
+    issuer = {"issuer": "https://idp.example", "jwks_url": "https://idp.example/jwks", "domain": "default",
+              "audience": "app"}  # fmt: skip
+    script = (
+        "import sys\n"
+        "sys.modules['httpx'] = None\n"
+        "from authmw.errors import ConfigurationError\n"
+        "from authmw.guard import Guard\n"
+        f"Guard.from_store({url!r})\n"
+        "try:\n"
+        f"    Guard.from_store({url!r}, token_issuers=[{issuer!r}])\n"
+        "except ConfigurationError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=_env(tmp_path), capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (
+        done.stdout == "token_issuers needs the client extra (httpx is not installed): pip install 'authmw[client]'\n"
+    )
+
+
 # -- 3. an address in use has its own message and exit code -------------------------------------------------
 
 
@@ -281,3 +305,27 @@ def test_yaml_errors_name_the_file_line_and_column(
     assert message in str(raised.value)
     code, err = run(["user", "list", "--config", str(path)], capsys)
     assert code == 2 and err == f"authmw: {raised.value}\n"
+
+
+def test_route_and_issuer_entries_are_located_too(tmp_path: Path) -> None:
+    path = tmp_path / "authmw.yaml"
+    path.write_text(
+        "mode: enforce\nroutes:\n  - {method: GET, path: /a, action: 'a:b:c'}\n  - method: GET\n    path: /x\n"
+        "    actoin: a:b:c\ntoken_issuers:\n  - issuer: https://idp.example\n    bogus: 1\n"
+    )
+    settings = load_settings(str(path))
+    with pytest.raises(ConfigurationError) as raised:
+        routes_of(settings)
+    assert str(raised.value).startswith(f"{path}:4:5: routes[1]: unknown route key(s) actoin")
+    with pytest.raises(ConfigurationError) as raised:
+        trusted_issuers(settings)
+    assert str(raised.value).startswith(f"{path}:8:5: token_issuers[0]: unknown key(s) bogus")
+    assert routes_of(load_settings(None)).routes  # without a file: the names alone (the preset here)
+    assert Settings().where("routes[0]") == "routes[0]"
+
+
+def test_where_a_setting_came_from_is_not_itself_a_setting(tmp_path: Path) -> None:
+    path = tmp_path / "authmw.yaml"
+    path.write_text("sources: {}\n")
+    with pytest.raises(ConfigurationError, match="unknown setting"):
+        load_settings(str(path))

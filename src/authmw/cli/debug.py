@@ -302,7 +302,7 @@ def explain_request(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
         try:
             if principal is None:  # no credential of a disabled user verifies: what the pipeline answers
                 raise AuthenticationFailed("the credential's user is unknown or disabled")
-            session, token = assume(store, session_sealer(store), principal, agency=agency)
+            session, token = assume(store, session_sealer(store), principal, agency=agency, source_ip=args.source_ip)
             signed = sign_request(
                 method,
                 _EXPLAIN_ORIGIN + target,
