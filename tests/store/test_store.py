@@ -550,7 +550,7 @@ def test_revoked_tokens_are_kept_until_they_expire(store: Store) -> None:
 
 def test_a_rotated_signing_key_keeps_verifying_until_its_tokens_expire(store_url: str, keyring: Keyring) -> None:
     now = [1_800_000_000.0]
-    store = Store(open_database(store_url), keyring, clock=lambda: now[0])
+    store = Store(open_database(store_url, create=True), keyring, clock=lambda: now[0])
     store.initialize()
     try:
         old_kid, _old = store.signing_key()
