@@ -5,14 +5,15 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from authmw.errors import ConfigurationError
+from authmw.extras import requires
 from authmw.guard import SIGNED_IF_PRESENT, Guard
 from authmw.oidc import TrustedIssuer
 from authmw.policy import modelarts_actions
@@ -53,8 +54,7 @@ def open_guard(store: str | Store | None = None, *, config: str | Settings | Non
                 settings["routes"] = mappings
             else:
                 del settings["routes"]
-        merged = {f.name: getattr(base, f.name) for f in fields(Settings)} | settings
-        base = Settings.from_mapping({k: list(v) if isinstance(v, tuple | Routes) else v for k, v in merged.items()})
+        base = base.override({k: list(v) if isinstance(v, tuple | Routes) else v for k, v in settings.items()})
     if not isinstance(store, Store):
         store = open_store(store or base.store, whitelist_limit=base.whitelist_limit)
     return _build(base, store, declared)
@@ -72,7 +72,7 @@ def routes_of(settings: Settings, declared: Iterable[Route] = ()) -> RouteCatalo
     order (none may redefine another)."""
     declared = tuple(declared)
     routes = [*modelarts_routes()] if "modelarts" in _presets(settings, declared) else []
-    routes += [route_from_mapping(r, origin=f"routes[{i}]") for i, r in enumerate(settings.routes)]
+    routes += [route_from_mapping(r, origin=settings.where(f"routes[{i}]")) for i, r in enumerate(settings.routes)]
     if settings.openapi is not None:
         routes += routes_from_openapi(_document(settings.openapi))
     routes += declared
@@ -120,14 +120,19 @@ def trusted_issuers(
 ) -> list[TrustedIssuer]:
     """The ``token_issuers`` of ``settings``, each verified through its JWKS (``domains``: those of the store,
     to refuse an issuer naming users of a domain that does not exist)."""
-    from authmw.client.jwks import JwksKeys  # deferred: httpx is needed only when issuers are configured
+    if not settings.token_issuers:
+        return []
+    if fetch is None:  # the default fetcher imports httpx on its thread, where a missing one would look like an outage
+        with requires("client", "token_issuers"):
+            importlib.import_module("httpx")
+    from authmw.client.jwks import JwksKeys  # deferred: only issuers need it
     from authmw.oidc import OidcIssuer
 
     known = None if domains is None else set(domains)
     found: list[TrustedIssuer] = []
     key_sets: list[JwksKeys] = []
     for index, entry in enumerate(settings.token_issuers):
-        origin = f"token_issuers[{index}]"
+        origin = settings.where(f"token_issuers[{index}]")
         unknown = sorted(set(entry) - _ISSUER_KEYS)
         if unknown:
             raise ConfigurationError(

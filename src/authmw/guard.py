@@ -12,6 +12,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from authmw.cache import BoundedCache
@@ -224,12 +225,15 @@ class Guard:
         return credential, principal
 
     def authorize(self, context: AuthContext, action: str, resource: str | None = None) -> Decision:
-        """Decide ``action`` for an already checked request, in its workspace (raises :class:`ActionDenied`)."""
+        """Decide ``action`` for an already checked request, in its workspace (raises :class:`ActionDenied`, with
+        the context narrowed to ``action`` and its decision as ``error.context``, as :meth:`check` does)."""
         if context.principal is None:
             raise MissingCredentials("the request is not authenticated")
         decision = self._decide(context.principal, action, resource, context.policy_context, context.credential)
         if not decision.allowed:
-            raise ActionDenied(f"{action}: {decision.reason}")
+            denied = ActionDenied(f"{action}: {decision.reason}")
+            denied.context = replace(context, action=action, resource=resource, decision=decision)
+            raise denied
         return decision
 
     # -- the pipeline ----------------------------------------------------------------------------------

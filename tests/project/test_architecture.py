@@ -38,7 +38,9 @@ PUBLIC = {
         "AccessKey", "AuthContext", "AuthMethod", "AuthType", "Credential", "CredentialKind", "Principal", "Project",
         "Request", "Session", "WhitelistScope", "Workspace",
     ],
-    "authmw.routes": ["Access", "Route", "RouteCatalog", "Routes", "Unmatched", "modelarts_routes", "routes_from_openapi"],
+    "authmw.routes": [
+        "Access", "Route", "RouteCatalog", "Routes", "Unmatched", "modelarts_routes", "routes_from_openapi",
+    ],
     "authmw.signing": [
         "SCHEMES", "Inspection", "KeySource", "ReplayGuard", "Scheme", "SecurityTokenResolver", "SignedHttpRequest",
         "SignedParts", "StaticKeys", "Verifier", "presign_url", "sign_request",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn, TextIO
 
@@ -14,11 +14,14 @@ from authmw.policy import Decision
 from authmw.settings import Settings, load_settings
 
 __all__ = [
+    "EXIT_ADDRESS_IN_USE",
+    "EXIT_CODES",
     "EXIT_INTERNAL",
     "EXIT_INVALID",
     "EXIT_OK",
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
+    "STORE_HELP",
     "Handler",
     "Parser",
     "UsageError",
@@ -31,9 +34,19 @@ __all__ = [
     "settings_of",
 ]
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERNAL = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERNAL, EXIT_ADDRESS_IN_USE = 0, 1, 2, 3, 4, 5
+#: What each exit code means (``authmw --help`` shows it).
+EXIT_CODES = (
+    "exit codes: 0 success; 1 a negative answer (invalid signature, deny); 2 bad input, a refused change or a "
+    "missing extra (one line on stderr); 3 the store is unavailable (missing or unreachable); 4 an internal error "
+    "(a bug); 5 the address to listen on is already in use"
+)
 
 Handler = Callable[[argparse.Namespace, TextIO, TextIO], int]
+STORE_HELP = (
+    "store URL: sqlite:///relative/path.db, sqlite:////absolute/path.db or postgresql://... "
+    "(env AUTHMW_STORE; default sqlite:///./authmw.db; only 'authmw init' creates a store)"
+)
 
 
 class UsageError(Exception):
@@ -51,7 +64,7 @@ def add_common(parser: argparse.ArgumentParser, *, formats: tuple[str, ...] = ("
         "--store",
         metavar="URL",
         default=argparse.SUPPRESS,
-        help="store URL (env AUTHMW_STORE; default sqlite:///./authmw.db)",
+        help=STORE_HELP,
     )
     parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="YAML configuration file")
     parser.add_argument("--format", choices=formats, default=formats[0], help="output format")
@@ -65,8 +78,9 @@ def settings_of(args: argparse.Namespace) -> Settings:
 
 
 @contextmanager
-def open_cli_store(args: argparse.Namespace, *, create_master_key: bool = False) -> Iterator[Any]:
-    """The store named by ``--store`` / ``$AUTHMW_STORE`` / the config file / the default, closed afterwards."""
+def open_cli_store(args: argparse.Namespace, *, create: bool = False) -> Iterator[Any]:
+    """The store named by ``--store`` / ``$AUTHMW_STORE`` / the config file / the default, closed afterwards;
+    only ``init`` passes ``create`` (a missing store is otherwise exit 3, and nothing is created)."""
     from authmw.store import STORE_ENV, open_store
     from authmw.store.secrets import MASTER_KEY_FILE_ENV
 
@@ -75,25 +89,33 @@ def open_cli_store(args: argparse.Namespace, *, create_master_key: bool = False)
     if settings.master_key_file and not environ.get(MASTER_KEY_FILE_ENV):
         environ[MASTER_KEY_FILE_ENV] = settings.master_key_file
     url = getattr(args, "store", None) or environ.get(STORE_ENV) or settings.store
-    store = open_store(
-        url, create_master_key=create_master_key, whitelist_limit=settings.whitelist_limit, environ=environ
-    )
+    store = open_store(url, create=create, whitelist_limit=settings.whitelist_limit, environ=environ)
     try:
         yield store
     finally:
         store.close()
 
 
-def parse_context(text: str | None) -> dict[str, Any]:
-    """``--context``: a JSON object of strings, numbers, booleans or lists of them, keyed by condition key."""
-    if not text:
+def parse_context(given: str | Sequence[str] | None) -> dict[str, Any]:
+    """``--context``: condition keys, each ``KEY=VALUE`` (a string) or a JSON object of strings, numbers,
+    booleans or lists of them (repeatable: later keys win)."""
+    if not given:
         return {}
-    try:
-        context = json.loads(text)
-    except ValueError:
-        raise UsageError("--context: not valid JSON") from None
-    if not isinstance(context, dict) or not all(_context_value(v) for v in context.values()):
-        raise UsageError("--context: a JSON object of strings, numbers, booleans or lists of them")
+    context: dict[str, Any] = {}
+    for text in [given] if isinstance(given, str) else given:
+        if not text.lstrip().startswith("{"):
+            key, equals, value = text.partition("=")
+            if not equals or not key.strip():
+                raise UsageError(f"--context: expected KEY=VALUE or a JSON object, got {text!r}")
+            context[key.strip()] = value
+            continue
+        try:
+            found = json.loads(text)
+        except ValueError:
+            raise UsageError("--context: not valid JSON") from None
+        if not isinstance(found, dict) or not all(_context_value(v) for v in found.values()):
+            raise UsageError("--context: a JSON object of strings, numbers, booleans or lists of them")
+        context.update(found)
     return context
 
 

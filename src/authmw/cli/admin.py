@@ -21,7 +21,13 @@ from authmw.cli._common import (
     parse_context,
     settings_of,
 )
-from authmw.cli.debug import route_use, warn_never_applies
+from authmw.cli.debug import (
+    add_explain_options,
+    explain_request,
+    refuse_request_options,
+    route_use,
+    warn_never_applies,
+)
 from authmw.errors import ChangeRefused, ConfigurationError
 from authmw.models import WhitelistScope
 from authmw.policy import parse_policy
@@ -36,7 +42,7 @@ _DURATIONS = f"{MIN_DURATION}-{MAX_DURATION}"
 
 
 def _init(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
-    with open_cli_store(args, create_master_key=True) as store:
+    with open_cli_store(args, create=True) as store:
         report = store.initialize()
         report["master_key"] = str(store.keyring.path) if store.keyring.path else "AUTHMW_MASTER_KEY"
     emit(args, stdout, report, f"store ready (schema {report['schema_to']}); master key: {report['master_key']}\n")
@@ -437,7 +443,10 @@ def _master_key_rotate(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO)
     return EXIT_OK
 
 
-def _explain(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+def _explain(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    if args.request is not None:
+        return explain_request(args, stdin, stdout)
+    refuse_request_options(args)
     context = parse_context(args.context)
     check_action(args.action)
     with open_cli_store(args) as store:
@@ -650,12 +659,10 @@ def register(commands: Any) -> None:
         master, "rotate", _master_key_rotate, "new master key; re-seal every secret in one transaction", domain=False
     )
 
-    explain = _command(commands, "explain", _explain, "decide an action for a user from the store, and say why")
-    explain.add_argument("--user", required=True, metavar="U")
-    explain.add_argument("--action", required=True, metavar="A")
-    explain.add_argument("--workspace", metavar="W", help="workspace name or id (default: 0)")
-    explain.add_argument("--resource", metavar="URN")
-    explain.add_argument("--context", metavar="JSON", help="extra condition keys")
+    explain = _command(
+        commands, "explain", _explain, "decide an action, or a whole request, for a user from the store, and say why"
+    )
+    add_explain_options(explain)
 
 
 def register_policy(policy_commands: Any) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from authmw.errors import ChangeRefused, ConfigurationError, StoreUnavailable
+from authmw.extras import requires
 
 __all__ = [
     "Conflict",
@@ -106,14 +107,22 @@ _SQLITE_REFUSED = (
 
 
 class SqliteDatabase:
-    """One connection per thread on a WAL-mode file; writers wait up to ``busy_timeout`` seconds for the lock."""
+    """One connection per thread on a WAL-mode file; writers wait up to ``busy_timeout`` seconds for the lock.
+
+    Only with ``create`` (``authmw init``) are a missing file and its directory created: any other use of a
+    store that is not there is :class:`~authmw.errors.StoreUnavailable`, naming the path looked for, and
+    leaves nothing behind (a mistyped URL must not become an empty store).
+    """
 
     dialect = "sqlite"
 
-    def __init__(self, path: str, *, busy_timeout: float = 30.0) -> None:
+    def __init__(self, path: str, *, busy_timeout: float = 30.0, create: bool = False) -> None:
         self.path = path
         self.url = f"sqlite:///{path}"
         self._busy_timeout = busy_timeout
+        self._create = create
+        if not create and not os.path.isfile(path):  # at once: before the master key, say, is looked for
+            raise StoreUnavailable(missing_store(path))
         self._local = threading.local()
         self._held: weakref.WeakSet[_Held] = weakref.WeakSet()
 
@@ -122,14 +131,19 @@ class SqliteDatabase:
         conn = None if held is None else held.conn
         if conn is None:
             try:
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-                # Owner-only from the start: the file holds sealed secrets and password hashes. Only ever
-                # create it: closing a descriptor of a file this process has open in SQLite drops every POSIX
-                # lock the process holds on it, and another process could then delete the WAL under us.
-                with suppress(FileExistsError):
-                    os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+                if self._create:
+                    Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                    # Owner-only from the start: the file holds sealed secrets and password hashes. Only ever
+                    # create it: closing a descriptor of a file this process has open in SQLite drops every
+                    # POSIX lock the process holds on it, and another process could then delete the WAL under us.
+                    with suppress(FileExistsError):
+                        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+                elif not os.path.isfile(self.path):
+                    raise StoreUnavailable(missing_store(self.path))
+                # mode=rw: SQLite itself never creates the file (it could be deleted since the check above).
+                target = f"{Path(self.path).absolute().as_uri()}?mode=rw"
                 conn = sqlite3.connect(
-                    self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+                    target, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False, uri=True
                 )
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=FULL")
@@ -238,13 +252,9 @@ class PostgresDatabase:
     dialect = "postgresql"
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0) -> None:
-        try:
+        with requires("postgres", "a PostgreSQL store"):
             import psycopg
             import psycopg_pool
-        except ImportError:
-            raise ConfigurationError(
-                "PostgreSQL stores need the postgres extra: pip install 'authmw[postgres]'"
-            ) from None
         self.url = url
         self._psycopg = psycopg
         try:  # one direct attempt first: a wrong URL fails at once with the server's own message
@@ -323,13 +333,26 @@ def _redact(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
-def open_database(url: str) -> SqliteDatabase | PostgresDatabase:
-    """``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``postgresql://...``."""
+def missing_store(path: str) -> str:
+    """Why a SQLite store could not be opened: the path looked for (absolute), and how to get one there."""
+    where = os.path.abspath(path)
+    return (
+        f"no store at {where}: run 'authmw init' to create one, or check --store / AUTHMW_STORE "
+        f"(a relative path is sqlite:///PATH from the working directory, an absolute one sqlite:////{where[1:]})"
+    )
+
+
+def open_database(url: str, *, create: bool = False) -> SqliteDatabase | PostgresDatabase:
+    """``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``postgresql://...``; only with ``create`` is a
+    missing SQLite file created (``authmw init``)."""
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
         if not path or path == ":memory:":
-            raise ConfigurationError("sqlite URL needs a file path: sqlite:///./authmw.db")
-        return SqliteDatabase(path)
+            raise ConfigurationError("sqlite URL needs a file path: sqlite:///./authmw.db or sqlite:////abs/path.db")
+        return SqliteDatabase(path, create=create)
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresDatabase(url)
-    raise ConfigurationError(f"unsupported store URL {_redact(url)!r}: use sqlite:///PATH or postgresql://...")
+    raise ConfigurationError(
+        f"unsupported store URL {_redact(url)!r}: use sqlite:///relative/path, sqlite:////absolute/path or "
+        "postgresql://..."
+    )
