@@ -161,6 +161,8 @@ def configuration_page() -> str:
     rows = []
     example = []
     for field in dataclasses.fields(settings.Settings):
+        if field.name not in settings._RULES:  # not a setting (sources: where each setting was read)
+            continue
         about = settings.ABOUT.get(field.name)
         if about is None:
             raise SystemExit(f"settings.ABOUT has no entry for the setting {field.name!r}")
