@@ -28,6 +28,7 @@ def open_store(
     *,
     keyring: Keyring | None = None,
     create_master_key: bool = False,
+    master_key: bool = True,
     whitelist_limit: int = 5,
     environ: Mapping[str, str] | None = None,
 ) -> Store:
@@ -36,11 +37,14 @@ def open_store(
     The master key ring comes from ``AUTHMW_MASTER_KEY`` / ``AUTHMW_MASTER_KEY_FILE`` in ``environ`` (default
     ``os.environ``) unless given; with ``create_master_key`` a missing key file is created (mode 0600), as
     ``authmw init`` does, but never for a store that already holds secrets. A ring that cannot open the
-    store's secrets is refused (:class:`~authmw.errors.ConfigurationError`).
+    store's secrets is refused (:class:`~authmw.errors.ConfigurationError`). With ``master_key=False`` no key
+    is read at all: the store then reads public data only (opening or sealing a secret is refused).
     """
     env = os.environ if environ is None else environ
     db = open_database(url or env.get(STORE_ENV) or DEFAULT_STORE_URL)
     try:
+        if not master_key:
+            return Store(db, Keyring.without_keys(), whitelist_limit=whitelist_limit)
         if keyring is None and create_master_key:
             _refuse_new_key_for_sealed_store(db, env)
         store = Store(
