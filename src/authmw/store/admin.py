@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from authmw.clientaddr import IpWhitelist
 from authmw.errors import ChangeRefused, InvalidPolicy, NotFound
@@ -330,16 +330,6 @@ class Administration(StoreBase):
             info = access_key_at(tx, access_key, domain)
             tx.run("DELETE FROM access_keys WHERE access_key = ?", (access_key,))
         return info
-
-    def record_key_use(self, used: Mapping[str, int]) -> None:
-        """Record when keys were last used (epoch seconds), never moving a time back. Not a change: the revision
-        stays, so no cache anywhere is dropped for it (callers batch it, at most once a minute)."""
-        with self.db.write(bump=False) as tx:
-            tx.run_many(
-                "UPDATE access_keys SET last_used_at = ? WHERE access_key = ? "
-                "AND (last_used_at IS NULL OR last_used_at < ?)",
-                [(when, key, when) for key, when in sorted(used.items())],
-            )
 
     # -- policies and agencies ----------------------------------------------------------------------------
 
