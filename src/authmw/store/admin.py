@@ -63,7 +63,7 @@ from authmw.workspaces import DEFAULT_WORKSPACE_ID
 
 __all__ = ["DEFAULT_DOMAIN", "Administration", "ensure_system_policies", "system_policy_id"]
 
-DEFAULT_DOMAIN = "default"
+DEFAULT_DOMAIN = names.DEFAULT_DOMAIN
 
 
 class Administration(StoreBase):

@@ -13,6 +13,7 @@ from authmw.models import WhitelistScope
 from authmw.store import names
 from authmw.store.base import StoreBase
 from authmw.store.database import Row, Tx
+from authmw.store.names import DEFAULT_DOMAIN
 from authmw.store.records import (
     AccessKeyInfo,
     Agency,
@@ -26,7 +27,15 @@ from authmw.store.records import (
 )
 from authmw.store.rules import ROUTE, check
 
-__all__ = ["Inventory", "whitelist_scope_id"]
+__all__ = [
+    "CONTENT",
+    "Inventory",
+    "access_key_at",
+    "agency_at",
+    "domain_summary",
+    "whitelist_scope_id",
+    "workspace_info",
+]
 
 #: What a domain holds, table by table (a domain is deleted only once every count is 0).
 CONTENT = (
@@ -46,13 +55,13 @@ class Inventory(StoreBase):
         with self.db.read() as tx:
             return domain_summary(tx, names.domain_id(tx, name), name)
 
-    def list_projects(self, *, domain: str) -> list[Project]:
+    def list_projects(self, *, domain: str = DEFAULT_DOMAIN) -> list[Project]:
         with self.db.read() as tx:
             domain_id = names.domain_id(tx, domain)
             rows = tx.rows("SELECT id, name, region FROM projects WHERE domain_id = ? ORDER BY name", (domain_id,))
         return [Project(r[0], r[1], domain_id, r[2]) for r in rows]
 
-    def show_user(self, name: str, *, domain: str) -> UserDetail:
+    def show_user(self, name: str, *, domain: str = DEFAULT_DOMAIN) -> UserDetail:
         with self.db.read() as tx:
             user_id = names.user_id(tx, name, domain)
             row = tx.one(
@@ -89,13 +98,13 @@ class Inventory(StoreBase):
             pairs,
         )
 
-    def list_groups(self, *, domain: str) -> list[GroupDetail]:
+    def list_groups(self, *, domain: str = DEFAULT_DOMAIN) -> list[GroupDetail]:
         with self.db.read() as tx:
             domain_id = names.domain_id(tx, domain)
             rows = tx.rows("SELECT id, name FROM groups_ WHERE domain_id = ? ORDER BY name", (domain_id,))
             return [_group(tx, r[0], r[1], domain) for r in rows]
 
-    def show_group(self, name: str, *, domain: str) -> GroupDetail:
+    def show_group(self, name: str, *, domain: str = DEFAULT_DOMAIN) -> GroupDetail:
         with self.db.read() as tx:
             return _group(tx, names.group_id(tx, name, domain), name, domain)
 
@@ -104,7 +113,7 @@ class Inventory(StoreBase):
         with self.db.read() as tx:
             return access_key_at(tx, access_key, domain)
 
-    def list_access_keys(self, user: str, *, domain: str) -> list[AccessKeyInfo]:
+    def list_access_keys(self, user: str, *, domain: str = DEFAULT_DOMAIN) -> list[AccessKeyInfo]:
         with self.db.read() as tx:
             user_id = names.user_id(tx, user, domain)
             rows = tx.rows(
@@ -114,7 +123,7 @@ class Inventory(StoreBase):
             )
         return [AccessKeyInfo(r[0], user, r[1], int(r[2]), _opt_int(r[3])) for r in rows]
 
-    def list_policies(self, *, domain: str) -> list[PolicyDetail]:
+    def list_policies(self, *, domain: str = DEFAULT_DOMAIN) -> list[PolicyDetail]:
         """The domain's policies, then the system policies (which every domain may attach)."""
         with self.db.read() as tx:
             domain_id = names.domain_id(tx, domain)
@@ -125,7 +134,7 @@ class Inventory(StoreBase):
             )
             return [_policy(tx, row, domain, domain_id) for row in rows]
 
-    def show_policy(self, name: str, *, domain: str) -> PolicyDetail:
+    def show_policy(self, name: str, *, domain: str = DEFAULT_DOMAIN) -> PolicyDetail:
         with self.db.read() as tx:
             domain_id = names.domain_id(tx, domain)
             row = tx.one(
@@ -135,17 +144,17 @@ class Inventory(StoreBase):
             assert row is not None
             return _policy(tx, row, domain, domain_id)
 
-    def list_agencies(self, *, domain: str) -> list[Agency]:
+    def list_agencies(self, *, domain: str = DEFAULT_DOMAIN) -> list[Agency]:
         with self.db.read() as tx:
             domain_id = names.domain_id(tx, domain)
             rows = tx.rows("SELECT id FROM agencies WHERE domain_id = ? ORDER BY name", (domain_id,))
             return [agency_at(tx, r[0]) for r in rows]
 
-    def show_agency(self, name: str, *, domain: str) -> Agency:
+    def show_agency(self, name: str, *, domain: str = DEFAULT_DOMAIN) -> Agency:
         with self.db.read() as tx:
             return agency_at(tx, names.agency_id(tx, name, domain))
 
-    def list_workspaces(self, *, domain: str) -> list[WorkspaceInfo]:
+    def list_workspaces(self, *, domain: str = DEFAULT_DOMAIN) -> list[WorkspaceInfo]:
         """The domain's workspaces and the shared default one (``"0"``)."""
         with self.db.read() as tx:
             domain_id = names.domain_id(tx, domain)
@@ -156,11 +165,11 @@ class Inventory(StoreBase):
             )
             return [workspace_info(tx, r[0]) for r in rows]
 
-    def show_workspace(self, name_or_id: str, *, domain: str) -> WorkspaceInfo:
+    def show_workspace(self, name_or_id: str, *, domain: str = DEFAULT_DOMAIN) -> WorkspaceInfo:
         with self.db.read() as tx:
             return workspace_info(tx, names.workspace_id(tx, name_or_id, domain))
 
-    def show_keypair(self, name: str, *, user: str, domain: str) -> KeyPair:
+    def show_keypair(self, name: str, *, user: str, domain: str = DEFAULT_DOMAIN) -> KeyPair:
         with self.db.read() as tx:
             row = tx.one(
                 "SELECT key_type, fingerprint, public_key FROM keypairs WHERE user_id = ? AND name = ?",
@@ -170,7 +179,7 @@ class Inventory(StoreBase):
             raise NotFound(f"user {user!r} has no key pair {name!r}")
         return KeyPair(name, user, row[0], row[1], row[2])
 
-    def show_whitelist(self, scope: WhitelistScope | str, name: str, *, domain: str) -> IpWhitelist:
+    def show_whitelist(self, scope: WhitelistScope | str, name: str, *, domain: str = DEFAULT_DOMAIN) -> IpWhitelist:
         """The whitelist of a user, workspace or route (empty: every address allowed)."""
         scope = WhitelistScope(scope)
         with self.db.read() as tx:
