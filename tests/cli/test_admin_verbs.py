@@ -477,3 +477,32 @@ def test_last_use_is_recorded_coarsely_without_a_revision_bump(cli: Cli) -> None
         assert cli.json("key", "list", "alice")[0]["last_used_at"] == "2027-01-15T08:00:00Z"  # type: ignore[index]
     finally:
         store.close()
+
+
+def test_only_an_authenticated_request_counts_as_a_use(cli: Cli) -> None:
+    from authmw import Guard
+    from authmw.models import Request
+    from authmw.signing import sign_request
+
+    cli.run("init")
+    cli.run("user", "create", "alice")
+    key = cli.json("key", "create", "alice")
+    access, secret = key["access"], key["secret"]  # type: ignore[index]
+    guard = Guard.from_store(cli.url)
+    identity = guard.identity
+
+    def request(secret_key: str) -> Request:
+        signed = sign_request("GET", URL, access_key=access, secret_key=secret_key, at=time.time())
+        split = urlsplit(signed.url)
+        return Request.build(signed.method, f"{split.path}?{split.query}", signed.headers, signed.body)
+
+    try:
+        with pytest.raises(AuthmwError):
+            guard.authenticate(request("not-the-secret-" * 3))  # the key id is public: a bad signature is no use
+        identity.flush_key_use()  # type: ignore[attr-defined]
+        assert cli.json("key", "show", access)["last_used_at"] is None  # type: ignore[index]
+        guard.authenticate(request(secret))
+        identity.flush_key_use()  # type: ignore[attr-defined]
+        assert cli.json("key", "show", access)["last_used_at"] is not None  # type: ignore[index]
+    finally:
+        identity.store.close()  # type: ignore[attr-defined]
