@@ -506,3 +506,29 @@ def test_only_an_authenticated_request_counts_as_a_use(cli: Cli) -> None:
         assert cli.json("key", "show", access)["last_used_at"] is not None  # type: ignore[index]
     finally:
         identity.store.close()  # type: ignore[attr-defined]
+
+
+def test_a_version_2_store_migrates_and_keeps_its_keys(cli: Cli) -> None:
+    from authmw.store.database import open_database
+
+    cli.run("init")
+    cli.run("user", "create", "alice")
+    access = cli.json("key", "create", "alice")["access"]  # type: ignore[index]
+    db = open_database(cli.url)
+    try:  # the store as version 2 left it: no last_used_at
+        with db.write() as tx:
+            tx.run("ALTER TABLE access_keys DROP COLUMN last_used_at")
+            tx.run("UPDATE authmw_meta SET value = 2 WHERE name = 'schema_version'")
+    finally:
+        db.close()
+    assert "run `authmw migrate`" in cli.refused("key", "list", "alice")
+    assert cli.json("migrate") == {"schema_from": 2, "schema_to": 3}
+    assert cli.json("key", "list", "alice") == [  # type: ignore[comparison-overlap]
+        {
+            "access": access,
+            "user": "alice",
+            "status": "active",
+            "created_at": cli.json("key", "show", access)["created_at"],  # type: ignore[index]
+            "last_used_at": None,
+        }
+    ]
