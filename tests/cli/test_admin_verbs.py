@@ -532,3 +532,39 @@ def test_a_version_2_store_migrates_and_keeps_its_keys(cli: Cli) -> None:
             "last_used_at": None,
         }
     ]
+
+
+def test_a_running_proxy_refuses_a_deleted_users_key_within_a_second(cli: Cli, tmp_path: Path) -> None:
+    import types
+
+    import httpx
+
+    from authmw.signing import sign_request
+    from tests.support.proxy import proxy_process
+
+    cli.run("init")
+    cli.run("project", "create", "cn-north-4")
+    cli.run("user", "create", "alice")
+    key = cli.json("key", "create", "alice")
+    project = cli.json("project", "show", "cn-north-4")["id"]  # type: ignore[index]
+    store = types.SimpleNamespace(url=cli.url, key_file=str(cli.home / "authmw.key"))
+
+    def status(url: str) -> int:
+        nonce = {"X-Nonce": os.urandom(8).hex()}  # each request new: never a replay
+        signed = sign_request(
+            "GET",
+            f"{url}/v1/{project}/notebooks",
+            nonce,
+            b"",
+            access_key=key["access"],
+            secret_key=key["secret"],  # type: ignore[index]
+        )
+        return httpx.get(signed.url, headers=signed.headers).status_code
+
+    with proxy_process(store, tmp_path, "unmatched: deny\n") as (_process, url, _audit):  # type: ignore[arg-type]
+        assert status(url) == 403  # authenticated; no policy allows it
+        cli.run("user", "delete", "alice")
+        deadline = time.monotonic() + 1.0
+        while status(url) != 401:
+            assert time.monotonic() < deadline, "the proxy still authenticates a deleted user's key after 1 s"
+            time.sleep(0.05)
