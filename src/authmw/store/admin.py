@@ -121,21 +121,13 @@ class Administration(StoreBase):
     def find_project(self, name_or_id: str, *, domain: str = DEFAULT_DOMAIN) -> Project:
         """A project of ``domain`` by id or by name."""
         with self.db.read() as tx:
-            row = tx.one(
-                "SELECT p.id, p.name, p.domain_id, p.region FROM projects p JOIN domains d ON d.id = p.domain_id "
-                "WHERE (p.id = ? OR p.name = ?) AND d.name = ? ORDER BY p.id = ? DESC LIMIT 1",
-                (name_or_id, name_or_id, domain, name_or_id),
-            )
-        if row is None:
-            raise NotFound(f"no project {name_or_id!r} in domain {domain!r}")
-        return Project(row[0], row[1], row[2], row[3])
+            return _project_at(tx, name_or_id, domain)
 
     def delete_project(self, name_or_id: str, *, domain: str = DEFAULT_DOMAIN) -> Project:
         """Delete a project; tokens scoped to it are refused from then on (their project is gone)."""
-        project = self.find_project(name_or_id, domain=domain)
         with self.db.write() as tx:
-            if not tx.run("DELETE FROM projects WHERE id = ?", (project.id,)):
-                raise NotFound(f"no project {name_or_id!r} in domain {domain!r}")
+            project = _project_at(tx, name_or_id, domain)
+            tx.run("DELETE FROM projects WHERE id = ?", (project.id,))
         return project
 
     def create_user(self, name: str, *, domain: str = DEFAULT_DOMAIN, password: str | None = None) -> User:
@@ -680,6 +672,17 @@ class Administration(StoreBase):
             )
 
 
+def _project_at(tx: Tx, name_or_id: str, domain: str) -> Project:
+    row = tx.one(
+        "SELECT p.id, p.name, p.domain_id, p.region FROM projects p JOIN domains d ON d.id = p.domain_id "
+        "WHERE (p.id = ? OR p.name = ?) AND d.name = ? ORDER BY p.id = ? DESC LIMIT 1",
+        (name_or_id, name_or_id, domain, name_or_id),
+    )
+    if row is None:
+        raise NotFound(f"no project {name_or_id!r} in domain {domain!r}")
+    return Project(row[0], row[1], row[2], row[3])
+
+
 def _policy_text(name: str, document: str | bytes) -> str:
     """``document`` validated as the policy ``name``, as stored (JSON text)."""
     try:
@@ -688,7 +691,7 @@ def _policy_text(name: str, document: str | bytes) -> str:
         raise ChangeRefused(f"invalid policy {name!r}: " + "; ".join(exc.problems)) from None
     if name in system_policies():
         raise ChangeRefused(f"{name!r} is the name of a system policy")
-    return json.dumps(json.loads(document))
+    return json.dumps(json.loads(document) if isinstance(document, str | bytes) else document)
 
 
 def _own_policy(tx: Tx, name: str, domain: str) -> PolicyInfo:
