@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -545,26 +546,27 @@ def test_a_running_proxy_refuses_a_deleted_users_key_within_a_second(cli: Cli, t
     cli.run("init")
     cli.run("project", "create", "cn-north-4")
     cli.run("user", "create", "alice")
-    key = cli.json("key", "create", "alice")
+    cli.run("user", "create", "bob")
+    alice = cli.json("key", "create", "alice")
+    bob = cli.json("key", "create", "bob")
     project = cli.json("project", "show", "cn-north-4")["id"]  # type: ignore[index]
     store = types.SimpleNamespace(url=cli.url, key_file=str(cli.home / "authmw.key"))
 
-    def status(url: str) -> int:
+    def status(url: str, key: Any) -> int:
         nonce = {"X-Nonce": os.urandom(8).hex()}  # each request new: never a replay
-        signed = sign_request(
-            "GET",
-            f"{url}/v1/{project}/notebooks",
-            nonce,
-            b"",
-            access_key=key["access"],
-            secret_key=key["secret"],  # type: ignore[index]
-        )
+        path = f"{url}/v1/{project}/notebooks"
+        signed = sign_request("GET", path, nonce, b"", access_key=key["access"], secret_key=key["secret"])
         return httpx.get(signed.url, headers=signed.headers).status_code
 
     with proxy_process(store, tmp_path, "unmatched: deny\n") as (_process, url, _audit):  # type: ignore[arg-type]
-        assert status(url) == 403  # authenticated; no policy allows it
+        assert status(url, alice) == 403  # authenticated; no policy allows it
         cli.run("user", "delete", "alice")
         deadline = time.monotonic() + 1.0
-        while status(url) != 401:
+        while status(url, alice) != 401:
             assert time.monotonic() < deadline, "the proxy still authenticates a deleted user's key after 1 s"
             time.sleep(0.05)
+        assert status(url, bob) == 403
+        used = cli.json("key", "show", bob["access"])  # type: ignore[index]
+        assert used["last_used_at"] is None  # type: ignore[index]  # not yet: one batch a minute
+    # the proxy wrote the uses it held as it shut down
+    assert cli.json("key", "show", bob["access"])["last_used_at"] is not None  # type: ignore[index]
