@@ -242,6 +242,7 @@ def _build(settings: Settings, store: Store, routes: tuple[Route, ...]) -> Guard
         strict_paths=settings.strict_paths,
         default_allow_without_policies=settings.default_allow_without_policies,
         max_json_body=settings.max_json_body,
+        key_used=identity.key_used,
     )
     if guard.proxies.trusts_everything:
         logger.warning("trusted_proxies admits every address: any client can choose its own source address")

@@ -83,6 +83,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "ActionDenied",
+    "AddressInUse",
     "AddressNotAllowed",
     "AgencyNotTrusted",
     "AmbiguousPath",

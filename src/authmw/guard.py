@@ -123,6 +123,7 @@ class Guard:
         strict_paths: bool = True,
         default_allow_without_policies: bool = False,
         max_json_body: int = 1024 * 1024,
+        key_used: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
         request_id: Callable[[], str] = lambda: os.urandom(12).hex(),
     ) -> None:
@@ -156,6 +157,9 @@ class Guard:
         self.default_allow_without_policies = default_allow_without_policies
         #: The largest body parsed to find a workspace or a body action (larger ones: 413, fail closed).
         self.max_json_body = max_json_body
+        #: Told the permanent access key of every request it authenticates (e.g. to record its last use): it
+        #: must be cheap and must not raise (the store's cache only notes it; a batch is written later).
+        self.key_used = key_used
         self._now = _Clock(clock).now
         self._request_id = request_id
         self._routed: BoundedCache[tuple[str, str], _Routed] = BoundedCache(10_000)
@@ -222,6 +226,8 @@ class Guard:
             raise AuthenticationFailed("the credential's user is unknown or disabled")
         if credential.method is AuthMethod.TOKEN:
             self._check_token_holder(credential, principal)
+        elif self.key_used is not None and credential.kind is CredentialKind.SIGNATURE:
+            self.key_used(credential.access_key)
         return credential, principal
 
     def authorize(self, context: AuthContext, action: str, resource: str | None = None) -> Decision:

@@ -12,7 +12,7 @@ from authmw.extras import requires
 from authmw.guard import MODES
 from authmw.tokens import TOKEN_ALGORITHMS
 
-__all__ = ["Mark", "Settings", "load_settings"]
+__all__ = ["Settings", "load_settings"]
 
 
 def _text(value: Any) -> bool:

@@ -32,6 +32,7 @@ __all__ = [
     "open_cli_store",
     "parse_context",
     "settings_of",
+    "table_text",
 ]
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERNAL, EXIT_ADDRESS_IN_USE = 0, 1, 2, 3, 4, 5
@@ -78,9 +79,10 @@ def settings_of(args: argparse.Namespace) -> Settings:
 
 
 @contextmanager
-def open_cli_store(args: argparse.Namespace, *, create: bool = False) -> Iterator[Any]:
+def open_cli_store(args: argparse.Namespace, *, create: bool = False, master_key: bool = True) -> Iterator[Any]:
     """The store named by ``--store`` / ``$AUTHMW_STORE`` / the config file / the default, closed afterwards;
-    only ``init`` passes ``create`` (a missing store is otherwise exit 3, and nothing is created)."""
+    only ``init`` passes ``create`` (a missing store is otherwise exit 3, and nothing is created);
+    ``master_key=False``: without reading the master key, for commands reading public data only."""
     from authmw.store import STORE_ENV, open_store
     from authmw.store.secrets import MASTER_KEY_FILE_ENV
 
@@ -89,7 +91,9 @@ def open_cli_store(args: argparse.Namespace, *, create: bool = False) -> Iterato
     if settings.master_key_file and not environ.get(MASTER_KEY_FILE_ENV):
         environ[MASTER_KEY_FILE_ENV] = settings.master_key_file
     url = getattr(args, "store", None) or environ.get(STORE_ENV) or settings.store
-    store = open_store(url, create=create, whitelist_limit=settings.whitelist_limit, environ=environ)
+    store = open_store(
+        url, create=create, master_key=master_key, whitelist_limit=settings.whitelist_limit, environ=environ
+    )
     try:
         yield store
     finally:
@@ -146,6 +150,8 @@ def emit(args: argparse.Namespace, stdout: TextIO, data: Any, text: str | None =
     if getattr(args, "format", "text") == "json":
         stdout.write(json.dumps(data) + "\n")
         return
+    if text is None and getattr(args, "format", "text") == "table":
+        text = table_text(data)
     if text is None:
         rows = data if isinstance(data, list) else [data]
         text = "".join(
@@ -153,6 +159,20 @@ def emit(args: argparse.Namespace, stdout: TextIO, data: Any, text: str | None =
             for row in rows
         )
     stdout.write(text)
+
+
+def table_text(data: Any) -> str:
+    """Records as aligned columns under a header; one record (a ``show``) as ``field  value`` lines."""
+    if isinstance(data, dict):
+        width = max((len(key) for key in data), default=0)
+        return "".join(f"{key.ljust(width)}  {_plain(value)}\n" for key, value in data.items())
+    rows = [row for row in data if isinstance(row, dict)]
+    if not rows:
+        return "(none)\n"
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    cells = [[c.upper() for c in columns]] + [[_plain(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return "".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n" for line in cells)
 
 
 def _plain(value: Any) -> str:

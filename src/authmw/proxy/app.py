@@ -246,6 +246,9 @@ class ProxyApp:
         return self._pools[self._turn]
 
     async def aclose(self) -> None:
+        identity: Any = self.guard.identity
+        if hasattr(identity, "flush_key_use"):  # the keys' uses noted since the last batch, off the event loop
+            await asyncio.to_thread(identity.flush_key_use)
         pools, self._pools = self._pools, []
         for pool in [*pools, *([self._transport] if self._transport is not None else [])]:
             await pool.aclose()

@@ -28,6 +28,7 @@ def open_store(
     *,
     keyring: Keyring | None = None,
     create: bool = False,
+    master_key: bool = True,
     whitelist_limit: int = 5,
     environ: Mapping[str, str] | None = None,
 ) -> Store:
@@ -37,11 +38,14 @@ def open_store(
     ``os.environ``) unless given. Only with ``create``, as ``authmw init`` does, are a missing SQLite file and a
     missing key file (mode 0600) created, but never a new key for a store that already holds secrets; without
     it a missing store is :class:`~authmw.errors.StoreUnavailable` and nothing is created. A ring that cannot
-    open the store's secrets is refused (:class:`~authmw.errors.ConfigurationError`).
+    open the store's secrets is refused (:class:`~authmw.errors.ConfigurationError`). With ``master_key=False``
+    no key is read at all: the store then reads public data only (opening or sealing a secret is refused).
     """
     env = os.environ if environ is None else environ
     db = open_database(url or env.get(STORE_ENV) or DEFAULT_STORE_URL, create=create)
     try:
+        if not master_key:
+            return Store(db, Keyring.without_keys(), whitelist_limit=whitelist_limit)
         if keyring is None and create:
             _refuse_new_key_for_sealed_store(db, env)
         store = Store(db, keyring or Keyring.from_environment(env, create=create), whitelist_limit=whitelist_limit)

@@ -57,7 +57,8 @@ class Database(Protocol):
     dialect: str
     url: str
 
-    def write(self) -> Any: ...
+    def write(self, *, bump: bool = True) -> Any:
+        """A write transaction; ``bump=False`` only for bookkeeping no cache reads (a key's last use)."""
 
     def read(self) -> Any: ...
 
@@ -176,9 +177,9 @@ class SqliteDatabase:
             raise
 
     @contextmanager
-    def write(self) -> Iterator[_SqliteTx]:
+    def write(self, *, bump: bool = True) -> Iterator[_SqliteTx]:
         with self._transaction("BEGIN IMMEDIATE") as tx:
-            if _has_meta(tx):
+            if bump and _has_meta(tx):
                 tx.run(_BUMP)
             yield tx
 
@@ -288,10 +289,10 @@ class PostgresDatabase:
             raise StoreUnavailable("PostgreSQL pool exhausted or unreachable") from None
 
     @contextmanager
-    def write(self) -> Iterator[_PgTx]:
+    def write(self, *, bump: bool = True) -> Iterator[_PgTx]:
         # One advisory lock orders every writer, including the first migration (before the revision row exists).
         with self._transaction(f"SELECT pg_advisory_xact_lock({_PG_WRITE_LOCK})") as tx:
-            if table_exists(tx, self.dialect, "authmw_meta"):
+            if bump and table_exists(tx, self.dialect, "authmw_meta"):
                 tx.run(_BUMP)
             yield tx
 

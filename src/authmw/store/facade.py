@@ -6,6 +6,7 @@ from typing import Any
 
 from authmw.store.admin import DEFAULT_DOMAIN, Administration, ensure_system_policies
 from authmw.store.base import new_id
+from authmw.store.inventory import Inventory
 from authmw.store.keys import ACTIVE_SEALING_KEY, KeyManagement, add_sealing_key, add_signing_key
 from authmw.store.reads import IdentityReads
 from authmw.store.schema import Schema
@@ -14,10 +15,11 @@ from authmw.workspaces import DEFAULT_WORKSPACE_ID
 __all__ = ["Store"]
 
 
-class Store(Administration, KeyManagement, IdentityReads, Schema):
+class Store(Administration, Inventory, KeyManagement, IdentityReads, Schema):
     """An identity store on a :class:`~authmw.store.database.Database`, secrets sealed under ``keyring``.
 
     Its verbs come from one module per role: :mod:`~authmw.store.admin` (administration),
+    :mod:`~authmw.store.inventory` (the administrator's lists and shows),
     :mod:`~authmw.store.keys` (signing and sealing keys, resealing), :mod:`~authmw.store.reads` (what the
     pipeline reads, with the revision) and :mod:`~authmw.store.schema` (migrations).
     ``whitelist_limit`` caps the entries of one IP whitelist (5, as ModelArts allows for a notebook).

@@ -74,8 +74,11 @@ _V2 = [
     "CREATE INDEX revoked_tokens_expiry ON revoked_tokens (expires_at)",
 ]
 
+# v3: when each access key was last used (coarse: recorded at most once a minute, without a revision bump).
+_V3 = ["ALTER TABLE access_keys ADD COLUMN last_used_at BIGINT"]
+
 #: Migrations in order; ``MIGRATIONS[i]`` brings the schema from version ``i`` to ``i + 1``.
-MIGRATIONS: list[list[str]] = [_V1, _V2]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
