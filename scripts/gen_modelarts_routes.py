@@ -87,6 +87,12 @@ _SOURCES: dict[str, dict[tuple[str, str], str]] = {
     "modelarts_03_0364": {
         ("GET", "/v2/{project_id}/training-jobs/{training_job_id}/events"): "modelarts:trainJob:get",
     },
+    # api-modelarts/modelarts_03_0167 (granting management permissions; the agency route names no ModelArts action)
+    "modelarts_03_0167": {
+        ("POST", "/v2/{project_id}/authorizations"): "modelarts:authorization:create",
+        ("GET", "/v2/{project_id}/authorizations"): "modelarts:authorization:list",
+        ("DELETE", "/v2/{project_id}/authorizations"): "modelarts:authorization:delete",
+    },
     # api-modelarts/modelarts_03_0174 (inference, new version), CreateInferService, ListInferServices (aliases)
     "modelarts_03_0174": {
         ("POST", "/v2/{project_id}/services"): "modelarts:service:create",

@@ -169,3 +169,7 @@ def test_commonoperations_reads_everything_and_cannot_create_a_pool(proxied: tup
     record = records[("POST", path_of(create_pool, world))]
     assert (record["status"], record["error_code"], record["action"]) == (403, "action_denied", "modelarts:pool:create")
     assert statuses["create_pool"] == 403  # and the SDK raised it as a ClientRequestException
+
+
+def test_the_packaged_table_is_what_the_sdk_and_the_documentation_give() -> None:
+    assert GEN.main(["--check"]) == 0  # else: rerun scripts/gen_modelarts_routes.py
