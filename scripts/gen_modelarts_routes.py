@@ -220,8 +220,8 @@ class Row:
 
 def sdk_calls() -> list[SdkCall]:
     """Every call of the v1 ``ModelArtsClient``, in name order, as the SDK itself builds its request."""
-    from huaweicloudsdkmodelarts import v1
-    from huaweicloudsdkmodelarts.v1 import ModelArtsClient
+    from huaweicloudsdkmodelarts import v1  # type: ignore[import-untyped]
+    from huaweicloudsdkmodelarts.v1 import ModelArtsClient  # type: ignore[import-untyped]
 
     calls = []
     for attribute in sorted(vars(ModelArtsClient)):
@@ -295,9 +295,9 @@ def _json_key(key: str) -> str:
 
 def workspace_fields(request_type: type) -> tuple[str, ...]:
     """The JSON paths of the request body that name a workspace, read from the SDK's request models."""
-    from huaweicloudsdkmodelarts import v1
+    from huaweicloudsdkmodelarts import v1  # type: ignore[import-untyped]
 
-    body = getattr(v1, request_type.openapi_types.get("body", ""), None)  # type: ignore[attr-defined]
+    body = getattr(v1, request_type.openapi_types.get("body", ""), None)
 
     def walk(model: Any, prefix: tuple[str, ...], seen: frozenset[Any]) -> Iterator[tuple[str, ...]]:
         if model in seen:
