@@ -33,6 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from huaweicloudsdkmodelarts import v1  # type: ignore[import-untyped]
+from huaweicloudsdkmodelarts.v1 import ModelArtsClient  # type: ignore[import-untyped]
+
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "src" / "authmw" / "data" / "modelarts_routes.tsv"
 RESEARCH = ROOT / "tests" / "data" / "research" / "modelarts_actions.tsv"
@@ -198,7 +201,7 @@ class SdkCall:
     name: str
     method: str
     template: str
-    request_type: type
+    request_type: Any  # the SDK's request model class
 
 
 @dataclass(frozen=True)
@@ -220,9 +223,6 @@ class Row:
 
 def sdk_calls() -> list[SdkCall]:
     """Every call of the v1 ``ModelArtsClient``, in name order, as the SDK itself builds its request."""
-    from huaweicloudsdkmodelarts import v1  # type: ignore[import-untyped]
-    from huaweicloudsdkmodelarts.v1 import ModelArtsClient  # type: ignore[import-untyped]
-
     calls = []
     for attribute in sorted(vars(ModelArtsClient)):
         found = re.fullmatch(r"_(\w+)_http_info", attribute)
@@ -293,10 +293,8 @@ def _json_key(key: str) -> str:
     return f'"{key}"' if "." in key else key
 
 
-def workspace_fields(request_type: type) -> tuple[str, ...]:
+def workspace_fields(request_type: Any) -> tuple[str, ...]:
     """The JSON paths of the request body that name a workspace, read from the SDK's request models."""
-    from huaweicloudsdkmodelarts import v1  # type: ignore[import-untyped]
-
     body = getattr(v1, request_type.openapi_types.get("body", ""), None)
 
     def walk(model: Any, prefix: tuple[str, ...], seen: frozenset[Any]) -> Iterator[tuple[str, ...]]:
