@@ -573,7 +573,9 @@ def _openapi_route(
 
 @cache
 def modelarts_routes() -> tuple[Route, ...]:
-    """The built-in ``modelarts`` preset, read from the packaged copy of ``research/modelarts_actions.tsv``.
+    """The built-in ``modelarts`` preset, read from the packaged table: the rows of ``research/modelarts_actions.tsv``
+    (the documented permissions table), then the routes of every call of the official SDK
+    (``huaweicloudsdkmodelarts`` 3.1.219, v1 client), both written by ``scripts/gen_modelarts_routes.py``.
 
     Two documentation defects are handled here (access_model.md §4): the row for listing an instance's mounted
     storage repeats ``POST .../create-image``, so it becomes ``GET .../{instance_id}/storage``; and a service is
@@ -594,15 +596,16 @@ def modelarts_routes() -> tuple[Route, ...]:
     create-image), services (create, update), training-job searches: a top-level ``workspace_id``
     (NotebookCreateRequest, ImageRegRequest, ImageCreateReq, ServiceCreateRequest/ServiceUpdateRequest,
     JobSearches). Models and datasets: a top-level ``workspace_id`` (api-modelarts/modelarts_03_0076.html,
-    CreateDataset.html). Pools label it ``metadata.labels."os.modelarts/workspace.id"`` (PoolMetaLabels; no
-    pool route in the table). Whatever a route declares, the guard also checks every workspace id anywhere in
-    a JSON body.
+    CreateDataset.html). Pools and networks label it ``metadata.labels."os.modelarts/workspace.id"``
+    (PoolMetaLabels). The SDK's rows take theirs from its request models (the generator walks them). Whatever a
+    route declares, the guard also checks every workspace id anywhere in a JSON body.
+    ``inferred``: the generator derived the action by the documented naming rule
+    ``modelarts:<resourceType>:<verb>`` and no ModelArts documentation names it (:func:`modelarts_inferred_actions`;
+    ``authmw policy lint`` warns about policies that rely on one).
     """
     routes: dict[tuple[str, str], Route] = {}
-    lines = files("authmw.data").joinpath("modelarts_routes.tsv").read_text().splitlines()
-    header = next(index for index, line in enumerate(lines) if line.startswith("method\t"))
-    for line in lines[header + 1 :]:
-        method, path, action, also, resource, fields = [*line.split("\t"), "", "", ""][:6]
+    for row in _modelarts_rows():
+        method, path, action, also, resource, fields = row[:6]
         if method == "-":
             continue
         if action == "modelarts:notebook:listMountedStorages":
@@ -631,3 +634,18 @@ def modelarts_routes() -> tuple[Route, ...]:
             workspace_fields=tuple(fields.split()),
         )
     return tuple(routes.values())
+
+
+def _modelarts_rows() -> list[tuple[str, ...]]:
+    """The packaged table's rows, seven columns each (missing trailing ones empty)."""
+    lines = files("authmw.data").joinpath("modelarts_routes.tsv").read_text().splitlines()
+    header = next(index for index, line in enumerate(lines) if line.startswith("method\t"))
+    return [tuple([*line.split("\t"), "", "", "", ""][:7]) for line in lines[header + 1 :] if line]
+
+
+@cache
+def modelarts_inferred_actions() -> frozenset[str]:
+    """The preset's actions that no documented row names: derived by the naming rule, not Huawei's word."""
+    rows = _modelarts_rows()
+    documented = {row[2] for row in rows if row[6] != "inferred"}
+    return frozenset(row[2] for row in rows if row[6] == "inferred") - documented

@@ -161,7 +161,7 @@ def route_use(args: argparse.Namespace) -> RouteUse | None:
     """What the configured route catalog (``--config``; default: the ModelArts preset) asks of policies, or None
     (with a line on stderr) when the configuration cannot be read: warnings are then left out, nothing fails."""
     from authmw.assembly import routes_of
-    from authmw.routes import modelarts_routes
+    from authmw.routes import modelarts_inferred_actions, modelarts_routes
     from authmw.sts import ASSUME_ACTION
 
     try:
@@ -170,8 +170,10 @@ def route_use(args: argparse.Namespace) -> RouteUse | None:
         sys.stderr.write(f"warning: no route catalog ({exc}): whether statements can apply is not checked\n")
         return None
     actions = set(catalog.actions)
+    inferred: frozenset[str] = frozenset()
     if set(modelarts_routes()) <= set(catalog.routes):
         actions.update(modelarts_actions())  # the preset's action catalog, routes or not (allowed_actions)
+        inferred = modelarts_inferred_actions()
     # The security-token endpoint decides its own action on an agency URN.
     resourced = {ASSUME_ACTION} | {
         action
@@ -180,7 +182,7 @@ def route_use(args: argparse.Namespace) -> RouteUse | None:
         for action in (route.action, *(named for _field, named in route.body_actions))
         if action is not None
     }
-    return RouteUse.of(actions, resourced)
+    return RouteUse.of(actions, resourced, inferred)
 
 
 def warn_never_applies(policy: Policy, usage: RouteUse | None, where: str) -> None:
@@ -507,8 +509,9 @@ def register_policy(policy_commands: Any) -> None:
         description="Read the policies together (as one principal's set) and warn about Allow statements a "
         "Deny always overrides, conditions that can never hold, wildcard actions broader than needed, and "
         "statements that can never apply to the route catalog (of --config; default: the ModelArts preset): "
-        "Action patterns matching no action, a Resource on actions no route gives a resource. Exit 0 no "
-        "warnings, 1 warnings, 2 invalid input.",
+        "Action patterns matching no action, a Resource on actions no route gives a resource; and Action "
+        "entries that rely on the preset's inferred actions (derived by authmw's naming rule where the ModelArts "
+        "documentation names none). Exit 0 no warnings, 1 warnings, 2 invalid input.",
     )
     linter.add_argument("files", nargs="+", metavar="FILE")
     add_common(linter)
