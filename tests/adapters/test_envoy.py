@@ -28,6 +28,8 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from authmw.assertion import keys_from_jwks, verify_assertion
 from authmw.cli import main
@@ -85,10 +87,17 @@ class EchoApp:
                 await send({"type": message["type"] + ".complete"})
                 if message["type"] == "lifespan.shutdown":
                     return
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             return
         with self._lock:
             self.calls += 1
+        if scope["type"] == "websocket":  # echoes each message, prefixed by who authmw said is calling
+            await receive()
+            await send({"type": "websocket.accept"})
+            user = dict(scope["headers"]).get(b"x-authmw-user-name", b"?").decode()
+            while (message := await receive())["type"] != "websocket.disconnect":
+                await send({"type": "websocket.send", "text": f"{user}:{message.get('text')}"})
+            return
         body = b""
         while True:
             message = await receive()
@@ -318,6 +327,24 @@ def test_temporary_credentials_of_an_agency_through_envoy(stack: Stack) -> None:
     )  # fmt: skip
     assert (status, body["error_code"]) == (403, "action_denied")
     assert request_credentials(form, "not-a-token", identity).status_code == 401  # type: ignore[arg-type]
+
+
+def test_a_websocket_handshake_is_checked(stack: Stack) -> None:
+    key = stack.world.scientist
+    path = NOTEBOOKS.format(project_id=stack.world.project)
+    url = "ws" + stack.url.removeprefix("http") + path
+    handshake = {"X-Nonce": os.urandom(8).hex()}
+    signed_ws = sign_request("GET", stack.url + path, handshake, b"", access_key=key.access, secret_key=key.secret)
+    headers = {k: v for k, v in signed_ws.headers.items() if k.lower() != "host"}  # the client sends the same Host
+    with connect(url, additional_headers=headers, open_timeout=10) as ws:
+        ws.send("hello")
+        assert ws.recv(timeout=10) == "scientist:hello"
+    before = stack.app.calls
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, open_timeout=10)
+    assert refused.value.response.status_code == 401
+    assert json.loads(refused.value.response.body or b"{}")["error_code"] == "missing_credentials"
+    assert stack.app.calls == before
 
 
 # -- refusals ------------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ drops header names with ``_`` (WSGI servers fold them onto ``-`` names). The fil
 ``ext_authz`` sends the request (body included, up to ``body_limit`` bytes, 413 beyond) to authmw behind
 :data:`~authmw.envoy.app.CHECK_PREFIX` and fails closed (503 when authmw does not answer); the router. An allowed
 request goes upstream with authmw's ``X-Authmw-*`` headers; a refused one gets authmw's status and JSON error.
-The token and security-token endpoints are routed to authmw, unchecked (they authenticate their own callers).
+The token and security-token endpoints are routed to authmw, unchecked (they authenticate their own callers);
+websockets are upgraded once their handshake is allowed.
 Paths are neither normalised nor merged: authmw checks, and the upstream receives, the bytes the client sent.
 """
 
@@ -92,8 +93,10 @@ def bootstrap(*, listen: str, upstream: str, authz: str, body_limit: int) -> dic
         "failure_mode_allow": False,
         "status_on_error": {"code": "ServiceUnavailable"},
         "with_request_body": {"max_request_bytes": body_limit, "allow_partial_message": False, "pack_as_bytes": True},
-        # Every header: a signature may cover any of them, and a check missing one would fail.
+        # Every header: a signature may cover any of them, and a check missing one would fail. But a websocket
+        # handshake's Connection and Upgrade would make the check itself a handshake, which authz does not take.
         "allowed_headers": {"patterns": [{"safe_regex": {"regex": ".*"}}]},
+        "disallowed_headers": {"patterns": [{"exact": "connection"}, {"exact": "upgrade"}]},
         "http_service": {
             "server_uri": {
                 "uri": f"{authz_scheme}://{authz_host}:{authz_port}",
@@ -129,6 +132,7 @@ def bootstrap(*, listen: str, upstream: str, authz: str, body_limit: int) -> dic
         "merge_slashes": False,
         "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
         "common_http_protocol_options": {"headers_with_underscores_action": "DROP_HEADER", "idle_timeout": "300s"},
+        "upgrade_configs": [{"upgrade_type": "websocket"}],  # the handshake is checked like any request
         "request_headers_timeout": "10s",
         "request_timeout": "120s",
         "stream_idle_timeout": "60s",
@@ -162,14 +166,23 @@ def bootstrap(*, listen: str, upstream: str, authz: str, body_limit: int) -> dic
             {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}
         ],
     }
+    connections = {
+        "name": "envoy.resource_monitors.global_downstream_max_connections",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3."
+            "DownstreamConnectionsConfig",
+            "max_active_downstream_connections": 10_000,
+        },
+    }
     return {
+        "overload_manager": {"resource_monitors": [connections]},
         "static_resources": {
             "listeners": [listener],
             "clusters": [
                 _cluster("authmw_authz", authz, "--authz", "1s"),
                 _cluster("upstream", upstream, "--upstream", "5s"),
             ],
-        }
+        },
     }
 
 
