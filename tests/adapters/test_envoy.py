@@ -16,6 +16,7 @@ import io
 import ipaddress
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -171,8 +172,11 @@ def _envoy(tmp_path: Path, upstream: str, authz: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _authz(world: World, tmp_path: Path, config: Path, port: int | None = None) -> Iterator[tuple[str, Path]]:
-    """``authmw authz --config CONFIG`` as a process over the world's store; yields its URL and audit log."""
+def _authz(
+    world: World, tmp_path: Path, config: Path, port: int | None = None
+) -> Iterator[tuple[str, Path, subprocess.Popen[str]]]:
+    """``authmw authz --config CONFIG`` as a process over the world's store; yields its URL, audit log and
+    process."""
     audit = tmp_path / "audit.log"
     port = port or free_port()
     env = {**os.environ, "AUTHMW_STORE": world.url, "AUTHMW_MASTER_KEY_FILE": world.key_file}
@@ -182,7 +186,7 @@ def _authz(world: World, tmp_path: Path, config: Path, port: int | None = None) 
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_for(url + "/healthz", process, "authmw authz", lambda r: r.status_code == 200)
-        yield url, audit
+        yield url, audit, process
     finally:
         if process.poll() is None:
             process.terminate()
@@ -223,7 +227,7 @@ def stack(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
             f"max_body: {MAX_BODY}\n"
             "presets: [modelarts]\n"
         )
-        authz, audit = running.enter_context(_authz(world, tmp_path, config))
+        authz, audit, _process = running.enter_context(_authz(world, tmp_path, config))
         url = running.enter_context(_envoy(tmp_path, upstream, authz))
         yield Stack(url, authz, upstream, app, world, audit, fenced)
 
@@ -506,7 +510,7 @@ def test_the_recipe_runs_with_its_documented_commands(world: World, tmp_path: Pa
     audience = load_settings(str(recipe)).upstream  # the yaml's upstream: the audience the upstream expects
     port = free_port()
     command = [sys.executable, str(ADAPTERS / "sidecar" / "upstream.py"), str(port)]
-    with _authz(world, tmp_path, recipe) as (authz, _audit):
+    with _authz(world, tmp_path, recipe) as (authz, _audit, _process):
         upstream = subprocess.Popen([*command, authz, str(audience)], stderr=subprocess.PIPE, text=True)
         try:
             _wait_for(f"http://127.0.0.1:{port}/", upstream, "the upstream", lambda _r: True)
@@ -521,3 +525,29 @@ def test_the_recipe_runs_with_its_documented_commands(world: World, tmp_path: Pa
         finally:
             upstream.terminate()
             upstream.wait(10)
+
+
+def test_sighup_reloads_the_configuration(world: World, tmp_path: Path) -> None:
+    config = tmp_path / "reload.yaml"
+    config.write_text("routes: [{method: GET, path: /ping, access: public}]\n")
+    with _authz(world, tmp_path, config) as (authz, _audit, process):
+        assert httpx.get(f"{authz}/ext_authz/ping").status_code == 200
+        assert httpx.get(f"{authz}/ext_authz/pong").json()["error_code"] == "route_not_allowed"
+        config.write_text(
+            "routes: [{method: GET, path: /ping, access: public}, {method: GET, path: /pong, access: public}]\n"
+        )
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{authz}/ext_authz/pong").status_code != 200:
+            assert time.monotonic() < deadline, "the reload did not take"
+            time.sleep(0.05)
+        config.write_text("routes: [{method: GET, path: /ping, access: nonsense}]\n")  # a bad one is not taken up
+        assert process.stderr is not None
+        os.set_blocking(process.stderr.fileno(), False)
+        process.send_signal(signal.SIGHUP)
+        logged = ""
+        while "reload failed" not in logged:
+            assert time.monotonic() < deadline + 10, logged
+            logged += process.stderr.read() or ""
+            time.sleep(0.05)
+        assert httpx.get(f"{authz}/ext_authz/pong").status_code == 200

@@ -8,7 +8,7 @@ from typing import Any, TextIO
 
 from authmw.cli._common import EXIT_OK, UsageError, add_common, settings_of
 from authmw.errors import ConfigurationError
-from authmw.settings import Settings
+from authmw.settings import Settings, load_settings
 
 __all__ = ["register"]
 
@@ -23,10 +23,15 @@ def _authz(args: argparse.Namespace, _stdin: TextIO, _stdout: TextIO) -> int:
     if args.audit_log:
         changes["audit_log"] = args.audit_log
     settings = replace(settings_of(args), **changes)
+    config = getattr(args, "config", None)
+
+    def reload_settings() -> Settings:
+        return load_settings(config) if config else Settings()
+
     with open_cli_store(args) as store:
         store.require_schema()
         build_authz(settings, store)  # refuse a bad configuration before binding the port
-        serve_authz(settings, store)
+        serve_authz(settings, store, reload_settings=reload_settings)
     return EXIT_OK
 
 
@@ -51,7 +56,8 @@ def register(commands: Any) -> None:
             "an allowed request gets 200 with the X-Authmw-* identity headers and a signed X-Authmw-Assertion for "
             "Envoy to send upstream, a refused one the SPEC §9 error for Envoy to send to the client. Also serves "
             "the token and security-token endpoints, /healthz, /readyz and /.well-known/jwks.json. Put Envoy's "
-            "address in trusted_proxies: the client address is read from the X-Forwarded-For Envoy appends to."
+            "address in trusted_proxies: the client address is read from the X-Forwarded-For Envoy appends to. "
+            "SIGHUP reloads --config; SIGTERM answers the checks in flight and stops."
         ),
     )
     authz.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:8080)")

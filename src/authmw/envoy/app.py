@@ -80,6 +80,14 @@ class AuthzApp:
         self.body_budget = BodyBudget() if body_budget is None else body_budget
         self.draining = False
 
+    def reload(self, fresh: AuthzApp) -> None:
+        """Decide new checks with ``fresh``'s guard, keys and token service (a configuration reload); checks in
+        flight finish with the old ones."""
+        self.guard, self.signing_key, self._jwks_body = fresh.guard, fresh.signing_key, fresh._jwks_body
+        self.assertion_ttl, self.assertion_audience = fresh.assertion_ttl, fresh.assertion_audience
+        self.token_service, self._allowed_extra = fresh.token_service, fresh._allowed_extra
+        self.body_timeout = fresh.body_timeout
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":

@@ -7,16 +7,19 @@ h11 parser (measured in the commit that chose them).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
+from collections.abc import Callable
+from dataclasses import replace
 
 from authmw.admission import BodyBudget
-from authmw.assembly import open_guard
+from authmw.assembly import keep_replay_window, open_guard
 from authmw.envoy.app import CHECK_PREFIX, AuthzApp
 from authmw.errors import ChangeRefused, ConfigurationError
 from authmw.iam_api import AttemptLimiter, TokenService
 from authmw.proxy.app import origin_of
-from authmw.proxy.server import _audit_to, parse_listen
+from authmw.proxy.server import _audit_to, keep_issuers, parse_listen
 from authmw.settings import Settings
 from authmw.store import Store
 from authmw.tokens import TokenSigner
@@ -26,16 +29,17 @@ __all__ = ["build_authz", "serve_authz"]
 logger = logging.getLogger("authmw.authz")
 
 
-def build_authz(settings: Settings, store: Store) -> AuthzApp:
+def build_authz(settings: Settings, store: Store, *, limiter: AttemptLimiter | None = None) -> AuthzApp:
     """The ``authz`` app over ``store`` configured by ``settings``: assertions are addressed to
-    ``assertion_audience``, else to the origin of ``upstream`` (none when neither is configured)."""
+    ``assertion_audience``, else to the origin of ``upstream`` (none when neither is configured); its token service
+    counts login attempts with ``limiter`` (a new one if None: pass the running one on a reload)."""
     guard = open_guard(store, config=settings)
     try:
         token_key = store.token_signing_key(settings.token_algorithm)
     except ChangeRefused as exc:
         raise ConfigurationError(f"token_algorithm: {exc}") from None
     signer = TokenSigner(*token_key, algorithm=settings.token_algorithm)
-    service = None if guard.tokens is None else TokenService(store, signer, guard, limiter=AttemptLimiter())
+    service = None if guard.tokens is None else TokenService(store, signer, guard, limiter=limiter or AttemptLimiter())
     audience = settings.assertion_audience or (origin_of(settings.upstream) if settings.upstream else None)
     return AuthzApp(
         guard=guard,
@@ -50,13 +54,16 @@ def build_authz(settings: Settings, store: Store) -> AuthzApp:
     )
 
 
-def serve_authz(settings: Settings, store: Store) -> None:
-    """Serve until SIGINT/SIGTERM (checks in flight are answered first)."""
+def serve_authz(settings: Settings, store: Store, *, reload_settings: Callable[[], Settings] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM (checks in flight are answered first); SIGHUP rebuilds the guard from
+    ``reload_settings()`` (and takes up the store's current signing key) without dropping a check, or keeps the
+    running configuration and logs why."""
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     _audit_to(settings.audit_log)
-    app = build_authz(settings, store)
+    limiter = AttemptLimiter()  # one for the process: a reload must not reset the login attempt counters
+    app = build_authz(settings, store, limiter=limiter)
     if not app.guard.proxies.networks:
         logger.warning(
             "trusted_proxies is empty: every client address is Envoy's; add Envoy's address to trusted_proxies"
@@ -69,7 +76,6 @@ def serve_authz(settings: Settings, store: Store) -> None:
         host=host,
         port=port,
         lifespan="on",
-        loop="uvloop",
         http="httptools",
         proxy_headers=False,  # the guard decides which forwarding headers to believe (trusted_proxies)
         server_header=False,
@@ -86,5 +92,50 @@ def serve_authz(settings: Settings, store: Store) -> None:
     # no-op, so a drained shutdown ends with exit status 0 instead of death by signal.
     for stop in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop, lambda _signum, _frame: None)
-    logger.info("authmw authz on http://%s:%d (checks under %s/)", host, port, CHECK_PREFIX)
-    server.run()
+    running = [settings]
+    reloading = asyncio.Lock()
+
+    def rebuild() -> tuple[Settings, AuthzApp]:
+        fresh = reload_settings() if reload_settings is not None else settings
+        fresh = replace(fresh, listen=settings.listen, audit_log=settings.audit_log)
+        rebuilt = build_authz(fresh, store, limiter=limiter)  # also the current signing key and the key set
+        rebuilt.guard.identity.poll()  # type: ignore[attr-defined]
+        keep_issuers(app.guard, rebuilt.guard, running[0], fresh)
+        keep_replay_window(app.guard, rebuilt.guard)
+        return fresh, rebuilt
+
+    async def reload() -> None:
+        async with reloading:  # one at a time, built off the event loop (it reads the store, fetches JWKS)
+            try:
+                fresh, rebuilt = await asyncio.to_thread(rebuild)
+            except Exception as exc:
+                logger.error("reload failed, keeping the running configuration: %s", exc)
+                return
+            app.reload(rebuilt)
+            running[0] = fresh
+            logger.info("configuration and policies reloaded")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        tasks: set[asyncio.Task[None]] = set()
+
+        def on_hangup() -> None:
+            task = loop.create_task(reload())
+            tasks.add(task)  # kept until done: the loop holds tasks only weakly
+            task.add_done_callback(tasks.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+        logger.info("authmw authz on http://%s:%d (checks under %s/)", host, port, CHECK_PREFIX)
+        await server.serve()
+
+    with asyncio.Runner(loop_factory=_uvloop()) as runner:
+        runner.run(main())
+
+
+def _uvloop() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (not on Windows), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
