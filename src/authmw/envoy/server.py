@@ -1,8 +1,10 @@
 """Running the decision service: uvicorn on uvloop and httptools serving :class:`AuthzApp`, audit log, drain.
 
 Only Envoy talks to it, over a few long-lived keep-alive connections, one small check after another: the cost
-that matters is CPU per decision, where uvloop and httptools take a third off uvicorn's default asyncio loop and
-h11 parser (measured in the commit that chose them).
+that matters is CPU per decision. Measured (allowed AK/SK check, audit on, wrk over 8 connections): 287 µs per
+decision on uvloop and httptools against 434 µs on asyncio and h11; a bare httptools protocol of our own on uvloop
+came within the noise of uvicorn's (5-12% less), not worth a server to maintain. httptools has no head deadline
+(the sidecar's is h11-only): the service is for Envoy alone, on an address clients cannot reach.
 """
 
 from __future__ import annotations
