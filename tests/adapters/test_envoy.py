@@ -381,6 +381,7 @@ def test_spoofed_authmw_headers_never_reach_the_app(stack: Stack) -> None:
         "X-Authmw-Invented": "1",
         "X_Authmw_Agency": "admin",  # folds onto X-Authmw-Agency in a WSGI app
         "X-Real-IP": "192.0.2.99",
+        "Forwarded": "for=192.0.2.99",
     }
     raw = signed(Ctx(stack.world, stack.url.removeprefix("http://")))
     for name, value in spoof.items():  # added after signing, as a forger on the path would
@@ -391,7 +392,7 @@ def test_spoofed_authmw_headers_never_reach_the_app(stack: Stack) -> None:
     facts = _facts(body)
     assert facts["user-name"] == "scientist" and facts["allowed-actions"] != "*"
     assert "invented" not in facts and "agency" not in facts
-    assert {"x_authmw_agency", "x-real-ip"}.isdisjoint(name for name, _value in body["headers"])
+    assert {"x_authmw_agency", "x-real-ip", "forwarded"}.isdisjoint(name for name, _value in body["headers"])
     _claims(stack, body)  # the assertion is authmw's, not the forged one
     before = stack.app.calls
     answer = httpx.get(stack.url + NOTEBOOKS.format(project_id=stack.world.project), headers=spoof)
@@ -551,3 +552,15 @@ def test_sighup_reloads_the_configuration(world: World, tmp_path: Path) -> None:
             logged += process.stderr.read() or ""
             time.sleep(0.05)
         assert httpx.get(f"{authz}/ext_authz/pong").status_code == 200
+
+
+def test_authz_refuses_to_read_another_forwarding_header(world: World, tmp_path: Path) -> None:
+    """Envoy appends to X-Forwarded-For only: with ``forwarded_header: forwarded`` the client address would be
+    whatever the client wrote, so authz does not start."""
+    config = tmp_path / "forwarded.yaml"
+    config.write_text("forwarded_header: forwarded\ntrusted_proxies: [127.0.0.1]\n")
+    env = {**os.environ, "AUTHMW_STORE": world.url, "AUTHMW_MASTER_KEY_FILE": world.key_file}
+    command = [sys.executable, "-m", "authmw", "authz", "--listen", f"127.0.0.1:{free_port()}", "--config", str(config)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "forwarded_header must be x-forwarded-for" in done.stderr

@@ -27,8 +27,9 @@ _EXT_AUTHZ = "envoy.filters.http.ext_authz"
 _TYPES = "type.googleapis.com/envoy.extensions.filters"
 #: What the refused client is told besides the status and body (the SPEC §9 headers of ``errors.render``).
 _CLIENT_HEADERS = ("content-type", "cache-control", "www-authenticate", "retry-after", "x-request-id")
-#: Connection facts only a proxy may state: a client's own are removed before anyone reads them.
-_FORGEABLE = ("x-real-ip", "true-client-ip", "x-client-ip", "x-forwarded-host")
+#: Connection facts only a proxy may state: a client's own are removed before anyone reads them (Envoy states the
+#: client's address in X-Forwarded-For only; an upstream reading Forwarded would believe the client).
+_FORGEABLE = ("forwarded", "x-real-ip", "true-client-ip", "x-client-ip", "x-forwarded-host")
 
 
 def _endpoint(url: str, option: str) -> tuple[str, str, int, bool]:

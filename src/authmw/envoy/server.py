@@ -35,6 +35,10 @@ def build_authz(settings: Settings, store: Store, *, limiter: AttemptLimiter | N
     """The ``authz`` app over ``store`` configured by ``settings``: assertions are addressed to
     ``assertion_audience``, else to the origin of ``upstream`` (none when neither is configured); its token service
     counts login attempts with ``limiter`` (a new one if None: pass the running one on a reload)."""
+    if settings.forwarded_header != "x-forwarded-for":  # the other chain would be the client's own words
+        raise ConfigurationError(
+            "authz reads the X-Forwarded-For Envoy appends to: forwarded_header must be x-forwarded-for"
+        )
     guard = open_guard(store, config=settings)
     try:
         token_key = store.token_signing_key(settings.token_algorithm)
