@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from authmw import __version__
-from authmw.cli import admin, debug, proxy
+from authmw.cli import admin, debug, envoy, proxy
 from authmw.cli._common import (
     EXIT_ADDRESS_IN_USE,
     EXIT_CODES,
@@ -40,6 +40,7 @@ def build_parser() -> Parser:
     debug.register_policy(policy_commands)
     debug.register(commands)
     proxy.register(commands)
+    envoy.register(commands)
     return parser
 
 

@@ -51,7 +51,7 @@ from authmw.iam_api import SECURITY_TOKENS_PATH, TOKENS_PATH
 from authmw.models import AuthContext
 from authmw.tokens import PublicKey
 
-__all__ = ["ProxyApp", "forwarded_query", "identity_headers", "origin_of", "upstream_headers"]
+__all__ = ["ProxyApp", "asserted_identity", "forwarded_query", "identity_headers", "origin_of", "upstream_headers"]
 
 logger = logging.getLogger("authmw.proxy")
 
@@ -116,6 +116,29 @@ def identity_headers(context: AuthContext) -> list[tuple[str, str]]:
         headers.append(("x-authmw-agency", agency))
     headers.append(("x-authmw-allowed-actions", ",".join(context.allowed_actions)))
     return headers
+
+
+def asserted_identity(
+    context: AuthContext,
+    signing_key: tuple[str, ed25519.Ed25519PrivateKey],
+    *,
+    method: str,
+    path: str,
+    query: str,
+    ttl: int,
+    audience: str | None,
+) -> list[tuple[str, str]]:
+    """The identity headers of a checked request and the ``X-Authmw-Assertion`` stating them, bound to the
+    ``method``, raw ``path`` and raw ``query`` the upstream receives (the sidecar and Envoy's ``authz`` alike)."""
+    facts = identity_headers(context)
+    claims = {name[len("x-authmw-") :]: value for name, value in facts if name != "x-authmw-allowed-actions"}
+    kid, key = signing_key
+    assertion = sign_assertion(
+        claims, key, kid, method=method, path=path, query=query, request_id=context.request_id, ttl=ttl,
+        audience=audience,
+    )  # fmt: skip
+    facts.append(("x-authmw-assertion", assertion))
+    return facts
 
 
 def upstream_headers(
@@ -346,21 +369,16 @@ class ProxyApp:
             forward_credentials=self.forward_credentials,
             drop_underscore_headers=self.drop_underscore_headers,
         )
-        facts = identity_headers(context)
         path, query = self._target(scope)
-        claims = {name[len("x-authmw-") :]: value for name, value in facts if name != "x-authmw-allowed-actions"}
-        assertion = sign_assertion(
-            claims,
-            self._key,
-            self.kid,
+        facts = asserted_identity(
+            context,
+            (self.kid, self._key),
             method=scope.get("method", "GET"),
             path=path,
             query=query,
-            request_id=context.request_id,
             ttl=self.assertion_ttl,
             audience=self.assertion_audience,
         )
-        facts.append(("x-authmw-assertion", assertion))
         headers += [(name.encode(), value.encode()) for name, value in facts]
         headers = [(k, v) for k, v in headers if k.lower() not in _SET_BY_PROXY]
         chain = self.guard.proxies.header.encode()  # the one the deployment reads; the other never goes upstream
