@@ -30,8 +30,19 @@ def install() -> None:
     watched = os.path.realpath(outside) + os.sep
     # The repository, and the interpreter with its virtualenv (which may be a symlink into the original checkout).
     allowed = tuple({os.path.realpath(p) + os.sep for p in (ROOT, sys.prefix, sys.base_prefix, sys.exec_prefix)})
+    # What the interpreter itself reads beside them, the package metadata of an editable install elsewhere: the
+    # import path's folders are listed and the metadata read (entry points). Its code is not: tests import this
+    # checkout's (pyproject.toml's pythonpath, tests/conftest.py).
+    listed = {os.path.realpath(p) for p in sys.path if p}
     log_path = os.path.realpath(log)
     seen: set[str] = set()
+
+    def expected(event: str, real: str) -> bool:
+        if real == log_path or (real + os.sep).startswith(allowed) or not real.startswith(watched):
+            return True
+        if event != "open":
+            return real in listed
+        return os.path.basename(os.path.dirname(real)).endswith((".dist-info", ".egg-info"))
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
         if event not in _EVENTS or not args or args[0] is None or isinstance(args[0], int):
@@ -41,7 +52,7 @@ def install() -> None:
             if not path.startswith(watched):
                 return
             real = os.path.realpath(path)
-            if real == log_path or real.startswith(allowed) or not real.startswith(watched) or real in seen:
+            if real in seen or expected(event, real):
                 return
             seen.add(real)
             with open(log_path, "a", encoding="utf-8") as out:  # re-enters the hook: the log is let through
