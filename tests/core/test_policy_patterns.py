@@ -23,6 +23,7 @@ from authmw.errors import InvalidPolicy
 from authmw.policy import PolicySet, parse_policy
 from authmw.policy.document import MAX_SEARCHED_WIDTH, MAX_WILDCARDS
 from authmw.policy.patterns import compile_glob, glob_escape, is_glob
+from tests.support.budget import examples
 
 LITERAL_STAR, LITERAL_QUESTION = glob_escape("*"), glob_escape("?")
 SUBJECT = 16 * 1024  # the longest path parameter an HTTP server passes (request lines are capped near 16 KiB)
@@ -76,7 +77,7 @@ def pattern_and_subject(draw: Any) -> tuple[str, str]:
 
 
 @settings(
-    max_examples=3_000,
+    max_examples=examples(3_000),
     deadline=None,
     derandomize=True,
     database=None,
@@ -103,7 +104,7 @@ def long_runs(draw: Any) -> tuple[str, str]:
     return pattern, subject
 
 
-@settings(max_examples=1_500, deadline=None, derandomize=True, database=None)
+@settings(max_examples=examples(1_500), deadline=None, derandomize=True, database=None)
 @given(case=long_runs())
 def test_long_runs_agree_with_the_old_regex(case: tuple[str, str]) -> None:
     pattern, subject = case

@@ -37,6 +37,7 @@ from authmw.errors import AuthmwError, InvalidSecurityToken
 from authmw.models import AccessKey, Credential, Request
 from authmw.rawhttp import parse_raw_request
 from authmw.signing import SCHEMES, Verifier, presign_url, sign_request
+from tests.support import budget
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -77,7 +78,7 @@ RESERVED_HEADERS = frozenset(
 
 def _settings(examples: int) -> settings:
     return settings(
-        max_examples=examples,
+        max_examples=budget.examples(examples),
         deadline=None,
         derandomize=True,
         database=None,

@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 from authmw.models import AuthMethod, Request
 from authmw.rawhttp import parse_raw_request
 from authmw.signing import SignedHttpRequest, Verifier, presign_url, sign_request
+from tests.support.budget import examples
 from tests.support.tokens import OneToken
 from tests.support.wire import CaptureServer, frozen_time
 
@@ -190,7 +191,7 @@ moments = st.datetimes(
 
 
 @settings(
-    max_examples=300,
+    max_examples=examples(300),
     deadline=None,
     derandomize=True,
     database=None,

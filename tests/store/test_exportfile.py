@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authmw.store import exportfile
+from tests.support.budget import examples
 
 DOCUMENT = {
     "format": "authmw-export/1",
@@ -46,7 +47,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(rows=st.lists(st.dictionaries(st.text(max_size=8), json_values, max_size=4), max_size=4))
 def test_rows_round_trip_and_agree_with_yaml(rows: list[dict[str, object]]) -> None:
     document = {"format": "authmw-export/1", "users": rows}

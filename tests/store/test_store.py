@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from authmw.store.secrets import SealError, key_id_of, new_master_key, verify_pa
 from authmw.workspaces import DEFAULT_WORKSPACE_ID, can_access_workspace
 from tests.support.pgutil import pg_schema
 
+ROOT = Path(__file__).resolve().parents[2]
 MASTER = bytes(range(32))  # the master key of the ``keyring`` fixture
 ALLOW_TRAIN = {"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["modelarts:trainJob:*"]}]}
 DENY_DELETE = {"Version": "1.1", "Statement": [{"Effect": "Deny", "Action": ["modelarts:trainJob:delete"]}]}
@@ -110,6 +114,23 @@ def test_passwords_are_scrypt_hashes(store: Store) -> None:
     store.set_password("alice", "battery staple")
     with store.db.read() as tx:
         assert verify_password("battery staple", tx.one("SELECT password_hash FROM users")[0])
+
+
+def test_production_hashes_passwords_at_the_full_cost() -> None:
+    """The test run hashes at a test cost (tests/conftest.py); a process of its own, without the test run's
+    sitecustomize, shows what production does: N=2**17, r=8, p=1, and twice N for export passphrases."""
+    script = (
+        "from authmw.store import secrets as s\n"
+        "h = s.hash_password('correct horse')\n"
+        "print(h.rsplit('$', 2)[0], s.verify_password('correct horse', h), s.verify_password('wrong horse', h))\n"
+        "print(s._EXPORT_N)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}  # this checkout's authmw, and no test-cost hook
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["scrypt$131072$8$1", "True", "False", str(2**18)]
 
 
 def test_access_keys_lifecycle_and_limit(store: Store) -> None:

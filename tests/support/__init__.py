@@ -15,4 +15,7 @@ module imports another.
 - ``policy_cases``: the policy conformance cases and the documented refusal of each invalid one.
 - ``oidc_issuer``: a JWKS-serving OIDC issuer. ``pgutil``: a PostgreSQL schema per test. ``cli``: the
   ``authmw`` command in-process over a fresh store.
+- ``budget``: the example budgets of the Hypothesis tests (a tenth unless ``AUTHMW_HYPOTHESIS_BUDGET=full``).
+- ``reads``: the read audit of ``.ci/run``. ``child_site``: the ``sitecustomize`` of the Python processes tests
+  start (tests/conftest.py).
 """

@@ -13,8 +13,10 @@ PG_SERVER = os.environ.get("AUTHMW_TEST_POSTGRES", "postgresql://postgres@127.0.
 
 
 def pg_schema_url(schema: str) -> str:
-    """A store URL whose tables live in ``schema``."""
-    return f"{PG_SERVER}?options=-csearch_path%3D{schema}"
+    """A store URL whose tables live in ``schema``, for a session that does not wait for the WAL flush at commit
+    (``synchronous_commit=off``: a commit is as atomic and as visible, only a server crash could lose the last
+    ones, which no test does): writes are 3-4 times faster on the shared test server."""
+    return f"{PG_SERVER}?options=-csearch_path%3D{schema}%20-csynchronous_commit%3Doff"
 
 
 @contextmanager

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
+import random
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -28,11 +32,38 @@ def wait_idle(url: str, timeout: float = 10.0) -> None:
         time.sleep(0.005)
 
 
+def _candidate_ports() -> Iterator[int]:
+    """Ports below the kernel's ephemeral range, which it never hands out by itself: a port chosen here is not
+    taken by some outgoing connection before the child process binds it. Each xdist worker has a slice of its own
+    (no collision across workers), entered at a random point (seldom one with another test run on the machine)."""
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 0
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    size = (ephemeral_low - _FIRST_PORT) // workers
+    if size < 100:  # no room below the ephemeral range: let the kernel choose
+        return itertools.repeat(0)
+    start, offset = _FIRST_PORT + worker * size, random.randrange(size)
+    return itertools.cycle([start + (offset + i) % size for i in range(size)])
+
+
+_FIRST_PORT = 10_000
+_PORTS = _candidate_ports()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (for servers started as separate processes)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that is free now and that no other test of this run gets (for servers started as
+    separate processes)."""
+    for port in _PORTS:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise AssertionError("unreachable: the candidates never run out")
 
 
 @contextlib.contextmanager

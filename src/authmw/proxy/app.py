@@ -264,7 +264,9 @@ class ProxyApp:
             return self._transport
         if not self._pools:
             limits = httpx.Limits(max_connections=_POOL_CONNECTIONS, max_keepalive_connections=_POOL_CONNECTIONS)
-            self._pools = [httpx.AsyncHTTPTransport(limits=limits, retries=0) for _ in range(_POOLS)]
+            # One TLS context for all: each loads the CA bundle (~50 ms of CPU, on the event loop).
+            tls = httpx.create_ssl_context()
+            self._pools = [httpx.AsyncHTTPTransport(verify=tls, limits=limits, retries=0) for _ in range(_POOLS)]
         self._turn = (self._turn + 1) % _POOLS
         return self._pools[self._turn]
 

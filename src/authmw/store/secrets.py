@@ -40,6 +40,7 @@ __all__ = [
     "key_id_of",
     "new_master_key",
     "read_key_file",
+    "use_test_scrypt_cost",
     "verify_password",
     "write_key_file",
 ]
@@ -257,6 +258,14 @@ _N, _R, _P = 2**17, 8, 1
 _EXPORT_N = 2**18
 _MAXMEM = 1024 * 1024 * 1024
 _DUMMY_SALT = b"authmw-no-password"
+
+
+def use_test_scrypt_cost() -> None:
+    """Hash passwords (N=2**10) and derive export keys (N=2**11) cheaply in this process: for test suites only,
+    which hash thousands of passwords. Never called by authmw; production keeps the costs above. A hash records
+    its N and one of another N is refused, so every process of a test run must call it (tests/conftest.py)."""
+    global _N, _EXPORT_N  # the one switch, read at each call
+    _N, _EXPORT_N = 2**10, 2**11
 
 
 def _scrypt(secret: bytes, salt: bytes, n: int, *, dklen: int = 32) -> bytes:
