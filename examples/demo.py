@@ -284,12 +284,55 @@ def walkthrough(sidecar: str, world: dict[str, Any]) -> int:
     delegation = audit_record(seen["seen_by_api"]["request_id"])["delegation"]
     print(f"   delegation (audit log): {' -> '.join(delegation)}")
     failures += len(delegation) != 3
+    failures += data_scientist(sidecar, project, keys)
     unsigned = httpx.get(f"{sidecar}/v1/{project}/notebooks")
     print(f"\n-- No signature at all -> {unsigned.status_code} {unsigned.json()['error_code']}")
     failures += (unsigned.status_code, unsigned.json()["error_code"]) != (401, "missing_credentials")
     for client in clients.values():
         client.close()
     return failures
+
+
+def data_scientist(sidecar: str, project: str, keys: dict[str, Any]) -> int:
+    """bob works with the official ModelArts SDK: authmw answers the workspace API from its store, and the
+    training job goes on to the API, placed in the new workspace. The number of unexpected outcomes."""
+    from huaweicloudsdkcore.auth.credentials import BasicCredentials
+    from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
+    from huaweicloudsdkmodelarts import v1
+
+    def sdk(user: str) -> Any:
+        credentials = BasicCredentials(keys[user]["access"], keys[user]["secret"], project)
+        return v1.ModelArtsClient.new_builder().with_credentials(credentials).with_endpoints([sidecar]).build()
+
+    def mark(ok: bool) -> str:
+        return f"{GREEN}as expected{RESET}" if ok else f"{RED}UNEXPECTED{RESET}"
+
+    print("\n== 6. A data scientist with huaweicloudsdkmodelarts: workspaces come from authmw's store")
+    bob = sdk("bob")
+    made = bob.create_workspace(v1.CreateWorkspaceRequest(v1.CreateWorkspaceReq(name="bob-lab", auth_type="PRIVATE")))
+    ok = made.owner == "bob" and made.status == "NORMAL"
+    print(f"\n-- bob: create_workspace(name='bob-lab', auth_type='PRIVATE') -> id {made.id}, owner {made.owner} "
+          f"(answered by authmw; `authmw workspace show bob-lab` shows it) [{mark(ok)}]")  # fmt: skip
+    failures = not ok
+    job = v1.Job(
+        kind="job",
+        metadata=v1.JobMetadata(name="mnist", workspace_id=made.id),
+        algorithm=v1.JobAlgorithm(code_dir="obs://bucket/code/", boot_file="train.py"),
+    )
+    answer = bob.create_training_job(v1.CreateTrainingJobRequest(body=job))
+    seen = json.loads(answer.raw_content)["seen_by_api"]
+    ok = seen["workspace"] == made.id and seen["action"] == "modelarts:trainJob:create"
+    print(f"\n-- bob: create_training_job in bob-lab -> {answer.status_code}, forwarded; the API saw {seen} "
+          f"[{mark(ok)}]")  # fmt: skip
+    failures += not ok
+    try:
+        sdk("eve").create_training_job(v1.CreateTrainingJobRequest(body=job))
+        refused = None
+    except ClientRequestException as exc:
+        refused = (exc.status_code, exc.error_code)
+    ok = refused == (403, "workspace_denied")
+    print(f"\n-- eve: create_training_job in bob's PRIVATE workspace -> {refused} [{mark(ok)}]")
+    return failures + (not ok)
 
 
 def main() -> int:

@@ -27,7 +27,7 @@ from authmw.tokens import ISSUER, TokenVerifier
 if TYPE_CHECKING:
     from authmw.client.jwks import JwksKeys
 
-__all__ = ["keep_replay_window", "open_guard", "routes_of", "session_sealer", "trusted_issuers"]
+__all__ = ["keep_replay_window", "open_guard", "presets_in_force", "routes_of", "session_sealer", "trusted_issuers"]
 
 _ISSUER_KEYS = {"issuer", "jwks_url", "domain", "audience", "user_claim", "algorithms", "grace", "min_refetch"}
 
@@ -60,7 +60,7 @@ def open_guard(store: str | Store | None = None, *, config: str | Settings | Non
     return _build(base, store, declared)
 
 
-def _presets(settings: Settings, declared: tuple[Route, ...]) -> tuple[str, ...]:
+def presets_in_force(settings: Settings, declared: tuple[Route, ...] = ()) -> tuple[str, ...]:
     """The presets in force: those configured, else ``modelarts`` when no route is configured or declared."""
     if settings.presets is not None:
         return settings.presets
@@ -71,7 +71,7 @@ def routes_of(settings: Settings, declared: Iterable[Route] = ()) -> RouteCatalo
     """The presets, the configured routes, those of the ``openapi`` document and the ``declared`` ones, in that
     order (none may redefine another)."""
     declared = tuple(declared)
-    routes = [*modelarts_routes()] if "modelarts" in _presets(settings, declared) else []
+    routes = [*modelarts_routes()] if "modelarts" in presets_in_force(settings, declared) else []
     routes += [route_from_mapping(r, origin=settings.where(f"routes[{i}]")) for i, r in enumerate(settings.routes)]
     if settings.openapi is not None:
         routes += routes_from_openapi(_document(settings.openapi))
@@ -235,7 +235,7 @@ def _build(settings: Settings, store: Store, routes: tuple[Route, ...]) -> Guard
         ),
         issuers=trusted_issuers(settings, domains=[d.name for d in store.list_domains()]),
         routes=routes_of(settings, routes),
-        actions=modelarts_actions() if "modelarts" in _presets(settings, tuple(routes)) else (),
+        actions=modelarts_actions() if "modelarts" in presets_in_force(settings, tuple(routes)) else (),
         trusted_proxies=settings.trusted_proxies,
         forwarded_header=settings.forwarded_header,
         mode=settings.mode,

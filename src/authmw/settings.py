@@ -49,6 +49,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trusted_proxies": (_texts, "a list of addresses or CIDR blocks"),
     "forwarded_header": (_one_of("x-forwarded-for", "forwarded"), "x-forwarded-for or forwarded"),
     "presets": (lambda v: _texts(v) and set(v) <= {"modelarts"}, "a list of preset names (modelarts)"),
+    "serve_workspaces": (_flag, "true or false"),
     "routes": (_mappings, "a list of routes (mappings with method, path, action, ...)"),
     "openapi": (_text, "an OpenAPI document file (JSON or YAML)"),
     "strict_paths": (_flag, "true or false"),
@@ -131,6 +132,11 @@ ABOUT: dict[str, About] = {
     "presets": About(
         "Built-in route catalogs in force (`modelarts`).",
         default="[modelarts] when no routes are configured or declared",
+    ),
+    "serve_workspaces": About(
+        "With the `modelarts` preset: authmw answers the ModelArts workspace API (`/v1/{project_id}/workspaces` "
+        "create, list, show, update, delete) from its store, after the guard authorized the request; off, those "
+        "requests go upstream like any other."
     ),
     "routes": About(
         "Your routes: mappings with `method`, `path`, `action` or `access`, and optionally `resource`, "
@@ -222,6 +228,7 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     forwarded_header: str = "x-forwarded-for"
     presets: tuple[str, ...] | None = None
+    serve_workspaces: bool = True
     routes: tuple[Mapping[str, Any], ...] = ()
     openapi: str | None = None
     strict_paths: bool = True

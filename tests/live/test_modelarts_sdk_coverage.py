@@ -122,7 +122,9 @@ def audit_of_batch(audit: Path, before: int, expected: int) -> dict[tuple[str, s
 def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, str, Path]]:
     directory = tmp_path_factory.mktemp("masdk")
     world = build_world(directory)
-    with proxy_process(world, directory, "unmatched: deny\n") as (_process, url, audit):
+    # The workspace API goes upstream too: served, its delete_workspace would delete the workspace the other
+    # calls name (what is measured here is each call's decision; tests/pipeline/test_workspace_api.py serves it).
+    with proxy_process(world, directory, "unmatched: deny\nserve_workspaces: false\n") as (_process, url, audit):
         yield world, url, audit
     world.store.close()
 

@@ -19,7 +19,7 @@ from authmw import errors
 SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "authmw"
 EDGE = ("authmw.store", "authmw.settings", "authmw.assembly", "authmw.admission", "authmw.asgi", "authmw.wsgi")
-EDGE += ("authmw.iam_api", "authmw.proxy", "authmw.contrib", "authmw.client", "authmw.envoy")
+EDGE += ("authmw.iam_api", "authmw.workspace_api", "authmw.proxy", "authmw.contrib", "authmw.client", "authmw.envoy")
 CLI = ("authmw.cli", "authmw.__main__")
 FACADE = ("authmw",)
 LAYERS = {"core": 0, "edge": 1, "facade": 1, "cli": 2}  # the facade re-exports the core and open_guard

@@ -12,7 +12,8 @@ is still dropped. What the caller wrote about the connection (``X-Forwarded-Host
 dropped; the proxy sends its own forwarding chain, ``X-Forwarded-Host`` and ``X-Forwarded-Proto``. The request
 body is read once (the signature check needs it) and sent on as is; the upstream's response is streamed back
 without buffering. ``/healthz``, ``/readyz``, ``/metrics`` and
-``/.well-known/jwks.json`` are answered by the proxy itself.
+``/.well-known/jwks.json`` are answered by the proxy itself, and, with a ``workspace_service``, the ModelArts
+workspace routes the guard admitted (:mod:`authmw.workspace_api`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from authmw.admission import (
     PROTECTED_HEADERS,
     ASGIApp,
     BodyBudget,
+    Message,
     Receive,
     Scope,
     Send,
@@ -50,6 +52,7 @@ from authmw.guard import Guard
 from authmw.iam_api import SECURITY_TOKENS_PATH, TOKENS_PATH
 from authmw.models import AuthContext
 from authmw.tokens import PublicKey
+from authmw.workspace_api import WorkspaceService
 
 __all__ = ["ProxyApp", "asserted_identity", "forwarded_query", "identity_headers", "origin_of", "upstream_headers"]
 
@@ -214,6 +217,7 @@ class ProxyApp:
         assertion_audience: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         token_service: ASGIApp | None = None,
+        workspace_service: WorkspaceService | None = None,
         forward_credentials: bool = False,
         drop_underscore_headers: bool = True,
         body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
@@ -236,6 +240,7 @@ class ProxyApp:
         self.metrics = Metrics()
         self._transport = transport
         self.token_service = token_service
+        self.workspace_service = workspace_service
         self._pools: list[httpx.AsyncBaseTransport] = []
         self._turn = 0
         self.draining = False
@@ -244,6 +249,7 @@ class ProxyApp:
         """Serve new requests with ``fresh``'s guard, signing key, key set and token service (a configuration
         reload); requests in flight finish with the old ones, and the upstream pools are kept."""
         self.guard, self.kid, self._key = fresh.guard, fresh.kid, fresh._key
+        self.workspace_service = fresh.workspace_service
         self._jwks_body, self.assertion_ttl, self.token_service = (
             fresh._jwks_body,
             fresh.assertion_ttl,
@@ -403,9 +409,31 @@ class ProxyApp:
         context, body = checked
         try:
             with self._audited(scope, context) as audit:
-                await self._forward(scope, send, context, body, audit)
+                if self.workspace_service is not None and self.workspace_service.serves(context):
+                    await self._answer_here(scope, send, context, body, audit)
+                else:
+                    await self._forward(scope, send, context, body, audit)
         finally:
             self.body_budget.give(len(body))
+
+    async def _answer_here(self, scope: Scope, send: Send, context: AuthContext, body: bytes, audit: _Audit) -> None:
+        """Answer an admitted request with the workspace service (handed its context and body), not the upstream."""
+        assert self.workspace_service is not None
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if delivered:
+                return {"type": "http.disconnect"}
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def audited_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                audit.write(status=message["status"])  # before the client hears it
+            await send(message)
+
+        await self.workspace_service({**scope, "authmw": context}, replay, audited_send)
 
     async def _forward(self, scope: Scope, send: Send, context: AuthContext, body: bytes, audit: _Audit) -> None:
         path, query = self._target(scope)

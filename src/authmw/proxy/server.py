@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from authmw.admission import BodyBudget
-from authmw.assembly import keep_replay_window, open_guard
+from authmw.assembly import keep_replay_window, open_guard, presets_in_force
 from authmw.audit import AUDIT_LOGGER
 from authmw.errors import AddressInUse, ChangeRefused, ConfigurationError, RequestTimeout, render
 from authmw.guard import Guard
@@ -21,6 +21,7 @@ from authmw.proxy.app import ProxyApp
 from authmw.settings import Settings
 from authmw.store import Store
 from authmw.tokens import TokenSigner
+from authmw.workspace_api import WorkspaceService
 
 __all__ = ["bind", "build_app", "header_deadline_protocol", "parse_listen", "serve"]
 
@@ -70,6 +71,7 @@ def build_app(settings: Settings, store: Store, *, limiter: AttemptLimiter | Non
         raise ConfigurationError(f"token_algorithm: {exc}") from None
     signer = TokenSigner(*token_key, algorithm=settings.token_algorithm)
     service = None if guard.tokens is None else TokenService(store, signer, guard, limiter=limiter)
+    serve_workspaces = settings.serve_workspaces and "modelarts" in presets_in_force(settings)
     try:
         return ProxyApp(
             guard=guard,
@@ -79,6 +81,7 @@ def build_app(settings: Settings, store: Store, *, limiter: AttemptLimiter | Non
             assertion_ttl=settings.assertion_ttl,
             assertion_audience=settings.assertion_audience,
             token_service=service,
+            workspace_service=WorkspaceService(store) if serve_workspaces else None,
             forward_credentials=settings.forward_credentials,
             drop_underscore_headers=settings.drop_underscore_headers,
             body_timeout=settings.body_timeout,

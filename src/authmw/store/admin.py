@@ -489,10 +489,12 @@ class Administration(StoreBase):
             if tx.one("SELECT 1 FROM workspaces WHERE domain_id = ? AND name = ?", (domain_id, name)):
                 raise ChangeRefused(f"workspace {name!r} already exists in domain {domain!r}")
             owner_id = None if owner is None else names.user_id(tx, owner, domain)
-            info = WorkspaceInfo(new_id(), name, kind.value, domain_id, owner, users + groups)
+            now = self._now()
+            granted = tuple(f"user:{u}" for u in users) + tuple(f"group:{g}" for g in groups)
+            info = WorkspaceInfo(new_id(), name, kind.value, domain_id, owner, tuple(sorted(granted)), now)
             tx.run(
                 "INSERT INTO workspaces VALUES (?, ?, ?, ?, ?, ?)",
-                (info.id, domain_id, name, kind.value, owner_id, self._now()),
+                (info.id, domain_id, name, kind.value, owner_id, now),
             )
             grants = [("user", names.user_id(tx, u, domain)) for u in users]
             grants += [("group", names.group_id(tx, g, domain)) for g in groups]
@@ -551,9 +553,12 @@ class Administration(StoreBase):
         auth_type: str | None = None,
         owner: str | None = None,
         clear_owner: bool = False,
+        name: str | None = None,
+        users: Iterable[str] | None = None,
     ) -> WorkspaceInfo:
-        """Change a workspace's access type and/or owner. Leaving INTERNAL with grants left is refused (they
-        would silently come back with INTERNAL): revoke them first."""
+        """Change a workspace's access type, owner, name and/or granted users (``users`` replaces the user grants;
+        group grants stay), in one change. A workspace left not INTERNAL with grants is refused (they would
+        silently come back with INTERNAL): revoke them first."""
         if owner is not None and clear_owner:
             raise ChangeRefused("--owner and --no-owner exclude each other")
         kind = None
@@ -562,15 +567,34 @@ class Administration(StoreBase):
                 kind = AuthType(auth_type.upper())
             except ValueError:
                 raise ChangeRefused("--auth-type must be PUBLIC, PRIVATE or INTERNAL") from None
+        if name is not None:
+            check_workspace_name(name)
         with self.db.write() as tx:
             workspace_id = _own_workspace(tx, name_or_id, domain)
+            row = tx.one("SELECT auth_type, name, domain_id FROM workspaces WHERE id = ?", (workspace_id,))
+            assert row is not None
+            if name is not None and name != row[1]:
+                if tx.one("SELECT 1 FROM workspaces WHERE domain_id = ? AND name = ?", (row[2], name)):
+                    raise ChangeRefused(f"workspace {name!r} already exists in domain {domain!r}")
+                tx.run("UPDATE workspaces SET name = ? WHERE id = ?", (name, workspace_id))
+            if users is not None:
+                wanted = {names.user_id(tx, u, domain) for u in dict.fromkeys(users)}
+                tx.run(
+                    "DELETE FROM workspace_grants WHERE workspace_id = ? AND principal_type = 'user'", (workspace_id,)
+                )
+                tx.run_many(
+                    "INSERT INTO workspace_grants VALUES (?, 'user', ?)", [(workspace_id, u) for u in sorted(wanted)]
+                )
             if kind is not None:
-                grants = tx.one("SELECT COUNT(*) FROM workspace_grants WHERE workspace_id = ?", (workspace_id,))
-                if kind is not AuthType.INTERNAL and grants and int(grants[0]):
+                tx.run("UPDATE workspaces SET auth_type = ? WHERE id = ?", (kind.value, workspace_id))
+            final = kind.value if kind is not None else row[0]
+            grants = tx.one("SELECT COUNT(*) FROM workspace_grants WHERE workspace_id = ?", (workspace_id,))
+            if final != AuthType.INTERNAL.value and grants and int(grants[0]):
+                if row[0] == AuthType.INTERNAL.value:
                     raise ChangeRefused(
                         f"workspace {name_or_id!r} has {int(grants[0])} grant(s): revoke them before leaving INTERNAL"
                     )
-                tx.run("UPDATE workspaces SET auth_type = ? WHERE id = ?", (kind.value, workspace_id))
+                raise ChangeRefused("grants apply to INTERNAL workspaces only")
             if owner is not None or clear_owner:
                 owner_id = None if owner is None else names.user_id(tx, owner, domain)
                 tx.run("UPDATE workspaces SET owner_id = ? WHERE id = ?", (owner_id, workspace_id))

@@ -233,7 +233,8 @@ def agency_at(tx: Tx, agency_id: str) -> Agency:
 def workspace_info(tx: Tx, workspace_id: str) -> WorkspaceInfo:
     """A workspace with its owner's name and its grants as ``user:NAME`` / ``group:NAME``."""
     row = tx.one(
-        "SELECT w.name, w.auth_type, w.domain_id, u.name FROM workspaces w LEFT JOIN users u ON u.id = w.owner_id "
+        "SELECT w.name, w.auth_type, w.domain_id, u.name, w.created_at FROM workspaces w "
+        "LEFT JOIN users u ON u.id = w.owner_id "
         "WHERE w.id = ?",
         (workspace_id,),
     )
@@ -245,7 +246,8 @@ def workspace_info(tx: Tx, workspace_id: str) -> WorkspaceInfo:
         "WHERE g.workspace_id = ? AND g.principal_type = 'group' ORDER BY 1",
         (workspace_id, workspace_id),
     )
-    return WorkspaceInfo(workspace_id, row[0], row[1], row[2], row[3], tuple(str(g[0]) for g in grants))
+    granted = tuple(str(g[0]) for g in grants)
+    return WorkspaceInfo(workspace_id, row[0], row[1], row[2], row[3], granted, int(row[4]))
 
 
 def _group(tx: Tx, group_id: str, name: str, domain: str) -> GroupDetail:

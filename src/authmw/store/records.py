@@ -156,6 +156,7 @@ class WorkspaceInfo(_Record):
     domain_id: str | None
     owner: str | None = None
     grants: tuple[str, ...] = ()
+    created_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
