@@ -106,13 +106,19 @@ _SQLITE_REFUSED = (
 
 
 class SqliteDatabase:
-    """One connection per thread on a WAL-mode file; writers wait up to ``busy_timeout`` seconds for the lock."""
+    """One connection per thread on a WAL-mode file; writers wait up to ``busy_timeout`` seconds for the lock.
+
+    ``read_only`` opens an existing file with SQLite's ``mode=ro`` and ``query_only``: nothing is created or
+    changed, so an unprivileged reader (the SSH gate) needs read access only (plus the WAL's ``-shm`` file, which
+    SQLite creates beside the store if it is absent).
+    """
 
     dialect = "sqlite"
 
-    def __init__(self, path: str, *, busy_timeout: float = 30.0) -> None:
+    def __init__(self, path: str, *, busy_timeout: float = 30.0, read_only: bool = False) -> None:
         self.path = path
         self.url = f"sqlite:///{path}"
+        self.read_only = read_only
         self._busy_timeout = busy_timeout
         self._local = threading.local()
         self._held: weakref.WeakSet[_Held] = weakref.WeakSet()
@@ -120,6 +126,8 @@ class SqliteDatabase:
     def _conn(self) -> sqlite3.Connection:
         held: _Held | None = getattr(self._local, "held", None)
         conn = None if held is None else held.conn
+        if conn is None and self.read_only:
+            conn = self._connect_read_only()
         if conn is None:
             try:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -136,10 +144,22 @@ class SqliteDatabase:
                 conn.execute("PRAGMA foreign_keys=ON")
             except (sqlite3.Error, OSError) as exc:
                 raise StoreUnavailable(f"cannot open SQLite store {self.path}: {exc}") from None
+        if held is None or held.conn is not conn:
             held = _Held(conn)
             weakref.finalize(held, conn.close)
             self._local.held = held
             self._held.add(held)
+        return conn
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        uri = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=ro"
+        try:
+            conn = sqlite3.connect(
+                uri, uri=True, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite store {self.path} read-only: {exc}") from None
         return conn
 
     @contextmanager
@@ -163,6 +183,8 @@ class SqliteDatabase:
 
     @contextmanager
     def write(self) -> Iterator[_SqliteTx]:
+        if self.read_only:
+            raise ChangeRefused("the store was opened read-only")
         with self._transaction("BEGIN IMMEDIATE") as tx:
             if _has_meta(tx):
                 tx.run(_BUMP)
@@ -237,7 +259,9 @@ class PostgresDatabase:
 
     dialect = "postgresql"
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0, read_only: bool = False
+    ) -> None:
         try:
             import psycopg
             import psycopg_pool
@@ -246,14 +270,22 @@ class PostgresDatabase:
                 "PostgreSQL stores need the postgres extra: pip install 'authmw[postgres]'"
             ) from None
         self.url = url
+        self.read_only = read_only
         self._psycopg = psycopg
+        # A read-only session refuses every write in the server, whatever the statement.
+        options = "-c default_transaction_read_only=on" if read_only else None
         try:  # one direct attempt first: a wrong URL fails at once with the server's own message
-            psycopg.connect(url, connect_timeout=max(1, int(timeout))).close()
+            psycopg.connect(url, connect_timeout=max(1, int(timeout)), options=options).close()
         except psycopg.Error as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL store {_redact(url)}: {_first_line(exc)}") from None
         self._pool_timeout = psycopg_pool.PoolTimeout
         self._pool = psycopg_pool.ConnectionPool(
-            url, min_size=min_size, max_size=max_size, timeout=timeout, open=False, kwargs={"autocommit": True}
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            open=False,
+            kwargs={"autocommit": True, **({"options": options} if options else {})},
         )
         try:
             self._pool.open(wait=True, timeout=timeout)
@@ -323,13 +355,19 @@ def _redact(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
-def open_database(url: str) -> SqliteDatabase | PostgresDatabase:
-    """``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``postgresql://...``."""
+def open_database(url: str, *, read_only: bool = False) -> SqliteDatabase | PostgresDatabase:
+    """``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``postgresql://...``.
+
+    ``read_only``: never create or change anything (SQLite ``mode=ro``; PostgreSQL sessions whose transactions
+    are read-only, on one connection, as a short-lived reader needs).
+    """
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
         if not path or path == ":memory:":
             raise ConfigurationError("sqlite URL needs a file path: sqlite:///./authmw.db")
-        return SqliteDatabase(path)
+        return SqliteDatabase(path, read_only=read_only)
     if url.startswith(("postgresql://", "postgres://")):
+        if read_only:
+            return PostgresDatabase(url, max_size=1, read_only=True)
         return PostgresDatabase(url)
     raise ConfigurationError(f"unsupported store URL {_redact(url)!r}: use sqlite:///PATH or postgresql://...")

@@ -74,8 +74,20 @@ _V2 = [
     "CREATE INDEX revoked_tokens_expiry ON revoked_tokens (expires_at)",
 ]
 
+# v3: notebook instances (the unit of SSH remote access) and key-pair expiry. A notebook's owner, key pair and
+# workspace become NULL when those are deleted: the notebook stays (to be re-pointed) but admits no key.
+_V3_NOTEBOOKS = [
+    """CREATE TABLE notebooks (
+        id TEXT PRIMARY KEY, domain_id TEXT NOT NULL REFERENCES domains(id), name TEXT NOT NULL,
+        owner_id TEXT REFERENCES users(id) ON DELETE SET NULL,
+        keypair_id TEXT REFERENCES keypairs(id) ON DELETE SET NULL,
+        workspace_id TEXT REFERENCES workspaces(id) ON DELETE SET NULL,
+        login_user TEXT NOT NULL, whitelist TEXT NOT NULL, created_at BIGINT NOT NULL, UNIQUE (domain_id, name))""",
+    "ALTER TABLE keypairs ADD COLUMN expires_at BIGINT",
+]
+
 #: Migrations in order; ``MIGRATIONS[i]`` brings the schema from version ``i`` to ``i + 1``.
-MIGRATIONS: list[list[str]] = [_V1, _V2]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3_NOTEBOOKS]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
