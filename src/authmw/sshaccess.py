@@ -15,6 +15,7 @@ import base64
 import binascii
 import enum
 import hashlib
+import re
 import struct
 import time
 from collections.abc import Iterable
@@ -25,8 +26,10 @@ from authmw.models import Workspace
 from authmw.workspaces import can_access_workspace
 
 __all__ = [
+    "DEFAULT_LOGIN_USER",
     "KEY_OPTIONS",
     "KEY_TYPES",
+    "LOGIN_USER",
     "NotebookAccess",
     "Owner",
     "Reason",
@@ -40,6 +43,10 @@ __all__ = [
     "offered_key",
 ]
 
+#: The account a notebook's SSH logins land in unless said otherwise (ModelArts notebooks use ``ma-user``).
+DEFAULT_LOGIN_USER = "ma-user"
+#: A login account name as sshd passes it (``%u``): a portable POSIX user name.
+LOGIN_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 #: The OpenSSH key types a key pair may have (what ``%t`` names).
 KEY_TYPES = frozenset({"ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521"})
 #: What an operator may give back after ``restrict`` (an IDE's remote mode needs ``pty`` and ``port-forwarding``).

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from authmw import __version__
-from authmw.cli import admin, debug, proxy
+from authmw.cli import ssh
 from authmw.cli._common import EXIT_INTERNAL, EXIT_UNAVAILABLE, EXIT_USAGE, Parser, UsageError
 from authmw.errors import ChangeRefused, ConfigurationError, ServiceUnavailable
 
@@ -16,6 +16,8 @@ __all__ = ["main"]
 
 
 def build_parser() -> Parser:
+    from authmw.cli import admin, debug, proxy  # on use: sshd's `ssh authorized-keys` skips them (see main)
+
     parser = Parser(prog="authmw", description="Cloud-grade authentication and access control for web apps.")
     parser.add_argument("--version", action="version", version=f"authmw {__version__}")
     parser.add_argument("--store", metavar="URL", help="store URL (env AUTHMW_STORE; default sqlite:///./authmw.db)")
@@ -28,6 +30,7 @@ def build_parser() -> Parser:
     debug.register_policy(policy_commands)
     debug.register(commands)
     proxy.register(commands)
+    ssh.register(commands)
     return parser
 
 
@@ -39,6 +42,9 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
     """
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["ssh", "authorized-keys"]:
+        return ssh.authorized_keys_main(argv[2:], stdout)  # sshd runs it per login attempt: the lean path
     try:
         args = build_parser().parse_args(argv)
         code: int = args.handler(args, stdin, stdout)

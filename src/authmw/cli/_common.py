@@ -7,11 +7,13 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from authmw.errors import ConfigurationError
-from authmw.policy import Decision
-from authmw.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from authmw.policy import Decision
+    from authmw.settings import Settings
 
 __all__ = [
     "EXIT_INTERNAL",
@@ -58,6 +60,8 @@ def add_common(parser: argparse.ArgumentParser, *, formats: tuple[str, ...] = ("
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
+    from authmw.settings import load_settings  # on use: `ssh authorized-keys` must start fast and needs none
+
     try:
         return load_settings(getattr(args, "config", None))
     except ConfigurationError as exc:

@@ -9,11 +9,11 @@ coherent (the key pair is the owner's, the owner may enter the workspace) when t
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Sequence
 
 from authmw.clientaddr import IpWhitelist
 from authmw.errors import ChangeRefused, NotFound
+from authmw.sshaccess import DEFAULT_LOGIN_USER, LOGIN_USER
 from authmw.store import names
 from authmw.store.base import StoreBase, new_id
 from authmw.store.database import Row, Tx
@@ -23,12 +23,7 @@ from authmw.store.records import Notebook
 from authmw.store.rules import check, check_name
 from authmw.workspaces import DEFAULT_WORKSPACE_ID, can_access_workspace
 
-__all__ = ["DEFAULT_LOGIN_USER", "LOGIN_USER", "Notebooks"]
-
-#: The account a notebook's SSH logins land in unless said otherwise (ModelArts notebooks use ``ma-user``).
-DEFAULT_LOGIN_USER = "ma-user"
-#: A login account name as sshd passes it (``%u``): a portable POSIX user name.
-LOGIN_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+__all__ = ["Notebooks"]
 
 _SELECT = (
     "SELECT n.name, n.domain_id, u.name, k.name, n.workspace_id, n.login_user, n.whitelist FROM notebooks n "
