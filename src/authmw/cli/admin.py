@@ -22,6 +22,7 @@ from authmw.cli._common import (
     settings_of,
 )
 from authmw.cli.debug import route_use, warn_never_applies
+from authmw.cli.ssh import expiry
 from authmw.errors import ChangeRefused, ConfigurationError
 from authmw.models import WhitelistScope
 from authmw.policy import parse_policy
@@ -299,7 +300,9 @@ def _signing_key_rotate(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO
 def _keypair_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
     with open_cli_store(args) as store:
         store.require_schema()
-        pair = store.create_keypair(args.name, user=args.user, domain=args.domain, key_type=args.type)
+        pair = store.create_keypair(
+            args.name, user=args.user, domain=args.domain, key_type=args.type, expires_at=args.expires
+        )
     if args.format == "json":
         emit(args, stdout, pair.to_dict())
     else:
@@ -316,7 +319,9 @@ def _keypair_import(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) ->
         raise UsageError(f"cannot read {args.public_key_file}: {getattr(exc, 'strerror', None) or exc}") from None
     with open_cli_store(args) as store:
         store.require_schema()
-        pair = store.import_keypair(args.name, user=args.user, public_key=text, domain=args.domain)
+        pair = store.import_keypair(
+            args.name, user=args.user, public_key=text, domain=args.domain, expires_at=args.expires
+        )
     emit(args, stdout, pair.to_dict())
     return EXIT_OK
 
@@ -610,6 +615,8 @@ def register(commands: Any) -> None:
     imported.add_argument("name", metavar="NAME")
     imported.add_argument("--user", required=True, metavar="U")
     imported.add_argument("--public-key-file", required=True, metavar="F")
+    for parser in (create, imported):
+        parser.add_argument("--expires", type=expiry, metavar="TIME", help="ISO 8601 UTC time the key stops working")
     _command(keypair, "authorized-keys", _keypair_authorized_keys, "print the user's authorized_keys").add_argument(
         "--user", required=True, metavar="U"
     )
