@@ -272,8 +272,17 @@ class PostgresDatabase:
         self.url = url
         self.read_only = read_only
         self._psycopg = psycopg
-        # A read-only session refuses every write in the server, whatever the statement.
-        options = "-c default_transaction_read_only=on" if read_only else None
+        # A read-only session refuses every write in the server, whatever the statement (added to the URL's own
+        # options, which a keyword argument would replace).
+        options = None
+        if read_only:
+            from psycopg.conninfo import conninfo_to_dict
+
+            try:
+                given = str(conninfo_to_dict(url).get("options") or "")
+            except psycopg.Error:
+                raise ConfigurationError(f"malformed PostgreSQL URL {_redact(url)}") from None
+            options = f"{given} -c default_transaction_read_only=on".strip()
         try:  # one direct attempt first: a wrong URL fails at once with the server's own message
             psycopg.connect(url, connect_timeout=max(1, int(timeout)), options=options).close()
         except psycopg.Error as exc:
