@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from authmw.cli import main
 from authmw.store import open_store
@@ -349,3 +350,28 @@ def test_export_and_import_carry_notebooks_and_expiry(
     assert copy.json("notebook", "show", "nb1") == shown
     assert copy.gate(key=keys["alice"]).startswith('restrict,from="127.0.0.1/32" ')
     assert copy.run("export") == exported
+
+
+def test_an_import_refuses_a_notebook_opened_by_another_users_key(
+    sqlite_cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli = sqlite_cli
+    setup_world(cli)
+    document = yaml.safe_load(cli.run("export"))
+    bob = next(user["id"] for user in document["users"] if user["name"] == "bob")
+    document["notebooks"][0]["owner_id"] = bob  # alice's key pair would open bob's notebook
+    path = tmp_path / "tampered.yaml"
+    path.write_text(yaml.safe_dump(document))
+    copy = Cli(f"sqlite:///{tmp_path / 'copy.db'}", tmp_path, monkeypatch)
+    copy.run("init")
+    copy.run("import", str(path), expect=2)
+    assert copy.json("notebook", "list") == []
+
+
+def test_the_full_parser_answers_too(sqlite_cli: Cli) -> None:
+    cli = sqlite_cli
+    keys = setup_world(cli)
+    key_type, blob = keys["alice"].split(" ")[:2]
+    out = cli.run("--store", cli.url, "ssh", "authorized-keys", "--notebook", "nb1", "--audit-log", str(cli.audit),
+                  "ma-user", key_type, blob)  # fmt: skip
+    assert out.startswith("restrict ssh-ed25519 ")
