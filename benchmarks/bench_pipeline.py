@@ -119,7 +119,7 @@ def build_world(directory: Path) -> World:
     """As ``tests/support/world.py`` builds its world, with the Store API: init, project, group, policy, key."""
     url = f"sqlite:///{directory / 'authmw.db'}"
     key_file = str(directory / "authmw.key")
-    store = open_store(url, create_master_key=True, environ={"AUTHMW_MASTER_KEY_FILE": key_file})
+    store = open_store(url, create=True, environ={"AUTHMW_MASTER_KEY_FILE": key_file})
     try:
         store.initialize()
         project = store.create_project("cn-north-4", region="cn-north-4").id

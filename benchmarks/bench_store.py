@@ -131,7 +131,7 @@ def build_dataset(users: int, workdir: Path) -> Dataset:
             key_rows.append((access_key, user_id, secret))
             if len(samples) < 8 or number == users - 1:
                 samples[access_key] = (secret, user_id)
-    source = Store(open_database(f"sqlite:///{workdir / 'source.db'}"), Keyring.from_keys(MASTER))
+    source = Store(open_database(f"sqlite:///{workdir / 'source.db'}", create=True), Keyring.from_keys(MASTER))
     try:
         source.initialize()
         with source.db.write() as tx:
@@ -205,7 +205,7 @@ def _place(backend: str, workdir: Path, label: str, server: str) -> Iterator[str
 def fresh_store(backend: str, workdir: Path, label: str, server: str) -> Iterator[tuple[Store, str]]:
     """A new ``initialize()``-d store on ``backend`` and its URL, gone afterwards."""
     with _place(backend, workdir, label, server) as url:
-        store = Store(open_database(url), Keyring.from_keys(MASTER))
+        store = Store(open_database(url, create=True), Keyring.from_keys(MASTER))
         try:
             store.initialize()
             yield store, url

@@ -31,9 +31,11 @@ EXIT_MEANINGS = {
     "EXIT_OK": "success (`explain`, `policy check`: allow; `verify-request`: valid)",
     "EXIT_INVALID": "a negative answer: `explain` or `policy check` deny, `verify-request` invalid, "
     "`policy lint` findings",
-    "EXIT_USAGE": "bad input or a refused change: one line on stderr, and nothing was written",
-    "EXIT_UNAVAILABLE": "the store is unreachable",
+    "EXIT_USAGE": "bad input, a refused change or a missing extra (the message names the `pip install`): one line "
+    "on stderr, and nothing was written",
+    "EXIT_UNAVAILABLE": "the store is unavailable: missing (only `authmw init` creates one) or unreachable",
     "EXIT_INTERNAL": "an internal error (a bug); `AUTHMW_DEBUG=1` shows the traceback",
+    "EXIT_ADDRESS_IN_USE": "`authmw proxy`: the address to listen on is already in use",
 }
 
 # The environment variables the command reads (settings' own variables are in docs/configuration.md too).
@@ -161,6 +163,8 @@ def configuration_page() -> str:
     rows = []
     example = []
     for field in dataclasses.fields(settings.Settings):
+        if field.name not in settings._RULES:  # not a setting (sources: where each setting was read)
+            continue
         about = settings.ABOUT.get(field.name)
         if about is None:
             raise SystemExit(f"settings.ABOUT has no entry for the setting {field.name!r}")
@@ -288,7 +292,11 @@ def cli_page() -> str:
         "| code | meaning |",
         "|---|---|",
     ]
-    constants = {name: getattr(cli_common, name) for name in dir(cli_common) if name.startswith("EXIT_")}
+    constants = {
+        name: getattr(cli_common, name)
+        for name in dir(cli_common)
+        if name.startswith("EXIT_") and isinstance(getattr(cli_common, name), int)
+    }
     if set(constants) != set(EXIT_MEANINGS):
         raise SystemExit(f"exit codes changed: document {sorted(set(constants) ^ set(EXIT_MEANINGS))}")
     lines += [f"| {constants[name]} | {EXIT_MEANINGS[name]} |" for name in sorted(constants, key=constants.get)]

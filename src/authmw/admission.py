@@ -129,11 +129,13 @@ async def admit(
     *,
     body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
     budget: BodyBudget | None = None,
+    audit_admitted: bool = True,
 ) -> tuple[AuthContext, bytes] | None:
     """Precheck the head, read the body (within ``body_timeout`` and ``budget``), check the request and audit
     the decision (and tell ``observe``); a refusal is answered here. Returns the context and body of an admitted
     request, None otherwise (refused, or the client left). The caller gives an admitted body's length back to
-    ``budget`` once it is done with it."""
+    ``budget`` once it is done with it. ``audit_admitted=False``: the caller audits an admitted request itself,
+    once it knows how it was answered (the proxy: the upstream's status, or 502)."""
     body = b""
     admitted = False
     try:
@@ -158,7 +160,8 @@ async def admit(
         except AuthmwError as exc:
             peer = scope.get("client")
             context, error = exc.context or bare_context(peer[0] if peer else None), exc
-        log_decision(context, error, scope.get("method", "GET"), scope.get("path", ""))
+        if error is not None or audit_admitted:
+            log_decision(context, error, scope.get("method", "GET"), scope.get("path", ""))
         if observe is not None:
             observe(context, error)
         if error is not None:

@@ -5,17 +5,19 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from authmw.errors import ConfigurationError
+from authmw.extras import requires
 from authmw.guard import SIGNED_IF_PRESENT, Guard
 from authmw.oidc import TrustedIssuer
 from authmw.policy import modelarts_actions
-from authmw.routes import Route, RouteCatalog, Routes, modelarts_routes, route_from_mapping
+from authmw.routes import Route, RouteCatalog, Routes, modelarts_routes, route_from_mapping, routes_from_openapi
 from authmw.sessions import SessionSealer
 from authmw.settings import Settings, load_settings
 from authmw.signing import ReplayGuard, Verifier
@@ -46,10 +48,13 @@ def open_guard(store: str | Store | None = None, *, config: str | Settings | Non
     if settings:
         routes = list(settings.get("routes") or ())
         declared = tuple(r for r in routes if isinstance(r, Route))
-        if "routes" in settings:
-            settings["routes"] = [r for r in routes if not isinstance(r, Route)]
-        merged = {f.name: getattr(base, f.name) for f in fields(Settings)} | settings
-        base = Settings.from_mapping({k: list(v) if isinstance(v, tuple | Routes) else v for k, v in merged.items()})
+        if "routes" in settings:  # configured routes replace the file's; declared ones join them
+            mappings = [r for r in routes if not isinstance(r, Route)]
+            if mappings or not declared:
+                settings["routes"] = mappings
+            else:
+                del settings["routes"]
+        base = base.override({k: list(v) if isinstance(v, tuple | Routes) else v for k, v in settings.items()})
     if not isinstance(store, Store):
         store = open_store(store or base.store, whitelist_limit=base.whitelist_limit)
     return _build(base, store, declared)
@@ -59,16 +64,42 @@ def _presets(settings: Settings, declared: tuple[Route, ...]) -> tuple[str, ...]
     """The presets in force: those configured, else ``modelarts`` when no route is configured or declared."""
     if settings.presets is not None:
         return settings.presets
-    return () if settings.routes or declared else ("modelarts",)
+    return () if settings.routes or settings.openapi or declared else ("modelarts",)
 
 
 def routes_of(settings: Settings, declared: Iterable[Route] = ()) -> RouteCatalog:
-    """The presets, the configured routes and the ``declared`` ones, in that order (none may redefine another)."""
+    """The presets, the configured routes, those of the ``openapi`` document and the ``declared`` ones, in that
+    order (none may redefine another)."""
     declared = tuple(declared)
     routes = [*modelarts_routes()] if "modelarts" in _presets(settings, declared) else []
-    routes += [route_from_mapping(r, origin=f"routes[{i}]") for i, r in enumerate(settings.routes)]
+    routes += [route_from_mapping(r, origin=settings.where(f"routes[{i}]")) for i, r in enumerate(settings.routes)]
+    if settings.openapi is not None:
+        routes += routes_from_openapi(_document(settings.openapi))
     routes += declared
     return RouteCatalog(routes, unmatched=settings.unmatched)
+
+
+def _document(path: str) -> Any:
+    """An OpenAPI document file: JSON, else YAML (with PyYAML)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ConfigurationError(f"openapi: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"openapi: {path}: not UTF-8 text") from None
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        import yaml
+    except ImportError:
+        raise ConfigurationError(f"openapi: {path} is not JSON; a YAML document needs PyYAML") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigurationError(f"openapi: {path} is neither JSON nor YAML") from None
 
 
 def session_sealer(store: Store, identity: CachedIdentity | None = None) -> SessionSealer:
@@ -89,14 +120,19 @@ def trusted_issuers(
 ) -> list[TrustedIssuer]:
     """The ``token_issuers`` of ``settings``, each verified through its JWKS (``domains``: those of the store,
     to refuse an issuer naming users of a domain that does not exist)."""
-    from authmw.client.jwks import JwksKeys  # deferred: httpx is needed only when issuers are configured
+    if not settings.token_issuers:
+        return []
+    if fetch is None:  # the default fetcher imports httpx on its thread, where a missing one would look like an outage
+        with requires("client", "token_issuers"):
+            importlib.import_module("httpx")
+    from authmw.client.jwks import JwksKeys  # deferred: only issuers need it
     from authmw.oidc import OidcIssuer
 
     known = None if domains is None else set(domains)
     found: list[TrustedIssuer] = []
     key_sets: list[JwksKeys] = []
     for index, entry in enumerate(settings.token_issuers):
-        origin = f"token_issuers[{index}]"
+        origin = settings.where(f"token_issuers[{index}]")
         unknown = sorted(set(entry) - _ISSUER_KEYS)
         if unknown:
             raise ConfigurationError(
@@ -206,6 +242,7 @@ def _build(settings: Settings, store: Store, routes: tuple[Route, ...]) -> Guard
         strict_paths=settings.strict_paths,
         default_allow_without_policies=settings.default_allow_without_policies,
         max_json_body=settings.max_json_body,
+        key_used=identity.key_used,
     )
     if guard.proxies.trusts_everything:
         logger.warning("trusted_proxies admits every address: any client can choose its own source address")

@@ -1,6 +1,7 @@
 """The audit record of one decision (SPEC §10): who, what, where, the outcome and what decided it.
 
-Every record has the same keys; ``event`` says what it records: ``request`` (a request the pipeline checked), or
+Every record has the same keys; ``time`` is when it was written, in RFC 3339 UTC with microseconds
+(``2026-12-07T19:51:23.123456Z``); ``event`` says what it records: ``request`` (a request the pipeline checked), or
 one of the IAM endpoints' :data:`EVENTS` (a login, a token checked or revoked, temporary credentials issued),
 which add their own facts (:func:`event_record`). No record holds a password, token, secret key, security
 token, signature, body or session policy text (a session policy is recorded by its SHA-256 digest).
@@ -10,12 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from authmw.errors import AuthmwError
 from authmw.models import AuthContext
 
-__all__ = ["AUDIT_LOGGER", "EVENTS", "audit_record", "event_record", "log_decision", "log_event"]
+__all__ = ["AUDIT_LOGGER", "EVENTS", "audit_record", "event_record", "log_decision", "log_event", "rfc3339"]
 
 #: The events of the IAM endpoints: a password login that succeeded, failed (wrong password, unknown user,
 #: malformed, ...) or was refused by a limit before any password work (``login_locked``: 429 or 503); a token
@@ -30,19 +34,38 @@ AUDIT_LOGGER = logging.getLogger("authmw.audit")
 _LOGGER = logging.getLogger("authmw")
 
 
-def audit_record(context: AuthContext, error: AuthmwError | None, method: str, path: str) -> dict[str, Any]:
-    """A JSON-ready record; never holds secrets, signatures or the request body."""
+def rfc3339(seconds: float) -> str:
+    """``seconds`` since the epoch in RFC 3339 UTC, to the microsecond: ``2026-12-07T19:51:23.123456Z``."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def audit_record(
+    context: AuthContext,
+    error: AuthmwError | None,
+    method: str,
+    path: str,
+    *,
+    status: int | None = None,
+    failure: AuthmwError | None = None,
+    clock: Callable[[], float] = time.time,
+) -> dict[str, Any]:
+    """A JSON-ready record, timed by ``clock``; never holds secrets, signatures or the request body.
+
+    For a request the pipeline let through, ``status`` is the answer's (say, the upstream's) and ``failure``
+    what failed after the decision (the upstream did not answer: 502); the outcome stays the decision's."""
     principal = context.principal
     decision = context.decision
     refused = error or context.error
+    answered = refused or failure
     record: dict[str, Any] = {
+        "time": rfc3339(clock()),
         "event": "request",
         "request_id": context.request_id,
         "outcome": "deny" if refused is not None else "allow",
         "enforced": error is not None or context.error is None,
-        "status": refused.status if refused is not None else None,
-        "error_code": refused.code if refused is not None else None,
-        "detail": refused.detail if refused is not None else None,
+        "status": answered.status if answered is not None else status,
+        "error_code": answered.code if answered is not None else None,
+        "detail": answered.detail if answered is not None else None,
         "method": method,
         "path": path,
         "client": context.client,
@@ -112,10 +135,18 @@ def _write(record: dict[str, Any]) -> None:
     AUDIT_LOGGER.handle(AUDIT_LOGGER.makeRecord(AUDIT_LOGGER.name, logging.INFO, "authmw", 0, line, (), None))
 
 
-def log_decision(context: AuthContext, error: AuthmwError | None, method: str, path: str) -> None:
-    """Write the audit record to :data:`AUDIT_LOGGER` (built only when the logger would emit it); a failure
-    of authmw's own (5xx: the store, the upstream) is also logged for operators, with its cause."""
+def log_decision(
+    context: AuthContext,
+    error: AuthmwError | None,
+    method: str,
+    path: str,
+    *,
+    status: int | None = None,
+    failure: AuthmwError | None = None,
+) -> None:
+    """Write the :func:`audit_record` to :data:`AUDIT_LOGGER` (built only when the logger would emit it); a
+    refusal of authmw's own making (5xx: the store) is also logged for operators, with its cause."""
     if error is not None and error.status >= 500:
         _LOGGER.warning("%s (request %s): %s", error.code, context.request_id, error.detail)
     if AUDIT_LOGGER.isEnabledFor(logging.INFO):
-        _write(audit_record(context, error, method, path))
+        _write(audit_record(context, error, method, path, status=status, failure=failure))

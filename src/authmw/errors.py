@@ -70,7 +70,8 @@ operators go in typed fields and never contain secrets, signatures or canonical 
         └── LoginBusy                   login_busy  (password checks in flight at their cap; with Retry-After)
 
 :class:`ConfigurationError` is separate: it is raised at start-up for invalid settings (and its subclass
-:class:`InvalidPolicy` for a policy document that breaks the language rules), never per request. So is
+:class:`InvalidPolicy` for a policy document that breaks the language rules, :class:`AddressInUse` for a listen
+address another process holds), never per request. So is
 :class:`ChangeRefused` (and :class:`NotFound`): the store refused an administrative change, which was not
 applied at all.
 """
@@ -82,6 +83,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "ActionDenied",
+    "AddressInUse",
     "AddressNotAllowed",
     "AgencyNotTrusted",
     "AmbiguousPath",
@@ -163,6 +165,15 @@ class InvalidPolicy(ConfigurationError):
         super().__init__(f"{name}: " + "; ".join(problems))
         self.name = name
         self.problems = tuple(problems)
+
+
+class AddressInUse(ConfigurationError):
+    """The address a server was to listen on is taken (another process, or another authmw, holds it)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        shown = f"[{host}]" if ":" in host else host
+        super().__init__(f"address already in use: {shown}:{port}")
+        self.host, self.port = host, port
 
 
 class ChangeRefused(ValueError):

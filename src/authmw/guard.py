@@ -12,6 +12,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from authmw.cache import BoundedCache
@@ -122,6 +123,7 @@ class Guard:
         strict_paths: bool = True,
         default_allow_without_policies: bool = False,
         max_json_body: int = 1024 * 1024,
+        key_used: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
         request_id: Callable[[], str] = lambda: os.urandom(12).hex(),
     ) -> None:
@@ -155,6 +157,9 @@ class Guard:
         self.default_allow_without_policies = default_allow_without_policies
         #: The largest body parsed to find a workspace or a body action (larger ones: 413, fail closed).
         self.max_json_body = max_json_body
+        #: Told the permanent access key of every request it authenticates (e.g. to record its last use): it
+        #: must be cheap and must not raise (the store's cache only notes it; a batch is written later).
+        self.key_used = key_used
         self._now = _Clock(clock).now
         self._request_id = request_id
         self._routed: BoundedCache[tuple[str, str], _Routed] = BoundedCache(10_000)
@@ -221,15 +226,20 @@ class Guard:
             raise AuthenticationFailed("the credential's user is unknown or disabled")
         if credential.method is AuthMethod.TOKEN:
             self._check_token_holder(credential, principal)
+        elif self.key_used is not None and credential.kind is CredentialKind.SIGNATURE:
+            self.key_used(credential.access_key)
         return credential, principal
 
     def authorize(self, context: AuthContext, action: str, resource: str | None = None) -> Decision:
-        """Decide ``action`` for an already checked request, in its workspace (raises :class:`ActionDenied`)."""
+        """Decide ``action`` for an already checked request, in its workspace (raises :class:`ActionDenied`, with
+        the context narrowed to ``action`` and its decision as ``error.context``, as :meth:`check` does)."""
         if context.principal is None:
             raise MissingCredentials("the request is not authenticated")
         decision = self._decide(context.principal, action, resource, context.policy_context, context.credential)
         if not decision.allowed:
-            raise ActionDenied(f"{action}: {decision.reason}")
+            denied = ActionDenied(f"{action}: {decision.reason}")
+            denied.context = replace(context, action=action, resource=resource, decision=decision)
+            raise denied
         return decision
 
     # -- the pipeline ----------------------------------------------------------------------------------

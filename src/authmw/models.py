@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from authmw.errors import MalformedRequest
 
@@ -180,6 +180,23 @@ class AccessKey:
     owner: str | None = None
     temporary: bool = False
     session: Session | None = field(default=None, repr=False, compare=False)  # a temporary key's session
+
+    #: How a temporary access key starts, so the verifier can tell a request that forgot its security token
+    #: (``security_token_required``) from one naming an unknown key, with no per-session state.
+    TEMPORARY_PREFIX: ClassVar[str] = "TEMP"
+    TEMPORARY_LENGTH: ClassVar[int] = 20
+
+    @classmethod
+    def looks_temporary(cls, access_key: str) -> bool:
+        """Whether ``access_key`` has the form of a temporary key: its form only (a permanent key of that form,
+        which the store may hold, is looked up first)."""
+        return (
+            len(access_key) == cls.TEMPORARY_LENGTH
+            and access_key.startswith(cls.TEMPORARY_PREFIX)
+            and access_key.isascii()
+            and access_key.isalnum()
+            and access_key == access_key.upper()
+        )
 
 
 @dataclass(frozen=True, slots=True)

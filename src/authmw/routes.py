@@ -27,7 +27,7 @@ from urllib.parse import unquote_to_bytes
 
 from authmw.errors import AmbiguousPath, ConfigurationError, InvalidEncoding, InvalidPathParameter
 
-__all__ = ["Access", "Route", "RouteCatalog", "Routes", "Unmatched", "modelarts_routes"]
+__all__ = ["Access", "Route", "RouteCatalog", "Routes", "Unmatched", "modelarts_routes", "routes_from_openapi"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 PATH_ALLOWANCES = frozenset({"encoded-slash", "encoded-dot", "semicolon", "empty-segment"})
@@ -44,6 +44,8 @@ _JSON_PATH_SEGMENT = re.compile(r'"([^"]+)"|([^."]+)')
 _ACTION = re.compile(r"[A-Za-z0-9_-]+:[A-Za-z0-9_*-]+:[A-Za-z0-9_*-]+")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, DEL, C1, line/paragraph separators
+_OPENAPI_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+_OPENAPI_PARAM = re.compile(r"\{([^{}/]+)\}")
 
 
 class Access(enum.Enum):
@@ -460,9 +462,120 @@ def route_from_mapping(data: Mapping[str, Any], *, origin: str) -> Route:
     )
 
 
+_APP_PARAM = re.compile(r"\{([^{}:/]+)(?::([^{}/]*))?\}")  # {name} or {name:convertor}, as Starlette writes them
+_NAME_CHARS = re.compile(r"[^A-Za-z0-9_]")
+_KINDS = {"int": "int", "uuid": "uuid", "path": "+"}  # any other convertor (str, float, custom): one text segment
+
+
+def path_template(path: str, kinds: Mapping[str, str] | None = None, *, origin: str) -> tuple[str, dict[str, str]]:
+    """The route template for an app's path written with ``{name}`` parameters (as OpenAPI and Starlette write
+    them), and the parameter names it renamed (``{item-id}`` → ``item_id``).
+
+    A parameter's type is its convertor (``{id:int}``), else ``kinds[name]``: ``int`` and ``uuid`` are typed,
+    ``path`` is the rest of the path (``{name+}``, last only), anything else one text segment. A segment mixing
+    text and parameters (``{name}.{ext}``) is matched as one text parameter named after its first: the app
+    checks the rest. A trailing slash is dropped, as the guard reads paths. ``origin`` names the route in errors.
+    """
+    if not path.startswith("/"):
+        raise ConfigurationError(f"{origin}: the path must start with /")
+    renamed: dict[str, str] = {}
+    parts = []
+    segments = path[1:].split("/") if path != "/" else []
+    if segments and segments[-1] == "":
+        segments.pop()
+    for index, segment in enumerate(segments):
+        params = list(_APP_PARAM.finditer(segment))
+        if not params:
+            if not segment or "{" in segment or "}" in segment:
+                raise ConfigurationError(f"{origin}: bad path segment {segment!r}")
+            parts.append(segment)
+            continue
+        name, convertor = params[0].group(1), params[0].group(2) or (kinds or {}).get(params[0].group(1), "str")
+        safe = _NAME_CHARS.sub("_", name)
+        safe = safe if safe[0].isalpha() or safe[0] == "_" else "_" + safe
+        if safe != name:
+            renamed[name] = safe
+        kind = _KINDS.get(convertor, "str") if params[0].group(0) == segment else "str"
+        if kind == "+":
+            if index != len(segments) - 1:
+                raise ConfigurationError(f"{origin}: a {{{name}:path}} parameter must come last")
+            parts.append(f"{{{safe}+}}")
+        else:
+            parts.append(f"{{{safe}}}" if kind == "str" else f"{{{safe}:{kind}}}")
+    return "/" + "/".join(parts), renamed
+
+
+def routes_from_openapi(document: Mapping[str, Any], *, prefix: str = "") -> tuple[Route, ...]:
+    """The routes of an OpenAPI 3 document whose operations name their IAM action.
+
+    Each operation has ``x-iam-action: service:type:operation`` (and optionally ``x-iam-resource``, a URN
+    template over the path parameters), or ``x-iam-access: public`` / ``authenticate-only``; an operation with
+    neither is a :class:`~authmw.errors.ConfigurationError` naming it, so no route the app serves goes unchecked.
+    A path parameter whose schema is an ``integer`` (or a string of format ``uuid``) is typed. ``prefix`` is
+    the path the API is served under (the document's paths are relative to its server URL).
+    """
+    paths = document.get("paths") if isinstance(document, Mapping) else None
+    if not isinstance(paths, Mapping):
+        raise ConfigurationError("the OpenAPI document has no paths mapping")
+    routes = []
+    for path, item in paths.items():
+        if not isinstance(path, str) or not isinstance(item, Mapping):
+            raise ConfigurationError(f"OpenAPI path {path!r}: a path maps to its operations")
+        for method in _OPENAPI_METHODS:
+            operation = item.get(method)
+            if operation is None:
+                continue
+            origin = f"OpenAPI {method.upper()} {prefix}{path}"
+            if not isinstance(operation, Mapping):
+                raise ConfigurationError(f"{origin}: an operation is a mapping")
+            kinds = _openapi_kinds([*(item.get("parameters") or ()), *(operation.get("parameters") or ())])
+            template, renamed = path_template(prefix.rstrip("/") + path, kinds, origin=origin)
+            routes.append(_openapi_route(method.upper(), template, renamed, operation, origin))
+    return tuple(routes)
+
+
+def _openapi_kinds(parameters: list[Any]) -> dict[str, str]:
+    kinds = {}
+    for parameter in parameters:
+        if isinstance(parameter, Mapping) and parameter.get("in") == "path" and isinstance(parameter.get("name"), str):
+            schema = parameter.get("schema")
+            schema = schema if isinstance(schema, Mapping) else {}
+            if schema.get("type") == "integer":
+                kinds[parameter["name"]] = "int"
+            elif schema.get("type") == "string" and schema.get("format") == "uuid":
+                kinds[parameter["name"]] = "uuid"
+    return kinds
+
+
+def _openapi_route(
+    method: str, template: str, renamed: Mapping[str, str], operation: Mapping[str, Any], origin: str
+) -> Route:
+    action, access, resource = (operation.get(key) for key in ("x-iam-action", "x-iam-access", "x-iam-resource"))
+    if method == "TRACE":
+        raise ConfigurationError(f"{origin}: TRACE is not a method authmw routes")
+    if not all(value is None or isinstance(value, str) for value in (action, access, resource)):
+        raise ConfigurationError(f"{origin}: x-iam-action, x-iam-access and x-iam-resource are text")
+    if access not in (None, Access.PUBLIC.value, Access.AUTHENTICATE_ONLY.value):
+        raise ConfigurationError(f"{origin}: x-iam-access is public or authenticate-only")
+    if (action is None) == (access is None):
+        raise ConfigurationError(
+            f"{origin}: name the IAM action (x-iam-action) or x-iam-access: public | authenticate-only, not "
+            + ("both" if action else "neither")
+        )
+    if resource is not None:
+        if action is None:
+            raise ConfigurationError(f"{origin}: x-iam-resource goes with x-iam-action")
+        resource = _OPENAPI_PARAM.sub(lambda m: "{" + renamed.get(m.group(1), m.group(1)) + "}", resource)
+    if action is None:
+        return Route(method, template, access=Access(access))
+    return Route(method, template, action, resource=resource)
+
+
 @cache
 def modelarts_routes() -> tuple[Route, ...]:
-    """The built-in ``modelarts`` preset, read from the packaged copy of ``research/modelarts_actions.tsv``.
+    """The built-in ``modelarts`` preset, read from the packaged table: the rows of ``research/modelarts_actions.tsv``
+    (the documented permissions table), then the routes of every call of the official SDK
+    (``huaweicloudsdkmodelarts`` 3.1.219, v1 client), both written by ``scripts/gen_modelarts_routes.py``.
 
     Two documentation defects are handled here (access_model.md §4): the row for listing an instance's mounted
     storage repeats ``POST .../create-image``, so it becomes ``GET .../{instance_id}/storage``; and a service is
@@ -483,15 +596,16 @@ def modelarts_routes() -> tuple[Route, ...]:
     create-image), services (create, update), training-job searches: a top-level ``workspace_id``
     (NotebookCreateRequest, ImageRegRequest, ImageCreateReq, ServiceCreateRequest/ServiceUpdateRequest,
     JobSearches). Models and datasets: a top-level ``workspace_id`` (api-modelarts/modelarts_03_0076.html,
-    CreateDataset.html). Pools label it ``metadata.labels."os.modelarts/workspace.id"`` (PoolMetaLabels; no
-    pool route in the table). Whatever a route declares, the guard also checks every workspace id anywhere in
-    a JSON body.
+    CreateDataset.html). Pools and networks label it ``metadata.labels."os.modelarts/workspace.id"``
+    (PoolMetaLabels). The SDK's rows take theirs from its request models (the generator walks them). Whatever a
+    route declares, the guard also checks every workspace id anywhere in a JSON body.
+    ``inferred``: the generator derived the action by the documented naming rule
+    ``modelarts:<resourceType>:<verb>`` and no ModelArts documentation names it (:func:`modelarts_inferred_actions`;
+    ``authmw policy lint`` warns about policies that rely on one).
     """
     routes: dict[tuple[str, str], Route] = {}
-    lines = files("authmw.data").joinpath("modelarts_routes.tsv").read_text().splitlines()
-    header = next(index for index, line in enumerate(lines) if line.startswith("method\t"))
-    for line in lines[header + 1 :]:
-        method, path, action, also, resource, fields = [*line.split("\t"), "", "", ""][:6]
+    for row in _modelarts_rows():
+        method, path, action, also, resource, fields = row[:6]
         if method == "-":
             continue
         if action == "modelarts:notebook:listMountedStorages":
@@ -520,3 +634,18 @@ def modelarts_routes() -> tuple[Route, ...]:
             workspace_fields=tuple(fields.split()),
         )
     return tuple(routes.values())
+
+
+def _modelarts_rows() -> list[tuple[str, ...]]:
+    """The packaged table's rows, seven columns each (missing trailing ones empty)."""
+    lines = files("authmw.data").joinpath("modelarts_routes.tsv").read_text().splitlines()
+    header = next(index for index, line in enumerate(lines) if line.startswith("method\t"))
+    return [tuple([*line.split("\t"), "", "", "", ""][:7]) for line in lines[header + 1 :] if line]
+
+
+@cache
+def modelarts_inferred_actions() -> frozenset[str]:
+    """The preset's actions that no documented row names: derived by the naming rule, not Huawei's word."""
+    rows = _modelarts_rows()
+    documented = {row[2] for row in rows if row[6] != "inferred"}
+    return frozenset(row[2] for row in rows if row[6] == "inferred") - documented

@@ -43,8 +43,10 @@ _SK_ALPHABET = string.ascii_letters + string.digits
 
 
 def new_temporary_key() -> tuple[str, str]:
-    """A fresh temporary access key (20 upper-case letters and digits, as IAM's) and its 40-character secret."""
-    access = "".join(secrets.choice(_AK_ALPHABET) for _ in range(20))
+    """A fresh temporary access key (20 upper-case letters and digits, as IAM's, starting with
+    ``AccessKey.TEMPORARY_PREFIX``) and its 40-character secret."""
+    prefix = AccessKey.TEMPORARY_PREFIX
+    access = prefix + "".join(secrets.choice(_AK_ALPHABET) for _ in range(AccessKey.TEMPORARY_LENGTH - len(prefix)))
     return access, "".join(secrets.choice(_SK_ALPHABET) for _ in range(40))
 
 

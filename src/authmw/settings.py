@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 from authmw.errors import ConfigurationError
+from authmw.extras import requires
 from authmw.guard import MODES
 from authmw.tokens import TOKEN_ALGORITHMS
 
@@ -48,6 +50,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "forwarded_header": (_one_of("x-forwarded-for", "forwarded"), "x-forwarded-for or forwarded"),
     "presets": (lambda v: _texts(v) and set(v) <= {"modelarts"}, "a list of preset names (modelarts)"),
     "routes": (_mappings, "a list of routes (mappings with method, path, action, ...)"),
+    "openapi": (_text, "an OpenAPI document file (JSON or YAML)"),
     "strict_paths": (_flag, "true or false"),
     "default_allow_without_policies": (_flag, "true or false"),
     "allow_unsigned_payload": (_flag, "true or false"),
@@ -187,6 +190,11 @@ ABOUT: dict[str, About] = {
         "`jwks_url`, `domain`, `user_claim`, `audience`, `algorithms`, `grace`, `min_refetch` (see "
         "docs/access-model.md)."
     ),
+    "openapi": About(
+        "An OpenAPI document file (JSON, or YAML with PyYAML) whose operations name their action (`x-iam-action`, "
+        "`x-iam-resource`, `x-iam-access: public | authenticate-only`); its routes join `routes` and, as they do, "
+        "turn the default `modelarts` preset off."
+    ),
     "replay_protection": About(
         "Accept each signed request once (off: a captured request can be replayed until its date leaves the "
         "`max_skew` window)."
@@ -215,6 +223,7 @@ class Settings:
     forwarded_header: str = "x-forwarded-for"
     presets: tuple[str, ...] | None = None
     routes: tuple[Mapping[str, Any], ...] = ()
+    openapi: str | None = None
     strict_paths: bool = True
     default_allow_without_policies: bool = False
     allow_unsigned_payload: bool = True
@@ -238,6 +247,14 @@ class Settings:
     replay_protection: bool = True
     replay_capacity: int = 1_000_000
     replay_quota: int | None = None
+    #: Where each setting and each entry of ``routes`` and ``token_issuers`` is in the file it came from
+    #: (``"routes[0]"`` → ``FILE:LINE:COLUMN``), for messages; not a setting.
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def where(self, name: str) -> str:
+        """``name`` (a setting, or an entry such as ``routes[0]``) prefixed with where it is in its file, if known."""
+        source = self.sources.get(name)
+        return name if source is None else f"{source}: {name}"
 
     def __post_init__(self) -> None:
         if self.token_algorithm not in self.token_algorithms:
@@ -246,12 +263,19 @@ class Settings:
             )
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], *, origin: str = "configuration") -> Settings:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+    def from_mapping(
+        cls, data: Mapping[str, Any], *, origin: str = "configuration", marks: Mapping[str, Mark] | None = None
+    ) -> Settings:
+        """Settings from ``data``; an error names ``origin``, or where the setting is when ``marks`` (setting →
+        ``FILE:LINE:COLUMN`` of its name and of its value) tells."""
+        where = marks or {}
+        known = set(_RULES)
+        unknown = sorted((key for key in data if key not in known), key=str)
         if unknown:
+            first = where.get(str(unknown[0]))
             raise ConfigurationError(
-                f"{origin}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                f"{first.key if first else origin}: unknown setting(s) {', '.join(map(str, unknown))}; "
+                f"known: {', '.join(sorted(known))}"
             )
         values: dict[str, Any] = {}
         for name, value in data.items():
@@ -259,30 +283,80 @@ class Settings:
                 continue
             check, wanted = _RULES[name]
             if not check(value):
-                raise ConfigurationError(f"{origin}: {name} must be {wanted}")
+                mark = where.get(name)
+                raise ConfigurationError(f"{mark.value if mark else origin}: {name} must be {wanted}")
             values[name] = tuple(value) if isinstance(value, list) else value
-        return cls(**values)
+        sources = {name: mark.value for name, mark in where.items()}
+        for mark in where.values():
+            sources.update(mark.entries)
+        try:
+            return cls(**values, sources=MappingProxyType(sources))
+        except ConfigurationError as exc:  # a rule across settings (token_algorithm among token_algorithms)
+            mark = where.get("token_algorithm") or where.get("token_algorithms")
+            raise ConfigurationError(f"{mark.value if mark else origin}: {exc}") from None
+
+    def override(self, values: Mapping[str, Any]) -> Settings:
+        """These settings with ``values`` (configuration keys, checked as a file's are) in place of their own; where
+        the others came from is kept."""
+        own = {name: getattr(self, name) for name in _RULES}
+        merged = {name: list(v) if isinstance(v, tuple) else v for name, v in (own | dict(values)).items()}
+        overridden = Settings.from_mapping(merged, origin="settings")
+        kept = {name: source for name, source in self.sources.items() if name.partition("[")[0] not in values}
+        return replace(overridden, sources=MappingProxyType(kept))
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """Where a setting is in its file: ``FILE:LINE:COLUMN`` of its name (``key``) and of its value, and of each
+    entry of a list value (``"routes[0]"`` → its place)."""
+
+    key: str
+    value: str
+    entries: Mapping[str, str] = field(default_factory=dict)
 
 
 def load_settings(path: str | None) -> Settings:
-    """Settings from a YAML file (defaults when ``path`` is None)."""
+    """Settings from a YAML file (defaults when ``path`` is None); every error names ``FILE:LINE:COLUMN`` where
+    YAML knows it (a syntax error, an unknown or repeated setting, a value of the wrong kind)."""
     if path is None:
         return Settings()
-    try:
+    with requires("yaml", "a YAML configuration file"):
         import yaml
-    except ImportError:
-        raise ConfigurationError("--config needs PyYAML: pip install 'authmw[yaml]'") from None
     try:
         with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
+            text = handle.read()
     except OSError as exc:
         raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigurationError(f"{path}: not UTF-8 text") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = None if node is None else loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "not valid YAML"
+        raise ConfigurationError(f"{_at(path, mark)}: not valid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigurationError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if data is None:
+    finally:
+        loader.dispose()
+    if node is None or data is None:
         return Settings()
-    if not isinstance(data, dict):
-        raise ConfigurationError(f"{path}: expected a mapping of settings")
-    return Settings.from_mapping(data, origin=path)
+    if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
+        raise ConfigurationError(f"{_at(path, node.start_mark)}: expected a mapping of settings")
+    marks: dict[str, Mark] = {}
+    for key_node, value_node in node.value:
+        name = str(key_node.value)
+        if name in marks:  # YAML would keep the last silently: a setting given twice is a mistake either way
+            raise ConfigurationError(f"{_at(path, key_node.start_mark)}: {name} is set twice")
+        entries = {}
+        if isinstance(value_node, yaml.SequenceNode):
+            entries = {f"{name}[{i}]": _at(path, item.start_mark) for i, item in enumerate(value_node.value)}
+        marks[name] = Mark(_at(path, key_node.start_mark), _at(path, value_node.start_mark), entries)
+    return Settings.from_mapping(data, origin=path, marks=marks)
+
+
+def _at(path: str, mark: Any) -> str:
+    """``FILE:LINE:COLUMN`` (1-based, as editors count) of a YAML mark, or the file alone without one."""
+    return path if mark is None else f"{path}:{mark.line + 1}:{mark.column + 1}"

@@ -145,7 +145,7 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
         os.chown(state, 0, nogroup)
         state.chmod(0o2770)
         url = f"sqlite:///{state / 'authmw.db'}"
-        store = open_store(url, create_master_key=True, environ={"AUTHMW_MASTER_KEY_FILE": str(home / "authmw.key")})
+        store = open_store(url, create=True, environ={"AUTHMW_MASTER_KEY_FILE": str(home / "authmw.key")})
         store.initialize()
         for part in ("authmw.db", "authmw.db-wal", "authmw.db-shm"):  # made 0600 by init, as the recipe says
             os.chown(state / part, 0, nogroup)

@@ -125,7 +125,7 @@ def test_concurrent_inits_share_one_key(tmp_path: Path) -> None:
 
 
 def test_sqlite_connections_close_with_their_threads(tmp_path: Path) -> None:
-    store = Store(open_database(f"sqlite:///{tmp_path / 'a.db'}"), Keyring.from_keys(b"\x02" * 32))
+    store = Store(open_database(f"sqlite:///{tmp_path / 'a.db'}", create=True), Keyring.from_keys(b"\x02" * 32))
     store.initialize()
 
     def touch() -> None:

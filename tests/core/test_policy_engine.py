@@ -8,6 +8,7 @@ import pytest
 
 from authmw.errors import InvalidPolicy
 from authmw.policy import PolicySet, RouteUse, lint, modelarts_actions, never_applies, parse_policy, system_policies
+from authmw.policy.lint import relies_on_inferred
 
 
 def policy(*statements: dict[str, Any], version: str = "1.1", name: str = "p") -> Any:
@@ -255,3 +256,25 @@ def test_lint_finds_statements_that_never_apply_to_the_routes() -> None:
     assert [w for w in lint([rules], usage=usage) if w.message.startswith(("this", "Action"))] == never_applies(
         rules, usage
     )
+
+
+def test_lint_lists_the_inferred_actions_a_policy_relies_on() -> None:
+    inferred = ["svc:job:reboot", "svc:net:list", "svc:net:create"]
+    usage = RouteUse.of(["svc:job:get", *inferred], [], inferred)
+    rules = policy(
+        allow("svc:job:reboot", "svc:job:*"),  # named exactly; the pattern also covers a documented action
+        allow("svc:net:*"),  # matches inferred actions only
+        deny("svc:net:create"),  # a Deny relies on the name as much as an Allow
+        allow("svc:*:*"),
+        {"Effect": "Allow", "NotAction": ["svc:net:*"]},
+        name="p",
+    )
+    tail = ": no ModelArts documentation names them (authmw derived them from the route)"
+    found = [(w.statement, w.message) for w in relies_on_inferred(rules, usage)]
+    assert found == [
+        (0, "Action svc:job:reboot relies on inferred action(s) svc:job:reboot" + tail),
+        (1, "Action svc:net:* relies on inferred action(s) svc:net:create, svc:net:list" + tail),
+        (2, "Action svc:net:create relies on inferred action(s) svc:net:create" + tail),
+    ]
+    assert set(found) <= {(w.statement, w.message) for w in lint([rules], usage=usage)}
+    assert relies_on_inferred(rules, RouteUse.of(usage.actions, [])) == []  # a catalog with nothing inferred

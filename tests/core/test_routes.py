@@ -21,6 +21,7 @@ from authmw.routes import (
     Unmatched,
     check_allowed,
     json_path,
+    modelarts_inferred_actions,
     modelarts_routes,
     parse_path,
     route_from_mapping,
@@ -576,10 +577,21 @@ def test_create_image_keeps_its_own_action() -> None:
     assert action_of(PRESET, "GET", "/v1/p/notebooks/n1/storage/s1") == "modelarts:notebook:getMountedStorage"
 
 
+def packaged_rows() -> list[list[str]]:
+    from importlib.resources import files
+
+    lines = files("authmw.data").joinpath("modelarts_routes.tsv").read_text().splitlines()
+    return [[*line.split("\t"), "", "", "", ""][:7] for line in lines[2:]]
+
+
+SDK_ROWS = packaged_rows()[len(ROWS) :]  # after the documented rows: the official SDK's other routes
+
+
 def test_the_preset_has_one_route_per_distinct_row_and_nothing_else() -> None:
     expected = {(row["method"], row["path"]) for row in ROUTED if row["action"] != LISTED_TWICE} | {STORAGE_LIST}
+    expected |= {(row[0], row[1]) for row in SDK_ROWS}
     assert {(route.method, route.template) for route in PRESET.routes} == expected
-    assert len(PRESET.routes) == len(ROUTED) - 1  # the PUT services row is listed twice
+    assert len(PRESET.routes) == len(ROUTED) - 1 + len(SDK_ROWS)  # the PUT services row is listed twice
     assert PRESET.unmatched is Unmatched.DENY
     assert all(not route.path_allow for route in PRESET.routes)
 
@@ -603,6 +615,11 @@ def test_the_preset_has_one_route_per_distinct_row_and_nothing_else() -> None:
         ("POST", "/v1/p/notebooks", None),  # a list or a create names no resource yet
         ("POST", "/v1/p/notebooks/nb-1/create-image", None),  # an image action on a notebook: no one type
         ("GET", "/v2/p/workforces/w-1", None),  # no documented resource type
+        ("DELETE", "/v2/p/services/s-1/deployments/d-1", "modelarts:*:*:service:s-1"),  # SDK: sub-resource
+        ("GET", "/v2/p/training-jobs/j-1/metrics/worker-0", "modelarts:*:*:trainJob:j-1"),
+        ("PUT", "/v2/p/training-experiments/e-1", None),  # an experiment id is not a training job's
+        ("GET", "/v2/p/modelarts-training-job/j-1/tags", None),  # a tag action: not the job's type
+        ("PATCH", "/v2/p/pools/pool-1", None),  # pools: no resource-level permission in authmw yet
     ],
 )
 def test_preset_routes_with_ids_carry_resource_urns(method: str, path: str, resource: str | None) -> None:
@@ -617,6 +634,11 @@ def test_preset_routes_declare_where_the_body_names_the_workspace() -> None:
     assert fields["PUT /v2/{project_id}/algorithms/{algorithm_id}"] == ("metadata.workspace_id",)
     assert fields["POST /v1/{project_id}/notebooks"] == ("workspace_id",)
     assert fields["PUT /v1/{project_id}/services/{service_id}"] == ("workspace_id",)
+    # The SDK's rows, from its request models:
+    assert fields["POST /v2/{project_id}/services"] == ("workspace_id",)
+    assert fields["POST /v2/{project_id}/training-experiments"] == ("metadata.workspace_id",)
+    assert fields["POST /v2/{project_id}/pools"] == ('metadata.labels."os.modelarts/workspace.id"',)
+    assert fields["POST /v1/{project_id}/networks"] == ('metadata.labels."os.modelarts/workspace.id"',)
     assert all(route.method in {"POST", "PUT"} for route in PRESET.routes if route.workspace_fields)
 
 
@@ -625,14 +647,27 @@ def test_the_packaged_copy_matches_the_research_table() -> None:
 
     lines = files("authmw.data").joinpath("modelarts_routes.tsv").read_text().splitlines()
     assert lines[0].startswith("#")
-    assert lines[1] == "method\tpath\taction\talso_required\tresource\tworkspace_fields"
+    assert lines[1] == "method\tpath\taction\talso_required\tresource\tworkspace_fields\tinferred"
     packaged = [tuple([*line.split("\t"), ""][:4]) for line in lines[2:]]
     research = [(row["method"], row["path"], row["action"], row["also_required_or_related"]) for row in ROWS]
-    assert packaged == research
+    assert packaged[: len(research)] == research
+    assert all(row[6] == "" for row in packaged_rows()[: len(research)])  # documented: none is inferred
+
+
+def test_the_sdk_rows_are_new_routes_with_documented_or_inferred_actions() -> None:
+    documented = {row["action"] for row in ROWS}
+    assert len(SDK_ROWS) > 200
+    for method, path, action, also, _resource, _fields, inferred in SDK_ROWS:
+        assert method in {"GET", "POST", "PUT", "PATCH", "DELETE"} and path.startswith("/v")
+        assert also == "" and inferred in {"", "inferred"}
+        if action in documented:
+            assert inferred == "", f"{method} {path}: {action} is documented"
+    assert {"modelarts:network:create", "modelarts:devserver:reboot"} <= modelarts_inferred_actions()
+    assert not modelarts_inferred_actions() & documented
 
 
 def test_the_preset_action_catalog() -> None:
-    routed = {row["action"] for row in ROUTED}
+    routed = {row["action"] for row in ROUTED} | {row[2] for row in SDK_ROWS}
     assert set(PRESET.actions) == routed
     assert "modelarts:service:action" in PRESET.actions  # through the body action
 

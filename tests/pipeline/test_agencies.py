@@ -274,7 +274,7 @@ def test_missing_tampered_mismatched_and_expired_security_tokens(forms: dict[str
         world.store, sealer, principal, agency=("default", "modelarts_agency"), clock=lambda: time.time() - 7200
     )
     cases = [
-        ({"securitytoken": None}, 401, "signature_mismatch"),  # the temporary AK is no permanent key
+        ({"securitytoken": None}, 401, "security_token_required"),  # a temporary AK without its token
         ({"securitytoken": tampered}, 401, "invalid_security_token"),
         ({"securitytoken": "v1.0000.AAAA"}, 401, "invalid_security_token"),
         ({"securitytoken": second["securitytoken"]}, 401, "security_token_mismatch"),  # signed with first's key

@@ -66,7 +66,7 @@ def test_an_algorithm_without_a_key_or_not_accepted_is_refused_at_start(tmp_path
         Settings.from_mapping({"token_algorithms": ["HS256"]})
     store = open_store(
         f"sqlite:///{tmp_path / 'authmw.db'}",
-        create_master_key=True,
+        create=True,
         environ={"AUTHMW_MASTER_KEY_FILE": str(tmp_path / "authmw.key")},
     )
     try:

@@ -38,7 +38,9 @@ PUBLIC = {
         "AccessKey", "AuthContext", "AuthMethod", "AuthType", "Credential", "CredentialKind", "Principal", "Project",
         "Request", "Session", "WhitelistScope", "Workspace",
     ],
-    "authmw.routes": ["Access", "Route", "RouteCatalog", "Routes", "Unmatched", "modelarts_routes"],
+    "authmw.routes": [
+        "Access", "Route", "RouteCatalog", "Routes", "Unmatched", "modelarts_routes", "routes_from_openapi",
+    ],
     "authmw.signing": [
         "SCHEMES", "Inspection", "KeySource", "ReplayGuard", "Scheme", "SecurityTokenResolver", "SignedHttpRequest",
         "SignedParts", "StaticKeys", "Verifier", "presign_url", "sign_request",
@@ -51,8 +53,13 @@ PUBLIC = {
         "DEFAULT_DOMAIN", "DEFAULT_STORE_URL", "STORE_ENV", "CachedIdentity", "Keyring", "Store", "open_store",
     ],
     "authmw.client": ["HttpxAuth", "RequestsAuth", "SigningConfig"],
-    "authmw.contrib.starlette": ["current_context", "install_error_handler", "require"],
-    "authmw.contrib.flask": ["context", "install_error_handler", "require"],
+    "authmw.contrib.starlette": [
+        "action_required", "authenticated", "current_context", "install_error_handler", "protect", "public", "require",
+        "routes_from_app",
+    ],
+    "authmw.contrib.flask": [
+        "authenticated", "context", "install_error_handler", "protect", "public", "require", "routes_from_app",
+    ],
     "authmw.contrib.django": ["context", "require"],
     "authmw.assertion": [
         "ISSUER", "InvalidAssertion", "UsedAssertions", "jwk_of", "keys_from_jwks", "sign_assertion",

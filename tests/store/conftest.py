@@ -39,7 +39,7 @@ def keyring() -> Keyring:
 
 @pytest.fixture
 def store(store_url: str, keyring: Keyring) -> Iterator[Store]:
-    opened = Store(open_database(store_url), keyring)
+    opened = Store(open_database(store_url, create=True), keyring)
     opened.initialize()
     try:
         yield opened

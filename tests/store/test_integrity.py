@@ -290,7 +290,7 @@ def another_store(store_url: str, keyring: Keyring, name: str) -> Iterator[tuple
             url = f"sqlite:///{Path(store_url.removeprefix('sqlite:///')).parent / name}.db"
         else:
             url = stack.enter_context(pg_schema())
-        store = Store(open_database(url), keyring)
+        store = Store(open_database(url, create=True), keyring)
         stack.callback(store.close)
         store.initialize()
         yield url, store
@@ -441,7 +441,7 @@ def bulk_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A JSON export (secrets sealed under :data:`PASSPHRASE`) of a store holding 20,000 users and 40,000
     access keys, and a few disabled users, passwords, inactive keys, groups..."""
     folder = tmp_path_factory.mktemp("bulk")
-    source = Store(open_database(f"sqlite:///{folder / 'source.db'}"), Keyring.from_keys(MASTER))
+    source = Store(open_database(f"sqlite:///{folder / 'source.db'}", create=True), Keyring.from_keys(MASTER))
     try:
         source.initialize()
         add_bulk(source, BULK_USERS, extras=True)
@@ -648,7 +648,7 @@ def test_master_key_rotation_while_requests_keep_verifying(store_url: str, tmp_p
     old = new_master_key()
     write_key_file(key_file, [old])
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    store = Store(open_database(store_url), Keyring.from_file(key_file))
+    store = Store(open_database(store_url, create=True), Keyring.from_file(key_file))
     try:
         store.initialize()
         keys = add_bulk(store, ROTATION_USERS)

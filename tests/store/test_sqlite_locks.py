@@ -24,7 +24,7 @@ conn.close()  # the child's last connection: it deletes the WAL if it can lock t
 
 def test_a_new_connection_keeps_the_process_locks(tmp_path: Path) -> None:
     path = tmp_path / "authmw.db"
-    store = Store(open_database(f"sqlite:///{path}"), Keyring.from_keys(bytes(range(32))))
+    store = Store(open_database(f"sqlite:///{path}", create=True), Keyring.from_keys(bytes(range(32))))
     store.initialize()
     before = store.revision()
     child = subprocess.Popen(

@@ -52,7 +52,7 @@ def test_commands_refuse_an_uninitialised_store(store_url: str, keyring: Keyring
             if store_url.startswith("sqlite")
             else stack.enter_context(pg_schema())
         )
-        fresh = Store(open_database(url), keyring)
+        fresh = Store(open_database(url, create=True), keyring)
         stack.callback(fresh.close)
         assert fresh.schema_version() == 0
         with pytest.raises(ChangeRefused, match="authmw init"):
@@ -524,7 +524,7 @@ def test_a_value_read_before_a_rotation_still_opens_after_the_ring_reloads(tmp_p
 def test_open_store_refuses_a_foreign_ring_and_a_fresh_key_for_a_sealed_store(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'authmw.db'}"
     env = {"AUTHMW_MASTER_KEY_FILE": str(tmp_path / "authmw.key")}
-    store = open_store(url, create_master_key=True, environ=env)
+    store = open_store(url, create=True, environ=env)
     store.initialize()
     store.close()
     foreign = {"AUTHMW_MASTER_KEY": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="}
@@ -532,7 +532,7 @@ def test_open_store_refuses_a_foreign_ring_and_a_fresh_key_for_a_sealed_store(tm
         open_store(url, environ=foreign)
     (tmp_path / "authmw.key").unlink()
     with pytest.raises(ConfigurationError, match="sealed under a master key"):
-        open_store(url, create_master_key=True, environ=env)
+        open_store(url, create=True, environ=env)
     assert not (tmp_path / "authmw.key").exists()
 
 
@@ -550,7 +550,7 @@ def test_revoked_tokens_are_kept_until_they_expire(store: Store) -> None:
 
 def test_a_rotated_signing_key_keeps_verifying_until_its_tokens_expire(store_url: str, keyring: Keyring) -> None:
     now = [1_800_000_000.0]
-    store = Store(open_database(store_url), keyring, clock=lambda: now[0])
+    store = Store(open_database(store_url, create=True), keyring, clock=lambda: now[0])
     store.initialize()
     try:
         old_kid, _old = store.signing_key()

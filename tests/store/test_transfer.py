@@ -24,7 +24,7 @@ MASTER = bytes(range(32))
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A store with one of everything, exported with its secrets."""
     path = tmp_path_factory.mktemp("export") / "authmw.db"
-    store = Store(open_database(f"sqlite:///{path}"), Keyring.from_keys(MASTER))
+    store = Store(open_database(f"sqlite:///{path}", create=True), Keyring.from_keys(MASTER))
     store.initialize()
     store.create_domain("acme")
     store.create_project("cn-north-4")
@@ -222,7 +222,7 @@ def test_the_untouched_export_passes(exported: dict[str, Any], box: PassphraseBo
 
 @pytest.fixture
 def target(tmp_path: Path) -> Iterator[Store]:
-    store = Store(open_database(f"sqlite:///{tmp_path / 'target.db'}"), Keyring.from_keys(b"\x07" * 32))
+    store = Store(open_database(f"sqlite:///{tmp_path / 'target.db'}", create=True), Keyring.from_keys(b"\x07" * 32))
     store.initialize()
     yield store
     store.close()

@@ -51,7 +51,7 @@ class World:
 
 def build_world(directory: Path) -> World:
     url = f"sqlite:///{directory / 'authmw.db'}"
-    store = open_store(url, create_master_key=True, environ={"AUTHMW_MASTER_KEY_FILE": str(directory / "authmw.key")})
+    store = open_store(url, create=True, environ={"AUTHMW_MASTER_KEY_FILE": str(directory / "authmw.key")})
     store.initialize()
     project = store.create_project("cn-north-4", region="cn-north-4").id
     store.create_domain("other")

@@ -9,8 +9,18 @@ from typing import TextIO
 
 from authmw import __version__
 from authmw.cli import ssh
-from authmw.cli._common import EXIT_INTERNAL, EXIT_UNAVAILABLE, EXIT_USAGE, Parser, UsageError
-from authmw.errors import ChangeRefused, ConfigurationError, ServiceUnavailable
+from authmw.cli._common import (
+    EXIT_ADDRESS_IN_USE,
+    EXIT_CODES,
+    EXIT_INTERNAL,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    STORE_HELP,
+    Parser,
+    UsageError,
+)
+from authmw.errors import AddressInUse, ChangeRefused, ConfigurationError, ServiceUnavailable
+from authmw.extras import missing_extra
 
 __all__ = ["main"]
 
@@ -18,9 +28,11 @@ __all__ = ["main"]
 def build_parser() -> Parser:
     from authmw.cli import admin, debug, proxy  # on use: sshd's `ssh authorized-keys` skips them (see main)
 
-    parser = Parser(prog="authmw", description="Cloud-grade authentication and access control for web apps.")
+    parser = Parser(
+        prog="authmw", description="Cloud-grade authentication and access control for web apps.", epilog=EXIT_CODES
+    )
     parser.add_argument("--version", action="version", version=f"authmw {__version__}")
-    parser.add_argument("--store", metavar="URL", help="store URL (env AUTHMW_STORE; default sqlite:///./authmw.db)")
+    parser.add_argument("--store", metavar="URL", help=STORE_HELP)
     parser.add_argument("--config", metavar="FILE", help="YAML configuration file")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     admin.register(commands)
@@ -37,8 +49,10 @@ def build_parser() -> Parser:
 def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it).
 
-    Exit codes: 0 success; 1 a negative answer (invalid signature, deny); 2 bad input or a refused change,
-    with one line on stderr; 3 the store is unreachable; 4 an internal error (a bug).
+    Exit codes: 0 success; 1 a negative answer (invalid signature, deny); 2 bad input, a refused change or a
+    missing extra (it names the ``pip install``), with one line on stderr; 3 the store is unavailable (no store at
+    the path, or unreachable); 4 an internal error (a bug); 5 the address ``authmw proxy`` is to listen on is
+    already in use.
     """
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
@@ -48,6 +62,9 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
     try:
         args = build_parser().parse_args(argv)
         code: int = args.handler(args, stdin, stdout)
+    except AddressInUse as exc:
+        sys.stderr.write(f"authmw: {exc}\n")
+        return EXIT_ADDRESS_IN_USE
     except (UsageError, ChangeRefused, ConfigurationError) as exc:
         sys.stderr.write(f"authmw: {_one_line(exc)}\n")
         return EXIT_USAGE
@@ -57,12 +74,22 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
     except ServiceUnavailable as exc:
         sys.stderr.write(f"authmw: {_one_line(exc.detail)}\n")
         return EXIT_UNAVAILABLE
+    except ModuleNotFoundError as exc:  # a feature's extra is not installed (any other missing module is a bug)
+        missing = missing_extra(exc)
+        if missing is None:
+            return _internal(exc)
+        sys.stderr.write(f"authmw: {missing}\n")
+        return EXIT_USAGE
     except Exception as exc:
-        if os.environ.get("AUTHMW_DEBUG"):
-            raise
-        sys.stderr.write(f"authmw: internal error ({type(exc).__name__}); AUTHMW_DEBUG=1 shows the traceback\n")
-        return EXIT_INTERNAL
+        return _internal(exc)
     return code
+
+
+def _internal(exc: Exception) -> int:
+    if os.environ.get("AUTHMW_DEBUG"):
+        raise exc
+    sys.stderr.write(f"authmw: internal error ({type(exc).__name__}); AUTHMW_DEBUG=1 shows the traceback\n")
+    return EXIT_INTERNAL
 
 
 def _one_line(message: object) -> str:

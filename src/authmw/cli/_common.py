@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
@@ -16,11 +16,14 @@ if TYPE_CHECKING:
     from authmw.settings import Settings
 
 __all__ = [
+    "EXIT_ADDRESS_IN_USE",
+    "EXIT_CODES",
     "EXIT_INTERNAL",
     "EXIT_INVALID",
     "EXIT_OK",
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
+    "STORE_HELP",
     "Handler",
     "Parser",
     "UsageError",
@@ -31,11 +34,22 @@ __all__ = [
     "open_cli_store",
     "parse_context",
     "settings_of",
+    "table_text",
 ]
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERNAL = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERNAL, EXIT_ADDRESS_IN_USE = 0, 1, 2, 3, 4, 5
+#: What each exit code means (``authmw --help`` shows it).
+EXIT_CODES = (
+    "exit codes: 0 success; 1 a negative answer (invalid signature, deny); 2 bad input, a refused change or a "
+    "missing extra (one line on stderr); 3 the store is unavailable (missing or unreachable); 4 an internal error "
+    "(a bug); 5 the address to listen on is already in use"
+)
 
 Handler = Callable[[argparse.Namespace, TextIO, TextIO], int]
+STORE_HELP = (
+    "store URL: sqlite:///relative/path.db, sqlite:////absolute/path.db or postgresql://... "
+    "(env AUTHMW_STORE; default sqlite:///./authmw.db; only 'authmw init' creates a store)"
+)
 
 
 class UsageError(Exception):
@@ -53,7 +67,7 @@ def add_common(parser: argparse.ArgumentParser, *, formats: tuple[str, ...] = ("
         "--store",
         metavar="URL",
         default=argparse.SUPPRESS,
-        help="store URL (env AUTHMW_STORE; default sqlite:///./authmw.db)",
+        help=STORE_HELP,
     )
     parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="YAML configuration file")
     parser.add_argument("--format", choices=formats, default=formats[0], help="output format")
@@ -69,8 +83,10 @@ def settings_of(args: argparse.Namespace) -> Settings:
 
 
 @contextmanager
-def open_cli_store(args: argparse.Namespace, *, create_master_key: bool = False) -> Iterator[Any]:
-    """The store named by ``--store`` / ``$AUTHMW_STORE`` / the config file / the default, closed afterwards."""
+def open_cli_store(args: argparse.Namespace, *, create: bool = False, master_key: bool = True) -> Iterator[Any]:
+    """The store named by ``--store`` / ``$AUTHMW_STORE`` / the config file / the default, closed afterwards;
+    only ``init`` passes ``create`` (a missing store is otherwise exit 3, and nothing is created);
+    ``master_key=False``: without reading the master key, for commands reading public data only."""
     from authmw.store import STORE_ENV, open_store
     from authmw.store.secrets import MASTER_KEY_FILE_ENV
 
@@ -80,7 +96,7 @@ def open_cli_store(args: argparse.Namespace, *, create_master_key: bool = False)
         environ[MASTER_KEY_FILE_ENV] = settings.master_key_file
     url = getattr(args, "store", None) or environ.get(STORE_ENV) or settings.store
     store = open_store(
-        url, create_master_key=create_master_key, whitelist_limit=settings.whitelist_limit, environ=environ
+        url, create=create, master_key=master_key, whitelist_limit=settings.whitelist_limit, environ=environ
     )
     try:
         yield store
@@ -88,16 +104,26 @@ def open_cli_store(args: argparse.Namespace, *, create_master_key: bool = False)
         store.close()
 
 
-def parse_context(text: str | None) -> dict[str, Any]:
-    """``--context``: a JSON object of strings, numbers, booleans or lists of them, keyed by condition key."""
-    if not text:
+def parse_context(given: str | Sequence[str] | None) -> dict[str, Any]:
+    """``--context``: condition keys, each ``KEY=VALUE`` (a string) or a JSON object of strings, numbers,
+    booleans or lists of them (repeatable: later keys win)."""
+    if not given:
         return {}
-    try:
-        context = json.loads(text)
-    except ValueError:
-        raise UsageError("--context: not valid JSON") from None
-    if not isinstance(context, dict) or not all(_context_value(v) for v in context.values()):
-        raise UsageError("--context: a JSON object of strings, numbers, booleans or lists of them")
+    context: dict[str, Any] = {}
+    for text in [given] if isinstance(given, str) else given:
+        if not text.lstrip().startswith("{"):
+            key, equals, value = text.partition("=")
+            if not equals or not key.strip():
+                raise UsageError(f"--context: expected KEY=VALUE or a JSON object, got {text!r}")
+            context[key.strip()] = value
+            continue
+        try:
+            found = json.loads(text)
+        except ValueError:
+            raise UsageError("--context: not valid JSON") from None
+        if not isinstance(found, dict) or not all(_context_value(v) for v in found.values()):
+            raise UsageError("--context: a JSON object of strings, numbers, booleans or lists of them")
+        context.update(found)
     return context
 
 
@@ -128,6 +154,8 @@ def emit(args: argparse.Namespace, stdout: TextIO, data: Any, text: str | None =
     if getattr(args, "format", "text") == "json":
         stdout.write(json.dumps(data) + "\n")
         return
+    if text is None and getattr(args, "format", "text") == "table":
+        text = table_text(data)
     if text is None:
         rows = data if isinstance(data, list) else [data]
         text = "".join(
@@ -135,6 +163,20 @@ def emit(args: argparse.Namespace, stdout: TextIO, data: Any, text: str | None =
             for row in rows
         )
     stdout.write(text)
+
+
+def table_text(data: Any) -> str:
+    """Records as aligned columns under a header; one record (a ``show``) as ``field  value`` lines."""
+    if isinstance(data, dict):
+        width = max((len(key) for key in data), default=0)
+        return "".join(f"{key.ljust(width)}  {_plain(value)}\n" for key, value in data.items())
+    rows = [row for row in data if isinstance(row, dict)]
+    if not rows:
+        return "(none)\n"
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    cells = [[c.upper() for c in columns]] + [[_plain(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return "".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n" for line in cells)
 
 
 def _plain(value: Any) -> str:

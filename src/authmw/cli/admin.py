@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from authmw.cli import manage
 from authmw.cli._common import (
     EXIT_INVALID,
     EXIT_OK,
@@ -21,7 +22,13 @@ from authmw.cli._common import (
     parse_context,
     settings_of,
 )
-from authmw.cli.debug import route_use, warn_never_applies
+from authmw.cli.debug import (
+    add_explain_options,
+    explain_request,
+    refuse_request_options,
+    route_use,
+    warn_never_applies,
+)
 from authmw.cli.ssh import expiry
 from authmw.errors import ChangeRefused, ConfigurationError
 from authmw.models import WhitelistScope
@@ -33,11 +40,12 @@ from authmw.workspaces import DEFAULT_WORKSPACE_ID, can_access_workspace
 __all__ = ["register", "register_policy"]
 
 PASSPHRASE_ENV = "AUTHMW_EXPORT_PASSPHRASE"
+DOMAIN_ENV = "AUTHMW_DOMAIN"
 _DURATIONS = f"{MIN_DURATION}-{MAX_DURATION}"
 
 
 def _init(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
-    with open_cli_store(args, create_master_key=True) as store:
+    with open_cli_store(args, create=True) as store:
         report = store.initialize()
         report["master_key"] = str(store.keyring.path) if store.keyring.path else "AUTHMW_MASTER_KEY"
     emit(args, stdout, report, f"store ready (schema {report['schema_to']}); master key: {report['master_key']}\n")
@@ -67,16 +75,8 @@ def _project_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) ->
     return EXIT_OK
 
 
-def _read_password(stdin: TextIO) -> str:
-    line = stdin.readline()
-    password = line[:-1] if line.endswith("\n") else line
-    if not password:
-        raise UsageError("--password-stdin: no password on standard input")
-    return password.removesuffix("\r")
-
-
 def _user_create(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
-    password = _read_password(stdin) if args.password_stdin else None
+    password = manage.read_password(stdin) if args.password_stdin else None
     with open_cli_store(args) as store:
         store.require_schema()
         user = store.create_user(args.name, domain=args.domain, password=password)
@@ -129,7 +129,7 @@ def _key_create(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
     if args.secret_key_stdin:
         if secret is not None:
             raise UsageError("--secret-key and --secret-key-stdin exclude each other")
-        secret = _read_password(stdin)
+        secret = manage.read_password(stdin)
     with open_cli_store(args) as store:
         store.require_schema()
         key = store.create_access_key(args.user, domain=args.domain, access_key=args.access_key, secret_key=secret)
@@ -141,8 +141,8 @@ def _key_status(active: bool) -> Any:
     def handler(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
         with open_cli_store(args) as store:
             store.require_schema()
-            info = store.set_access_key_status(args.access_key, active)
-        emit(args, stdout, info.to_dict())
+            info = store.set_access_key_status(args.access_key, active, domain=args.domain)
+        emit(args, stdout, manage.view(info))
         return EXIT_OK
 
     return handler
@@ -151,16 +151,8 @@ def _key_status(active: bool) -> Any:
 def _key_delete(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
     with open_cli_store(args) as store:
         store.require_schema()
-        store.delete_access_key(args.access_key)
-    emit(args, stdout, {"access": args.access_key, "status": "deleted"})
-    return EXIT_OK
-
-
-def _key_list(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
-    with open_cli_store(args) as store:
-        store.require_schema()
-        keys = store.list_access_keys(args.user, domain=args.domain)
-    emit(args, stdout, [key.to_dict() for key in keys])
+        info = store.delete_access_key(args.access_key, domain=args.domain)
+    emit(args, stdout, {"access": info.access, "user": info.user, "status": "deleted"})
     return EXIT_OK
 
 
@@ -298,12 +290,24 @@ def _signing_key_rotate(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO
 
 
 def _keypair_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
-    with open_cli_store(args) as store:
-        store.require_schema()
-        pair = store.create_keypair(
-            args.name, user=args.user, domain=args.domain, key_type=args.type, expires_at=args.expires
-        )
-    if args.format == "json":
+    # --out is created first: a file that cannot be created must not leave a stored pair whose private key is lost.
+    out = None if args.out is None else manage.create_private(args.out)
+    try:
+        with open_cli_store(args) as store:
+            store.require_schema()
+            pair = store.create_keypair(
+                args.name, user=args.user, domain=args.domain, key_type=args.type, expires_at=args.expires
+            )
+    except BaseException:
+        if out is not None:
+            out.close()
+            os.unlink(args.out)
+        raise
+    if out is not None:
+        with out:
+            out.write(pair.private_key)
+        emit(args, stdout, {**{k: v for k, v in pair.to_dict().items() if k != "private_key"}, "out": args.out})
+    elif args.format == "json":
         emit(args, stdout, pair.to_dict())
     else:
         # The private key alone on stdout, so `> key.pem` saves it; it is never shown again.
@@ -327,7 +331,7 @@ def _keypair_import(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) ->
 
 
 def _keypair_authorized_keys(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
-    with open_cli_store(args) as store:
+    with open_cli_store(args, master_key=False) as store:  # public keys only: sshd's host holds no master key
         store.require_schema()
         text = store.authorized_keys(args.user, domain=args.domain)
     emit(args, stdout, {"user": args.user, "authorized_keys": text}, text)
@@ -442,7 +446,10 @@ def _master_key_rotate(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO)
     return EXIT_OK
 
 
-def _explain(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+def _explain(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    if args.request is not None:
+        return explain_request(args, stdin, stdout)
+    refuse_request_options(args)
     context = parse_context(args.context)
     check_action(args.action)
     with open_cli_store(args) as store:
@@ -474,16 +481,51 @@ def _explain(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
 
 
 def _with_domain(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--domain", default="default", metavar="D", help="the domain (default: default)")
+    default = os.environ.get(DOMAIN_ENV) or "default"
+    parser.add_argument(
+        "--domain", default=default, metavar="D", help=f"the domain (env {DOMAIN_ENV}; default: {default})"
+    )
 
 
 def _command(commands: Any, name: str, handler: Any, help_text: str, *, domain: bool = True) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=help_text)
-    add_common(parser)
+    add_common(parser, formats=("table", "json"))
     if domain:
         _with_domain(parser)
     parser.set_defaults(handler=handler)
     return parser
+
+
+def _key_command(commands: Any, name: str, handler: Any, help_text: str) -> None:
+    """A verb on one access key: key ids are unique in the store, so ``--domain`` only narrows (none: any)."""
+    parser = _command(commands, name, handler, help_text, domain=False)
+    parser.add_argument("access_key", metavar="AK")
+    default = os.environ.get(DOMAIN_ENV) or None
+    parser.add_argument(
+        "--domain",
+        default=default,
+        metavar="D",
+        help=f"only a key of a user of this domain (env {DOMAIN_ENV}; default: {default or 'any domain'})",
+    )
+
+
+def _named(commands: Any, name: str, handler: Any, help_text: str, metavar: str = "NAME") -> argparse.ArgumentParser:
+    parser = _command(commands, name, handler, help_text)
+    parser.add_argument("name", metavar=metavar)
+    return parser
+
+
+def _one_target(parser: argparse.ArgumentParser, *kinds: str) -> None:
+    target = parser.add_mutually_exclusive_group(required=True)
+    for kind in kinds:
+        target.add_argument(f"--{kind}", metavar=kind[0].upper())
+
+
+def _whitelist_target(parser: argparse.ArgumentParser) -> None:
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--workspace", metavar="W", help="workspace name or id")
+    target.add_argument("--user", metavar="U")
+    target.add_argument("--route", metavar="R", help="an action or 'METHOD /path/template' of the route catalog")
 
 
 def _group_of(commands: Any, name: str, help_text: str) -> Any:
@@ -507,11 +549,25 @@ def register(commands: Any) -> None:
 
     domain = _group_of(commands, "domain", "domains (accounts)")
     _command(domain, "create", _domain_create, "create a domain", domain=False).add_argument("name", metavar="NAME")
+    _command(domain, "list", manage.domain_list, "list domains", domain=False)
+    _command(domain, "show", manage.domain_show, "show a domain and what it holds", domain=False).add_argument(
+        "name", metavar="NAME"
+    )
+    _command(
+        domain,
+        "delete",
+        manage.domain_delete,
+        "delete an empty domain (refused while it holds anything, is trusted by an agency, or is 'default')",
+        domain=False,
+    ).add_argument("name", metavar="NAME")
 
     project = _group_of(commands, "project", "projects (region-scoped)")
     create = _command(project, "create", _project_create, "create a project in a domain")
     create.add_argument("name", metavar="NAME")
     create.add_argument("--region", metavar="R", help="region (default: the name up to its first _)")
+    _command(project, "list", manage.project_list, "list the domain's projects")
+    _named(project, "show", manage.project_show, "show a project (by name or id)")
+    _named(project, "delete", manage.project_delete, "delete a project; tokens scoped to it stop working")
 
     user = _group_of(commands, "user", "IAM users")
     create = _command(user, "create", _user_create, "create a user")
@@ -519,14 +575,33 @@ def register(commands: Any) -> None:
     create.add_argument("--password-stdin", action="store_true", help="read a password (8-128 chars) from stdin")
     _command(user, "disable", _user_enable(False), "disable a user").add_argument("name", metavar="NAME")
     _command(user, "enable", _user_enable(True), "enable a user").add_argument("name", metavar="NAME")
-    listing = _command(user, "list", _user_list, "list users")
-    listing.set_defaults(domain=None)
+    listing = _command(user, "list", _user_list, "list users (of every domain unless --domain)")
+    listing.set_defaults(domain=os.environ.get(DOMAIN_ENV) or None)
+    _named(user, "show", manage.user_show, "show a user: groups, policies, keys, key pairs")
+    update = _named(user, "update", manage.user_update, "enable or disable a user and/or set its password")
+    state = update.add_mutually_exclusive_group()
+    state.add_argument("--enable", dest="enabled", action="store_const", const=True, default=None)
+    state.add_argument("--disable", dest="enabled", action="store_const", const=False)
+    update.add_argument("--password-stdin", action="store_true", help="read the new password (8-128 chars) from stdin")
+    _named(
+        user,
+        "delete",
+        manage.user_delete,
+        "delete a user with its keys, key pairs, memberships, attachments, grants and whitelist "
+        "(refused while it owns a workspace)",
+    )
 
     group = _group_of(commands, "group", "user groups")
     _command(group, "create", _group_create, "create a group").add_argument("name", metavar="NAME")
     add = _command(group, "add-user", _group_add_user, "add a user to a group")
     add.add_argument("group", metavar="GROUP")
     add.add_argument("user", metavar="USER")
+    _command(group, "list", manage.group_list, "list the domain's groups with their members")
+    _named(group, "show", manage.group_show, "show a group: members and policies")
+    remove = _command(group, "remove-user", manage.group_remove_user, "remove a user from a group")
+    remove.add_argument("group", metavar="GROUP")
+    remove.add_argument("user", metavar="USER")
+    _named(group, "delete", manage.group_delete, "delete a group with its memberships, attachments and grants")
 
     key = _group_of(commands, "key", "permanent access keys (AK/SK), at most 2 per user")
     create = _command(key, "create", _key_create, "create an access key; the secret is shown this once")
@@ -540,9 +615,12 @@ def register(commands: Any) -> None:
         ("disable", _key_status(False), "make a key inactive"),
         ("enable", _key_status(True), "make a key active again"),
         ("delete", _key_delete, "delete a key for good"),
+        ("show", manage.key_show, "show a key (never its secret), with when it was last used"),
     ):
-        _command(key, name, handler, text, domain=False).add_argument("access_key", metavar="AK")
-    _command(key, "list", _key_list, "list a user's keys (never their secrets)").add_argument("user", metavar="USER")
+        _key_command(key, name, handler, text)
+    _command(
+        key, "list", manage.key_list, "list a user's keys (never their secrets), with when each was last used"
+    ).add_argument("user", metavar="USER")
 
     agency = _group_of(commands, "agency", "agencies: delegation to another domain or a cloud service")
     create = _command(agency, "create", _agency_create, "create an agency that the trusted domain may assume")
@@ -567,6 +645,12 @@ def register(commands: Any) -> None:
         help=f"{_DURATIONS} (default {DEFAULT_DURATION})",
     )
     assumed.add_argument("--policy-file", metavar="F", help="a session policy (JSON) that narrows the credentials")
+    _command(agency, "list", manage.agency_list, "list the domain's agencies")
+    _named(agency, "show", manage.agency_show, "show an agency and its policies")
+    update = _named(agency, "update", manage.agency_update, "change whom an agency trusts or its maximum session")
+    update.add_argument("--trust", metavar="DOMAIN", help="the trusted domain")
+    update.add_argument("--max-duration", type=int, metavar="SECONDS", help=_DURATIONS)
+    _named(agency, "delete", manage.agency_delete, "delete an agency; its sessions stop working")
 
     workspace = _group_of(commands, "workspace", "workspaces")
     create = _command(workspace, "create", _workspace_create, "create a workspace")
@@ -575,6 +659,21 @@ def register(commands: Any) -> None:
     create.add_argument("--grant", action="append", default=[], metavar="USER", help="grant a user (INTERNAL)")
     create.add_argument("--grant-group", action="append", default=[], metavar="GROUP", help="grant a group (INTERNAL)")
     create.add_argument("--owner", metavar="U", help="the owning user")
+    _command(workspace, "list", manage.workspace_list, "list the domain's workspaces (and the default one)")
+    _named(workspace, "show", manage.workspace_show, "show a workspace (by name or id)")
+    for name, revoke, text in (
+        ("grant", False, "grant users or groups an INTERNAL workspace"),
+        ("revoke", True, "take a workspace's grants back"),
+    ):
+        grant = _named(workspace, name, manage.workspace_grant(revoke), text)
+        grant.add_argument("--user", action="append", default=[], metavar="U", help="a user (repeatable)")
+        grant.add_argument("--group", action="append", default=[], metavar="G", help="a group (repeatable)")
+    update = _named(workspace, "update", manage.workspace_update, "change a workspace's access type or owner")
+    update.add_argument("--auth-type", type=str.upper, choices=("PUBLIC", "PRIVATE", "INTERNAL"))
+    owner = update.add_mutually_exclusive_group()
+    owner.add_argument("--owner", metavar="U", help="the new owning user")
+    owner.add_argument("--no-owner", action="store_true", help="no owner (only admins enter a PRIVATE one)")
+    _named(workspace, "delete", manage.workspace_delete, "delete a workspace with its grants and whitelist")
 
     token = _group_of(commands, "token", "IAM tokens")
     issue = _command(token, "create", _token_create, "issue an IAM token for a user (X-Auth-Token), for scripts")
@@ -607,34 +706,56 @@ def register(commands: Any) -> None:
     )
 
     keypair = _group_of(commands, "keypair", "SSH key pairs for remote access")
-    create = _command(keypair, "create", _keypair_create, "generate a key pair; prints the private key once")
+    create = _command(
+        keypair,
+        "create",
+        _keypair_create,
+        "generate a key pair; the private key is shown once: on stdout (which a redirection may leave readable "
+        "by others) or, with --out, in a new file of mode 0600",
+    )
     create.add_argument("name", metavar="NAME")
     create.add_argument("--user", required=True, metavar="U")
     create.add_argument("--type", choices=("ed25519", "rsa"), default="ed25519", help="ed25519 or RSA-3072")
+    create.add_argument(
+        "--out", metavar="FILE", help="write the private key to FILE, created with mode 0600 (never overwritten)"
+    )
+    _command(keypair, "list", manage.keypair_list, "list a user's key pairs (no master key needed)").add_argument(
+        "--user", required=True, metavar="U"
+    )
+    for name, handler, text in (
+        ("show", manage.keypair_show, "show a key pair's public key (no master key needed)"),
+        ("delete", manage.keypair_delete, "delete a key pair"),
+    ):
+        _named(keypair, name, handler, text).add_argument("--user", required=True, metavar="U")
     imported = _command(keypair, "import", _keypair_import, "register an OpenSSH public key")
     imported.add_argument("name", metavar="NAME")
     imported.add_argument("--user", required=True, metavar="U")
     imported.add_argument("--public-key-file", required=True, metavar="F")
     for parser in (create, imported):
         parser.add_argument("--expires", type=expiry, metavar="TIME", help="ISO 8601 UTC time the key stops working")
-    _command(keypair, "authorized-keys", _keypair_authorized_keys, "print the user's authorized_keys").add_argument(
-        "--user", required=True, metavar="U"
-    )
+    _command(
+        keypair,
+        "authorized-keys",
+        _keypair_authorized_keys,
+        "print the user's authorized_keys (public keys only: no master key needed)",
+    ).add_argument("--user", required=True, metavar="U")
 
     whitelist = _group_of(commands, "whitelist", "IP whitelists")
     setter = _command(
         whitelist, "set", _whitelist_set, "replace a whitelist: addresses or CIDRs (v4/v6); none allows all"
     )
-    target = setter.add_mutually_exclusive_group(required=True)
-    target.add_argument("--workspace", metavar="W", help="workspace name or id")
-    target.add_argument("--user", metavar="U")
-    target.add_argument("--route", metavar="R", help="an action or 'METHOD /path/template' of the route catalog")
+    _whitelist_target(setter)
     setter.add_argument(
         "--unchecked-route",
         action="store_true",
         help="accept a --route the configured catalog does not know (a route declared in code)",
     )
     setter.add_argument("addresses", nargs="*", metavar="ADDRESS_OR_CIDR")
+    for name, handler, text in (
+        ("show", manage.whitelist_show, "show a whitelist (empty: every address allowed)"),
+        ("clear", manage.whitelist_clear, "remove a whitelist: every address allowed"),
+    ):
+        _whitelist_target(_command(whitelist, name, handler, text))
 
     for name, handler, text in (
         ("export", _export, "write the store as YAML to stdout (no secrets unless --include-secrets)"),
@@ -657,12 +778,10 @@ def register(commands: Any) -> None:
         master, "rotate", _master_key_rotate, "new master key; re-seal every secret in one transaction", domain=False
     )
 
-    explain = _command(commands, "explain", _explain, "decide an action for a user from the store, and say why")
-    explain.add_argument("--user", required=True, metavar="U")
-    explain.add_argument("--action", required=True, metavar="A")
-    explain.add_argument("--workspace", metavar="W", help="workspace name or id (default: 0)")
-    explain.add_argument("--resource", metavar="URN")
-    explain.add_argument("--context", metavar="JSON", help="extra condition keys")
+    explain = _command(
+        commands, "explain", _explain, "decide an action, or a whole request, for a user from the store, and say why"
+    )
+    add_explain_options(explain)
 
 
 def register_policy(policy_commands: Any) -> None:
@@ -670,9 +789,13 @@ def register_policy(policy_commands: Any) -> None:
     create = _command(policy_commands, "create", _policy_create, "validate and store a policy of a domain")
     create.add_argument("name", metavar="NAME")
     create.add_argument("--file", required=True, metavar="F", help="the policy document (JSON)")
-    attach = _command(policy_commands, "attach", _policy_attach, "attach a policy to a group, user or agency")
-    attach.add_argument("name", metavar="NAME")
-    target = attach.add_mutually_exclusive_group(required=True)
-    target.add_argument("--group", metavar="G")
-    target.add_argument("--user", metavar="U")
-    target.add_argument("--agency", metavar="A")
+    attach = _named(policy_commands, "attach", _policy_attach, "attach a policy to a group, user or agency")
+    _one_target(attach, "group", "user", "agency")
+    _command(policy_commands, "list", manage.policy_list, "list the domain's policies and the system policies")
+    _named(policy_commands, "show", manage.policy_show, "show a policy: its document and attachments")
+    update = _named(policy_commands, "update", manage.policy_update, "replace a domain policy's document")
+    update.add_argument("--file", required=True, metavar="F", help="the new policy document (JSON)")
+    detach = _named(policy_commands, "detach", manage.policy_detach, "detach a policy from a group, user or agency")
+    _one_target(detach, "group", "user", "agency")
+    delete = _named(policy_commands, "delete", manage.policy_delete, "delete a domain policy")
+    delete.add_argument("--force", action="store_true", help="detach it from everyone first (else refused if attached)")

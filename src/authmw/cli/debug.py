@@ -1,12 +1,14 @@
-"""Debugging commands: ``verify-request`` and ``policy validate|check|lint``."""
+"""Debugging commands: ``verify-request``, ``explain --request`` and ``policy validate|check|lint``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from authmw.cli._common import (
     EXIT_INVALID,
@@ -16,17 +18,34 @@ from authmw.cli._common import (
     add_common,
     check_action,
     decision_report,
+    emit,
     open_cli_store,
     parse_context,
     settings_of,
 )
-from authmw.errors import AuthmwError, ConfigurationError, InvalidPolicy, InvalidSecurityToken
-from authmw.models import AccessKey
+from authmw.errors import (
+    ActionDenied,
+    AuthenticationFailed,
+    AuthmwError,
+    ConfigurationError,
+    InvalidPolicy,
+    InvalidSecurityToken,
+    NotFound,
+)
+from authmw.models import AccessKey, AuthContext, Request
 from authmw.policy import Policy, PolicySet, RouteUse, lint, modelarts_actions, never_applies, parse_policy
 from authmw.rawhttp import parse_raw_request
 from authmw.signing import SCHEMES, Verifier
 
-__all__ = ["register", "register_policy", "route_use", "warn_never_applies"]
+__all__ = [
+    "add_explain_options",
+    "explain_request",
+    "refuse_request_options",
+    "register",
+    "register_policy",
+    "route_use",
+    "warn_never_applies",
+]
 
 
 class _AnyKey:
@@ -142,7 +161,7 @@ def route_use(args: argparse.Namespace) -> RouteUse | None:
     """What the configured route catalog (``--config``; default: the ModelArts preset) asks of policies, or None
     (with a line on stderr) when the configuration cannot be read: warnings are then left out, nothing fails."""
     from authmw.assembly import routes_of
-    from authmw.routes import modelarts_routes
+    from authmw.routes import modelarts_inferred_actions, modelarts_routes
     from authmw.sts import ASSUME_ACTION
 
     try:
@@ -151,8 +170,10 @@ def route_use(args: argparse.Namespace) -> RouteUse | None:
         sys.stderr.write(f"warning: no route catalog ({exc}): whether statements can apply is not checked\n")
         return None
     actions = set(catalog.actions)
+    inferred: frozenset[str] = frozenset()
     if set(modelarts_routes()) <= set(catalog.routes):
         actions.update(modelarts_actions())  # the preset's action catalog, routes or not (allowed_actions)
+        inferred = modelarts_inferred_actions()
     # The security-token endpoint decides its own action on an agency URN.
     resourced = {ASSUME_ACTION} | {
         action
@@ -161,7 +182,7 @@ def route_use(args: argparse.Namespace) -> RouteUse | None:
         for action in (route.action, *(named for _field, named in route.body_actions))
         if action is not None
     }
-    return RouteUse.of(actions, resourced)
+    return RouteUse.of(actions, resourced, inferred)
 
 
 def warn_never_applies(policy: Policy, usage: RouteUse | None, where: str) -> None:
@@ -218,6 +239,222 @@ def _policy_lint(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> in
     return EXIT_INVALID if found else EXIT_OK
 
 
+_EXPLAIN_ORIGIN = "http://authmw.explain"  # the request is checked in-process; its Host is this one's
+
+
+def add_explain_options(explain: argparse.ArgumentParser) -> None:
+    """``authmw explain``'s options: one action (``--action``), or a whole request (``--request``)."""
+    explain.add_argument("--user", required=True, metavar="U", help="the caller, a user of --domain")
+    asked = explain.add_mutually_exclusive_group(required=True)
+    asked.add_argument("--action", metavar="A", help="decide one action (service:resourceType:operation)")
+    asked.add_argument(
+        "--request",
+        metavar="'METHOD /path'",
+        help="run a whole request through the configured pipeline (--config): route, workspace, whitelists, "
+        "policies, as the request signed by the user (or the agency session) would be",
+    )
+    explain.add_argument(
+        "--workspace", metavar="W", help="workspace name or id (default: 0; with --request sent as X-Workspace-Id)"
+    )
+    explain.add_argument("--resource", metavar="URN", help="the resource (--action; a route gives its own)")
+    explain.add_argument(
+        "--context",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a condition key for the policies (repeatable; or a JSON object of them)",
+    )
+    explain.add_argument(
+        "--source-ip", metavar="IP", help="--request: the client address (IP whitelists and g:SourceIp)"
+    )
+    explain.add_argument(
+        "--agency",
+        metavar="[DOMAIN/]NAME",
+        help="--request: as a session of this agency (of DOMAIN, default --domain) that --user assumes",
+    )
+    explain.add_argument(
+        "--header", action="append", default=[], metavar="NAME:VALUE", help="--request: a header (repeatable)"
+    )
+    explain.add_argument("--body", metavar="FILE", help="--request: the body, from FILE or - for stdin")
+
+
+def explain_request(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    """``explain --request``: the request, signed with temporary credentials of the user (or of the agency it
+    assumes, through the STS rule), checked by the guard the configuration builds: every step is the
+    pipeline's own. ``--context`` keys are then laid over the request's facts and the actions decided again."""
+    from authmw.assembly import open_guard, session_sealer
+    from authmw.signing import sign_request
+    from authmw.sts import assume
+
+    if args.resource is not None:
+        raise UsageError("--resource goes with --action; with --request the route gives the resource")
+    method, target = _request_line(args.request)
+    extra = parse_context(args.context)
+    headers = dict(_header(text) for text in args.header)
+    body = _read(args.body, stdin) if args.body else b""
+    settings = settings_of(args)
+    agency = _agency_of(args.agency, args.domain)
+    with open_cli_store(args) as store:
+        store.require_schema()
+        user = store.find_user(args.user, domain=args.domain)
+        if args.workspace is not None:
+            headers["X-Workspace-Id"] = _workspace_id(store, args.workspace, args.domain)
+        principal = store.principal(user.id)
+        guard = open_guard(store, config=settings)
+        context: AuthContext | None = None
+        try:
+            if principal is None:  # no credential of a disabled user verifies: what the pipeline answers
+                raise AuthenticationFailed("the credential's user is unknown or disabled")
+            session, token = assume(store, session_sealer(store), principal, agency=agency, source_ip=args.source_ip)
+            signed = sign_request(
+                method,
+                _EXPLAIN_ORIGIN + target,
+                headers,
+                body,
+                access_key=session.access_key,
+                secret_key=session.secret_key,
+                security_token=token,
+            )
+            sent = urlsplit(signed.url)
+            request = Request.build(
+                method, sent.path + (f"?{sent.query}" if sent.query else ""), signed.headers, body, args.source_ip
+            )
+            context = guard.check(request)
+            error = context.error  # dry-run mode: what enforce would have refused
+        except AuthmwError as exc:
+            context, error = exc.context, exc
+        decided = error is None or isinstance(error, ActionDenied)  # the pipeline reached the policies
+        if extra and decided and context is not None and context.principal is not None:
+            context, error = _decide_again(guard, context, extra)
+    report = _request_report(args, method, target, context, error)
+    emit(args, stdout, report, _request_text(report))
+    return EXIT_OK if report["decision"] == "allow" else EXIT_INVALID
+
+
+def refuse_request_options(args: argparse.Namespace) -> None:
+    """``explain --action`` decides an action alone: options that only a request has are refused, not ignored."""
+    given = [name for name in ("source_ip", "agency", "body") if getattr(args, name) is not None]
+    given += ["header"] if args.header else []
+    if given:
+        names = ", ".join(f"--{name.replace('_', '-')}" for name in given)
+        raise UsageError(f"{names}: only with --request")
+
+
+def _request_line(text: str) -> tuple[str, str]:
+    method, _, target = text.strip().partition(" ")
+    target = target.strip()
+    if not method.isalpha() or not method.isupper() or not target.startswith("/") or " " in target:
+        raise UsageError(f"--request: expected 'METHOD /path[?query]', got {text!r}")
+    return method, target
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip() or name.strip().lower() in ("authorization", "x-security-token", "x-sdk-date"):
+        raise UsageError(f"--header: expected NAME:VALUE (not a credential or date header), got {text!r}")
+    return name.strip(), value.strip()
+
+
+def _agency_of(given: str | None, domain: str) -> tuple[str, str] | None:
+    if given is None:
+        return None
+    owner, slash, name = given.rpartition("/")
+    if not name:
+        raise UsageError(f"--agency: expected [DOMAIN/]NAME, got {given!r}")
+    return (owner if slash else domain), name
+
+
+def _workspace_id(store: Any, given: str, domain: str) -> str:
+    """A workspace named by name or id; one the store does not know is sent as given (the pipeline decides)."""
+    try:
+        return str(store.find_workspace(given, domain=domain).id)
+    except NotFound:
+        return given
+
+
+def _decide_again(guard: Any, context: AuthContext, extra: dict[str, Any]) -> tuple[AuthContext, AuthmwError | None]:
+    """Every action of the request decided again by the guard, with ``extra`` laid over the request's facts."""
+    given = {key.lower() for key in extra}
+    facts = {key: value for key, value in context.policy_context.items() if key.lower() not in given}
+    overlaid = replace(context, policy_context={**facts, **extra})
+    decided = overlaid
+    for action in context.actions or ((context.action,) if context.action else ()):
+        try:
+            decision = guard.authorize(overlaid, action, context.resource)
+        except ActionDenied as exc:
+            return exc.context or overlaid, exc
+        except ValueError as exc:  # a context value a condition cannot read
+            raise UsageError(f"--context: {exc}") from None
+        decided = replace(overlaid, action=action, decision=decision)
+    return decided, None
+
+
+def _request_report(
+    args: argparse.Namespace, method: str, target: str, context: AuthContext | None, error: AuthmwError | None
+) -> dict[str, Any]:
+    decision = None if context is None else context.decision
+    if error is not None:
+        reason = error.detail
+    elif decision is not None:
+        reason = decision.reason
+    else:
+        reason = "the route needs no policy decision" if context is not None and context.route else "allowed"
+    report: dict[str, Any] = {
+        "request": f"{method} {target}",
+        "user": args.user,
+        "domain": args.domain,
+        "agency": args.agency,
+        "client": args.source_ip,
+        "decision": "deny" if error is not None else "allow",
+        "status": None if error is None else error.status,
+        "error_code": None if error is None else error.code,
+        "reason": reason,
+        "route": None if context is None or context.route is None else context.route.name,
+        "action": None if context is None else context.action,
+        "actions": [] if context is None else list(context.actions),
+        "resource": None if context is None else context.resource,
+        "workspace": None if context is None else context.workspace_id,
+        "project": None if context is None or context.project is None else context.project.id,
+        "explicit": decision is not None and decision.explicit,
+        "statement": None if decision is None else {"policy": decision.policy, "index": decision.statement},
+        "conditions": {} if context is None else _plain_facts(context.policy_context),
+    }
+    return report
+
+
+def _plain_facts(facts: Any) -> dict[str, Any]:
+    """The condition keys as JSON values (a fact that is no JSON value is shown as text)."""
+    return {
+        key: value if isinstance(value, str | int | float | bool | list) else str(value) for key, value in facts.items()
+    }
+
+
+def _request_text(report: dict[str, Any]) -> str:
+    def shown(value: Any) -> str:
+        return "-" if value in (None, [], {}) else ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+    verdict = report["decision"].upper()
+    if report["error_code"]:
+        verdict += f"  {report['error_code']} ({report['status']})"
+    statement = report["statement"]
+    decided = (
+        "-"
+        if statement is None
+        else f"{statement['policy']} statement {statement['index']}{' (explicit)' if report['explicit'] else ''}"
+    )
+    caller = f"{report['user']} of {report['domain']}" + (f", as agency {report['agency']}" if report["agency"] else "")
+    lines = [
+        f"{verdict}: {report['reason']}",
+        f"request:    {report['request']}  (caller {caller}; client {shown(report['client'])})",
+        f"route:      {shown(report['route'])}",
+        f"action:     {shown(report['action'])}  (all: {shown(report['actions'])})",
+        f"resource:   {shown(report['resource'])}",
+        f"workspace:  {shown(report['workspace'])}  project: {shown(report['project'])}",
+        f"decided by: {decided}",
+        "conditions: " + (", ".join(f"{k}={v}" for k, v in sorted(report["conditions"].items())) or "-"),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def register(commands: Any) -> None:
     """Add ``verify-request`` to the command parsers."""
 
@@ -272,8 +509,9 @@ def register_policy(policy_commands: Any) -> None:
         description="Read the policies together (as one principal's set) and warn about Allow statements a "
         "Deny always overrides, conditions that can never hold, wildcard actions broader than needed, and "
         "statements that can never apply to the route catalog (of --config; default: the ModelArts preset): "
-        "Action patterns matching no action, a Resource on actions no route gives a resource. Exit 0 no "
-        "warnings, 1 warnings, 2 invalid input.",
+        "Action patterns matching no action, a Resource on actions no route gives a resource; and Action "
+        "entries that rely on the preset's inferred actions (derived by authmw's naming rule where the ModelArts "
+        "documentation names none). Exit 0 no warnings, 1 warnings, 2 invalid input.",
     )
     linter.add_argument("files", nargs="+", metavar="FILE")
     add_common(linter)

@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any, TextIO
 
 from authmw.cli._common import EXIT_OK, add_common, settings_of
+from authmw.extras import requires
 from authmw.settings import Settings, load_settings
 
 __all__ = ["register"]
@@ -27,6 +28,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _proxy(args: argparse.Namespace, _stdin: TextIO, _stdout: TextIO) -> int:
+    with requires("proxy", "authmw proxy"):
+        return _serve(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
     from authmw.cli._common import open_cli_store
     from authmw.proxy.server import build_app, serve
 

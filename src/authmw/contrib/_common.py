@@ -13,7 +13,7 @@ from authmw.errors import AuthmwError, ConfigurationError
 from authmw.guard import Guard
 from authmw.models import AuthContext
 
-__all__ = ["CONTEXT_KEY", "GUARD_KEY", "View", "authorize", "context_of", "guard_of", "wrap_view"]
+__all__ = ["CONTEXT_KEY", "GUARD_KEY", "View", "authorize", "context_of", "decided", "guard_of", "wrap_view"]
 
 CONTEXT_KEY = "authmw"  # in the ASGI scope and the WSGI environ
 GUARD_KEY = "authmw.guard"
@@ -34,6 +34,20 @@ def guard_of(carrier: Mapping[str, Any], guard: Guard | None) -> Guard:
     if not isinstance(found, Guard):
         raise ConfigurationError("no authmw guard: pass guard= or put the app behind authmw's AuthMiddleware")
     return found
+
+
+def decided(context: AuthContext, action: str, resource: str | None) -> bool:
+    """Whether the middleware allowed ``action`` (on the route's ``resource`` template) for this request already:
+    its route names them, and that decision was the last one made (a body action is decided after the route's)."""
+    route, decision = context.route, context.decision
+    return (
+        route is not None
+        and (route.action, route.resource) == (action, resource)
+        and context.action == action
+        and decision is not None
+        and decision.allowed
+        and context.error is None
+    )
 
 
 def authorize(

@@ -1,5 +1,6 @@
 """Warnings about valid but suspicious policies: shadowed statements, impossible conditions, broad wildcards,
-and statements that can never apply to the routes they are used with."""
+statements that can never apply to the routes they are used with, and Action entries that rely on actions the
+route catalog only inferred (named by authmw's naming rule, not by the service's documentation)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from authmw.policy.conditions import Condition
 from authmw.policy.document import Policy, Statement
 from authmw.policy.patterns import compile_glob, is_glob
 
-__all__ = ["LintWarning", "RouteUse", "lint", "never_applies"]
+__all__ = ["LintWarning", "RouteUse", "lint", "never_applies", "relies_on_inferred"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,11 +31,13 @@ class RouteUse:
 
     actions: frozenset[str]  # lower-case
     with_resource: frozenset[str]  # lower-case, a subset of actions
+    inferred: frozenset[str] = frozenset()  # lower-case, a subset of actions: no documentation names them
 
     @classmethod
-    def of(cls, actions: Iterable[str], with_resource: Iterable[str]) -> RouteUse:
+    def of(cls, actions: Iterable[str], with_resource: Iterable[str], inferred: Iterable[str] = ()) -> RouteUse:
         resourced = frozenset(a.lower() for a in with_resource)
-        return cls(frozenset(a.lower() for a in actions) | resourced, resourced)
+        guessed = frozenset(a.lower() for a in inferred)
+        return cls(frozenset(a.lower() for a in actions) | resourced | guessed, resourced, guessed)
 
 
 def lint(
@@ -58,7 +61,35 @@ def lint(
     if usage is not None:
         for policy in policies:
             warnings += never_applies(policy, usage)
+            warnings += relies_on_inferred(policy, usage)
     return warnings
+
+
+def relies_on_inferred(policy: Policy, usage: RouteUse) -> list[LintWarning]:
+    """Action entries of ``policy`` that name an inferred action of the catalog ``usage``, or a pattern matching
+    inferred actions only: what they allow or deny rests on authmw's reading of the route, which the real
+    service may not share. (A pattern that also matches documented actions relies on no one action.)"""
+    if not usage.inferred:
+        return []
+    question_mark = policy.version == "5.0"
+    catalog = sorted(usage.actions)
+    found = []
+    for statement in policy.statements:
+        if statement.not_action:
+            continue
+        for entry in statement.actions:
+            glob = compile_glob(entry, question_mark=question_mark, stop=":")
+            matched = [action for action in catalog if glob.matches(action)]
+            if matched and all(action in usage.inferred for action in matched):
+                found.append(
+                    LintWarning(
+                        policy.name,
+                        statement.index,
+                        f"Action {entry} relies on inferred action(s) {_some(matched)}: no ModelArts "
+                        "documentation names them (authmw derived them from the route)",
+                    )
+                )
+    return found
 
 
 def never_applies(policy: Policy, usage: RouteUse) -> list[LintWarning]:

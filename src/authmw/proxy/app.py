@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
@@ -44,6 +44,7 @@ from authmw.admission import (
     send_response,
 )
 from authmw.assertion import jwk_of, sign_assertion
+from authmw.audit import log_decision
 from authmw.errors import AuthmwError, UpstreamUnavailable
 from authmw.guard import Guard
 from authmw.iam_api import SECURITY_TOKENS_PATH, TOKENS_PATH
@@ -245,6 +246,9 @@ class ProxyApp:
         return self._pools[self._turn]
 
     async def aclose(self) -> None:
+        identity: Any = self.guard.identity
+        if hasattr(identity, "flush_key_use"):  # the keys' uses noted since the last batch, off the event loop
+            await asyncio.to_thread(identity.flush_key_use)
         pools, self._pools = self._pools, []
         for pool in [*pools, *([self._transport] if self._transport is not None else [])]:
             await pool.aclose()
@@ -310,8 +314,25 @@ class ProxyApp:
             self.metrics.decided(outcome, refused.code if refused else "", time.perf_counter() - started)
 
         return await admit(
-            self.guard, scope, receive, send, observe, body_timeout=self.body_timeout, budget=self.body_budget
+            self.guard,
+            scope,
+            receive,
+            send,
+            observe,
+            body_timeout=self.body_timeout,
+            budget=self.body_budget,
+            audit_admitted=False,  # audited by _audited, with how the upstream answered
         )
+
+    @contextlib.contextmanager
+    def _audited(self, scope: Scope, context: AuthContext) -> Iterator[_Audit]:
+        """The audit record of an admitted request: written once the upstream answered (its status) or failed
+        (502), before the client hears it; or, if neither happened, when forwarding ended some other way."""
+        audit = _Audit(context, scope.get("method", "GET"), scope.get("path", ""))
+        try:
+            yield audit
+        finally:
+            audit.write()
 
     def _target(self, scope: Scope) -> tuple[str, str]:
         """The raw path and query the upstream receives."""
@@ -361,11 +382,12 @@ class ProxyApp:
             return
         context, body = checked
         try:
-            await self._forward(scope, send, context, body)
+            with self._audited(scope, context) as audit:
+                await self._forward(scope, send, context, body, audit)
         finally:
             self.body_budget.give(len(body))
 
-    async def _forward(self, scope: Scope, send: Send, context: AuthContext, body: bytes) -> None:
+    async def _forward(self, scope: Scope, send: Send, context: AuthContext, body: bytes, audit: _Audit) -> None:
         path, query = self._target(scope)
         request = httpx.Request(
             scope["method"],
@@ -378,9 +400,12 @@ class ProxyApp:
             response = await self.transport.handle_async_request(request)
         except httpx.HTTPError as exc:
             self.metrics.upstream_errors.inc()
-            logger.warning("upstream request failed: %s", type(exc).__name__)
-            await send_error(scope, send, UpstreamUnavailable(type(exc).__name__), context.request_id)
+            failure = UpstreamUnavailable(type(exc).__name__)
+            logger.warning("upstream request failed (request %s): %s", context.request_id, failure.detail)
+            audit.write(failure=failure)
+            await send_error(scope, send, failure, context.request_id)
             return
+        audit.write(status=response.status_code)
         try:
             headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP - {b"content-length"}]
             await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
@@ -394,13 +419,17 @@ class ProxyApp:
             await response.aclose()
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-
         checked = await self._check(scope, receive, send)
         if checked is None:
             return
         context = checked[0]
+        with self._audited(scope, context) as audit:
+            await self._tunnel(scope, receive, send, context, audit)
+
+    async def _tunnel(self, scope: Scope, receive: Receive, send: Send, context: AuthContext, audit: _Audit) -> None:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
         message = await receive()
         if message["type"] != "websocket.connect":
             return
@@ -415,9 +444,12 @@ class ProxyApp:
             upstream = await connect(url, additional_headers=headers, subprotocols=scope.get("subprotocols") or None)
         except (InvalidStatus, InvalidHandshake, OSError) as exc:
             self.metrics.upstream_errors.inc()
-            logger.warning("upstream websocket failed: %s", type(exc).__name__)
+            failure = UpstreamUnavailable(type(exc).__name__)
+            logger.warning("upstream websocket failed (request %s): %s", context.request_id, failure.detail)
+            audit.write(failure=failure)
             await send({"type": "websocket.close", "code": 1011})
             return
+        audit.write(status=101)
         async with upstream:
             await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
 
@@ -447,6 +479,21 @@ class ProxyApp:
             for task in done:
                 with contextlib.suppress(Exception):
                     task.result()
+
+
+class _Audit:
+    """Writes one admitted request's audit record, once (:func:`~authmw.audit.log_decision`)."""
+
+    __slots__ = ("_context", "_method", "_path", "_written")
+
+    def __init__(self, context: AuthContext, method: str, path: str) -> None:
+        self._context, self._method, self._path = context, method, path
+        self._written = False
+
+    def write(self, *, status: int | None = None, failure: AuthmwError | None = None) -> None:
+        if not self._written:
+            self._written = True
+            log_decision(self._context, None, self._method, self._path, status=status, failure=failure)
 
 
 _OWN_PATHS = {

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -12,7 +14,7 @@ from dataclasses import replace
 from authmw.admission import BodyBudget
 from authmw.assembly import keep_replay_window, open_guard
 from authmw.audit import AUDIT_LOGGER
-from authmw.errors import ChangeRefused, ConfigurationError, RequestTimeout, render
+from authmw.errors import AddressInUse, ChangeRefused, ConfigurationError, RequestTimeout, render
 from authmw.guard import Guard
 from authmw.iam_api import AttemptLimiter, TokenService
 from authmw.proxy.app import ProxyApp
@@ -20,7 +22,7 @@ from authmw.settings import Settings
 from authmw.store import Store
 from authmw.tokens import TokenSigner
 
-__all__ = ["build_app", "header_deadline_protocol", "parse_listen", "serve"]
+__all__ = ["bind", "build_app", "header_deadline_protocol", "parse_listen", "serve"]
 
 logger = logging.getLogger("authmw.proxy")
 
@@ -32,6 +34,27 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigurationError(f"--listen wants HOST:PORT, got {text!r}")
     return host, int(port)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket on ``host:port``, bound before the server starts, so that an address another process
+    holds is told apart (:class:`~authmw.errors.AddressInUse`) from any other failure to listen."""
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except OSError as exc:
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # not SO_REUSEPORT: never share a live port
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise AddressInUse(host, port) from None
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
 
 def build_app(settings: Settings, store: Store, *, limiter: AttemptLimiter | None = None) -> ProxyApp:
@@ -146,6 +169,7 @@ def serve(settings: Settings, store: Store, *, reload_settings: Callable[[], Set
     limiter = AttemptLimiter()  # one for the process: a reload must not reset the login attempt counters
     app = build_app(settings, store, limiter=limiter)
     host, port = parse_listen(settings.listen)
+    listening = bind(host, port)
     config = uvicorn.Config(
         app,
         host=host,
@@ -202,6 +226,9 @@ def serve(settings: Settings, store: Store, *, reload_settings: Callable[[], Set
 
         loop.add_signal_handler(signal.SIGHUP, on_hangup)
         logger.info("authmw proxy on http://%s:%d → %s (mode %s)", host, port, settings.upstream, settings.mode)
-        await server.serve()
+        await server.serve(sockets=[listening])
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        listening.close()

@@ -10,7 +10,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NoReturn, Protocol
 from urllib.parse import unquote_plus
 
 from authmw.errors import (
@@ -243,8 +243,7 @@ class Verifier:
         try:
             _scheme, parts = self._head(request, None)
             if self._key(parts) is None:
-                check_identifier(parts.access_key, "access key")
-                raise SignatureMismatch("signature does not match (or unknown access key)")
+                self._unknown(parts)
         except AuthmwError:
             raise
         except (ValueError, LookupError, UnicodeError, OverflowError) as exc:
@@ -337,7 +336,9 @@ class Verifier:
                             trace.canonical_request, trace.string_to_sign = canonical, string_to_sign
                 elif trace is not None and not trace.canonical_request:
                     trace.canonical_request, trace.string_to_sign = canonical, string_to_sign
-        if not matched or key is None:
+        if key is None:
+            self._unknown(parts)
+        if not matched:
             raise SignatureMismatch("signature does not match (or unknown access key)")
         if key.temporary and parts.security_token is None:
             raise SecurityTokenRequired("temporary access keys need X-Security-Token")
@@ -372,6 +373,14 @@ class Verifier:
             None,
             CredentialKind.TEMPORARY if temporary else CredentialKind.SIGNATURE,
         )
+
+    def _unknown(self, parts: SignedParts) -> NoReturn:
+        """Refuse a key the store does not know: a temporary key's form without its security token is told so
+        (the form is public, the store's keys are not looked at); any other is a signature mismatch."""
+        check_identifier(parts.access_key, "access key")  # client-chosen: bounded before it is logged
+        if parts.security_token is None and AccessKey.looks_temporary(parts.access_key):
+            raise SecurityTokenRequired("temporary access keys need X-Security-Token")
+        raise SignatureMismatch("signature does not match (or unknown access key)")
 
     def _check_signed_headers(self, scheme: Scheme, parts: SignedParts, request: Request) -> None:
         signed = parts.signed_headers

@@ -47,29 +47,32 @@ def open_store(
     url: str | None = None,
     *,
     keyring: Keyring | None = None,
-    create_master_key: bool = False,
+    create: bool = False,
+    master_key: bool = True,
     whitelist_limit: int = 5,
     environ: Mapping[str, str] | None = None,
 ) -> Store:
     """Open the store at ``url`` (else ``$AUTHMW_STORE``, else ``sqlite:///./authmw.db``).
 
     The master key ring comes from ``AUTHMW_MASTER_KEY`` / ``AUTHMW_MASTER_KEY_FILE`` in ``environ`` (default
-    ``os.environ``) unless given; with ``create_master_key`` a missing key file is created (mode 0600), as
-    ``authmw init`` does, but never for a store that already holds secrets. A ring that cannot open the
-    store's secrets is refused (:class:`~authmw.errors.ConfigurationError`).
+    ``os.environ``) unless given. Only with ``create``, as ``authmw init`` does, are a missing SQLite file and a
+    missing key file (mode 0600) created, but never a new key for a store that already holds secrets; without
+    it a missing store is :class:`~authmw.errors.StoreUnavailable` and nothing is created. A ring that cannot
+    open the store's secrets is refused (:class:`~authmw.errors.ConfigurationError`). With ``master_key=False``
+    no key is read at all: the store then reads public data only (opening or sealing a secret is refused).
     """
     from authmw.store.database import open_database
     from authmw.store.facade import Store
     from authmw.store.secrets import Keyring
 
     env = os.environ if environ is None else environ
-    db = open_database(url or env.get(STORE_ENV) or DEFAULT_STORE_URL)
+    db = open_database(url or env.get(STORE_ENV) or DEFAULT_STORE_URL, create=create)
     try:
-        if keyring is None and create_master_key:
+        if not master_key:
+            return Store(db, Keyring.without_keys(), whitelist_limit=whitelist_limit)
+        if keyring is None and create:
             _refuse_new_key_for_sealed_store(db, env)
-        store = Store(
-            db, keyring or Keyring.from_environment(env, create=create_master_key), whitelist_limit=whitelist_limit
-        )
+        store = Store(db, keyring or Keyring.from_environment(env, create=create), whitelist_limit=whitelist_limit)
         store.check_keyring()
     except BaseException:
         db.close()

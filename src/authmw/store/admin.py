@@ -17,17 +17,25 @@ from authmw.errors import ChangeRefused, InvalidPolicy, NotFound
 from authmw.models import AuthType, WhitelistScope, Workspace
 from authmw.policy import Policy, parse_policy, system_policies
 from authmw.policy.builtin import system_policy_documents
-from authmw.sessions import MAX_DURATION, MIN_DURATION
+from authmw.sessions import MAX_DURATION
 from authmw.store import keypairs, names
 from authmw.store.base import StoreBase, new_id
 from authmw.store.database import Tx
+from authmw.store.inventory import (
+    CONTENT,
+    access_key_at,
+    agency_at,
+    domain_summary,
+    whitelist_scope_id,
+    workspace_info,
+)
 from authmw.store.keys import access_key_context, sealer
-from authmw.store.names import DEFAULT_DOMAIN
 from authmw.store.reads import attached, workspace_at
 from authmw.store.records import (
     AccessKeyInfo,
     Agency,
     Domain,
+    DomainSummary,
     Group,
     KeyPair,
     NewAccessKey,
@@ -42,17 +50,20 @@ from authmw.store.rules import (
     ALPHANUM,
     MAX_KEYS_PER_USER,
     POLICY_NAME,
-    ROUTE,
     SECRET,
     SECRET_ALPHABET,
     check,
+    check_max_duration,
     check_name,
     check_password,
     check_workspace_name,
 )
 from authmw.store.secrets import hash_password, verify_password
+from authmw.workspaces import DEFAULT_WORKSPACE_ID
 
 __all__ = ["DEFAULT_DOMAIN", "Administration", "ensure_system_policies", "system_policy_id"]
+
+DEFAULT_DOMAIN = names.DEFAULT_DOMAIN
 
 
 class Administration(StoreBase):
@@ -74,6 +85,28 @@ class Administration(StoreBase):
         with self.db.read() as tx:
             return [Domain(r[0], r[1]) for r in tx.rows("SELECT id, name FROM domains ORDER BY name")]
 
+    def delete_domain(self, name: str) -> DomainSummary:
+        """Delete an empty domain. Refused while it holds anything (deleting a whole tenant by accident is
+        worse than a few more commands), while an agency trusts it (a new domain of that name would inherit the
+        trust), and for ``default``, which every command names unless told otherwise."""
+        if name == DEFAULT_DOMAIN:
+            raise ChangeRefused(f"the domain {DEFAULT_DOMAIN!r} cannot be deleted")
+        with self.db.write() as tx:
+            summary = domain_summary(tx, names.domain_id(tx, name), name)
+            held = [f"{getattr(summary, kind)} {kind}" for kind, _table in CONTENT if getattr(summary, kind)]
+            if held:
+                raise ChangeRefused(f"domain {name!r} still holds {', '.join(held)}: delete them first")
+            trusting = tx.rows(
+                "SELECT a.name, d.name FROM agencies a JOIN domains d ON d.id = a.domain_id WHERE a.trust_domain = ? "
+                "ORDER BY d.name, a.name",
+                (name,),
+            )
+            if trusting:
+                agencies = ", ".join(f"{r[0]!r} of {r[1]!r}" for r in trusting)
+                raise ChangeRefused(f"domain {name!r} is trusted by agency {agencies}: delete or update them first")
+            tx.run("DELETE FROM domains WHERE id = ?", (summary.id,))
+        return summary
+
     def create_project(self, name: str, *, domain: str = DEFAULT_DOMAIN, region: str | None = None) -> Project:
         check_name("project", name)
         region = check_name("region", region or name.partition("_")[0])
@@ -88,14 +121,14 @@ class Administration(StoreBase):
     def find_project(self, name_or_id: str, *, domain: str = DEFAULT_DOMAIN) -> Project:
         """A project of ``domain`` by id or by name."""
         with self.db.read() as tx:
-            row = tx.one(
-                "SELECT p.id, p.name, p.domain_id, p.region FROM projects p JOIN domains d ON d.id = p.domain_id "
-                "WHERE (p.id = ? OR p.name = ?) AND d.name = ? ORDER BY p.id = ? DESC LIMIT 1",
-                (name_or_id, name_or_id, domain, name_or_id),
-            )
-        if row is None:
-            raise NotFound(f"no project {name_or_id!r} in domain {domain!r}")
-        return Project(row[0], row[1], row[2], row[3])
+            return _project_at(tx, name_or_id, domain)
+
+    def delete_project(self, name_or_id: str, *, domain: str = DEFAULT_DOMAIN) -> Project:
+        """Delete a project; tokens scoped to it are refused from then on (their project is gone)."""
+        with self.db.write() as tx:
+            project = _project_at(tx, name_or_id, domain)
+            tx.run("DELETE FROM projects WHERE id = ?", (project.id,))
+        return project
 
     def create_user(self, name: str, *, domain: str = DEFAULT_DOMAIN, password: str | None = None) -> User:
         check_name("user", name)
@@ -113,20 +146,54 @@ class Administration(StoreBase):
         return user
 
     def set_user_enabled(self, name: str, enabled: bool, *, domain: str = DEFAULT_DOMAIN) -> User:
-        with self.db.write() as tx:
-            user_id = names.user_id(tx, name, domain)
-            tx.run("UPDATE users SET enabled = ? WHERE id = ?", (int(enabled), user_id))
-            domain_id = names.domain_id(tx, domain)
-        return User(user_id, name, domain_id, enabled)
+        return self.update_user(name, domain=domain, enabled=enabled)
 
     def set_password(self, name: str, password: str, *, domain: str = DEFAULT_DOMAIN) -> None:
-        hashed = hash_password(check_password(password))
+        self.update_user(name, domain=domain, password=password)
+
+    def update_user(
+        self, name: str, *, domain: str = DEFAULT_DOMAIN, enabled: bool | None = None, password: str | None = None
+    ) -> User:
+        """Enable or disable a user and/or set its password, in one change (None: left as it is)."""
+        hashed = None if password is None else hash_password(check_password(password))
         with self.db.write() as tx:
             user_id = names.user_id(tx, name, domain)
-            tx.run(
-                "UPDATE users SET password_hash = ?, password_changed_at = ? WHERE id = ?",
-                (hashed, self._now(), user_id),
-            )
+            if enabled is not None:
+                tx.run("UPDATE users SET enabled = ? WHERE id = ?", (int(enabled), user_id))
+            if hashed is not None:
+                tx.run(
+                    "UPDATE users SET password_hash = ?, password_changed_at = ? WHERE id = ?",
+                    (hashed, self._now(), user_id),
+                )
+            row = tx.one("SELECT domain_id, enabled FROM users WHERE id = ?", (user_id,))
+        assert row is not None
+        return User(user_id, name, row[0], bool(row[1]))
+
+    def delete_user(self, name: str, *, domain: str = DEFAULT_DOMAIN) -> User:
+        """Delete a user with its keys, key pairs, memberships, attachments, grants, whitelist and revoked tokens.
+        Refused while it owns a workspace (a workspace must not lose its owner silently)."""
+        with self.db.write() as tx:
+            user_id = names.user_id(tx, name, domain)
+            owned = [r[0] for r in tx.rows("SELECT name FROM workspaces WHERE owner_id = ? ORDER BY name", (user_id,))]
+            if owned:
+                raise ChangeRefused(
+                    f"user {name!r} owns workspace {', '.join(map(repr, owned))}: "
+                    "give it another owner (workspace update --owner) or delete it first"
+                )
+            row = tx.one("SELECT domain_id, enabled FROM users WHERE id = ?", (user_id,))
+            assert row is not None
+            for sql in (
+                "DELETE FROM access_keys WHERE user_id = ?",
+                "DELETE FROM keypairs WHERE user_id = ?",
+                "DELETE FROM group_members WHERE user_id = ?",
+                "DELETE FROM attachments WHERE principal_type = 'user' AND principal_id = ?",
+                "DELETE FROM workspace_grants WHERE principal_type = 'user' AND principal_id = ?",
+                "DELETE FROM whitelists WHERE scope = 'user' AND scope_id = ?",
+                "DELETE FROM revoked_tokens WHERE user_id = ?",
+                "DELETE FROM users WHERE id = ?",
+            ):
+                tx.run(sql, (user_id,))
+        return User(user_id, name, row[0], bool(row[1]))
 
     def check_password(self, name: str, password: str, *, domain: str) -> tuple[User, str] | None:
         """The enabled user ``name`` of ``domain`` (a name or an id) and its domain's name if ``password`` is
@@ -185,6 +252,27 @@ class Administration(StoreBase):
                 raise ChangeRefused(f"user {user!r} is already in group {group!r}")
             tx.run("INSERT INTO group_members VALUES (?, ?)", (group_id, user_id))
 
+    def remove_user_from_group(self, group: str, user: str, *, domain: str = DEFAULT_DOMAIN) -> None:
+        with self.db.write() as tx:
+            group_id = names.group_id(tx, group, domain)
+            user_id = names.user_id(tx, user, domain)
+            if not tx.run("DELETE FROM group_members WHERE group_id = ? AND user_id = ?", (group_id, user_id)):
+                raise NotFound(f"user {user!r} is not in group {group!r}")
+
+    def delete_group(self, name: str, *, domain: str = DEFAULT_DOMAIN) -> Group:
+        """Delete a group with its memberships, policy attachments and workspace grants."""
+        with self.db.write() as tx:
+            group_id = names.group_id(tx, name, domain)
+            domain_id = names.domain_id(tx, domain)
+            for sql in (
+                "DELETE FROM group_members WHERE group_id = ?",
+                "DELETE FROM attachments WHERE principal_type = 'group' AND principal_id = ?",
+                "DELETE FROM workspace_grants WHERE principal_type = 'group' AND principal_id = ?",
+                "DELETE FROM groups_ WHERE id = ?",
+            ):
+                tx.run(sql, (group_id,))
+        return Group(group_id, name, domain_id)
+
     # -- access keys --------------------------------------------------------------------------------------
 
     def create_access_key(
@@ -213,54 +301,78 @@ class Administration(StoreBase):
                 raise ChangeRefused(f"user {user!r} already has {MAX_KEYS_PER_USER} access keys: delete one first")
             if tx.one("SELECT 1 FROM access_keys WHERE access_key = ?", (access_key,)):
                 raise ChangeRefused("that access key already exists")
-            tx.run("INSERT INTO access_keys VALUES (?, ?, ?, 'active', ?)", (access_key, user_id, sealed, self._now()))
+            tx.run(
+                "INSERT INTO access_keys (access_key, user_id, secret_sealed, status, created_at) "
+                "VALUES (?, ?, ?, 'active', ?)",
+                (access_key, user_id, sealed, self._now()),
+            )
         return NewAccessKey(access_key, secret_key, user, "active")
 
-    def set_access_key_status(self, access_key: str, active: bool) -> AccessKeyInfo:
+    def set_access_key_status(self, access_key: str, active: bool, *, domain: str | None = None) -> AccessKeyInfo:
+        """Make a key active or inactive; with ``domain``, only a key of a user of that domain."""
         status = "active" if active else "inactive"
         with self.db.write() as tx:
-            row = tx.one(
-                "SELECT u.name FROM access_keys k JOIN users u ON u.id = k.user_id WHERE k.access_key = ?",
-                (access_key,),
-            )
-            if row is None:
-                raise NotFound(f"no access key {access_key!r}")
+            access_key_at(tx, access_key, domain)
             tx.run("UPDATE access_keys SET status = ? WHERE access_key = ?", (status, access_key))
-        return AccessKeyInfo(access_key, row[0], status)
+            return access_key_at(tx, access_key, domain)
 
-    def delete_access_key(self, access_key: str) -> None:
+    def delete_access_key(self, access_key: str, *, domain: str | None = None) -> AccessKeyInfo:
+        """Delete a key for good; with ``domain``, only a key of a user of that domain."""
         with self.db.write() as tx:
-            if not tx.run("DELETE FROM access_keys WHERE access_key = ?", (access_key,)):
-                raise NotFound(f"no access key {access_key!r}")
-
-    def list_access_keys(self, user: str, *, domain: str = DEFAULT_DOMAIN) -> list[AccessKeyInfo]:
-        with self.db.read() as tx:
-            user_id = names.user_id(tx, user, domain)
-            rows = tx.rows(
-                "SELECT access_key, status FROM access_keys WHERE user_id = ? ORDER BY created_at, access_key",
-                (user_id,),
-            )
-        return [AccessKeyInfo(r[0], user, r[1]) for r in rows]
+            info = access_key_at(tx, access_key, domain)
+            tx.run("DELETE FROM access_keys WHERE access_key = ?", (access_key,))
+        return info
 
     # -- policies and agencies ----------------------------------------------------------------------------
 
     def create_policy(self, name: str, document: str | bytes, *, domain: str = DEFAULT_DOMAIN) -> PolicyInfo:
         """Validate ``document`` and store it as the domain's policy ``name``."""
         check(POLICY_NAME, "policy name", name, "1-64 of letters, digits, spaces, _ . @ -")
-        try:
-            policy = parse_policy(document, name=name)
-        except InvalidPolicy as exc:
-            raise ChangeRefused(f"invalid policy {name!r}: " + "; ".join(exc.problems)) from None
-        if name in system_policies():
-            raise ChangeRefused(f"{name!r} is the name of a system policy")
-        del policy
-        text = json.dumps(json.loads(document) if isinstance(document, str | bytes) else document)
+        text = _policy_text(name, document)
         with self.db.write() as tx:
             domain_id = names.domain_id(tx, domain)
             if tx.one("SELECT 1 FROM policies WHERE domain_id = ? AND name = ?", (domain_id, name)):
                 raise ChangeRefused(f"policy {name!r} already exists in domain {domain!r}")
             info = PolicyInfo(new_id(), name, domain_id)
             tx.run("INSERT INTO policies VALUES (?, ?, ?, ?, ?)", (info.id, domain_id, name, text, self._now()))
+        return info
+
+    def update_policy(self, name: str, document: str | bytes, *, domain: str = DEFAULT_DOMAIN) -> PolicyInfo:
+        """Replace the document of a domain's policy (validated as at creation); its attachments stay."""
+        text = _policy_text(name, document)
+        with self.db.write() as tx:
+            info = _own_policy(tx, name, domain)
+            tx.run("UPDATE policies SET document = ? WHERE id = ?", (text, info.id))
+        return info
+
+    def detach_policy(
+        self,
+        name: str,
+        *,
+        group: str | None = None,
+        user: str | None = None,
+        agency: str | None = None,
+        domain: str = DEFAULT_DOMAIN,
+    ) -> None:
+        """Detach the domain's (or a system) policy from exactly one group, user or agency."""
+        with self.db.write() as tx:
+            key, kind, target = _attachment(tx, name, group, user, agency, domain=domain)
+            if not tx.run(
+                "DELETE FROM attachments WHERE policy_id = ? AND principal_type = ? AND principal_id = ?", key
+            ):
+                raise NotFound(f"policy {name!r} is not attached to {kind} {target!r}")
+
+    def delete_policy(self, name: str, *, domain: str = DEFAULT_DOMAIN, force: bool = False) -> PolicyInfo:
+        """Delete a domain's policy; refused while attached unless ``force``, which detaches it everywhere."""
+        with self.db.write() as tx:
+            info = _own_policy(tx, name, domain)
+            count = tx.one("SELECT COUNT(*) FROM attachments WHERE policy_id = ?", (info.id,))
+            if count and int(count[0]) and not force:
+                raise ChangeRefused(
+                    f"policy {name!r} is attached to {int(count[0])} principal(s): detach it first, or --force"
+                )
+            tx.run("DELETE FROM attachments WHERE policy_id = ?", (info.id,))
+            tx.run("DELETE FROM policies WHERE id = ?", (info.id,))
         return info
 
     def attach_policy(
@@ -273,16 +385,8 @@ class Administration(StoreBase):
         domain: str = DEFAULT_DOMAIN,
     ) -> None:
         """Attach the domain's (or a system) policy to exactly one group, user or agency."""
-        targets = [(kind, value) for kind, value in (("group", group), ("user", user), ("agency", agency)) if value]
-        if len(targets) != 1:
-            raise ChangeRefused("attach a policy to exactly one of a group, a user or an agency")
-        kind, target = targets[0]
         with self.db.write() as tx:
-            domain_id = names.domain_id(tx, domain)
-            policy_id = names.policy_id(tx, name, domain_id)
-            resolve = {"group": names.group_id, "user": names.user_id, "agency": names.agency_id}[kind]
-            principal_id = resolve(tx, target, domain)
-            key = (policy_id, kind, principal_id)
+            key, kind, target = _attachment(tx, name, group, user, agency, domain=domain)
             if tx.one("SELECT 1 FROM attachments WHERE policy_id = ? AND principal_type = ? AND principal_id = ?", key):
                 raise ChangeRefused(f"policy {name!r} is already attached to {kind} {target!r}")
             tx.run("INSERT INTO attachments VALUES (?, ?, ?)", key)
@@ -299,8 +403,7 @@ class Administration(StoreBase):
         """An agency of ``domain`` that the domain ``trust`` (e.g. ``op_svc_modelarts``) may assume."""
         check_name("agency", name)
         check_name("trusted domain", trust)
-        if not MIN_DURATION <= max_duration <= MAX_DURATION:
-            raise ChangeRefused(f"--max-duration must be {MIN_DURATION}-{MAX_DURATION} seconds")
+        check_max_duration(max_duration)
         policy_names = tuple(dict.fromkeys(policies))
         with self.db.write() as tx:
             domain_id = names.domain_id(tx, domain)
@@ -329,6 +432,30 @@ class Administration(StoreBase):
         if row is None:
             raise NotFound(f"no agency {name!r} in domain {domain!r}")
         return Agency(row[0], name, row[1], row[2], int(row[3])), str(row[4])
+
+    def update_agency(
+        self, name: str, *, domain: str = DEFAULT_DOMAIN, trust: str | None = None, max_duration: int | None = None
+    ) -> Agency:
+        """Change whom an agency trusts and/or its maximum session (sessions already issued keep theirs)."""
+        if trust is not None:
+            check_name("trusted domain", trust)
+        if max_duration is not None:
+            check_max_duration(max_duration)
+        with self.db.write() as tx:
+            agency_id = names.agency_id(tx, name, domain)
+            if trust is not None:
+                tx.run("UPDATE agencies SET trust_domain = ? WHERE id = ?", (trust, agency_id))
+            if max_duration is not None:
+                tx.run("UPDATE agencies SET max_duration = ? WHERE id = ?", (max_duration, agency_id))
+            return agency_at(tx, agency_id)
+
+    def delete_agency(self, name: str, *, domain: str = DEFAULT_DOMAIN) -> Agency:
+        """Delete an agency and its attachments; its live sessions are refused from then on."""
+        with self.db.write() as tx:
+            agency = agency_at(tx, names.agency_id(tx, name, domain))
+            tx.run("DELETE FROM attachments WHERE principal_type = 'agency' AND principal_id = ?", (agency.id,))
+            tx.run("DELETE FROM agencies WHERE id = ?", (agency.id,))
+        return agency
 
     def agency_policies(self, name: str, *, domain: str) -> list[Policy]:
         """The policies attached to an agency (temporary credentials act with exactly these)."""
@@ -378,6 +505,86 @@ class Administration(StoreBase):
             workspace = workspace_at(tx, names.workspace_id(tx, name_or_id, domain))
         assert workspace is not None
         return workspace
+
+    def grant_workspace(
+        self,
+        name_or_id: str,
+        *,
+        domain: str = DEFAULT_DOMAIN,
+        users: Iterable[str] = (),
+        groups: Iterable[str] = (),
+        revoke: bool = False,
+    ) -> WorkspaceInfo:
+        """Grant (or with ``revoke``, take back from) users and groups an INTERNAL workspace."""
+        wanted = [("user", u) for u in dict.fromkeys(users)] + [("group", g) for g in dict.fromkeys(groups)]
+        if not wanted:
+            raise ChangeRefused("name at least one --user or --group")
+        with self.db.write() as tx:
+            workspace_id = _own_workspace(tx, name_or_id, domain)
+            row = tx.one("SELECT auth_type FROM workspaces WHERE id = ?", (workspace_id,))
+            if not revoke and row is not None and row[0] != AuthType.INTERNAL.value:
+                raise ChangeRefused("grants apply to INTERNAL workspaces only")
+            for kind, target in wanted:
+                resolve = names.user_id if kind == "user" else names.group_id
+                key = (workspace_id, kind, resolve(tx, target, domain))
+                granted = tx.one(
+                    "SELECT 1 FROM workspace_grants WHERE workspace_id = ? AND principal_type = ? AND principal_id = ?",
+                    key,
+                )
+                if revoke and not granted:
+                    raise NotFound(f"{kind} {target!r} has no grant on workspace {name_or_id!r}")
+                if not revoke and granted:
+                    raise ChangeRefused(f"{kind} {target!r} already has a grant on workspace {name_or_id!r}")
+                tx.run(
+                    "DELETE FROM workspace_grants WHERE workspace_id = ? AND principal_type = ? AND principal_id = ?"
+                    if revoke
+                    else "INSERT INTO workspace_grants VALUES (?, ?, ?)",
+                    key,
+                )
+            return workspace_info(tx, workspace_id)
+
+    def update_workspace(
+        self,
+        name_or_id: str,
+        *,
+        domain: str = DEFAULT_DOMAIN,
+        auth_type: str | None = None,
+        owner: str | None = None,
+        clear_owner: bool = False,
+    ) -> WorkspaceInfo:
+        """Change a workspace's access type and/or owner. Leaving INTERNAL with grants left is refused (they
+        would silently come back with INTERNAL): revoke them first."""
+        if owner is not None and clear_owner:
+            raise ChangeRefused("--owner and --no-owner exclude each other")
+        kind = None
+        if auth_type is not None:
+            try:
+                kind = AuthType(auth_type.upper())
+            except ValueError:
+                raise ChangeRefused("--auth-type must be PUBLIC, PRIVATE or INTERNAL") from None
+        with self.db.write() as tx:
+            workspace_id = _own_workspace(tx, name_or_id, domain)
+            if kind is not None:
+                grants = tx.one("SELECT COUNT(*) FROM workspace_grants WHERE workspace_id = ?", (workspace_id,))
+                if kind is not AuthType.INTERNAL and grants and int(grants[0]):
+                    raise ChangeRefused(
+                        f"workspace {name_or_id!r} has {int(grants[0])} grant(s): revoke them before leaving INTERNAL"
+                    )
+                tx.run("UPDATE workspaces SET auth_type = ? WHERE id = ?", (kind.value, workspace_id))
+            if owner is not None or clear_owner:
+                owner_id = None if owner is None else names.user_id(tx, owner, domain)
+                tx.run("UPDATE workspaces SET owner_id = ? WHERE id = ?", (owner_id, workspace_id))
+            return workspace_info(tx, workspace_id)
+
+    def delete_workspace(self, name_or_id: str, *, domain: str = DEFAULT_DOMAIN) -> WorkspaceInfo:
+        """Delete a workspace with its grants and whitelist (the default workspace ``"0"`` stays)."""
+        with self.db.write() as tx:
+            workspace_id = _own_workspace(tx, name_or_id, domain)
+            info = workspace_info(tx, workspace_id)
+            tx.run("DELETE FROM workspace_grants WHERE workspace_id = ?", (workspace_id,))
+            tx.run("DELETE FROM whitelists WHERE scope = 'workspace' AND scope_id = ?", (workspace_id,))
+            tx.run("DELETE FROM workspaces WHERE id = ?", (workspace_id,))
+        return info
 
     # -- key pairs and whitelists -------------------------------------------------------------------------
 
@@ -441,6 +648,12 @@ class Administration(StoreBase):
             )
         return [KeyPair(r[0], user, r[1], r[2], r[3], None if r[4] is None else int(r[4])) for r in rows]
 
+    def delete_keypair(self, name: str, *, user: str, domain: str = DEFAULT_DOMAIN) -> None:
+        with self.db.write() as tx:
+            user_id = names.user_id(tx, user, domain)
+            if not tx.run("DELETE FROM keypairs WHERE user_id = ? AND name = ?", (user_id, name)):
+                raise NotFound(f"user {user!r} has no key pair {name!r}")
+
     def authorized_keys(self, user: str, *, domain: str = DEFAULT_DOMAIN) -> str:
         """An ``authorized_keys`` file of the user's unexpired public keys (comment: ``authmw:<user>/<key pair>``)."""
         now = self._now()
@@ -462,12 +675,7 @@ class Administration(StoreBase):
         if len(whitelist.networks) > self.whitelist_limit:
             raise ChangeRefused(f"a whitelist holds at most {self.whitelist_limit} entries")
         with self.db.write() as tx:
-            if scope is WhitelistScope.USER:
-                scope_id = names.user_id(tx, name, domain)
-            elif scope is WhitelistScope.WORKSPACE:
-                scope_id = names.workspace_id(tx, name, domain)
-            else:
-                scope_id = check(ROUTE, "route", name, "an action or 'METHOD /path/template'")
+            scope_id = whitelist_scope_id(tx, scope, name, domain)
             tx.run("DELETE FROM whitelists WHERE scope = ? AND scope_id = ?", (scope.value, scope_id))
             if whitelist.networks:
                 tx.run(
@@ -486,6 +694,58 @@ class Administration(StoreBase):
                 "INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES (?, ?, ?) ON CONFLICT (jti) DO NOTHING",
                 (token_id, user_id, expires_at),
             )
+
+
+def _project_at(tx: Tx, name_or_id: str, domain: str) -> Project:
+    row = tx.one(
+        "SELECT p.id, p.name, p.domain_id, p.region FROM projects p JOIN domains d ON d.id = p.domain_id "
+        "WHERE (p.id = ? OR p.name = ?) AND d.name = ? ORDER BY p.id = ? DESC LIMIT 1",
+        (name_or_id, name_or_id, domain, name_or_id),
+    )
+    if row is None:
+        raise NotFound(f"no project {name_or_id!r} in domain {domain!r}")
+    return Project(row[0], row[1], row[2], row[3])
+
+
+def _policy_text(name: str, document: str | bytes) -> str:
+    """``document`` validated as the policy ``name``, as stored (JSON text)."""
+    try:
+        parse_policy(document, name=name)
+    except InvalidPolicy as exc:
+        raise ChangeRefused(f"invalid policy {name!r}: " + "; ".join(exc.problems)) from None
+    if name in system_policies():
+        raise ChangeRefused(f"{name!r} is the name of a system policy")
+    return json.dumps(json.loads(document) if isinstance(document, str | bytes) else document)
+
+
+def _own_policy(tx: Tx, name: str, domain: str) -> PolicyInfo:
+    """A policy of ``domain`` that may be changed: system policies are shipped, and read-only."""
+    domain_id = names.domain_id(tx, domain)
+    policy_id = names.policy_id(tx, name, domain_id)
+    if policy_id.startswith("system-") and name in system_policies():
+        raise ChangeRefused(f"{name!r} is a system policy: it cannot be changed or deleted")
+    return PolicyInfo(policy_id, name, domain_id)
+
+
+def _attachment(
+    tx: Tx, name: str, group: str | None, user: str | None, agency: str | None, *, domain: str
+) -> tuple[tuple[str, str, str], str, str]:
+    """The attachments row (policy id, principal type, principal id) naming exactly one group, user or agency."""
+    targets = [(kind, value) for kind, value in (("group", group), ("user", user), ("agency", agency)) if value]
+    if len(targets) != 1:
+        raise ChangeRefused("name exactly one of a group, a user or an agency")
+    kind, target = targets[0]
+    policy_id = names.policy_id(tx, name, names.domain_id(tx, domain))
+    resolve = {"group": names.group_id, "user": names.user_id, "agency": names.agency_id}[kind]
+    return (policy_id, kind, resolve(tx, target, domain)), kind, target
+
+
+def _own_workspace(tx: Tx, name_or_id: str, domain: str) -> str:
+    """A workspace of ``domain`` that may be changed: the shared default workspace ``"0"`` may not."""
+    workspace_id = names.workspace_id(tx, name_or_id, domain)
+    if workspace_id == DEFAULT_WORKSPACE_ID:
+        raise ChangeRefused(f"the default workspace {DEFAULT_WORKSPACE_ID!r} cannot be changed or deleted")
+    return workspace_id
 
 
 def ensure_system_policies(tx: Tx, now: int) -> None:

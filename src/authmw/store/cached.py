@@ -6,11 +6,16 @@ changed policy takes effect within ``refresh`` plus one query in every process s
 loaded from a snapshot older than the revision already seen are returned but not kept, so a read racing a
 change never leaves a stale entry behind (the check and the store happen under one lock). Unknown access keys
 are cached too, apart: a repeated unknown key costs what a known one does.
+
+The last use of each access key is noted in memory (:meth:`CachedIdentity.key_used`: one dict write per request)
+and written in one batch at most once every ``use_interval`` seconds (60), on a thread of its own, without
+bumping the revision: ``authmw key list`` shows it to the minute, and no request waits for it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +30,8 @@ from authmw.store.rules import ACCESS_KEY as _ACCESS_KEY
 
 __all__ = ["CachedIdentity"]
 
+logger = logging.getLogger("authmw.store")
+
 _MISSING: Any = object()
 
 
@@ -34,7 +41,8 @@ class CachedIdentity:
     ``max_entries`` bounds each cache (access keys, principals, workspaces, whitelists, compiled policy
     sets), least recently used first out; unknown access keys go to a separate cache of ``max_unknown``
     entries, so a flood of made-up keys cannot push real ones out. A string that cannot be an access key
-    never reaches the store or a cache. ``timer`` is injectable for tests.
+    never reaches the store or a cache. ``timer`` (monotonic) and ``clock`` (wall time, for the last use of a
+    key) are injectable for tests.
     """
 
     def __init__(
@@ -44,7 +52,9 @@ class CachedIdentity:
         refresh: float = 0.25,
         max_entries: int = 50_000,
         max_unknown: int = 10_000,
+        use_interval: float = 60.0,
         timer: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self._refresh = refresh
@@ -52,6 +62,11 @@ class CachedIdentity:
         self._lock = threading.Lock()
         self._revision = -1
         self._deadline = float("-inf")
+        self._clock = clock
+        self._use_interval = use_interval
+        self._used: dict[str, int] = {}  # access key -> when last used (epoch seconds), not yet written
+        self._used_deadline = timer() + use_interval
+        self._writing = threading.Lock()  # one batch in flight at a time
         self._keys: BoundedCache[str, AccessKey] = BoundedCache(max_entries)
         self._unknown: BoundedCache[str, None] = BoundedCache(max_unknown)
         self._principals: BoundedCache[str, Principal | None] = BoundedCache(max_entries)
@@ -100,7 +115,34 @@ class CachedIdentity:
         with self._lock:
             if revision != self._revision:
                 self._clear(revision)
-        self._deadline = self._timer() + self._refresh
+        now = self._timer()
+        self._deadline = now + self._refresh
+        if self._used and now >= self._used_deadline:
+            self._used_deadline = now + self._use_interval
+            self.flush_key_use(background=True)
+
+    def key_used(self, access_key: str) -> None:
+        """Note that ``access_key`` authenticated a request now (written later, in a batch: see the module)."""
+        self._used[access_key] = int(self._clock())
+
+    def flush_key_use(self, *, background: bool = False) -> None:
+        """Write the noted last uses now (``background``: on a thread, unless a batch is still being written)."""
+        if not self._writing.acquire(blocking=not background):
+            return
+        used, self._used = self._used, {}
+        if background:
+            threading.Thread(target=self._write_use, args=(used,), name="authmw-key-use", daemon=True).start()
+        else:
+            self._write_use(used)
+
+    def _write_use(self, used: dict[str, int]) -> None:
+        try:
+            if used:
+                self.store.record_key_use(used)
+        except Exception as exc:  # bookkeeping only: a store hiccup loses one minute of it, never a request
+            logger.warning("could not record access keys' last use: %s", type(exc).__name__)
+        finally:
+            self._writing.release()
 
     def _clear(self, revision: int) -> None:
         for cache in self._caches:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from authmw.errors import ChangeRefused, ConfigurationError, StoreUnavailable
+from authmw.extras import requires
 
 __all__ = [
     "Conflict",
@@ -56,7 +57,8 @@ class Database(Protocol):
     dialect: str
     url: str
 
-    def write(self) -> Any: ...
+    def write(self, *, bump: bool = True) -> Any:
+        """A write transaction; ``bump=False`` only for bookkeeping no cache reads (a key's last use)."""
 
     def read(self) -> Any: ...
 
@@ -108,6 +110,9 @@ _SQLITE_REFUSED = (
 class SqliteDatabase:
     """One connection per thread on a WAL-mode file; writers wait up to ``busy_timeout`` seconds for the lock.
 
+    Only with ``create`` (``authmw init``) are a missing file and its directory created: any other use of a
+    store that is not there is :class:`~authmw.errors.StoreUnavailable`, naming the path looked for, and
+    leaves nothing behind (a mistyped URL must not become an empty store).
     ``read_only`` opens an existing file with SQLite's ``mode=ro`` and ``query_only``: nothing is created or
     changed, so an unprivileged reader (the SSH gate) needs read access only (plus the WAL's ``-shm`` file, which
     SQLite creates beside the store if it is absent).
@@ -115,11 +120,14 @@ class SqliteDatabase:
 
     dialect = "sqlite"
 
-    def __init__(self, path: str, *, busy_timeout: float = 30.0, read_only: bool = False) -> None:
+    def __init__(self, path: str, *, busy_timeout: float = 30.0, create: bool = False, read_only: bool = False) -> None:
         self.path = path
         self.url = f"sqlite:///{path}"
         self.read_only = read_only
         self._busy_timeout = busy_timeout
+        self._create = create
+        if not create and not os.path.isfile(path):  # at once: before the master key, say, is looked for
+            raise StoreUnavailable(missing_store(path))
         self._local = threading.local()
         self._held: weakref.WeakSet[_Held] = weakref.WeakSet()
 
@@ -130,14 +138,19 @@ class SqliteDatabase:
             conn = self._connect_read_only()
         if conn is None:
             try:
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-                # Owner-only from the start: the file holds sealed secrets and password hashes. Only ever
-                # create it: closing a descriptor of a file this process has open in SQLite drops every POSIX
-                # lock the process holds on it, and another process could then delete the WAL under us.
-                with suppress(FileExistsError):
-                    os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+                if self._create:
+                    Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                    # Owner-only from the start: the file holds sealed secrets and password hashes. Only ever
+                    # create it: closing a descriptor of a file this process has open in SQLite drops every
+                    # POSIX lock the process holds on it, and another process could then delete the WAL under us.
+                    with suppress(FileExistsError):
+                        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+                elif not os.path.isfile(self.path):
+                    raise StoreUnavailable(missing_store(self.path))
+                # mode=rw: SQLite itself never creates the file (it could be deleted since the check above).
+                target = f"{Path(self.path).absolute().as_uri()}?mode=rw"
                 conn = sqlite3.connect(
-                    self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+                    target, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False, uri=True
                 )
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=FULL")
@@ -182,11 +195,11 @@ class SqliteDatabase:
             raise
 
     @contextmanager
-    def write(self) -> Iterator[_SqliteTx]:
+    def write(self, *, bump: bool = True) -> Iterator[_SqliteTx]:
         if self.read_only:
             raise ChangeRefused("the store was opened read-only")
         with self._transaction("BEGIN IMMEDIATE") as tx:
-            if _has_meta(tx):
+            if bump and _has_meta(tx):
                 tx.run(_BUMP)
             yield tx
 
@@ -262,13 +275,9 @@ class PostgresDatabase:
     def __init__(
         self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0, read_only: bool = False
     ) -> None:
-        try:
+        with requires("postgres", "a PostgreSQL store"):
             import psycopg
             import psycopg_pool
-        except ImportError:
-            raise ConfigurationError(
-                "PostgreSQL stores need the postgres extra: pip install 'authmw[postgres]'"
-            ) from None
         self.url = url
         self.read_only = read_only
         self._psycopg = psycopg
@@ -319,10 +328,10 @@ class PostgresDatabase:
             raise StoreUnavailable("PostgreSQL pool exhausted or unreachable") from None
 
     @contextmanager
-    def write(self) -> Iterator[_PgTx]:
+    def write(self, *, bump: bool = True) -> Iterator[_PgTx]:
         # One advisory lock orders every writer, including the first migration (before the revision row exists).
         with self._transaction(f"SELECT pg_advisory_xact_lock({_PG_WRITE_LOCK})") as tx:
-            if table_exists(tx, self.dialect, "authmw_meta"):
+            if bump and table_exists(tx, self.dialect, "authmw_meta"):
                 tx.run(_BUMP)
             yield tx
 
@@ -364,8 +373,18 @@ def _redact(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
-def open_database(url: str, *, read_only: bool = False) -> SqliteDatabase | PostgresDatabase:
-    """``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``postgresql://...``.
+def missing_store(path: str) -> str:
+    """Why a SQLite store could not be opened: the path looked for (absolute), and how to get one there."""
+    where = os.path.abspath(path)
+    return (
+        f"no store at {where}: run 'authmw init' to create one, or check --store / AUTHMW_STORE "
+        f"(a relative path is sqlite:///PATH from the working directory, an absolute one sqlite:////{where[1:]})"
+    )
+
+
+def open_database(url: str, *, create: bool = False, read_only: bool = False) -> SqliteDatabase | PostgresDatabase:
+    """``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``postgresql://...``; only with ``create`` is a
+    missing SQLite file created (``authmw init``).
 
     ``read_only``: never create or change anything (SQLite ``mode=ro``; PostgreSQL sessions whose transactions
     are read-only, on one connection, as a short-lived reader needs).
@@ -373,10 +392,13 @@ def open_database(url: str, *, read_only: bool = False) -> SqliteDatabase | Post
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
         if not path or path == ":memory:":
-            raise ConfigurationError("sqlite URL needs a file path: sqlite:///./authmw.db")
-        return SqliteDatabase(path, read_only=read_only)
+            raise ConfigurationError("sqlite URL needs a file path: sqlite:///./authmw.db or sqlite:////abs/path.db")
+        return SqliteDatabase(path, create=create, read_only=read_only)
     if url.startswith(("postgresql://", "postgres://")):
         if read_only:
             return PostgresDatabase(url, max_size=1, read_only=True)
         return PostgresDatabase(url)
-    raise ConfigurationError(f"unsupported store URL {_redact(url)!r}: use sqlite:///PATH or postgresql://...")
+    raise ConfigurationError(
+        f"unsupported store URL {_redact(url)!r}: use sqlite:///relative/path, sqlite:////absolute/path or "
+        "postgresql://..."
+    )

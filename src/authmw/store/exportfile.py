@@ -12,6 +12,8 @@ import json
 import re
 from typing import Any
 
+from authmw.extras import missing_extra
+
 __all__ = ["ExportFileError", "dumps", "loads"]
 
 # An alias is "*name" where a node starts; text without this has none, and the event scan is skipped.
@@ -86,8 +88,11 @@ def _own_layout(text: str) -> dict[str, Any]:
 def _yaml(text: str) -> Any:
     try:
         import yaml
-    except ImportError:
-        raise ExportFileError("reading YAML in another layout needs PyYAML: pip install 'authmw[yaml]'") from None
+    except ImportError as exc:
+        missing = missing_extra(exc, feature="reading YAML in another layout")
+        if missing is None:
+            raise
+        raise ExportFileError(str(missing)) from None
     loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         if _MAYBE_ALIAS.search(text) and any(

@@ -6,10 +6,10 @@ from authmw.errors import NotFound
 from authmw.store.database import Row, Tx
 from authmw.workspaces import WORKSPACE_ID
 
-__all__ = ["DEFAULT_DOMAIN", "agency_id", "domain_id", "group_id", "policy_id", "user_id", "workspace_id"]
-
-#: The domain ``authmw init`` creates; every verb taking a domain defaults to it.
+#: The domain every verb names unless told otherwise (``authmw init`` creates it).
 DEFAULT_DOMAIN = "default"
+
+__all__ = ["DEFAULT_DOMAIN", "agency_id", "domain_id", "group_id", "policy_id", "user_id", "workspace_id"]
 
 
 def domain_id(tx: Tx, domain: str) -> str:

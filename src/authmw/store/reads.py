@@ -8,7 +8,7 @@ the store itself an uncached :class:`~authmw.identity.IdentitySource` (the CLI's
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
 
 from authmw.clientaddr import IpWhitelist
@@ -49,7 +49,8 @@ def _value(read: Callable[Concatenate[_S, _P], tuple[int, _T]]) -> Callable[Conc
 
 
 class IdentityReads(StoreBase):
-    """The pipeline's reads: ``read_x`` returns ``(revision, x)``, and ``x`` is the same read without the revision."""
+    """The pipeline's reads: ``read_x`` returns ``(revision, x)``, and ``x`` is the same read without the revision;
+    and its one write, :meth:`record_key_use`, which is bookkeeping, not a change."""
 
     def revision(self) -> int:
         """A counter every change increments (what caches poll)."""
@@ -142,6 +143,16 @@ class IdentityReads(StoreBase):
             revision = _revision_at(tx)
             row = tx.one("SELECT entries FROM whitelists WHERE scope = ? AND scope_id = ?", (scope.value, scope_id))
         return revision, IpWhitelist() if row is None else IpWhitelist.parse(json.loads(row[0]))
+
+    def record_key_use(self, used: Mapping[str, int]) -> None:
+        """Record when keys were last used (epoch seconds), never moving a time back. Not a change: the revision
+        stays, so no cache anywhere is dropped for it (callers batch it, at most once a minute)."""
+        with self.db.write(bump=False) as tx:
+            tx.run_many(
+                "UPDATE access_keys SET last_used_at = ? WHERE access_key = ? "
+                "AND (last_used_at IS NULL OR last_used_at < ?)",
+                [(when, key, when) for key, when in sorted(used.items())],
+            )
 
     get_access_key = _value(read_access_key)
     principal = _value(read_principal)

@@ -11,14 +11,18 @@ __all__ = [
     "AccessKeyInfo",
     "Agency",
     "Domain",
+    "DomainSummary",
     "Group",
+    "GroupDetail",
     "KeyPair",
     "NewAccessKey",
     "NewKeyPair",
     "Notebook",
+    "PolicyDetail",
     "PolicyInfo",
     "Project",
     "User",
+    "UserDetail",
     "WorkspaceInfo",
 ]
 
@@ -36,6 +40,21 @@ class Domain(_Record):
 
 
 @dataclass(frozen=True, slots=True)
+class DomainSummary(_Record):
+    """A domain and how much it holds (a domain is deleted only once it holds nothing)."""
+
+    id: str
+    name: str
+    projects: int
+    users: int
+    groups: int
+    policies: int
+    agencies: int
+    workspaces: int
+    notebooks: int
+
+
+@dataclass(frozen=True, slots=True)
 class Project(models.Project, _Record):
     """A project as the administration verbs report it."""
 
@@ -49,6 +68,23 @@ class User(_Record):
 
 
 @dataclass(frozen=True, slots=True)
+class UserDetail(_Record):
+    """A user with what hangs on it, by name (``*_at``: epoch seconds)."""
+
+    id: str
+    name: str
+    domain: str
+    enabled: bool
+    password_set: bool
+    password_changed_at: int | None
+    created_at: int
+    groups: tuple[str, ...]
+    policies: tuple[str, ...]
+    access_keys: tuple[str, ...]
+    keypairs: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Group(_Record):
     id: str
     name: str
@@ -56,10 +92,23 @@ class Group(_Record):
 
 
 @dataclass(frozen=True, slots=True)
+class GroupDetail(_Record):
+    id: str
+    name: str
+    domain: str
+    users: tuple[str, ...]
+    policies: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class AccessKeyInfo(_Record):
+    """A key without its secret; ``last_used_at`` (epoch seconds) is recorded coarsely, at most once a minute."""
+
     access: str
     user: str
     status: str
+    created_at: int | None = None
+    last_used_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +126,18 @@ class PolicyInfo(_Record):
     id: str
     name: str
     domain_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDetail(_Record):
+    """A policy, its document and whom it is attached to (``user:NAME``, ``group:NAME``, ``agency:NAME``);
+    ``domain`` is None for a system policy."""
+
+    id: str
+    name: str
+    domain: str | None
+    attached_to: tuple[str, ...]
+    document: str = ""  # the JSON text, as stored
 
 
 @dataclass(frozen=True, slots=True)

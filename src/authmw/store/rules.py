@@ -6,6 +6,7 @@ import re
 import string
 
 from authmw.errors import ChangeRefused
+from authmw.sessions import MAX_DURATION, MIN_DURATION
 
 __all__ = [
     "ACCESS_KEY",
@@ -18,6 +19,7 @@ __all__ = [
     "SECRET_ALPHABET",
     "WORKSPACE_NAME",
     "check",
+    "check_max_duration",
     "check_name",
     "check_password",
     "check_workspace_name",
@@ -52,6 +54,13 @@ def check_password(password: str) -> str:
     if not 8 <= len(password) <= 128 or not password.isprintable():
         raise ChangeRefused("a password needs 8-128 printable characters")
     return password
+
+
+def check_max_duration(value: object, label: str = "--max-duration") -> int:
+    """An agency's longest session, in seconds: what a session may last at all (sessions' bounds)."""
+    if type(value) is not int or not MIN_DURATION <= value <= MAX_DURATION:
+        raise ChangeRefused(f"{label} must be {MIN_DURATION}-{MAX_DURATION} seconds")
+    return value
 
 
 def check_workspace_name(name: str) -> str:

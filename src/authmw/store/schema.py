@@ -74,9 +74,12 @@ _V2 = [
     "CREATE INDEX revoked_tokens_expiry ON revoked_tokens (expires_at)",
 ]
 
-# v3: notebook instances (the unit of SSH remote access) and key-pair expiry. A notebook's owner, key pair and
+# v3: when each access key was last used (coarse: recorded at most once a minute, without a revision bump).
+_V3 = ["ALTER TABLE access_keys ADD COLUMN last_used_at BIGINT"]
+
+# v4: notebook instances (the unit of SSH remote access) and key-pair expiry. A notebook's owner, key pair and
 # workspace become NULL when those are deleted: the notebook stays (to be re-pointed) but admits no key.
-_V3_NOTEBOOKS = [
+_V4_NOTEBOOKS = [
     """CREATE TABLE notebooks (
         id TEXT PRIMARY KEY, domain_id TEXT NOT NULL REFERENCES domains(id), name TEXT NOT NULL,
         owner_id TEXT REFERENCES users(id) ON DELETE SET NULL,
@@ -87,7 +90,7 @@ _V3_NOTEBOOKS = [
 ]
 
 #: Migrations in order; ``MIGRATIONS[i]`` brings the schema from version ``i`` to ``i + 1``.
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3_NOTEBOOKS]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4_NOTEBOOKS]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

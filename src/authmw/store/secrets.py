@@ -102,6 +102,14 @@ class Keyring:
         return cls(list(keys))
 
     @classmethod
+    def without_keys(cls) -> Keyring:
+        """A ring that seals and opens nothing, for commands that read only public data (``keypair
+        authorized-keys`` runs where sshd runs, which must not hold the master key)."""
+        ring = cls.__new__(cls)
+        ring._keys, ring._sealing, ring._path, ring._lock = {}, "", None, threading.Lock()
+        return ring
+
+    @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Keyring:
         file = Path(path)
         return cls(read_key_file(file), path=file)
@@ -131,6 +139,8 @@ class Keyring:
         """Encrypt and authenticate ``plaintext`` bound to ``context`` (the row it belongs to), under the
         sealing key or the key ``key_id`` (the one the store records; reloading the key file to find it)."""
         key_id = key_id or self._sealing
+        if not key_id:
+            raise ConfigurationError("no master key: this command was opened to read public data only")
         aead = self._keys.get(key_id) or self._reload(key_id)
         nonce = secrets.token_bytes(_NONCE)
         sealed = aead.encrypt(nonce, plaintext, context.encode())

@@ -24,7 +24,6 @@ from authmw.errors import ChangeRefused, InvalidPolicy
 from authmw.models import AuthType, WhitelistScope
 from authmw.policy import parse_policy
 from authmw.policy.builtin import system_policy_documents
-from authmw.sessions import MAX_DURATION, MIN_DURATION
 from authmw.sshaccess import LOGIN_USER
 from authmw.store import keypairs, signingkeys
 from authmw.store.admin import ensure_system_policies, system_policy_id
@@ -38,6 +37,7 @@ from authmw.store.rules import (
     ROUTE,
     SECRET,
     check,
+    check_max_duration,
     check_name,
     check_workspace_name,
 )
@@ -368,9 +368,7 @@ class _Model:
     def _agencies(self, v: Row) -> None:
         check_name("agency", v["name"])
         check_name("trusted domain", v["trust_domain"])
-        duration = v["max_duration"]
-        if type(duration) is not int or not MIN_DURATION <= duration <= MAX_DURATION:
-            raise ChangeRefused(f"max_duration must be {MIN_DURATION}-{MAX_DURATION}")
+        check_max_duration(v["max_duration"], "max_duration")
         self._own("agency", v, self._ref("domain", v["domain_id"]))
 
     def _workspaces(self, v: Row) -> None:
