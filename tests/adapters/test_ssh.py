@@ -244,9 +244,7 @@ def test_workspace_access_is_required(host: Host) -> None:
     store.create_workspace("team-ws", auth_type="INTERNAL", grant_groups=["nb-team"])
     _notebook(store, "carol", "laptop", workspace="team-ws")
     assert host.logs_in(carol)
-    carol_id = store.find_user("carol").id
-    with store.db.write() as tx:  # the grant is revoked (no verb does it yet: the membership row goes)
-        tx.run("DELETE FROM group_members WHERE user_id = ?", (carol_id,))
+    store.remove_user_from_group("nb-team", "carol")  # the access through the group's grant is gone
     assert not host.logs_in(carol)
     assert host.decisions()[-1]["reason"] == "workspace_denied"
 
@@ -266,12 +264,10 @@ def test_deletions_and_expiry_stop_the_next_login(host: Host) -> None:
     assert refused["reason"] == "no_notebook"
     assert _seconds(refused["time"]) <= deleted_at + 1
 
-    # The key pair deleted (what `keypair delete` does to its row): refused.
+    # The key pair deleted: refused.
     _notebook(store, "dave", "laptop")
     assert host.logs_in(dave)
-    dave_id = store.find_user("dave").id
-    with store.db.write() as tx:
-        tx.run("DELETE FROM keypairs WHERE name = 'laptop' AND user_id = ?", (dave_id,))
+    store.delete_keypair("laptop", user="dave")
     assert not host.logs_in(dave)
     assert host.decisions()[-1]["reason"] == "no_keypair"
 

@@ -148,25 +148,25 @@ def test_workspace_rules_apply(cli: Cli) -> None:
     # Nobody can be given a notebook in a workspace they may not enter...
     cli.run("notebook", "update", "nb1", "--workspace", "bobs-ws", expect=2)
     cli.run("notebook", "create", "nb2", "--owner", "alice", "--keypair", "laptop", "--workspace", "bobs-ws", expect=2)
-    # ...and losing the grant afterwards stops the next login (no verb revokes a grant yet: the row goes).
-    store = open_store(cli.url)
-    try:
-        with store.db.write() as tx:
-            tx.run("DELETE FROM group_members")
-    finally:
-        store.close()
+    # ...and losing the access afterwards stops the next login: leaving the group, or the grant revoked.
+    cli.run("group", "remove-user", "team", "alice")
     assert cli.gate(key=keys["alice"], expect=1) == ""
     assert cli.last_audit()["reason"] == "workspace_denied"
+    cli.run("workspace", "grant", "team-ws", "--user", "alice")
+    assert cli.gate(key=keys["alice"]).startswith("restrict ")
+    cli.run("workspace", "revoke", "team-ws", "--user", "alice")
+    assert cli.gate(key=keys["alice"], expect=1) == ""
+    assert cli.last_audit()["reason"] == "workspace_denied"
+    # A deleted workspace takes its notebooks' access with it (the notebook stays, without a workspace).
+    cli.run("workspace", "delete", "team-ws")
+    assert cli.json("notebook", "show", "nb1")["workspace"] is None
+    assert cli.gate(key=keys["alice"], expect=1) == ""
+    assert cli.last_audit()["reason"] == "no_workspace"
 
 
 def test_deleting_the_key_pair_or_the_notebook_stops_logins(cli: Cli) -> None:
     keys = setup_world(cli)
-    store = open_store(cli.url)
-    try:
-        with store.db.write() as tx:  # what `keypair delete` does: the notebook keeps no dangling key
-            tx.run("DELETE FROM keypairs WHERE name = 'laptop'")
-    finally:
-        store.close()
+    cli.run("keypair", "delete", "laptop", "--user", "alice")
     assert cli.json("notebook", "show", "nb1")["keypair"] is None
     assert cli.gate(key=keys["alice"], expect=1) == ""
     assert cli.last_audit()["reason"] == "no_keypair"
@@ -176,6 +176,27 @@ def test_deleting_the_key_pair_or_the_notebook_stops_logins(cli: Cli) -> None:
     cli.run("notebook", "delete", "nb1")
     assert cli.gate(key=keys["alice"], expect=1) == ""
     assert cli.last_audit()["reason"] == "no_notebook"
+
+
+def test_deleting_the_owner_or_the_domain(cli: Cli) -> None:
+    keys = setup_world(cli)
+    cli.run("domain", "create", "acme")
+    cli.run("user", "create", "carol", "--domain", "acme")
+    cli.run("keypair", "import", "laptop", "--user", "carol", "--domain", "acme", "--public-key-file",
+            _file(cli, keys["bob"]))  # fmt: skip
+    cli.run("notebook", "create", "nb1", "--owner", "carol", "--keypair", "laptop", "--domain", "acme")
+    assert cli.gate("--domain", "acme", key=keys["bob"]).startswith("restrict ")
+    assert cli.gate(key=keys["bob"], expect=1) == ""  # the default domain's nb1 is alice's
+    cli.run("user", "delete", "carol", "--domain", "acme")
+    shown = cli.json("notebook", "show", "nb1", "--domain", "acme")
+    assert shown["owner"] is None and shown["keypair"] is None
+    assert cli.gate("--domain", "acme", key=keys["bob"], expect=1) == ""
+    assert cli.last_audit()["reason"] == "no_owner"
+    cli.run("domain", "delete", "acme", expect=2)  # a notebook is still there
+    assert cli.json("domain", "show", "acme")["notebooks"] == 1
+    cli.run("notebook", "delete", "nb1", "--domain", "acme")
+    cli.run("domain", "delete", "acme")
+    assert cli.gate(key=keys["alice"]).startswith("restrict ")
 
 
 def test_key_expiry(cli: Cli) -> None:
