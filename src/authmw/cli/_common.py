@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from authmw.settings import Settings
 
 __all__ = [
+    "DOMAIN_ENV",
     "EXIT_ADDRESS_IN_USE",
     "EXIT_CODES",
     "EXIT_INTERNAL",
@@ -38,6 +39,8 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERNAL, EXIT_ADDRESS_IN_USE = 0, 1, 2, 3, 4, 5
+#: The domain the administration verbs name unless ``--domain`` says otherwise (default: ``default``).
+DOMAIN_ENV = "AUTHMW_DOMAIN"
 #: What each exit code means (``authmw --help`` shows it).
 EXIT_CODES = (
     "exit codes: 0 success; 1 a negative answer (invalid signature, deny); 2 bad input, a refused change or a "

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from authmw.cli import manage
 from authmw.cli._common import (
+    DOMAIN_ENV,
     EXIT_INVALID,
     EXIT_OK,
     UsageError,
@@ -40,7 +41,6 @@ from authmw.workspaces import DEFAULT_WORKSPACE_ID, can_access_workspace
 __all__ = ["register", "register_policy"]
 
 PASSPHRASE_ENV = "AUTHMW_EXPORT_PASSPHRASE"
-DOMAIN_ENV = "AUTHMW_DOMAIN"
 _DURATIONS = f"{MIN_DURATION}-{MAX_DURATION}"
 
 

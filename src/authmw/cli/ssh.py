@@ -18,6 +18,7 @@ import time
 from typing import Any, TextIO
 
 from authmw.cli._common import (
+    DOMAIN_ENV,
     EXIT_INTERNAL,
     EXIT_INVALID,
     EXIT_OK,
@@ -75,7 +76,7 @@ def _notebook_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -
 
 
 def _notebook_list(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
-    with open_cli_store(args) as store:
+    with open_cli_store(args, master_key=False) as store:
         store.require_schema()
         notebooks = store.list_notebooks(domain=args.domain, owner=args.owner)
     emit(args, stdout, [_notebook_view(n) for n in notebooks])
@@ -83,7 +84,7 @@ def _notebook_list(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> 
 
 
 def _notebook_show(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
-    with open_cli_store(args) as store:
+    with open_cli_store(args, master_key=False) as store:
         store.require_schema()
         notebook = store.find_notebook(args.name, domain=args.domain)
     emit(args, stdout, _notebook_view(notebook))
@@ -284,7 +285,10 @@ def expiry(text: str) -> int:
 def _command(commands: Any, name: str, handler: Any, help_text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=help_text)
     add_common(parser)
-    parser.add_argument("--domain", default=DEFAULT_DOMAIN, metavar="D", help="the domain (default: default)")
+    default = os.environ.get(DOMAIN_ENV) or DEFAULT_DOMAIN
+    parser.add_argument(
+        "--domain", default=default, metavar="D", help=f"the domain (env {DOMAIN_ENV}; default: {default})"
+    )
     parser.set_defaults(handler=handler)
     return parser
 
