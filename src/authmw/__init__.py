@@ -4,12 +4,16 @@
 ``Guard.check(Request)`` answers an :class:`AuthContext` or raises an :class:`AuthmwError` (``authmw.errors``).
 """
 
-from authmw.assembly import open_guard
-from authmw.errors import AuthmwError, ConfigurationError
-from authmw.guard import Guard
-from authmw.models import AccessKey, AuthContext, AuthMethod, Credential, Request
-from authmw.policy import Decision
-from authmw.routes import Access, Route, RouteCatalog, Routes
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from authmw.assembly import open_guard
+    from authmw.errors import AuthmwError, ConfigurationError
+    from authmw.guard import Guard
+    from authmw.models import AccessKey, AuthContext, AuthMethod, Credential, Request
+    from authmw.policy import Decision
+    from authmw.routes import Access, Route, RouteCatalog, Routes
 
 __version__ = "0.1.0"
 
@@ -30,3 +34,35 @@ __all__ = [
     "__version__",
     "open_guard",
 ]
+
+# The names load on first use (PEP 562): sshd runs `python -m authmw ssh authorized-keys` on every login attempt,
+# and that path must not pay for the whole pipeline's imports.
+_HOMES = {
+    "open_guard": "authmw.assembly",
+    "AuthmwError": "authmw.errors",
+    "ConfigurationError": "authmw.errors",
+    "Guard": "authmw.guard",
+    "AccessKey": "authmw.models",
+    "AuthContext": "authmw.models",
+    "AuthMethod": "authmw.models",
+    "Credential": "authmw.models",
+    "Request": "authmw.models",
+    "Decision": "authmw.policy",
+    "Access": "authmw.routes",
+    "Route": "authmw.routes",
+    "RouteCatalog": "authmw.routes",
+    "Routes": "authmw.routes",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'authmw' has no attribute {name!r}")
+    value = getattr(import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl
 
 from authmw.errors import (
@@ -26,13 +26,15 @@ from authmw.errors import (
     WorkspaceNotFound,
 )
 from authmw.models import AuthType, Principal, Request, Workspace
-from authmw.routes import Match, json_path
-from authmw.signing.awschunked import decode_aws_chunked
+
+if TYPE_CHECKING:
+    from authmw.routes import Match
 
 __all__ = [
     "DEFAULT_WORKSPACE_ID",
     "WORKSPACE_ID",
     "Form",
+    "Member",
     "body_actions",
     "body_workspace_ids",
     "can_access_workspace",
@@ -70,7 +72,24 @@ _OPAQUE = (
 _MAX_JSON_VALUES = 20_000
 
 
-def can_access_workspace(principal: Principal, workspace: Workspace) -> bool:
+class Member(Protocol):
+    """What the access rule reads of whoever enters: a request's :class:`~authmw.models.Principal`, or the owner
+    of a notebook an SSH login reaches (who is judged without compiling policies)."""
+
+    @property
+    def user_id(self) -> str: ...
+
+    @property
+    def domain_id(self) -> str: ...
+
+    @property
+    def groups(self) -> frozenset[str]: ...
+
+    @property
+    def is_admin(self) -> bool: ...
+
+
+def can_access_workspace(principal: Member, workspace: Workspace) -> bool:
     """Whether ``principal`` may enter ``workspace`` (the IAM action is checked separately)."""
     if workspace.domain_id is None:
         return workspace.auth_type is AuthType.PUBLIC
@@ -136,7 +155,7 @@ def body_workspace_ids(body: Any, match: Match | None) -> list[Any]:
     if match is not None:
         for text in match.route.workspace_fields:
             value = body
-            for key in json_path(text):
+            for key in _json_path(text):
                 value = value.get(key, _MISSING) if isinstance(value, dict) else _MISSING
             if value is not _MISSING:
                 found.append(value)
@@ -204,6 +223,8 @@ def parse_body(request: Request, match: Match | None, limit: int = 1024 * 1024) 
     if not body:
         return None
     if "aws-chunked" in request.headers.get("content-encoding", "").lower():
+        from authmw.signing.awschunked import decode_aws_chunked
+
         body = decode_aws_chunked(body)[0]  # what an upstream that decodes the framing reads
     media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     opaque = media.startswith(_OPAQUE)
@@ -221,7 +242,7 @@ def parse_body(request: Request, match: Match | None, limit: int = 1024 * 1024) 
     if opaque and not is_json:
         return None
     if not _could_name_workspace(body) and (match is None or not match.route.body_actions):  # any spelling
-        fields = [] if match is None else [json_path(path)[-1].encode() for path in match.route.workspace_fields]
+        fields = [] if match is None else [_json_path(path)[-1].encode() for path in match.route.workspace_fields]
         if not any(f in body for f in fields):
             return None
     if not is_json:
@@ -288,3 +309,10 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(result) != len(pairs):
         raise ValueError("duplicate key")
     return result
+
+
+def _json_path(text: str) -> tuple[str, ...]:
+    # Imported on use: the SSH gate imports this module for can_access_workspace alone, on every login attempt.
+    from authmw.routes import json_path
+
+    return json_path(text)

@@ -21,6 +21,7 @@ import pytest
 from authmw.cli import main
 from authmw.errors import AuthmwError
 from authmw.store import open_store
+from authmw.store.schema import SCHEMA_VERSION
 from tests.support.pgutil import pg_schema
 from tests.support.signed import URL
 
@@ -152,8 +153,8 @@ def test_list_and_show_every_entity_as_json_and_table(cli: Cli) -> None:
         (["project", "list"], ["ID", "NAME", "DOMAIN_ID", "REGION"]),
         (["group", "list"], ["ID", "NAME", "DOMAIN", "USERS", "POLICIES"]),
         (["agency", "list"], ["ID", "NAME", "DOMAIN_ID", "TRUST_DOMAIN", "MAX_DURATION", "POLICIES"]),
-        (["workspace", "list"], ["ID", "NAME", "AUTH_TYPE", "DOMAIN_ID", "OWNER", "GRANTS"]),
-        (["keypair", "list", "--user", "alice"], ["NAME", "USER", "TYPE", "FINGERPRINT"]),
+        (["workspace", "list"], ["ID", "NAME", "AUTH_TYPE", "DOMAIN_ID", "OWNER", "GRANTS", "CREATED_AT"]),
+        (["keypair", "list", "--user", "alice"], ["NAME", "USER", "TYPE", "FINGERPRINT", "EXPIRES_AT"]),
         (["key", "list", "alice"], ["ACCESS", "USER", "STATUS", "CREATED_AT", "LAST_USED_AT"]),
         (["policy", "list"], ["ID", "NAME", "DOMAIN", "ATTACHED_TO", "SYSTEM"]),
     ):
@@ -519,11 +520,13 @@ def test_a_version_2_store_migrates_and_keeps_its_keys(cli: Cli) -> None:
     try:  # the store as version 2 left it: no last_used_at
         with db.write() as tx:
             tx.run("ALTER TABLE access_keys DROP COLUMN last_used_at")
+            tx.run("DROP TABLE notebooks")  # and none of what later versions added
+            tx.run("ALTER TABLE keypairs DROP COLUMN expires_at")
             tx.run("UPDATE authmw_meta SET value = 2 WHERE name = 'schema_version'")
     finally:
         db.close()
     assert "run `authmw migrate`" in cli.refused("key", "list", "alice")
-    assert cli.json("migrate") == {"schema_from": 2, "schema_to": 3}
+    assert cli.json("migrate") == {"schema_from": 2, "schema_to": SCHEMA_VERSION}
     assert cli.json("key", "list", "alice") == [  # type: ignore[comparison-overlap]
         {
             "access": access,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from authmw import __version__
-from authmw.cli import admin, debug, envoy, proxy
+from authmw.cli import ssh
 from authmw.cli._common import (
     EXIT_ADDRESS_IN_USE,
     EXIT_CODES,
@@ -26,6 +26,8 @@ __all__ = ["main"]
 
 
 def build_parser() -> Parser:
+    from authmw.cli import admin, debug, envoy, proxy  # on use: sshd's `ssh authorized-keys` skips them (see main)
+
     parser = Parser(
         prog="authmw", description="Cloud-grade authentication and access control for web apps.", epilog=EXIT_CODES
     )
@@ -41,6 +43,7 @@ def build_parser() -> Parser:
     debug.register(commands)
     proxy.register(commands)
     envoy.register(commands)
+    ssh.register(commands)
     return parser
 
 
@@ -54,6 +57,9 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
     """
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["ssh", "authorized-keys"]:
+        return ssh.authorized_keys_main(argv[2:], stdout)  # sshd runs it per login attempt: the lean path
     try:
         args = build_parser().parse_args(argv)
         code: int = args.handler(args, stdin, stdout)

@@ -7,13 +7,16 @@ import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from authmw.errors import ConfigurationError
-from authmw.policy import Decision
-from authmw.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from authmw.policy import Decision
+    from authmw.settings import Settings
 
 __all__ = [
+    "DOMAIN_ENV",
     "EXIT_ADDRESS_IN_USE",
     "EXIT_CODES",
     "EXIT_INTERNAL",
@@ -36,6 +39,8 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERNAL, EXIT_ADDRESS_IN_USE = 0, 1, 2, 3, 4, 5
+#: The domain the administration verbs name unless ``--domain`` says otherwise (default: ``default``).
+DOMAIN_ENV = "AUTHMW_DOMAIN"
 #: What each exit code means (``authmw --help`` shows it).
 EXIT_CODES = (
     "exit codes: 0 success; 1 a negative answer (invalid signature, deny); 2 bad input, a refused change or a "
@@ -72,6 +77,8 @@ def add_common(parser: argparse.ArgumentParser, *, formats: tuple[str, ...] = ("
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
+    from authmw.settings import load_settings  # on use: `ssh authorized-keys` must start fast and needs none
+
     try:
         return load_settings(getattr(args, "config", None))
     except ConfigurationError as exc:

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from authmw.cli import manage
 from authmw.cli._common import (
+    DOMAIN_ENV,
     EXIT_INVALID,
     EXIT_OK,
     UsageError,
@@ -29,6 +30,7 @@ from authmw.cli.debug import (
     route_use,
     warn_never_applies,
 )
+from authmw.cli.ssh import expiry
 from authmw.errors import ChangeRefused, ConfigurationError
 from authmw.models import WhitelistScope
 from authmw.policy import parse_policy
@@ -39,7 +41,6 @@ from authmw.workspaces import DEFAULT_WORKSPACE_ID, can_access_workspace
 __all__ = ["register", "register_policy"]
 
 PASSPHRASE_ENV = "AUTHMW_EXPORT_PASSPHRASE"
-DOMAIN_ENV = "AUTHMW_DOMAIN"
 _DURATIONS = f"{MIN_DURATION}-{MAX_DURATION}"
 
 
@@ -294,7 +295,9 @@ def _keypair_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) ->
     try:
         with open_cli_store(args) as store:
             store.require_schema()
-            pair = store.create_keypair(args.name, user=args.user, domain=args.domain, key_type=args.type)
+            pair = store.create_keypair(
+                args.name, user=args.user, domain=args.domain, key_type=args.type, expires_at=args.expires
+            )
     except BaseException:
         if out is not None:
             out.close()
@@ -320,7 +323,9 @@ def _keypair_import(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) ->
         raise UsageError(f"cannot read {args.public_key_file}: {getattr(exc, 'strerror', None) or exc}") from None
     with open_cli_store(args) as store:
         store.require_schema()
-        pair = store.import_keypair(args.name, user=args.user, public_key=text, domain=args.domain)
+        pair = store.import_keypair(
+            args.name, user=args.user, public_key=text, domain=args.domain, expires_at=args.expires
+        )
     emit(args, stdout, pair.to_dict())
     return EXIT_OK
 
@@ -726,6 +731,8 @@ def register(commands: Any) -> None:
     imported.add_argument("name", metavar="NAME")
     imported.add_argument("--user", required=True, metavar="U")
     imported.add_argument("--public-key-file", required=True, metavar="F")
+    for parser in (create, imported):
+        parser.add_argument("--expires", type=expiry, metavar="TIME", help="ISO 8601 UTC time the key stops working")
     _command(
         keypair,
         "authorized-keys",

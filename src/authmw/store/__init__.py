@@ -9,18 +9,38 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-from authmw.errors import ConfigurationError
-from authmw.store.admin import DEFAULT_DOMAIN
-from authmw.store.cached import CachedIdentity
-from authmw.store.database import Database, open_database, table_exists
-from authmw.store.facade import Store
-from authmw.store.secrets import DEFAULT_MASTER_KEY_FILE, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, Keyring
+from authmw.store.names import DEFAULT_DOMAIN
+
+if TYPE_CHECKING:
+    from authmw.store.cached import CachedIdentity
+    from authmw.store.database import Database
+    from authmw.store.facade import Store
+    from authmw.store.secrets import Keyring
 
 __all__ = ["DEFAULT_DOMAIN", "DEFAULT_STORE_URL", "STORE_ENV", "CachedIdentity", "Keyring", "Store", "open_store"]
 
 STORE_ENV = "AUTHMW_STORE"
 DEFAULT_STORE_URL = "sqlite:///./authmw.db"
+
+# The rest loads on first use (PEP 562): the SSH AuthorizedKeysCommand imports one read module of this package
+# on every login attempt, and must not pay for the administration verbs, the caches and the policy engine.
+_HOMES = {"CachedIdentity": "authmw.store.cached", "Keyring": "authmw.store.secrets", "Store": "authmw.store.facade"}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'authmw.store' has no attribute {name!r}")
+    value = getattr(import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})
 
 
 def open_store(
@@ -41,6 +61,10 @@ def open_store(
     open the store's secrets is refused (:class:`~authmw.errors.ConfigurationError`). With ``master_key=False``
     no key is read at all: the store then reads public data only (opening or sealing a secret is refused).
     """
+    from authmw.store.database import open_database
+    from authmw.store.facade import Store
+    from authmw.store.secrets import Keyring
+
     env = os.environ if environ is None else environ
     db = open_database(url or env.get(STORE_ENV) or DEFAULT_STORE_URL, create=create)
     try:
@@ -58,6 +82,10 @@ def open_store(
 
 def _refuse_new_key_for_sealed_store(db: Database, env: Mapping[str, str]) -> None:
     """Minting a new master key for a store whose secrets another key sealed would lose them."""
+    from authmw.errors import ConfigurationError
+    from authmw.store.database import table_exists
+    from authmw.store.secrets import DEFAULT_MASTER_KEY_FILE, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV
+
     if env.get(MASTER_KEY_ENV):
         return
     path = env.get(MASTER_KEY_FILE_ENV) or DEFAULT_MASTER_KEY_FILE

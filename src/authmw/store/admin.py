@@ -613,33 +613,52 @@ class Administration(StoreBase):
     # -- key pairs and whitelists -------------------------------------------------------------------------
 
     def create_keypair(
-        self, name: str, *, user: str, domain: str = DEFAULT_DOMAIN, key_type: str = "ed25519"
+        self,
+        name: str,
+        *,
+        user: str,
+        domain: str = DEFAULT_DOMAIN,
+        key_type: str = "ed25519",
+        expires_at: int | None = None,
     ) -> NewKeyPair:
-        """Generate a key pair; only the public key is stored, the private key is returned once."""
+        """Generate a key pair; only the public key is stored, the private key is returned once.
+
+        ``expires_at`` (seconds since 1970): from then on the key no longer opens anything."""
         check_name("key pair", name)
         if key_type not in keypairs.KEY_TYPES:
             raise ChangeRefused(f"--type must be one of {', '.join(keypairs.KEY_TYPES)}")
+        self._check_expiry(expires_at)
         public, private = keypairs.generate(key_type)
-        pair = self._add_keypair(name, user, domain, public, key_type)
+        pair = self._add_keypair(name, user, domain, public, key_type, expires_at=expires_at)
         return NewKeyPair(**pair.to_dict(), private_key=private)
 
-    def import_keypair(self, name: str, *, user: str, public_key: str, domain: str = DEFAULT_DOMAIN) -> KeyPair:
+    def import_keypair(
+        self, name: str, *, user: str, public_key: str, domain: str = DEFAULT_DOMAIN, expires_at: int | None = None
+    ) -> KeyPair:
         check_name("key pair", name)
+        self._check_expiry(expires_at)
         try:
             line, key_type = keypairs.parse_public_key(public_key)
         except ValueError as exc:
             raise ChangeRefused(str(exc)) from None
-        return self._add_keypair(name, user, domain, line, key_type)
+        return self._add_keypair(name, user, domain, line, key_type, expires_at=expires_at)
 
-    def _add_keypair(self, name: str, user: str, domain: str, public: str, key_type: str) -> KeyPair:
-        pair = KeyPair(name, user, key_type, keypairs.fingerprint(public), public)
+    def _check_expiry(self, expires_at: int | None) -> None:
+        if expires_at is not None and expires_at <= self._now():
+            raise ChangeRefused("--expires: the key would be expired already")
+
+    def _add_keypair(
+        self, name: str, user: str, domain: str, public: str, key_type: str, *, expires_at: int | None
+    ) -> KeyPair:
+        pair = KeyPair(name, user, key_type, keypairs.fingerprint(public), public, expires_at)
         with self.db.write() as tx:
             user_id = names.user_id(tx, user, domain)
             if tx.one("SELECT 1 FROM keypairs WHERE user_id = ? AND name = ?", (user_id, name)):
                 raise ChangeRefused(f"user {user!r} already has a key pair {name!r}")
             tx.run(
-                "INSERT INTO keypairs VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (new_id(), user_id, name, key_type, public, pair.fingerprint, self._now()),
+                "INSERT INTO keypairs (id, user_id, name, key_type, public_key, fingerprint, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (new_id(), user_id, name, key_type, public, pair.fingerprint, self._now(), expires_at),
             )
         return pair
 
@@ -647,10 +666,11 @@ class Administration(StoreBase):
         with self.db.read() as tx:
             user_id = names.user_id(tx, user, domain)
             rows = tx.rows(
-                "SELECT name, key_type, fingerprint, public_key FROM keypairs WHERE user_id = ? ORDER BY name",
+                "SELECT name, key_type, fingerprint, public_key, expires_at FROM keypairs WHERE user_id = ? "
+                "ORDER BY name",
                 (user_id,),
             )
-        return [KeyPair(r[0], user, r[1], r[2], r[3]) for r in rows]
+        return [KeyPair(r[0], user, r[1], r[2], r[3], None if r[4] is None else int(r[4])) for r in rows]
 
     def delete_keypair(self, name: str, *, user: str, domain: str = DEFAULT_DOMAIN) -> None:
         with self.db.write() as tx:
@@ -659,8 +679,13 @@ class Administration(StoreBase):
                 raise NotFound(f"user {user!r} has no key pair {name!r}")
 
     def authorized_keys(self, user: str, *, domain: str = DEFAULT_DOMAIN) -> str:
-        """An ``authorized_keys`` file of the user's public keys (comment: ``authmw:<user>/<key pair>``)."""
-        return "".join(f"{p.public_key} authmw:{user}/{p.name}\n" for p in self.keypairs(user, domain=domain))
+        """An ``authorized_keys`` file of the user's unexpired public keys (comment: ``authmw:<user>/<key pair>``)."""
+        now = self._now()
+        return "".join(
+            f"{p.public_key} authmw:{user}/{p.name}\n"
+            for p in self.keypairs(user, domain=domain)
+            if p.expires_at is None or p.expires_at > now
+        )
 
     def set_whitelist(
         self, scope: WhitelistScope | str, name: str, entries: Iterable[str], *, domain: str = DEFAULT_DOMAIN

@@ -113,13 +113,17 @@ class SqliteDatabase:
     Only with ``create`` (``authmw init``) are a missing file and its directory created: any other use of a
     store that is not there is :class:`~authmw.errors.StoreUnavailable`, naming the path looked for, and
     leaves nothing behind (a mistyped URL must not become an empty store).
+    ``read_only`` opens an existing file with SQLite's ``mode=ro`` and ``query_only``: nothing is created or
+    changed, so an unprivileged reader (the SSH gate) needs read access only (plus the WAL's ``-shm`` file, which
+    SQLite creates beside the store if it is absent).
     """
 
     dialect = "sqlite"
 
-    def __init__(self, path: str, *, busy_timeout: float = 30.0, create: bool = False) -> None:
+    def __init__(self, path: str, *, busy_timeout: float = 30.0, create: bool = False, read_only: bool = False) -> None:
         self.path = path
         self.url = f"sqlite:///{path}"
+        self.read_only = read_only
         self._busy_timeout = busy_timeout
         self._create = create
         if not create and not os.path.isfile(path):  # at once: before the master key, say, is looked for
@@ -130,6 +134,8 @@ class SqliteDatabase:
     def _conn(self) -> sqlite3.Connection:
         held: _Held | None = getattr(self._local, "held", None)
         conn = None if held is None else held.conn
+        if conn is None and self.read_only:
+            conn = self._connect_read_only()
         if conn is None:
             try:
                 if self._create:
@@ -151,10 +157,22 @@ class SqliteDatabase:
                 conn.execute("PRAGMA foreign_keys=ON")
             except (sqlite3.Error, OSError) as exc:
                 raise StoreUnavailable(f"cannot open SQLite store {self.path}: {exc}") from None
+        if held is None or held.conn is not conn:
             held = _Held(conn)
             weakref.finalize(held, conn.close)
             self._local.held = held
             self._held.add(held)
+        return conn
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        uri = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=ro"
+        try:
+            conn = sqlite3.connect(
+                uri, uri=True, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite store {self.path} read-only: {exc}") from None
         return conn
 
     @contextmanager
@@ -178,6 +196,8 @@ class SqliteDatabase:
 
     @contextmanager
     def write(self, *, bump: bool = True) -> Iterator[_SqliteTx]:
+        if self.read_only:
+            raise ChangeRefused("the store was opened read-only")
         with self._transaction("BEGIN IMMEDIATE") as tx:
             if bump and _has_meta(tx):
                 tx.run(_BUMP)
@@ -252,19 +272,38 @@ class PostgresDatabase:
 
     dialect = "postgresql"
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0, read_only: bool = False
+    ) -> None:
         with requires("postgres", "a PostgreSQL store"):
             import psycopg
             import psycopg_pool
         self.url = url
+        self.read_only = read_only
         self._psycopg = psycopg
+        # A read-only session refuses every write in the server, whatever the statement (added to the URL's own
+        # options, which a keyword argument would replace).
+        options = None
+        if read_only:
+            from psycopg.conninfo import conninfo_to_dict
+
+            try:
+                given = str(conninfo_to_dict(url).get("options") or "")
+            except psycopg.Error:
+                raise ConfigurationError(f"malformed PostgreSQL URL {_redact(url)}") from None
+            options = f"{given} -c default_transaction_read_only=on".strip()
         try:  # one direct attempt first: a wrong URL fails at once with the server's own message
-            psycopg.connect(url, connect_timeout=max(1, int(timeout))).close()
+            psycopg.connect(url, connect_timeout=max(1, int(timeout)), options=options).close()
         except psycopg.Error as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL store {_redact(url)}: {_first_line(exc)}") from None
         self._pool_timeout = psycopg_pool.PoolTimeout
         self._pool = psycopg_pool.ConnectionPool(
-            url, min_size=min_size, max_size=max_size, timeout=timeout, open=False, kwargs={"autocommit": True}
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            open=False,
+            kwargs={"autocommit": True, **({"options": options} if options else {})},
         )
         try:
             self._pool.open(wait=True, timeout=timeout)
@@ -343,15 +382,21 @@ def missing_store(path: str) -> str:
     )
 
 
-def open_database(url: str, *, create: bool = False) -> SqliteDatabase | PostgresDatabase:
+def open_database(url: str, *, create: bool = False, read_only: bool = False) -> SqliteDatabase | PostgresDatabase:
     """``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``postgresql://...``; only with ``create`` is a
-    missing SQLite file created (``authmw init``)."""
+    missing SQLite file created (``authmw init``).
+
+    ``read_only``: never create or change anything (SQLite ``mode=ro``; PostgreSQL sessions whose transactions
+    are read-only, on one connection, as a short-lived reader needs).
+    """
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
         if not path or path == ":memory:":
             raise ConfigurationError("sqlite URL needs a file path: sqlite:///./authmw.db or sqlite:////abs/path.db")
-        return SqliteDatabase(path, create=create)
+        return SqliteDatabase(path, create=create, read_only=read_only)
     if url.startswith(("postgresql://", "postgres://")):
+        if read_only:
+            return PostgresDatabase(url, max_size=1, read_only=True)
         return PostgresDatabase(url)
     raise ConfigurationError(
         f"unsupported store URL {_redact(url)!r}: use sqlite:///relative/path, sqlite:////absolute/path or "

@@ -8,6 +8,7 @@ from authmw.store.admin import DEFAULT_DOMAIN, Administration, ensure_system_pol
 from authmw.store.base import new_id
 from authmw.store.inventory import Inventory
 from authmw.store.keys import ACTIVE_SEALING_KEY, KeyManagement, add_sealing_key, add_signing_key
+from authmw.store.notebooks import Notebooks
 from authmw.store.reads import IdentityReads
 from authmw.store.schema import Schema
 from authmw.workspaces import DEFAULT_WORKSPACE_ID
@@ -15,13 +16,14 @@ from authmw.workspaces import DEFAULT_WORKSPACE_ID
 __all__ = ["Store"]
 
 
-class Store(Administration, Inventory, KeyManagement, IdentityReads, Schema):
+class Store(Administration, Inventory, Notebooks, KeyManagement, IdentityReads, Schema):
     """An identity store on a :class:`~authmw.store.database.Database`, secrets sealed under ``keyring``.
 
     Its verbs come from one module per role: :mod:`~authmw.store.admin` (administration),
     :mod:`~authmw.store.inventory` (the administrator's lists and shows),
-    :mod:`~authmw.store.keys` (signing and sealing keys, resealing), :mod:`~authmw.store.reads` (what the
-    pipeline reads, with the revision) and :mod:`~authmw.store.schema` (migrations).
+    :mod:`~authmw.store.notebooks` (notebook instances, reached over SSH), :mod:`~authmw.store.keys` (signing and
+    sealing keys, resealing), :mod:`~authmw.store.reads` (what the pipeline reads, with the revision) and
+    :mod:`~authmw.store.schema` (migrations).
     ``whitelist_limit`` caps the entries of one IP whitelist (5, as ModelArts allows for a notebook).
     """
 

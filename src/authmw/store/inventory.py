@@ -45,6 +45,7 @@ CONTENT = (
     ("policies", "policies"),
     ("agencies", "agencies"),
     ("workspaces", "workspaces"),
+    ("notebooks", "notebooks"),
 )
 
 
@@ -172,12 +173,12 @@ class Inventory(StoreBase):
     def show_keypair(self, name: str, *, user: str, domain: str = DEFAULT_DOMAIN) -> KeyPair:
         with self.db.read() as tx:
             row = tx.one(
-                "SELECT key_type, fingerprint, public_key FROM keypairs WHERE user_id = ? AND name = ?",
+                "SELECT key_type, fingerprint, public_key, expires_at FROM keypairs WHERE user_id = ? AND name = ?",
                 (names.user_id(tx, user, domain), name),
             )
         if row is None:
             raise NotFound(f"user {user!r} has no key pair {name!r}")
-        return KeyPair(name, user, row[0], row[1], row[2])
+        return KeyPair(name, user, row[0], row[1], row[2], None if row[3] is None else int(row[3]))
 
     def show_whitelist(self, scope: WhitelistScope | str, name: str, *, domain: str = DEFAULT_DOMAIN) -> IpWhitelist:
         """The whitelist of a user, workspace or route (empty: every address allowed)."""

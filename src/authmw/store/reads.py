@@ -14,11 +14,12 @@ from typing import Concatenate, ParamSpec, TypeVar
 from authmw.clientaddr import IpWhitelist
 from authmw.errors import StoreUnavailable
 from authmw.identity import ADMIN_GROUP
-from authmw.models import AccessKey, AuthType, Principal, WhitelistScope, Workspace
+from authmw.models import AccessKey, Principal, WhitelistScope, Workspace
 from authmw.policy import PolicySet, parse_policy
 from authmw.store.base import StoreBase
 from authmw.store.database import Tx
 from authmw.store.keys import access_key_context
+from authmw.store.notebook_reads import workspace_at
 from authmw.store.records import Project
 from authmw.store.secrets import SealError
 
@@ -178,25 +179,6 @@ def _revision_at(tx: Tx) -> int:
     """The store revision of the snapshot ``tx`` reads."""
     row = tx.one(_REVISION)
     return int(row[0]) if row else 0
-
-
-def workspace_at(tx: Tx, workspace_id: str) -> Workspace | None:
-    """The workspace ``workspace_id`` with its grants, as ``tx`` sees it."""
-    row = tx.one("SELECT name, domain_id, auth_type, owner_id FROM workspaces WHERE id = ?", (workspace_id,))
-    if row is None:
-        return None
-    grants = tx.rows(
-        "SELECT principal_type, principal_id FROM workspace_grants WHERE workspace_id = ?", (workspace_id,)
-    )
-    return Workspace(
-        id=workspace_id,
-        name=row[0],
-        domain_id=row[1],
-        auth_type=AuthType(row[2]),
-        owner_id=row[3],
-        granted_users=frozenset(i for k, i in grants if k == "user"),
-        granted_groups=frozenset(i for k, i in grants if k == "group"),
-    )
 
 
 def attached(tx: Tx, principals: Sequence[tuple[str, str]]) -> tuple[tuple[str, str, str], ...]:

@@ -17,6 +17,7 @@ __all__ = [
     "KeyPair",
     "NewAccessKey",
     "NewKeyPair",
+    "Notebook",
     "PolicyDetail",
     "PolicyInfo",
     "Project",
@@ -50,6 +51,7 @@ class DomainSummary(_Record):
     policies: int
     agencies: int
     workspaces: int
+    notebooks: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +168,7 @@ class KeyPair(_Record):
     type: str
     fingerprint: str
     public_key: str
+    expires_at: int | None = None  # seconds since 1970; None: never
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,3 +176,19 @@ class NewKeyPair(KeyPair):
     """A generated key pair: the private key (OpenSSH PEM) is returned once and never stored."""
 
     private_key: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Notebook(_Record):
+    """A notebook instance: who owns it, which key pair opens it over SSH, into which account, from where.
+
+    ``owner``, ``keypair`` and ``workspace`` are None once what they named was deleted (no key opens it then).
+    """
+
+    name: str
+    domain_id: str
+    owner: str | None
+    keypair: str | None
+    workspace: str | None
+    login_user: str
+    whitelist: tuple[str, ...] = ()

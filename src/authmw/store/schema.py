@@ -77,8 +77,20 @@ _V2 = [
 # v3: when each access key was last used (coarse: recorded at most once a minute, without a revision bump).
 _V3 = ["ALTER TABLE access_keys ADD COLUMN last_used_at BIGINT"]
 
+# v4: notebook instances (the unit of SSH remote access) and key-pair expiry. A notebook's owner, key pair and
+# workspace become NULL when those are deleted: the notebook stays (to be re-pointed) but admits no key.
+_V4_NOTEBOOKS = [
+    """CREATE TABLE notebooks (
+        id TEXT PRIMARY KEY, domain_id TEXT NOT NULL REFERENCES domains(id), name TEXT NOT NULL,
+        owner_id TEXT REFERENCES users(id) ON DELETE SET NULL,
+        keypair_id TEXT REFERENCES keypairs(id) ON DELETE SET NULL,
+        workspace_id TEXT REFERENCES workspaces(id) ON DELETE SET NULL,
+        login_user TEXT NOT NULL, whitelist TEXT NOT NULL, created_at BIGINT NOT NULL, UNIQUE (domain_id, name))""",
+    "ALTER TABLE keypairs ADD COLUMN expires_at BIGINT",
+]
+
 #: Migrations in order; ``MIGRATIONS[i]`` brings the schema from version ``i`` to ``i + 1``.
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4_NOTEBOOKS]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -24,6 +24,7 @@ from authmw.errors import ChangeRefused, InvalidPolicy
 from authmw.models import AuthType, WhitelistScope
 from authmw.policy import parse_policy
 from authmw.policy.builtin import system_policy_documents
+from authmw.sshaccess import LOGIN_USER
 from authmw.store import keypairs, signingkeys
 from authmw.store.admin import ensure_system_policies, system_policy_id
 from authmw.store.database import Tx
@@ -76,11 +77,28 @@ _TABLES: list[tuple[str, str, tuple[str, ...], str | None, str]] = [
     (
         "keypairs",
         "keypairs",
-        ("id", "user_id", "name", "key_type", "public_key", "fingerprint", "created_at"),
+        ("id", "user_id", "name", "key_type", "public_key", "fingerprint", "created_at", "expires_at"),
         None,
         "id",
     ),
     ("whitelists", "whitelists", ("scope", "scope_id", "entries"), None, "scope, scope_id"),
+    (
+        "notebooks",
+        "notebooks",
+        (
+            "id",
+            "domain_id",
+            "name",
+            "owner_id",
+            "keypair_id",
+            "workspace_id",
+            "login_user",
+            "whitelist",
+            "created_at",
+        ),
+        None,
+        "id",
+    ),
     (
         "signing_keys",
         "signing_keys",
@@ -92,7 +110,7 @@ _TABLES: list[tuple[str, str, tuple[str, ...], str | None, str]] = [
 ]
 _SECTIONS = {section for section, *_ in _TABLES}
 _BOOLEAN = {("users", "enabled")}
-_JSON = {("policies", "document"), ("whitelists", "entries")}
+_JSON = {("policies", "document"), ("whitelists", "entries"), ("notebooks", "whitelist")}
 _HEX32 = "0123456789abcdef"
 
 
@@ -224,6 +242,7 @@ class _Model:
         self.whitelist_limit = whitelist_limit
         self.rows: dict[str, list[Row]] = {}
         self.domain_of: dict[tuple[str, str], str | None] = {}  # (kind, id) -> domain id
+        self.owner_of: dict[str, str] = {}  # key pair id -> user id
         for section, _table, columns, secret, _order in _TABLES:
             found = document.get(section, [])
             if not isinstance(found, list):
@@ -380,7 +399,10 @@ class _Model:
         line, key_type = keypairs.parse_public_key(_text(v["public_key"]))
         if (line, key_type, keypairs.fingerprint(line)) != (v["public_key"], v["key_type"], v["fingerprint"]):
             raise ChangeRefused("public key, type and fingerprint do not agree")
+        if v["expires_at"] is not None:
+            _time(v["expires_at"])
         self._own("keypair", v, self._ref("user", v["user_id"]))
+        self.owner_of[v["id"]] = v["user_id"]
 
     def _whitelists(self, v: Row) -> None:
         scope = WhitelistScope(v["scope"])
@@ -394,6 +416,25 @@ class _Model:
         whitelist = IpWhitelist.parse(entries)
         if list(whitelist.entries) != entries or not 0 < len(entries) <= self.whitelist_limit:
             raise ChangeRefused(f"entries must be 1-{self.whitelist_limit} distinct canonical addresses or CIDRs")
+
+    def _notebooks(self, v: Row) -> None:
+        check_name("notebook", v["name"])
+        check(LOGIN_USER, "login account", v["login_user"], "a POSIX user name")
+        domain = self._ref("domain", v["domain_id"])
+        if v["owner_id"] is not None:
+            self._ref("user", v["owner_id"], domain)
+        if v["keypair_id"] is not None:
+            self._ref("keypair", v["keypair_id"], domain)
+            if self.owner_of.get(v["keypair_id"]) != v["owner_id"]:
+                raise ChangeRefused("the notebook's key pair is not its owner's")
+        if v["workspace_id"] is not None:
+            self._ref("workspace", v["workspace_id"], domain)
+        entries = v["whitelist"]
+        if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+            raise ChangeRefused("whitelist must be a list of addresses")
+        if list(IpWhitelist.parse(entries).entries) != entries or len(entries) > self.whitelist_limit:
+            raise ChangeRefused(f"whitelist must be 0-{self.whitelist_limit} distinct canonical addresses or CIDRs")
+        self._own("notebook", v, domain)
 
     def _revoked_tokens(self, v: Row) -> None:
         token_id = v["jti"]
