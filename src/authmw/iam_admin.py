@@ -39,7 +39,7 @@ from authmw.guard import Guard
 from authmw.iam_api import SECURITY_TOKENS_PATH, TOKENS_PATH, AttemptLimiter
 from authmw.identity import policy_facts
 from authmw.models import AuthContext, Credential, Principal, WhitelistScope
-from authmw.routes import Match, Route, RouteCatalog, check_allowed, parse_path
+from authmw.routes import Access, Match, Route, RouteCatalog, check_allowed, parse_path
 from authmw.store import Store
 from authmw.store.records import AccessKeyInfo, Agency, GroupDetail, PolicyDetail, Project, User
 from authmw.tokens import iso_time
@@ -174,7 +174,10 @@ class IamAdmin:
     ) -> None:
         self.store, self.guard, self.tokens, self._clock = store, guard, tokens, clock
         self.limiter = limiter or getattr(tokens, "limiter", None) or AttemptLimiter()
-        self.routes = RouteCatalog(Route(method, path, action or None) for method, path, action, _ in ROUTES)
+        self.routes = RouteCatalog(
+            Route(method, path, action) if action else Route(method, path, access=Access.AUTHENTICATE_ONLY)
+            for method, path, action, _ in ROUTES
+        )
         self._handlers = {f"{method} {path}": handler for method, path, _, handler in ROUTES}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -491,27 +494,26 @@ class IamAdmin:
     def _create_agency(self, call: _Call) -> _Answer:
         fields = _object(call.body, "agency")
         _same_domain(call, fields.get("domain_id"))
-        name = _text(fields, "name")
-        trust = _optional_text(fields, "trust_domain_name") or _optional_text(fields, "trust_domain_id")
+        name, trust = _text(fields, "name"), self._trust(fields)
         if trust is None:
             raise MalformedBody("agency.trust_domain_name or agency.trust_domain_id is required")
         agency = _store(lambda: self.store.create_agency(name, trust=trust, domain=call.domain))
-        return 201, {"agency": _agency(agency)}
+        return 201, {"agency": self._agency_shape(agency)}
 
     def _list_agencies(self, call: _Call) -> _Answer:
         name = call.arg("name")
-        agencies = [_agency(a) for a in self._agencies(call) if name is None or a.name == name]
+        agencies = [self._agency_shape(a) for a in self._agencies(call) if name is None or a.name == name]
         return 200, {"agencies": agencies}
 
     def _show_agency(self, call: _Call) -> _Answer:
-        return 200, {"agency": _agency(self._agency(call))}
+        return 200, {"agency": self._agency_shape(self._agency(call))}
 
     def _update_agency(self, call: _Call) -> _Answer:
         agency = self._agency(call)
         fields = _object(call.body, "agency")
-        trust = _optional_text(fields, "trust_domain_name") or _optional_text(fields, "trust_domain_id")
+        trust = self._trust(fields)
         updated = _store(lambda: self.store.update_agency(agency.name, domain=call.domain, trust=trust))
-        return 200, {"agency": _agency(updated)}
+        return 200, {"agency": self._agency_shape(updated)}
 
     def _delete_agency(self, call: _Call) -> _Answer:
         agency = self._agency(call)
@@ -592,6 +594,28 @@ class IamAdmin:
             if agency.id == agency_id:
                 return agency
         raise _Refused(404, "not_found", f"no agency {agency_id!r} in the caller's domain")
+
+    def _trust(self, fields: Mapping[str, Any]) -> str | None:
+        """The trusted domain's name (the store's), named by ``trust_domain_name`` or by the id of a known domain."""
+        name, trust_id = _optional_text(fields, "trust_domain_name"), _optional_text(fields, "trust_domain_id")
+        if name is not None or trust_id is None:
+            return name
+        for domain in self.store.list_domains():
+            if domain.id == trust_id:
+                return domain.name
+        raise _Refused(404, "not_found", f"no domain {trust_id!r}")
+
+    def _agency_shape(self, agency: Agency) -> dict[str, Any]:
+        trusted = next((d.id for d in self.store.list_domains() if d.name == agency.trust_domain), None)
+        return {
+            "id": agency.id,
+            "name": agency.name,
+            "domain_id": agency.domain_id,
+            "trust_domain_id": trusted,
+            "trust_domain_name": agency.trust_domain,
+            "duration": "FOREVER",
+            "description": "",
+        }
 
     def _domain_param(self, call: _Call) -> None:
         if call.params["domain_id"] != call.principal.domain_id:
@@ -710,18 +734,6 @@ def _role(policy: PolicyDetail, domain_id: str) -> dict[str, Any]:
         "description": "",
         "policy": json.loads(policy.document),
         "links": {"self": f"/v3.0/OS-ROLE/roles/{policy.id}"},
-    }
-
-
-def _agency(agency: Agency) -> dict[str, Any]:
-    return {
-        "id": agency.id,
-        "name": agency.name,
-        "domain_id": agency.domain_id,
-        "trust_domain_id": None,
-        "trust_domain_name": agency.trust_domain,
-        "duration": "FOREVER",
-        "description": "",
     }
 
 
