@@ -125,8 +125,11 @@ def login(url: str, user: str) -> str:
 def test_users_groups_and_members(proxy: Form, world: World) -> None:
     iam = client(proxy.url, world)
     created = iam.keystone_create_user(
-        m.KeystoneCreateUserRequest(m.KeystoneCreateUserRequestBody(m.KeystoneCreateUserOption(
-            name="api-user", domain_id=domain_id(world), password=PASSWORD)))  # fmt: skip
+        m.KeystoneCreateUserRequest(
+            m.KeystoneCreateUserRequestBody(
+                m.KeystoneCreateUserOption(name="api-user", domain_id=domain_id(world), password=PASSWORD)
+            )
+        )
     ).user
     assert created.name == "api-user" and created.enabled is True and created.domain_id == domain_id(world)
     listed = iam.keystone_list_users(m.KeystoneListUsersRequest(name="api-user")).users
@@ -167,8 +170,11 @@ def test_users_groups_and_members(proxy: Form, world: World) -> None:
 def test_projects_and_access_keys(proxy: Form, world: World) -> None:
     iam = client(proxy.url, world)
     project = iam.keystone_create_project(
-        m.KeystoneCreateProjectRequest(m.KeystoneCreateProjectRequestBody(m.KeystoneCreateProjectOption(
-            name="cn-south-1", parent_id=domain_id(world), domain_id=domain_id(world))))  # fmt: skip
+        m.KeystoneCreateProjectRequest(
+            m.KeystoneCreateProjectRequestBody(
+                m.KeystoneCreateProjectOption(name="cn-south-1", parent_id=domain_id(world), domain_id=domain_id(world))
+            )
+        )
     ).project
     assert project.name == "cn-south-1" and world.store.find_project("cn-south-1").id == project.id
     names = [p.name for p in iam.keystone_list_projects(m.KeystoneListProjectsRequest()).projects]
@@ -263,8 +269,11 @@ def test_agencies_and_their_policies(proxy: Form, world: World) -> None:
     iam = client(proxy.url, world)
     domain = domain_id(world)
     agency = iam.create_agency(
-        m.CreateAgencyRequest(m.CreateAgencyRequestBody(m.CreateAgencyOption(
-            name="api-agency", domain_id=domain, trust_domain_name="other")))  # fmt: skip
+        m.CreateAgencyRequest(
+            m.CreateAgencyRequestBody(
+                m.CreateAgencyOption(name="api-agency", domain_id=domain, trust_domain_name="other")
+            )
+        )
     ).agency
     other = next(d.id for d in world.store.list_domains() if d.name == "other")
     assert agency.name == "api-agency" and agency.trust_domain_id == other
@@ -283,9 +292,7 @@ def test_agencies_and_their_policies(proxy: Form, world: World) -> None:
     assert [r.display_name for r in roles] == ["ModelArts FullAccess"]
     iam.remove_domain_permission_from_agency(m.RemoveDomainPermissionFromAgencyRequest(domain, agency.id, full))
     gone = refused(
-        lambda: iam.check_domain_permission_for_agency(
-            m.CheckDomainPermissionForAgencyRequest(domain, agency.id, full)
-        )
+        lambda: iam.check_domain_permission_for_agency(m.CheckDomainPermissionForAgencyRequest(domain, agency.id, full))
     )
     assert gone.status_code == 404
     iam.delete_agency(m.DeleteAgencyRequest(agency.id))
@@ -305,7 +312,9 @@ def test_a_user_without_the_policy_is_refused(proxy: Form, world: World) -> None
         error = refused(call)
         assert (error.status_code, error.error_code) == (403, "action_denied")
     assert [g.name for g in world.store.list_groups()].count("mine") == 0
-    stranger = refused(lambda: client(proxy.url, world, world.stranger).keystone_list_users(m.KeystoneListUsersRequest()))
+    stranger = refused(
+        lambda: client(proxy.url, world, world.stranger).keystone_list_users(m.KeystoneListUsersRequest())
+    )
     assert (stranger.status_code, stranger.error_code) == (403, "action_denied")  # another domain, no policy
 
 
@@ -319,16 +328,18 @@ def test_malformed_requests_and_other_domains(proxy: Form, world: World) -> None
     assert (nameless.status_code, nameless.error_code) == (400, "malformed_body")
     weak = refused(
         lambda: iam.keystone_create_user(
-            m.KeystoneCreateUserRequest(m.KeystoneCreateUserRequestBody(m.KeystoneCreateUserOption(
-                name="weak-user", password="short")))  # fmt: skip
+            m.KeystoneCreateUserRequest(
+                m.KeystoneCreateUserRequestBody(m.KeystoneCreateUserOption(name="weak-user", password="short"))
+            )
         )
     )
     assert (weak.status_code, weak.error_code) == (400, "change_refused")
     elsewhere = next(d.id for d in world.store.list_domains() if d.name == "other")
     foreign = refused(
         lambda: iam.keystone_create_group(
-            m.KeystoneCreateGroupRequest(m.KeystoneCreateGroupRequestBody(m.KeystoneCreateGroupOption(
-                name="planted", domain_id=elsewhere)))  # fmt: skip
+            m.KeystoneCreateGroupRequest(
+                m.KeystoneCreateGroupRequestBody(m.KeystoneCreateGroupOption(name="planted", domain_id=elsewhere))
+            )
         )
     )
     assert (foreign.status_code, foreign.error_code) == (403, "action_denied")
