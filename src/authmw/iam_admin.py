@@ -34,6 +34,7 @@ from authmw.errors import (
     ChangeRefused,
     MalformedBody,
     NotFound,
+    UnsignedPayloadRefused,
 )
 from authmw.guard import Guard
 from authmw.iam_api import SECURITY_TOKENS_PATH, TOKENS_PATH, AttemptLimiter
@@ -207,6 +208,8 @@ class IamAdmin:
             request = request_from_scope(scope, body)
             client = self.guard.proxies.client_address(context.client, request.headers)
             credential, principal = await asyncio.to_thread(self.guard.authenticate, request)
+            if body and credential.unsigned_payload:  # the body says what changes: it must be what was signed
+                raise UnsignedPayloadRefused("a request of the IAM API with a body must sign it")
             context = self._authorize(context, match, client, credential, principal)
             call = _Call(principal, credential, client, match.params, _query(scope), _json(body))
             handler = getattr(self, "_" + self._handlers[match.route.name])

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,8 +22,10 @@ from huaweicloudsdkiam.v3 import model as m
 
 from authmw import asgi
 from authmw.assembly import open_guard
+from authmw.audit import AUDIT_LOGGER
 from authmw.iam_admin import IamAdmin, with_iam_admin
 from authmw.iam_api import TokenService
+from authmw.signing import sign_request
 from authmw.tokens import TokenSigner
 from tests.support.forms import SETTINGS, Form, running
 from tests.support.servers import serve_asgi
@@ -300,8 +304,9 @@ def test_agencies_and_their_policies(proxy: Form, world: World) -> None:
     assert (missing.status_code, missing.error_code) == (404, "not_found")
 
 
-def test_a_user_without_the_policy_is_refused(proxy: Form, world: World) -> None:
+def test_a_user_without_the_policy_is_refused(proxy: Form, world: World, caplog: pytest.LogCaptureFixture) -> None:
     iam = client(proxy.url, world, world.scientist)
+    caplog.set_level(logging.INFO, logger=AUDIT_LOGGER.name)
     for call in (
         lambda: iam.keystone_list_users(m.KeystoneListUsersRequest()),
         lambda: iam.keystone_create_group(
@@ -312,6 +317,10 @@ def test_a_user_without_the_policy_is_refused(proxy: Form, world: World) -> None
         error = refused(call)
         assert (error.status_code, error.error_code) == (403, "action_denied")
     assert [g.name for g in world.store.list_groups()].count("mine") == 0
+    records = [json.loads(r.getMessage()) for r in caplog.records if r.name == AUDIT_LOGGER.name]
+    listed = next(r for r in records if r["action"] == "iam:users:listUsers")
+    assert listed["event"] == "iam_admin" and listed["outcome"] == "deny" and listed["user_name"] == "scientist"
+    assert listed["error_code"] == "action_denied" and listed["path"] == "/v3/users"
     stranger = refused(
         lambda: client(proxy.url, world, world.stranger).keystone_list_users(m.KeystoneListUsersRequest())
     )
@@ -350,6 +359,22 @@ def test_malformed_requests_and_other_domains(proxy: Form, world: World) -> None
     assert unknown.status_code == 404 and unknown.json()["error_code"] == "not_found"
     anonymous = httpx.get(proxy.url + "/v3/users", timeout=30)
     assert anonymous.status_code == 401 and anonymous.json()["error_code"] == "missing_credentials"
+
+
+def test_an_unsigned_body_changes_nothing(proxy: Form, world: World) -> None:
+    body = json.dumps({"group": {"name": "unsigned-group"}}).encode()
+    signed = sign_request(
+        "POST",
+        proxy.url + "/v3/groups",
+        {"Content-Type": "application/json"},
+        body,
+        access_key=world.admin.access,
+        secret_key=world.admin.secret,
+        unsigned_payload=True,
+    )
+    answer = httpx.post(signed.url, content=signed.body, headers=signed.headers, timeout=30)
+    assert (answer.status_code, answer.json()["error_code"]) == (401, "unsigned_payload_refused")
+    assert "unsigned-group" not in [g.name for g in world.store.list_groups()]
 
 
 def test_an_iam_token_administers_and_is_validated(proxy: Form, world: World) -> None:
