@@ -21,7 +21,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
@@ -252,17 +252,7 @@ class IamAdmin:
                 raise error
         if not match.route.action:  # the handler allows the caller itself only
             return context
-        decision = self.guard.authorize(context, match.route.action)
-        return AuthContext(
-            context.request_id,
-            client,
-            route=match.route,
-            action=match.route.action,
-            principal=principal,
-            credential=credential,
-            decision=decision,
-            policy_context=context.policy_context,
-        )
+        return replace(context, decision=self.guard.authorize(context, match.route.action))
 
     # -- projects -------------------------------------------------------------------------------------------
 
@@ -406,12 +396,7 @@ class IamAdmin:
         users = (
             [self._user_by_id(call, wanted)] if wanted else _store(lambda: self.store.list_users(domain=call.domain))
         )
-        keys = [
-            _credential(key, user.id)
-            for user in users
-            for key in _store(lambda u=user: self.store.list_access_keys(u.name, domain=call.domain))  # type: ignore[misc]
-        ]
-        return 200, {"credentials": keys}
+        return 200, {"credentials": [_credential(key, user.id) for user in users for key in self._keys(call, user)]}
 
     def _show_key(self, call: _Call) -> _Answer:
         key = self._key(call, call.params["access_key"])
@@ -571,6 +556,9 @@ class IamAdmin:
             if group.id == group_id:
                 return group
         raise _Refused(404, "not_found", f"no group {group_id!r} in the caller's domain")
+
+    def _keys(self, call: _Call, user: User) -> list[AccessKeyInfo]:
+        return _store(lambda: self.store.list_access_keys(user.name, domain=call.domain))
 
     def _key(self, call: _Call, access: str) -> AccessKeyInfo:
         return _store(lambda: self.store.show_access_key(access, domain=call.domain))

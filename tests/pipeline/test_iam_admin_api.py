@@ -325,6 +325,8 @@ def test_a_user_without_the_policy_is_refused(proxy: Form, world: World, caplog:
         lambda: client(proxy.url, world, world.stranger).keystone_list_users(m.KeystoneListUsersRequest())
     )
     assert (stranger.status_code, stranger.error_code) == (403, "action_denied")  # another domain, no policy
+    walled = refused(lambda: client(proxy.url, world, world.walled).keystone_list_users(m.KeystoneListUsersRequest()))
+    assert (walled.status_code, walled.error_code) == (403, "address_not_allowed")  # its user whitelist, first
 
 
 def test_malformed_requests_and_other_domains(proxy: Form, world: World) -> None:
@@ -397,6 +399,12 @@ def test_an_iam_token_administers_and_is_validated(proxy: Form, world: World) ->
     )
     wrong = refused(lambda: own.keystone_update_user_password(m.KeystoneUpdateUserPasswordRequest(scientist_id, body)))
     assert (wrong.status_code, wrong.error_code) == (403, "action_denied")
+    body.user.original_password = PASSWORD
+    own.keystone_update_user_password(m.KeystoneUpdateUserPasswordRequest(scientist_id, body))
+    stale = eventually(lambda: own.keystone_list_users(m.KeystoneListUsersRequest()), 401)
+    assert (stale.status_code, stale.error_code) == (401, "invalid_token")  # issued before the password changed
+    others = refused(lambda: iam.keystone_update_user_password(m.KeystoneUpdateUserPasswordRequest(scientist_id, body)))
+    assert (others.status_code, others.error_code) == (403, "action_denied")  # administrators PATCH the user
 
 
 def test_the_mounted_api_sees_changes_made_through_the_proxy(proxy: Form, mounted: str, world: World) -> None:
