@@ -49,6 +49,12 @@ ENVIRONMENT = {
 
 # What each error code means to the person reading a refusal; codes and statuses come from authmw.errors.
 ERROR_MEANINGS = {
+    "change_refused": "an IAM administration call the store refused (a name taken or invalid, a rule of the model); "
+    "the message says which",
+    "unsupported_scope": "a policy granted on a project: authmw grants policies domain-wide (narrow one with a "
+    "`g:ProjectId` condition)",
+    "not_found": "an IAM administration call names a user, group, policy, agency or domain the caller's domain does "
+    "not hold",
     "authmw_error": "the base of every refusal; never raised itself",
     "bad_request": "the base of the 400 codes; never raised itself",
     "malformed_request": "the request could not be parsed (bad request line, broken chunking, undecodable target, "

@@ -24,9 +24,13 @@ __all__ = ["AUDIT_LOGGER", "EVENTS", "audit_record", "event_record", "log_decisi
 #: The events of the IAM endpoints: a password login that succeeded, failed (wrong password, unknown user,
 #: malformed, ...) or was refused by a limit before any password work (``login_locked``: 429 or 503); a token
 #: checked (``HEAD``) or revoked (``DELETE``); temporary credentials for the caller itself (``credentials_issued``)
-#: or for an agency (``agency_assumed``). ``outcome`` and ``error_code`` say how the last four ended.
+#: or for an agency (``agency_assumed``); a call of the administration API (``iam_admin``, :mod:`authmw.iam_admin`:
+#: ``action`` names it, ``refused`` the store's refusal code). ``outcome`` and ``error_code`` say how they ended.
 EVENTS = frozenset(
-    {"login", "login_failed", "login_locked", "token_checked", "token_revoked", "credentials_issued", "agency_assumed"}
+    {
+        *("login", "login_failed", "login_locked", "token_checked", "token_revoked", "credentials_issued"),
+        *("agency_assumed", "iam_admin"),
+    }
 )
 
 #: The logger every adapter writes decisions to, one JSON object per record, at INFO.

@@ -85,6 +85,7 @@ __all__ = [
     "ActionDenied",
     "AddressInUse",
     "AddressNotAllowed",
+    "AdminChangeRefused",
     "AgencyNotTrusted",
     "AmbiguousPath",
     "AuthenticationFailed",
@@ -131,6 +132,7 @@ __all__ = [
     "ReplayedRequest",
     "RequestTimedOut",
     "RequestTimeout",
+    "ResourceNotFound",
     "RouteNotAllowed",
     "SchemeDisabled",
     "SecurityTokenMismatch",
@@ -146,6 +148,7 @@ __all__ = [
     "UnsignedPayloadRefused",
     "UnsupportedPayload",
     "UnsupportedScheme",
+    "UnsupportedScope",
     "UpstreamUnavailable",
     "WorkspaceDenied",
     "WorkspaceNotFound",
@@ -394,6 +397,27 @@ class ReplayedRequest(AuthenticationFailed):
         "this signed request was already accepted: sign each request anew (identical requests signed within "
         "the same second need a signed header that differs, such as a nonce)"
     )
+
+
+class AdminChangeRefused(BadRequest):
+    """An administration API call the store refused (a name taken or invalid, a rule of the model); the detail,
+    which names only what the caller sent, is the answer's message."""
+
+    code = "change_refused"
+    message = "the store refused the change"
+
+
+class UnsupportedScope(BadRequest):
+    code = "unsupported_scope"
+    message = "authmw grants policies domain-wide only"
+
+
+class ResourceNotFound(AuthmwError):
+    """An administration API call names something the caller's domain does not hold."""
+
+    status = 404
+    code = "not_found"
+    message = "not found"
 
 
 class Forbidden(AuthmwError):

@@ -1,4 +1,4 @@
-"""The IAM endpoints (SPEC §6) as an ASGI app: ``POST /v3/auth/tokens`` (password), ``HEAD``, ``DELETE``, and
+"""The IAM endpoints (SPEC §6) as an ASGI app: ``POST /v3/auth/tokens`` (password), ``GET``, ``HEAD``, ``DELETE``, and
 ``POST /v3.0/OS-CREDENTIAL/securitytokens`` (temporary credentials: ``assume_role`` an agency, or ``token``).
 
 ``authmw proxy`` serves it; an app can mount it. Passwords are checked with scrypt in a worker thread, each
@@ -44,7 +44,7 @@ from authmw.errors import (
     UnsignedPayloadRefused,
 )
 from authmw.guard import Guard
-from authmw.models import AuthContext, AuthMethod, Credential, Principal, Request, WhitelistScope
+from authmw.models import AuthContext, AuthMethod, Credential, CredentialKind, Principal, Request, WhitelistScope
 from authmw.sessions import DEFAULT_DURATION, MAX_DURATION, MIN_DURATION, SessionSealer
 from authmw.store import Store
 from authmw.store.records import Domain, User
@@ -221,7 +221,9 @@ def _network(address: str | None) -> str | None:
 class TokenService:
     """``POST /v3/auth/tokens`` → 201 with the token in ``X-Subject-Token`` and Huawei's body; ``HEAD`` checks
     the ``X-Subject-Token`` for a caller authenticated by ``X-Auth-Token`` (200, or 404 if it is not valid);
-    ``DELETE`` revokes it (204). Both tokens are checked by ``guard`` exactly as the pipeline checks them.
+    ``GET`` also answers its body (Huawei's, as at login) to its user or an administrator of its domain;
+    ``DELETE`` revokes it (204), for the same callers. Both tokens are checked by ``guard`` exactly as the
+    pipeline checks them.
 
     ``POST /v3.0/OS-CREDENTIAL/securitytokens`` (when the guard's verifier resolves security tokens with a
     :class:`SessionSealer`) → 201 ``{"credential": {"access", "secret", "securitytoken", "expires_at"}}`` for
@@ -263,11 +265,11 @@ class TokenService:
                 if body is not None:
                     audit.event = "login"
                     answer = await self._issue(scope, body, address, audit)
-            elif method in ("HEAD", "DELETE"):
-                audit.event = "token_checked" if method == "HEAD" else "token_revoked"
+            elif method in ("GET", "HEAD", "DELETE"):
+                audit.event = "token_revoked" if method == "DELETE" else "token_checked"
                 answer = await self._check_or_revoke(scope, audit)
             else:
-                await send_response(send, 405, b"", [(b"allow", b"POST, HEAD, DELETE")])
+                await send_response(send, 405, b"", [(b"allow", b"POST, GET, HEAD, DELETE")])
         except AuthmwError as exc:
             audit.write(exc, method, path)  # recorded before the client hears the answer
             await send_error(scope, send, exc, audit.context.request_id)
@@ -398,8 +400,14 @@ class TokenService:
             except NotFound:
                 raise ProjectNotFound("no such project in the user's domain") from None
             scope = {"project_id": found.id, "project_name": found.name}
+        holder = self.guard.identity.principal(user.id)
         return self.signer.issue(
-            user_id=user.id, user_name=user.name, domain_id=user.domain_id, domain_name=domain_name, **scope
+            user_id=user.id,
+            user_name=user.name,
+            domain_id=user.domain_id,
+            domain_name=domain_name,
+            not_before=None if holder is None else holder.password_changed_at,
+            **scope,
         )
 
     def _holder(self, token: str) -> tuple[Credential, Principal]:
@@ -422,7 +430,19 @@ class TokenService:
         if scope["method"] == "HEAD":
             return 200, b"", []
         if principal.user_id != holder.user_id and not (principal.is_admin and principal.domain_id == holder.domain_id):
-            raise ActionDenied("only the token's user or an administrator of its domain may revoke it")
+            raise ActionDenied("only the token's user or an administrator of its domain may read or revoke it")
+        if scope["method"] == "GET":
+            if subject.kind is not CredentialKind.IAM_TOKEN:  # an external issuer's token: not ours to describe
+                audit.status = 404
+                return 404, b"", []
+            claims = self.tokens.verify(headers["x-subject-token"].strip())
+            query = scope.get("query_string", b"").decode("latin-1")
+            payload = _token_body(claims, catalog="nocatalog" not in query)
+            token_headers = [
+                (b"x-subject-token", headers["x-subject-token"].encode()),
+                (b"content-type", b"application/json"),
+            ]
+            return 200, json.dumps(payload).encode(), token_headers
         expires_at = subject.expires_at or 0
         await asyncio.to_thread(self.store.revoke_token, subject.access_key, holder.user_id, expires_at)
         return 204, b"", []

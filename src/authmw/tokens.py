@@ -119,9 +119,11 @@ class TokenSigner:
         project_id: str | None = None,
         project_name: str | None = None,
         methods: Iterable[str] = ("password",),
+        not_before: int | None = None,
     ) -> tuple[str, TokenClaims]:
-        """A new token and its claims."""
-        now = int(self._clock())
+        """A new token and its claims; ``not_before``: the user's password change time, which a token issued now
+        must not predate (the change covers the second it was made in)."""
+        now = max(int(self._clock()), not_before or 0)
         claims = TokenClaims(
             os.urandom(16).hex(),
             user_id,

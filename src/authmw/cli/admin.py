@@ -270,8 +270,14 @@ def _token_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> i
             signer = TokenSigner(*store.token_signing_key(args.algorithm), algorithm=args.algorithm, ttl=args.ttl)
         except ConfigurationError as exc:
             raise UsageError(f"--ttl: {exc}") from None
+        changed = store.show_user(user.name, domain=args.domain).password_changed_at
         token, claims = signer.issue(
-            user_id=user.id, user_name=user.name, domain_id=user.domain_id, domain_name=args.domain, **scope
+            user_id=user.id,
+            user_name=user.name,
+            domain_id=user.domain_id,
+            domain_name=args.domain,
+            not_before=changed,
+            **scope,
         )
     expires = iso_time(claims.expires_at)
     if args.format == "json":

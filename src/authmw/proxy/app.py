@@ -49,7 +49,7 @@ from authmw.assertion import jwk_of, sign_assertion
 from authmw.audit import log_decision
 from authmw.errors import AuthmwError, UpstreamUnavailable
 from authmw.guard import Guard
-from authmw.iam_api import SECURITY_TOKENS_PATH, TOKENS_PATH
+from authmw.iam_admin import is_iam_path
 from authmw.models import AuthContext
 from authmw.tokens import PublicKey
 from authmw.workspace_api import WorkspaceService
@@ -292,7 +292,7 @@ class ProxyApp:
             own = _OWN_PATHS.get(scope["path"])
             if own is not None and scope["method"] in ("GET", "HEAD"):
                 await own(self, send)
-            elif scope["path"] in (TOKENS_PATH, SECURITY_TOKENS_PATH) and self.token_service is not None:
+            elif self.token_service is not None and is_iam_path(scope["path"]):
                 await self.token_service(scope, receive, send)
             else:
                 await self._http(scope, receive, send)

@@ -16,6 +16,7 @@ from authmw.assembly import keep_replay_window, open_guard, presets_in_force
 from authmw.audit import AUDIT_LOGGER
 from authmw.errors import AddressInUse, ChangeRefused, ConfigurationError, RequestTimeout, render
 from authmw.guard import Guard
+from authmw.iam_admin import IamAdmin
 from authmw.iam_api import AttemptLimiter, TokenService
 from authmw.proxy.app import ProxyApp
 from authmw.settings import Settings
@@ -70,7 +71,8 @@ def build_app(settings: Settings, store: Store, *, limiter: AttemptLimiter | Non
     except ChangeRefused as exc:
         raise ConfigurationError(f"token_algorithm: {exc}") from None
     signer = TokenSigner(*token_key, algorithm=settings.token_algorithm)
-    service = None if guard.tokens is None else TokenService(store, signer, guard, limiter=limiter)
+    tokens = None if guard.tokens is None else TokenService(store, signer, guard, limiter=limiter)
+    service = IamAdmin(store, guard, tokens=tokens, limiter=limiter)  # the IAM API: tokens and administration
     serve_workspaces = settings.serve_workspaces and "modelarts" in presets_in_force(settings)
     try:
         return ProxyApp(

@@ -161,9 +161,11 @@ class Administration(StoreBase):
             if enabled is not None:
                 tx.run("UPDATE users SET enabled = ? WHERE id = ?", (int(enabled), user_id))
             if hashed is not None:
+                # Tokens carry whole seconds: the change covers the whole second it happens in, so a token issued
+                # earlier in that second is stale too (token issuers start new tokens at this second: not_before).
                 tx.run(
                     "UPDATE users SET password_hash = ?, password_changed_at = ? WHERE id = ?",
-                    (hashed, self._now(), user_id),
+                    (hashed, self._now() + 1, user_id),
                 )
             row = tx.one("SELECT domain_id, enabled FROM users WHERE id = ?", (user_id,))
         assert row is not None
