@@ -218,10 +218,10 @@ def test_stored_documents_are_read_without_the_bounds() -> None:
     with pytest.raises(InvalidPolicy):
         parse_policy(stored)
     rules = PolicySet([parse_policy(stored, wildcard_limits=False)])
-    started = time.perf_counter()
+    started = time.thread_time()  # CPU time, as _timed below
     assert not rules.decide("svc:type:get", None, {"k": "a" * SUBJECT}).allowed
     assert rules.decide("svc:type:get", None, {"k": "a" * SUBJECT + "x"}).allowed
-    assert time.perf_counter() - started < BOUND_S
+    assert time.thread_time() - started < BOUND_S
 
 
 # -- the worst admitted patterns decide quickly ----------------------------------------------------------
@@ -238,9 +238,11 @@ WORST = {
 
 
 def _timed(decide: Any, *args: Any) -> tuple[bool, float]:
-    started = time.perf_counter()
+    """The decision and the CPU time it took (this thread's: a loaded machine that descheduled the test for a
+    while says nothing about the matcher's cost, which is what the bound is about)."""
+    started = time.thread_time()
     allowed = decide(*args).allowed
-    return allowed, time.perf_counter() - started
+    return allowed, time.thread_time() - started
 
 
 @pytest.mark.parametrize("operator", ["StringLike", "StringNotLike", "StringMatch", "StringNotMatch"])
