@@ -73,6 +73,7 @@ def set_up() -> dict[str, Any]:
     )
     authmw("policy", "create", "no-delete-training", "--file", str(WORK / "no-delete-training.json"))
     authmw("policy", "attach", "ModelArts FullAccess", "--group", "admin")
+    authmw("policy", "attach", "Security Administrator", "--group", "admin")  # the IAM API's iam:* actions
     authmw("policy", "attach", "ModelArts CommonOperations", "--group", "developers")
     authmw("policy", "attach", "no-delete-training", "--group", "developers")
     keys = {}
@@ -284,6 +285,7 @@ def walkthrough(sidecar: str, world: dict[str, Any]) -> int:
     delegation = audit_record(seen["seen_by_api"]["request_id"])["delegation"]
     print(f"   delegation (audit log): {' -> '.join(delegation)}")
     failures += len(delegation) != 3
+    failures += administrator(sidecar, project, keys)
     failures += data_scientist(sidecar, project, keys)
     unsigned = httpx.get(f"{sidecar}/v1/{project}/notebooks")
     print(f"\n-- No signature at all -> {unsigned.status_code} {unsigned.json()['error_code']}")
@@ -291,6 +293,74 @@ def walkthrough(sidecar: str, world: dict[str, Any]) -> int:
     for client in clients.values():
         client.close()
     return failures
+
+
+def administrator(sidecar: str, project: str, keys: dict[str, Any]) -> int:
+    """alice administers with the official IAM SDK: a custom policy, a group granted it, a user in the group and
+    the user's access key, all through the sidecar's IAM API; the new key works at once. Unexpected outcomes."""
+    from huaweicloudsdkcore.auth.credentials import BasicCredentials, GlobalCredentials
+    from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
+    from huaweicloudsdkiam.v3 import IamClient
+    from huaweicloudsdkiam.v3 import model as iam_model
+    from huaweicloudsdkmodelarts import v1
+
+    def mark(ok: bool) -> str:
+        return f"{GREEN}as expected{RESET}" if ok else f"{RED}UNEXPECTED{RESET}"
+
+    print("\n== 6. An administrator with huaweicloudsdkiam: users, keys and policies through authmw's IAM API")
+    domain = authmw("domain", "show", "default")["id"]
+    alice = GlobalCredentials(keys["alice"]["access"], keys["alice"]["secret"], domain)
+    iam = IamClient.new_builder().with_credentials(alice).with_endpoints([sidecar]).build()
+    statement = iam_model.AgencyPolicyStatement(action=["modelarts:notebook:list"], effect="Allow")
+    option = iam_model.AgencyPolicyRoleOption(
+        display_name="notebook-readers", type="AX", policy=iam_model.AgencyPolicy(version="1.1", statement=[statement])
+    )
+    role = iam.create_agency_custom_policy(
+        iam_model.CreateAgencyCustomPolicyRequest(iam_model.CreateAgencyCustomPolicyRequestBody(option))
+    ).role
+    group = iam.keystone_create_group(
+        iam_model.KeystoneCreateGroupRequest(
+            iam_model.KeystoneCreateGroupRequestBody(iam_model.KeystoneCreateGroupOption(name="readers"))
+        )
+    ).group
+    iam.keystone_associate_group_with_domain_permission(
+        iam_model.KeystoneAssociateGroupWithDomainPermissionRequest(domain, group.id, role.id)
+    )
+    user = iam.keystone_create_user(
+        iam_model.KeystoneCreateUserRequest(
+            iam_model.KeystoneCreateUserRequestBody(iam_model.KeystoneCreateUserOption(name="carol", domain_id=domain))
+        )
+    ).user
+    iam.keystone_add_user_to_group(iam_model.KeystoneAddUserToGroupRequest(group.id, user.id))
+    key = iam.create_permanent_access_key(
+        iam_model.CreatePermanentAccessKeyRequest(
+            iam_model.CreatePermanentAccessKeyRequestBody(iam_model.CreateCredentialOption(user.id))
+        )
+    ).credential
+    print(
+        "\n-- alice: create_agency_custom_policy(notebook-readers), keystone_create_group(readers), grant on the "
+        f"domain, keystone_create_user(carol), add to readers, create_permanent_access_key -> {key.access}"
+    )
+    carol = (
+        v1.ModelArtsClient.new_builder()
+        .with_credentials(BasicCredentials(key.access, key.secret, project))
+        .with_endpoints([sidecar])
+        .build()
+    )
+    listed = carol.list_notebooks(v1.ListNotebooksRequest())
+    ok = listed.status_code == 200
+    print(f"\n-- carol, with the new key: list_notebooks -> {listed.status_code} [{mark(ok)}]")
+    failures = not ok
+    try:
+        IamClient.new_builder().with_credentials(GlobalCredentials(key.access, key.secret, domain)).with_endpoints(
+            [sidecar]
+        ).build().keystone_list_users(iam_model.KeystoneListUsersRequest())
+        refused = None
+    except ClientRequestException as exc:
+        refused = (exc.status_code, exc.error_code)
+    ok = refused == (403, "action_denied")
+    print(f"\n-- carol: keystone_list_users -> {refused} (no iam: action in her policy) [{mark(ok)}]")
+    return failures + (not ok)
 
 
 def data_scientist(sidecar: str, project: str, keys: dict[str, Any]) -> int:
@@ -307,7 +377,7 @@ def data_scientist(sidecar: str, project: str, keys: dict[str, Any]) -> int:
     def mark(ok: bool) -> str:
         return f"{GREEN}as expected{RESET}" if ok else f"{RED}UNEXPECTED{RESET}"
 
-    print("\n== 6. A data scientist with huaweicloudsdkmodelarts: workspaces come from authmw's store")
+    print("\n== 7. A data scientist with huaweicloudsdkmodelarts: workspaces come from authmw's store")
     bob = sdk("bob")
     made = bob.create_workspace(v1.CreateWorkspaceRequest(v1.CreateWorkspaceReq(name="bob-lab", auth_type="PRIVATE")))
     ok = made.owner == "bob" and made.status == "NORMAL"

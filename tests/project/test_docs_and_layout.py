@@ -47,6 +47,6 @@ def test_make_demo_walkthrough_runs_end_to_end(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "every outcome was as expected" in out
-    assert out.count("[as expected]") == 16
+    assert out.count("[as expected]") == 18
     for code in ("action_denied", "workspace_denied", "address_not_allowed", "missing_credentials", "replayed_request"):
         assert code in out
