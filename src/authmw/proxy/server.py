@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from authmw.admission import BodyBudget
-from authmw.assembly import keep_replay_window, open_guard
+from authmw.assembly import keep_replay_window, open_guard, token_limits
 from authmw.audit import AUDIT_LOGGER
 from authmw.errors import AddressInUse, ChangeRefused, ConfigurationError, RequestTimeout, render
 from authmw.guard import Guard
-from authmw.iam_api import AttemptLimiter, TokenService
+from authmw.iam_api import AttemptLimiter, MintLimiter, TokenService
 from authmw.proxy.app import ProxyApp
 from authmw.settings import Settings
 from authmw.store import Store
@@ -57,9 +57,16 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def build_app(settings: Settings, store: Store, *, limiter: AttemptLimiter | None = None) -> ProxyApp:
+def build_app(
+    settings: Settings,
+    store: Store,
+    *,
+    limiter: AttemptLimiter | None = None,
+    minter: MintLimiter | None = None,
+) -> ProxyApp:
     """The proxy app over ``store`` configured by ``settings`` (the upstream is required); its token service
-    counts login attempts with ``limiter`` (a new one if None: pass the running one on a reload)."""
+    counts login attempts with ``limiter`` and security tokens with ``minter`` (new ones if None: pass the
+    running ones on a reload)."""
     if not settings.upstream:
         raise ConfigurationError("the proxy needs an upstream URL (--upstream or upstream: in the config)")
     guard = open_guard(store, config=settings)
@@ -69,7 +76,10 @@ def build_app(settings: Settings, store: Store, *, limiter: AttemptLimiter | Non
     except ChangeRefused as exc:
         raise ConfigurationError(f"token_algorithm: {exc}") from None
     signer = TokenSigner(*token_key, algorithm=settings.token_algorithm)
-    service = None if guard.tokens is None else TokenService(store, signer, guard, limiter=limiter)
+    if limiter is None or minter is None:
+        fresh_limiter, fresh_minter = token_limits(settings)
+        limiter, minter = limiter or fresh_limiter, minter or fresh_minter
+    service = None if guard.tokens is None else TokenService(store, signer, guard, limiter=limiter, minter=minter)
     try:
         return ProxyApp(
             guard=guard,
@@ -166,8 +176,8 @@ def serve(settings: Settings, store: Store, *, reload_settings: Callable[[], Set
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per forwarded request is the audit log's job
     _audit_to(settings.audit_log)
-    limiter = AttemptLimiter()  # one for the process: a reload must not reset the login attempt counters
-    app = build_app(settings, store, limiter=limiter)
+    limiter, minter = token_limits(settings)  # one each for the process: a reload must not reset them
+    app = build_app(settings, store, limiter=limiter, minter=minter)
     host, port = parse_listen(settings.listen)
     listening = bind(host, port)
     config = uvicorn.Config(
@@ -191,7 +201,7 @@ def serve(settings: Settings, store: Store, *, reload_settings: Callable[[], Set
     def rebuild() -> tuple[Settings, ProxyApp]:
         fresh = reload_settings() if reload_settings is not None else settings
         fresh = replace(fresh, upstream=fresh.upstream or settings.upstream, listen=settings.listen)
-        rebuilt = build_app(fresh, store, limiter=limiter)  # also the current signing key and the key set
+        rebuilt = build_app(fresh, store, limiter=limiter, minter=minter)  # also the signing key and the key set
         rebuilt.guard.identity.poll()  # type: ignore[attr-defined]
         keep_issuers(app.guard, rebuilt.guard, running[0], fresh)
         keep_replay_window(app.guard, rebuilt.guard)
