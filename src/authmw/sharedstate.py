@@ -184,9 +184,7 @@ class Listeners:
 
     def add(self, callback: Callable[[], None]) -> None:
         bound = hasattr(callback, "__self__")
-        ref: Callable[[], Callable[[], None] | None] = (
-            weakref.WeakMethod(callback) if bound else lambda: callback
-        )
+        ref: Callable[[], Callable[[], None] | None] = weakref.WeakMethod(callback) if bound else lambda: callback
         with self._lock:
             self._callbacks.append(ref)
 

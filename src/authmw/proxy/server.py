@@ -166,11 +166,17 @@ def _audit_to(target: str | None) -> None:
     AUDIT_LOGGER.propagate = False
 
 
-def serve(settings: Settings, store: Store, *, reload_settings: Callable[[], Settings] | None = None) -> None:
+def serve(
+    settings: Settings,
+    store: Store,
+    *,
+    reload_settings: Callable[[], Settings] | None = None,
+    listening: socket.socket | None = None,
+) -> None:
     """Serve until SIGINT/SIGTERM (in-flight requests finish first); SIGHUP rebuilds the guard from
     ``reload_settings()`` (and takes up the store's current signing key) and drops every cache, without dropping
-    a request. A reload that fails keeps the old
-    configuration and logs why."""
+    a request. A reload that fails keeps the old configuration and logs why. ``listening``: a socket bound
+    already (shared by several worker processes), else ``settings.listen`` is bound here."""
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -179,7 +185,8 @@ def serve(settings: Settings, store: Store, *, reload_settings: Callable[[], Set
     limiter, minter = token_limits(settings)  # one each for the process: a reload must not reset them
     app = build_app(settings, store, limiter=limiter, minter=minter)
     host, port = parse_listen(settings.listen)
-    listening = bind(host, port)
+    if listening is None:
+        listening = bind(host, port)
     config = uvicorn.Config(
         app,
         host=host,
