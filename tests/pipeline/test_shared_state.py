@@ -1,0 +1,426 @@
+"""Several authmw processes behave as one (issue 16, items 1 and 4): three real `authmw proxy` processes on one
+PostgreSQL store (a fresh schema per test) and one Redis (a key prefix per test). A request accepted by one is
+refused by the others; the login and security-token limits are global; a change written anywhere is enforced
+everywhere within 100 ms at p99 (1 s without Redis, by polling); Redis gone → 503 ``shared_state_unavailable``
+and recovery; ``authmw proxy --workers N``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from authmw.assembly import announce_changes
+from authmw.redisstate import RedisState
+from authmw.signing import sign_request
+from authmw.store import Store, open_store
+from tests.support.pgutil import pg_schema
+from tests.support.servers import free_port, serve_asgi
+from tests.support.world import echo_asgi
+
+redis = pytest.importorskip("redis")
+
+REDIS = os.environ.get("AUTHMW_TEST_REDIS", "redis://127.0.0.1:6379/0")
+PASSWORD = "correct horse battery staple"
+TOKENS = "/v3/auth/tokens"
+STS = "/v3.0/OS-CREDENTIAL/securitytokens"
+DENY_NOTEBOOKS = '{"Version": "1.1", "Statement": [{"Effect": "Deny", "Action": ["modelarts:notebook:list"]}]}'
+ALLOW_NOTEBOOKS = '{"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["modelarts:notebook:list"]}]}'
+
+
+def _redis_up() -> bool:
+    try:
+        return bool(redis.Redis.from_url(REDIS, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+pytestmark = pytest.mark.skipif(not _redis_up(), reason=f"no Redis at {REDIS}")
+
+
+@dataclass
+class Site:
+    """One store, its master key, a user with a key and a password, and the Redis key prefix of the test."""
+
+    url: str
+    key_file: str
+    store: Store
+    project: str
+    access: str
+    secret: str
+    prefix: str
+    tmp: Path
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "AUTHMW_STORE": self.url, "AUTHMW_MASTER_KEY_FILE": self.key_file}
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    key_file = str(tmp_path / "authmw.key")
+    prefix = f"authmw-test-{secrets.token_hex(6)}:"
+    with pg_schema() as url:
+        store = open_store(url, create=True, environ={"AUTHMW_MASTER_KEY_FILE": key_file})
+        try:
+            store.initialize()
+            project = store.create_project("cn-north-4", region="cn-north-4").id
+            store.create_user("ana", password=PASSWORD)
+            store.create_group("developers")
+            store.add_user_to_group("developers", "ana")
+            store.create_policy("notebooks", ALLOW_NOTEBOOKS)
+            store.attach_policy("notebooks", group="developers")
+            store.attach_policy("ModelArts CommonOperations", group="developers")
+            key = store.create_access_key("ana")
+            yield Site(url, key_file, store, project, key.access, key.secret, prefix, tmp_path)
+        finally:
+            store.close()
+            client = redis.Redis.from_url(REDIS)
+            for name in client.scan_iter(match=prefix + "*"):
+                client.delete(name)
+
+
+@contextlib.contextmanager
+def fleet(site: Site, count: int, config: str = "", *extra: str) -> Iterator[list[str]]:
+    """``count`` `authmw proxy` processes in front of one echo upstream, configured by ``config`` (YAML)."""
+    config_file = site.tmp / f"proxy-{secrets.token_hex(3)}.yaml"
+    config_file.write_text(config or "{}\n")
+    processes: list[subprocess.Popen[str]] = []
+    urls: list[str] = []
+    with serve_asgi(echo_asgi) as upstream:
+        try:
+            for _ in range(count):
+                port = free_port()
+                listen = f"127.0.0.1:{port}"
+                command = [sys.executable, "-m", "authmw", "proxy", "--upstream", upstream, "--listen", listen,
+                           "--config", str(config_file), "--audit-log", os.devnull, *extra]  # fmt: skip
+                processes.append(
+                    subprocess.Popen(command, env=site.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                )
+                urls.append(f"http://127.0.0.1:{port}")
+            for process, url in zip(processes, urls, strict=True):
+                _wait_ready(process, url)
+            yield urls
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.terminate()
+            for process in processes:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(30)
+
+
+def _wait_ready(process: subprocess.Popen[str], url: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/healthz").status_code == 200:
+                return
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"proxy did not start: {process.communicate()[1][-2000:]}")
+        time.sleep(0.05)
+
+
+def shared(site: Site, redis_url: str = REDIS, **more: Any) -> str:
+    lines = [f"shared_state: {redis_url}", f"shared_state_prefix: '{site.prefix}'"]
+    lines += [f"{name}: {value}" for name, value in more.items()]
+    return "\n".join(lines) + "\n"
+
+
+def signed(site: Site, url: str, **headers: str) -> Any:
+    path = f"{url}/v1/{site.project}/notebooks"
+    return sign_request("GET", path, {"X-Nonce": os.urandom(8).hex(), **headers}, b"", access_key=site.access,
+                        secret_key=site.secret)  # fmt: skip
+
+
+def send(request: Any, url: str | None = None) -> httpx.Response:
+    """``request`` as signed, sent to ``url`` (another instance: the signature covers the path, not the port)."""
+    target = request.url if url is None else url + request.url[request.url.index("/v1/") :]
+    return httpx.request(request.method, target, headers=request.headers, content=request.body, timeout=10)
+
+
+def code(response: httpx.Response) -> tuple[int, str | None]:
+    body = response.json() if response.headers.get("content-type") == "application/json" else {}
+    return response.status_code, body.get("error_code") if isinstance(body, dict) else None
+
+
+def login(url: str, password: str = PASSWORD) -> httpx.Response:
+    user = {"name": "ana", "password": password, "domain": {"name": "default"}}
+    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": user}}}}
+    return httpx.post(url + TOKENS, json=body, timeout=60)
+
+
+def mint(url: str, token: str) -> httpx.Response:
+    body = {"auth": {"identity": {"methods": ["token"], "token": {"duration_seconds": 900}}}}
+    return httpx.post(url + STS, json=body, headers={"X-Auth-Token": token}, timeout=30)
+
+
+# The replay window ------------------------------------------------------------------------------------------------
+
+
+def test_a_request_accepted_by_one_instance_is_refused_by_every_other(site: Site) -> None:
+    with fleet(site, 3, shared(site)) as urls:
+        for first in range(3):
+            request = signed(site, urls[first])
+            assert send(request).status_code == 200
+            for other in urls:
+                assert code(send(request, other)) == (401, "replayed_request")
+        # Raced: the same request sent to the three at once is accepted exactly once.
+        for _ in range(10):
+            request = signed(site, urls[0])
+            with ThreadPoolExecutor(3) as pool:
+                answers = list(pool.map(lambda u, r=request: send(r, u).status_code, urls))
+            assert sorted(answers) == [200, 401, 401]
+
+
+def test_without_shared_state_each_instance_keeps_its_own_window(site: Site) -> None:
+    """What the shared state fixes: the same request replayed to another instance is accepted there."""
+    with fleet(site, 2) as urls:
+        request = signed(site, urls[0])
+        assert send(request).status_code == 200
+        assert send(request, urls[1]).status_code == 200
+        assert code(send(request, urls[1])) == (401, "replayed_request")
+
+
+# Limits -----------------------------------------------------------------------------------------------------------
+
+
+def test_the_login_limit_is_global(site: Site) -> None:
+    with fleet(site, 3, shared(site)) as urls:
+        for attempt in range(5):  # the user's limit is 5 failures, spread over the three
+            assert code(login(urls[attempt % 3], "wrong password")) == (401, "authentication_failed")
+        for url in urls:
+            assert code(login(url)) == (429, "too_many_attempts")  # even with the right password
+
+
+def test_the_security_token_limit_is_global(site: Site) -> None:
+    with fleet(site, 3, shared(site, security_token_limit=4)) as urls:
+        token = login(urls[0]).headers["x-subject-token"]
+        for attempt in range(4):
+            assert mint(urls[attempt % 3], token).status_code == 201
+        for url in urls:
+            answer = mint(url, token)
+            assert code(answer) == (429, "too_many_attempts")
+            assert 1 <= int(answer.headers["retry-after"]) <= 60
+
+
+# Change notices ---------------------------------------------------------------------------------------------------
+
+
+def _until_all(urls: list[str], refused: Callable[[str], bool], limit: float = 3.0) -> list[float]:
+    """Seconds until each instance refuses (each watched on its own thread, from now)."""
+    start = time.perf_counter()
+
+    def watch(url: str) -> float:
+        while not refused(url):
+            if time.perf_counter() - start > limit:
+                raise AssertionError(f"{url} still accepts after {limit} s")
+        return time.perf_counter() - start
+
+    with ThreadPoolExecutor(len(urls)) as pool:
+        return list(pool.map(watch, urls))
+
+
+def _measure(urls: list[str], change: Callable[[], None], undo: Callable[[], None], refused: Callable[[str], bool],
+             trials: int) -> list[float]:  # fmt: skip
+    """Per trial and instance: seconds from a change's commit until that instance refuses."""
+    delays: list[float] = []
+    for _ in range(trials):
+        assert not any(refused(url) for url in urls)
+        change()
+        delays += _until_all(urls, refused)
+        undo()
+        deadline = time.monotonic() + 3
+        while any(refused(url) for url in urls):  # the undo reaches everyone too
+            assert time.monotonic() < deadline
+    return delays
+
+
+def _report(name: str, delays: list[float]) -> float:
+    ordered = sorted(delays)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    print(  # the distribution, for the results (pytest -s)
+        f"{name}: n={len(ordered)} min={ordered[0] * 1000:.1f} ms p50={statistics.median(ordered) * 1000:.1f} ms "
+        f"p90={ordered[int(0.9 * len(ordered))] * 1000:.1f} ms p99={p99 * 1000:.1f} ms max={ordered[-1] * 1000:.1f} ms"
+    )
+    return p99
+
+
+@pytest.mark.parametrize("with_redis", [True, False], ids=["redis", "polling"])
+def test_changes_are_enforced_on_every_instance_within_the_bound(site: Site, with_redis: bool) -> None:
+    bound, trials = (0.1, 20) if with_redis else (1.0, 20)
+    state = RedisState(REDIS, prefix=site.prefix)
+    if with_redis:
+        announce_changes(site.store, state)  # as the CLI's store does (the CLI itself: see the next test)
+    with fleet(site, 3, shared(site) if with_redis else "") as urls:
+
+        def key_refused(url: str) -> bool:
+            return send(signed(site, url)).status_code == 401
+
+        def key(active: bool) -> Callable[[], None]:
+            return lambda: site.store.set_access_key_status(site.access, active)
+
+        disabled = _measure(urls, key(False), key(True), key_refused, trials)
+
+        def policy_refused(url: str) -> bool:
+            return code(send(signed(site, url))) == (403, "action_denied")
+
+        def policy(document: str) -> Callable[[], None]:
+            return lambda: site.store.update_policy("notebooks", document)
+
+        changed = _measure(urls, policy(DENY_NOTEBOOKS), policy(ALLOW_NOTEBOOKS), policy_refused, trials)
+
+        tokens = [login(urls[i % 3]).headers["x-subject-token"] for i in range(trials)]
+        path = f"/v1/{site.project}/notebooks"
+        revoked: list[float] = []
+        for i, token in enumerate(tokens):
+            assert all(httpx.get(url + path, headers={"X-Auth-Token": token}).status_code == 200 for url in urls)
+            headers = {"X-Auth-Token": token, "X-Subject-Token": token}
+            assert httpx.delete(urls[i % 3] + TOKENS, headers=headers).status_code == 204  # through one instance
+            revoked += _until_all(
+                urls, lambda url, t=token: httpx.get(url + path, headers={"X-Auth-Token": t}).status_code == 401
+            )
+    state.close()
+    name = "redis" if with_redis else "polling"
+    for label, delays in (("key disabled", disabled), ("policy changed", changed), ("token revoked", revoked)):
+        assert _report(f"{name}: {label}", delays) <= bound
+
+
+def test_a_change_written_by_the_cli_is_published(site: Site) -> None:
+    config = site.tmp / "cli.yaml"
+    config.write_text(shared(site))
+    listener = redis.Redis.from_url(REDIS).pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(site.prefix + "revision")
+    listener.get_message(timeout=1)  # the subscription's confirmation
+    command = [sys.executable, "-m", "authmw", "key", "disable", site.access, "--config", str(config)]
+    done = subprocess.run(command, check=False, env=site.env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    notice = listener.get_message(timeout=2)
+    assert notice is not None and int(notice["data"]) == site.store.revision()
+    listener.close()
+    # Redis down: the change is made all the same (the proxies' polling finds it), with a warning.
+    config.write_text(shared(site, f"redis://127.0.0.1:{free_port()}/0"))
+    command[3] = "enable"
+    done = subprocess.run(command, check=False, env=site.env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "could not publish" in done.stderr
+
+
+# Redis outages ----------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def redis_server(port: int) -> Iterator[subprocess.Popen[bytes]]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("no redis-server")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        with contextlib.suppress(redis.RedisError):
+            if redis.Redis(port=port, socket_connect_timeout=0.2).ping():
+                break
+        assert time.monotonic() < deadline, "redis-server did not start"
+        time.sleep(0.05)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def test_redis_killed_fails_closed_then_recovers(site: Site) -> None:
+    port = free_port()
+    server = redis_server(port)
+    server.__enter__()
+    try:
+        with fleet(site, 2, shared(site, f"redis://127.0.0.1:{port}/0")) as urls:
+            assert all(send(signed(site, url)).status_code == 200 for url in urls)
+            server.__exit__(None, None, None)  # killed
+            for url in urls:
+                for _ in range(5):
+                    start = time.perf_counter()
+                    answer = send(signed(site, url))
+                    assert code(answer) == (503, "shared_state_unavailable")
+                    assert answer.headers["retry-after"] == "1"
+                    assert time.perf_counter() - start < 0.5
+                assert code(login(url)) == (503, "shared_state_unavailable")  # the limits need it too
+                assert httpx.get(url + "/healthz").status_code == 200
+            server = redis_server(port)
+            server.__enter__()
+            start = time.monotonic()
+            for url in urls:
+                while send(signed(site, url)).status_code != 200:
+                    assert time.monotonic() - start < 5, "no recovery"
+                    time.sleep(0.05)
+            request = signed(site, urls[0])
+            assert send(request).status_code == 200
+            assert code(send(request, urls[1])) == (401, "replayed_request")
+    finally:
+        server.__exit__(None, None, None)
+
+
+def test_redis_down_with_the_local_fallback_checks_in_the_process(site: Site) -> None:
+    port = free_port()
+    with fleet(site, 1, shared(site, f"redis://127.0.0.1:{port}/0", shared_state_fallback="local")) as urls:
+        request = signed(site, urls[0])
+        assert send(request).status_code == 200  # no Redis at all: checked here alone
+        assert code(send(request)) == (401, "replayed_request")  # ... and still once
+
+
+# Workers ----------------------------------------------------------------------------------------------------------
+
+
+def test_workers_without_shared_state_refuse_to_start(site: Site) -> None:
+    command = [sys.executable, "-m", "authmw", "proxy", "--upstream", "http://127.0.0.1:9", "--workers", "2"]
+    env = {k: v for k, v in site.env().items() if k != "AUTHMW_SHARED_STATE"}
+    done = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--workers 2 needs shared state" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_workers_share_one_socket_and_one_replay_window(site: Site) -> None:
+    with fleet(site, 1, "", "--workers", "2", "--shared-state", REDIS) as urls:
+        # The same request, many times over fresh connections (each to whichever worker accepts it): once.
+        request = signed(site, urls[0])
+        answers = [send(request).status_code for _ in range(20)]
+        assert answers.count(200) == 1 and answers.count(401) == 19
+        with ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(lambda _: send(signed(site, urls[0])).status_code, range(40)))
+        assert statuses == [200] * 40
+
+
+def test_workers_stop_together_on_sigterm(site: Site) -> None:
+    port = free_port()
+    with serve_asgi(echo_asgi) as upstream:
+        command = [sys.executable, "-m", "authmw", "proxy", "--upstream", upstream, "--listen", f"127.0.0.1:{port}",
+                   "--workers", "2", "--shared-state", REDIS, "--audit-log", os.devnull]  # fmt: skip
+        process = subprocess.Popen(command, env=site.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _wait_ready(process, f"http://127.0.0.1:{port}")
+        children_found = subprocess.run(["pgrep", "-P", str(process.pid)], check=False, capture_output=True, text=True)
+        children = children_found.stdout.split()
+        assert len(children) == 2
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+        for pid in children:
+            with pytest.raises(ProcessLookupError):
+                os.kill(int(pid), 0)
