@@ -14,6 +14,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -146,10 +147,26 @@ def signed(site: Site, url: str, **headers: str) -> Any:
                         secret_key=site.secret)  # fmt: skip
 
 
+_CLIENTS: dict[str, httpx.Client] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def client(url: str) -> httpx.Client:
+    """The client of one instance, made once: connections kept alive, so that a probe costs a millisecond, not a
+    new client and connection (tens of milliseconds, which would be measured as delay). One thread at a time
+    watches an instance."""
+    base = url[: url.index("/", len("http://"))] if url.count("/") > 2 else url
+    with _CLIENTS_LOCK:
+        found = _CLIENTS.get(base)
+        if found is None:
+            found = _CLIENTS[base] = httpx.Client(timeout=10)
+    return found
+
+
 def send(request: Any, url: str | None = None) -> httpx.Response:
     """``request`` as signed, sent to ``url`` (another instance: the signature covers the path, not the port)."""
     target = request.url if url is None else url + request.url[request.url.index("/v1/") :]
-    return httpx.request(request.method, target, headers=request.headers, content=request.body, timeout=10)
+    return client(target).request(request.method, target, headers=request.headers, content=request.body)
 
 
 def code(response: httpx.Response) -> tuple[int, str | None]:
@@ -157,9 +174,11 @@ def code(response: httpx.Response) -> tuple[int, str | None]:
     return response.status_code, body.get("error_code") if isinstance(body, dict) else None
 
 
-def login(url: str, password: str = PASSWORD) -> httpx.Response:
+def login(url: str, password: str = PASSWORD, project: str | None = None) -> httpx.Response:
     user = {"name": "ana", "password": password, "domain": {"name": "default"}}
-    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": user}}}}
+    body: dict[str, Any] = {"auth": {"identity": {"methods": ["password"], "password": {"user": user}}}}
+    if project is not None:
+        body["auth"]["scope"] = {"project": {"id": project}}
     return httpx.post(url + TOKENS, json=body, timeout=60)
 
 
@@ -283,15 +302,15 @@ def test_changes_are_enforced_on_every_instance_within_the_bound(site: Site, wit
 
         changed = _measure(urls, policy(DENY_NOTEBOOKS), policy(ALLOW_NOTEBOOKS), policy_refused, trials)
 
-        tokens = [login(urls[i % 3]).headers["x-subject-token"] for i in range(trials)]
+        tokens = [login(urls[i % 3], project=site.project).headers["x-subject-token"] for i in range(trials)]
         path = f"/v1/{site.project}/notebooks"
         revoked: list[float] = []
         for i, token in enumerate(tokens):
-            assert all(httpx.get(url + path, headers={"X-Auth-Token": token}).status_code == 200 for url in urls)
+            assert all(client(url).get(url + path, headers={"X-Auth-Token": token}).status_code == 200 for url in urls)
             headers = {"X-Auth-Token": token, "X-Subject-Token": token}
             assert httpx.delete(urls[i % 3] + TOKENS, headers=headers).status_code == 204  # through one instance
             revoked += _until_all(
-                urls, lambda url, t=token: httpx.get(url + path, headers={"X-Auth-Token": t}).status_code == 401
+                urls, lambda url, t=token: client(url).get(url + path, headers={"X-Auth-Token": t}).status_code == 401
             )
     state.close()
     name = "redis" if with_redis else "polling"
