@@ -340,7 +340,7 @@ def test_a_change_written_by_the_cli_is_published(site: Site) -> None:
     listener.close()
     # Redis down: the change is made all the same (the proxies' polling finds it), with a warning.
     config.write_text(shared(site, f"redis://127.0.0.1:{free_port()}/0"))
-    command[3] = "enable"
+    command[4] = "enable"
     done = subprocess.run(command, check=False, env=site.env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "could not publish" in done.stderr
