@@ -411,6 +411,8 @@ def test_redis_down_with_the_local_fallback_checks_in_the_process(site: Site) ->
         request = signed(site, urls[0])
         assert send(request).status_code == 200  # no Redis at all: checked here alone
         assert code(send(request)) == (401, "replayed_request")  # ... and still once
+        metrics = httpx.get(urls[0] + "/metrics").text
+        assert "authmw_shared_state_fallbacks 2.0" in metrics  # and counted
 
 
 # Workers ----------------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from authmw.errors import AddressInUse, ChangeRefused, ConfigurationError, Reque
 from authmw.guard import Guard
 from authmw.iam_api import AttemptLimiter, MintLimiter, TokenService
 from authmw.proxy.app import ProxyApp
+from authmw.redisstate import RedisState, shared_state
 from authmw.settings import Settings
 from authmw.store import Store
 from authmw.tokens import TokenSigner
@@ -81,7 +82,7 @@ def build_app(
         limiter, minter = limiter or fresh_limiter, minter or fresh_minter
     service = None if guard.tokens is None else TokenService(store, signer, guard, limiter=limiter, minter=minter)
     try:
-        return ProxyApp(
+        app = ProxyApp(
             guard=guard,
             upstream=settings.upstream,
             signing_key=signing_key,
@@ -96,6 +97,10 @@ def build_app(
         )
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
+    state = shared_state(settings)
+    if isinstance(state, RedisState):
+        app.metrics.shared_state_fallbacks.set_function(lambda: state.fallbacks)
+    return app
 
 
 def header_deadline_protocol(header_timeout: float) -> type[asyncio.Protocol]:
