@@ -453,3 +453,52 @@ def test_workers_stop_together_on_sigterm(site: Site) -> None:
         for pid in children:
             with pytest.raises(ProcessLookupError):
                 os.kill(int(pid), 0)
+
+
+# The middleware under a server's worker processes ---------------------------------------------------------------
+
+MIDDLEWARE_APP = """
+import json, os
+from authmw import open_guard
+from authmw.asgi import AuthMiddleware
+
+async def pid(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = json.dumps({"pid": os.getpid()}).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+guard = open_guard(os.environ["AUTHMW_STORE"], shared_state_prefix=os.environ["TEST_PREFIX"])
+app = AuthMiddleware(pid, guard=guard)
+"""
+
+
+def test_the_asgi_middleware_under_two_uvicorn_workers_shares_one_replay_window(site: Site) -> None:
+    (site.tmp / "pid_app.py").write_text(MIDDLEWARE_APP)
+    port = free_port()
+    env = {**site.env(), "AUTHMW_SHARED_STATE": REDIS, "TEST_PREFIX": site.prefix}
+    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(site.tmp), "pid_app:app", "--port", str(port),
+               "--workers", "2", "--log-level", "warning"]  # fmt: skip
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        pids: set[int] = set()
+        while len(pids) < 2:  # both workers answer (each new connection goes to whichever accepts it)
+            with contextlib.suppress(httpx.HTTPError):
+                answer = httpx.request(**_fresh(signed(site, url)))
+                if answer.status_code == 200:
+                    pids.add(answer.json()["pid"])
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr
+        request = signed(site, url)
+        statuses = [httpx.request(**_fresh(request)).status_code for _ in range(20)]
+        assert statuses.count(200) == 1 and statuses.count(401) == 19
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def _fresh(request: Any) -> dict[str, Any]:
+    """``request`` for ``httpx.request``: a new connection each time."""
+    return {"method": request.method, "url": request.url, "headers": request.headers, "content": request.body}
