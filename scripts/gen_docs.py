@@ -128,6 +128,9 @@ ERROR_MEANINGS = {
     "service_unavailable": "the base of the 503 codes; never raised itself",
     "replay_cache_full": "the replay guard holds `replay_capacity` requests; retry later",
     "store_unavailable": "the store or the security-token resolver failed (fail closed; the cause is logged, not sent)",
+    "shared_state_unavailable": "the shared state (Redis) holding the replay window and the login and security-token "
+    "limits did not answer within `shared_state_timeout` (fail closed; `shared_state_fallback: local` checks in the "
+    "process instead)",
     "server_busy": "the request bodies being read already hold `body_budget` bytes",
     "issuer_unavailable": "an external OIDC issuer's keys could not be fetched and the last good ones are past "
     "their grace period",
