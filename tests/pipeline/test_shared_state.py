@@ -425,6 +425,10 @@ def test_workers_without_shared_state_refuse_to_start(site: Site) -> None:
     assert done.returncode == 2
     assert "--workers 2 needs shared state" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+    for bad in ("0", "65", "two", "-1"):
+        command[-1] = bad
+        done = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and "--workers" in done.stderr, (bad, done.stderr)
 
 
 def test_workers_share_one_socket_and_one_replay_window(site: Site) -> None:
