@@ -133,7 +133,6 @@ class RedisState:
             raise ConfigurationError(f"shared_state: {exc}") from None
         self._url = url
         self._prefix = prefix
-        self._timeout = timeout
         self._quota = quota
         self._clock = clock
         self._remember_script = self._client.register_script(_REMEMBER)
@@ -256,7 +255,8 @@ class RedisState:
                 first, self._down = not self._down, True
                 self._retry_at = time.monotonic() + _COOL_DOWN
             if first:
-                logger.warning("shared state %s unreachable (%s)", self.describe(), type(exc).__name__)
+                then = "checking in this process alone" if self._local is not None else "refusing what needs it (503)"
+                logger.warning("shared state %s unreachable (%s): %s", self.describe(), type(exc).__name__, then)
             return self._outage()
         if self._down:
             self._down = False
