@@ -481,7 +481,7 @@ app = AuthMiddleware(pid, guard=guard)
 """
 
 
-def test_the_asgi_middleware_under_two_uvicorn_workers_shares_one_replay_window(site: Site) -> None:
+def test_the_asgi_middleware_under_two_uvicorn_workers_shares_one_replay_window_and_hears_changes(site: Site) -> None:
     (site.tmp / "pid_app.py").write_text(MIDDLEWARE_APP)
     port = free_port()
     env = {**site.env(), "AUTHMW_SHARED_STATE": REDIS, "TEST_PREFIX": site.prefix}
@@ -501,6 +501,20 @@ def test_the_asgi_middleware_under_two_uvicorn_workers_shares_one_replay_window(
         request = signed(site, url)
         statuses = [httpx.request(**_fresh(request)).status_code for _ in range(20)]
         assert statuses.count(200) == 1 and statuses.count(401) == 19
+        # A key disabled is refused by both workers 100 ms after the write (their own polling takes up to 250 ms).
+        state = RedisState(REDIS, prefix=site.prefix)
+        announce_changes(site.store, state)
+        with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0), timeout=10) as fresh:
+            for _ in range(5):
+                site.store.set_access_key_status(site.access, False)
+                time.sleep(0.1)
+                statuses = [fresh.request(**_fresh(signed(site, url))).status_code for _ in range(10)]
+                assert statuses == [401] * 10
+                site.store.set_access_key_status(site.access, True)
+                time.sleep(0.1)
+                statuses = [fresh.request(**_fresh(signed(site, url))).status_code for _ in range(10)]
+                assert statuses == [200] * 10
+        state.close()
     finally:
         process.terminate()
         process.wait(30)
