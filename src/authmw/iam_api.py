@@ -120,13 +120,14 @@ class AttemptLimiter:
         self.windows: Windows = windows if windows is not None else LocalWindows(max_keys=2 * max_keys, clock=clock)
         self._hashing = 0
         self._lock = threading.Lock()  # attempts are settled in the worker threads that check passwords
-        # Unknown users and domains share a bounded set of keys, chosen by a keyed hash nobody outside can predict.
-        self._salt = os.urandom(16)
+        # Unknown users and domains share a bounded set of keys, chosen by a keyed hash nobody outside can predict;
+        # the key is the windows' (so every process sharing them picks the same bucket: a limit that bound a real
+        # user fleet-wide and a made-up one per process would tell them apart).
 
     def unknown_key(self, domain: str, name: str) -> str:
         """The key of a user that does not exist: one of :data:`UNKNOWN_BUCKETS`, so made-up names are limited
         like real ones without growing the limiter."""
-        digest = hmac.new(self._salt, f"{domain}\0{name}".encode(), hashlib.sha256).digest()
+        digest = hmac.new(self.windows.secret("unknown-users"), f"{domain}\0{name}".encode(), hashlib.sha256).digest()
         return f"?{int.from_bytes(digest[:4], 'big') % UNKNOWN_BUCKETS}"
 
     def reserve(self, user: str, address: str | None) -> Attempt:

@@ -102,6 +102,13 @@ return 0
 """
 
 
+# KEYS[1] the secret; ARGV[1] a value, kept only if none is there yet.
+_SECRET = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+"""
+
+
 class RedisState:
     """:class:`~authmw.sharedstate.SharedState` in the Redis at ``url`` (``redis://[:PASSWORD@]HOST:PORT/DB``,
     ``rediss://`` for TLS), its keys under ``prefix``; ``timeout`` seconds for each connect and each answer.
@@ -138,6 +145,8 @@ class RedisState:
         self._remember_script = self._client.register_script(_REMEMBER)
         self._reserve_script = self._client.register_script(_RESERVE)
         self._settle_script = self._client.register_script(_SETTLE)
+        self._secret_script = self._client.register_script(_SECRET)
+        self._secrets: dict[str, bytes] = {}
         self.fallback = fallback
         self._local = LocalState(replay=ReplayGuard(quota=None, clock=clock)) if fallback else None
         self.fallbacks = 0  # requests checked in the process while Redis was unreachable (a metric)
@@ -202,6 +211,16 @@ class RedisState:
                 self._local.settle(keys, window, count=count, forget=forget)
         except SharedStateUnavailable:  # the attempt was decided: it expires from Redis on its own (_PENDING_TTL)
             logger.warning("shared state unreachable: an attempt could not be settled in %s", self.describe())
+
+    def secret(self, name: str) -> bytes:
+        found = self._secrets.get(name)
+        if found is None:
+            value = self._call(self._secret_script, [f"{self._prefix}secret:{name}"], [os.urandom(16).hex()])
+            if value is None:  # the fallback: this process's own until Redis answers
+                assert self._local is not None
+                return self._local.secret(name)
+            found = self._secrets[name] = bytes.fromhex(value.decode() if isinstance(value, bytes) else value)
+        return found
 
     def _pair(self, key: str) -> tuple[str, str]:
         return f"{self._prefix}w:{key}", f"{self._prefix}p:{key}"

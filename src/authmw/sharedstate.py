@@ -9,6 +9,7 @@ verifier, the token endpoints and the caches never know which one they hold.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import weakref
@@ -40,6 +41,9 @@ class Windows(Protocol):
 
     def waiting(self, limits: Sequence[Limit], window: float) -> int:
         """What :meth:`reserve` would answer, without reserving."""
+
+    def secret(self, name: str) -> bytes:
+        """16 random bytes named ``name``, made once and the same for everyone sharing these windows (a hash key)."""
 
     def settle(self, keys: Sequence[str], window: float, *, count: bool, forget: str | None = None) -> None:
         """End an attempt reserved on ``keys``: it becomes an event if ``count``; ``forget`` (one of them) drops
@@ -85,6 +89,7 @@ class LocalWindows:
             raise ConfigurationError("max_keys must be positive")
         self._max_keys, self._clock = max_keys, clock
         self._counters: OrderedDict[str, _Counter] = OrderedDict()
+        self._secrets: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
     def reserve(self, limits: Sequence[Limit], window: float) -> int:
@@ -114,6 +119,10 @@ class LocalWindows:
                 forgotten.events.clear()
                 if not forgotten.pending:
                     del self._counters[forget]  # type: ignore[arg-type]
+
+    def secret(self, name: str) -> bytes:
+        with self._lock:
+            return self._secrets.setdefault(name, os.urandom(16))
 
     def _waiting(self, limits: Sequence[Limit], window: float) -> int:
         now, wait = self._clock(), 0

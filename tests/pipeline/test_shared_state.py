@@ -174,8 +174,8 @@ def code(response: httpx.Response) -> tuple[int, str | None]:
     return response.status_code, body.get("error_code") if isinstance(body, dict) else None
 
 
-def login(url: str, password: str = PASSWORD, project: str | None = None) -> httpx.Response:
-    user = {"name": "ana", "password": password, "domain": {"name": "default"}}
+def login(url: str, password: str = PASSWORD, project: str | None = None, name: str = "ana") -> httpx.Response:
+    user = {"name": name, "password": password, "domain": {"name": "default"}}
     body: dict[str, Any] = {"auth": {"identity": {"methods": ["password"], "password": {"user": user}}}}
     if project is not None:
         body["auth"]["scope"] = {"project": {"id": project}}
@@ -223,6 +223,11 @@ def test_the_login_limit_is_global(site: Site) -> None:
             assert code(login(urls[attempt % 3], "wrong password")) == (401, "authentication_failed")
         for url in urls:
             assert code(login(url)) == (429, "too_many_attempts")  # even with the right password
+        # A user that does not exist is limited alike, fleet-wide (else the difference would tell who exists).
+        for attempt in range(5):
+            assert code(login(urls[attempt % 3], name="nobody")) == (401, "authentication_failed")
+        for url in urls:
+            assert code(login(url, name="nobody")) == (429, "too_many_attempts")
 
 
 def test_the_security_token_limit_is_global(site: Site) -> None:

@@ -132,3 +132,13 @@ def test_redis_unreachable_fails_closed_at_once_and_recovers() -> None:
     assert local.reserve([("login:u:ana", 1)], 60) == 0
     assert local.reserve([("login:u:ana", 1)], 60) == 1
     assert local.fallbacks == 4
+
+
+def test_a_secret_is_made_once_and_shared(state: SharedState) -> None:
+    first = state.secret("unknown-users")
+    assert len(first) == 16 and state.secret("unknown-users") == first
+    assert state.secret("other") != first
+    if isinstance(state, RedisState):  # another process with the same prefix reads the same
+        other = RedisState(REDIS, prefix=state._prefix)
+        assert other.secret("unknown-users") == first
+        other.close()
