@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -134,6 +135,9 @@ ERROR_MEANINGS = {
     "service_unavailable": "the base of the 503 codes; never raised itself",
     "replay_cache_full": "the replay guard holds `replay_capacity` requests; retry later",
     "store_unavailable": "the store or the security-token resolver failed (fail closed; the cause is logged, not sent)",
+    "shared_state_unavailable": "the shared state (Redis) holding the replay window and the login and security-token "
+    "limits did not answer within `shared_state_timeout` (fail closed; `shared_state_fallback: local` checks in the "
+    "process instead)",
     "server_busy": "the request bodies being read already hold `body_budget` bytes",
     "issuer_unavailable": "an external OIDC issuer's keys could not be fetched and the last good ones are past "
     "their grace period",
@@ -182,10 +186,9 @@ def configuration_page() -> str:
             example.append(f"# {field.name}:  ({default})")
         elif isinstance(field.default, bool):
             example.append(f"{field.name}: {'true' if field.default else 'false'}")
-        elif isinstance(field.default, tuple):
-            example.append(f"{field.name}: [{', '.join(str(v) for v in field.default)}]")
-        else:
-            example.append(f"{field.name}: {field.default}")
+        else:  # JSON is YAML: a value such as "authmw:" stays a string
+            value = list(field.default) if isinstance(field.default, tuple) else field.default
+            example.append(f"{field.name}: {json.dumps(value)}")
     return "\n".join(
         [
             NOTICE.format(source="src/authmw/settings.py"),

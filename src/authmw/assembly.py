@@ -9,25 +9,40 @@ import importlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from authmw.errors import ConfigurationError
 from authmw.extras import requires
 from authmw.guard import SIGNED_IF_PRESENT, Guard
+from authmw.iam_api import AttemptLimiter, MintLimiter
 from authmw.oidc import TrustedIssuer
 from authmw.policy import modelarts_actions
+from authmw.redisstate import shared_state
 from authmw.routes import Route, RouteCatalog, Routes, modelarts_routes, route_from_mapping, routes_from_openapi
 from authmw.sessions import SessionSealer
 from authmw.settings import Settings, load_settings
+from authmw.sharedstate import Notices, SharedState
 from authmw.signing import ReplayGuard, Verifier
+from authmw.signing.verifier import ReplayGuardLike
 from authmw.store import CachedIdentity, Store, open_store
 from authmw.tokens import ISSUER, TokenVerifier
 
 if TYPE_CHECKING:
     from authmw.client.jwks import JwksKeys
 
-__all__ = ["keep_replay_window", "open_guard", "presets_in_force", "routes_of", "session_sealer", "trusted_issuers"]
+__all__ = [
+    "announce_changes",
+    "keep_replay_window",
+    "open_guard",
+    "presets_in_force",
+    "replay_guard_of",
+    "routes_of",
+    "session_sealer",
+    "token_limits",
+    "trusted_issuers",
+]
 
 _ISSUER_KEYS = {"issuer", "jwks_url", "domain", "audience", "user_claim", "algorithms", "grace", "min_refetch"}
 
@@ -191,13 +206,51 @@ def _prime(key_sets: list[JwksKeys], timeout: float = 5.0) -> None:
             logger.warning("the JWKS at %s could not be fetched at start-up: its tokens get 503 until it is", keys.url)
 
 
-def replay_guard_of(settings: Settings) -> ReplayGuard | bool:
-    """The in-memory replay guard ``settings`` ask for (False: none). One per process: a replay sent to another
-    worker process or instance is not caught (sharing the window is a separate store's job)."""
+def replay_guard_of(settings: Settings, state: SharedState | None = None) -> ReplayGuardLike | bool:
+    """The replay window ``settings`` ask for (False: none): the shared state's when there is one (a request
+    accepted by one process is refused by all), else one in this process's memory (a replay sent to another
+    worker or instance is not caught)."""
     if not settings.replay_protection:
         logger.warning("replay_protection is off: a captured signed request can be replayed within max_skew")
         return False
+    if state is not None:
+        return state
     return ReplayGuard(capacity=settings.replay_capacity, quota=settings.replay_quota)
+
+
+def token_limits(settings: Settings) -> tuple[AttemptLimiter, MintLimiter]:
+    """The login and security-token limits of the token endpoints, in the shared state when there is one (global
+    limits), else in the process. Keep them for the life of the process: a reload must not reset the counters."""
+    state = shared_state(settings)
+    return AttemptLimiter(windows=state), MintLimiter(per_caller=settings.security_token_limit, windows=state)
+
+
+def announce_changes(store: Store, notices: Notices) -> None:
+    """Make every change written through ``store`` publish the store's new revision to ``notices``, so that every
+    process sharing them drops its caches at once rather than at its next poll."""
+    if not isinstance(store.db, _Announcing):
+        store.db = _Announcing(store.db, notices)
+
+
+class _Announcing:
+    """A store's database that publishes the revision after each committed write that moved it."""
+
+    def __init__(self, db: Any, notices: Notices) -> None:
+        self._db, self._notices = db, notices
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+    @contextmanager
+    def write(self, *, bump: bool = True) -> Iterator[Any]:
+        with self._db.write(bump=bump) as tx:
+            yield tx
+        if bump:
+            try:
+                row = self._db.query("SELECT value FROM authmw_meta WHERE name = 'revision'")
+            except Exception:  # the change is committed; polling finds it
+                return
+            self._notices.publish(int(row[0]) if row else 0)
 
 
 def keep_replay_window(old: Guard, new: Guard) -> None:
@@ -213,13 +266,17 @@ def keep_replay_window(old: Guard, new: Guard) -> None:
 def _build(settings: Settings, store: Store, routes: tuple[Route, ...]) -> Guard:
     """A guard over a cached view of ``store``, configured by ``settings``."""
     identity = CachedIdentity(store)
+    state = shared_state(settings)
+    if state is not None:
+        state.subscribe(identity.poll)  # a change notice: read the revision now, not at the next poll
+        announce_changes(store, state)
     verifier = Verifier(
         keys=identity,
         max_body=settings.max_body,
         max_skew=settings.max_skew,
         allow_unsigned_payload=settings.allow_unsigned_payload,
         signed_if_present=SIGNED_IF_PRESENT,
-        replay_guard=replay_guard_of(settings),
+        replay_guard=replay_guard_of(settings, state),
         # Temporary credentials: security tokens sealed by any process sharing the store (rotations found).
         security_tokens=session_sealer(store, identity),
     )

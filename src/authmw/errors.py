@@ -65,6 +65,7 @@ operators go in typed fields and never contain secrets, signatures or canonical 
     └── ServiceUnavailable (503)
         ├── ReplayCacheFull             replay_cache_full
         ├── StoreUnavailable            store_unavailable
+        ├── SharedStateUnavailable      shared_state_unavailable  (Redis, holding the replay window and limits)
         ├── ServerBusy                  server_busy  (the budget of request-body bytes in memory is spent)
         ├── IssuerUnavailable           issuer_unavailable  (an external token issuer's keys, past their grace)
         └── LoginBusy                   login_busy  (password checks in flight at their cap; with Retry-After)
@@ -139,6 +140,7 @@ __all__ = [
     "SecurityTokenRequired",
     "ServerBusy",
     "ServiceUnavailable",
+    "SharedStateUnavailable",
     "SignatureMismatch",
     "SignedHeaderMissing",
     "StoreUnavailable",
@@ -542,6 +544,18 @@ class ReplayCacheFull(ServiceUnavailable):
 class StoreUnavailable(ServiceUnavailable):
     code = "store_unavailable"
     message = "identity store unavailable, retry later"
+
+
+class SharedStateUnavailable(ServiceUnavailable):
+    """The shared state (Redis) did not answer in time: what it guards (the replay window, the limits) is refused
+    rather than checked by this process alone, unless the operator opted in to that."""
+
+    code = "shared_state_unavailable"
+    message = "shared state unavailable, retry later"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
 
 
 class ServerBusy(ServiceUnavailable):

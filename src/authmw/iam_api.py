@@ -16,11 +16,9 @@ import hashlib
 import hmac
 import ipaddress
 import json
-import math
 import os
 import threading
 import time
-from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, NamedTuple
@@ -46,12 +44,13 @@ from authmw.errors import (
 from authmw.guard import Guard
 from authmw.models import AuthContext, AuthMethod, Credential, CredentialKind, Principal, Request, WhitelistScope
 from authmw.sessions import DEFAULT_DURATION, MAX_DURATION, MIN_DURATION, SessionSealer
+from authmw.sharedstate import Limit, LocalWindows, Windows
 from authmw.store import Store
 from authmw.store.records import Domain, User
 from authmw.sts import ASSUME_ACTION, assume
 from authmw.tokens import TokenClaims, TokenSigner, iso_time
 
-__all__ = ["SECURITY_TOKENS_PATH", "TOKENS_PATH", "AttemptLimiter", "TokenService"]
+__all__ = ["SECURITY_TOKENS_PATH", "TOKENS_PATH", "AttemptLimiter", "MintLimiter", "TokenService"]
 
 TOKENS_PATH = "/v3/auth/tokens"
 SECURITY_TOKENS_PATH = "/v3.0/OS-CREDENTIAL/securitytokens"
@@ -88,25 +87,19 @@ class Attempt:
             self._limiter._settle(self._user, self._address, failed=failed, forgive=forgive)
 
 
-class _Counter:
-    __slots__ = ("failures", "pending")
-
-    def __init__(self, limit: int) -> None:
-        self.failures: deque[float] = deque(maxlen=limit)
-        self.pending = 0
-
-
 class AttemptLimiter:
     """Login attempts per user and per client address in a sliding window, reserved before any password work.
 
-    :meth:`reserve` checks and counts an attempt atomically (under one lock), so concurrent guesses cannot all
-    pass the check: attempts in flight count as failures until settled. ``per_user`` failures of one user (key:
-    domain id and user id, see :meth:`TokenService`), or ``per_address`` failures from one client address (an
-    IPv6 address counts as its /64, which one client usually holds whole), within ``window`` seconds refuse
-    further attempts (429 ``too_many_attempts``). At most ``max_hashing`` password checks run at once in the
-    process (each is an scrypt of 128 MiB); beyond that an attempt is refused at once (503 ``login_busy``),
-    never queued. Bounded: at most ``max_keys`` users and as many addresses are tracked, least recently used
-    forgotten first. Keep one limiter for the life of the process (a configuration reload keeps it).
+    :meth:`reserve` checks and counts an attempt atomically, so concurrent guesses cannot all pass the check:
+    attempts in flight count as failures until settled. ``per_user`` failures of one user (key: domain id and
+    user id, see :meth:`TokenService`), or ``per_address`` failures from one client address (an IPv6 address
+    counts as its /64, which one client usually holds whole), within ``window`` seconds refuse further attempts
+    (429 ``too_many_attempts``). The windows live in ``windows``: this process's (bounded: at most ``max_keys``
+    users and as many addresses, least recently used forgotten first), or a
+    :class:`~authmw.sharedstate.SharedState` several processes share, so that the limits are global. At most
+    ``max_hashing`` password checks run at once in the process (each is an scrypt of 128 MiB); beyond that an
+    attempt is refused at once (503 ``login_busy``), never queued. Keep one limiter for the life of the process
+    (a configuration reload keeps it).
     """
 
     def __init__(
@@ -118,94 +111,96 @@ class AttemptLimiter:
         max_keys: int = 100_000,
         max_hashing: int = 4,
         clock: Callable[[], float] = time.monotonic,
+        windows: Windows | None = None,
     ) -> None:
         if min(per_user, per_address, max_keys, max_hashing) < 1 or window <= 0:
             raise ConfigurationError("attempt limits, max_keys, max_hashing and window must be positive")
-        self.per_user, self.per_address, self.window, self._clock = per_user, per_address, window, clock
-        self.max_hashing, self._max_keys = max_hashing, max_keys
-        self._users: OrderedDict[str, _Counter] = OrderedDict()
-        self._addresses: OrderedDict[str, _Counter] = OrderedDict()
+        self.per_user, self.per_address, self.window = per_user, per_address, window
+        self.max_hashing = max_hashing
+        self.windows: Windows = windows if windows is not None else LocalWindows(max_keys=2 * max_keys, clock=clock)
         self._hashing = 0
         self._lock = threading.Lock()  # attempts are settled in the worker threads that check passwords
-        # Unknown users and domains share a bounded set of keys, chosen by a keyed hash nobody outside can predict.
-        self._salt = os.urandom(16)
+        # Unknown users and domains share a bounded set of keys, chosen by a keyed hash nobody outside can predict;
+        # the key is the windows' (so every process sharing them picks the same bucket: a limit that bound a real
+        # user fleet-wide and a made-up one per process would tell them apart).
 
     def unknown_key(self, domain: str, name: str) -> str:
         """The key of a user that does not exist: one of :data:`UNKNOWN_BUCKETS`, so made-up names are limited
         like real ones without growing the limiter."""
-        digest = hmac.new(self._salt, f"{domain}\0{name}".encode(), hashlib.sha256).digest()
+        digest = hmac.new(self.windows.secret("unknown-users"), f"{domain}\0{name}".encode(), hashlib.sha256).digest()
         return f"?{int.from_bytes(digest[:4], 'big') % UNKNOWN_BUCKETS}"
 
     def reserve(self, user: str, address: str | None) -> Attempt:
         """Reserve an attempt of ``user`` (a canonical key) from ``address`` (None: unknown, limited per user
-        only), or raise :class:`TooManyAttempts` / :class:`LoginBusy`. Settle the attempt when the check ends."""
+        only), or raise :class:`TooManyAttempts` / :class:`LoginBusy` (or
+        :class:`~authmw.errors.SharedStateUnavailable`). Settle the attempt when the check ends."""
         network = _network(address)
+        limits = self._limits(user, network)
         with self._lock:
-            wait = self._waiting(user, network)
+            busy = self._hashing >= self.max_hashing
+            if not busy:
+                self._hashing += 1
+        if busy:  # a locked user hears 429 rather than 503, busy or not
+            wait = self.windows.waiting(limits, self.window)
             if wait:
                 raise TooManyAttempts(wait)
-            if self._hashing >= self.max_hashing:
-                raise LoginBusy(1)
-            self._hashing += 1
-            self._counter(self._users, user, self.per_user).pending += 1
-            if network is not None:
-                self._counter(self._addresses, network, self.per_address).pending += 1
+            raise LoginBusy(1)
+        try:
+            wait = self.windows.reserve(limits, self.window)
+        except BaseException:
+            self._release()
+            raise
+        if wait:
+            self._release()
+            raise TooManyAttempts(wait)
         return Attempt(self, user, network)
 
     def retry_after(self, user: str, address: str | None) -> int:
         """Seconds until ``user`` from ``address`` may try again (0: now), attempts in flight included."""
-        with self._lock:
-            return self._waiting(user, _network(address))
+        return self.windows.waiting(self._limits(user, _network(address)), self.window)
 
-    def _waiting(self, user: str, network: str | None) -> int:
-        """Seconds until ``user`` from ``network`` may try again (the lock held)."""
-        now = self._clock()
-        wait = self._wait(self._users.get(user), self.per_user, now)
+    def _limits(self, user: str, network: str | None) -> list[Limit]:
+        limits = [(f"login:u:{user}", self.per_user)]
         if network is not None:
-            wait = max(wait, self._wait(self._addresses.get(network), self.per_address, now))
-        return wait
+            limits.append((f"login:a:{network}", self.per_address))
+        return limits
+
+    def _release(self) -> None:
+        with self._lock:
+            self._hashing -= 1
 
     def _settle(self, user: str, network: str | None, *, failed: bool, forgive: bool) -> None:
-        with self._lock:
-            now = self._clock()
-            self._hashing -= 1
-            for counters, key in ((self._users, user), (self._addresses, network)):
-                counter = None if key is None else counters.get(key)
-                if counter is None:
-                    continue
-                counter.pending = max(0, counter.pending - 1)
-                if failed:
-                    counter.failures.append(now)
-            if forgive:
-                counter = self._users.get(user)
-                if counter is not None:
-                    counter.failures.clear()
-                    if not counter.pending:
-                        del self._users[user]
+        self._release()
+        keys = [key for key, _ in self._limits(user, network)]
+        self.windows.settle(keys, self.window, count=failed, forget=keys[0] if forgive else None)
 
-    def _counter(self, counters: OrderedDict[str, _Counter], key: str, limit: int) -> _Counter:
-        counter = counters.get(key)
-        if counter is not None:
-            counters.move_to_end(key)
-            return counter
-        for _ in range(len(counters) - self._max_keys + 1):  # forget the least recently used; never one in flight
-            oldest, forgotten = counters.popitem(last=False)
-            if forgotten.pending:
-                counters[oldest] = forgotten
-        counter = counters[key] = _Counter(limit)
-        return counter
 
-    def _wait(self, counter: _Counter | None, limit: int, now: float) -> int:
-        if counter is None:
-            return 0
-        failures = counter.failures
-        while failures and failures[0] <= now - self.window:
-            failures.popleft()
-        if len(failures) + counter.pending < limit:
-            return 0
-        if len(failures) < limit:  # attempts in flight may still fail: ask again shortly
-            return 1
-        return max(1, math.ceil(failures[-limit] + self.window - now))
+class MintLimiter:
+    """Security tokens obtained per caller: ``per_caller`` per ``window`` seconds for one user and for one access
+    key or token, ten times that from one client address (429 ``too_many_attempts``), in ``windows`` (shared by
+    several processes when they share state). Minting costs nothing but makes credentials a leaked key could
+    then hold on to after it is disabled; the limit bounds how many."""
+
+    def __init__(self, *, per_caller: int = 600, window: float = 60.0, windows: Windows | None = None) -> None:
+        if per_caller < 1 or window <= 0:
+            raise ConfigurationError("the security-token limit and its window must be positive")
+        self.per_caller, self.window = per_caller, window
+        self.windows: Windows = windows if windows is not None else LocalWindows()
+
+    def reserve(self, user: str, access_key: str, address: str | None) -> list[str]:
+        """Count one security token for the caller, or raise :class:`TooManyAttempts`; the keys to settle."""
+        limits = [(f"mint:u:{user}", self.per_caller), (f"mint:k:{access_key}", self.per_caller)]
+        network = _network(address)
+        if network is not None:
+            limits.append((f"mint:a:{network}", 10 * self.per_caller))
+        wait = self.windows.reserve(limits, self.window)
+        if wait:
+            raise TooManyAttempts(wait)
+        return [key for key, _ in limits]
+
+    def settle(self, keys: list[str], *, minted: bool) -> None:
+        """The request ended: it counts if a token was minted (a refusal costs nothing beyond its own check)."""
+        self.windows.settle(keys, self.window, count=minted)
 
 
 def _network(address: str | None) -> str | None:
@@ -230,7 +225,13 @@ class TokenService:
     a caller authenticated by ``X-Auth-Token`` or a permanent access key's signature (see :func:`assume`)."""
 
     def __init__(
-        self, store: Store, signer: TokenSigner, guard: Guard, *, limiter: AttemptLimiter | None = None
+        self,
+        store: Store,
+        signer: TokenSigner,
+        guard: Guard,
+        *,
+        limiter: AttemptLimiter | None = None,
+        minter: MintLimiter | None = None,
     ) -> None:
         if guard.tokens is None:
             raise ConfigurationError("the token service needs a guard that verifies tokens")
@@ -238,6 +239,7 @@ class TokenService:
         resolver = guard.verifier.security_tokens
         self.sealer = resolver if isinstance(resolver, SessionSealer) else None
         self.limiter = limiter or AttemptLimiter()
+        self.minter = minter or MintLimiter()
         self._domains: tuple[int, dict[str, Domain]] = (-1, {})  # (store revision, name or id → domain)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -323,17 +325,23 @@ class TokenService:
             raise AddressNotAllowed("client address not in the caller's user whitelist")
         if agency is not None:
             audit.facts.update(action=ASSUME_ACTION)
-        session, token = await asyncio.to_thread(
-            assume,
-            self.store,
-            self.sealer,
-            principal,
-            agency=agency,
-            duration=duration,
-            policy=policy,
-            caller=credential,
-            source_ip=client,
-        )
+        counted = self.minter.reserve(principal.user_id, credential.access_key, client)
+        minted = False
+        try:
+            session, token = await asyncio.to_thread(
+                assume,
+                self.store,
+                self.sealer,
+                principal,
+                agency=agency,
+                duration=duration,
+                policy=policy,
+                caller=credential,
+                source_ip=client,
+            )
+            minted = True
+        finally:
+            self.minter.settle(counted, minted=minted)
         audit.facts.update(
             issued_access_key=session.access_key,
             duration=session.expires_at - session.issued_at,

@@ -78,6 +78,11 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "replay_protection": (_flag, "true or false"),
     "replay_capacity": (_count(1, 1 << 30), "a number of requests 1-1073741824"),
     "replay_quota": (_count(1, 1 << 30), "a number of requests 1-1073741824"),
+    "shared_state": (_text, "a redis://HOST:PORT/DB URL"),
+    "shared_state_prefix": (lambda v: _text(v) and 0 < len(v) <= 100, "text of 1-100 characters"),
+    "shared_state_timeout": (_count(1, 10_000), "milliseconds 1-10000"),
+    "shared_state_fallback": (_one_of("refuse", "local"), "refuse or local"),
+    "security_token_limit": (_count(1, 1_000_000), "a number of security tokens 1-1000000"),
 }
 
 
@@ -210,6 +215,30 @@ ABOUT: dict[str, About] = {
         "One user's share of the replay guard (429 `replay_quota_exceeded` beyond).",
         default="a quarter of replay_capacity",
     ),
+    "shared_state": About(
+        (
+            "Where several authmw processes share their runtime state — the replay window, the login and "
+            "security-token limits, change notices: `redis://[:PASSWORD@]HOST:PORT/DB` (`rediss://` for TLS). "
+            "Without it each process keeps its own (right for one process only; `authmw proxy --workers N` "
+            "needs it)."
+        ),
+        env="AUTHMW_SHARED_STATE",
+        flag="authmw proxy --shared-state",
+        default="none (in-process)",
+    ),
+    "shared_state_prefix": About("The prefix of every key authmw writes in the shared state (one per deployment)."),
+    "shared_state_timeout": About(
+        "Milliseconds each connect to, and each answer from, the shared state may take (then it counts as down)."
+    ),
+    "shared_state_fallback": About(
+        "The shared state down: `refuse` what needs it (503 `shared_state_unavailable`: replay checks, logins, "
+        "security tokens), or `local`: check in the process alone, with a warning (a replay to another process "
+        "is then accepted)."
+    ),
+    "security_token_limit": About(
+        "Security tokens one user, and one access key or token, may obtain per minute; ten times that from one "
+        "client address (429 `too_many_attempts` beyond)."
+    ),
 }
 
 
@@ -254,6 +283,11 @@ class Settings:
     replay_protection: bool = True
     replay_capacity: int = 1_000_000
     replay_quota: int | None = None
+    shared_state: str | None = None
+    shared_state_prefix: str = "authmw:"
+    shared_state_timeout: int = 50
+    shared_state_fallback: str = "refuse"
+    security_token_limit: int = 600
     #: Where each setting and each entry of ``routes`` and ``token_issuers`` is in the file it came from
     #: (``"routes[0]"`` → ``FILE:LINE:COLUMN``), for messages; not a setting.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from authmw.errors import ConfigurationError
@@ -29,6 +30,7 @@ __all__ = [
     "Parser",
     "UsageError",
     "add_common",
+    "add_shared_state",
     "check_action",
     "decision_report",
     "emit",
@@ -36,6 +38,7 @@ __all__ = [
     "parse_context",
     "settings_of",
     "table_text",
+    "with_flags",
 ]
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERNAL, EXIT_ADDRESS_IN_USE = 0, 1, 2, 3, 4, 5
@@ -76,13 +79,32 @@ def add_common(parser: argparse.ArgumentParser, *, formats: tuple[str, ...] = ("
     parser.add_argument("--format", choices=formats, default=formats[0], help="output format")
 
 
+def add_shared_state(parser: argparse.ArgumentParser) -> None:
+    """``--shared-state URL``, for the commands that serve requests."""
+    parser.add_argument(
+        "--shared-state",
+        metavar="URL",
+        help=(
+            "Redis holding the replay window, limits and change notices shared by several processes: "
+            "redis://HOST:PORT/DB (env AUTHMW_SHARED_STATE; or shared_state: in --config)"
+        ),
+    )
+
+
 def settings_of(args: argparse.Namespace) -> Settings:
+    """The settings of ``--config`` with the command's ``--shared-state``, if it has one."""
     from authmw.settings import load_settings  # on use: `ssh authorized-keys` must start fast and needs none
 
     try:
-        return load_settings(getattr(args, "config", None))
+        return with_flags(load_settings(getattr(args, "config", None)), args)
     except ConfigurationError as exc:
         raise UsageError(str(exc)) from None
+
+
+def with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
+    """``settings`` with what the global flags override (``--shared-state``); a reload applies them again."""
+    url = getattr(args, "shared_state", None)
+    return settings if not url else replace(settings, shared_state=url)
 
 
 @contextmanager
@@ -90,17 +112,23 @@ def open_cli_store(args: argparse.Namespace, *, create: bool = False, master_key
     """The store named by ``--store`` / ``$AUTHMW_STORE`` / the config file / the default, closed afterwards;
     only ``init`` passes ``create`` (a missing store is otherwise exit 3, and nothing is created);
     ``master_key=False``: without reading the master key, for commands reading public data only."""
+    from authmw.redisstate import shared_state
     from authmw.store import STORE_ENV, open_store
     from authmw.store.secrets import MASTER_KEY_FILE_ENV
 
     settings = settings_of(args)
     environ = dict(os.environ)
+    announce = shared_state(settings)
     if settings.master_key_file and not environ.get(MASTER_KEY_FILE_ENV):
         environ[MASTER_KEY_FILE_ENV] = settings.master_key_file
     url = getattr(args, "store", None) or environ.get(STORE_ENV) or settings.store
     store = open_store(
         url, create=create, master_key=master_key, whitelist_limit=settings.whitelist_limit, environ=environ
     )
+    if announce is not None:  # every change the command writes tells the running processes at once
+        from authmw.assembly import announce_changes
+
+        announce_changes(store, announce)
     try:
         yield store
     finally:

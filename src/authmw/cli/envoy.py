@@ -6,7 +6,7 @@ import argparse
 from dataclasses import replace
 from typing import Any, TextIO
 
-from authmw.cli._common import EXIT_OK, UsageError, add_common, settings_of
+from authmw.cli._common import EXIT_OK, UsageError, add_common, add_shared_state, settings_of, with_flags
 from authmw.errors import ConfigurationError
 from authmw.settings import Settings, load_settings
 
@@ -26,7 +26,7 @@ def _authz(args: argparse.Namespace, _stdin: TextIO, _stdout: TextIO) -> int:
     config = getattr(args, "config", None)
 
     def reload_settings() -> Settings:
-        return load_settings(config) if config else Settings()
+        return with_flags(load_settings(config) if config else Settings(), args)
 
     with open_cli_store(args) as store:
         store.require_schema()
@@ -62,6 +62,7 @@ def register(commands: Any) -> None:
     )
     authz.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:8080)")
     authz.add_argument("--audit-log", metavar="FILE", help="audit log file, - for stderr (default)")
+    add_shared_state(authz)
     add_common(authz, formats=("text",))
     authz.set_defaults(handler=_authz)
 

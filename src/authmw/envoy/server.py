@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from authmw.admission import BodyBudget
-from authmw.assembly import keep_replay_window, open_guard
+from authmw.assembly import keep_replay_window, open_guard, token_limits
 from authmw.envoy.app import CHECK_PREFIX, AuthzApp
 from authmw.errors import ChangeRefused, ConfigurationError
-from authmw.iam_api import AttemptLimiter, TokenService
+from authmw.iam_api import AttemptLimiter, MintLimiter, TokenService
 from authmw.proxy.app import origin_of
 from authmw.proxy.server import _audit_to, keep_issuers, parse_listen
 from authmw.settings import Settings
@@ -31,10 +31,17 @@ __all__ = ["build_authz", "serve_authz"]
 logger = logging.getLogger("authmw.authz")
 
 
-def build_authz(settings: Settings, store: Store, *, limiter: AttemptLimiter | None = None) -> AuthzApp:
+def build_authz(
+    settings: Settings,
+    store: Store,
+    *,
+    limiter: AttemptLimiter | None = None,
+    minter: MintLimiter | None = None,
+) -> AuthzApp:
     """The ``authz`` app over ``store`` configured by ``settings``: assertions are addressed to
     ``assertion_audience``, else to the origin of ``upstream`` (none when neither is configured); its token service
-    counts login attempts with ``limiter`` (a new one if None: pass the running one on a reload)."""
+    counts login attempts with ``limiter`` and security tokens with ``minter`` (new ones if None: pass the running
+    ones on a reload)."""
     if settings.forwarded_header != "x-forwarded-for":  # the other chain would be the client's own words
         raise ConfigurationError(
             "authz reads the X-Forwarded-For Envoy appends to: forwarded_header must be x-forwarded-for"
@@ -45,7 +52,10 @@ def build_authz(settings: Settings, store: Store, *, limiter: AttemptLimiter | N
     except ChangeRefused as exc:
         raise ConfigurationError(f"token_algorithm: {exc}") from None
     signer = TokenSigner(*token_key, algorithm=settings.token_algorithm)
-    service = None if guard.tokens is None else TokenService(store, signer, guard, limiter=limiter or AttemptLimiter())
+    if limiter is None or minter is None:
+        fresh_limiter, fresh_minter = token_limits(settings)
+        limiter, minter = limiter or fresh_limiter, minter or fresh_minter
+    service = None if guard.tokens is None else TokenService(store, signer, guard, limiter=limiter, minter=minter)
     audience = settings.assertion_audience or (origin_of(settings.upstream) if settings.upstream else None)
     return AuthzApp(
         guard=guard,
@@ -68,8 +78,8 @@ def serve_authz(settings: Settings, store: Store, *, reload_settings: Callable[[
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     _audit_to(settings.audit_log)
-    limiter = AttemptLimiter()  # one for the process: a reload must not reset the login attempt counters
-    app = build_authz(settings, store, limiter=limiter)
+    limiter, minter = token_limits(settings)  # one each for the process: a reload must not reset them
+    app = build_authz(settings, store, limiter=limiter, minter=minter)
     if not app.guard.proxies.networks:
         logger.warning(
             "trusted_proxies is empty: every client address is Envoy's; add Envoy's address to trusted_proxies"
@@ -104,7 +114,7 @@ def serve_authz(settings: Settings, store: Store, *, reload_settings: Callable[[
     def rebuild() -> tuple[Settings, AuthzApp]:
         fresh = reload_settings() if reload_settings is not None else settings
         fresh = replace(fresh, listen=settings.listen, audit_log=settings.audit_log)
-        rebuilt = build_authz(fresh, store, limiter=limiter)  # also the current signing key and the key set
+        rebuilt = build_authz(fresh, store, limiter=limiter, minter=minter)  # also the signing key and the key set
         rebuilt.guard.identity.poll()  # type: ignore[attr-defined]
         keep_issuers(app.guard, rebuilt.guard, running[0], fresh)
         keep_replay_window(app.guard, rebuilt.guard)

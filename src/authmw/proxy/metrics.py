@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["Metrics"]
 
@@ -26,6 +26,11 @@ class Metrics:
             "authmw_upstream_errors", "Requests the upstream could not answer", registry=self.registry
         )
         self.reloads = Counter("authmw_reloads", "Configuration reloads", ["result"], registry=self.registry)
+        self.shared_state_fallbacks = Gauge(
+            "authmw_shared_state_fallbacks",
+            "Requests checked in this process alone while the shared state was unreachable (shared_state_fallback)",
+            registry=self.registry,
+        )
 
     def decided(self, outcome: str, error_code: str, seconds: float) -> None:
         self.decisions.labels(outcome, error_code).inc()

@@ -12,13 +12,14 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from authmw.admission import BodyBudget
-from authmw.assembly import keep_replay_window, open_guard, presets_in_force
+from authmw.assembly import keep_replay_window, open_guard, presets_in_force, token_limits
 from authmw.audit import AUDIT_LOGGER
 from authmw.errors import AddressInUse, ChangeRefused, ConfigurationError, RequestTimeout, render
 from authmw.guard import Guard
 from authmw.iam_admin import IamAdmin
-from authmw.iam_api import AttemptLimiter, TokenService
+from authmw.iam_api import AttemptLimiter, MintLimiter, TokenService
 from authmw.proxy.app import ProxyApp
+from authmw.redisstate import RedisState, shared_state
 from authmw.settings import Settings
 from authmw.store import Store
 from authmw.tokens import TokenSigner
@@ -59,9 +60,16 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def build_app(settings: Settings, store: Store, *, limiter: AttemptLimiter | None = None) -> ProxyApp:
+def build_app(
+    settings: Settings,
+    store: Store,
+    *,
+    limiter: AttemptLimiter | None = None,
+    minter: MintLimiter | None = None,
+) -> ProxyApp:
     """The proxy app over ``store`` configured by ``settings`` (the upstream is required); its token service
-    counts login attempts with ``limiter`` (a new one if None: pass the running one on a reload)."""
+    counts login attempts with ``limiter`` and security tokens with ``minter`` (new ones if None: pass the
+    running ones on a reload)."""
     if not settings.upstream:
         raise ConfigurationError("the proxy needs an upstream URL (--upstream or upstream: in the config)")
     guard = open_guard(store, config=settings)
@@ -71,11 +79,14 @@ def build_app(settings: Settings, store: Store, *, limiter: AttemptLimiter | Non
     except ChangeRefused as exc:
         raise ConfigurationError(f"token_algorithm: {exc}") from None
     signer = TokenSigner(*token_key, algorithm=settings.token_algorithm)
-    tokens = None if guard.tokens is None else TokenService(store, signer, guard, limiter=limiter)
+    if limiter is None or minter is None:
+        fresh_limiter, fresh_minter = token_limits(settings)
+        limiter, minter = limiter or fresh_limiter, minter or fresh_minter
+    tokens = None if guard.tokens is None else TokenService(store, signer, guard, limiter=limiter, minter=minter)
     service = IamAdmin(store, guard, tokens=tokens, limiter=limiter)  # the IAM API: tokens and administration
     serve_workspaces = settings.serve_workspaces and "modelarts" in presets_in_force(settings)
     try:
-        return ProxyApp(
+        app = ProxyApp(
             guard=guard,
             upstream=settings.upstream,
             signing_key=signing_key,
@@ -91,6 +102,10 @@ def build_app(settings: Settings, store: Store, *, limiter: AttemptLimiter | Non
         )
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
+    state = shared_state(settings)
+    if isinstance(state, RedisState):
+        app.metrics.shared_state_fallbacks.set_function(lambda: state.fallbacks)
+    return app
 
 
 def header_deadline_protocol(header_timeout: float) -> type[asyncio.Protocol]:
@@ -161,20 +176,27 @@ def _audit_to(target: str | None) -> None:
     AUDIT_LOGGER.propagate = False
 
 
-def serve(settings: Settings, store: Store, *, reload_settings: Callable[[], Settings] | None = None) -> None:
+def serve(
+    settings: Settings,
+    store: Store,
+    *,
+    reload_settings: Callable[[], Settings] | None = None,
+    listening: socket.socket | None = None,
+) -> None:
     """Serve until SIGINT/SIGTERM (in-flight requests finish first); SIGHUP rebuilds the guard from
     ``reload_settings()`` (and takes up the store's current signing key) and drops every cache, without dropping
-    a request. A reload that fails keeps the old
-    configuration and logs why."""
+    a request. A reload that fails keeps the old configuration and logs why. ``listening``: a socket bound
+    already (shared by several worker processes), else ``settings.listen`` is bound here."""
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per forwarded request is the audit log's job
     _audit_to(settings.audit_log)
-    limiter = AttemptLimiter()  # one for the process: a reload must not reset the login attempt counters
-    app = build_app(settings, store, limiter=limiter)
+    limiter, minter = token_limits(settings)  # one each for the process: a reload must not reset them
+    app = build_app(settings, store, limiter=limiter, minter=minter)
     host, port = parse_listen(settings.listen)
-    listening = bind(host, port)
+    if listening is None:
+        listening = bind(host, port)
     config = uvicorn.Config(
         app,
         host=host,
@@ -196,7 +218,7 @@ def serve(settings: Settings, store: Store, *, reload_settings: Callable[[], Set
     def rebuild() -> tuple[Settings, ProxyApp]:
         fresh = reload_settings() if reload_settings is not None else settings
         fresh = replace(fresh, upstream=fresh.upstream or settings.upstream, listen=settings.listen)
-        rebuilt = build_app(fresh, store, limiter=limiter)  # also the current signing key and the key set
+        rebuilt = build_app(fresh, store, limiter=limiter, minter=minter)  # also the signing key and the key set
         rebuilt.guard.identity.poll()  # type: ignore[attr-defined]
         keep_issuers(app.guard, rebuilt.guard, running[0], fresh)
         keep_replay_window(app.guard, rebuilt.guard)
