@@ -212,7 +212,7 @@ def keep_replay_window(old: Guard, new: Guard) -> None:
 
 def _build(settings: Settings, store: Store, routes: tuple[Route, ...]) -> Guard:
     """A guard over a cached view of ``store``, configured by ``settings``."""
-    identity = CachedIdentity(store)
+    identity = CachedIdentity(store, deadline=settings.store_timeout / 1000, grace=settings.store_grace)
     verifier = Verifier(
         keys=identity,
         max_body=settings.max_body,

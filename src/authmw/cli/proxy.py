@@ -34,12 +34,20 @@ def _proxy(args: argparse.Namespace, _stdin: TextIO, _stdout: TextIO) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from authmw.cli._common import open_cli_store
-    from authmw.proxy.server import build_app, serve
+    from authmw.errors import StoreUnavailable
+    from authmw.proxy.server import build_app, serve, store_timeouts, waiting_app
 
     settings = _settings(args)
-    with open_cli_store(args) as store:
-        store.require_schema()
-        build_app(settings, store)  # refuse a bad configuration before binding the port
+    # A PostgreSQL server that does not answer yet is waited for (not ready meanwhile); a missing SQLite file is
+    # still exit 3, since only 'authmw init' creates one.
+    with open_cli_store(args, timeouts=store_timeouts(settings), lazy=True) as store:
+        try:
+            store.require_schema()
+            build_app(settings, store)  # refuse a bad configuration before binding the port
+        except StoreUnavailable:
+            if store.db.dialect != "postgresql":
+                raise
+            waiting_app(settings)  # what can be checked without the store: the upstream
         config = getattr(args, "config", None)
 
         def reload_settings() -> Settings:
@@ -51,7 +59,13 @@ def _serve(args: argparse.Namespace) -> int:
                 audit_log=settings.audit_log,
             )
 
-        serve(settings, store, reload_settings=reload_settings)
+        serve(
+            settings,
+            store,
+            reload_settings=reload_settings,
+            config_file=config,
+            wait_for_store=store.db.dialect == "postgresql",
+        )
     return EXIT_OK
 
 

@@ -10,6 +10,13 @@ are cached too, apart: a repeated unknown key costs what a known one does.
 The last use of each access key is noted in memory (:meth:`CachedIdentity.key_used`: one dict write per request)
 and written in one batch at most once every ``use_interval`` seconds (60), on a thread of its own, without
 bumping the revision: ``authmw key list`` shows it to the minute, and no request waits for it.
+
+With a ``deadline`` (the proxy's ``store_timeout``), no caller waits longer than that for the store: reads run on
+a few threads of their own and an answer that comes later is dropped (503 ``store_unavailable``), so an event loop
+calling in is held at most that long, whatever the network does. A revision poll that fails or misses the deadline
+marks the store down: then entries already cached are served for ``grace`` seconds after the last answer (a
+change made meanwhile cannot be seen: ``grace`` bounds that), everything else is refused at once, and a probe on
+a reader thread (at most every ``refresh`` seconds, started by the traffic or ``/readyz``) marks it up again.
 """
 
 from __future__ import annotations
@@ -19,10 +26,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import suppress
+from typing import Any, TypeVar
 
 from authmw.cache import BoundedCache
 from authmw.clientaddr import IpWhitelist
+from authmw.errors import StoreUnavailable
 from authmw.models import AccessKey, Principal, Project, WhitelistScope, Workspace
 from authmw.policy import PolicySet
 from authmw.store.reads import IdentityReads, compile_policies
@@ -33,6 +44,7 @@ __all__ = ["CachedIdentity"]
 logger = logging.getLogger("authmw.store")
 
 _MISSING: Any = object()
+_T = TypeVar("_T")
 
 
 class CachedIdentity:
@@ -42,7 +54,8 @@ class CachedIdentity:
     sets), least recently used first out; unknown access keys go to a separate cache of ``max_unknown``
     entries, so a flood of made-up keys cannot push real ones out. A string that cannot be an access key
     never reaches the store or a cache. ``timer`` (monotonic) and ``clock`` (wall time, for the last use of a
-    key) are injectable for tests.
+    key) are injectable for tests. ``deadline`` (seconds; None: wait as long as the store does), ``grace`` and
+    ``readers`` (threads waiting on the store at most): see the module.
     """
 
     def __init__(
@@ -55,8 +68,18 @@ class CachedIdentity:
         use_interval: float = 60.0,
         timer: Callable[[], float] = time.monotonic,
         clock: Callable[[], float] = time.time,
+        deadline: float | None = None,
+        grace: float = 30.0,
+        readers: int = 4,
     ) -> None:
         self.store = store
+        self._wait = deadline
+        self._grace = grace
+        self._down = False
+        self._last_answer = timer()
+        self._probing = False
+        self._readers = None if deadline is None else ThreadPoolExecutor(readers, thread_name_prefix="authmw-store")
+        self._free_readers = threading.BoundedSemaphore(readers)
         self._refresh = refresh
         self._timer = timer
         self._lock = threading.Lock()
@@ -103,19 +126,100 @@ class CachedIdentity:
         """The store revision the caches reflect."""
         return self._revision
 
+    @property
+    def down(self) -> bool:
+        """Whether the last revision poll failed (until a probe finds the store again)."""
+        return self._down
+
     def current_revision(self) -> int:
         """The store revision, read again if the last poll is older than ``refresh``."""
-        if self._timer() >= self._deadline:
-            self.poll()
+        self._fresh()
         return self._revision
+
+    def available(self) -> bool:
+        """Whether the store answers now (``/readyz``): a poll within the deadline, or a probe if it is down."""
+        if self._down:
+            self._probe()
+            return False
+        try:
+            self.poll()
+        except StoreUnavailable:
+            return False
+        return True
+
+    def _fresh(self) -> None:
+        """Poll when due; refuse every read once the store has been down longer than the grace."""
+        if self._timer() >= self._deadline:
+            if self._wait is None:
+                self.poll()
+            elif self._down:
+                self._probe()
+            else:
+                with suppress(StoreUnavailable):  # down now: what is cached stays served within the grace
+                    self.poll()
+        if self._down and self._timer() - self._last_answer > self._grace:
+            raise StoreUnavailable("the store has been unreachable for longer than store_grace")
+
+    def _ask(self, read: Callable[..., _T], *args: Any) -> _T:
+        """``read(*args)`` within the deadline (on a reader thread), or :class:`StoreUnavailable`."""
+        if self._readers is None:
+            return read(*args)
+        if self._down:
+            raise StoreUnavailable("the store is unreachable")
+        if not self._free_readers.acquire(blocking=False):
+            raise StoreUnavailable("every store reader is waiting for the store")
+        future = self._readers.submit(read, *args)
+        future.add_done_callback(self._reader_done)
+        try:
+            answer = future.result(self._wait)
+        except FutureTimeout:
+            raise StoreUnavailable("the store did not answer in time") from None
+        self._last_answer = self._timer()
+        return answer
+
+    def _reader_done(self, _future: Future[Any]) -> None:
+        self._free_readers.release()
+
+    def _probe(self) -> None:
+        """Poll on a reader thread (one at a time, at most every ``refresh``), without waiting for it."""
+        with self._lock:
+            if self._probing or self._readers is None or not self._free_readers.acquire(blocking=False):
+                return
+            self._probing = True
+            self._deadline = self._timer() + self._refresh
+        future = self._readers.submit(self._read_revision)
+        future.add_done_callback(self._reader_done)
+
+    def _read_revision(self) -> None:
+        try:
+            self._apply(self.store.revision())
+        except Exception as exc:  # still down: the next probe tries again
+            logger.debug("store probe failed: %s", type(exc).__name__)
+        finally:
+            self._probing = False
 
     def poll(self) -> None:
         """Read the store revision now; drop every cache if it moved (either way: a restored database too)."""
-        revision = self.store.revision()
+        try:
+            revision = self._ask(self.store.revision)
+        except StoreUnavailable:
+            if not self._down:
+                logger.warning("the store is unreachable: serving cached identities for %ss", self._grace)
+            self._down = True
+            self._deadline = self._timer() + self._refresh
+            raise
+        self._apply(revision)
+
+    def _apply(self, revision: int) -> None:
+        """A revision the store answered: caches dropped if it moved, the store up again."""
         with self._lock:
             if revision != self._revision:
                 self._clear(revision)
+        if self._down:
+            logger.warning("the store answers again")
+        self._down = False
         now = self._timer()
+        self._last_answer = now
         self._deadline = now + self._refresh
         if self._used and now >= self._used_deadline:
             self._used_deadline = now + self._use_interval
@@ -159,14 +263,13 @@ class CachedIdentity:
             cache.put(key, value)
 
     def get_access_key(self, access_key: str) -> AccessKey | None:
-        if self._timer() >= self._deadline:
-            self.poll()
+        self._fresh()
         found = self._keys.get(access_key)
         if found is not None:
             return found
         if access_key in self._unknown or not _ACCESS_KEY.fullmatch(access_key):
             return None
-        revision, key = self.store.read_access_key(access_key)
+        revision, key = self._ask(self.store.read_access_key, access_key)
         if key is None:
             self._keep(revision, self._unknown, access_key, None)
         else:
@@ -185,13 +288,12 @@ class CachedIdentity:
         key: str,
         read: Callable[..., tuple[int, Principal | None]],
     ) -> Principal | None:
-        if self._timer() >= self._deadline:
-            self.poll()
+        self._fresh()
         found = cache.get(key, _MISSING)
         if found is not _MISSING:
             return found  # type: ignore[no-any-return]
         compiled: list[tuple[tuple[str, ...], PolicySet]] = []
-        revision, principal = read(key, lambda policies: self._compile(policies, compiled))
+        revision, principal = self._ask(read, key, lambda policies: self._compile(policies, compiled))
         for policy_key, policy_set in compiled:
             self._keep(revision, self._policy_sets, policy_key, policy_set)
         self._keep(revision, cache, key, principal)
@@ -223,18 +325,16 @@ class CachedIdentity:
 
     def _read_through(self, cache: BoundedCache[Any, Any], key: Any, read: Callable[[Any], tuple[int, Any]]) -> Any:
         """``cache[key]`` (None included), else ``read(key)`` kept in it."""
-        if self._timer() >= self._deadline:
-            self.poll()
+        self._fresh()
         found = cache.get(key, _MISSING)
         if found is not _MISSING:
             return found
-        revision, value = read(key)
+        revision, value = self._ask(read, key)
         self._keep(revision, cache, key, value)
         return value
 
     def whitelist(self, scope: WhitelistScope, name: str) -> IpWhitelist:
-        if self._timer() >= self._deadline:
-            self.poll()
+        self._fresh()
         cache = (
             self._user_lists
             if scope is WhitelistScope.USER
@@ -245,6 +345,6 @@ class CachedIdentity:
         found = cache.get(name)
         if found is not None:
             return found
-        revision, whitelist = self.store.read_whitelist(scope, name)
+        revision, whitelist = self._ask(self.store.read_whitelist, scope, name)
         self._keep(revision, cache, name, whitelist)
         return whitelist
