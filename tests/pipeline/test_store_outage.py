@@ -31,7 +31,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExc
 GRACE = 3  # store_grace of the proxies under test, seconds
 
 
-def signed_get(url: str, key: Key, path: str = "/v1/p/notebooks") -> httpx.Response:
+def signed_get(url: str, key: Key, path: str = "/echo") -> httpx.Response:
     nonce = {"X-Nonce": os.urandom(8).hex()}
     signed = sign_request("GET", url + path, nonce, b"", access_key=key.access, secret_key=key.secret)
     return httpx.get(signed.url, headers=signed.headers, timeout=5)
@@ -55,7 +55,7 @@ def make_store(url: str, key_file: str) -> tuple[Store, dict[str, Key]]:
 def proxy(store_url: str, key_file: str, tmp_path: Path, *, ready: bool = True) -> Iterator[Running]:
     """``authmw proxy`` on ``store_url``; yields its URL once ``/healthz`` (and, if ``ready``, ``/readyz``) answer."""
     config = tmp_path / f"proxy-{os.urandom(4).hex()}.yaml"
-    config.write_text(f"store_grace: {GRACE}\nstore_timeout: 50\nmax_skew: 900\n")
+    config.write_text(f"store_grace: {GRACE}\nstore_timeout: 50\npresets: []\nunmatched: authenticate-only\n")
     port = free_port()
     env = {**os.environ, "AUTHMW_STORE": store_url, "AUTHMW_MASTER_KEY_FILE": key_file}
     with serve_asgi(echo_asgi) as upstream:
@@ -223,8 +223,9 @@ def test_a_deleted_sqlite_store_is_not_ready_and_a_sighup_creates_none(tmp_path:
     path = tmp_path / "authmw.db"
     store, keys = make_store(f"sqlite:///{path}", key_file)
     store.close()
-    with proxy(f"sqlite:///{path}", key_file, tmp_path) as proxy_url, HealthWatch(proxy_url) as health:
+    with proxy(f"sqlite:///{path}", key_file, tmp_path) as proxy_url:
         assert signed_get(proxy_url, keys["cached"]).status_code == 200
+        health = HealthWatch(proxy_url).__enter__()
         for leftover in tmp_path.glob("authmw.db*"):
             leftover.unlink()
         until(lambda: httpx.get(proxy_url + "/readyz").status_code == 503, 1.0)
@@ -234,4 +235,5 @@ def test_a_deleted_sqlite_store_is_not_ready_and_a_sighup_creates_none(tmp_path:
         time.sleep(0.5)
         assert not path.exists()
         assert httpx.get(proxy_url + "/readyz").status_code == 503
+        health.__exit__()
     assert health.failures == 0 and health.slowest < 0.05

@@ -303,11 +303,15 @@ class ProxyApp:
         if self._transport is not None:
             return self._transport
         if not self._pools:
-            size = self.limits.connections
-            limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-            self._pools = [httpx.AsyncHTTPTransport(limits=limits, retries=0) for _ in range(self.limits.pools)]
+            self._pools = self._open_pools()
         self._turn = (self._turn + 1) % len(self._pools)
         return self._pools[self._turn]
+
+    def _open_pools(self) -> list[httpx.AsyncBaseTransport]:
+        # Each transport builds an SSL context (about 20 ms): done at startup, off the event loop (see _lifespan).
+        size = self.limits.connections
+        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+        return [httpx.AsyncHTTPTransport(limits=limits, retries=0) for _ in range(self.limits.pools)]
 
     async def aclose(self) -> None:
         identity: Any = None if self.guard is None else self.guard.identity
@@ -350,6 +354,8 @@ class ProxyApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if self._transport is None and not self._pools:
+                    self._pools = await asyncio.to_thread(self._open_pools)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.draining = True
