@@ -78,8 +78,10 @@ def register(commands: Any) -> None:
             "Serve the authmw pipeline in front of UPSTREAM: every request is authenticated, placed in a workspace "
             "and authorized, then forwarded with X-Authmw-* identity headers and a signed X-Authmw-Assertion "
             "(incoming X-Authmw-* headers are dropped). Also serves /healthz, /readyz, /metrics and "
-            "/.well-known/jwks.json. With no routes configured the built-in modelarts preset applies. SIGHUP "
-            "reloads --config; SIGTERM drains in-flight requests and stops."
+            "/.well-known/jwks.json. With no routes configured the built-in modelarts preset applies. SIGHUP, or a "
+            "change to the --config file, reloads it; keys rotated in the store are taken up within a second. A "
+            "PostgreSQL store that does not answer yet is waited for (not ready meanwhile). SIGTERM drains "
+            "in-flight requests and stops."
         ),
     )
     proxy.add_argument("--upstream", metavar="URL", help="where allowed requests go (or upstream: in --config)")

@@ -31,7 +31,8 @@ from authmw.guard import Guard
 from authmw.iam_api import AttemptLimiter, TokenService
 from authmw.proxy.app import ProxyApp, UpstreamLimits
 from authmw.settings import Settings
-from authmw.store import Store, StoreTimeouts
+from authmw.store import Store
+from authmw.store.database import StoreTimeouts
 from authmw.tokens import PrivateKey, PublicKey, TokenSigner, algorithm_of
 
 __all__ = [

@@ -24,7 +24,6 @@ __all__ = [
     "CachedIdentity",
     "Keyring",
     "Store",
-    "StoreTimeouts",
     "open_store",
 ]
 
