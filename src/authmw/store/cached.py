@@ -160,7 +160,7 @@ class CachedIdentity:
         if self._down and self._timer() - self._last_answer > self._grace:
             raise StoreUnavailable("the store has been unreachable for longer than store_grace")
 
-    def _ask(self, read: Callable[..., _T], *args: Any) -> _T:
+    def ask(self, read: Callable[..., _T], *args: Any) -> _T:
         """``read(*args)`` within the deadline (on a reader thread), or :class:`StoreUnavailable`."""
         if self._readers is None:
             return read(*args)
@@ -201,7 +201,7 @@ class CachedIdentity:
     def poll(self) -> None:
         """Read the store revision now; drop every cache if it moved (either way: a restored database too)."""
         try:
-            revision = self._ask(self.store.revision)
+            revision = self.ask(self.store.revision)
         except StoreUnavailable:
             if not self._down:
                 logger.warning("the store is unreachable: serving cached identities for %ss", self._grace)
@@ -269,7 +269,7 @@ class CachedIdentity:
             return found
         if access_key in self._unknown or not _ACCESS_KEY.fullmatch(access_key):
             return None
-        revision, key = self._ask(self.store.read_access_key, access_key)
+        revision, key = self.ask(self.store.read_access_key, access_key)
         if key is None:
             self._keep(revision, self._unknown, access_key, None)
         else:
@@ -293,7 +293,7 @@ class CachedIdentity:
         if found is not _MISSING:
             return found  # type: ignore[no-any-return]
         compiled: list[tuple[tuple[str, ...], PolicySet]] = []
-        revision, principal = self._ask(read, key, lambda policies: self._compile(policies, compiled))
+        revision, principal = self.ask(read, key, lambda policies: self._compile(policies, compiled))
         for policy_key, policy_set in compiled:
             self._keep(revision, self._policy_sets, policy_key, policy_set)
         self._keep(revision, cache, key, principal)
@@ -329,7 +329,7 @@ class CachedIdentity:
         found = cache.get(key, _MISSING)
         if found is not _MISSING:
             return found
-        revision, value = self._ask(read, key)
+        revision, value = self.ask(read, key)
         self._keep(revision, cache, key, value)
         return value
 
@@ -345,6 +345,6 @@ class CachedIdentity:
         found = cache.get(name)
         if found is not None:
             return found
-        revision, whitelist = self._ask(self.store.read_whitelist, scope, name)
+        revision, whitelist = self.ask(self.store.read_whitelist, scope, name)
         self._keep(revision, cache, name, whitelist)
         return whitelist
