@@ -142,6 +142,18 @@ def test_sighup_reloads_the_configuration_without_dropping_requests(world: World
     assert reloads(metrics, "failed") in (1, 2)
 
 
+def test_a_changed_configuration_file_is_taken_up_without_a_signal(world: World, tmp_path: Path) -> None:
+    custom = f"/v1/{world.project}/reports"
+    with proxy_process(world, tmp_path, "unmatched: deny\n") as (_process, url, _audit):
+        assert signed_get(url, world.scientist, custom).status_code == 403
+        (tmp_path / "proxy.yaml").write_text("unmatched: authenticate-only\n")  # as a ConfigMap update does
+        deadline = time.monotonic() + 1.5
+        while signed_get(url, world.scientist, custom).status_code != 200:
+            assert time.monotonic() < deadline, "the changed file was not taken up"
+            time.sleep(0.05)
+        assert reloads(httpx.get(url + "/metrics").text, "ok") == 1
+
+
 def test_the_proxy_accepts_a_signed_request_once_and_a_reload_keeps_the_window(world: World, tmp_path: Path) -> None:
     path = f"/v1/{world.project}/notebooks"
     key = world.scientist
