@@ -26,9 +26,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import suppress
+from queue import Empty, SimpleQueue
 from typing import Any, TypeVar
 
 from authmw.cache import BoundedCache
@@ -45,6 +46,49 @@ logger = logging.getLogger("authmw.store")
 
 _MISSING: Any = object()
 _T = TypeVar("_T")
+_READER_IDLE = 30.0  # seconds a reader thread waits for work before it ends (a guard replaced on reload leaves none)
+
+
+class _Readers:
+    """``count`` daemon threads running store reads, each read on a free one or not at all. Daemon threads (not a
+    ``ThreadPoolExecutor``, whose threads the interpreter joins at exit): a read stuck on a dead network must not
+    keep a stopping process alive."""
+
+    def __init__(self, count: int) -> None:
+        self._jobs: SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = SimpleQueue()
+        self._free = threading.BoundedSemaphore(count)
+        self._count, self._started = count, 0
+        self._lock = threading.Lock()
+
+    def submit(self, read: Callable[..., _T], *args: Any) -> Future[_T] | None:
+        """``read(*args)`` on a reader thread; None if every reader is busy."""
+        if not self._free.acquire(blocking=False):
+            return None
+        future: Future[_T] = Future()
+        self._jobs.put((future, read, args))
+        with self._lock:
+            if self._started < self._count:
+                self._started += 1
+                threading.Thread(target=self._work, name="authmw-store", daemon=True).start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            try:
+                future, read, args = self._jobs.get(timeout=_READER_IDLE)
+            except Empty:
+                with self._lock:  # a job put meanwhile is seen here, or its submit starts a thread after this one
+                    if self._jobs.empty():
+                        self._started -= 1
+                        return
+                continue
+            try:
+                if future.set_running_or_notify_cancel():
+                    future.set_result(read(*args))
+            except BaseException as exc:  # handed to the caller, which waits on the future
+                future.set_exception(exc)
+            finally:
+                self._free.release()
 
 
 class CachedIdentity:
@@ -78,8 +122,7 @@ class CachedIdentity:
         self._down = False
         self._last_answer = timer()
         self._probing = False
-        self._readers = None if deadline is None else ThreadPoolExecutor(readers, thread_name_prefix="authmw-store")
-        self._free_readers = threading.BoundedSemaphore(readers)
+        self._readers = None if deadline is None else _Readers(readers)
         self._refresh = refresh
         self._timer = timer
         self._lock = threading.Lock()
@@ -166,10 +209,9 @@ class CachedIdentity:
             return read(*args)
         if self._down:
             raise StoreUnavailable("the store is unreachable")
-        if not self._free_readers.acquire(blocking=False):
-            raise StoreUnavailable("every store reader is waiting for the store")
         future = self._readers.submit(read, *args)
-        future.add_done_callback(self._reader_done)
+        if future is None:
+            raise StoreUnavailable("every store reader is waiting for the store")
         try:
             answer = future.result(self._wait)
         except FutureTimeout:
@@ -177,18 +219,13 @@ class CachedIdentity:
         self._last_answer = self._timer()
         return answer
 
-    def _reader_done(self, _future: Future[Any]) -> None:
-        self._free_readers.release()
-
     def _probe(self) -> None:
         """Poll on a reader thread (one at a time, at most every ``refresh``), without waiting for it."""
         with self._lock:
-            if self._probing or self._readers is None or not self._free_readers.acquire(blocking=False):
+            if self._probing or self._readers is None or self._readers.submit(self._read_revision) is None:
                 return
             self._probing = True
             self._deadline = self._timer() + self._refresh
-        future = self._readers.submit(self._read_revision)
-        future.add_done_callback(self._reader_done)
 
     def _read_revision(self) -> None:
         try:
