@@ -285,7 +285,7 @@ class Settings:
     replay_protection: bool = True
     replay_capacity: int = 1_000_000
     replay_quota: int | None = None
-    store_timeout: int = 50
+    store_timeout: int = 25
     store_statement_timeout: int = 1000
     store_connect_timeout: int = 2
     store_keepalive: int = 5

@@ -55,7 +55,7 @@ def make_store(url: str, key_file: str) -> tuple[Store, dict[str, Key]]:
 def proxy(store_url: str, key_file: str, tmp_path: Path, *, ready: bool = True) -> Iterator[Running]:
     """``authmw proxy`` on ``store_url``; yields its URL once ``/healthz`` (and, if ``ready``, ``/readyz``) answer."""
     config = tmp_path / f"proxy-{os.urandom(4).hex()}.yaml"
-    config.write_text(f"store_grace: {GRACE}\nstore_timeout: 50\npresets: []\nunmatched: authenticate-only\n")
+    config.write_text(f"store_grace: {GRACE}\nstore_timeout: 25\npresets: []\nunmatched: authenticate-only\n")
     port = free_port()
     env = {**os.environ, "AUTHMW_STORE": store_url, "AUTHMW_MASTER_KEY_FILE": key_file}
     with serve_asgi(echo_asgi) as upstream:
