@@ -13,10 +13,11 @@ bumping the revision: ``authmw key list`` shows it to the minute, and no request
 
 With a ``deadline`` (the proxy's ``store_timeout``), no caller waits longer than that for the store: reads run on
 a few threads of their own and an answer that comes later is dropped (503 ``store_unavailable``), so an event loop
-calling in is held at most that long, whatever the network does. A revision poll that fails or misses the deadline
-marks the store down: then entries already cached are served for ``grace`` seconds after the last answer (a
-change made meanwhile cannot be seen: ``grace`` bounds that), everything else is refused at once, and a probe on
-a reader thread (at most every ``refresh`` seconds, started by the traffic or ``/readyz``) marks it up again.
+calling in is held at most that long, whatever the network does. A read or revision poll that fails or misses the
+deadline marks the store down (so no caller after it waits): then entries already cached are served for ``grace``
+seconds after the last answer (a change made meanwhile cannot be seen: ``grace`` bounds that), everything else is
+refused at once, and a probe on a reader thread (at most every ``refresh`` seconds, started by the traffic or
+``/readyz``) marks it up again.
 """
 
 from __future__ import annotations
@@ -215,16 +216,29 @@ class CachedIdentity:
         try:
             answer = future.result(self._wait)
         except FutureTimeout:
+            self._went_down()  # the next caller must not wait too: the event loop it holds serves everyone
             raise StoreUnavailable("the store did not answer in time") from None
+        except StoreUnavailable:
+            self._went_down()
+            raise
         self._last_answer = self._timer()
         return answer
+
+    def _went_down(self) -> None:
+        if not self._down:
+            logger.warning("the store is unreachable: serving cached identities for %ss", self._grace)
+        self._down = True
+        self._deadline = self._timer() + self._refresh
 
     def _probe(self) -> None:
         """Poll on a reader thread (one at a time, at most every ``refresh``), without waiting for it."""
         with self._lock:
-            if self._probing or self._readers is None or self._readers.submit(self._read_revision) is None:
+            if self._probing or self._readers is None:
                 return
-            self._probing = True
+            self._probing = True  # before the submit: the probe may be over before it returns
+            if self._readers.submit(self._read_revision) is None:
+                self._probing = False
+                return
             self._deadline = self._timer() + self._refresh
 
     def _read_revision(self) -> None:
@@ -240,10 +254,7 @@ class CachedIdentity:
         try:
             revision = self.ask(self.store.revision)
         except StoreUnavailable:
-            if not self._down:
-                logger.warning("the store is unreachable: serving cached identities for %ss", self._grace)
-            self._down = True
-            self._deadline = self._timer() + self._refresh
+            self._went_down()
             raise
         self._apply(revision)
 
