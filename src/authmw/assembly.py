@@ -122,7 +122,8 @@ def session_sealer(store: Store, identity: CachedIdentity | None = None) -> Sess
     once if the store changed since: ``identity`` watches its revision)."""
     keys, active = store.sealing_keys()
     revision = None if identity is None else identity.current_revision
-    return SessionSealer(keys, active=active, refresh=store.sealing_keys, revision=revision)
+    refresh = store.sealing_keys if identity is None else lambda: identity.ask(store.sealing_keys)
+    return SessionSealer(keys, active=active, refresh=refresh, revision=revision)
 
 
 def trusted_issuers(
@@ -265,7 +266,7 @@ def keep_replay_window(old: Guard, new: Guard) -> None:
 
 def _build(settings: Settings, store: Store, routes: tuple[Route, ...]) -> Guard:
     """A guard over a cached view of ``store``, configured by ``settings``."""
-    identity = CachedIdentity(store)
+    identity = CachedIdentity(store, deadline=settings.store_timeout / 1000, grace=settings.store_grace)
     state = shared_state(settings)
     if state is not None:
         state.subscribe(identity.poll)  # a change notice: read the revision now, not at the next poll
@@ -287,7 +288,7 @@ def _build(settings: Settings, store: Store, routes: tuple[Route, ...]) -> Guard
         tokens=TokenVerifier(  # the algorithms come from the configuration only, never from a token
             store.public_token_keys(settings.token_algorithms),
             algorithms=settings.token_algorithms,
-            refresh=lambda: store.public_token_keys(settings.token_algorithms),
+            refresh=lambda: identity.ask(store.public_token_keys, settings.token_algorithms),
             revision=identity.current_revision,
         ),
         issuers=trusted_issuers(settings, domains=[d.name for d in store.list_domains()]),

@@ -90,6 +90,10 @@ class SessionSealer:
         self._keys = {kid: AESGCM(key) for kid, key in keys.items()}
         self.active = active
 
+    def update(self, keys: Mapping[str, bytes], active: str | None) -> None:
+        """Open with ``keys`` and seal with ``active`` from now on (the store's after a rotation)."""
+        self._set(keys, active)
+
     def seal(self, session: Session) -> str:
         """The security token of ``session``, sealed under the active key."""
         if self.active is None:

@@ -83,6 +83,17 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "shared_state_timeout": (_count(1, 10_000), "milliseconds 1-10000"),
     "shared_state_fallback": (_one_of("refuse", "local"), "refuse or local"),
     "security_token_limit": (_count(1, 1_000_000), "a number of security tokens 1-1000000"),
+    "store_timeout": (_count(1, 60_000), "milliseconds 1-60000"),
+    "store_statement_timeout": (_count(1, 3_600_000), "milliseconds 1-3600000"),
+    "store_connect_timeout": (_count(2, 600), "seconds 2-600"),
+    "store_keepalive": (_count(1, 3600), "seconds 1-3600"),
+    "store_pool_size": (_count(1, 1000), "an integer 1-1000"),
+    "store_grace": (_count(0, 86_400), "seconds 0-86400"),
+    "upstream_connect_timeout": (_count(1, 600_000), "milliseconds 1-600000"),
+    "upstream_timeout": (_count(1, 86_400), "seconds 1-86400"),
+    "upstream_pool_timeout": (_count(1, 600_000), "milliseconds 1-600000"),
+    "upstream_pools": (_count(1, 1024), "an integer 1-1024"),
+    "upstream_pool_connections": (_count(1, 10_000), "an integer 1-10000"),
 }
 
 
@@ -239,6 +250,33 @@ ABOUT: dict[str, About] = {
         "Security tokens one user, and one access key or token, may obtain per minute; ten times that from one "
         "client address (429 `too_many_attempts` beyond)."
     ),
+    "store_timeout": About(
+        "The proxy: milliseconds a request waits for the store, pool wait included (503 `store_unavailable` "
+        "beyond; the event loop is never held longer)."
+    ),
+    "store_statement_timeout": About(
+        "The proxy on PostgreSQL: milliseconds one statement may run on the server (`statement_timeout`)."
+    ),
+    "store_connect_timeout": About(
+        "The proxy on PostgreSQL: seconds to open a connection (libpq's floor is 2); requests never wait for it, "
+        "only the pool's own threads do."
+    ),
+    "store_keepalive": About(
+        "The proxy on PostgreSQL: TCP keepalive idle seconds (then 1 s probes, 3 of them, and the same bound on "
+        "unacknowledged data), so a blackholed connection is dropped instead of hanging."
+    ),
+    "store_pool_size": About("The proxy on PostgreSQL: connections to the store at most."),
+    "store_grace": About(
+        "Seconds identities already cached stay served while the store is unreachable (others get 503 "
+        "`store_unavailable` at once; after the grace, all do)."
+    ),
+    "upstream_connect_timeout": About("The proxy: milliseconds to connect to the upstream (502 beyond)."),
+    "upstream_timeout": About("The proxy: seconds the upstream may take to read the request or send each chunk."),
+    "upstream_pool_timeout": About(
+        "The proxy: milliseconds a request waits for a free upstream connection (502 beyond)."
+    ),
+    "upstream_pools": About("The proxy: keep-alive pools to the upstream, used in turn."),
+    "upstream_pool_connections": About("The proxy: connections of each upstream pool at most."),
 }
 
 
@@ -288,6 +326,17 @@ class Settings:
     shared_state_timeout: int = 50
     shared_state_fallback: str = "refuse"
     security_token_limit: int = 600
+    store_timeout: int = 25
+    store_statement_timeout: int = 1000
+    store_connect_timeout: int = 2
+    store_keepalive: int = 5
+    store_pool_size: int = 10
+    store_grace: int = 30
+    upstream_connect_timeout: int = 5000
+    upstream_timeout: int = 60
+    upstream_pool_timeout: int = 10_000
+    upstream_pools: int = 32
+    upstream_pool_connections: int = 16
     #: Where each setting and each entry of ``routes`` and ``token_issuers`` is in the file it came from
     #: (``"routes[0]"`` → ``FILE:LINE:COLUMN``), for messages; not a setting.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

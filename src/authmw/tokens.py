@@ -198,6 +198,10 @@ class TokenVerifier:
         self._cache.put(token, claims)
         return claims
 
+    def update(self, keys: Mapping[str, PublicKey]) -> None:
+        """Verify with ``keys`` from now on (the store's key set after a rotation, read by the caller)."""
+        self._keys = dict(keys)
+
     def forget(self, token: str) -> None:
         """Drop a remembered token (revoked: the next check verifies it again and asks about revocation)."""
         self._cache.pop(token, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 from authmw.models import WhitelistScope
@@ -187,3 +188,87 @@ def test_policy_documents_in_the_store_are_json(store: Store) -> None:
     store.create_policy("all", json.dumps(document))
     with store.db.read() as tx:
         assert json.loads(tx.one("SELECT document FROM policies WHERE name = 'all'")[0]) == document
+
+
+class Gate:
+    """A store whose reads can be made to hang (a blackholed network) or fail (a stopped database)."""
+
+    def __init__(self, store: Store) -> None:
+        import threading
+
+        self.store, self.state = store, "up"
+        self.released = threading.Event()
+
+    def __getattr__(self, name: str) -> object:
+        attribute = getattr(self.store, name)
+        if not (name.startswith("read_") or name == "revision"):
+            return attribute
+
+        def read(*args: object) -> object:
+            from authmw.errors import StoreUnavailable
+
+            if self.state == "hang":
+                self.released.wait(10)
+            elif self.state == "down":
+                raise StoreUnavailable("stopped")
+            return attribute(*args)  # type: ignore[operator]
+
+        return read
+
+
+def test_an_outage_serves_the_cached_within_the_grace_and_refuses_the_rest_at_once(store: Store) -> None:
+    import time
+
+    import pytest
+
+    from authmw.errors import StoreUnavailable
+
+    store.create_user("alice")
+    store.create_user("bob")
+    alice, bob = store.create_access_key("alice"), store.create_access_key("bob")
+    gate, timer = Gate(store), Ticker()
+    cached = CachedIdentity(gate, refresh=0.25, timer=timer, deadline=0.05, grace=10)  # type: ignore[arg-type]
+    assert cached.get_access_key(alice.access) is not None
+    gate.state = "hang"
+    timer.now = 1.0
+    started = time.perf_counter()
+    assert cached.get_access_key(alice.access) is not None  # the poll misses its deadline: down, within the grace
+    assert time.perf_counter() - started < 0.5
+    assert cached.down and not cached.available()
+    started = time.perf_counter()
+    with pytest.raises(StoreUnavailable):
+        cached.get_access_key(bob.access)  # not cached: refused without waiting
+    assert time.perf_counter() - started < 0.01
+    timer.now = 9.9  # the grace runs from the last answer (at 0)
+    assert cached.get_access_key(alice.access) is not None
+    timer.now = 10.1  # the grace is over: the cache is not served either
+    with pytest.raises(StoreUnavailable):
+        cached.get_access_key(alice.access)
+    gate.state = "up"
+    gate.released.set()
+    deadline = time.monotonic() + 2
+    while cached.down:  # a probe (started by the traffic) finds the store again
+        assert time.monotonic() < deadline
+        timer.now += 0.3
+        with contextlib.suppress(StoreUnavailable):
+            cached.current_revision()
+        time.sleep(0.01)
+    assert cached.available()
+    assert cached.get_access_key(bob.access) is not None
+
+
+def test_a_stopped_store_is_noticed_by_the_poll(store: Store) -> None:
+    import pytest
+
+    from authmw.errors import StoreUnavailable
+
+    store.create_user("alice")
+    key = store.create_access_key("alice")
+    gate, timer = Gate(store), Ticker()
+    cached = CachedIdentity(gate, refresh=0.25, timer=timer, deadline=0.05, grace=0)  # type: ignore[arg-type]
+    assert cached.get_access_key(key.access) is not None
+    gate.state = "down"
+    timer.now = 1.0
+    with pytest.raises(StoreUnavailable):  # no grace: refused as soon as the poll fails
+        cached.get_access_key(key.access)
+    assert cached.down

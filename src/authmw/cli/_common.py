@@ -108,10 +108,18 @@ def with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
 
 
 @contextmanager
-def open_cli_store(args: argparse.Namespace, *, create: bool = False, master_key: bool = True) -> Iterator[Any]:
+def open_cli_store(
+    args: argparse.Namespace,
+    *,
+    create: bool = False,
+    master_key: bool = True,
+    timeouts: Any = None,
+    lazy: bool = False,
+) -> Iterator[Any]:
     """The store named by ``--store`` / ``$AUTHMW_STORE`` / the config file / the default, closed afterwards;
     only ``init`` passes ``create`` (a missing store is otherwise exit 3, and nothing is created);
-    ``master_key=False``: without reading the master key, for commands reading public data only."""
+    ``master_key=False``: without reading the master key, for commands reading public data only. ``timeouts``
+    and ``lazy``: a serving process's (:func:`authmw.store.open_store`)."""
     from authmw.redisstate import shared_state
     from authmw.store import STORE_ENV, open_store
     from authmw.store.secrets import MASTER_KEY_FILE_ENV
@@ -123,7 +131,13 @@ def open_cli_store(args: argparse.Namespace, *, create: bool = False, master_key
         environ[MASTER_KEY_FILE_ENV] = settings.master_key_file
     url = getattr(args, "store", None) or environ.get(STORE_ENV) or settings.store
     store = open_store(
-        url, create=create, master_key=master_key, whitelist_limit=settings.whitelist_limit, environ=environ
+        url,
+        create=create,
+        master_key=master_key,
+        whitelist_limit=settings.whitelist_limit,
+        environ=environ,
+        timeouts=timeouts,
+        lazy=lazy,
     )
     if announce is not None:  # every change the command writes tells the running processes at once
         from authmw.assembly import announce_changes

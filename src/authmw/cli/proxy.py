@@ -42,7 +42,8 @@ def _proxy(args: argparse.Namespace, _stdin: TextIO, _stdout: TextIO) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from authmw.cli._common import open_cli_store
-    from authmw.proxy.server import build_app, serve
+    from authmw.errors import StoreUnavailable
+    from authmw.proxy.server import build_app, serve, store_timeouts, waiting_app
 
     settings = _settings(args)
     workers = args.workers
@@ -63,11 +64,24 @@ def _serve(args: argparse.Namespace) -> int:
             audit_log=settings.audit_log,
         )
 
-    with open_cli_store(args) as store:
-        store.require_schema()
-        build_app(settings, store)  # refuse a bad configuration before binding the port
+    # A PostgreSQL server that does not answer yet is waited for (not ready meanwhile); a missing SQLite file is
+    # still exit 3, since only 'authmw init' creates one.
+    with open_cli_store(args, timeouts=store_timeouts(settings), lazy=True) as store:
+        try:
+            store.require_schema()
+            build_app(settings, store)  # refuse a bad configuration before binding the port
+        except StoreUnavailable:
+            if store.db.dialect != "postgresql":
+                raise
+            waiting_app(settings)  # what can be checked without the store: the upstream
         if workers == 1:
-            serve(settings, store, reload_settings=reload_settings)
+            serve(
+                settings,
+                store,
+                reload_settings=reload_settings,
+                config_file=config,
+                wait_for_store=store.db.dialect == "postgresql",
+            )
             return EXIT_OK
     return _fork_workers(args, settings, workers, reload_settings)
 
@@ -77,7 +91,7 @@ def _fork_workers(args: argparse.Namespace, settings: Settings, workers: int, re
     and accept on the one socket (the kernel hands each connection to one of them). This process forwards
     SIGINT, SIGTERM and SIGHUP to them and starts a worker again if one dies while serving."""
     from authmw.cli._common import open_cli_store
-    from authmw.proxy.server import bind, parse_listen, serve
+    from authmw.proxy.server import bind, parse_listen, serve, store_timeouts
     from authmw.redisstate import close_shared_states
 
     close_shared_states()  # a child opens its own: connections and threads do not survive a fork
@@ -90,8 +104,15 @@ def _fork_workers(args: argparse.Namespace, settings: Settings, workers: int, re
             return pid
         status = 4
         try:
-            with open_cli_store(args) as store:
-                serve(settings, store, reload_settings=reload_settings, listening=listening)
+            with open_cli_store(args, timeouts=store_timeouts(settings), lazy=True) as store:
+                serve(
+                    settings,
+                    store,
+                    reload_settings=reload_settings,
+                    listening=listening,
+                    config_file=getattr(args, "config", None),
+                    wait_for_store=store.db.dialect == "postgresql",
+                )
             status = EXIT_OK
         except BaseException:  # a child must never return into the parent's code
             logger.exception("worker %d failed", os.getpid())
@@ -146,8 +167,10 @@ def register(commands: Any) -> None:
             "Serve the authmw pipeline in front of UPSTREAM: every request is authenticated, placed in a workspace "
             "and authorized, then forwarded with X-Authmw-* identity headers and a signed X-Authmw-Assertion "
             "(incoming X-Authmw-* headers are dropped). Also serves /healthz, /readyz, /metrics and "
-            "/.well-known/jwks.json. With no routes configured the built-in modelarts preset applies. SIGHUP "
-            "reloads --config; SIGTERM drains in-flight requests and stops."
+            "/.well-known/jwks.json. With no routes configured the built-in modelarts preset applies. SIGHUP, or a "
+            "change to the --config file, reloads it; keys rotated in the store are taken up within a second. A "
+            "PostgreSQL store that does not answer yet is waited for (not ready meanwhile). SIGTERM drains "
+            "in-flight requests and stops."
         ),
     )
     proxy.add_argument("--upstream", metavar="URL", help="where allowed requests go (or upstream: in --config)")

@@ -24,6 +24,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
@@ -47,14 +48,22 @@ from authmw.admission import (
 )
 from authmw.assertion import jwk_of, sign_assertion
 from authmw.audit import log_decision
-from authmw.errors import AuthmwError, UpstreamUnavailable
-from authmw.guard import Guard
+from authmw.errors import AuthmwError, StoreUnavailable, UpstreamUnavailable
+from authmw.guard import Guard, bare_context
 from authmw.iam_admin import is_iam_path
 from authmw.models import AuthContext
 from authmw.tokens import PublicKey
 from authmw.workspace_api import WorkspaceService
 
-__all__ = ["ProxyApp", "asserted_identity", "forwarded_query", "identity_headers", "origin_of", "upstream_headers"]
+__all__ = [
+    "ProxyApp",
+    "UpstreamLimits",
+    "asserted_identity",
+    "forwarded_query",
+    "identity_headers",
+    "origin_of",
+    "upstream_headers",
+]
 
 logger = logging.getLogger("authmw.proxy")
 
@@ -91,8 +100,26 @@ _PRESIGNED_SECRETS = frozenset({"x-amz-signature", "x-amz-security-token"})
 _WS_HANDSHAKE = frozenset({b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions"})
 _HEALTH = b'{"status":"ok"}'
 _JSON = [(b"content-type", b"application/json")]
-_POOLS, _POOL_CONNECTIONS = 32, 16  # up to 512 connections to the upstream
-_TIMEOUTS = {"connect": 5.0, "read": 60.0, "write": 60.0, "pool": 10.0}
+_WAITING = b'{"status":"waiting for the store"}'
+_STORE_DOWN = b'{"status":"store unavailable"}'
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamLimits:
+    """The upstream client: ``pools`` keep-alive pools used in turn, ``connections`` each (the defaults: up to 512
+    connections), and its timeouts in seconds (``connect``, ``read``/``write`` per chunk, ``pool`` for a free
+    connection; 502 beyond each)."""
+
+    pools: int = 32
+    connections: int = 16
+    connect: float = 5.0
+    read: float = 60.0
+    write: float = 60.0
+    pool: float = 10.0
+
+    @property
+    def timeouts(self) -> dict[str, float]:
+        return {"connect": self.connect, "read": self.read, "write": self.write, "pool": self.pool}
 
 
 def identity_headers(context: AuthContext) -> list[tuple[str, str]]:
@@ -204,14 +231,16 @@ class ProxyApp:
     ``upstream``). ``forward_credentials`` sends the caller's credentials upstream (for upstreams
     that verify them again); ``drop_underscore_headers=False`` keeps header names with ``_`` that fold onto no
     protected or present name. A request body must arrive within ``body_timeout`` seconds (408), and the bodies
-    held at once stay within ``body_budget`` (503)."""
+    held at once stay within ``body_budget`` (503). Without a ``guard`` (nor a signing key: a proxy started
+    while its store is down) every request is refused with 503 ``store_unavailable`` and ``/readyz`` says so,
+    until :meth:`reload` gives it one."""
 
     def __init__(
         self,
         *,
-        guard: Guard,
+        guard: Guard | None,
         upstream: str,
-        signing_key: tuple[str, ed25519.Ed25519PrivateKey],
+        signing_key: tuple[str, ed25519.Ed25519PrivateKey] | None,
         public_keys: Mapping[str, PublicKey],
         assertion_ttl: int = 60,
         assertion_audience: str | None = None,
@@ -222,6 +251,7 @@ class ProxyApp:
         drop_underscore_headers: bool = True,
         body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
         body_budget: BodyBudget | None = None,
+        limits: UpstreamLimits | None = None,
     ) -> None:
         from authmw.proxy.metrics import Metrics
 
@@ -229,8 +259,10 @@ class ProxyApp:
             raise ValueError("the upstream must be an http:// or https:// URL")
         self.guard = guard
         self.upstream = upstream.rstrip("/")
-        self.kid, self._key = signing_key
-        self._jwks_body = json.dumps({"keys": [jwk_of(k, v) for k, v in public_keys.items()]}).encode()
+        self.kid: str = ""
+        self._key: ed25519.Ed25519PrivateKey | None = None
+        self.limits = limits or UpstreamLimits()
+        self.set_keys(signing_key, public_keys)
         self.assertion_ttl = assertion_ttl
         self.assertion_audience = assertion_audience or origin_of(self.upstream)
         self.forward_credentials = forward_credentials
@@ -244,6 +276,13 @@ class ProxyApp:
         self._pools: list[httpx.AsyncBaseTransport] = []
         self._turn = 0
         self.draining = False
+
+    def set_keys(
+        self, signing_key: tuple[str, ed25519.Ed25519PrivateKey] | None, public_keys: Mapping[str, PublicKey]
+    ) -> None:
+        """Sign assertions with ``signing_key`` and publish ``public_keys`` from now on (a rotation)."""
+        self.kid, self._key = signing_key or ("", None)
+        self._jwks_body = json.dumps({"keys": [jwk_of(k, v) for k, v in public_keys.items()]}).encode()
 
     def reload(self, fresh: ProxyApp) -> None:
         """Serve new requests with ``fresh``'s guard, signing key, key set and token service (a configuration
@@ -260,6 +299,7 @@ class ProxyApp:
             fresh.drop_underscore_headers,
         )
         self.assertion_audience = fresh.assertion_audience
+        self.limits = fresh.limits  # its timeouts; the pools, once open, keep their sizes
 
     @property
     def transport(self) -> httpx.AsyncBaseTransport:
@@ -269,15 +309,20 @@ class ProxyApp:
         if self._transport is not None:
             return self._transport
         if not self._pools:
-            limits = httpx.Limits(max_connections=_POOL_CONNECTIONS, max_keepalive_connections=_POOL_CONNECTIONS)
-            # One TLS context for all: each loads the CA bundle (~50 ms of CPU, on the event loop).
-            tls = httpx.create_ssl_context()
-            self._pools = [httpx.AsyncHTTPTransport(verify=tls, limits=limits, retries=0) for _ in range(_POOLS)]
-        self._turn = (self._turn + 1) % _POOLS
+            self._pools = self._open_pools()
+        self._turn = (self._turn + 1) % len(self._pools)
         return self._pools[self._turn]
 
+    def _open_pools(self) -> list[httpx.AsyncBaseTransport]:
+        # Built at startup, off the event loop (see _lifespan), with one TLS context for all: each would load the
+        # CA bundle (~50 ms of CPU).
+        size = self.limits.connections
+        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+        tls = httpx.create_ssl_context()
+        return [httpx.AsyncHTTPTransport(verify=tls, limits=limits, retries=0) for _ in range(self.limits.pools)]
+
     async def aclose(self) -> None:
-        identity: Any = self.guard.identity
+        identity: Any = None if self.guard is None else self.guard.identity
         if hasattr(identity, "flush_key_use"):  # the keys' uses noted since the last batch, off the event loop
             await asyncio.to_thread(identity.flush_key_use)
         pools, self._pools = self._pools, []
@@ -292,17 +337,33 @@ class ProxyApp:
             own = _OWN_PATHS.get(scope["path"])
             if own is not None and scope["method"] in ("GET", "HEAD"):
                 await own(self, send)
+            elif self.guard is None:
+                await self._waiting(scope, receive, send)
             elif self.token_service is not None and is_iam_path(scope["path"]):
                 await self.token_service(scope, receive, send)
             else:
                 await self._http(scope, receive, send)
         elif kind == "websocket":
-            await self._websocket(scope, receive, send)
+            if self.guard is None:
+                await self._waiting(scope, receive, send)
+            else:
+                await self._websocket(scope, receive, send)
+
+    async def _waiting(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """No guard yet (the store has not answered since the start): refused, never let through."""
+        if scope["type"] == "websocket" and (await receive())["type"] != "websocket.connect":
+            return
+        peer = scope.get("client")
+        context = bare_context(peer[0] if peer else None)
+        self.metrics.decided("deny", StoreUnavailable.code, 0.0)
+        await send_error(scope, send, StoreUnavailable("waiting for the store since the start"), context.request_id)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if self._transport is None and not self._pools:
+                    self._pools = await asyncio.to_thread(self._open_pools)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.draining = True
@@ -316,12 +377,20 @@ class ProxyApp:
         await send_response(send, 200, _HEALTH, _JSON)
 
     async def _readyz(self, send: Send) -> None:
+        """Ready when the store answers (within its deadline, off the event loop) and the proxy is not stopping."""
+        if self.guard is None:
+            await send_response(send, 503, _WAITING, _JSON)
+            return
         identity: Any = self.guard.identity
         try:
-            if hasattr(identity, "poll"):
-                identity.poll()
+            if hasattr(identity, "available"):
+                available = await asyncio.to_thread(identity.available)
+            else:
+                available = True
         except AuthmwError:
-            await send_response(send, 503, b'{"status":"store unavailable"}', _JSON)
+            available = False
+        if not available:
+            await send_response(send, 503, _STORE_DOWN, _JSON)
             return
         if self.draining:
             await send_response(send, 503, b'{"status":"shutting down"}', _JSON)
@@ -332,6 +401,9 @@ class ProxyApp:
         await send_response(send, 200, self.metrics.render(), [(b"content-type", self.metrics.content_type.encode())])
 
     async def _jwks(self, send: Send) -> None:
+        if self.guard is None:  # no key set read yet: an empty one would make verifiers drop what they cached
+            await send_response(send, 503, _WAITING, _JSON)
+            return
         await send_response(send, 200, self._jwks_body, _JSON)
 
     # -- the pipeline ----------------------------------------------------------------------------------
@@ -344,6 +416,7 @@ class ProxyApp:
             outcome = "allow" if refused is None else "deny" if error is not None else "dry-run-deny"
             self.metrics.decided(outcome, refused.code if refused else "", time.perf_counter() - started)
 
+        assert self.guard is not None  # requests reach the pipeline only with a guard
         return await admit(
             self.guard,
             scope,
@@ -371,6 +444,7 @@ class ProxyApp:
         return raw_target(scope)[0], forwarded_query(query, forward_credentials=self.forward_credentials)
 
     def _forward_headers(self, scope: Scope, context: AuthContext, skip: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
+        assert self.guard is not None and self._key is not None  # admitted: the proxy has its guard and key
         headers = upstream_headers(
             scope.get("headers", ()),
             skip,
@@ -442,7 +516,7 @@ class ProxyApp:
             self.upstream + path + (f"?{query}" if query else ""),
             headers=self._forward_headers(scope, context, _HOP_BY_HOP),
             content=body,
-            extensions={"timeout": _TIMEOUTS},
+            extensions={"timeout": self.limits.timeouts},
         )
         try:
             response = await self.transport.handle_async_request(request)

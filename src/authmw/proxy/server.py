@@ -5,27 +5,56 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from authmw.admission import BodyBudget
 from authmw.assembly import keep_replay_window, open_guard, presets_in_force, token_limits
 from authmw.audit import AUDIT_LOGGER
-from authmw.errors import AddressInUse, ChangeRefused, ConfigurationError, RequestTimeout, render
+from authmw.errors import (
+    AddressInUse,
+    AuthmwError,
+    ChangeRefused,
+    ConfigurationError,
+    RequestTimeout,
+    StoreUnavailable,
+    render,
+)
 from authmw.guard import Guard
 from authmw.iam_admin import IamAdmin
 from authmw.iam_api import AttemptLimiter, MintLimiter, TokenService
-from authmw.proxy.app import ProxyApp
+from authmw.proxy.app import ProxyApp, UpstreamLimits
 from authmw.redisstate import RedisState, shared_state
 from authmw.settings import Settings
 from authmw.store import Store
-from authmw.tokens import TokenSigner
+from authmw.store.database import StoreTimeouts
+from authmw.tokens import PrivateKey, PublicKey, TokenSigner, algorithm_of
 from authmw.workspace_api import WorkspaceService
 
-__all__ = ["bind", "build_app", "header_deadline_protocol", "parse_listen", "serve"]
+__all__ = [
+    "KeySet",
+    "bind",
+    "build_app",
+    "header_deadline_protocol",
+    "parse_listen",
+    "read_keys",
+    "serve",
+    "store_timeouts",
+    "take_keys",
+    "upstream_limits",
+    "waiting_app",
+]
+
+#: Seconds between two looks at the store revision and the configuration file (a rotation or a changed file
+#: elsewhere is taken up within this, plus the store's own ``refresh``).
+WATCH_EVERY = 0.25
 
 logger = logging.getLogger("authmw.proxy")
 
@@ -60,6 +89,77 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def upstream_limits(settings: Settings) -> UpstreamLimits:
+    """The upstream client's pools and timeouts configured by ``settings``."""
+    return UpstreamLimits(
+        pools=settings.upstream_pools,
+        connections=settings.upstream_pool_connections,
+        connect=settings.upstream_connect_timeout / 1000,
+        read=float(settings.upstream_timeout),
+        write=float(settings.upstream_timeout),
+        pool=settings.upstream_pool_timeout / 1000,
+    )
+
+
+def store_timeouts(settings: Settings) -> StoreTimeouts:
+    """How long the proxy waits on its PostgreSQL store, as ``settings`` say."""
+    return StoreTimeouts(
+        pool=settings.store_timeout / 1000,
+        statement=settings.store_statement_timeout / 1000,
+        connect=settings.store_connect_timeout,
+        keepalive=settings.store_keepalive,
+        pool_size=settings.store_pool_size,
+    )
+
+
+def waiting_app(settings: Settings) -> ProxyApp:
+    """The proxy before its store first answered: every request 503 ``store_unavailable``, ``/readyz`` 503."""
+    if not settings.upstream:
+        raise ConfigurationError("the proxy needs an upstream URL (--upstream or upstream: in the config)")
+    try:
+        return ProxyApp(guard=None, upstream=settings.upstream, signing_key=None, public_keys={},
+                        limits=upstream_limits(settings))  # fmt: skip
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class KeySet:
+    """The store's keys as a proxy uses them, read at ``revision``: the assertion key, the published key set,
+    the token signer, and the sealing keys of temporary credentials."""
+
+    revision: int
+    signing_key: tuple[str, ed25519.Ed25519PrivateKey]
+    public_keys: Mapping[str, PublicKey]
+    token_key: tuple[str, PrivateKey]
+    sealing_keys: tuple[Mapping[str, bytes], str]
+
+
+def read_keys(settings: Settings, store: Store) -> KeySet:
+    """The store's current keys (blocking: call off the event loop). The revision is read first, so a rotation
+    committed meanwhile is read again by the next check."""
+    revision = store.revision()
+    try:
+        token_key = store.token_signing_key(settings.token_algorithm)
+    except ChangeRefused as exc:
+        raise ConfigurationError(f"token_algorithm: {exc}") from None
+    return KeySet(revision, store.signing_key(), store.public_token_keys(), token_key, store.sealing_keys())
+
+
+def take_keys(app: ProxyApp, keys: KeySet, settings: Settings) -> None:
+    """Serve with ``keys`` from now on: assertions, ``/.well-known/jwks.json``, issued tokens, sealed credentials
+    and the key set tokens are verified with (so every instance sharing the store publishes the same keys)."""
+    app.set_keys(keys.signing_key, keys.public_keys)
+    service = app.token_service
+    if isinstance(service, TokenService):
+        service.signer = TokenSigner(*keys.token_key, algorithm=settings.token_algorithm)
+        if service.sealer is not None:
+            service.sealer.update(*keys.sealing_keys)
+    if app.guard is not None and app.guard.tokens is not None:
+        wanted = set(settings.token_algorithms)
+        app.guard.tokens.update({kid: key for kid, key in keys.public_keys.items() if algorithm_of(key) in wanted})
+
+
 def build_app(
     settings: Settings,
     store: Store,
@@ -72,6 +172,7 @@ def build_app(
     running ones on a reload)."""
     if not settings.upstream:
         raise ConfigurationError("the proxy needs an upstream URL (--upstream or upstream: in the config)")
+    store.check_keyring()  # a store that was down at start-up had its master key ring checked by nobody yet
     guard = open_guard(store, config=settings)
     signing_key = store.signing_key()
     try:
@@ -99,6 +200,7 @@ def build_app(
             drop_underscore_headers=settings.drop_underscore_headers,
             body_timeout=settings.body_timeout,
             body_budget=BodyBudget(settings.body_budget),
+            limits=upstream_limits(settings),
         )
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
@@ -176,24 +278,49 @@ def _audit_to(target: str | None) -> None:
     AUDIT_LOGGER.propagate = False
 
 
+def _stamp(path: str | None) -> tuple[int, int, int] | None:
+    """What tells a configuration file changed (a Kubernetes ConfigMap update swaps the file under a symlink)."""
+    if path is None:
+        return None
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_ino, found.st_mtime_ns, found.st_size
+
+
 def serve(
     settings: Settings,
     store: Store,
     *,
     reload_settings: Callable[[], Settings] | None = None,
     listening: socket.socket | None = None,
+    config_file: str | None = None,
+    wait_for_store: bool = False,
 ) -> None:
     """Serve until SIGINT/SIGTERM (in-flight requests finish first); SIGHUP rebuilds the guard from
     ``reload_settings()`` (and takes up the store's current signing key) and drops every cache, without dropping
     a request. A reload that fails keeps the old configuration and logs why. ``listening``: a socket bound
-    already (shared by several worker processes), else ``settings.listen`` is bound here."""
+    already (shared by several worker processes), else ``settings.listen`` is bound here.
+
+    Every :data:`WATCH_EVERY` seconds, without a signal: a changed ``config_file`` is reloaded as on SIGHUP, and
+    when the store revision moved the keys are read again (a signing- or sealing-key rotation made on any
+    instance, so all publish the same key set). With ``wait_for_store``, a store that does not answer at the
+    start is waited for (503 to every request, ``/readyz`` 503) instead of being fatal.
+    """
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per forwarded request is the audit log's job
     _audit_to(settings.audit_log)
     limiter, minter = token_limits(settings)  # one each for the process: a reload must not reset them
-    app = build_app(settings, store, limiter=limiter, minter=minter)
+    try:
+        app = build_app(settings, store, limiter=limiter, minter=minter)
+    except StoreUnavailable as exc:
+        if not wait_for_store:
+            raise
+        logger.warning("the store does not answer (%s): not ready until it does", exc.detail)
+        app = waiting_app(settings)
     host, port = parse_listen(settings.listen)
     if listening is None:
         listening = bind(host, port)
@@ -213,29 +340,60 @@ def serve(
     server = uvicorn.Server(config)
 
     running = [settings]  # the settings in force
+    keys_at = [-1 if app.guard is None else _revision_of(app.guard)]  # the revision the keys were read at
     reloading = asyncio.Lock()
 
     def rebuild() -> tuple[Settings, ProxyApp]:
         fresh = reload_settings() if reload_settings is not None else settings
         fresh = replace(fresh, upstream=fresh.upstream or settings.upstream, listen=settings.listen)
         rebuilt = build_app(fresh, store, limiter=limiter, minter=minter)  # also the signing key and the key set
+        assert rebuilt.guard is not None
         rebuilt.guard.identity.poll()  # type: ignore[attr-defined]
-        keep_issuers(app.guard, rebuilt.guard, running[0], fresh)
-        keep_replay_window(app.guard, rebuilt.guard)
+        if app.guard is not None:
+            keep_issuers(app.guard, rebuilt.guard, running[0], fresh)
+            keep_replay_window(app.guard, rebuilt.guard)
         return fresh, rebuilt
 
-    async def reload() -> None:
+    async def reload(*, quiet: bool = False) -> bool:
         async with reloading:  # one at a time, built off the event loop (it reads the store, fetches JWKS)
             try:
                 fresh, rebuilt = await asyncio.to_thread(rebuild)
             except Exception as exc:
-                app.metrics.reloads.labels("failed").inc()
-                logger.error("reload failed, keeping the running configuration: %s", exc)
-                return
+                if not quiet:
+                    app.metrics.reloads.labels("failed").inc()
+                    logger.error("reload failed, keeping the running configuration: %s", exc)
+                return False
+            assert rebuilt.guard is not None
+            keys_at[0] = _revision_of(rebuilt.guard)
             app.reload(rebuilt)
             running[0] = fresh
             app.metrics.reloads.labels("ok").inc()
             logger.info("configuration and policies reloaded")
+            return True
+
+    async def watch() -> None:
+        """Take up, without a signal, what changed elsewhere: the configuration file, the store's keys; and the
+        store itself when it did not answer at the start."""
+        stamp = _stamp(config_file)
+        while True:
+            await asyncio.sleep(WATCH_EVERY)
+            if app.guard is None:
+                await reload(quiet=True)  # the store's first answer: built as on SIGHUP
+                continue
+            seen = _stamp(config_file)
+            if seen != stamp:
+                stamp = seen  # once per change: a broken file is logged once, and kept out until changed again
+                await reload()
+                continue
+            identity: Any = app.guard.identity
+            try:
+                revision = await asyncio.to_thread(identity.current_revision)
+                if revision != keys_at[0]:
+                    keys = await asyncio.to_thread(read_keys, running[0], store)
+                    take_keys(app, keys, running[0])
+                    keys_at[0] = keys.revision
+            except AuthmwError:
+                continue  # the store is down: what is cached is served within the grace; looked at again next time
 
     # uvicorn drains on SIGINT/SIGTERM, then re-raises the signal to the handler it found: make that one a
     # no-op, so a drained shutdown ends with exit status 0 instead of death by signal.
@@ -244,7 +402,7 @@ def serve(
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        tasks: set[asyncio.Task[None]] = set()
+        tasks: set[asyncio.Task[Any]] = set()
 
         def on_hangup() -> None:
             task = loop.create_task(reload())
@@ -252,10 +410,19 @@ def serve(
             task.add_done_callback(tasks.discard)
 
         loop.add_signal_handler(signal.SIGHUP, on_hangup)
+        watcher = loop.create_task(watch())
         logger.info("authmw proxy on http://%s:%d → %s (mode %s)", host, port, settings.upstream, settings.mode)
-        await server.serve(sockets=[listening])
+        try:
+            await server.serve(sockets=[listening])
+        finally:
+            watcher.cancel()
 
     try:
         asyncio.run(main())
     finally:
         listening.close()
+
+
+def _revision_of(guard: Guard) -> int:
+    """The store revision ``guard``'s caches reflect (what its keys were read at, when it was just built)."""
+    return int(getattr(guard.identity, "revision", -1))

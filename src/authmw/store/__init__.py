@@ -16,11 +16,19 @@ from authmw.store.names import DEFAULT_DOMAIN
 
 if TYPE_CHECKING:
     from authmw.store.cached import CachedIdentity
-    from authmw.store.database import Database
+    from authmw.store.database import Database, StoreTimeouts
     from authmw.store.facade import Store
     from authmw.store.secrets import Keyring
 
-__all__ = ["DEFAULT_DOMAIN", "DEFAULT_STORE_URL", "STORE_ENV", "CachedIdentity", "Keyring", "Store", "open_store"]
+__all__ = [
+    "DEFAULT_DOMAIN",
+    "DEFAULT_STORE_URL",
+    "STORE_ENV",
+    "CachedIdentity",
+    "Keyring",
+    "Store",
+    "open_store",
+]
 
 STORE_ENV = "AUTHMW_STORE"
 DEFAULT_STORE_URL = "sqlite:///./authmw.db"
@@ -51,6 +59,8 @@ def open_store(
     master_key: bool = True,
     whitelist_limit: int = 5,
     environ: Mapping[str, str] | None = None,
+    timeouts: StoreTimeouts | None = None,
+    lazy: bool = False,
 ) -> Store:
     """Open the store at ``url`` (else ``$AUTHMW_STORE``, else ``sqlite:///./authmw.db``).
 
@@ -60,20 +70,27 @@ def open_store(
     it a missing store is :class:`~authmw.errors.StoreUnavailable` and nothing is created. A ring that cannot
     open the store's secrets is refused (:class:`~authmw.errors.ConfigurationError`). With ``master_key=False``
     no key is read at all: the store then reads public data only (opening or sealing a secret is refused).
+    ``timeouts`` bound the waits on PostgreSQL; with ``lazy`` (a proxy starting) a PostgreSQL server that does
+    not answer yet is not an error, and the ring is checked later (:meth:`Store.check_keyring`).
     """
+    from authmw.errors import StoreUnavailable
     from authmw.store.database import open_database
     from authmw.store.facade import Store
     from authmw.store.secrets import Keyring
 
     env = os.environ if environ is None else environ
-    db = open_database(url or env.get(STORE_ENV) or DEFAULT_STORE_URL, create=create)
+    db = open_database(url or env.get(STORE_ENV) or DEFAULT_STORE_URL, create=create, timeouts=timeouts, lazy=lazy)
     try:
         if not master_key:
             return Store(db, Keyring.without_keys(), whitelist_limit=whitelist_limit)
         if keyring is None and create:
             _refuse_new_key_for_sealed_store(db, env)
         store = Store(db, keyring or Keyring.from_environment(env, create=create), whitelist_limit=whitelist_limit)
-        store.check_keyring()
+        try:
+            store.check_keyring()
+        except StoreUnavailable:
+            if not lazy:
+                raise
     except BaseException:
         db.close()
         raise

@@ -10,6 +10,14 @@ are cached too, apart: a repeated unknown key costs what a known one does.
 The last use of each access key is noted in memory (:meth:`CachedIdentity.key_used`: one dict write per request)
 and written in one batch at most once every ``use_interval`` seconds (60), on a thread of its own, without
 bumping the revision: ``authmw key list`` shows it to the minute, and no request waits for it.
+
+With a ``deadline`` (the proxy's ``store_timeout``), no caller waits longer than that for the store: reads run on
+a few threads of their own and an answer that comes later is dropped (503 ``store_unavailable``), so an event loop
+calling in is held at most that long, whatever the network does. A read or revision poll that fails or misses the
+deadline marks the store down (so no caller after it waits): then entries already cached are served for ``grace``
+seconds after the last answer (a change made meanwhile cannot be seen: ``grace`` bounds that), everything else is
+refused at once, and a probe on a reader thread (at most every ``refresh`` seconds, started by the traffic or
+``/readyz``) marks it up again.
 """
 
 from __future__ import annotations
@@ -19,10 +27,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import suppress
+from queue import Empty, SimpleQueue
+from typing import Any, TypeVar
 
 from authmw.cache import BoundedCache
 from authmw.clientaddr import IpWhitelist
+from authmw.errors import StoreUnavailable
 from authmw.models import AccessKey, Principal, Project, WhitelistScope, Workspace
 from authmw.policy import PolicySet
 from authmw.store.reads import IdentityReads, compile_policies
@@ -33,6 +46,50 @@ __all__ = ["CachedIdentity"]
 logger = logging.getLogger("authmw.store")
 
 _MISSING: Any = object()
+_T = TypeVar("_T")
+_READER_IDLE = 30.0  # seconds a reader thread waits for work before it ends (a guard replaced on reload leaves none)
+
+
+class _Readers:
+    """``count`` daemon threads running store reads, each read on a free one or not at all. Daemon threads (not a
+    ``ThreadPoolExecutor``, whose threads the interpreter joins at exit): a read stuck on a dead network must not
+    keep a stopping process alive."""
+
+    def __init__(self, count: int) -> None:
+        self._jobs: SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = SimpleQueue()
+        self._free = threading.BoundedSemaphore(count)
+        self._count, self._started = count, 0
+        self._lock = threading.Lock()
+
+    def submit(self, read: Callable[..., _T], *args: Any) -> Future[_T] | None:
+        """``read(*args)`` on a reader thread; None if every reader is busy."""
+        if not self._free.acquire(blocking=False):
+            return None
+        future: Future[_T] = Future()
+        self._jobs.put((future, read, args))
+        with self._lock:
+            if self._started < self._count:
+                self._started += 1
+                threading.Thread(target=self._work, name="authmw-store", daemon=True).start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            try:
+                future, read, args = self._jobs.get(timeout=_READER_IDLE)
+            except Empty:
+                with self._lock:  # a job put meanwhile is seen here, or its submit starts a thread after this one
+                    if self._jobs.empty():
+                        self._started -= 1
+                        return
+                continue
+            try:
+                if future.set_running_or_notify_cancel():
+                    future.set_result(read(*args))
+            except BaseException as exc:  # handed to the caller, which waits on the future
+                future.set_exception(exc)
+            finally:
+                self._free.release()
 
 
 class CachedIdentity:
@@ -42,7 +99,8 @@ class CachedIdentity:
     sets), least recently used first out; unknown access keys go to a separate cache of ``max_unknown``
     entries, so a flood of made-up keys cannot push real ones out. A string that cannot be an access key
     never reaches the store or a cache. ``timer`` (monotonic) and ``clock`` (wall time, for the last use of a
-    key) are injectable for tests.
+    key) are injectable for tests. ``deadline`` (seconds; None: wait as long as the store does), ``grace`` and
+    ``readers`` (threads waiting on the store at most): see the module.
     """
 
     def __init__(
@@ -55,8 +113,17 @@ class CachedIdentity:
         use_interval: float = 60.0,
         timer: Callable[[], float] = time.monotonic,
         clock: Callable[[], float] = time.time,
+        deadline: float | None = None,
+        grace: float = 30.0,
+        readers: int = 4,
     ) -> None:
         self.store = store
+        self._wait = deadline
+        self._grace = grace
+        self._down = False
+        self._last_answer = timer()
+        self._probing = False
+        self._readers = None if deadline is None else _Readers(readers)
         self._refresh = refresh
         self._timer = timer
         self._lock = threading.Lock()
@@ -103,19 +170,104 @@ class CachedIdentity:
         """The store revision the caches reflect."""
         return self._revision
 
+    @property
+    def down(self) -> bool:
+        """Whether the last revision poll failed (until a probe finds the store again)."""
+        return self._down
+
     def current_revision(self) -> int:
         """The store revision, read again if the last poll is older than ``refresh``."""
-        if self._timer() >= self._deadline:
-            self.poll()
+        self._fresh()
         return self._revision
+
+    def available(self) -> bool:
+        """Whether the store answers now (``/readyz``): a poll within the deadline, or a probe if it is down."""
+        if self._down:
+            self._probe()
+            return False
+        try:
+            self.poll()
+        except StoreUnavailable:
+            return False
+        return True
+
+    def _fresh(self) -> None:
+        """Poll when due; refuse every read once the store has been down longer than the grace."""
+        if self._timer() >= self._deadline:
+            if self._wait is None:
+                self.poll()
+            elif self._down:
+                self._probe()
+            else:
+                with suppress(StoreUnavailable):  # down now: what is cached stays served within the grace
+                    self.poll()
+        if self._down and self._timer() - self._last_answer > self._grace:
+            raise StoreUnavailable("the store has been unreachable for longer than store_grace")
+
+    def ask(self, read: Callable[..., _T], *args: Any) -> _T:
+        """``read(*args)`` within the deadline (on a reader thread), or :class:`StoreUnavailable`."""
+        if self._readers is None:
+            return read(*args)
+        if self._down:
+            raise StoreUnavailable("the store is unreachable")
+        future = self._readers.submit(read, *args)
+        if future is None:
+            raise StoreUnavailable("every store reader is waiting for the store")
+        try:
+            answer = future.result(self._wait)
+        except FutureTimeout:
+            self._went_down()  # the next caller must not wait too: the event loop it holds serves everyone
+            raise StoreUnavailable("the store did not answer in time") from None
+        except StoreUnavailable:
+            self._went_down()
+            raise
+        self._last_answer = self._timer()
+        return answer
+
+    def _went_down(self) -> None:
+        if not self._down:
+            logger.warning("the store is unreachable: serving cached identities for %ss", self._grace)
+        self._down = True
+        self._deadline = self._timer() + self._refresh
+
+    def _probe(self) -> None:
+        """Poll on a reader thread (one at a time, at most every ``refresh``), without waiting for it."""
+        with self._lock:
+            if self._probing or self._readers is None:
+                return
+            self._probing = True  # before the submit: the probe may be over before it returns
+            if self._readers.submit(self._read_revision) is None:
+                self._probing = False
+                return
+            self._deadline = self._timer() + self._refresh
+
+    def _read_revision(self) -> None:
+        try:
+            self._apply(self.store.revision())
+        except Exception as exc:  # still down: the next probe tries again
+            logger.debug("store probe failed: %s", type(exc).__name__)
+        finally:
+            self._probing = False
 
     def poll(self) -> None:
         """Read the store revision now; drop every cache if it moved (either way: a restored database too)."""
-        revision = self.store.revision()
+        try:
+            revision = self.ask(self.store.revision)
+        except StoreUnavailable:
+            self._went_down()
+            raise
+        self._apply(revision)
+
+    def _apply(self, revision: int) -> None:
+        """A revision the store answered: caches dropped if it moved, the store up again."""
         with self._lock:
             if revision != self._revision:
                 self._clear(revision)
+        if self._down:
+            logger.warning("the store answers again")
+        self._down = False
         now = self._timer()
+        self._last_answer = now
         self._deadline = now + self._refresh
         if self._used and now >= self._used_deadline:
             self._used_deadline = now + self._use_interval
@@ -159,14 +311,13 @@ class CachedIdentity:
             cache.put(key, value)
 
     def get_access_key(self, access_key: str) -> AccessKey | None:
-        if self._timer() >= self._deadline:
-            self.poll()
+        self._fresh()
         found = self._keys.get(access_key)
         if found is not None:
             return found
         if access_key in self._unknown or not _ACCESS_KEY.fullmatch(access_key):
             return None
-        revision, key = self.store.read_access_key(access_key)
+        revision, key = self.ask(self.store.read_access_key, access_key)
         if key is None:
             self._keep(revision, self._unknown, access_key, None)
         else:
@@ -185,13 +336,12 @@ class CachedIdentity:
         key: str,
         read: Callable[..., tuple[int, Principal | None]],
     ) -> Principal | None:
-        if self._timer() >= self._deadline:
-            self.poll()
+        self._fresh()
         found = cache.get(key, _MISSING)
         if found is not _MISSING:
             return found  # type: ignore[no-any-return]
         compiled: list[tuple[tuple[str, ...], PolicySet]] = []
-        revision, principal = read(key, lambda policies: self._compile(policies, compiled))
+        revision, principal = self.ask(read, key, lambda policies: self._compile(policies, compiled))
         for policy_key, policy_set in compiled:
             self._keep(revision, self._policy_sets, policy_key, policy_set)
         self._keep(revision, cache, key, principal)
@@ -223,18 +373,16 @@ class CachedIdentity:
 
     def _read_through(self, cache: BoundedCache[Any, Any], key: Any, read: Callable[[Any], tuple[int, Any]]) -> Any:
         """``cache[key]`` (None included), else ``read(key)`` kept in it."""
-        if self._timer() >= self._deadline:
-            self.poll()
+        self._fresh()
         found = cache.get(key, _MISSING)
         if found is not _MISSING:
             return found
-        revision, value = read(key)
+        revision, value = self.ask(read, key)
         self._keep(revision, cache, key, value)
         return value
 
     def whitelist(self, scope: WhitelistScope, name: str) -> IpWhitelist:
-        if self._timer() >= self._deadline:
-            self.poll()
+        self._fresh()
         cache = (
             self._user_lists
             if scope is WhitelistScope.USER
@@ -245,6 +393,6 @@ class CachedIdentity:
         found = cache.get(name)
         if found is not None:
             return found
-        revision, whitelist = self.store.read_whitelist(scope, name)
+        revision, whitelist = self.ask(self.store.read_whitelist, scope, name)
         self._keep(revision, cache, name, whitelist)
         return whitelist

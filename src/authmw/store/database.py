@@ -12,10 +12,12 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 import urllib.parse
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,6 +29,7 @@ __all__ = [
     "Database",
     "PostgresDatabase",
     "SqliteDatabase",
+    "StoreTimeouts",
     "Tx",
     "open_database",
     "table_exists",
@@ -35,6 +38,7 @@ __all__ = [
 Row = tuple[Any, ...]
 _BUMP = "UPDATE authmw_meta SET value = value + 1 WHERE name = 'revision'"
 _PG_WRITE_LOCK = 0x61757468_6D77  # "authmw": the advisory lock key of store writers
+_REVIVE_EVERY = 0.25  # seconds between direct connection attempts after a PostgreSQL failure
 
 
 class Conflict(ChangeRefused):
@@ -112,10 +116,11 @@ class SqliteDatabase:
 
     Only with ``create`` (``authmw init``) are a missing file and its directory created: any other use of a
     store that is not there is :class:`~authmw.errors.StoreUnavailable`, naming the path looked for, and
-    leaves nothing behind (a mistyped URL must not become an empty store).
-    ``read_only`` opens an existing file with SQLite's ``mode=ro`` and ``query_only``: nothing is created or
-    changed, so an unprivileged reader (the SSH gate) needs read access only (plus the WAL's ``-shm`` file, which
-    SQLite creates beside the store if it is absent).
+    leaves nothing behind (a mistyped URL must not become an empty store). A file deleted or replaced after it
+    was opened is unavailable too (one ``stat`` per transaction): its open connections would otherwise keep
+    serving the deleted data indefinitely. ``read_only`` opens an existing file with SQLite's ``mode=ro`` and
+    ``query_only``: nothing is created or changed, so an unprivileged reader (the SSH gate) needs read access
+    only (plus the WAL's ``-shm`` file, which SQLite creates beside the store if it is absent).
     """
 
     dialect = "sqlite"
@@ -130,13 +135,27 @@ class SqliteDatabase:
             raise StoreUnavailable(missing_store(path))
         self._local = threading.local()
         self._held: weakref.WeakSet[_Held] = weakref.WeakSet()
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file first opened
+
+    def _same_file(self) -> None:
+        """Refuse a file deleted or replaced since it was opened."""
+        try:
+            found = os.stat(self.path)
+        except OSError:
+            raise StoreUnavailable(missing_store(self.path)) from None
+        if self._file is None:
+            self._file = (found.st_dev, found.st_ino)
+        elif self._file != (found.st_dev, found.st_ino):
+            raise StoreUnavailable(f"the SQLite store {os.path.abspath(self.path)} was replaced while open")
 
     def _conn(self) -> sqlite3.Connection:
         held: _Held | None = getattr(self._local, "held", None)
         conn = None if held is None else held.conn
-        if conn is None and self.read_only:
+        if conn is not None:
+            self._same_file()
+        elif self.read_only:
             conn = self._connect_read_only()
-        if conn is None:
+        else:
             try:
                 if self._create:
                     Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -155,6 +174,7 @@ class SqliteDatabase:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute("PRAGMA foreign_keys=ON")
+                self._same_file()
             except (sqlite3.Error, OSError) as exc:
                 raise StoreUnavailable(f"cannot open SQLite store {self.path}: {exc}") from None
         if held is None or held.conn is not conn:
@@ -267,13 +287,35 @@ class _PgTx:
         self._cur.executemany(self._sql(sql), list(params))
 
 
+@dataclass(frozen=True, slots=True)
+class StoreTimeouts:
+    """How long a serving process waits on PostgreSQL: ``pool`` seconds for a pooled connection (what a caller
+    waits at most), ``statement`` seconds a statement may run on the server, ``connect`` seconds to open a
+    connection (libpq's floor is 2: only the pool's threads wait for it), ``keepalive`` seconds of silence before
+    TCP keepalive probes (1 s apart, 3 of them, and the same bound on unacknowledged data), ``pool_size``
+    connections at most. The defaults are an administrator's (no statement limit)."""
+
+    pool: float = 10.0
+    statement: float | None = None
+    connect: int = 10
+    keepalive: int = 30
+    pool_size: int = 10
+
+
 class PostgresDatabase:
-    """A psycopg 3 connection pool; reads run as REPEATABLE READ, READ ONLY snapshots."""
+    """A psycopg 3 connection pool; reads run as REPEATABLE READ, READ ONLY snapshots.
+
+    With ``lazy`` an unreachable server is not an error here (a proxy may start while the database is down):
+    calls fail with :class:`~authmw.errors.StoreUnavailable` until it answers. After a failure, the pool is
+    replaced by a fresh one as soon as a direct connection succeeds (checked at most every
+    :data:`_REVIVE_EVERY` seconds): psycopg_pool's own reconnection backs off exponentially, which took
+    14-38 s to notice a database that came back.
+    """
 
     dialect = "postgresql"
 
     def __init__(
-        self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0, read_only: bool = False
+        self, url: str, *, timeouts: StoreTimeouts | None = None, lazy: bool = False, read_only: bool = False
     ) -> None:
         with requires("postgres", "a PostgreSQL store"):
             import psycopg
@@ -281,39 +323,86 @@ class PostgresDatabase:
         self.url = url
         self.read_only = read_only
         self._psycopg = psycopg
-        # A read-only session refuses every write in the server, whatever the statement (added to the URL's own
-        # options, which a keyword argument would replace).
-        options = None
-        if read_only:
-            from psycopg.conninfo import conninfo_to_dict
-
-            try:
-                given = str(conninfo_to_dict(url).get("options") or "")
-            except psycopg.Error:
-                raise ConfigurationError(f"malformed PostgreSQL URL {_redact(url)}") from None
-            options = f"{given} -c default_transaction_read_only=on".strip()
-        try:  # one direct attempt first: a wrong URL fails at once with the server's own message
-            psycopg.connect(url, connect_timeout=max(1, int(timeout)), options=options).close()
-        except psycopg.Error as exc:
-            raise StoreUnavailable(f"cannot connect to PostgreSQL store {_redact(url)}: {_first_line(exc)}") from None
+        self._pool_module = psycopg_pool
+        self._timeouts = timeouts = timeouts or StoreTimeouts()
+        self._options: dict[str, Any] = {
+            "connect_timeout": max(2, timeouts.connect),
+            "keepalives": 1,
+            "keepalives_idle": timeouts.keepalive,
+            "keepalives_interval": 1,
+            "keepalives_count": 3,
+            "tcp_user_timeout": (timeouts.keepalive + 3) * 1000,
+        }
+        server: list[str] = []
+        if timeouts.statement is not None:
+            server.append(f"-c statement_timeout={max(1, round(timeouts.statement * 1000))}")
+        if read_only:  # a read-only session refuses every write in the server, whatever the statement
+            server.append("-c default_transaction_read_only=on")
+        if server:
+            # Appended to the URL's own options (a search_path, say), not replacing them.
+            given = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).get("options", [""])[-1]
+            self._options["options"] = " ".join([given, *server]).strip()
         self._pool_timeout = psycopg_pool.PoolTimeout
-        self._pool = psycopg_pool.ConnectionPool(
-            url,
-            min_size=min_size,
-            max_size=max_size,
-            timeout=timeout,
+        self._revive_lock = threading.Lock()
+        self._failed_at: float | None = None
+        self._revived_at = float("-inf")
+        try:  # one direct attempt first: a wrong URL fails at once with the server's own message
+            psycopg.connect(url, **self._options).close()
+        except psycopg.Error as exc:
+            if not lazy:
+                raise StoreUnavailable(
+                    f"cannot connect to PostgreSQL store {_redact(url)}: {_first_line(exc)}"
+                ) from None
+            self._failed_at = time.monotonic()
+        self._pool = self._open_pool(wait=not lazy)
+
+    def _open_pool(self, *, wait: bool) -> Any:
+        pool = self._pool_module.ConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=self._timeouts.pool_size,
+            timeout=self._timeouts.pool,
             open=False,
-            kwargs={"autocommit": True, **({"options": options} if options else {})},
+            kwargs={"autocommit": True, **self._options},
         )
+        if not wait:
+            pool.open(wait=False)
+            return pool
         try:
-            self._pool.open(wait=True, timeout=timeout)
-        except psycopg_pool.PoolTimeout:
-            self._pool.close()
-            raise StoreUnavailable(f"cannot connect to PostgreSQL store {_redact(url)}") from None
+            pool.open(wait=True, timeout=max(self._timeouts.pool, float(self._options["connect_timeout"])))
+        except self._pool_timeout:
+            pool.close()
+            raise StoreUnavailable(f"cannot connect to PostgreSQL store {_redact(self.url)}") from None
+        return pool
+
+    def _failed(self) -> None:
+        if self._failed_at is None:
+            self._failed_at = time.monotonic()
+
+    def _revive(self) -> None:
+        """After a failure: if a direct connection succeeds now, serve from a fresh pool (the old one is closed on
+        a thread: connections stuck on a dead network must not hold the caller)."""
+        if self._failed_at is None or not self._revive_lock.acquire(blocking=False):
+            return
+        try:
+            now = time.monotonic()
+            if self._failed_at is None or now - self._revived_at < _REVIVE_EVERY:
+                return
+            self._revived_at = now
+            try:
+                self._psycopg.connect(self.url, **self._options).close()
+            except self._psycopg.Error:
+                return
+            old, self._pool = self._pool, self._open_pool(wait=False)
+            self._failed_at = None
+            threading.Thread(target=old.close, kwargs={"timeout": 0}, name="authmw-pool-close", daemon=True).start()
+        finally:
+            self._revive_lock.release()
 
     @contextmanager
     def _transaction(self, first: str | None) -> Iterator[_PgTx]:
         psycopg = self._psycopg
+        self._revive()
         try:
             with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 tx = _PgTx(cur)
@@ -323,8 +412,10 @@ class PostgresDatabase:
         except (psycopg.IntegrityError, psycopg.DataError, OverflowError, UnicodeEncodeError) as exc:
             raise Conflict(f"the store refused the value: {_first_line(exc)}") from None
         except psycopg.Error as exc:
+            self._failed()
             raise StoreUnavailable(f"PostgreSQL store error: {_first_line(exc)}") from None
         except self._pool_timeout:
+            self._failed()
             raise StoreUnavailable("PostgreSQL pool exhausted or unreachable") from None
 
     @contextmanager
@@ -343,12 +434,15 @@ class PostgresDatabase:
     def query(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         """One row of one statement in autocommit: one round trip, and one snapshot (a statement's own)."""
         psycopg = self._psycopg
+        self._revive()
         try:
             with self._pool.connection() as conn:
                 row: Row | None = conn.execute(_PgTx._sql(sql), params, prepare=True).fetchone()
         except psycopg.Error as exc:
+            self._failed()
             raise StoreUnavailable(f"PostgreSQL store error: {_first_line(exc)}") from None
         except self._pool_timeout:
+            self._failed()
             raise StoreUnavailable("PostgreSQL pool exhausted or unreachable") from None
         return row
 
@@ -382,12 +476,19 @@ def missing_store(path: str) -> str:
     )
 
 
-def open_database(url: str, *, create: bool = False, read_only: bool = False) -> SqliteDatabase | PostgresDatabase:
+def open_database(
+    url: str,
+    *,
+    create: bool = False,
+    timeouts: StoreTimeouts | None = None,
+    lazy: bool = False,
+    read_only: bool = False,
+) -> SqliteDatabase | PostgresDatabase:
     """``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``postgresql://...``; only with ``create`` is a
-    missing SQLite file created (``authmw init``).
-
-    ``read_only``: never create or change anything (SQLite ``mode=ro``; PostgreSQL sessions whose transactions
-    are read-only, on one connection, as a short-lived reader needs).
+    missing SQLite file created (``authmw init``). ``timeouts`` and ``lazy`` (an unreachable server is not an
+    error yet) apply to PostgreSQL: a missing SQLite file is always an error. ``read_only``: never create or
+    change anything (SQLite ``mode=ro``; PostgreSQL sessions whose transactions are read-only, on one
+    connection, as a short-lived reader needs).
     """
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
@@ -396,8 +497,9 @@ def open_database(url: str, *, create: bool = False, read_only: bool = False) ->
         return SqliteDatabase(path, create=create, read_only=read_only)
     if url.startswith(("postgresql://", "postgres://")):
         if read_only:
-            return PostgresDatabase(url, max_size=1, read_only=True)
-        return PostgresDatabase(url)
+            one = replace(timeouts or StoreTimeouts(), pool_size=1)
+            return PostgresDatabase(url, timeouts=one, lazy=lazy, read_only=True)
+        return PostgresDatabase(url, timeouts=timeouts, lazy=lazy)
     raise ConfigurationError(
         f"unsupported store URL {_redact(url)!r}: use sqlite:///relative/path, sqlite:////absolute/path or "
         "postgresql://..."
