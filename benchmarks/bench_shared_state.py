@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_pipeline as bp
 from authmw.assembly import open_guard
 from authmw.models import Request
-from authmw.redisstate import RedisState
 from authmw.settings import Settings
 from authmw.signing import ReplayGuard, sign_request
+from authmw.store.redisstate import RedisState
 
 
 def _quantiles(values: list[int]) -> tuple[float, float]:

@@ -19,7 +19,6 @@ from authmw.guard import SIGNED_IF_PRESENT, Guard
 from authmw.iam_api import AttemptLimiter, MintLimiter
 from authmw.oidc import TrustedIssuer
 from authmw.policy import modelarts_actions
-from authmw.redisstate import shared_state
 from authmw.routes import Route, RouteCatalog, Routes, modelarts_routes, route_from_mapping, routes_from_openapi
 from authmw.sessions import SessionSealer
 from authmw.settings import Settings, load_settings
@@ -27,6 +26,7 @@ from authmw.sharedstate import Notices, SharedState
 from authmw.signing import ReplayGuard, Verifier
 from authmw.signing.verifier import ReplayGuardLike
 from authmw.store import CachedIdentity, Store, open_store
+from authmw.store.redisstate import shared_state
 from authmw.tokens import ISSUER, TokenVerifier
 
 if TYPE_CHECKING:

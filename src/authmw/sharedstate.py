@@ -3,7 +3,7 @@ of the login and security-token limits, and change notices.
 
 :class:`LocalState` keeps it in the process (the default: right for one process, wrong for several, where a
 request replayed to another process would be accepted and every limit would multiply by the process count);
-:mod:`authmw.redisstate` keeps it in Redis (the edge). Both answer the same questions the same way, so the
+:mod:`authmw.store.redisstate` keeps it in Redis (the edge). Both answer the same questions the same way, so the
 verifier, the token endpoints and the caches never know which one they hold.
 """
 

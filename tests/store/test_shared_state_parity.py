@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from authmw.errors import ReplayedRequest, ReplayQuotaExceeded, SharedStateUnavailable
-from authmw.redisstate import RedisState
 from authmw.sharedstate import LocalState, SharedState
 from authmw.signing.replay import ReplayGuard
+from authmw.store.redisstate import RedisState
 from tests.support.servers import free_port
 
 redis = pytest.importorskip("redis")

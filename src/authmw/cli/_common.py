@@ -120,8 +120,8 @@ def open_cli_store(
     only ``init`` passes ``create`` (a missing store is otherwise exit 3, and nothing is created);
     ``master_key=False``: without reading the master key, for commands reading public data only. ``timeouts``
     and ``lazy``: a serving process's (:func:`authmw.store.open_store`)."""
-    from authmw.redisstate import shared_state
     from authmw.store import STORE_ENV, open_store
+    from authmw.store.redisstate import shared_state
     from authmw.store.secrets import MASTER_KEY_FILE_ENV
 
     settings = settings_of(args)

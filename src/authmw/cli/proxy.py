@@ -92,7 +92,7 @@ def _fork_workers(args: argparse.Namespace, settings: Settings, workers: int, re
     SIGINT, SIGTERM and SIGHUP to them and starts a worker again if one dies while serving."""
     from authmw.cli._common import open_cli_store
     from authmw.proxy.server import bind, parse_listen, serve, store_timeouts
-    from authmw.redisstate import close_shared_states
+    from authmw.store.redisstate import close_shared_states
 
     close_shared_states()  # a child opens its own: connections and threads do not survive a fork
     listening = bind(*parse_listen(settings.listen))

@@ -31,10 +31,10 @@ from authmw.guard import Guard
 from authmw.iam_admin import IamAdmin
 from authmw.iam_api import AttemptLimiter, MintLimiter, TokenService
 from authmw.proxy.app import ProxyApp, UpstreamLimits
-from authmw.redisstate import RedisState, shared_state
 from authmw.settings import Settings
 from authmw.store import Store
 from authmw.store.database import StoreTimeouts
+from authmw.store.redisstate import RedisState, shared_state
 from authmw.tokens import PrivateKey, PublicKey, TokenSigner, algorithm_of
 from authmw.workspace_api import WorkspaceService
 
