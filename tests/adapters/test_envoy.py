@@ -147,8 +147,10 @@ def _wait_for(url: str, process: subprocess.Popen[str], what: str, ready: Any) -
 
 
 @contextlib.contextmanager
-def _envoy(tmp_path: Path, upstream: str, authz: str) -> Iterator[str]:
-    """Envoy running the bootstrap ``authmw envoy-config`` prints; yields its URL."""
+def _envoy(tmp_path: Path, upstream: str, authz: str, *, through_authz: bool = True) -> Iterator[str]:
+    """Envoy running the bootstrap ``authmw envoy-config`` prints; yields its URL once a request goes through it to
+    authz and back (authz's JSON refusal of an unsigned request: Envoy's listener answers 503 of its own while its
+    clusters are still connecting), or with ``through_authz=False`` (no authz to reach) once the listener answers."""
     port = free_port()
     out = io.StringIO()
     command = ["envoy-config", "--listen", f"127.0.0.1:{port}", "--upstream", upstream, "--authz", authz]
@@ -164,7 +166,9 @@ def _envoy(tmp_path: Path, upstream: str, authz: str) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(url + "/healthz", process, "envoy", lambda _r: True)  # any answer: the listener is up
+        json = "application/json"
+        up = (lambda r: r.headers.get("content-type", "").startswith(json)) if through_authz else (lambda _r: True)
+        _wait_for(url + "/healthz", process, "envoy", up)
         yield url
     finally:
         process.terminate()
@@ -185,7 +189,7 @@ def _authz(
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(url + "/healthz", process, "authmw authz", lambda r: r.status_code == 200)
+        _wait_for(url + "/readyz", process, "authmw authz", lambda r: r.status_code == 200)  # its store answers
         yield url, audit, process
     finally:
         if process.poll() is None:
@@ -422,7 +426,7 @@ def test_a_request_to_authz_without_the_check_prefix_is_refused(stack: Stack) ->
 
 def test_envoy_refuses_when_authz_is_down(stack: Stack, tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    with _envoy(tmp_path, stack.upstream, dead) as url:
+    with _envoy(tmp_path, stack.upstream, dead, through_authz=False) as url:
         before = stack.app.calls
         status, _body = _sdk(stack, "GET", NOTEBOOKS, url=url)
         assert status == 503
