@@ -541,6 +541,97 @@ def test_the_asgi_middleware_under_two_uvicorn_workers_shares_one_replay_window_
         process.wait(30)
 
 
+WSGI_MIDDLEWARE_APP = """
+import os
+from authmw import open_guard
+from authmw.wsgi import AuthMiddleware
+
+def ok(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+def pid_header(app):
+    # Outside the middleware, so that its refusals also tell which worker answered.
+    def tagged(environ, start_response):
+        def start(status, headers, *exc_info):
+            return start_response(status, [*headers, ("X-Worker-Pid", str(os.getpid()))], *exc_info)
+        return app(environ, start)
+    return tagged
+
+guard = open_guard(os.environ["AUTHMW_STORE"], shared_state=os.environ["TEST_REDIS"],
+                   shared_state_prefix=os.environ["TEST_PREFIX"])
+app = pid_header(AuthMiddleware(ok, guard=guard))
+"""
+
+
+def test_the_wsgi_middleware_under_two_gunicorn_workers_shares_one_replay_window_and_hears_changes(site: Site) -> None:
+    """The WSGI twin of the test above, with the recipe adapters/README.md gives for Flask and Django: gunicorn
+    ``--workers 2``, each worker building its guard after the fork (no ``--preload``), the shared state named to
+    ``open_guard`` alone."""
+    gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent))
+    if gunicorn is None:
+        pytest.skip("gunicorn is not installed (the test extra has it)")
+    (site.tmp / "wsgi_pid_app.py").write_text(WSGI_MIDDLEWARE_APP)
+    port = free_port()
+    env = {**site.env(), "TEST_REDIS": REDIS, "TEST_PREFIX": site.prefix}
+    env.pop("AUTHMW_SHARED_STATE", None)
+    command = [gunicorn, "--chdir", str(site.tmp), "wsgi_pid_app:app", "--bind", f"127.0.0.1:{port}",
+               "--workers", "2", "--log-level", "warning"]  # fmt: skip
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        workers = _from_both_workers(url, process, lambda: signed(site, url), (200, None), deadline=30)
+        # The same request over new connections, until both workers have had it: accepted once, replayed after.
+        request = signed(site, url)
+        assert code(httpx.request(**_fresh(request))) == (200, None)
+        replayed = (401, "replayed_request")
+        assert _from_both_workers(url, process, lambda: request, replayed) == workers
+        # A key disabled is refused by both workers 100 ms after the write (their own polling takes up to 250 ms).
+        state = RedisState(REDIS, prefix=site.prefix)
+        announce_changes(site.store, state)
+        try:
+            for _ in range(5):
+                site.store.set_access_key_status(site.access, False)
+                time.sleep(0.1)
+                refused = (401, "signature_mismatch")  # a disabled key is refused as an unknown one
+                assert _from_both_workers(url, process, lambda: signed(site, url), refused) == workers
+                site.store.set_access_key_status(site.access, True)
+                time.sleep(0.1)
+                assert _from_both_workers(url, process, lambda: signed(site, url), (200, None)) == workers
+        finally:
+            state.close()
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def _from_both_workers(
+    url: str,
+    process: subprocess.Popen[str],
+    request: Callable[[], Any],
+    expected: tuple[int, str | None],
+    deadline: float = 5,
+) -> set[str]:
+    """The pids of the workers that answered ``request()``, sent over new connections (each to whichever worker
+    accepts it) at least 10 times and until both have answered, every answer ``expected``."""
+    until = time.monotonic() + deadline
+    pids: set[str] = set()
+    sent = 0
+    while len(pids) < 2 or sent < 10:
+        try:
+            answer = httpx.request(**_fresh(request()))
+        except httpx.ConnectError:  # still starting
+            assert process.poll() is None and sent == 0, process.stderr
+        else:
+            assert code(answer) == expected, (sent, answer.text)
+            pids.add(answer.headers["x-worker-pid"])
+            sent += 1
+        assert time.monotonic() < until, f"{pids} after {sent} requests"
+        if sent == 0:
+            time.sleep(0.05)
+    return pids
+
+
 def _fresh(request: Any) -> dict[str, Any]:
     """``request`` for ``httpx.request``: a new connection each time."""
     return {"method": request.method, "url": request.url, "headers": request.headers, "content": request.body}
