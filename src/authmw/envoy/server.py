@@ -21,7 +21,7 @@ from authmw.envoy.app import CHECK_PREFIX, AuthzApp
 from authmw.errors import ChangeRefused, ConfigurationError
 from authmw.iam_api import AttemptLimiter, MintLimiter, TokenService
 from authmw.proxy.app import origin_of
-from authmw.proxy.server import _audit_to, keep_issuers, parse_listen
+from authmw.proxy.server import audit_to, keep_issuers, parse_listen, reload_on_hangup
 from authmw.settings import Settings
 from authmw.store import Store
 from authmw.tokens import TokenSigner
@@ -77,7 +77,7 @@ def serve_authz(settings: Settings, store: Store, *, reload_settings: Callable[[
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    _audit_to(settings.audit_log)
+    audit_to(settings.audit_log)
     limiter, minter = token_limits(settings)  # one each for the process: a reload must not reset them
     app = build_authz(settings, store, limiter=limiter, minter=minter)
     if not app.guard.proxies.networks:
@@ -132,15 +132,7 @@ def serve_authz(settings: Settings, store: Store, *, reload_settings: Callable[[
             logger.info("configuration and policies reloaded")
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        tasks: set[asyncio.Task[None]] = set()
-
-        def on_hangup() -> None:
-            task = loop.create_task(reload())
-            tasks.add(task)  # kept until done: the loop holds tasks only weakly
-            task.add_done_callback(tasks.discard)
-
-        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+        reload_on_hangup(asyncio.get_running_loop(), reload)
         logger.info("authmw authz on http://%s:%d (checks under %s/)", host, port, CHECK_PREFIX)
         await server.serve()
 

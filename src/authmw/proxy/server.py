@@ -9,7 +9,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -40,11 +40,13 @@ from authmw.workspace_api import WorkspaceService
 
 __all__ = [
     "KeySet",
+    "audit_to",
     "bind",
     "build_app",
     "header_deadline_protocol",
     "parse_listen",
     "read_keys",
+    "reload_on_hangup",
     "serve",
     "store_timeouts",
     "take_keys",
@@ -267,7 +269,7 @@ def keep_issuers(old: Guard, new: Guard, before: Settings, after: Settings) -> N
             new.issuers[issuer] = old.issuers[issuer]
 
 
-def _audit_to(target: str | None) -> None:
+def audit_to(target: str | None) -> None:
     """Audit records go to ``target`` (a file, or ``-`` for standard error), one JSON object per line."""
     if target is None:
         target = "-"
@@ -312,7 +314,7 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per forwarded request is the audit log's job
-    _audit_to(settings.audit_log)
+    audit_to(settings.audit_log)
     limiter, minter = token_limits(settings)  # one each for the process: a reload must not reset them
     try:
         app = build_app(settings, store, limiter=limiter, minter=minter)
@@ -402,14 +404,7 @@ def serve(
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        tasks: set[asyncio.Task[Any]] = set()
-
-        def on_hangup() -> None:
-            task = loop.create_task(reload())
-            tasks.add(task)  # kept until done: the loop holds tasks only weakly
-            task.add_done_callback(tasks.discard)
-
-        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+        reload_on_hangup(loop, reload)
         watcher = loop.create_task(watch())
         logger.info("authmw proxy on http://%s:%d → %s (mode %s)", host, port, settings.upstream, settings.mode)
         try:
@@ -421,6 +416,18 @@ def serve(
         asyncio.run(main())
     finally:
         listening.close()
+
+
+def reload_on_hangup(loop: asyncio.AbstractEventLoop, reload: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+    """SIGHUP runs ``reload()`` as a task of ``loop`` (the proxy's and authz's one way to reload on a signal)."""
+    tasks: set[asyncio.Task[Any]] = set()
+
+    def on_hangup() -> None:
+        task = loop.create_task(reload())
+        tasks.add(task)  # kept until done: the loop holds tasks only weakly
+        task.add_done_callback(tasks.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
 
 
 def _revision_of(guard: Guard) -> int:
