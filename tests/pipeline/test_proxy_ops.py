@@ -154,6 +154,24 @@ def test_a_changed_configuration_file_is_taken_up_without_a_signal(world: World,
         assert reloads(httpx.get(url + "/metrics").text, "ok") == 1
 
 
+def test_a_file_being_written_is_not_taken_up_half_written(world: World, tmp_path: Path) -> None:
+    """A file written in place is empty between its truncation and its write: the watcher waits for it to settle
+    instead of loading the empty file (defaults: unmatched routes denied) as the configuration."""
+    custom = f"/v1/{world.project}/reports"
+    config = tmp_path / "proxy.yaml"
+    with proxy_process(world, tmp_path, "unmatched: authenticate-only\n") as (_process, url, _audit):
+        assert signed_get(url, world.scientist, custom).status_code == 200
+        with config.open("w") as handle:  # truncated now; the new text arrives a second later
+            time.sleep(1.0)
+            assert signed_get(url, world.scientist, custom).status_code == 200  # the empty file was not loaded
+            handle.write("unmatched: authenticate-only\nmode: dry-run\n")
+        deadline = time.monotonic() + 1.5
+        while 'authmw_reloads_total{result="ok"} 1.0' not in httpx.get(url + "/metrics").text:
+            assert time.monotonic() < deadline, "the written file was not taken up"
+            time.sleep(0.05)
+        assert signed_get(url, world.scientist, custom).status_code == 200
+
+
 def test_the_proxy_accepts_a_signed_request_once_and_a_reload_keeps_the_window(world: World, tmp_path: Path) -> None:
     path = f"/v1/{world.project}/notebooks"
     key = world.scientist

@@ -376,7 +376,7 @@ def serve(
     async def watch() -> None:
         """Take up, without a signal, what changed elsewhere: the configuration file, the store's keys; and the
         store itself when it did not answer at the start."""
-        stamp = _stamp(config_file)
+        stamp = pending = _stamp(config_file)
         while True:
             await asyncio.sleep(WATCH_EVERY)
             if app.guard is None:
@@ -384,6 +384,11 @@ def serve(
                 continue
             seen = _stamp(config_file)
             if seen != stamp:
+                # A file written in place is truncated first: an empty file, or one still changing, is not taken
+                # up (the empty one would load as the defaults); it is once it has settled for one interval.
+                if seen != pending or (seen is not None and seen[2] == 0):
+                    pending = seen
+                    continue
                 stamp = seen  # once per change: a broken file is logged once, and kept out until changed again
                 await reload()
                 continue
