@@ -239,7 +239,9 @@ ABOUT: dict[str, About] = {
     ),
     "shared_state_prefix": About("The prefix of every key authmw writes in the shared state (one per deployment)."),
     "shared_state_timeout": About(
-        "Milliseconds each connect to, and each answer from, the shared state may take (then it counts as down)."
+        "Milliseconds each connect to, and each answer from, the shared state may take (then it counts as down "
+        "until it answers a PING again, probed every 0.1 s). Raise it where processes are often stalled longer "
+        "(CPU-throttled containers)."
     ),
     "shared_state_fallback": About(
         "The shared state down: `refuse` what needs it (503 `shared_state_unavailable`: replay checks, logins, "
@@ -252,7 +254,8 @@ ABOUT: dict[str, About] = {
     ),
     "store_timeout": About(
         "The proxy: milliseconds a request waits for the store, pool wait included (503 `store_unavailable` "
-        "beyond; the event loop is never held longer)."
+        "beyond; the event loop is never held longer; an answer that comes later is still cached). Raise it where "
+        "processes are often stalled longer (CPU-throttled containers)."
     ),
     "store_statement_timeout": About(
         "The proxy on PostgreSQL: milliseconds one statement may run on the server (`statement_timeout`)."

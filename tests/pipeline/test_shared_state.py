@@ -371,12 +371,12 @@ def test_a_change_written_by_the_cli_is_published(site: Site) -> None:
 
 
 @contextlib.contextmanager
-def redis_server(port: int) -> Iterator[subprocess.Popen[bytes]]:
+def redis_server(port: int, *options: str) -> Iterator[subprocess.Popen[bytes]]:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("no redis-server")
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -426,6 +426,44 @@ def test_redis_killed_fails_closed_then_recovers(site: Site) -> None:
         server.__exit__(None, None, None)
 
 
+def test_one_slow_answer_refuses_for_one_probe_interval_not_longer() -> None:
+    """Redis stalled for 0.3 s (a loaded machine, a fork for a snapshot): the calls meanwhile are refused at once
+    (one waits its timeout, the rest are not sent), and the first PING answered after the stall lets calls through
+    again, so a stall costs about its own length, not a long cool-down."""
+    import redis
+
+    from authmw.errors import SharedStateUnavailable
+
+    port = free_port()
+    with redis_server(port, "--enable-debug-command", "yes"):
+        url = f"redis://127.0.0.1:{port}/0"
+        state = RedisState(url, prefix=f"authmw-test-{secrets.token_hex(6)}:", timeout=0.05)
+        try:
+            state.remember(secrets.token_bytes(16), time.time() + 60, "alice")
+            stall = threading.Thread(target=redis.Redis.from_url(url).execute_command, args=("DEBUG", "SLEEP", "0.3"))
+            stall.start()
+            time.sleep(0.05)
+            started = time.perf_counter()
+            with pytest.raises(SharedStateUnavailable):
+                state.remember(secrets.token_bytes(16), time.time() + 60, "alice")
+            assert time.perf_counter() - started < 0.2
+            started = time.perf_counter()
+            with pytest.raises(SharedStateUnavailable):  # not sent: no timeout to wait
+                state.remember(secrets.token_bytes(16), time.time() + 60, "alice")
+            assert time.perf_counter() - started < 0.01
+            stall.join()
+            over = time.monotonic()
+            while True:
+                try:
+                    state.remember(secrets.token_bytes(16), time.time() + 60, "alice")
+                    break
+                except SharedStateUnavailable:
+                    time.sleep(0.01)
+            assert time.monotonic() - over < 0.6, "refused long after Redis answered again"
+        finally:
+            state.close()
+
+
 def test_redis_down_with_the_local_fallback_checks_in_the_process(site: Site) -> None:
     port = free_port()
     with fleet(site, 1, shared(site, f"redis://127.0.0.1:{port}/0", shared_state_fallback="local")) as urls:
@@ -453,7 +491,10 @@ def test_workers_without_shared_state_refuse_to_start(site: Site) -> None:
 
 
 def test_workers_share_one_socket_and_one_replay_window(site: Site) -> None:
-    with fleet(site, 1, "", "--workers", "2", "--shared-state", REDIS) as urls:
+    # Deadlines of seconds: this test is about one window for two workers, and on a loaded machine a stalled
+    # process misses the tens of milliseconds of the defaults (a 503 the deadline tests above are about).
+    patient = "store_timeout: 2000\nshared_state_timeout: 2000\n"
+    with fleet(site, 1, patient, "--workers", "2", "--shared-state", REDIS) as urls:
         # The same request, many times over fresh connections (each to whichever worker accepts it): once.
         # Raced from 8 threads over fresh connections, so that both workers accept some: once each time.
         for _ in range(10):

@@ -198,6 +198,7 @@ class Gate:
 
         self.store, self.state = store, "up"
         self.released = threading.Event()
+        self.reads = 0
 
     def __getattr__(self, name: str) -> object:
         attribute = getattr(self.store, name)
@@ -205,9 +206,14 @@ class Gate:
             return attribute
 
         def read(*args: object) -> object:
+            import time
+
             from authmw.errors import StoreUnavailable
 
-            if self.state == "hang":
+            self.reads += 1
+            if self.state == "slow":
+                time.sleep(0.15)
+            elif self.state == "hang":
                 self.released.wait(10)
             elif self.state == "down":
                 raise StoreUnavailable("stopped")
@@ -255,6 +261,35 @@ def test_an_outage_serves_the_cached_within_the_grace_and_refuses_the_rest_at_on
         time.sleep(0.01)
     assert cached.available()
     assert cached.get_access_key(bob.access) is not None
+
+
+def test_a_slow_answer_refuses_its_request_only_and_fills_the_cache(store: Store) -> None:
+    """A read that misses the deadline (a loaded machine, a slow query) refuses that request; its answer, when it
+    comes, is kept and says the store is up: the retry is served from the cache, and no other request is refused
+    meanwhile for an outage that was not one."""
+    import time
+
+    import pytest
+
+    from authmw.errors import StoreUnavailable
+
+    store.create_user("alice")
+    store.create_user("bob")
+    alice, bob = store.create_access_key("alice"), store.create_access_key("bob")
+    gate, timer = Gate(store), Ticker()
+    cached = CachedIdentity(gate, refresh=0.25, timer=timer, deadline=0.05, grace=10)  # type: ignore[arg-type]
+    assert cached.get_access_key(alice.access) is not None
+    gate.state = "slow"
+    with pytest.raises(StoreUnavailable):
+        cached.get_access_key(bob.access)
+    assert cached.down
+    deadline = time.monotonic() + 2
+    while cached.down:  # the answer comes after the caller gave up on it
+        assert time.monotonic() < deadline, "a late answer leaves the store marked down"
+        time.sleep(0.01)
+    gate.state, reads = "up", gate.reads
+    assert cached.get_access_key(bob.access) == store.get_access_key(bob.access)
+    assert gate.reads == reads + 1  # the revision (polled again after the outage), not bob's key: it was kept
 
 
 def test_a_stopped_store_is_noticed_by_the_poll(store: Store) -> None:

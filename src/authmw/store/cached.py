@@ -206,22 +206,39 @@ class CachedIdentity:
 
     def ask(self, read: Callable[..., _T], *args: Any) -> _T:
         """``read(*args)`` within the deadline (on a reader thread), or :class:`StoreUnavailable`."""
+        return self._ask(read, args, None)
+
+    def _ask(self, read: Callable[..., Any], args: tuple[Any, ...], keep: Callable[[Any], _T] | None) -> _T:
+        """``read(*args)`` (then ``keep`` of its answer) within the deadline, or :class:`StoreUnavailable`.
+
+        ``keep`` runs on the reader thread, so an answer that comes after the caller gave up still fills the caches
+        (a client retrying finds it) and says the store is up: one slow read on a loaded machine refuses that one
+        request, not every uncached one until the next probe."""
+        job = read if keep is None else lambda *a: keep(read(*a))
         if self._readers is None:
-            return read(*args)
+            return job(*args)  # type: ignore[no-any-return]
         if self._down:
             raise StoreUnavailable("the store is unreachable")
-        future = self._readers.submit(read, *args)
+        future = self._readers.submit(self._answered, job, args)
         if future is None:
             raise StoreUnavailable("every store reader is waiting for the store")
         try:
-            answer = future.result(self._wait)
+            return future.result(self._wait)  # type: ignore[no-any-return]
         except FutureTimeout:
-            self._went_down()  # the next caller must not wait too: the event loop it holds serves everyone
+            if not future.done():  # (an answer just after the deadline has marked the store up already)
+                self._went_down()  # the next caller must not wait too: the event loop it holds serves everyone
             raise StoreUnavailable("the store did not answer in time") from None
         except StoreUnavailable:
             self._went_down()
             raise
+
+    def _answered(self, job: Callable[..., _T], args: tuple[Any, ...]) -> _T:
+        """``job(*args)`` on a reader thread; an answer (even one its caller stopped waiting for) marks the store up."""
+        answer = job(*args)
         self._last_answer = self._timer()
+        if self._down:
+            self._down = False
+            self._deadline = float("-inf")  # the next request reads the revision: changes made meanwhile are seen
         return answer
 
     def _went_down(self) -> None:
@@ -310,6 +327,11 @@ class CachedIdentity:
                 return
             cache.put(key, value)
 
+    def _kept(self, answer: tuple[int, _T], cache: BoundedCache[Any, Any], key: Any) -> _T:
+        revision, value = answer
+        self._keep(revision, cache, key, value)
+        return value
+
     def get_access_key(self, access_key: str) -> AccessKey | None:
         self._fresh()
         found = self._keys.get(access_key)
@@ -317,12 +339,12 @@ class CachedIdentity:
             return found
         if access_key in self._unknown or not _ACCESS_KEY.fullmatch(access_key):
             return None
-        revision, key = self.ask(self.store.read_access_key, access_key)
-        if key is None:
-            self._keep(revision, self._unknown, access_key, None)
-        else:
-            self._keep(revision, self._keys, access_key, key)
-        return key
+        def keep(answer: tuple[int, AccessKey | None]) -> AccessKey | None:
+            revision, key = answer
+            self._keep(revision, self._unknown if key is None else self._keys, access_key, key)
+            return key
+
+        return self._ask(self.store.read_access_key, (access_key,), keep)
 
     def principal(self, user_id: str) -> Principal | None:
         return self._principal(self._principals, user_id, self.store.read_principal)
@@ -341,11 +363,15 @@ class CachedIdentity:
         if found is not _MISSING:
             return found  # type: ignore[no-any-return]
         compiled: list[tuple[tuple[str, ...], PolicySet]] = []
-        revision, principal = self.ask(read, key, lambda policies: self._compile(policies, compiled))
-        for policy_key, policy_set in compiled:
-            self._keep(revision, self._policy_sets, policy_key, policy_set)
-        self._keep(revision, cache, key, principal)
-        return principal
+
+        def keep(answer: tuple[int, Principal | None]) -> Principal | None:
+            revision, principal = answer
+            for policy_key, policy_set in compiled:
+                self._keep(revision, self._policy_sets, policy_key, policy_set)
+            self._keep(revision, cache, key, principal)
+            return principal
+
+        return self._ask(read, (key, lambda policies: self._compile(policies, compiled)), keep)
 
     def _compile(
         self, policies: tuple[tuple[str, str, str], ...], compiled: list[tuple[tuple[str, ...], PolicySet]]
@@ -377,9 +403,7 @@ class CachedIdentity:
         found = cache.get(key, _MISSING)
         if found is not _MISSING:
             return found
-        revision, value = self.ask(read, key)
-        self._keep(revision, cache, key, value)
-        return value
+        return self._ask(read, (key,), lambda answer: self._kept(answer, cache, key))
 
     def whitelist(self, scope: WhitelistScope, name: str) -> IpWhitelist:
         self._fresh()
@@ -393,6 +417,4 @@ class CachedIdentity:
         found = cache.get(name)
         if found is not None:
             return found
-        revision, whitelist = self.ask(self.store.read_whitelist, scope, name)
-        self._keep(revision, cache, name, whitelist)
-        return whitelist
+        return self._ask(self.store.read_whitelist, (scope, name), lambda answer: self._kept(answer, cache, name))  # type: ignore[no-any-return]

@@ -4,9 +4,10 @@ Every check is one round-trip running one Lua script (atomic: no two processes c
 connection pool whose connect and read timeouts are ``shared_state_timeout`` (tens of milliseconds), so a call
 that must wait for Redis waits that long at most. The verifier runs synchronously — on the proxy's event loop for
 small bodies — and a local round-trip costs a fraction of a millisecond (benchmarks/bench_shared_state.py), less
-than a hop to a thread pool would; the timeout bounds the worst case. After a failure Redis is not asked again for
-``_COOL_DOWN`` seconds, so an outage costs each request nothing, not one timeout each; then the next request tries
-again (automatic recovery).
+than a hop to a thread pool would; the timeout bounds the worst case. After a failure Redis is not asked again until
+a probe thread's PING (every ``_PROBE_EVERY`` seconds) is answered: an outage costs each request nothing, not one
+timeout each, and one slow answer (a stalled process on a loaded machine) refuses the requests of one interval, not
+of a long cool-down (automatic recovery).
 
 Unreachable or slow Redis: :class:`~authmw.errors.SharedStateUnavailable` (503 ``shared_state_unavailable``,
 fail closed), or with ``shared_state_fallback: local`` the replay check and the limits run in the process (a
@@ -43,7 +44,7 @@ SHARED_STATE_ENV = "AUTHMW_SHARED_STATE"
 
 logger = logging.getLogger("authmw.sharedstate")
 
-_COOL_DOWN = 1.0  # seconds Redis is left alone after a failure
+_PROBE_EVERY = 0.1  # seconds between PINGs while Redis is marked down
 _PENDING_TTL = 120  # seconds an attempt in flight counts at most (a process that died mid-attempt)
 
 # KEYS[1] the fingerprint, KEYS[2] the owner's live fingerprints; ARGV now, until, quota.
@@ -150,7 +151,7 @@ class RedisState:
         self.fallback = fallback
         self._local = LocalState(replay=ReplayGuard(quota=None, clock=clock)) if fallback else None
         self.fallbacks = 0  # requests checked in the process while Redis was unreachable (a metric)
-        self._down, self._retry_at = False, 0.0
+        self._down = False
         self._down_lock = threading.Lock()
         self._listeners = Listeners()
         self._channel = f"{prefix}revision"
@@ -265,22 +266,33 @@ class RedisState:
 
     def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         """The script's answer; None when Redis failed and the fallback is on; else SharedStateUnavailable."""
-        if self._down and time.monotonic() < self._retry_at:
+        if self._down:
             return self._outage()
         try:
-            answer = script(keys=keys, args=args)
+            return script(keys=keys, args=args)
         except self._redis_errors as exc:
-            with self._down_lock:
-                first, self._down = not self._down, True
-                self._retry_at = time.monotonic() + _COOL_DOWN
-            if first:
-                then = "checking in this process alone" if self._local is not None else "refusing what needs it (503)"
-                logger.warning("shared state %s unreachable (%s): %s", self.describe(), type(exc).__name__, then)
+            self._went_down(exc)
             return self._outage()
-        if self._down:
+
+    def _went_down(self, exc: BaseException) -> None:
+        with self._down_lock:
+            if self._down:
+                return
+            self._down = True
+        then = "checking in this process alone" if self._local is not None else "refusing what needs it (503)"
+        logger.warning("shared state %s unreachable (%s): %s", self.describe(), type(exc).__name__, then)
+        threading.Thread(target=self._probe, name="authmw-redis-probe", daemon=True).start()
+
+    def _probe(self) -> None:
+        """PING until Redis answers, then let requests use it again."""
+        while not self._closed.wait(_PROBE_EVERY):
+            try:
+                self._client.ping()
+            except self._redis_errors:
+                continue
             self._down = False
             logger.warning("shared state %s reachable again", self.describe())
-        return answer
+            return
 
     def _outage(self) -> None:
         if self._local is None:
