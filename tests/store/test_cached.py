@@ -307,3 +307,27 @@ def test_a_stopped_store_is_noticed_by_the_poll(store: Store) -> None:
     with pytest.raises(StoreUnavailable):  # no grace: refused as soon as the poll fails
         cached.get_access_key(key.access)
     assert cached.down
+
+
+def test_reader_threads_live_with_the_cache_not_with_a_request(store: Store) -> None:
+    """The readers start with the cache (a thread started by a request spent that request's deadline being
+    created: the first requests of a fresh process were refused so on a loaded machine), stay while it lives
+    and end when it is dropped (a guard replaced on reload leaves none behind)."""
+    import gc
+    import threading
+    import time
+
+    def readers() -> int:
+        return sum(thread.name == "authmw-store" for thread in threading.enumerate())
+
+    before = readers()
+    cached = CachedIdentity(store, deadline=0.05, readers=3)
+    assert readers() == before + 3
+    assert cached.get_access_key("AKNOTAKEYATALL0000000") is None  # (a read: served by one of them)
+    assert readers() == before + 3
+    del cached
+    gc.collect()
+    deadline = time.monotonic() + 2
+    while readers() != before:
+        assert time.monotonic() < deadline, "the readers outlived their cache"
+        time.sleep(0.01)

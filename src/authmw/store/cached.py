@@ -26,11 +26,12 @@ import hashlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import suppress
-from queue import Empty, SimpleQueue
+from queue import SimpleQueue
 from typing import Any, TypeVar
 
 from authmw.cache import BoundedCache
@@ -47,19 +48,20 @@ logger = logging.getLogger("authmw.store")
 
 _MISSING: Any = object()
 _T = TypeVar("_T")
-_READER_IDLE = 30.0  # seconds a reader thread waits for work before it ends (a guard replaced on reload leaves none)
-
-
 class _Readers:
-    """``count`` daemon threads running store reads, each read on a free one or not at all. Daemon threads (not a
+    """``count`` daemon threads running store reads, each read on a free one or not at all. Started with the cache
+    and kept for its life (:meth:`stop` when it is dropped): a thread started by a request, or one that ended when
+    idle, would spend that request's deadline being created and scheduled (tens of milliseconds on a loaded
+    machine: the first requests of a fresh process were refused so). Daemon threads (not a
     ``ThreadPoolExecutor``, whose threads the interpreter joins at exit): a read stuck on a dead network must not
     keep a stopping process alive."""
 
     def __init__(self, count: int) -> None:
-        self._jobs: SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = SimpleQueue()
+        self._jobs: SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None] = SimpleQueue()
         self._free = threading.BoundedSemaphore(count)
-        self._count, self._started = count, 0
-        self._lock = threading.Lock()
+        self._count = count
+        for _ in range(count):
+            threading.Thread(target=self._work, name="authmw-store", daemon=True).start()
 
     def submit(self, read: Callable[..., _T], *args: Any) -> Future[_T] | None:
         """``read(*args)`` on a reader thread; None if every reader is busy."""
@@ -67,28 +69,23 @@ class _Readers:
             return None
         future: Future[_T] = Future()
         self._jobs.put((future, read, args))
-        with self._lock:
-            if self._started < self._count:
-                self._started += 1
-                threading.Thread(target=self._work, name="authmw-store", daemon=True).start()
         return future
 
+    def stop(self) -> None:
+        """End the threads once they are done with what they hold."""
+        for _ in range(self._count):
+            self._jobs.put(None)
+
     def _work(self) -> None:
-        while True:
-            try:
-                future, read, args = self._jobs.get(timeout=_READER_IDLE)
-            except Empty:
-                with self._lock:  # a job put meanwhile is seen here, or its submit starts a thread after this one
-                    if self._jobs.empty():
-                        self._started -= 1
-                        return
-                continue
+        while (job := self._jobs.get()) is not None:
+            future, read, args = job
             try:
                 if future.set_running_or_notify_cancel():
                     future.set_result(read(*args))
             except BaseException as exc:  # handed to the caller, which waits on the future
                 future.set_exception(exc)
             finally:
+                del job, future, read, args  # nothing of a read outlives it (the cache it fills, say)
                 self._free.release()
 
 
@@ -124,6 +121,8 @@ class CachedIdentity:
         self._last_answer = timer()
         self._probing = False
         self._readers = None if deadline is None else _Readers(readers)
+        if self._readers is not None:
+            weakref.finalize(self, self._readers.stop)  # a guard replaced on reload leaves no thread behind
         self._refresh = refresh
         self._timer = timer
         self._lock = threading.Lock()
@@ -216,7 +215,7 @@ class CachedIdentity:
         request, not every uncached one until the next probe."""
         job = read if keep is None else lambda *a: keep(read(*a))
         if self._readers is None:
-            return job(*args)  # type: ignore[no-any-return]
+            return job(*args)
         if self._down:
             raise StoreUnavailable("the store is unreachable")
         future = self._readers.submit(self._answered, job, args)
