@@ -48,6 +48,8 @@ logger = logging.getLogger("authmw.store")
 
 _MISSING: Any = object()
 _T = TypeVar("_T")
+
+
 class _Readers:
     """``count`` daemon threads running store reads, each read on a free one or not at all. Started with the cache
     and kept for its life (:meth:`stop` when it is dropped): a thread started by a request, or one that ended when
@@ -338,6 +340,7 @@ class CachedIdentity:
             return found
         if access_key in self._unknown or not _ACCESS_KEY.fullmatch(access_key):
             return None
+
         def keep(answer: tuple[int, AccessKey | None]) -> AccessKey | None:
             revision, key = answer
             self._keep(revision, self._unknown if key is None else self._keys, access_key, key)
