@@ -329,7 +329,7 @@ class Settings:
     shared_state_timeout: int = 50
     shared_state_fallback: str = "refuse"
     security_token_limit: int = 600
-    store_timeout: int = 25
+    store_timeout: int = 50
     store_statement_timeout: int = 1000
     store_connect_timeout: int = 2
     store_keepalive: int = 5
