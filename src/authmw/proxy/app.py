@@ -97,6 +97,10 @@ _SET_BY_PROXY = _FORWARDING | frozenset(
 #: A presigned URL's query parameters that make it usable (the rest only describe it).
 _PRESIGNED_SECRETS = frozenset({"x-amz-signature", "x-amz-security-token"})
 _WS_HANDSHAKE = frozenset({b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions"})
+#: The caller's headers that never go upstream as sent, over HTTP and on a websocket's handshake: filtered in one
+#: pass (the identity headers added after them are the proxy's own ``X-Authmw-*``).
+_NOT_FORWARDED = _HOP_BY_HOP | _SET_BY_PROXY
+_NOT_FORWARDED_WS = _NOT_FORWARDED | _WS_HANDSHAKE
 #: The upstream's response headers the client does not get: the hop-by-hop ones (its own server frames the
 #: response), but the length, which it keeps (a HEAD's answer states the length of the body it would have had).
 _HOP_BY_HOP_RESPONSE = _HOP_BY_HOP - {b"content-length"}
@@ -418,6 +422,8 @@ class ProxyApp:
         return raw_target(scope)[0], forwarded_query(query, forward_credentials=self.forward_credentials)
 
     def _forward_headers(self, scope: Scope, context: AuthContext, skip: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
+        """What goes upstream: the caller's headers but ``skip`` (which holds :data:`_SET_BY_PROXY`) and what
+        :func:`upstream_headers` drops, the identity headers and their assertion, the forwarding headers."""
         assert self.guard is not None and self._key is not None  # admitted: the proxy has its guard and key
         headers = upstream_headers(
             scope.get("headers", ()),
@@ -436,17 +442,20 @@ class ProxyApp:
             audience=self.assertion_audience,
         )
         headers += [(name.encode(), value.encode()) for name, value in facts]
-        headers = [(k, v) for k, v in headers if k.lower() not in _SET_BY_PROXY]
         chain = self.guard.proxies.header.encode()  # the one the deployment reads; the other never goes upstream
+        hops, hosts = [], []
+        for name, value in scope.get("headers", ()):
+            lowered = name.lower()
+            if lowered == chain:
+                hops.append(value.decode("latin-1"))
+            elif lowered == b"host":
+                hosts.append((b"x-forwarded-host", value))
         peer = scope.get("client")  # appended as proxies do: the chain stays what each hop saw
-        hops = [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == chain]
         if peer:
             hops.append(_forwarded_for(peer[0]) if chain == b"forwarded" else peer[0])
         if hops:
             headers.append((chain, ", ".join(hops).encode("latin-1")))
-        for name, value in scope.get("headers", ()):
-            if name.lower() == b"host":
-                headers.append((b"x-forwarded-host", value))
+        headers += hosts
         headers.append((b"x-forwarded-proto", scope.get("scheme", "http").encode()))
         return headers
 
@@ -485,7 +494,7 @@ class ProxyApp:
 
     async def _forward(self, scope: Scope, send: Send, context: AuthContext, body: bytes, audit: _Audit) -> None:
         path, query = self._target(scope)
-        headers = self._forward_headers(scope, context, _HOP_BY_HOP)
+        headers = self._forward_headers(scope, context, _NOT_FORWARDED)
         try:
             response = await self.client.request(
                 scope["method"], path + (f"?{query}" if query else ""), headers, body, self.limits
@@ -532,7 +541,7 @@ class ProxyApp:
         url = "ws" + self.upstream[4:] + path + (f"?{query}" if query else "")
         headers = [
             (k.decode("latin-1"), v.decode("latin-1"))
-            for k, v in self._forward_headers(scope, context, _HOP_BY_HOP | _WS_HANDSHAKE)
+            for k, v in self._forward_headers(scope, context, _NOT_FORWARDED_WS)
             if k.lower() != b"sec-websocket-protocol"
         ]
         try:

@@ -348,14 +348,16 @@ class _Pool:
 
     __slots__ = ("_idle", "_open", "_waiters", "count", "size")
 
-    def __init__(self, size: int, open_connection: Callable[[_Pool], Any]) -> None:
+    def __init__(self, size: int, open_connection: Callable[[_Pool, float], Any]) -> None:
         self.size = size
         self._open = open_connection
         self._idle: list[_Connection] = []
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self.count = 0  # connections open or opening, idle or in use
 
-    async def acquire(self, timeout: float) -> _Connection:
+    async def acquire(self, timeout: float, connect: float) -> _Connection:
+        """A connection for one exchange: an idle one, else a new one (opened within ``connect`` seconds), else
+        the first one given back within ``timeout`` seconds (``PoolTimeout``)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -371,7 +373,7 @@ class _Pool:
             if self.count < self.size:
                 self.count += 1
                 try:
-                    opened: _Connection = await self._open(self)
+                    opened: _Connection = await self._open(self, connect)
                 except BaseException:
                     self.count -= 1
                     self._next()
@@ -442,9 +444,8 @@ class UpstreamClient:
         self._pools = [_Pool(limits.connections, self._connect) for _ in range(limits.pools)]
         self._turn = 0
 
-    async def _connect(self, pool: _Pool) -> _Connection:
+    async def _connect(self, pool: _Pool, timeout: float) -> _Connection:
         loop = asyncio.get_running_loop()
-        timeout = self.limits.connect
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(
@@ -453,7 +454,9 @@ class UpstreamClient:
                     self.port,
                     ssl=self._ssl,
                     server_hostname=self.host if self._ssl is not None else None,
-                    ssl_handshake_timeout=timeout if self._ssl is not None else None,
+                    # the handshake counts in the connect timeout (wait_for's, which names it): asyncio's own
+                    # limit (60 s by default) set beyond it
+                    ssl_handshake_timeout=timeout + 1 if self._ssl is not None else None,
                 ),
                 timeout,
             )
@@ -491,7 +494,7 @@ class UpstreamClient:
         head = self._head(method, target, headers, body)
         self._turn = (self._turn + 1) % len(self._pools)
         pool = self._pools[self._turn]
-        conn = await pool.acquire(limits.pool)
+        conn = await pool.acquire(limits.pool, limits.connect)
         conn.begin(head_only=method == "HEAD")
         transport = conn.transport
         assert transport is not None
