@@ -120,6 +120,22 @@ def test_sequential_requests_reuse_one_connection() -> None:
     assert len(set(ports)) == 1, ports
 
 
+def test_requests_beyond_the_pool_wait_their_turn() -> None:
+    with serve_asgi(peer_app) as url:
+
+        async def test() -> tuple[list[str], set[int], int]:
+            client = UpstreamClient(url, UpstreamLimits(pools=1, connections=2))
+            answers = await asyncio.gather(*(fetch(client, target=f"/{n}") for n in range(12)))
+            seen = [json.loads(body) for _, body in answers]
+            open_ = client._pools[0].count
+            await client.aclose()
+            return [answer["path"] for answer in seen], {answer["port"] for answer in seen}, open_
+
+        paths, ports, open_ = run(test)
+    assert paths == [f"/{n}" for n in range(12)]  # each its own answer
+    assert len(ports) <= 2 and open_ <= 2
+
+
 def test_a_response_not_read_to_its_end_closes_its_connection() -> None:
     with serve_asgi(peer_app) as url:
 

@@ -383,8 +383,12 @@ class _Pool:
             self._waiters.append(waiter)
             try:
                 await asyncio.wait_for(waiter, deadline - loop.time())
-            except TimeoutError:
-                raise _failure("PoolTimeout") from None
+            except BaseException as exc:
+                if waiter.done() and not waiter.cancelled():  # woken, but leaving (timed out, cancelled):
+                    self._next()  # the place it was woken for goes to the next in line
+                if isinstance(exc, TimeoutError):
+                    raise _failure("PoolTimeout") from None
+                raise
             finally:
                 if not waiter.done():
                     waiter.cancel()
