@@ -5,13 +5,15 @@ to CPU 1 (``taskset``), so the proxy's CPU time is its own. Two proxy processes 
 store and upstream: ``client`` (``authmw.proxy.upstream``, as shipped) and ``httpx`` (the same proxy with its
 upstream client replaced, inside this benchmark only, by the httpx transports it used before: a process started
 with ``--serve-variant httpx`` patches ``authmw.proxy.app.UpstreamClient``); with ``--uvloop`` a third,
-``client+uvloop``, the proxy's event loop on uvloop. Their wrk runs alternate (client, httpx, client, ...), so the noise
-of a shared machine falls on both; each run reads the proxy process's utime+stime from ``/proc/PID/stat`` before
-and after. Reported per variant: medians of CPU µs per request, req/s, p50 and p99; and the ratio httpx/client.
-Audit records go to ``/dev/null``; the signed request is replayed (``replay_protection: false``).
+``client+uvloop``, the proxy's event loop on uvloop; with ``--baseline-src DIR`` the whole proxy of another
+checkout (``baseline``: the commit before this client, to compare whole proxies). Their wrk runs alternate
+(client, httpx, ..., then the reverse order), so the noise of a shared machine falls on all; each run reads the
+proxy process's utime+stime from ``/proc/PID/stat`` before and after. Reported per variant: medians of CPU µs
+per request, req/s, p50 and p99; and each one's ratio to httpx. Audit records go to ``/dev/null``; the signed
+request is replayed (``replay_protection: false``).
 
     python benchmarks/bench_proxy.py [--duration 10] [--rounds 5] [--connections 32] [--body-kib 0]
-                                     [--uvloop] [--json PATH] [--check]
+                                     [--uvloop] [--baseline-src DIR] [--json PATH] [--check]
 
 ``--body-kib N`` makes the upstream answer N KiB (streamed in 16 KiB chunks) instead of the small JSON document.
 Target (issue 17): the proxy ≤ 200 µs of CPU per request (``client``), from 540.
@@ -156,7 +158,7 @@ def large_app() -> Any:
 
 
 def proxy_server(name: str, workdir: Path, upstream: int, port: int, env: dict[str, str]) -> bp.Server:
-    serve = ["--serve-variant", name] if name != "client" else []
+    serve = ["--serve-variant", name] if name not in ("client", "baseline") else []
     argv = ["proxy", "--upstream", f"http://127.0.0.1:{upstream}", "--listen", f"127.0.0.1:{port}",
             "--audit-log", os.devnull, "--config", str(bp.replayed_config(workdir))]  # fmt: skip
     command = [sys.executable, str(Path(__file__).resolve()), *serve, *argv] if serve else [*bp.authmw_command(), *argv]
@@ -177,7 +179,13 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         upstream = bp.uvicorn_server("upstream", "bare_app", ports["upstream"], "1", base, workdir / "upstream.log")
     servers = {"upstream": upstream}
     for name in variants:
-        servers[name] = proxy_server(name, workdir, ports["upstream"], ports[name], store_env)
+        env = store_env
+        if name == "baseline":  # another checkout's authmw, first on the path (before this one's editable install)
+            env = {
+                **store_env,
+                "PYTHONPATH": os.pathsep.join([str(args.baseline_src), store_env.get("PYTHONPATH", "")]),
+            }
+        servers[name] = proxy_server(name, workdir, ports["upstream"], ports[name], env)
     load = bp.Load(args.connections)
     runs: dict[str, list[bp.LoadRun]] = {name: [] for name in variants}
     try:
@@ -257,10 +265,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=bp.TARGET_CONNECTIONS, help="wrk connections (32)")
     parser.add_argument("--body-kib", type=int, default=0, help="upstream answer size in KiB (0: the small JSON)")
     parser.add_argument("--uvloop", action="store_true", help="also the client with the proxy on uvloop")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        metavar="DIR",
+        help="also the proxy of another checkout's src/ (e.g. `git archive ac04f08 src | tar -x -C /tmp/base` "
+        "and /tmp/base/src): the whole previous proxy, not only its transport",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--check", action="store_true", help="exit 1 when the target is missed")
     args = parser.parse_args(argv)
-    args.variants = (*VARIANTS, "client+uvloop") if args.uvloop else VARIANTS
+    args.variants = (
+        *VARIANTS,
+        *(["client+uvloop"] if args.uvloop else []),
+        *(["baseline"] if args.baseline_src else []),
+    )
     if len(os.sched_getaffinity(0)) < 2:
         parser.error("needs 2 CPUs (the proxy on one, wrk and the upstream on the other)")
     start = os.getloadavg()
