@@ -297,13 +297,21 @@ def test_a_head_beyond_its_limit_is_refused_but_a_large_body_in_one_read_is_not(
 def test_a_header_that_would_split_the_request_is_never_sent() -> None:
     with scripted([b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]) as (url, seen):
 
-        async def test() -> str:
+        async def test() -> list[str]:
             client = UpstreamClient(url, ONE)
-            with pytest.raises(UpstreamUnavailable) as failed:
-                await client.request("GET", "/", [(b"x-note", b"a\r\nX-Authmw-User-Id: admin")])
-            return failed.value.detail
+            details = []
+            for target, headers in (
+                ("/", [(b"x-note", b"a\r\nX-Authmw-User-Id: admin")]),
+                ("/", [(b"x-note", b"a\nX-Authmw-User-Id: admin")]),
+                ("/ HTTP/1.1\r\nX-Authmw-User-Id: admin\r\nX:", []),
+                ("/a b", []),
+            ):
+                with pytest.raises(UpstreamUnavailable) as failed:
+                    await client.request("GET", target, headers)
+                details.append(failed.value.detail)
+            return details
 
-        assert run(test) == "LocalProtocolError"
+        assert run(test) == ["LocalProtocolError"] * 4
     assert seen == []
 
 

@@ -481,6 +481,8 @@ class UpstreamClient:
         # smuggled into the connection. One count over the whole head finds any.
         if head.count(b"\n") != len(lines) or head.count(b"\r") != len(lines) or b"\0" in head:
             raise _failure("LocalProtocolError")
+        if lines[0].count(b" ") != 2:  # a space in the target would make the rest of it the protocol version
+            raise _failure("LocalProtocolError")
         return head
 
     async def request(
