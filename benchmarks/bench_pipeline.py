@@ -322,9 +322,7 @@ CHECK_FRESH_OFF = "Guard.check(Request), a distinct signed request each, replay_
 CHECK_FRESH_ON = "Guard.check(Request), a distinct signed request each, replay guard on (default), 100k held"
 #: The benchmark sends one signed request over and over: its guards and servers cannot refuse replays.
 REPLAYED = Settings(replay_protection=False)
-PROXY_MOCK = (
-    "ProxyApp, upstream answered by httpx.MockTransport (no network, no connection pool), audit records to /dev/null"
-)
+PROXY_MOCK = "ProxyApp, upstream answered in memory (no network, no connection pool), audit records to /dev/null"
 #: (wrapped case, bare case) pairs: the overhead column and the targets.
 PAIRS = {
     ASGI_MW: ASGI_BARE,
@@ -531,15 +529,27 @@ def proxy_cases(
     world: World, guard: Guard, store: Store, scope: dict[str, Any], loop: asyncio.AbstractEventLoop
 ) -> list[Case]:
     """The sidecar's own work in process: ``ProxyApp`` with an in-memory upstream (so neither the network nor
-    httpcore's connection pool is in it), and two of its steps: the identity headers and the assertion."""
-    import httpx
-
+    the upstream client's connection pool is in it), and two of its steps: the identity headers and the assertion."""
     from authmw.assertion import sign_assertion
     from authmw.proxy import ProxyApp, identity_headers
 
-    def upstream(_request: httpx.Request) -> httpx.Response:
-        headers = [("content-type", "application/json"), ("content-length", str(len(BODY)))]
-        return httpx.Response(200, headers=headers, stream=httpx.ByteStream(BODY))  # streamed, as from a server
+    class Answer:  # authmw.proxy.upstream.UpstreamResponse's interface: the body in one piece, as a small one comes
+        def __init__(self) -> None:
+            self.status = 200
+            self.headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(BODY))]
+
+        async def receive(self) -> tuple[bytes, bool]:
+            return BODY, True
+
+        def release(self) -> None:
+            pass
+
+    class Upstream:  # authmw.proxy.upstream.UpstreamClient's interface, answered in memory
+        async def request(self, *_args: Any) -> Answer:
+            return Answer()
+
+        async def aclose(self) -> None:
+            pass
 
     kid, key = store.signing_key()
     app = ProxyApp(
@@ -547,7 +557,7 @@ def proxy_cases(
         upstream="http://upstream.invalid",
         signing_key=(kid, key),
         public_keys=store.public_token_keys(["EdDSA"]),
-        transport=httpx.MockTransport(upstream),
+        client=Upstream(),  # type: ignore[arg-type]  # the client's interface, without a network
     )
     request = admission.request_from_scope(scope, b"")
     context = guard.check(request)

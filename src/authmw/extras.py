@@ -16,6 +16,7 @@ __all__ = ["EXTRAS", "missing_extra", "requires"]
 #: Top-level module → the smallest extra that installs it (``pyproject.toml``'s optional dependencies).
 EXTRAS = {
     "h11": "proxy",
+    "httptools": "proxy",
     "httpx": "client",
     "prometheus_client": "proxy",
     "psycopg": "postgres",

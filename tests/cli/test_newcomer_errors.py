@@ -214,7 +214,8 @@ def _without(module: str, argv: list[str], tmp_path: Path) -> subprocess.Complet
     ("module", "argv", "extra"),
     [
         ("uvicorn", ["proxy", "--upstream", "http://127.0.0.1:9", "--listen", "127.0.0.1:0"], "proxy"),
-        ("httpx", ["proxy", "--upstream", "http://127.0.0.1:9", "--listen", "127.0.0.1:0"], "proxy"),
+        # the parser of the proxy's upstream client (httpx is needed only by the JWKS fetcher of external issuers)
+        ("httptools", ["proxy", "--upstream", "http://127.0.0.1:9", "--listen", "127.0.0.1:0"], "proxy"),
         ("psycopg", ["user", "list", "--store", "postgresql://127.0.0.1:5432/test"], "postgres"),
         ("yaml", ["user", "list", "--config", "authmw.yaml"], "yaml"),
     ],

@@ -24,11 +24,9 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
-import httpx
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from authmw.admission import (
@@ -52,6 +50,7 @@ from authmw.errors import AuthmwError, StoreUnavailable, UpstreamUnavailable
 from authmw.guard import Guard, bare_context
 from authmw.iam_admin import is_iam_path
 from authmw.models import AuthContext
+from authmw.proxy.upstream import UpstreamClient, UpstreamLimits
 from authmw.tokens import PublicKey
 from authmw.workspace_api import WorkspaceService
 
@@ -98,28 +97,17 @@ _SET_BY_PROXY = _FORWARDING | frozenset(
 #: A presigned URL's query parameters that make it usable (the rest only describe it).
 _PRESIGNED_SECRETS = frozenset({"x-amz-signature", "x-amz-security-token"})
 _WS_HANDSHAKE = frozenset({b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions"})
+#: The caller's headers that never go upstream as sent, over HTTP and on a websocket's handshake: filtered in one
+#: pass (the identity headers added after them are the proxy's own ``X-Authmw-*``).
+_NOT_FORWARDED = _HOP_BY_HOP | _SET_BY_PROXY
+_NOT_FORWARDED_WS = _NOT_FORWARDED | _WS_HANDSHAKE
+#: The upstream's response headers the client does not get: the hop-by-hop ones (its own server frames the
+#: response), but the length, which it keeps (a HEAD's answer states the length of the body it would have had).
+_HOP_BY_HOP_RESPONSE = _HOP_BY_HOP - {b"content-length"}
 _HEALTH = b'{"status":"ok"}'
 _JSON = [(b"content-type", b"application/json")]
 _WAITING = b'{"status":"waiting for the store"}'
 _STORE_DOWN = b'{"status":"store unavailable"}'
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamLimits:
-    """The upstream client: ``pools`` keep-alive pools used in turn, ``connections`` each (the defaults: up to 512
-    connections), and its timeouts in seconds (``connect``, ``read``/``write`` per chunk, ``pool`` for a free
-    connection; 502 beyond each)."""
-
-    pools: int = 32
-    connections: int = 16
-    connect: float = 5.0
-    read: float = 60.0
-    write: float = 60.0
-    pool: float = 10.0
-
-    @property
-    def timeouts(self) -> dict[str, float]:
-        return {"connect": self.connect, "read": self.read, "write": self.write, "pool": self.pool}
 
 
 def identity_headers(context: AuthContext) -> list[tuple[str, str]]:
@@ -244,7 +232,7 @@ class ProxyApp:
         public_keys: Mapping[str, PublicKey],
         assertion_ttl: int = 60,
         assertion_audience: str | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        client: UpstreamClient | None = None,
         token_service: ASGIApp | None = None,
         workspace_service: WorkspaceService | None = None,
         forward_credentials: bool = False,
@@ -270,11 +258,9 @@ class ProxyApp:
         self.body_timeout = body_timeout
         self.body_budget = BodyBudget() if body_budget is None else body_budget
         self.metrics = Metrics()
-        self._transport = transport
+        self._client = client
         self.token_service = token_service
         self.workspace_service = workspace_service
-        self._pools: list[httpx.AsyncBaseTransport] = []
-        self._turn = 0
         self.draining = False
 
     def set_keys(
@@ -302,32 +288,24 @@ class ProxyApp:
         self.limits = fresh.limits  # its timeouts; the pools, once open, keep their sizes
 
     @property
-    def transport(self) -> httpx.AsyncBaseTransport:
-        """A keep-alive pool to the upstream, several in turn. A transport, not an ``httpx.AsyncClient``: a
-        client would keep the cookies one user's response sets and send them with the next user's requests.
-        Several small pools, because httpcore's pool does work in the square of its connections per request."""
-        if self._transport is not None:
-            return self._transport
-        if not self._pools:
-            self._pools = self._open_pools()
-        self._turn = (self._turn + 1) % len(self._pools)
-        return self._pools[self._turn]
+    def client(self) -> UpstreamClient:
+        """The keep-alive pools to the upstream (:mod:`authmw.proxy.upstream`): a client without a cookie jar, so
+        one user's cookies never go upstream with another user's request."""
+        if self._client is None:
+            self._client = self._open_client()
+        return self._client
 
-    def _open_pools(self) -> list[httpx.AsyncBaseTransport]:
-        # Built at startup, off the event loop (see _lifespan), with one TLS context for all: each would load the
-        # CA bundle (~50 ms of CPU).
-        size = self.limits.connections
-        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        tls = httpx.create_ssl_context()
-        return [httpx.AsyncHTTPTransport(verify=tls, limits=limits, retries=0) for _ in range(self.limits.pools)]
+    def _open_client(self) -> UpstreamClient:
+        # Built at startup, off the event loop (see _lifespan): an https upstream's TLS context loads the CA bundle
+        # (~50 ms of CPU), once for all the connections.
+        return UpstreamClient(self.upstream, self.limits)
 
     async def aclose(self) -> None:
         identity: Any = None if self.guard is None else self.guard.identity
         if hasattr(identity, "flush_key_use"):  # the keys' uses noted since the last batch, off the event loop
             await asyncio.to_thread(identity.flush_key_use)
-        pools, self._pools = self._pools, []
-        for pool in [*pools, *([self._transport] if self._transport is not None else [])]:
-            await pool.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -362,8 +340,8 @@ class ProxyApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                if self._transport is None and not self._pools:
-                    self._pools = await asyncio.to_thread(self._open_pools)
+                if self._client is None:
+                    self._client = await asyncio.to_thread(self._open_client)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.draining = True
@@ -444,6 +422,8 @@ class ProxyApp:
         return raw_target(scope)[0], forwarded_query(query, forward_credentials=self.forward_credentials)
 
     def _forward_headers(self, scope: Scope, context: AuthContext, skip: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
+        """What goes upstream: the caller's headers but ``skip`` (which holds :data:`_SET_BY_PROXY`) and what
+        :func:`upstream_headers` drops, the identity headers and their assertion, the forwarding headers."""
         assert self.guard is not None and self._key is not None  # admitted: the proxy has its guard and key
         headers = upstream_headers(
             scope.get("headers", ()),
@@ -462,17 +442,20 @@ class ProxyApp:
             audience=self.assertion_audience,
         )
         headers += [(name.encode(), value.encode()) for name, value in facts]
-        headers = [(k, v) for k, v in headers if k.lower() not in _SET_BY_PROXY]
         chain = self.guard.proxies.header.encode()  # the one the deployment reads; the other never goes upstream
+        hops, hosts = [], []
+        for name, value in scope.get("headers", ()):
+            lowered = name.lower()
+            if lowered == chain:
+                hops.append(value.decode("latin-1"))
+            elif lowered == b"host":
+                hosts.append((b"x-forwarded-host", value))
         peer = scope.get("client")  # appended as proxies do: the chain stays what each hop saw
-        hops = [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == chain]
         if peer:
             hops.append(_forwarded_for(peer[0]) if chain == b"forwarded" else peer[0])
         if hops:
             headers.append((chain, ", ".join(hops).encode("latin-1")))
-        for name, value in scope.get("headers", ()):
-            if name.lower() == b"host":
-                headers.append((b"x-forwarded-host", value))
+        headers += hosts
         headers.append((b"x-forwarded-proto", scope.get("scheme", "http").encode()))
         return headers
 
@@ -511,34 +494,33 @@ class ProxyApp:
 
     async def _forward(self, scope: Scope, send: Send, context: AuthContext, body: bytes, audit: _Audit) -> None:
         path, query = self._target(scope)
-        request = httpx.Request(
-            scope["method"],
-            self.upstream + path + (f"?{query}" if query else ""),
-            headers=self._forward_headers(scope, context, _HOP_BY_HOP),
-            content=body,
-            extensions={"timeout": self.limits.timeouts},
-        )
+        headers = self._forward_headers(scope, context, _NOT_FORWARDED)
         try:
-            response = await self.transport.handle_async_request(request)
-        except httpx.HTTPError as exc:
+            response = await self.client.request(
+                scope["method"], path + (f"?{query}" if query else ""), headers, body, self.limits
+            )
+        except UpstreamUnavailable as failure:  # nothing sent to the client yet: a 502 it can retry
             self.metrics.upstream_errors.inc()
-            failure = UpstreamUnavailable(type(exc).__name__)
             logger.warning("upstream request failed (request %s): %s", context.request_id, failure.detail)
             audit.write(failure=failure)
             await send_error(scope, send, failure, context.request_id)
             return
-        audit.write(status=response.status_code)
+        audit.write(status=response.status)
         try:
-            headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP - {b"content-length"}]
-            await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-            async for chunk in response.stream:  # type: ignore[union-attr]  # a transport's stream is async
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except (httpx.HTTPError, OSError) as exc:  # the upstream or the client went away mid-stream
+            headers = [(k, v) for k, v in response.headers if k.lower() not in _HOP_BY_HOP_RESPONSE]
+            await send({"type": "http.response.start", "status": response.status, "headers": headers})
+            done = False
+            while not done:  # streamed as it arrives; a body that came whole goes in one message
+                chunk, done = await response.receive()
+                await send({"type": "http.response.body", "body": chunk, "more_body": not done})
+        except (UpstreamUnavailable, OSError) as exc:
+            # The upstream (or the client) went away mid-response: the client's connection is closed by its
+            # server, as the response cannot be completed (its status is in the audit record already).
             self.metrics.upstream_errors.inc()
-            logger.info("response stream ended early: %s", type(exc).__name__)
+            detail = exc.detail if isinstance(exc, UpstreamUnavailable) else type(exc).__name__
+            logger.info("response stream ended early: %s", detail)
         finally:
-            await response.aclose()
+            response.release()  # back to the pool if read to its end, else closed
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         checked = await self._check(scope, receive, send)
@@ -559,7 +541,7 @@ class ProxyApp:
         url = "ws" + self.upstream[4:] + path + (f"?{query}" if query else "")
         headers = [
             (k.decode("latin-1"), v.decode("latin-1"))
-            for k, v in self._forward_headers(scope, context, _HOP_BY_HOP | _WS_HANDSHAKE)
+            for k, v in self._forward_headers(scope, context, _NOT_FORWARDED_WS)
             if k.lower() != b"sec-websocket-protocol"
         ]
         try:
