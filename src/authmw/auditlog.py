@@ -8,7 +8,8 @@ processes of ``authmw proxy --workers N`` share one file, each write landing who
 
 - **Bounded**: at most ``capacity`` lines wait. When the file cannot keep up (a full or hung disk), further records
   are *lost, and counted*: :func:`records_lost` (``authmw_audit_records_lost`` in the proxy's ``/metrics``) and a
-  warning on the ``authmw`` logger at most every :data:`WARN_EVERY` seconds while it lasts. Blocking the request
+  warning on the ``authmw`` logger at the first loss, then at most every :data:`WARN_EVERY` seconds while it lasts
+  (from the caller: the writer thread may be the one stuck). Blocking the request
   instead would stall the event loop and every request with it (health checks too), a failure of the whole gateway
   for the failure of its log; the loss is made loud instead of silent.
 - **No record lost on a clean stop**: :meth:`AuditWriter.close` writes what waits (the proxy and ``authz`` call
@@ -76,7 +77,7 @@ class AuditWriter:
         self._fd = 2 if target == "-" else self._open()
         self._identity = self._identity_of_fd()
         self._whole = self._is_regular()
-        self._warned = (0, -WARN_EVERY)  # lost count and monotonic time of the last warning
+        self._loss_warned = self._failure_warned = -WARN_EVERY  # monotonic times of the last warnings
         self._closed = False
         self._start()
         _writers.add(self)
@@ -95,6 +96,8 @@ class AuditWriter:
         waiting = len(pending)
         if waiting >= self.capacity:
             self.lost += 1  # a racing increment may miss one: the count is for alarms, not for accounting
+            if time.monotonic() - self._loss_warned >= WARN_EVERY:
+                self._warn_of_loss()  # here: the thread may be the one stuck (in a write to a hung disk)
             return
         pending.append(line)
         if self._closed:  # stopped: nobody else will write it
@@ -135,7 +138,6 @@ class AuditWriter:
             try:
                 with self._io:
                     self._write_batches()
-                self._warn_of_loss()
             except Exception:  # the thread must outlive any failure: the next batch may succeed
                 logger.exception("audit log %s: writing failed", self.target)
 
@@ -184,21 +186,19 @@ class AuditWriter:
 
     def _fail(self, exc: OSError) -> None:
         now = time.monotonic()
-        if now - self._warned[1] >= WARN_EVERY:
-            self._warned = (self.lost, now)
+        if now - self._failure_warned >= WARN_EVERY:
+            self._failure_warned = now
             reason = errno.errorcode.get(exc.errno or 0, str(exc.errno))
             logger.warning("audit log %s: cannot write (%s: %s): records wait in memory", self.target, reason, exc)
 
     def _warn_of_loss(self) -> None:
-        lost, now = self.lost, time.monotonic()
-        if lost > self._warned[0] and now - self._warned[1] >= WARN_EVERY:
-            self._warned = (lost, now)
-            logger.warning(
-                "audit log %s is not keeping up: %d records lost so far (%d were waiting)",
-                self.target,
-                lost,
-                self.capacity,
-            )
+        self._loss_warned = time.monotonic()
+        logger.warning(
+            "audit log %s is not keeping up: %d records lost so far (%d were waiting)",
+            self.target,
+            self.lost,
+            self.capacity,
+        )
 
     # -- the file -----------------------------------------------------------------------------------------------
 
@@ -233,7 +233,7 @@ class AuditWriter:
     def _after_fork(self) -> None:
         """In a child: the parent's thread is gone and its lines are the parent's to write; start afresh."""
         self.lost = 0
-        self._warned = (0, -WARN_EVERY)
+        self._loss_warned = self._failure_warned = -WARN_EVERY
         if not self._closed:
             self._start()
         else:
