@@ -78,8 +78,10 @@ def rfc3339(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-#: The last whole second formatted, and its text: one tuple, replaced whole, so a thread never reads half of it.
-_SECOND: list[tuple[int, str]] = [(-1, "")]
+#: The start of the last second formatted (µs since the epoch) and its text up to the fraction: one tuple, replaced
+#: whole, so a thread never reads half of it.
+_SECOND: list[tuple[int, str]] = [(-1 << 62, "")]
+_DIGITS = [f"{n:03d}" for n in range(1000)]  # the fraction as two table lookups: cheaper than formatting it
 
 
 def _micros(seconds: float) -> int:
@@ -91,11 +93,13 @@ def _micros(seconds: float) -> int:
 
 def _stamp(micros: int) -> str:
     """``micros`` since the epoch as :func:`rfc3339` writes it, the date and time formatted once per second."""
-    whole, fraction = divmod(micros, 1_000_000)
     cached = _SECOND[0]
-    if cached[0] != whole:
-        cached = _SECOND[0] = (whole, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole)))
-    return f"{cached[1]}{str(1_000_000 + fraction)[1:]}Z"  # zero-padded, faster than a :06d format
+    within = micros - cached[0]
+    if not 0 <= within < 1_000_000:
+        start = micros - micros % 1_000_000
+        cached = _SECOND[0] = (start, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(start // 1_000_000)))
+        within = micros - start
+    return f"{cached[1]}{_DIGITS[within // 1000]}{_DIGITS[within % 1000]}Z"
 
 
 def audit_record(
@@ -158,18 +162,20 @@ def audit_line(
     clock: Callable[[], float] | None = None,
 ) -> str:
     """The :func:`audit_record` as one line of JSON: the same text ``json.dumps(record, separators=(",", ":"))``
-    gives, from a memoised tail (the caller, route, workspace and decision) and head (the outcome) around the
-    request's own values. ``clock``: the time now, in seconds (default: the system clock, read in nanoseconds)."""
+    gives, from a memoised tail (the caller, route, workspace and decision) and head (the outcome and the method)
+    around the request's own values. ``clock``: the time now, in seconds (default: the system clock, read in
+    nanoseconds)."""
     refused = error or context.error
     answered = refused or failure
     if answered is None:
-        head_key: tuple[Any, ...] = (status,)
+        head_key: tuple[Any, ...] = (status, method)
     else:
         enforced = error is not None or context.error is None
-        head_key = (refused is not None, enforced, answered.status, answered.code, answered.detail)
+        head_key = (refused is not None, enforced, answered.status, answered.code, answered.detail, method)
     head = _HEADS.get(head_key)
     if head is None:
-        head = _members(audit_record(context, error, method, path, status=status, failure=failure), _HEAD)
+        record = audit_record(context, error, method, path, status=status, failure=failure)
+        head = _members(record, _HEAD) + ',"method":' + _quoted(method)
         _HEADS.put(head_key, head)
     key = _tail_key(context)
     tail = _TAILS.get(key)
@@ -179,28 +185,37 @@ def audit_line(
     client = context.client
     now = _stamp(time.time_ns() // 1000 if clock is None else _micros(clock()))
     return (
-        f'{{"time":"{now}","event":"request","request_id":{_quoted(context.request_id)},{head},'
-        f'"method":{_quoted(method)},"path":{_quoted(path)},"client":{"null" if client is None else _quoted(client)}'
-        f",{tail}}}"
+        f'{{"time":"{now}","event":"request","request_id":{_quoted(context.request_id)},{head},"path":'
+        f'{_quoted(path)},"client":{"null" if client is None else _quoted(client)},{tail}}}'
     )
 
 
 def _tail_key(context: AuthContext) -> tuple[Any, ...]:
-    """Everything the :data:`_TAIL` values are made of (a test changes each and checks the line changes)."""
+    """Everything the :data:`_TAIL` values are made of (a test changes each and checks the line changes): plain
+    strings, ints and None, cheap to hash (an enum hashes in Python: its id stands in, members are singletons)."""
     credential, principal, decision = context.credential, context.principal, context.decision
     route, project, workspace = context.route, context.project, context.workspace
-    if credential is None:
-        who: tuple[Any, ...] | None = None
-    elif credential.session is None:
-        who = (credential.method, credential.access_key)
-    else:  # temporary credentials: the agency and the chain are the session's
-        session = credential.session
-        who = (credential.method, credential.access_key, session.agency_name, session.chain)
-    return (
+    if (  # the common case, a signed or token request placed and decided: one flat tuple
+        credential is not None
+        and credential.session is None
+        and principal is not None
+        and decision is not None
+        and route is not None
+        and project is not None
+        and workspace is not None
+    ):
+        return (
+            *(route.method, route.template, context.action, context.resource, id(credential.method)),
+            *(credential.access_key, principal.user_id, principal.user_name, principal.domain_name, project.id),
+            *(workspace.id, decision.policy, decision.statement, decision.reason),
+        )
+    session = None if credential is None else credential.session
+    return (  # any other: a tuple of another length, so never equal to the first kind
         None if route is None else route.name,
         context.action,
         context.resource,
-        who,
+        None if credential is None else (id(credential.method), credential.access_key),
+        None if session is None else (session.agency_name, session.chain),  # temporary credentials: the agency's
         None if principal is None else (principal.user_id, principal.user_name, principal.domain_name),
         None if project is None else project.id,
         None if workspace is None else workspace.id,

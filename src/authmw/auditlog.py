@@ -56,7 +56,8 @@ SOON = 2048
 WARN_EVERY = 10.0
 #: Lines that may wait at most, by default: at ~700 bytes a record, ~45 MB, several seconds of a busy gateway.
 CAPACITY = 65536
-#: Bytes at most in one ``write``: a pipe takes ``PIPE_BUF`` bytes whole, a regular file a batch of any size.
+#: Bytes at most in one ``write`` to a pipe or socket (standard error read by a collector): ``PIPE_BUF`` bytes are
+#: written whole; a file or a terminal takes a batch of any size whole.
 _PIPE_CHUNK = select.PIPE_BUF
 
 logger = logging.getLogger("authmw")
@@ -76,7 +77,9 @@ class AuditWriter:
         self.lost = 0  # records dropped because ``capacity`` lines were waiting
         self._fd = 2 if target == "-" else self._open()
         self._identity = self._identity_of_fd()
-        self._whole = self._is_regular()
+        mode = os.fstat(self._fd).st_mode
+        self._regular = stat.S_ISREG(mode)  # a file with a name to follow through rotations
+        self._whole = not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode))  # takes a batch whole in one write
         self._loss_warned = self._failure_warned = -WARN_EVERY  # monotonic times of the last warnings
         self._closed = False
         self._start()
@@ -144,7 +147,7 @@ class AuditWriter:
     def _write_batches(self) -> None:
         if self._fd < 0:
             return
-        if self._whole:
+        if self._regular:
             self._follow_rotation()
         pending = self._pending
         while self._carry or pending:
@@ -209,9 +212,6 @@ class AuditWriter:
     def _identity_of_fd(self) -> tuple[int, int]:
         found = os.fstat(self._fd)
         return found.st_dev, found.st_ino
-
-    def _is_regular(self) -> bool:
-        return stat.S_ISREG(os.fstat(self._fd).st_mode)
 
     def _follow_rotation(self) -> None:
         """Open the file again under its name when the name no longer leads to the file written (rotated)."""
