@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from authmw.auditlog import audit_to
 from authmw.errors import ConfigurationError
 from authmw.extras import requires
 from authmw.guard import SIGNED_IF_PRESENT, Guard
@@ -57,8 +56,7 @@ def open_guard(store: str | Store | None = None, *, config: str | Settings | Non
     configuration's ``store``, else ``$AUTHMW_STORE``, else ``sqlite:///./authmw.db``. ``config``: a YAML file
     (as ``authmw --config``) or :class:`~authmw.settings.Settings`. ``settings``: configuration keys that override
     the file's; ``routes`` may mix configuration mappings and :class:`~authmw.routes.Route` values (a ``Routes`` of
-    decorated handlers, say), added to the presets and the configured routes. A configured ``audit_log`` sends
-    the process' audit records there (:func:`authmw.auditlog.audit_to`) instead of to the ``authmw.audit`` logger.
+    decorated handlers, say), added to the presets and the configured routes.
     """
     base = config if isinstance(config, Settings) else load_settings(config)
     declared: tuple[Route, ...] = ()
@@ -74,10 +72,7 @@ def open_guard(store: str | Store | None = None, *, config: str | Settings | Non
         base = base.override({k: list(v) if isinstance(v, tuple | Routes) else v for k, v in settings.items()})
     if not isinstance(store, Store):
         store = open_store(store or base.store, whitelist_limit=base.whitelist_limit)
-    guard = _build(base, store, declared)
-    if base.audit_log is not None:  # configured: the audit log writer, in every form (else the authmw.audit logger)
-        audit_to(base.audit_log)
-    return guard
+    return _build(base, store, declared)
 
 
 def presets_in_force(settings: Settings, declared: tuple[Route, ...] = ()) -> tuple[str, ...]:

@@ -1,14 +1,18 @@
 """The audit log file: records appended to memory by the request, written by a thread of its own.
 
+``authmw proxy`` and ``authmw authz`` write their records here (``--audit-log``, ``audit_log:``); an app with the
+middleware calls :func:`audit_to` once (``audit_to("/var/log/authmw/audit.log")``), else its records go to the
+``authmw.audit`` logger as before.
+
 ``log_decision`` runs on the request's path (an event loop, often): writing a file there (through ``logging``,
 as before) cost most of a record, and a slow disk would stall every request. Here a record costs a list append;
 a background thread writes the lines in batches, every :data:`FLUSH_EVERY` seconds or sooner when
-:data:`SOON` lines wait, with one ``write`` per batch of whole lines on a file opened ``O_APPEND`` (so the worker
+2,048 lines wait, with one ``write`` per batch of whole lines on a file opened ``O_APPEND`` (so the worker
 processes of ``authmw proxy --workers N`` share one file, each write landing whole after the others').
 
 - **Bounded**: at most ``capacity`` lines wait. When the file cannot keep up (a full or hung disk), further records
   are *lost, and counted*: :func:`records_lost` (``authmw_audit_records_lost`` in the proxy's ``/metrics``) and a
-  warning on the ``authmw`` logger at the first loss, then at most every :data:`WARN_EVERY` seconds while it lasts
+  warning on the ``authmw`` logger at the first loss, then at most every 10 seconds while it lasts
   (from the caller: the writer thread may be the one stuck). Blocking the request
   instead would stall the event loop and every request with it (health checks too), a failure of the whole gateway
   for the failure of its log; the loss is made loud instead of silent.
@@ -36,24 +40,14 @@ import weakref
 
 from authmw import audit
 
-__all__ = [
-    "CAPACITY",
-    "FLUSH_EVERY",
-    "SOON",
-    "WARN_EVERY",
-    "AuditWriter",
-    "audit_to",
-    "audit_to_logger",
-    "close_audit",
-    "records_lost",
-]
+__all__ = ["CAPACITY", "FLUSH_EVERY", "AuditWriter", "audit_to", "audit_to_logger", "close_audit", "records_lost"]
 
 #: Seconds a record may wait in memory before it is written.
 FLUSH_EVERY = 0.2
 #: Lines waiting that wake the writer before :data:`FLUSH_EVERY` (a batch is written whole by one ``write``).
-SOON = 2048
+_SOON = 2048
 #: Seconds between two warnings that records were lost.
-WARN_EVERY = 10.0
+_WARN_EVERY = 10.0
 #: Lines that may wait at most, by default: at ~700 bytes a record, ~45 MB, several seconds of a busy gateway.
 CAPACITY = 65536
 #: Bytes at most in one ``write`` to a pipe or socket (standard error read by a collector): ``PIPE_BUF`` bytes are
@@ -80,7 +74,7 @@ class AuditWriter:
         mode = os.fstat(self._fd).st_mode
         self._regular = stat.S_ISREG(mode)  # a file with a name to follow through rotations
         self._whole = not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode))  # takes a batch whole in one write
-        self._loss_warned = self._failure_warned = -WARN_EVERY  # monotonic times of the last warnings
+        self._loss_warned = self._failure_warned = -_WARN_EVERY  # monotonic times of the last warnings
         self._closed = False
         self._start()
         _writers.add(self)
@@ -99,13 +93,13 @@ class AuditWriter:
         waiting = len(pending)
         if waiting >= self.capacity:
             self.lost += 1  # a racing increment may miss one: the count is for alarms, not for accounting
-            if time.monotonic() - self._loss_warned >= WARN_EVERY:
+            if time.monotonic() - self._loss_warned >= _WARN_EVERY:
                 self._warn_of_loss()  # here: the thread may be the one stuck (in a write to a hung disk)
             return
         pending.append(line)
         if self._closed:  # stopped: nobody else will write it
             self.flush()
-        elif waiting == SOON:
+        elif waiting == _SOON:
             self._wake.set()
 
     def flush(self) -> None:
@@ -154,7 +148,7 @@ class AuditWriter:
             if self._carry:
                 data, self._carry = self._carry, b""
             else:
-                lines = [pending.popleft() for _ in range(min(len(pending), SOON * 4))]
+                lines = [pending.popleft() for _ in range(min(len(pending), _SOON * 4))]
                 lines.append("")
                 data = "\n".join(lines).encode("utf-8", "backslashreplace")
             if not self._put(data):
@@ -189,7 +183,7 @@ class AuditWriter:
 
     def _fail(self, exc: OSError) -> None:
         now = time.monotonic()
-        if now - self._failure_warned >= WARN_EVERY:
+        if now - self._failure_warned >= _WARN_EVERY:
             self._failure_warned = now
             reason = errno.errorcode.get(exc.errno or 0, str(exc.errno))
             logger.warning("audit log %s: cannot write (%s: %s): records wait in memory", self.target, reason, exc)
@@ -233,7 +227,7 @@ class AuditWriter:
     def _after_fork(self) -> None:
         """In a child: the parent's thread is gone and its lines are the parent's to write; start afresh."""
         self.lost = 0
-        self._loss_warned = self._failure_warned = -WARN_EVERY
+        self._loss_warned = self._failure_warned = -_WARN_EVERY
         if not self._closed:
             self._start()
         else:

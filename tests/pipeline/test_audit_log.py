@@ -22,6 +22,7 @@ import pytest
 from authmw import audit, auditlog
 from authmw.auditlog import AuditWriter
 from authmw.signing import sign_request
+from tests.support.forms import FORMS, running
 from tests.support.proxy import SLOW_ARRIVED, proxy_process
 from tests.support.world import World
 
@@ -268,13 +269,14 @@ def test_the_logger_path_stays_for_the_middleware_without_a_destination(caplog: 
     ]
 
 
-def test_a_configured_audit_log_sends_every_form_there(world: World, tmp_path: Path) -> None:
-    from authmw.assembly import open_guard
-    from tests.core.test_audit_line import ALLOWED
-
+@pytest.mark.parametrize("name", FORMS)
+def test_every_form_writes_to_the_audit_log_once_set(world: World, tmp_path: Path, name: str) -> None:
+    """The middleware (ASGI, WSGI) and the proxy app decide, log_decision hands the line to the writer."""
     path = tmp_path / "audit.log"
-    open_guard(world.store, audit_log=str(path))
-    open_guard(world.store, audit_log=str(path))  # built again (a reload): the same writer goes on
-    audit.log_decision(ALLOWED, None, "GET", "/")
-    auditlog.close_audit()
-    assert [json.loads(row)["request_id"] for row in path.read_text().splitlines()] == [ALLOWED.request_id]
+    with running(name, world) as form:
+        auditlog.audit_to(str(path))
+        answer = httpx.get(f"{form.url}/v1/{world.project}/notebooks", timeout=30)
+        assert answer.status_code == 401
+        auditlog.close_audit()
+    (record,) = [json.loads(row) for row in path.read_text().splitlines()]
+    assert (record["request_id"], record["error_code"]) == (answer.json()["request_id"], "missing_credentials")

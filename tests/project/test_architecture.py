@@ -70,6 +70,9 @@ PUBLIC = {
     "authmw.iam_api": ["SECURITY_TOKENS_PATH", "TOKENS_PATH", "AttemptLimiter", "MintLimiter", "TokenService"],
     "authmw.iam_admin": ["ROUTES", "IamAdmin", "is_iam_path", "with_iam_admin"],
     "authmw.settings": ["Settings", "load_settings"],
+    "authmw.auditlog": [
+        "CAPACITY", "FLUSH_EVERY", "AuditWriter", "audit_to", "audit_to_logger", "close_audit", "records_lost",
+    ],
     "authmw.cli": ["main"],
 }  # fmt: skip
 
