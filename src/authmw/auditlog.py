@@ -102,20 +102,29 @@ class AuditWriter:
         elif waiting == _SOON:
             self._wake.set()
 
-    def flush(self) -> None:
-        """Write every line queued so far (blocking: for shutdown and tests)."""
-        with self._io:
+    def flush(self, timeout: float | None = None) -> bool:
+        """Write every line queued so far (blocking: for shutdown and tests); False if another write still held
+        the file after ``timeout`` seconds (a hung disk)."""
+        if not self._io.acquire(timeout=-1 if timeout is None else timeout):
+            return False
+        try:
             self._write_batches()
+        finally:
+            self._io.release()
+        return True
 
-    def close(self) -> None:
-        """Stop the thread once it wrote every line queued; a record written later is written at once."""
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the thread once it wrote every line queued; a record written later is written at once. A write
+        hung for ``timeout`` seconds is given up on (with a warning), so that a stuck disk cannot hold an exit."""
         if self._closed:
             return
         self._closed = True
         self._wake.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=30)
-        self.flush()
+            self._thread.join(timeout=timeout)
+        if self._thread.is_alive() or not self.flush(timeout=timeout):
+            logger.warning("audit log %s: still writing after %g s, %d records not written", self.target, timeout,
+                           len(self._pending))  # fmt: skip
 
     def release(self) -> None:
         """:meth:`close`, then close the file (the writer is no longer used)."""

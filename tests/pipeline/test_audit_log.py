@@ -112,6 +112,25 @@ def test_a_slow_sink_never_blocks_the_caller_and_loss_is_counted(
     assert got == sorted(got) and len(got) + writer.lost == 5000  # whole lines, in order, each kept or counted
 
 
+def test_a_hung_sink_cannot_hold_the_exit(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fifo = tmp_path / "audit.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    writer = AuditWriter(str(fifo), every=0.01)
+    try:
+        for i in range(1000):
+            writer.write(line(i, 500))  # more than the pipe holds: the thread blocks in write()
+        time.sleep(0.2)
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="authmw"):
+            writer.close(timeout=0.5)
+        assert time.monotonic() - started < 5
+        assert any("still writing" in r.getMessage() for r in caplog.records)
+    finally:
+        os.close(reader)  # the blocked write fails (EPIPE): the thread ends
+        writer.release()
+
+
 def test_a_full_disk_keeps_records_waiting_and_counts_what_overflows(caplog: pytest.LogCaptureFixture) -> None:
     writer = AuditWriter("/dev/full", capacity=100, every=0.01)  # every write: ENOSPC
     try:
