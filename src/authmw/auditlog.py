@@ -72,7 +72,9 @@ class AuditWriter:
         self._fd = 2 if target == "-" else self._open()
         self._identity = self._identity_of_fd()
         mode = os.fstat(self._fd).st_mode
-        self._regular = stat.S_ISREG(mode)  # a file with a name to follow through rotations
+        # A file with a name to follow through rotations; not standard error, even when it is a file (a redirection
+        # or a test's capture): "-" is no name to open again.
+        self._regular = target != "-" and stat.S_ISREG(mode)
         self._whole = not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode))  # takes a batch whole in one write
         self._loss_warned = self._failure_warned = -_WARN_EVERY  # monotonic times of the last warnings
         self._closed = False

@@ -131,6 +131,16 @@ def test_a_hung_sink_cannot_hold_the_exit(tmp_path: Path, caplog: pytest.LogCapt
         writer.release()
 
 
+def test_standard_error_redirected_to_a_file_is_never_reopened_by_name(tmp_path: Path) -> None:
+    """``-`` is fd 2; when fd 2 is a file (a redirection), no file named ``-`` is ever created beside it."""
+    script = "from authmw import auditlog\nw = auditlog.audit_to('-')\nw.write('{}')\nw.flush()\nw.write('{}')\n"
+    with (tmp_path / "stderr.txt").open("w") as stderr:
+        done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, stderr=stderr, timeout=60, check=False)
+    assert done.returncode == 0
+    assert (tmp_path / "stderr.txt").read_text() == "{}\n{}\n"
+    assert not (tmp_path / "-").exists()
+
+
 def test_a_full_disk_keeps_records_waiting_and_counts_what_overflows(caplog: pytest.LogCaptureFixture) -> None:
     writer = AuditWriter("/dev/full", capacity=100, every=0.01)  # every write: ENOSPC
     try:
