@@ -34,7 +34,6 @@ import http.client
 import importlib.util
 import io
 import json
-import logging
 import os
 import pstats
 import shutil
@@ -52,7 +51,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-from authmw import admission, asgi, wsgi
+from authmw import admission, asgi, auditlog, wsgi
 from authmw.assembly import open_guard, session_sealer
 from authmw.audit import AUDIT_LOGGER, log_decision
 from authmw.guard import Guard
@@ -286,19 +285,17 @@ _AUDIT_DEFAULT = (list(AUDIT_LOGGER.handlers), AUDIT_LOGGER.level, AUDIT_LOGGER.
 
 
 def audit_to(target: str | None) -> None:
-    """Audit records to ``target`` as ``authmw proxy --audit-log`` writes them (one JSON line each), or back
-    to the library default (``None``: no handler, so the logger is not enabled and no record is built)."""
+    """Audit records to ``target`` as ``authmw proxy --audit-log`` writes them (the audit log writer, one JSON
+    line each), or back to the library default (``None``: the ``authmw.audit`` logger with no handler, so no
+    record is built). ``bench_audit.py`` compares the writer with the previous ``logging`` path."""
+    handlers, level, propagate = _AUDIT_DEFAULT
+    AUDIT_LOGGER.handlers[:] = handlers
+    AUDIT_LOGGER.setLevel(level)
+    AUDIT_LOGGER.propagate = propagate
     if target is None:
-        handlers, level, propagate = _AUDIT_DEFAULT
-        AUDIT_LOGGER.handlers[:] = handlers
-        AUDIT_LOGGER.setLevel(level)
-        AUDIT_LOGGER.propagate = propagate
-        return
-    handler = logging.FileHandler(target, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    AUDIT_LOGGER.handlers[:] = [handler]
-    AUDIT_LOGGER.setLevel(logging.INFO)
-    AUDIT_LOGGER.propagate = False
+        auditlog.audit_to_logger()
+    else:
+        auditlog.audit_to(target)
 
 
 # -- in-process cases ------------------------------------------------------------------------------------

@@ -413,9 +413,21 @@ def test_the_client_address_is_the_one_envoy_saw(stack: Stack) -> None:
     reply = exchange(stack.address, raw.add("X-Forwarded-For", "203.0.113.7").encode())  # unsigned: Envoy appends
     body = reply.json()
     assert (reply.status, body["error_code"]) == (403, "address_not_allowed")
-    records = [json.loads(line) for line in stack.audit.read_text().splitlines()]
-    record = next(r for r in records if r.get("request_id") == body["request_id"])
+    record = _audit_record(stack.audit, body["request_id"])
     assert record["client"] != "203.0.113.7"
+
+
+def _audit_record(audit: Path, request_id: str) -> dict[str, Any]:
+    """The request's audit record, once written (the audit log writer writes within a fraction of a second)."""
+    deadline = time.monotonic() + 10
+    while True:
+        text = audit.read_text()
+        lines = text[: text.rfind("\n") + 1].splitlines()  # whole lines only
+        found = [record for line in lines if (record := json.loads(line)).get("request_id") == request_id]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"no audit record of request {request_id}"
+        time.sleep(0.02)
 
 
 def test_a_request_to_authz_without_the_check_prefix_is_refused(stack: Stack) -> None:

@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "authmw"
 EDGE = ("authmw.store", "authmw.settings", "authmw.assembly", "authmw.admission", "authmw.asgi", "authmw.wsgi")
 EDGE += ("authmw.iam_api", "authmw.iam_admin", "authmw.workspace_api", "authmw.proxy", "authmw.contrib")
-EDGE += ("authmw.client", "authmw.envoy")
+EDGE += ("authmw.client", "authmw.envoy", "authmw.auditlog")
 CLI = ("authmw.cli", "authmw.__main__")
 FACADE = ("authmw",)
 LAYERS = {"core": 0, "edge": 1, "facade": 1, "cli": 2}  # the facade re-exports the core and open_guard
@@ -70,6 +70,9 @@ PUBLIC = {
     "authmw.iam_api": ["SECURITY_TOKENS_PATH", "TOKENS_PATH", "AttemptLimiter", "MintLimiter", "TokenService"],
     "authmw.iam_admin": ["ROUTES", "IamAdmin", "is_iam_path", "with_iam_admin"],
     "authmw.settings": ["Settings", "load_settings"],
+    "authmw.auditlog": [
+        "CAPACITY", "FLUSH_EVERY", "AuditWriter", "audit_to", "audit_to_logger", "close_audit", "records_lost",
+    ],
     "authmw.cli": ["main"],
 }  # fmt: skip
 

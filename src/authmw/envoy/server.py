@@ -17,11 +17,12 @@ from dataclasses import replace
 
 from authmw.admission import BodyBudget
 from authmw.assembly import keep_replay_window, open_guard, token_limits
+from authmw.auditlog import audit_to, close_audit
 from authmw.envoy.app import CHECK_PREFIX, AuthzApp
 from authmw.errors import ChangeRefused, ConfigurationError
 from authmw.iam_api import AttemptLimiter, MintLimiter, TokenService
 from authmw.proxy.app import origin_of
-from authmw.proxy.server import audit_to, keep_issuers, parse_listen, reload_on_hangup
+from authmw.proxy.server import keep_issuers, parse_listen, reload_on_hangup
 from authmw.settings import Settings
 from authmw.store import Store
 from authmw.tokens import TokenSigner
@@ -136,8 +137,11 @@ def serve_authz(settings: Settings, store: Store, *, reload_settings: Callable[[
         logger.info("authmw authz on http://%s:%d (checks under %s/)", host, port, CHECK_PREFIX)
         await server.serve()
 
-    with asyncio.Runner(loop_factory=_uvloop()) as runner:
-        runner.run(main())
+    try:
+        with asyncio.Runner(loop_factory=_uvloop()) as runner:
+            runner.run(main())
+    finally:
+        close_audit()  # drained: every record written
 
 
 def _uvloop() -> Callable[[], asyncio.AbstractEventLoop] | None:

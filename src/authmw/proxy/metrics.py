@@ -31,6 +31,11 @@ class Metrics:
             "Requests checked in this process alone while the shared state was unreachable (shared_state_fallback)",
             registry=self.registry,
         )
+        self.audit_records_lost = Gauge(
+            "authmw_audit_records_lost",
+            "Audit records lost because the audit log did not keep up (its buffer was full); see the warnings",
+            registry=self.registry,
+        )
 
     def decided(self, outcome: str, error_code: str, seconds: float) -> None:
         self.decisions.labels(outcome, error_code).inc()

@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -17,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from authmw.admission import BodyBudget
 from authmw.assembly import keep_replay_window, open_guard, presets_in_force, token_limits
-from authmw.audit import AUDIT_LOGGER
+from authmw.auditlog import audit_to, close_audit, records_lost
 from authmw.errors import (
     AddressInUse,
     AuthmwError,
@@ -40,7 +39,6 @@ from authmw.workspace_api import WorkspaceService
 
 __all__ = [
     "KeySet",
-    "audit_to",
     "bind",
     "build_app",
     "header_deadline_protocol",
@@ -206,6 +204,7 @@ def build_app(
         )
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
+    app.metrics.audit_records_lost.set_function(records_lost)
     state = shared_state(settings)
     if isinstance(state, RedisState):
         app.metrics.shared_state_fallbacks.set_function(lambda: state.fallbacks)
@@ -267,17 +266,6 @@ def keep_issuers(old: Guard, new: Guard, before: Settings, after: Settings) -> N
         issuer = entry.get("issuer")
         if isinstance(issuer, str) and previous.get(issuer) == entry and issuer in old.issuers:
             new.issuers[issuer] = old.issuers[issuer]
-
-
-def audit_to(target: str | None) -> None:
-    """Audit records go to ``target`` (a file, or ``-`` for standard error), one JSON object per line."""
-    if target is None:
-        target = "-"
-    handler = logging.StreamHandler(sys.stderr) if target == "-" else logging.FileHandler(target, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    AUDIT_LOGGER.handlers[:] = [handler]
-    AUDIT_LOGGER.setLevel(logging.INFO)
-    AUDIT_LOGGER.propagate = False
 
 
 def _stamp(path: str | None) -> tuple[int, int, int] | None:
@@ -420,6 +408,7 @@ def serve(
     try:
         asyncio.run(main())
     finally:
+        close_audit()  # drained: every record written (a worker ends with os._exit, which runs no atexit)
         listening.close()
 
 
