@@ -179,7 +179,8 @@ ABOUT: dict[str, About] = {
     "upstream": About("The proxy: where allowed requests are forwarded.", flag="authmw proxy --upstream"),
     "listen": About("The proxy: the address it listens on.", flag="authmw proxy --listen"),
     "audit_log": About(
-        "The proxy: the audit log file, `-` for standard error.",
+        "The proxy and authz: the audit log file, `-` for standard error, written off the request's path by a "
+        "background thread (docs/audit.md).",
         flag="authmw proxy --audit-log",
         default="- (standard error)",
     ),
