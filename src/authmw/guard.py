@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -72,6 +72,14 @@ SIGNED_IF_PRESENT = ("x-workspace-id", "x-project-id")
 _Routed = tuple[Match | None, Access, str | None]  # the route match, what it demands, its resource
 _MISSING: Any = object()
 _EXTERNAL = "oidc"  # the scheme label of an external issuer's token (checks read Credential.kind)
+
+
+_ROUTE, _USER, _WORKSPACE = WhitelistScope.ROUTE, WhitelistScope.USER, WhitelistScope.WORKSPACE
+_EVERY_SCOPE = frozenset(WhitelistScope)
+
+
+def _every_scope() -> frozenset[WhitelistScope]:
+    return _EVERY_SCOPE
 
 
 def bare_context(client: str | None) -> AuthContext:
@@ -162,6 +170,9 @@ class Guard:
         self.key_used = key_used
         self._now = _Clock(clock).now
         self._request_id = request_id
+        # The whitelist scopes the store has any whitelist of (a store that cannot tell: every scope is looked up).
+        listed = getattr(identity, "whitelist_scopes", None)
+        self._listed: Callable[[], Container[WhitelistScope]] = listed if callable(listed) else _every_scope
         self._routed: BoundedCache[tuple[str, str], _Routed] = BoundedCache(10_000)
         # (policy-set version, acting as an agency) → its allowed actions: an agency has no legacy default-allow.
         self._allowed: BoundedCache[tuple[int, bool], tuple[str, ...] | None] = BoundedCache(10_000)
@@ -196,7 +207,8 @@ class Guard:
             match, access, state.resource = self._route(request.method, request.path)
             if match is not None:
                 state.route, state.action = match.route, match.route.action
-            self._whitelist(WhitelistScope.ROUTE, state, *(() if match is None else (match.route.name, state.action)))
+            if _ROUTE in self._listed():
+                self._whitelist(_ROUTE, state, *(() if match is None else (match.route.name, state.action)))
             if access is Access.PUBLIC:
                 return
             token = request.headers.get("x-auth-token")
@@ -262,7 +274,9 @@ class Guard:
         if match is not None:
             state.route = match.route
             state.action = match.route.action
-        self._whitelist(WhitelistScope.ROUTE, state, *(() if match is None else (match.route.name, state.action)))
+        listed = self._listed()  # no whitelist of a scope in the store: none of its lookups
+        if listed and _ROUTE in listed:
+            self._whitelist(_ROUTE, state, *(() if match is None else (match.route.name, state.action)))
         if access is Access.PUBLIC:
             return
         credential, principal = self.authenticate(request)
@@ -276,8 +290,11 @@ class Guard:
         state.project = self._project(request, match, principal, credential)
         session = credential.session
         caller = () if session is None or session.agency_id is None else (session.user_id,)
-        self._whitelist(WhitelistScope.USER, state, principal.user_id, *caller)  # an agency's caller's too
-        self._whitelist(WhitelistScope.WORKSPACE, state, state.workspace.id)
+        if listed:
+            if _USER in listed:
+                self._whitelist(_USER, state, principal.user_id, *caller)  # an agency's caller's too
+            if _WORKSPACE in listed:
+                self._whitelist(_WORKSPACE, state, state.workspace.id)
         state.policy_context = context = policy_facts(
             principal,
             current_time=self._now(),
@@ -293,7 +310,8 @@ class Guard:
         actions = [state.action or ""]
         for action in body_actions(body, match):
             if action not in actions:
-                self._whitelist(WhitelistScope.ROUTE, state, action)
+                if listed and _ROUTE in listed:
+                    self._whitelist(_ROUTE, state, action)
                 actions.append(action)
         state.actions = tuple(actions)
         for action in actions:

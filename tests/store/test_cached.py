@@ -5,7 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 
-from authmw.models import WhitelistScope
+import pytest
+
+from authmw.errors import AddressNotAllowed
+from authmw.guard import Guard
+from authmw.models import Request, WhitelistScope
+from authmw.signing import sign_request
 from authmw.store import CachedIdentity, Store
 
 
@@ -23,11 +28,13 @@ class CountingStore:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.reads = 0
+        self.names: list[str] = []
 
     def __getattr__(self, name: str) -> object:
         attribute = getattr(self.store, name)
         if name.startswith("read_"):
             self.reads += 1
+            self.names.append(name)
         return attribute
 
 
@@ -272,3 +279,47 @@ def test_a_stopped_store_is_noticed_by_the_poll(store: Store) -> None:
     with pytest.raises(StoreUnavailable):  # no grace: refused as soon as the poll fails
         cached.get_access_key(key.access)
     assert cached.down
+
+
+def test_whitelist_scopes_follow_the_store(store: Store) -> None:
+    """The scopes with a whitelist, which the guard reads to skip the others' lookups, move with the revision."""
+    store.create_user("alice")
+    store.create_workspace("team-a")
+    timer = Ticker()
+    cached = CachedIdentity(store, timer=timer)
+    assert cached.whitelist_scopes() == frozenset()
+    store.set_whitelist("user", "alice", ["10.0.0.0/8"])
+    timer.now = 0.1
+    assert cached.whitelist_scopes() == frozenset()  # within the refresh interval
+    timer.now = 1.0
+    assert cached.whitelist_scopes() == {WhitelistScope.USER}
+    store.set_whitelist("workspace", "team-a", ["10.0.0.0/8"])
+    store.set_whitelist("user", "alice", [])  # no entries: the whitelist is gone
+    timer.now = 2.0
+    assert cached.whitelist_scopes() == {WhitelistScope.WORKSPACE}
+
+
+def test_a_guard_over_a_store_without_whitelists_reads_none_and_sees_a_new_one(store: Store) -> None:
+    """No whitelist in the store: no whitelist read per request; one set later applies from the next poll."""
+    store.create_group("developers")
+    store.attach_policy("ModelArts CommonOperations", group="developers")
+    store.create_user("alice")
+    store.add_user_to_group("developers", "alice")
+    key = store.create_access_key("alice")
+    counting, timer = CountingStore(store), Ticker()
+    guard = Guard(identity=CachedIdentity(counting, timer=timer), unmatched="authenticate-only")  # type: ignore[arg-type]
+
+    def request(nonce: str) -> Request:  # a distinct signature each: the replay guard is on
+        url = "http://modelarts.example.com/v1/anything"
+        headers = {"X-Nonce": nonce}
+        signed = sign_request("GET", url, headers, b"", access_key=key.access, secret_key=key.secret)
+        return Request.build("GET", "/v1/anything", list(signed.headers.items()), b"", "8.8.8.8")
+
+    guard.check(request("1"))
+    guard.check(request("2"))
+    assert counting.names.count("read_whitelist_scopes") == 1  # once per revision
+    assert "read_whitelist" not in counting.names  # no whitelist: none looked up
+    store.set_whitelist("user", "alice", ["10.0.0.0/8"])
+    timer.now = 1.0
+    with pytest.raises(AddressNotAllowed):
+        guard.check(request("3"))
