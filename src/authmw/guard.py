@@ -46,6 +46,7 @@ from authmw.models import (
     Session,
     WhitelistScope,
     Workspace,
+    _new_context,
 )
 from authmw.oidc import TrustedIssuer, peek_issuer
 from authmw.policy import Decision, PolicySet, modelarts_actions
@@ -506,7 +507,7 @@ class _State:
         self.policy_context: Mapping[str, Any] = {}
 
     def context(self, guard: Guard, error: AuthmwError | None) -> AuthContext:
-        return AuthContext(
+        return _new_context(
             self.request_id,
             self.client,
             self.route,
@@ -520,7 +521,8 @@ class _State:
             error,
             self.policy_context,
             guard._allowed_actions,
-            actions=self.actions,
+            [],  # the allowed actions, once computed
+            self.actions,
         )
 
 
