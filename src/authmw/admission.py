@@ -20,7 +20,7 @@ from urllib.parse import quote
 from authmw.audit import log_decision
 from authmw.errors import AuthmwError, BodyTooLarge, MalformedRequest, RequestTimeout, ServerBusy, render
 from authmw.guard import Guard, bare_context
-from authmw.models import AuthContext, Request
+from authmw.models import AuthContext, Request, _with_body
 
 __all__ = [
     "CREDENTIAL_HEADERS",
@@ -141,17 +141,20 @@ async def admit(
     try:
         error: AuthmwError | None = None
         try:
+            head: Request | None = None
             if scope["type"] == "http":
                 announced = _may_have_body(scope)
                 if announced:  # only then is there anything to save: a bodiless request goes straight on
-                    guard.precheck(request_from_scope(scope, b""))
+                    head = request_from_scope(scope, b"")
+                    guard.precheck(head)
                 # Without a body the server has the whole request already: no deadline to keep (and no timer).
                 timeout = body_timeout if announced else None
                 read = await read_body(scope, receive, guard.max_body, timeout=timeout, budget=budget)
                 if read is None:  # the client left before its body was complete: nobody to answer
                     return None
                 body = read
-            request = request_from_scope(scope, body)
+            # The head's headers were decoded for the precheck already: the same request, with its body.
+            request = request_from_scope(scope, body) if head is None else _with_body(head, body)
             if len(body) <= OFFLOAD_BODY:
                 context = guard.check(request)
             else:  # hashing and parsing a large body would hold the loop: health checks, other requests, SIGTERM

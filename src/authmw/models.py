@@ -134,6 +134,12 @@ class Request:
 _new_request = _builder(Request)
 
 
+def _with_body(head: Request, body: bytes) -> Request:
+    """``head`` (a request built before its body was read, for the precheck) with ``body``: the adapters' way to
+    not decode the headers twice (``dataclasses.replace`` would, through ``__init__``, cost more than that)."""
+    return _new_request(head.method, head.path, head.query, head.headers, body, head.client)
+
+
 class AuthMethod(enum.Enum):
     """How a request proved its identity (the ``X-Authmw-Auth-Method`` values)."""
 
