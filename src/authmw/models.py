@@ -99,7 +99,8 @@ class Request:
             # in the path the app routes on, werkzeug and httptools cut it off): no reading would be safe.
             raise MalformedRequest("a request-target has no fragment")
         path, _, query = target.partition("?")
-        pairs = headers.items() if isinstance(headers, Mapping) else headers
+        # An ASGI server's list first: an isinstance() against the Mapping ABC costs a fifth of a microsecond.
+        pairs = headers if type(headers) is list else headers.items() if isinstance(headers, Mapping) else headers
         merged: dict[str, str] = {}
         repeated: dict[str, list[str]] | None = None
         for raw_name, raw_value in pairs:  # the hot path of every adapter: decoding inlined for bytes
