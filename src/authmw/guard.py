@@ -210,8 +210,7 @@ class Guard:
             match, access, state.resource = self._route(request.method, request.path)
             if match is not None:
                 state.route, state.action = match.route, match.route.action
-            if _ROUTE in self._listed():
-                self._whitelist(_ROUTE, state, *(() if match is None else (match.route.name, state.action)))
+            self._whitelist(_ROUTE, state, *(() if match is None else (match.route.name, state.action)))
             if access is _PUBLIC:
                 return
             token = request.headers.get("x-auth-token")
@@ -277,9 +276,10 @@ class Guard:
         if match is not None:
             state.route = match.route
             state.action = match.route.action
-        listed = self._listed()  # no whitelist of a scope in the store: none of its lookups
-        if listed and _ROUTE in listed:
-            self._whitelist(_ROUTE, state, *(() if match is None else (match.route.name, state.action)))
+        # Route whitelists are looked up whatever the store holds: first in the pipeline, a lookup missing the cache
+        # reads the store, and one at a newer revision drops every cache before the request is placed (the process
+        # that changed the store sees its change at once).
+        self._whitelist(_ROUTE, state, *(() if match is None else (match.route.name, state.action)))
         if access is _PUBLIC:
             return
         credential, principal = self.authenticate(request)
@@ -293,6 +293,7 @@ class Guard:
         state.project = self._project(request, match, principal, credential)
         session = credential.session
         caller = () if session is None or session.agency_id is None else (session.user_id,)
+        listed = self._listed()  # no user or workspace whitelist in the store: none of their lookups
         if listed:
             if _USER in listed:
                 self._whitelist(_USER, state, principal.user_id, *caller)  # an agency's caller's too
@@ -313,8 +314,7 @@ class Guard:
         actions = [state.action or ""]
         for action in body_actions(body, match):
             if action not in actions:
-                if listed and _ROUTE in listed:
-                    self._whitelist(_ROUTE, state, action)
+                self._whitelist(_ROUTE, state, action)
                 actions.append(action)
         state.actions = tuple(actions)
         for action in actions:

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from authmw.clientaddr import IpWhitelist
 from authmw.errors import AddressNotAllowed
 from authmw.guard import Guard
 from authmw.models import Request, WhitelistScope
@@ -299,15 +300,25 @@ def test_whitelist_scopes_follow_the_store(store: Store) -> None:
     assert cached.whitelist_scopes() == {WhitelistScope.WORKSPACE}
 
 
-def test_a_guard_over_a_store_without_whitelists_reads_none_and_sees_a_new_one(store: Store) -> None:
-    """No whitelist in the store: no whitelist read per request; one set later applies from the next poll."""
+def test_a_guard_over_a_store_without_whitelists_skips_their_lookups_and_sees_a_new_one(store: Store) -> None:
+    """No user or workspace whitelist in the store: none looked up per request; one set later applies from the next
+    poll. (Route whitelists are looked up always: see Guard._run.)"""
     store.create_group("developers")
     store.attach_policy("ModelArts CommonOperations", group="developers")
     store.create_user("alice")
     store.add_user_to_group("developers", "alice")
     key = store.create_access_key("alice")
     counting, timer = CountingStore(store), Ticker()
-    guard = Guard(identity=CachedIdentity(counting, timer=timer), unmatched="authenticate-only")  # type: ignore[arg-type]
+    identity = CachedIdentity(counting, timer=timer)  # type: ignore[arg-type]
+    looked_up: list[WhitelistScope] = []
+    whitelist = identity.whitelist
+
+    def spied(scope: WhitelistScope, name: str) -> IpWhitelist:
+        looked_up.append(scope)
+        return whitelist(scope, name)
+
+    identity.whitelist = spied  # type: ignore[method-assign]
+    guard = Guard(identity=identity, unmatched="authenticate-only")
 
     def request(nonce: str) -> Request:  # a distinct signature each: the replay guard is on
         url = "http://modelarts.example.com/v1/anything"
@@ -318,8 +329,9 @@ def test_a_guard_over_a_store_without_whitelists_reads_none_and_sees_a_new_one(s
     guard.check(request("1"))
     guard.check(request("2"))
     assert counting.names.count("read_whitelist_scopes") == 1  # once per revision
-    assert "read_whitelist" not in counting.names  # no whitelist: none looked up
+    assert WhitelistScope.USER not in looked_up and WhitelistScope.WORKSPACE not in looked_up
     store.set_whitelist("user", "alice", ["10.0.0.0/8"])
     timer.now = 1.0
     with pytest.raises(AddressNotAllowed):
         guard.check(request("3"))
+    assert WhitelistScope.USER in looked_up
