@@ -20,7 +20,7 @@ from urllib.parse import quote
 from authmw.audit import log_decision
 from authmw.errors import AuthmwError, BodyTooLarge, MalformedRequest, RequestTimeout, ServerBusy, render
 from authmw.guard import Guard, bare_context
-from authmw.models import AuthContext, Request
+from authmw.models import AuthContext, Request, _with_body
 
 __all__ = [
     "CREDENTIAL_HEADERS",
@@ -141,17 +141,20 @@ async def admit(
     try:
         error: AuthmwError | None = None
         try:
+            head: Request | None = None
             if scope["type"] == "http":
-                announced = _may_have_body(scope)
+                announced, declared = _framing(scope)  # one pass over the headers for both
                 if announced:  # only then is there anything to save: a bodiless request goes straight on
-                    guard.precheck(request_from_scope(scope, b""))
+                    head = request_from_scope(scope, b"")
+                    guard.precheck(head)
                 # Without a body the server has the whole request already: no deadline to keep (and no timer).
                 timeout = body_timeout if announced else None
-                read = await read_body(scope, receive, guard.max_body, timeout=timeout, budget=budget)
+                read = await _read_body(receive, guard.max_body, declared, timeout=timeout, budget=budget)
                 if read is None:  # the client left before its body was complete: nobody to answer
                     return None
                 body = read
-            request = request_from_scope(scope, body)
+            # The head's headers were decoded for the precheck already: the same request, with its body.
+            request = request_from_scope(scope, body) if head is None else _with_body(head, body)
             if len(body) <= OFFLOAD_BODY:
                 context = guard.check(request)
             else:  # hashing and parsing a large body would hold the loop: health checks, other requests, SIGTERM
@@ -185,7 +188,19 @@ async def read_body(
     """The whole request body (413 beyond ``limit``, declared or streamed; 408 if it is not complete within
     ``timeout`` seconds; 503 if ``budget`` cannot hold it); None if the client left first. The body's length
     stays taken from ``budget``; anything else taken is given back."""
-    declared = _content_length(scope)
+    return await _read_body(receive, limit, _framing(scope)[1], timeout=timeout, budget=budget)
+
+
+async def _read_body(
+    receive: Receive,
+    limit: int,
+    content_length: bytes | None,
+    *,
+    timeout: float | None,
+    budget: BodyBudget | None,
+) -> bytes | None:
+    """:func:`read_body`, given the first Content-Length header's value (None: none) from :func:`_framing`."""
+    declared = None if content_length is None else _declared(content_length)
     if declared is not None and declared > limit:
         raise BodyTooLarge(f"declared body of {declared} bytes exceeds {limit}")
     taken = [0]  # what is taken from the budget so far
@@ -227,24 +242,27 @@ async def _collect(receive: Receive, limit: int, budget: BodyBudget | None, take
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _may_have_body(scope: Scope) -> bool:
-    """Whether the request announces a body (HTTP/2 and later may stream one without saying so)."""
-    if scope.get("http_version", "1.1") not in ("1.0", "1.1"):
-        return True
+def _framing(scope: Scope) -> tuple[bool, bytes | None]:
+    """Whether the request announces a body (HTTP/2 and later may stream one without saying so), and the value of
+    its first Content-Length header (None: none)."""
+    announced = scope.get("http_version", "1.1") not in ("1.0", "1.1")
+    content_length = None
     for name, value in scope.get("headers", ()):
         lowered = name.lower()
-        if lowered == b"transfer-encoding" or (lowered == b"content-length" and value.strip() not in (b"0", b"")):
-            return True
-    return False
+        if lowered == b"content-length":
+            if content_length is None:
+                content_length = value
+            if value.strip() not in (b"0", b""):
+                announced = True
+        elif lowered == b"transfer-encoding":
+            announced = True
+    return announced, content_length
 
 
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", ()):
-        if name.lower() == b"content-length":
-            if not value.isdigit():
-                raise MalformedRequest("Content-Length is not a number")
-            return int(value)
-    return None
+def _declared(content_length: bytes) -> int:
+    if not content_length.isdigit():
+        raise MalformedRequest("Content-Length is not a number")
+    return int(content_length)
 
 
 async def send_response(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

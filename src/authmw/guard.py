@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -46,6 +46,7 @@ from authmw.models import (
     Session,
     WhitelistScope,
     Workspace,
+    _new_context,
 )
 from authmw.oidc import TrustedIssuer, peek_issuer
 from authmw.policy import Decision, PolicySet, modelarts_actions
@@ -70,8 +71,18 @@ MODES = ("enforce", "dry-run")
 #: Headers the pipeline reads to place a request: a signature must cover them whenever they are sent.
 SIGNED_IF_PRESENT = ("x-workspace-id", "x-project-id")
 _Routed = tuple[Match | None, Access, str | None]  # the route match, what it demands, its resource
-_MISSING: Any = object()
 _EXTERNAL = "oidc"  # the scheme label of an external issuer's token (checks read Credential.kind)
+
+
+_ROUTE, _USER, _WORKSPACE = WhitelistScope.ROUTE, WhitelistScope.USER, WhitelistScope.WORKSPACE
+# Enum members as module globals: reading one off its class costs ten times a global's (the hot path reads several).
+_PUBLIC, _AUTHENTICATE_ONLY, _TOKEN = Access.PUBLIC, Access.AUTHENTICATE_ONLY, AuthMethod.TOKEN
+_SIGNATURE, _EXTERNAL_TOKEN = CredentialKind.SIGNATURE, CredentialKind.EXTERNAL_TOKEN
+_EVERY_SCOPE = frozenset(WhitelistScope)
+
+
+def _every_scope() -> frozenset[WhitelistScope]:
+    return _EVERY_SCOPE
 
 
 def bare_context(client: str | None) -> AuthContext:
@@ -162,9 +173,12 @@ class Guard:
         self.key_used = key_used
         self._now = _Clock(clock).now
         self._request_id = request_id
+        # The whitelist scopes the store has any whitelist of (a store that cannot tell: every scope is looked up).
+        listed = getattr(identity, "whitelist_scopes", None)
+        self._listed: Callable[[], Container[WhitelistScope]] = listed if callable(listed) else _every_scope
         self._routed: BoundedCache[tuple[str, str], _Routed] = BoundedCache(10_000)
-        # (policy-set version, acting as an agency) → its allowed actions: an agency has no legacy default-allow.
-        self._allowed: BoundedCache[tuple[int, bool], tuple[str, ...] | None] = BoundedCache(10_000)
+        # (policy-set version, session set version, legacy rule, facts read) → the allowed actions of the catalog.
+        self._allowed: BoundedCache[tuple[Any, ...], tuple[str, ...]] = BoundedCache(10_000)
 
     @property
     def max_body(self) -> int:
@@ -196,8 +210,8 @@ class Guard:
             match, access, state.resource = self._route(request.method, request.path)
             if match is not None:
                 state.route, state.action = match.route, match.route.action
-            self._whitelist(WhitelistScope.ROUTE, state, *(() if match is None else (match.route.name, state.action)))
-            if access is Access.PUBLIC:
+            self._whitelist(_ROUTE, state, *(() if match is None else (match.route.name, state.action)))
+            if access is _PUBLIC:
                 return
             token = request.headers.get("x-auth-token")
             if token is None:
@@ -224,9 +238,9 @@ class Guard:
         principal = self.identity.principal(credential.owner or "")
         if principal is None:  # the user was disabled after its key was read (or the token issued)
             raise AuthenticationFailed("the credential's user is unknown or disabled")
-        if credential.method is AuthMethod.TOKEN:
+        if credential.method is _TOKEN:
             self._check_token_holder(credential, principal)
-        elif self.key_used is not None and credential.kind is CredentialKind.SIGNATURE:
+        elif self.key_used is not None and credential.kind is _SIGNATURE:
             self.key_used(credential.access_key)
         return credential, principal
 
@@ -262,8 +276,11 @@ class Guard:
         if match is not None:
             state.route = match.route
             state.action = match.route.action
-        self._whitelist(WhitelistScope.ROUTE, state, *(() if match is None else (match.route.name, state.action)))
-        if access is Access.PUBLIC:
+        # Route whitelists are looked up whatever the store holds: first in the pipeline, a lookup missing the cache
+        # reads the store, and one at a newer revision drops every cache before the request is placed (the process
+        # that changed the store sees its change at once).
+        self._whitelist(_ROUTE, state, *(() if match is None else (match.route.name, state.action)))
+        if access is _PUBLIC:
             return
         credential, principal = self.authenticate(request)
         state.credential, state.principal = credential, principal
@@ -276,8 +293,12 @@ class Guard:
         state.project = self._project(request, match, principal, credential)
         session = credential.session
         caller = () if session is None or session.agency_id is None else (session.user_id,)
-        self._whitelist(WhitelistScope.USER, state, principal.user_id, *caller)  # an agency's caller's too
-        self._whitelist(WhitelistScope.WORKSPACE, state, state.workspace.id)
+        listed = self._listed()  # no user or workspace whitelist in the store: none of their lookups
+        if listed:
+            if _USER in listed:
+                self._whitelist(_USER, state, principal.user_id, *caller)  # an agency's caller's too
+            if _WORKSPACE in listed:
+                self._whitelist(_WORKSPACE, state, state.workspace.id)
         state.policy_context = context = policy_facts(
             principal,
             current_time=self._now(),
@@ -286,14 +307,14 @@ class Guard:
             workspace=state.workspace,
             project=state.project,
         )
-        if access is Access.AUTHENTICATE_ONLY or match is None:
+        if access is _AUTHENTICATE_ONLY or match is None:
             return
         # A body field adds its action to the route's (ModelArts starts a service through its update route, and
         # the same body may update it too): every one must be allowed.
         actions = [state.action or ""]
         for action in body_actions(body, match):
             if action not in actions:
-                self._whitelist(WhitelistScope.ROUTE, state, action)
+                self._whitelist(_ROUTE, state, action)
                 actions.append(action)
         state.actions = tuple(actions)
         for action in actions:
@@ -303,23 +324,28 @@ class Guard:
                 raise ActionDenied(f"{action}: {decision.reason}")
 
     def _allowed_actions(self, context: AuthContext) -> tuple[str, ...]:
-        """``context.allowed_actions``: memoised per policy set when none of its decisions reads the context."""
+        """``context.allowed_actions``, memoised per policy set (a changed policy, or a store revision that recompiled
+        it, is a new set), session policy set, legacy rule and the facts of the context its decisions read (the
+        workspace, say): a principal's requests in one workspace decide the catalog once."""
         principal, credential = context.principal, context.credential
         assert principal is not None
         policies = principal.policies
-        session = None if credential is None else credential.session
-        narrowed = session is not None and session.policies is not None
-        key = (policies.version, session is not None and session.agency_id is not None)
-        known = _MISSING if narrowed else self._allowed.get(key, _MISSING)
-        if isinstance(known, tuple):
-            return known
         narrowing, legacy = self._policy_options(credential)
-        allowed = tuple(
-            policies.allowed_actions(self.actions, context.policy_context, session=narrowing, legacy=legacy)
-        )
-        if known is _MISSING and not narrowed:
-            static = not any(policies.reads_context(action) for action in self.actions)
-            self._allowed.put(key, allowed if static else None)
+        facts = context.policy_context
+        read = policies.facts_read(self.actions, facts)
+        narrowed = () if narrowing is None else narrowing.facts_read(self.actions, facts)
+        key: tuple[Any, ...] | None = None
+        if read is not None and narrowed is not None:
+            key = (policies.version, None if narrowing is None else narrowing.version, legacy, read, narrowed)
+            try:
+                known = self._allowed.get(key)
+            except TypeError:  # a fact no dict key can hold
+                key = known = None
+            if known is not None:
+                return known
+        allowed = tuple(policies.allowed_actions(self.actions, facts, session=narrowing, legacy=legacy))
+        if key is not None:
+            self._allowed.put(key, allowed)
         return allowed
 
     def _access(self, match: Match | None) -> Access:
@@ -400,11 +426,7 @@ class Guard:
         if self.identity.token_revoked(credential.access_key):
             raise InvalidToken("the token was revoked")
         changed = principal.password_changed_at
-        if (
-            changed is not None
-            and changed > credential.signed_at
-            and credential.kind is not CredentialKind.EXTERNAL_TOKEN
-        ):
+        if changed is not None and changed > credential.signed_at and credential.kind is not _EXTERNAL_TOKEN:
             raise InvalidToken("the password changed after the token was issued")
 
     def _decide(
@@ -488,7 +510,7 @@ class _State:
         self.policy_context: Mapping[str, Any] = {}
 
     def context(self, guard: Guard, error: AuthmwError | None) -> AuthContext:
-        return AuthContext(
+        return _new_context(
             self.request_id,
             self.client,
             self.route,
@@ -502,7 +524,8 @@ class _State:
             error,
             self.policy_context,
             guard._allowed_actions,
-            actions=self.actions,
+            [],  # the allowed actions, once computed
+            self.actions,
         )
 
 
@@ -510,8 +533,8 @@ def _project_scope(credential: Credential) -> tuple[bool, str | None]:
     """Whether the credential is scoped like an authmw IAM token, and its project (None: the domain). Temporary
     credentials obtained with such a token keep its scope (unless they act as an agency of another domain, whose
     projects the token never named); external issuers' tokens and access keys have none."""
-    if credential.method is AuthMethod.TOKEN:
-        return credential.kind is not CredentialKind.EXTERNAL_TOKEN, credential.project
+    if credential.method is _TOKEN:
+        return credential.kind is not _EXTERNAL_TOKEN, credential.project
     session = credential.session
     own_domain = session is not None and session.agency_domain_id in (None, session.domain_id)
     if session is not None and session.iam_token and own_domain:  # an agency of another domain: its projects

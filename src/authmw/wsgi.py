@@ -22,7 +22,7 @@ from authmw.admission import BodyBudget
 from authmw.audit import log_decision
 from authmw.errors import AuthmwError, BodyTooLarge, MalformedRequest, render
 from authmw.guard import Guard, bare_context
-from authmw.models import Request
+from authmw.models import Request, _with_body
 
 __all__ = ["AuthMiddleware"]
 
@@ -69,11 +69,14 @@ class AuthMiddleware:
         taken = 0
         try:  # every path gives the body's bytes back: a refusal, any other exception, the app's return
             try:
+                head = None
                 if environ.get("CONTENT_LENGTH", "") not in ("", "0") or environ.get("wsgi.input_terminated"):
-                    self.guard.precheck(request_from_environ(environ, b""))  # refused before its body is read
+                    head = request_from_environ(environ, b"")
+                    self.guard.precheck(head)  # refused before its body is read
                 body = self._read_body(environ)
                 taken = len(body)
-                request = request_from_environ(environ, body)
+                # The head's headers were decoded for the precheck already: the same request, with its body.
+                request = request_from_environ(environ, body) if head is None else _with_body(head, body)
                 context = self.guard.check(request)
             except AuthmwError as exc:
                 context = exc.context or bare_context(environ.get("REMOTE_ADDR"))

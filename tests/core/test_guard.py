@@ -12,6 +12,7 @@ from authmw.clientaddr import IpWhitelist
 from authmw.errors import ConfigurationError
 from authmw.guard import SIGNED_IF_PRESENT, Guard
 from authmw.models import AuthContext, AuthMethod, AuthType, Request, WhitelistScope, Workspace
+from authmw.policy import PolicySet
 from authmw.routes import Access, Route, RouteCatalog
 from authmw.signing import Verifier, presign_url, sign_request
 from tests.support.guard_world import (
@@ -1029,6 +1030,45 @@ def test_allowed_actions_are_those_of_the_workspace(world: World) -> None:
     checker = guard(world)
     assert checker.check(call(user="bob")).allowed_actions == ("modelarts:notebook:list",)
     assert checker.check(call(user="bob", query=f"workspace_id={WS_PUBLIC}")).allowed_actions == checker.actions
+
+
+def test_allowed_actions_are_memoised_per_principal_and_the_facts_they_read(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.rules(
+        "bob",
+        allow("modelarts:notebook:list"),
+        allow("modelarts:*:*", Condition={"StringEquals": {"modelarts:workspaceId": [WS_PUBLIC]}}),
+    )
+    checker = guard(world)
+    computed: list[str] = []
+    original = PolicySet.allowed_actions
+
+    def counting(self: PolicySet, *args: Any, **kwargs: Any) -> list[str]:
+        computed.append("x")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PolicySet, "allowed_actions", counting)
+    in_public = f"workspace_id={WS_PUBLIC}"
+    for nonce in ("1", "2"):  # distinct requests: the replay guard is on
+        sent = {"X-Nonce": nonce}
+        assert checker.check(call(user="bob", query=in_public, headers=sent)).allowed_actions == checker.actions
+        assert checker.check(call(user="bob", headers=sent)).allowed_actions == ("modelarts:notebook:list",)
+    assert len(computed) == 2  # once per workspace
+
+
+def test_memoised_allowed_actions_follow_the_client_address_they_read(world: World) -> None:
+    world.rules(
+        "bob",
+        allow("modelarts:notebook:list"),
+        allow("modelarts:*:*", Condition={"IpAddress": {"g:SourceIp": ["192.0.2.0/24"]}}),
+    )
+    checker = guard(world)
+    inside = checker.check(call(user="bob", client="192.0.2.7")).allowed_actions
+    outside = checker.check(call(user="bob", client="198.51.100.7", headers={"X-Nonce": "1"})).allowed_actions
+    assert inside == checker.actions and outside == ("modelarts:notebook:list",)
+    again = checker.check(call(user="bob", client="192.0.2.7", headers={"X-Nonce": "2"})).allowed_actions
+    assert again == checker.actions
 
 
 def test_authorize(world: World) -> None:

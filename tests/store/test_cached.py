@@ -5,7 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 
-from authmw.models import WhitelistScope
+import pytest
+
+from authmw.clientaddr import IpWhitelist
+from authmw.errors import AddressNotAllowed
+from authmw.guard import Guard
+from authmw.models import Request, WhitelistScope
+from authmw.signing import sign_request
 from authmw.store import CachedIdentity, Store
 
 
@@ -23,11 +29,13 @@ class CountingStore:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.reads = 0
+        self.names: list[str] = []
 
     def __getattr__(self, name: str) -> object:
         attribute = getattr(self.store, name)
         if name.startswith("read_"):
             self.reads += 1
+            self.names.append(name)
         return attribute
 
 
@@ -331,3 +339,58 @@ def test_reader_threads_live_with_the_cache_not_with_a_request(store: Store) -> 
     while readers() != before:
         assert time.monotonic() < deadline, "the readers outlived their cache"
         time.sleep(0.01)
+
+
+def test_whitelist_scopes_follow_the_store(store: Store) -> None:
+    """The scopes with a whitelist, which the guard reads to skip the others' lookups, move with the revision."""
+    store.create_user("alice")
+    store.create_workspace("team-a")
+    timer = Ticker()
+    cached = CachedIdentity(store, timer=timer)
+    assert cached.whitelist_scopes() == frozenset()
+    store.set_whitelist("user", "alice", ["10.0.0.0/8"])
+    timer.now = 0.1
+    assert cached.whitelist_scopes() == frozenset()  # within the refresh interval
+    timer.now = 1.0
+    assert cached.whitelist_scopes() == {WhitelistScope.USER}
+    store.set_whitelist("workspace", "team-a", ["10.0.0.0/8"])
+    store.set_whitelist("user", "alice", [])  # no entries: the whitelist is gone
+    timer.now = 2.0
+    assert cached.whitelist_scopes() == {WhitelistScope.WORKSPACE}
+
+
+def test_a_guard_over_a_store_without_whitelists_skips_their_lookups_and_sees_a_new_one(store: Store) -> None:
+    """No user or workspace whitelist in the store: none looked up per request; one set later applies from the next
+    poll. (Route whitelists are looked up always: see Guard._run.)"""
+    store.create_group("developers")
+    store.attach_policy("ModelArts CommonOperations", group="developers")
+    store.create_user("alice")
+    store.add_user_to_group("developers", "alice")
+    key = store.create_access_key("alice")
+    counting, timer = CountingStore(store), Ticker()
+    identity = CachedIdentity(counting, timer=timer)  # type: ignore[arg-type]
+    looked_up: list[WhitelistScope] = []
+    whitelist = identity.whitelist
+
+    def spied(scope: WhitelistScope, name: str) -> IpWhitelist:
+        looked_up.append(scope)
+        return whitelist(scope, name)
+
+    identity.whitelist = spied  # type: ignore[method-assign]
+    guard = Guard(identity=identity, unmatched="authenticate-only")
+
+    def request(nonce: str) -> Request:  # a distinct signature each: the replay guard is on
+        url = "http://modelarts.example.com/v1/anything"
+        headers = {"X-Nonce": nonce}
+        signed = sign_request("GET", url, headers, b"", access_key=key.access, secret_key=key.secret)
+        return Request.build("GET", "/v1/anything", list(signed.headers.items()), b"", "8.8.8.8")
+
+    guard.check(request("1"))
+    guard.check(request("2"))
+    assert counting.names.count("read_whitelist_scopes") == 1  # once per revision
+    assert WhitelistScope.USER not in looked_up and WhitelistScope.WORKSPACE not in looked_up
+    store.set_whitelist("user", "alice", ["10.0.0.0/8"])
+    timer.now = 1.0
+    with pytest.raises(AddressNotAllowed):
+        guard.check(request("3"))
+    assert WhitelistScope.USER in looked_up

@@ -26,6 +26,7 @@ __all__ = ["LEGACY_DECISION", "Decision", "PolicySet"]
 Context = Mapping[str, Any]
 #: Keys whose value changes from request to request: decisions reading them are never cached.
 VOLATILE_KEYS = frozenset({"g:currenttime"})
+_MISSING: Any = object()
 _VARIABLE_KEY = re.compile(r"\$\{\s*([A-Za-z0-9_.:/-]+)")
 _versions = itertools.count(1)
 _EMPTY: Context = MappingProxyType({})
@@ -159,6 +160,8 @@ class PolicySet:
                 order += 1
                 self._index(rule)
         self._plans: BoundedCache[str, _Plan] = BoundedCache(100_000)  # actions come from a route catalog
+        # catalog -> the condition keys its decisions read, sorted (None: one is volatile: no memo of them)
+        self._catalog_keys: BoundedCache[tuple[str, ...], tuple[str, ...] | None] = BoundedCache(64)
         # (decision, expiry) pairs; a hit is the dict's own lookup (the hot path inlines BoundedCache.fresh).
         self._cache: BoundedCache[tuple[Any, ...], tuple[Decision, float]] = BoundedCache(cache_size, timer=timer)
         self._ttl = ttl
@@ -290,6 +293,28 @@ class PolicySet:
                 described = failed.describe(context)
                 near_miss = f"; {_where(rule.policy, rule.statement)} did not apply: {described}"
         return Decision(False, False, None, None, "implicit deny: no statement allows" + near_miss)
+
+    def facts_read(self, catalog: tuple[str, ...], context: Context) -> tuple[Any, ...] | None:
+        """What :meth:`allowed_actions` of ``catalog`` reads of ``context``: the typed values of the condition keys
+        its decisions read, so that a caller may memoise the answer per set, session set, legacy rule and these
+        (the set is immutable: a changed policy is a new set). None when that cannot be said safely: a decision
+        reads the time, or the context spells a key another way than the lower-case or documented one."""
+        keys = self._catalog_keys.get(catalog, _MISSING)
+        if keys is _MISSING:
+            read = frozenset().union(*(self._plan(action).keys for action in catalog))
+            keys = None if read & VOLATILE_KEYS else tuple(sorted(read))
+            self._catalog_keys.put(catalog, keys)
+        if keys is None:
+            return None
+        values = []
+        for key in keys:
+            value = context.get(key)
+            if value is None:
+                value = context.get(CANONICAL_KEYS.get(key, key))
+                if value is None and not all(map(str.islower, context)):
+                    return None  # perhaps spelled some other way: the decisions read it, this cannot
+            values.append(_typed(value))
+        return tuple(values)
 
     def allowed_actions(
         self,

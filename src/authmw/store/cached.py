@@ -148,6 +148,7 @@ class CachedIdentity:
         self._workspace_lists: BoundedCache[str, IpWhitelist] = BoundedCache(max_entries)
         self._route_lists: BoundedCache[str, IpWhitelist] = BoundedCache(max_entries)
         self._policy_sets: BoundedCache[tuple[str, ...], PolicySet] = BoundedCache(max_entries)
+        self._scopes: BoundedCache[str, frozenset[WhitelistScope]] = BoundedCache(1)  # one entry: ""
         self._caches: tuple[BoundedCache[Any, Any], ...] = (
             self._keys,
             self._unknown,
@@ -161,6 +162,7 @@ class CachedIdentity:
             self._workspace_lists,
             self._route_lists,
             self._policy_sets,
+            self._scopes,
         )
 
     def __repr__(self) -> str:
@@ -406,6 +408,17 @@ class CachedIdentity:
         if found is not _MISSING:
             return found
         return self._ask(read, (key,), lambda answer: self._kept(answer, cache, key))
+
+    def whitelist_scopes(self) -> frozenset[WhitelistScope]:
+        """The scopes that have at least one whitelist, as of the revision the caches reflect: most stores have
+        none, and the pipeline then skips its four lookups per request (kept and dropped like every entry)."""
+        self._fresh()
+        found = self._scopes.get("")
+        if found is not None:
+            return found
+        revision, scopes = self.ask(self.store.read_whitelist_scopes)
+        self._keep(revision, self._scopes, "", scopes)
+        return scopes
 
     def whitelist(self, scope: WhitelistScope, name: str) -> IpWhitelist:
         self._fresh()

@@ -144,6 +144,13 @@ class IdentityReads(StoreBase):
             row = tx.one("SELECT entries FROM whitelists WHERE scope = ? AND scope_id = ?", (scope.value, scope_id))
         return revision, IpWhitelist() if row is None else IpWhitelist.parse(json.loads(row[0]))
 
+    def read_whitelist_scopes(self) -> tuple[int, frozenset[WhitelistScope]]:
+        """The scopes that have at least one whitelist: the hot path skips the lookups of the others."""
+        with self.db.read() as tx:
+            revision = _revision_at(tx)
+            rows = tx.rows("SELECT DISTINCT scope FROM whitelists")
+        return revision, frozenset(WhitelistScope(row[0]) for row in rows)
+
     def record_key_use(self, used: Mapping[str, int]) -> None:
         """Record when keys were last used (epoch seconds), never moving a time back. Not a change: the revision
         stays, so no cache anywhere is dropped for it (callers batch it, at most once a minute)."""
@@ -162,6 +169,7 @@ class IdentityReads(StoreBase):
     token_revoked = _value(read_token_revoked)
     workspace = _value(read_workspace)
     whitelist = _value(read_whitelist)
+    whitelist_scopes = _value(read_whitelist_scopes)
 
 
 _REVISION = "SELECT value FROM authmw_meta WHERE name = 'revision'"
