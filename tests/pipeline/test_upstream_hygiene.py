@@ -222,7 +222,6 @@ def test_used_assertions_are_remembered_until_they_expire_and_never_forgotten_ea
         used.use({"jti": "b", "exp": 1070})
 
 
-
 def test_the_assertion_is_the_jws_pyjwt_makes_and_verifies() -> None:
     """sign_assertion writes the compact JWS itself (the hot path): byte for byte what ``jwt.encode`` makes of the
     same claims, key and ``kid``, with non-ASCII claims and without an audience too, and accepted by
