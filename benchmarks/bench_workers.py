@@ -42,9 +42,15 @@ WORKERS = (1, 2)
 
 _LUA = """\
 local threads = 0
+local all = {}
 function setup(thread)
   thread:set("tid", threads)
   threads = threads + 1
+  table.insert(all, thread)
+end
+refused = {}
+function response(status, headers, body)
+  if status ~= 200 then refused[status] = (refused[status] or 0) + 1 end
 end
 local requests = {}
 local at = 0
@@ -68,6 +74,13 @@ function request()
 end
 function done(summary, latency, requests)
   local e = summary.errors
+  local counts = {}
+  for _, thread in ipairs(all) do
+    for status, n in pairs(thread:get("refused")) do counts[status] = (counts[status] or 0) + n end
+  end
+  local parts = {}
+  for status, n in pairs(counts) do parts[#parts + 1] = string.format('"%d":%d', status, n) end
+  io.write('BENCH-STATUS {' .. table.concat(parts, ",") .. '}\\n')
   io.write(string.format(
     'BENCH-JSON {"requests":%.0f,"duration_us":%.0f,"connect":%.0f,"read":%.0f,"write":%.0f,"status":%.0f,' ..
     '"timeout":%.0f,"p50_us":%.0f,"p90_us":%.0f,"p99_us":%.0f,"max_us":%.0f}\\n',
@@ -144,6 +157,8 @@ def run(
     if done.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     data = json.loads(line.removeprefix("BENCH-JSON "))
+    statuses = next((x for x in done.stdout.splitlines() if x.startswith("BENCH-STATUS ")), "BENCH-STATUS {}")
+    data["refused"] = json.loads(statuses.removeprefix("BENCH-STATUS "))  # status -> count, other than 200
     data["cpu"] = cpu
     data["signed"] = count
     data["rps"] = data["requests"] / (data["duration_us"] / 1e6)
@@ -151,11 +166,23 @@ def run(
     return data
 
 
+def refused(runs: list[dict[str, Any]]) -> str:
+    """The statuses other than 200, summed over ``runs``: ``(503: 12)``, or nothing."""
+    counts: dict[str, int] = {}
+    for r in runs:
+        for status, n in r["refused"].items():
+            counts[status] = counts.get(status, 0) + n
+    return f"({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))})" if counts else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="the shared state both proxies use")
+    parser.add_argument(
+        "--redis-timeout", type=int, default=1000, metavar="MS", help="shared_state_timeout of both proxies (1000)"
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write raw results as JSON")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 s runs, 1 round")
     args = parser.parse_args(argv)
@@ -172,12 +199,19 @@ def main(argv: list[str] | None = None) -> int:
         base = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHMW_", "BENCH_"))}
         up_port = bp.free_port()
         upstream = be.uvicorn_app("bare app", up_port, None, base, workdir / "app.log")
+        config = workdir / "proxy.yaml"
+        config.write_text(
+            f"shared_state_prefix: 'authmw-bench-{os.getpid()}:'\n"  # keys of its own in a shared Redis
+            # A loaded machine's Redis answers late: counted as slow, not refused (the default, 50 ms, refuses
+            # with 503 shared_state_unavailable, fail closed, which would measure refusals).
+            f"shared_state_timeout: {args.redis_timeout}\n"
+        )
         proxies = {}
         for n in WORKERS:
             port = bp.free_port()
             command = [*bp.authmw_command(), "proxy", "--workers", str(n), "--shared-state", args.redis,
                        "--upstream", f"http://127.0.0.1:{up_port}", "--listen", f"127.0.0.1:{port}",
-                       "--audit-log", os.devnull]  # fmt: skip
+                       "--audit-log", os.devnull, "--config", str(config)]  # fmt: skip
             proxies[n] = bp.Server(f"proxy --workers {n}", command, {**base, **world.environ}, port, None,
                                    workdir / f"proxy{n}.log")  # fmt: skip
         servers = [upstream, *proxies.values()]
@@ -200,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                     rate = max(rate, 1.5 * data["rps"])
                     results[n].append(data)
                     if data["errors"]:
-                        print(f"  --workers {n}: {data['errors']} errors {data}", file=sys.stderr)
+                        print(f"  --workers {n}: {data['errors']} errors, refused {data['refused']}", file=sys.stderr)
         finally:
             for server in servers:
                 server.stop()
@@ -212,9 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{found['commit']}. Not pinned. Load average (1 min) {found['load_average_start'][0]:.2f} → "
         f"{found['load_average_end'][0]:.2f}; other processes kept {busy if busy is None else f'{busy:.2f}'} CPUs "
         f"busy. wrk -t2 -c{CONNECTIONS} -d{args.duration:g}s, {args.rounds} interleaved rounds, distinct signed "
-        f"requests (replay protection on, window in Redis), medians.\n"
+        f"requests (replay protection on, window in Redis, shared_state_timeout {args.redis_timeout} ms), medians.\n"
     )
-    print("| proxy | req/s | p50 ms | p99 ms | CPU µs/req: proxy | upstream | Redis | wrk | CPUs busy | errors |")
+    print("| proxy | req/s | p50 ms | p99 ms | CPU µs/req: proxy | upstream | Redis | wrk | CPUs busy | not 200 |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in WORKERS:
         runs = results[n]
@@ -230,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"| --workers {n} | {med('rps'):,.0f} ({rps}) | {med('p50_us') / 1000:.2f} | {med('p99_us') / 1000:.2f} | "
             f"{cpu('proxy'):.0f} | {cpu('upstream'):.0f} | {cpu('redis'):.0f} | {cpu('wrk'):.0f} | "
-            f"{busy_cpus:.2f} | {sum(r['errors'] for r in runs)} |"
+            f"{busy_cpus:.2f} | {sum(r['errors'] for r in runs)} {refused(runs)} |"
         )
     ratios = [b["rps"] / a["rps"] for a, b in zip(results[1], results[2], strict=True)]
     print(
