@@ -243,3 +243,16 @@ def test_the_drain_answers_the_checks_in_flight_and_closes_the_rest() -> None:
         idle.close()
         busy.close()
     assert app.lifespan[-1] == "lifespan.shutdown"
+
+
+def test_an_idle_connection_is_closed_after_keep_alive_and_a_used_one_later() -> None:
+    with serving(App(), keep_alive=1.0) as (address, _stop), socket.create_connection(address, timeout=10) as sock:
+        time.sleep(0.6)
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert read_answers(sock, 1)[0][0] == 200
+        answered = time.monotonic()
+        time.sleep(0.7)  # past the first deadline (1 s after connecting), within the one the request moved it to
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert read_answers(sock, 1)[0][0] == 200
+        assert closed(sock)
+        assert time.monotonic() - answered > 1.2

@@ -173,7 +173,8 @@ class _Connection(asyncio.Protocol):
         self.current: _Exchange | None = None  # the request being parsed
         self.queue: collections.deque[_Exchange] = collections.deque()  # parsed (at least their heads), to run
         self.running = False
-        self.idle: asyncio.TimerHandle | None = None
+        self.idle: asyncio.TimerHandle | None = None  # armed once, moved on only when it fires (not per request)
+        self.deadline = 0.0  # when the connection, idle since, is closed
 
     # -- the transport's side
 
@@ -195,9 +196,6 @@ class _Connection(asyncio.Protocol):
                 exchange.wake()
 
     def data_received(self, data: bytes) -> None:
-        if self.idle is not None:
-            self.idle.cancel()
-            self.idle = None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:  # answered as the plain request it is, then closed
@@ -225,8 +223,26 @@ class _Connection(asyncio.Protocol):
         """No request in flight: close after ``keep_alive`` seconds unless one comes (at once when stopping)."""
         if self.server.stopping:
             self.close()
-        elif self.idle is None:
-            self.idle = self.server.loop.call_later(self.server.keep_alive, self.close)
+            return
+        loop = self.server.loop
+        self.deadline = loop.time() + self.server.keep_alive
+        if self.idle is None:
+            self.idle = loop.call_at(self.deadline, self._expire)
+
+    def _expire(self) -> None:
+        """The keep-alive timer: close if idle since the deadline, else look again then. A request whose head is
+        complete is never cut here (the app has its body deadline); one whose head has not come whole by the
+        deadline is closed with the idle connection it still is."""
+        self.idle = None
+        if self.lost:
+            return
+        loop = self.server.loop
+        if self.running or self.current is not None:
+            self.idle = loop.call_at(loop.time() + self.server.keep_alive, self._expire)
+        elif loop.time() < self.deadline:
+            self.idle = loop.call_at(self.deadline, self._expire)
+        else:
+            self.close()
 
     # -- httptools' callbacks
 
