@@ -33,6 +33,7 @@ report gives every process's CPU per request to show which. ``--pin none`` lets 
     python benchmarks/bench_envoy.py [--duration 10] [--rounds 3] [--warmup 3] [--pin split|none] [--json PATH]
     python benchmarks/bench_envoy.py --quick      # a smoke run: 3 s runs, 1 round
     python benchmarks/bench_envoy.py --profile    # py-spy samples of authz under wrk through Envoy (own, inclusive)
+    python benchmarks/bench_envoy.py --ab OTHER/src   # authz CPU per decision: this tree against another's
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_pipeline as bp
+from authmw.envoy.app import CHECK_PREFIX
 from authmw.envoy.bootstrap import bootstrap, render
 
 HERE = Path(__file__).resolve().parent
@@ -500,6 +502,70 @@ def profile(world: bp.World, workdir: Path, args: argparse.Namespace) -> None:
         print("```")
 
 
+# -- A/B: authz of this tree against another tree's ----------------------------------------------------------
+
+
+def ab(world: bp.World, workdir: Path, args: argparse.Namespace) -> None:
+    """``authmw authz`` of this tree against the same command from ``--ab SRC`` (another checkout's ``src``), both
+    on CPU 0, wrk on CPU 1 sending the check Envoy would send (the prefixed path, its X-Forwarded-For) straight to
+    each in turn, ``--rounds`` rounds: CPU per decision of each, and their ratio per round (the same load for both)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHMW_", "BENCH_", "PYTHONPATH"))}
+    config = authz_config(workdir, "http://127.0.0.1:9")
+    trees = {"this tree": str(Path(__file__).resolve().parents[1] / "src"), "--ab tree": args.ab}
+    servers = {}
+    for name, src in trees.items():
+        port = bp.free_port()
+        command = [sys.executable, "-m", "authmw", "authz", "--listen", f"127.0.0.1:{port}", "--audit-log",
+                   os.devnull, "--config", str(config)]  # fmt: skip
+        env = {**base, **world.environ, "PYTHONPATH": src}
+        cpus = "0" if args.pin == "split" else None
+        servers[name] = bp.Server(f"authz ({name})", command, env, port, cpus, workdir / f"ab-{port}.log")
+    per: dict[str, list[tuple[float, float, int]]] = {name: [] for name in servers}
+    try:
+        for server in servers.values():
+            server.start()
+        for server in servers.values():
+            server.wait_ready()
+        for round_ in range(-1, args.rounds):
+            for name, server in servers.items() if round_ % 2 == 0 else reversed(servers.items()):
+                headers = {**bp.signed_headers(world), "X-Forwarded-For": "127.0.0.1"}
+                script = bp.lua_script(headers, workdir / "ab.lua")
+                duration = args.warmup if round_ < 0 else args.duration
+                command = (["taskset", "-c", "1"] if args.pin == "split" else []) + [
+                    "wrk", "-t2", f"-c{CONNECTIONS}", f"-d{duration:g}s", "--latency", "-s", str(script),
+                    f"http://127.0.0.1:{server.port}{CHECK_PREFIX}{world.path}",
+                ]  # fmt: skip
+                before = server.cpu_seconds()
+                done = subprocess.run(command, capture_output=True, text=True, check=False)
+                used = server.cpu_seconds() - before
+                line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH-JSON ")), None)
+                if line is None:
+                    raise RuntimeError(f"wrk failed: {done.stdout[-1000:]} {done.stderr[-1000:]}")
+                data = json.loads(line.removeprefix("BENCH-JSON "))
+                refused = int(data["status"] + data["timeout"])  # a loaded machine's store may time out: 503s
+                if refused:
+                    print(f"  {name}: {refused} answers other than 2xx/3xx: {server.tail(1)}", file=sys.stderr)
+                if round_ >= 0:
+                    rate = data["requests"] / (data["duration_us"] / 1e6)
+                    per[name].append((used / data["requests"] * 1e6, rate, refused))
+    finally:
+        for server in servers.values():
+            server.stop()
+    print(f"\n## authz CPU per decision: this tree against {args.ab}\n")
+    print(f"wrk -t2 -c{CONNECTIONS} -d{args.duration:g}s straight at each authz, {args.rounds} interleaved rounds; "
+          f"load average (1 min) now {os.getloadavg()[0]:.2f}.\n")  # fmt: skip
+    print("| authz | CPU µs per decision (per round) | median | req/s (per round) | not 2xx |")
+    print("|---|---|---:|---|---:|")
+    for name, rows in per.items():
+        cpu = " / ".join(f"{c:.0f}" for c, _r, _e in rows)
+        rps = " / ".join(f"{r:,.0f}" for _c, r, _e in rows)
+        median = statistics.median(c for c, _r, _e in rows)
+        print(f"| {name} | {cpu} | {median:.0f} | {rps} | {sum(e for _c, _r, e in rows)} |")
+    ratios = [a[0] / b[0] for a, b in zip(per["this tree"], per["--ab tree"], strict=True)]
+    print(f"\nthis tree ÷ --ab tree, CPU per decision, per round: {', '.join(f'{x:.2f}' for x in ratios)} "
+          f"(median {statistics.median(ratios):.2f})")  # fmt: skip
+
+
 # -- report ----------------------------------------------------------------------------------------------------
 
 
@@ -594,6 +660,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--py-spy", metavar="PATH", help="the py-spy binary for --profile (default: on PATH)")
     parser.add_argument("--lines", type=int, default=35, help="rows per --profile table (35)")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--ab", metavar="SRC", help="authz of this tree against the one of SRC (a src/ folder)")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.rounds, args.warmup = 3.0, 1, 1.0
@@ -606,6 +673,9 @@ def main(argv: list[str] | None = None) -> int:
         world = bp.build_world(workdir)
         if args.profile:
             profile(world, workdir, args)
+            return 0
+        if args.ab:
+            ab(world, workdir, args)
             return 0
         found = facts()
         quietness = bp.Quietness()

@@ -256,3 +256,13 @@ def test_an_idle_connection_is_closed_after_keep_alive_and_a_used_one_later() ->
         assert read_answers(sock, 1)[0][0] == 200
         assert closed(sock)
         assert time.monotonic() - answered > 1.2
+
+
+def test_an_upgrade_request_is_answered_as_the_plain_request_it_is_then_closed() -> None:
+    """Envoy never sends one (the check carries neither Connection nor Upgrade); a client that does gets the app's
+    answer to the request and a closed connection, never a protocol switch."""
+    with serving(App()) as (address, _stop), socket.create_connection(address, timeout=10) as sock:
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        [(status, headers, body)] = read_answers(sock, 1)
+        assert (status, body, headers["connection"]) == (200, b"GET /echo /echo  ", "close")
+        assert closed(sock)

@@ -199,8 +199,10 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:  # answered as the plain request it is, then closed
+            exchange = self.current or (self.queue[-1] if self.queue else None)
+            if exchange is not None:
+                exchange.keep_alive = False
             if self.current is not None:
-                self.current.keep_alive = False
                 self.on_message_complete()
         except httptools.HttpParserError:
             self.write(_BAD_REQUEST)
