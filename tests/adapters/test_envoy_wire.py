@@ -266,3 +266,21 @@ def test_an_upgrade_request_is_answered_as_the_plain_request_it_is_then_closed()
         [(status, headers, body)] = read_answers(sock, 1)
         assert (status, body, headers["connection"]) == (200, b"GET /echo /echo  ", "close")
         assert closed(sock)
+
+
+def test_a_client_that_does_not_read_its_answers_is_not_read_either() -> None:
+    """Pipelined requests sent without reading an answer: once the answers back up, the server stops reading (the
+    client's sending stalls) instead of holding every answer in memory."""
+    request = b"GET /echo HTTP/1.1\r\nHost: h\r\n\r\n"
+    total = 1_000_000 * len(request)  # 31 MB of requests: more than the kernel's buffers hold
+    with serving(App()) as (address, _stop), socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+        sock.connect(address)
+        sock.settimeout(2)
+        sent = 0
+        data = request * 1000
+        with contextlib.suppress(TimeoutError):
+            while sent < total:
+                sent += sock.send(data)
+        assert sent < total / 2, sent

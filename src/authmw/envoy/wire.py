@@ -6,11 +6,12 @@ written in one piece. Measured against uvicorn (also httptools and uvloop) servi
 16% less CPU per decision, mostly uvicorn's per-header validation of the long identity headers, its per-message
 bookkeeping and its flow-control layers. What it keeps: keep-alive (closed after ``keep_alive`` idle seconds),
 pipelined requests answered in order, request bodies streamed to the app (reading paused while 64 KiB wait),
-``Expect: 100-continue``, HEAD, at most ``max_connections`` connections (further requests get 503 and a close),
-400 and a close for what httptools cannot parse, 500 when the app fails before answering, and a drain: on stop the
-listener closes, checks in flight are answered (then their connections close), idle connections close, and the
-app's lifespan shutdown runs. An answer is written whole (every answer of the service is small); a header value
-with CR or LF is refused (500), never written. No websocket: Envoy checks a handshake as the plain request it is.
+``Expect: 100-continue``, HEAD, no reading while a client leaves its answers unread, at most ``max_connections``
+connections (further requests get 503 and a close), 400 and a close for what httptools cannot parse, 500 when the
+app fails before answering, and a drain: on stop the listener closes, checks in flight are answered (then their
+connections close), idle connections close, and the app's lifespan shutdown runs. An answer is written whole
+(every answer of the service is small); a header value with CR or LF is refused (500), never written. No
+websocket: Envoy checks a handshake as the plain request it is.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ logger = logging.getLogger("authmw.authz")
 
 #: Reading stops while this many body bytes wait for the app, and resumes as it takes them.
 _HIGH_WATER = 64 * 1024
+#: Reading stops while this many pipelined requests wait their turn (Envoy sends one at a time on a connection).
+_PIPELINED = 8
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _STATUS: dict[int, bytes] = {}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -167,7 +170,9 @@ class _Connection(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.local: tuple[str, int] | None = None
         self.lost = False
-        self.paused = False
+        self.paused = False  # reading stopped: a body waits for the app
+        self.unread = False  # reading stopped: the answers wait for the client
+        self.reading = True
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.current: _Exchange | None = None  # the request being parsed
@@ -217,9 +222,30 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     def resume(self) -> None:
-        if self.paused and self.transport is not None:
-            self.paused = False
-            self.transport.resume_reading()
+        """The app took the body that waited."""
+        self.paused = False
+        self._flow()
+
+    def pause_writing(self) -> None:
+        """A client that sends requests without reading the answers: read no more until it does (the answers
+        would pile up in memory)."""
+        self.unread = True
+        self._flow()
+
+    def resume_writing(self) -> None:
+        self.unread = False
+        self._flow()
+
+    def _flow(self) -> None:
+        """Read while nothing waits: no body for the app beyond 64 KiB, no answers for the client beyond the
+        transport's high-water mark, no more than a few pipelined requests parsed ahead of their turn."""
+        wanted = not (self.paused or self.unread or len(self.queue) > _PIPELINED)
+        if wanted != self.reading and self.transport is not None and not self.lost:
+            self.reading = wanted
+            if wanted:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
 
     def _idle(self) -> None:
         """No request in flight: close after ``keep_alive`` seconds unless one comes (at once when stopping)."""
@@ -285,6 +311,8 @@ class _Connection(asyncio.Protocol):
         self.queue.append(self.current)
         if not self.running:
             self._next()
+        elif len(self.queue) > _PIPELINED:
+            self._flow()
 
     def on_body(self, body: bytes) -> None:
         exchange = self.current
@@ -292,9 +320,9 @@ class _Connection(asyncio.Protocol):
             return
         exchange.body.append(body)
         exchange.waiting += len(body)
-        if exchange.waiting > _HIGH_WATER and not self.paused and self.transport is not None:
+        if exchange.waiting > _HIGH_WATER and not self.paused:
             self.paused = True
-            self.transport.pause_reading()
+            self._flow()
         exchange.wake()
 
     def on_message_complete(self) -> None:
@@ -333,6 +361,8 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self.queue.popleft()
+        if not self.reading:
+            self._flow()
         # Closed after the answer: on the client's (or the app's) word, or when the app left some of the body
         # unread (say, a 413): the rest would have to be read to find the next request.
         if not exchange.keep_alive or self.lost or not exchange.complete:
