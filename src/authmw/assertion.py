@@ -14,6 +14,8 @@ upstream (sidecars of one store sign with the same key); :class:`UsedAssertions`
 from __future__ import annotations
 
 import base64
+import functools
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -65,7 +67,21 @@ def sign_assertion(
     if audience is not None:
         binding["aud"] = audience
     payload = {**claims, "iss": ISSUER, "iat": issued, "exp": issued + ttl, **binding}
-    return jwt.encode(payload, key, algorithm="EdDSA", headers={"kid": kid})
+    # The JWS PyJWT's jwt.encode makes, byte for byte (a test holds them equal), without its per-call work
+    # (header merging and sorting, key and algorithm checks): it is signed once per request on the sidecar's and
+    # authz's hot path, where that work cost a quarter of the assertion.
+    signing_input = _jws_header(kid) + b"." + _b64url(json.dumps(payload, separators=(",", ":")).encode())
+    return (signing_input + b"." + _b64url(key.sign(signing_input))).decode()
+
+
+def _b64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+@functools.lru_cache(maxsize=16)
+def _jws_header(kid: str) -> bytes:
+    """The encoded protected header of an assertion signed with ``kid`` (PyJWT's: sorted keys, ``typ`` JWT)."""
+    return _b64url(json.dumps({"alg": "EdDSA", "kid": kid, "typ": "JWT"}, separators=(",", ":")).encode())
 
 
 def verify_assertion(

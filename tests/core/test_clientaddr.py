@@ -127,3 +127,27 @@ def test_a_very_long_chain_is_cut() -> None:
 def test_parse_address(text: str, expected: str | None) -> None:
     found = parse_address(text)
     assert (None if found is None else str(found)) == expected
+
+
+def test_the_client_of_a_chain_is_remembered_and_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Behind a proxy the peer and the chain repeat: the second request parses nothing, and gets the same answer
+    as the first; a changed chain or peer is worked out afresh; a chain longer than 256 characters is not kept."""
+    import authmw.clientaddr as clientaddr
+
+    proxies = TrustedProxies(["10.0.0.0/8"])
+    parsed: list[str] = []
+    real = clientaddr.parse_address
+    monkeypatch.setattr(clientaddr, "parse_address", lambda text: parsed.append(text) or real(text))
+    chain = {"x-forwarded-for": "6.6.6.6, 198.51.100.7"}
+    assert proxies.client_address("10.1.2.3", chain) == "198.51.100.7"
+    seen = len(parsed)
+    assert proxies.client_address("10.1.2.3", chain) == "198.51.100.7"
+    assert len(parsed) == seen
+    assert proxies.client_address("10.1.2.3", {"x-forwarded-for": "198.51.100.8"}) == "198.51.100.8"
+    assert proxies.client_address("198.51.100.9", chain) == "198.51.100.9"  # an untrusted peer: its own address
+    assert proxies.client_address("10.1.2.3", {}) == "10.1.2.3"
+    long = {"x-forwarded-for": ", ".join(["10.0.0.1"] * 40) + ", 198.51.100.7"}
+    for _ in range(2):
+        seen = len(parsed)
+        assert proxies.client_address("10.1.2.3", long) == "198.51.100.7"
+        assert len(parsed) > seen

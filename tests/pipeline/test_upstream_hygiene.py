@@ -17,11 +17,20 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from authmw import wsgi
 from authmw.assembly import open_guard
-from authmw.assertion import InvalidAssertion, UsedAssertions, keys_from_jwks, verify_assertion
+from authmw.assertion import (
+    ISSUER,
+    InvalidAssertion,
+    UsedAssertions,
+    keys_from_jwks,
+    sign_assertion,
+    verify_assertion,
+)
 from authmw.proxy import build_app
 from authmw.settings import Settings
 from tests.support.forms import SETTINGS, running
@@ -211,6 +220,29 @@ def test_used_assertions_are_remembered_until_they_expire_and_never_forgotten_ea
     used.use({"jti": "c", "exp": 1126})
     with pytest.raises(InvalidAssertion, match="already used"):
         used.use({"jti": "b", "exp": 1070})
+
+
+def test_the_assertion_is_the_jws_pyjwt_makes_and_verifies() -> None:
+    """sign_assertion writes the compact JWS itself (the hot path): byte for byte what ``jwt.encode`` makes of the
+    same claims, key and ``kid``, with non-ASCII claims and without an audience too, and accepted by
+    verify_assertion; a flipped payload byte is refused."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    claims = {"user-name": "Jürgen", "user-id": "u1", "action": "modelarts:notebook:list"}
+    for audience in ("http://127.0.0.1:9000", None):
+        token = sign_assertion(
+            claims, key, "kid-1", method="GET", path="/v1/p/x", query="a=1", request_id="r1", now=1_000_000,
+            audience=audience,
+        )  # fmt: skip
+        payload = {**claims, "iss": ISSUER, "iat": 1_000_000, "exp": 1_000_060, "htm": "GET", "htu": "/v1/p/x",
+                   "htq": "a=1", "jti": "r1", **({} if audience is None else {"aud": audience})}  # fmt: skip
+        assert token == jwt.encode(payload, key, algorithm="EdDSA", headers={"kid": "kid-1"})
+    token = sign_assertion(claims, key, "k", method="GET", path="/p", query="", request_id="r2", audience="a")
+    got = verify_assertion(token, {"k": key.public_key()}, method="GET", path="/p", query="", audience="a")
+    assert (got["user-name"], got["jti"]) == ("Jürgen", "r2")
+    head, body, signature = token.split(".")
+    forged = f"{head}.{body[:-2]}{'A' if body[-2] != 'A' else 'B'}{body[-1]}.{signature}"
+    with pytest.raises(InvalidAssertion):
+        verify_assertion(forged, {"k": key.public_key()}, method="GET", path="/p", query="", audience="a")
 
 
 # -- item 7: header names with "_" ------------------------------------------------------------------------------

@@ -49,6 +49,16 @@ _HEALTH = b'{"status":"ok"}'
 _JSON = [(b"content-type", b"application/json")]
 #: What Envoy should not send upstream, by the ``x-envoy-auth-headers-to-remove`` of an allowed check.
 _REMOVE_CREDENTIALS = (b"x-envoy-auth-headers-to-remove", b", ".join(sorted(CREDENTIAL_HEADERS)))
+#: An allowed check's answer is headers only: its framing and the names of the identity headers, encoded once.
+_EMPTY = (b"content-length", b"0")
+_NO_BODY = {"type": "http.response.body", "body": b""}
+_NAMES = {
+    f"x-authmw-{name}": f"x-authmw-{name}".encode()
+    for name in (
+        *("request-id", "user-id", "user-name", "domain-id", "project-id", "workspace-id", "action", "auth-method"),
+        *("agency", "allowed-actions", "assertion"),
+    )
+}
 
 
 class AuthzApp:
@@ -75,7 +85,7 @@ class AuthzApp:
         self.assertion_ttl = assertion_ttl
         self.assertion_audience = assertion_audience
         self.token_service = token_service
-        self._allowed_extra = [] if forward_credentials else [_REMOVE_CREDENTIALS]
+        self._allowed_extra = [_EMPTY] if forward_credentials else [_REMOVE_CREDENTIALS, _EMPTY]
         self.body_timeout = body_timeout
         self.body_budget = BodyBudget() if body_budget is None else body_budget
         self.draining = False
@@ -165,5 +175,7 @@ class AuthzApp:
             ttl=self.assertion_ttl,
             audience=self.assertion_audience,
         )
-        headers = [(name.encode(), value.encode("latin-1")) for name, value in facts]
-        await send_response(send, 200, b"", [*headers, *self._allowed_extra])
+        headers = [(_NAMES.get(name) or name.encode(), value.encode("latin-1")) for name, value in facts]
+        headers += self._allowed_extra
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send(_NO_BODY)
