@@ -3,8 +3,9 @@
 Only Envoy talks to it, over a few long-lived keep-alive connections, one small check after another: the cost
 that matters is CPU per decision. Measured (allowed AK/SK check, audit on, wrk over 8 connections): 287 µs per
 decision on uvloop and httptools against 434 µs on asyncio and h11; a bare httptools protocol of our own on uvloop
-came within the noise of uvicorn's (5-12% less), not worth a server to maintain. httptools has no head deadline
-(the sidecar's is h11-only): the service is for Envoy alone, on an address clients cannot reach.
+came within the noise of uvicorn's (5-12% less), not worth a server to maintain. No head deadline (the
+sidecar's :func:`~authmw.proxy.server.header_deadline_protocol` would also close Envoy's idle pooled connections
+at ``header_timeout``): the service is for Envoy alone, on an address clients cannot reach.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from authmw.envoy.app import CHECK_PREFIX, AuthzApp
 from authmw.errors import ChangeRefused, ConfigurationError
 from authmw.iam_api import AttemptLimiter, MintLimiter, TokenService
 from authmw.proxy.app import origin_of
-from authmw.proxy.server import audit_to, keep_issuers, parse_listen, reload_on_hangup
+from authmw.proxy.server import audit_to, keep_issuers, loop_factory, parse_listen, reload_on_hangup
 from authmw.settings import Settings
 from authmw.store import Store
 from authmw.tokens import TokenSigner
@@ -136,14 +137,5 @@ def serve_authz(settings: Settings, store: Store, *, reload_settings: Callable[[
         logger.info("authmw authz on http://%s:%d (checks under %s/)", host, port, CHECK_PREFIX)
         await server.serve()
 
-    with asyncio.Runner(loop_factory=_uvloop()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(main())
-
-
-def _uvloop() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop where it is installed (not on Windows), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
