@@ -114,7 +114,16 @@ def request_from_scope(scope: Scope, body: bytes) -> Request:
     method = scope.get("method", "GET")
     if not method.isupper():  # methods are case-sensitive: "get" is not GET, whatever the app would make of it
         raise MalformedRequest("the method must be an upper-case token")
-    return Request.build(method, raw_target(scope)[1], scope.get("headers", ()), body, client[0] if client else None)
+    request = Request.build(method, raw_target(scope)[1], scope.get("headers", ()), body, client[0] if client else None)
+    # RFC 9112 §3.2: an HTTP/1.1 request without Host, or with two (joined by a comma no host name has), is a 400.
+    # h11 refuses both itself; httptools hands them to the app, two signed over both or not.
+    host = request.headers.get("host")
+    if host is None:
+        if scope.get("http_version") == "1.1":  # not HTTP/2's: its authority is no header
+            raise MalformedRequest("an HTTP/1.1 request without Host")
+    elif "," in host:
+        raise MalformedRequest("more than one Host")
+    return request
 
 
 Observer = Callable[[AuthContext, AuthmwError | None], None]

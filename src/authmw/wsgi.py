@@ -38,6 +38,8 @@ def request_from_environ(environ: Environ, body: bytes) -> Request:
     method = environ.get("REQUEST_METHOD", "GET")
     if not method.isupper():  # methods are case-sensitive: "get" is not GET, whatever the app would make of it
         raise MalformedRequest("the method must be an upper-case token")
+    if "," in environ.get("HTTP_HOST", ""):  # two Host headers, joined by the server (werkzeug): RFC 9112 §3.2, 400
+        raise MalformedRequest("more than one Host")
     target = environ.get("REQUEST_URI") or environ.get("RAW_URI")
     if not target or not target.startswith("/"):
         # PATH_INFO is already decoded (latin-1 text of the bytes): re-encode; a %2F sent by the client is lost.

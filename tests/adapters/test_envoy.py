@@ -481,7 +481,7 @@ def test_bad_input_is_refused_without_a_500_and_never_reaches_the_app(stack: Sta
         if reply.headers.get("content-type") == "application/json":
             body = reply.json()
             assert reply.status == STATUS[body["error_code"]], case.id
-            if body["error_code"] in ENVOY_READS.get(case.id, case.expected("proxy")):
+            if body["error_code"] in ENVOY_READS.get(case.id, case.expected("envoy")):
                 answered += 1
             else:
                 wrong[case.id] = (reply.status, body["error_code"])

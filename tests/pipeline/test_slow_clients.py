@@ -7,20 +7,26 @@ fails (unknown access key) is refused before its body is read; a head or body th
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import re
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from websockets.sync.client import connect
 
+from authmw.proxy.server import header_deadline_protocol
 from tests.support.forms import running
 from tests.support.proxy import proxy_process
 from tests.support.raw import JOBS, Ctx, Raw, head_of, signed, status_of
-from tests.support.world import Key, World
+from tests.support.servers import serve_asgi
+from tests.support.world import Key, World, echo_asgi
 
 MIB = 1024 * 1024
 
@@ -106,6 +112,113 @@ def test_a_head_that_does_not_arrive_in_time_gets_408(world: World, tmp_path: Pa
             status, head = status_of(sock, 10.0)
     assert status == 408 and b"application/json" in head
     assert time.monotonic() - started < 5
+
+
+# -- the head deadline under both of uvicorn's parsers, in process ------------------------------------------------
+
+DEADLINE = 1.0
+PROTOCOLS = ["httptools", "h11"]
+
+
+async def slow_echo(scope: Any, receive: Any, send: Any) -> None:
+    """Echo, but a ``/slow`` request is answered after twice the head deadline."""
+    if scope["type"] == "http" and scope["path"] == "/slow":
+        await asyncio.sleep(2 * DEADLINE)
+    await echo_asgi(scope, receive, send)
+
+
+@contextlib.contextmanager
+def deadline_server(http: str) -> Iterator[tuple[str, int]]:
+    """``slow_echo`` served by uvicorn with the proxy's protocol (``http``'s parser, a head deadline of
+    ``DEADLINE`` seconds), on uvloop for httptools as the proxy runs it."""
+    protocol = header_deadline_protocol(DEADLINE, http)
+    with serve_asgi(slow_echo, http=protocol, loop="uvloop" if http == "httptools" else "asyncio") as url:
+        split = urlsplit(url)
+        yield split.hostname or "", split.port or 80
+
+
+def read_all(sock: socket.socket, timeout: float) -> tuple[bytes, float]:
+    """Everything received until the peer closes (or ``timeout``), and when the close came."""
+    sock.settimeout(timeout)
+    received = b""
+    with contextlib.suppress(OSError):
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received, time.monotonic()
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """One whole answer of ``slow_echo`` (chunked)."""
+    received = b""
+    while not received.endswith(b"\r\n0\r\n\r\n"):
+        received += sock.recv(65536)
+    return received
+
+
+def answer(host: str) -> bytes:
+    return f"GET /fast HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+
+
+@pytest.mark.parametrize("http", PROTOCOLS)
+@pytest.mark.parametrize("after_a_request", [False, True], ids=["first-request", "next-request-on-keep-alive"])
+def test_a_dripped_head_gets_408_at_the_deadline(http: str, after_a_request: bool) -> None:
+    """A head dripped a byte at a time (each byte would stop uvicorn's keep-alive timer) is cut at the deadline,
+    counted from the connection or from the previous response: 408 ``request_timeout`` and the connection
+    closed."""
+    with deadline_server(http) as address, socket.create_connection(address) as sock:
+        started = time.monotonic()
+        if after_a_request:
+            sock.sendall(answer("a"))
+            assert read_answer(sock).startswith(b"HTTP/1.1 200 ")
+            started = time.monotonic()  # the next head's deadline starts when the response ended
+            time.sleep(DEADLINE / 2)
+        with contextlib.suppress(OSError):
+            for byte in b"GET /fast HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"p" * 100:
+                sock.send(bytes([byte]))
+                time.sleep(0.05)
+                if time.monotonic() - started > 3 * DEADLINE:
+                    break
+        received, closed = read_all(sock, 5.0)
+    assert received.startswith(b"HTTP/1.1 408 ") and b"request_timeout" in received, received[:300]
+    assert b"application/json" in received
+    assert DEADLINE * 0.9 <= closed - started < DEADLINE + 1.5
+
+
+@pytest.mark.parametrize("http", PROTOCOLS)
+@pytest.mark.parametrize("after_a_request", [False, True], ids=["new", "after-a-request"])
+def test_an_idle_connection_is_closed_without_a_word(http: str, after_a_request: bool) -> None:
+    with deadline_server(http) as address, socket.create_connection(address) as sock:
+        if after_a_request:
+            sock.sendall(answer("a"))
+            read_answer(sock)
+        started = time.monotonic()
+        received, closed = read_all(sock, 5.0)
+    assert received == b""
+    assert closed - started < DEADLINE + 1.5
+
+
+@pytest.mark.parametrize("http", PROTOCOLS)
+def test_the_deadline_is_the_heads_alone(http: str) -> None:
+    """A request whose head arrived is not cut: not while the app takes longer than the deadline, not while the
+    next requests wait in the pipeline behind it, not while a body arrives slowly."""
+    with deadline_server(http) as address, socket.create_connection(address) as sock:
+        slow, fast = b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n", answer("a")
+        post = b"POST /fast HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nConnection: close\r\n\r\n"
+        sock.sendall(slow + fast + post)
+        for byte in b"abc":  # the body's last byte comes after 2 s of the slow answer and 2.1 s of dripping
+            time.sleep(DEADLINE * 0.7)
+            sock.sendall(bytes([byte]))
+        received, _closed = read_all(sock, 10.0)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", received) == [b"200"] * 3, received[:600]
+    assert b'"body_length": 3' in received
+
+
+@pytest.mark.parametrize("http", PROTOCOLS)
+def test_a_websocket_outlives_the_head_deadline(http: str) -> None:
+    with deadline_server(http) as (host, port), connect(f"ws://{host}:{port}/ws") as ws:
+        time.sleep(DEADLINE * 1.5)
+        ws.send("still there")
+        assert ws.recv(timeout=5).endswith("still there")
 
 
 def test_bodies_beyond_the_budget_get_503(world: World, tmp_path: Path) -> None:

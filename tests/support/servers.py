@@ -67,17 +67,30 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_asgi(app: Any, *, ws: str = "websockets-sansio", http: str = "h11") -> Iterator[str]:
-    """Serve ``app`` with uvicorn in a thread; yields its base URL. ``http`` is uvicorn's HTTP implementation,
-    chosen explicitly: uvicorn's default picks httptools whenever it is installed, and the two parse malformed
-    requests differently (h11 hands some to the app, httptools answers them itself)."""
+def serve_asgi(
+    app: Any, *, ws: str = "websockets-sansio", http: str | type[asyncio.Protocol] = "h11", loop: str = "asyncio"
+) -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a thread; yields its base URL. ``http`` is uvicorn's HTTP implementation
+    (a name or a protocol class), chosen explicitly: uvicorn's default picks httptools whenever it is installed,
+    and the two parse malformed requests differently (each refuses some itself that the other hands to the app).
+    ``loop``: ``"asyncio"`` or ``"uvloop"``."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(app, log_level="warning", lifespan="on", proxy_headers=False, ws=ws, http=http)
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not the main thread
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
+    factory = None
+    if loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+
+    def run() -> None:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(server.serve(sockets=[sock]))
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:

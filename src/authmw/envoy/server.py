@@ -6,8 +6,9 @@ that matters is CPU per decision. Measured (allowed AK/SK check, audit on, wrk o
 decision on uvicorn with uvloop and httptools against 434 µs on asyncio and h11; and then (wrk at 32 connections,
 interleaved, a loaded machine) 16% less on a server of our own over the same httptools and uvloop, most of it
 uvicorn's validation of each header it writes (the identity headers run to 4 KiB: allowed actions, assertion) and
-its per-message bookkeeping. httptools has no head deadline (the sidecar's is h11-only): the service is for Envoy
-alone, on an address clients cannot reach.
+its per-message bookkeeping. No head deadline (the sidecar's :func:`~authmw.proxy.server.header_deadline_protocol`
+would also close Envoy's idle pooled connections at ``header_timeout``): the service is for Envoy alone, on an
+address clients cannot reach.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from authmw.envoy.wire import serve_http
 from authmw.errors import ChangeRefused, ConfigurationError
 from authmw.iam_api import AttemptLimiter, MintLimiter, TokenService
 from authmw.proxy.app import origin_of
-from authmw.proxy.server import keep_issuers, parse_listen, reload_on_hangup
+from authmw.proxy.server import keep_issuers, loop_factory, parse_listen, reload_on_hangup
 from authmw.settings import Settings
 from authmw.store import Store
 from authmw.tokens import TokenSigner
@@ -132,7 +133,7 @@ def serve_authz(settings: Settings, store: Store, *, reload_settings: Callable[[
         )
 
     try:
-        with asyncio.Runner(loop_factory=_uvloop()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             try:
                 runner.run(main())
             except OSError as exc:  # the address is taken, or not ours
@@ -140,12 +141,3 @@ def serve_authz(settings: Settings, store: Store, *, reload_settings: Callable[[
                 raise SystemExit(1) from None
     finally:
         close_audit()  # drained: every record written
-
-
-def _uvloop() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop where it is installed (not on Windows), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop

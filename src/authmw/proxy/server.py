@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import importlib.util
 import logging
 import os
 import signal
@@ -42,6 +43,7 @@ __all__ = [
     "bind",
     "build_app",
     "header_deadline_protocol",
+    "loop_factory",
     "parse_listen",
     "read_keys",
     "reload_on_hangup",
@@ -211,18 +213,29 @@ def build_app(
     return app
 
 
-def header_deadline_protocol(header_timeout: float) -> type[asyncio.Protocol]:
-    """uvicorn's h11 protocol, with a deadline for each request's head: uvicorn has none (``timeout_keep_alive``
-    only runs between requests, and any byte stops it), so a client dripping a head held its connection forever.
+def header_deadline_protocol(header_timeout: float, http: str | None = None) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP/1.1 protocol (``http``: ``"httptools"`` or ``"h11"``; None: httptools where it is
+    installed, else h11), with a deadline for each request's head: uvicorn has none (``timeout_keep_alive`` only
+    runs between requests, and any byte stops it), so a client dripping a head held its connection forever.
     A head not complete ``header_timeout`` seconds after the connection opened (or the previous response ended)
-    gets 408 ``request_timeout`` and the connection is closed. Pass it as ``uvicorn.Config(http=...)``."""
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
+    gets 408 ``request_timeout`` and the connection is closed; an idle connection is closed without a word. Pass
+    it as ``uvicorn.Config(http=...)``."""
+    if http is None:
+        http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     status, headers, body = render(RequestTimeout("the request head did not arrive in time"), "")
-    head = b"".join(f"{name}: {value}\r\n".encode() for name, value in headers if name != "x-authmw-request-id")
+    head = b"".join(f"{name}: {value}\r\n".encode() for name, value in headers if value)  # no request id: no request
     answer = b"HTTP/1.1 408 Request Timeout\r\n" + head + b"connection: close\r\n\r\n" + body
     assert status == 408
+    if http == "h11":
+        return _h11_deadline(header_timeout, answer)
+    if http == "httptools":
+        return _httptools_deadline(header_timeout, answer)
+    raise ConfigurationError(f"no HTTP protocol {http!r}: httptools or h11")
+
+
+def _h11_deadline(header_timeout: float, answer: bytes) -> type[asyncio.Protocol]:
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class HeaderDeadline(H11Protocol):
         _head_timer: asyncio.TimerHandle | None = None
@@ -252,6 +265,62 @@ def header_deadline_protocol(header_timeout: float) -> type[asyncio.Protocol]:
             if self.cycle is not None and not self.cycle.response_complete:
                 return
             if self.conn.trailing_data[0]:  # part of a head: say why before hanging up
+                self.transport.write(answer)
+            self.transport.close()
+
+    return HeaderDeadline
+
+
+def _httptools_deadline(header_timeout: float, answer: bytes) -> type[asyncio.Protocol]:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class HeaderDeadline(HttpToolsProtocol):
+        """The same deadline on httptools, which parses a pipelined head as soon as it arrives (h11 waits for
+        the response before it): what tells a head is pending is the parser's begin/headers-complete callbacks."""
+
+        _head_timer: asyncio.TimerHandle | None = None
+        _head_pending = False  # a request's first byte has arrived, its head is not complete
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)  # type: ignore[arg-type]
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._head_pending = True
+
+        def on_headers_complete(self) -> None:
+            self._head_pending = False
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()  # the next request's head has its own deadline
+
+        def handle_websocket_upgrade(self) -> None:
+            self._disarm()  # the websocket protocol takes the connection over: no head to wait for
+            super().handle_websocket_upgrade()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._head_timer = self.loop.call_later(header_timeout, self._expired)
+
+        def _expired(self) -> None:
+            self._head_timer = None
+            if self.transport.is_closing():
+                return
+            if self.cycle is not None and not self.cycle.response_complete:
+                return  # a request is being answered (its body has the app's deadline): re-armed when it ends
+            if self._head_pending:  # part of a head: say why before hanging up
                 self.transport.write(answer)
             self.transport.close()
 
@@ -323,7 +392,7 @@ def serve(
         server_header=False,
         log_level="warning",
         timeout_graceful_shutdown=30,
-        http=header_deadline_protocol(settings.header_timeout),
+        http=header_deadline_protocol(settings.header_timeout),  # httptools where installed, else h11
         limit_concurrency=settings.max_connections,  # beyond it uvicorn answers 503 at once
         backlog=min(2048, settings.max_connections),
     )
@@ -406,10 +475,21 @@ def serve(
             watcher.cancel()
 
     try:
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(main())
     finally:
         close_audit()  # drained: every record written (a worker ends with os._exit, which runs no atexit)
         listening.close()
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (not on Windows), else asyncio's (None): the proxy's and authz's
+    servers run on it."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def reload_on_hangup(loop: asyncio.AbstractEventLoop, reload: Callable[[], Coroutine[Any, Any, Any]]) -> None:
