@@ -59,7 +59,7 @@ ERROR_MEANINGS = {
     "authmw_error": "the base of every refusal; never raised itself",
     "bad_request": "the base of the 400 codes; never raised itself",
     "malformed_request": "the request could not be parsed (bad request line, broken chunking, undecodable target, "
-    "a `#` fragment in the target)",
+    "a `#` fragment in the target, two `Host` headers or an HTTP/1.1 request without one)",
     "multiple_credentials": "more than one credential (say an `Authorization` header and a presigned query)",
     "malformed_chunked_body": "an `aws-chunked` body with bad framing, wrong decoded length or checksum",
     "invalid_encoding": "malformed percent-encoding, or a path that is not UTF-8",
