@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from authmw.errors import ConfigurationError
+from authmw.errors import ChangeRefused, ConfigurationError
 from authmw.extras import requires
 from authmw.guard import SIGNED_IF_PRESENT, Guard
-from authmw.iam_api import AttemptLimiter, MintLimiter
+from authmw.iam_api import AttemptLimiter, MintLimiter, TokenService
 from authmw.oidc import TrustedIssuer
 from authmw.policy import modelarts_actions
 from authmw.routes import Route, RouteCatalog, Routes, modelarts_routes, route_from_mapping, routes_from_openapi
@@ -27,7 +27,7 @@ from authmw.signing import ReplayGuard, Verifier
 from authmw.signing.verifier import ReplayGuardLike
 from authmw.store import CachedIdentity, Store, open_store
 from authmw.store.redisstate import shared_state
-from authmw.tokens import ISSUER, TokenVerifier
+from authmw.tokens import ISSUER, TokenSigner, TokenVerifier
 
 if TYPE_CHECKING:
     from authmw.client.jwks import JwksKeys
@@ -41,6 +41,7 @@ __all__ = [
     "routes_of",
     "session_sealer",
     "token_limits",
+    "token_service",
     "trusted_issuers",
 ]
 
@@ -224,6 +225,21 @@ def token_limits(settings: Settings) -> tuple[AttemptLimiter, MintLimiter]:
     limits), else in the process. Keep them for the life of the process: a reload must not reset the counters."""
     state = shared_state(settings)
     return AttemptLimiter(windows=state), MintLimiter(per_caller=settings.security_token_limit, windows=state)
+
+
+def token_service(
+    settings: Settings, store: Store, guard: Guard, limiter: AttemptLimiter, minter: MintLimiter
+) -> TokenService | None:
+    """The token endpoints of a server built on ``guard`` (None when it takes no IAM tokens), signing with the store's
+    key for ``token_algorithm`` (a store without one is a configuration error either way)."""
+    try:
+        token_key = store.token_signing_key(settings.token_algorithm)
+    except ChangeRefused as exc:
+        raise ConfigurationError(f"token_algorithm: {exc}") from None
+    if guard.tokens is None:
+        return None
+    signer = TokenSigner(*token_key, algorithm=settings.token_algorithm)
+    return TokenService(store, signer, guard, limiter=limiter, minter=minter)
 
 
 def announce_changes(store: Store, notices: Notices) -> None:

@@ -20,17 +20,16 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from authmw.admission import BodyBudget
-from authmw.assembly import keep_replay_window, open_guard, token_limits
+from authmw.assembly import keep_replay_window, open_guard, token_limits, token_service
 from authmw.auditlog import audit_to, close_audit
 from authmw.envoy.app import CHECK_PREFIX, AuthzApp
 from authmw.envoy.wire import serve_http
-from authmw.errors import ChangeRefused, ConfigurationError
-from authmw.iam_api import AttemptLimiter, MintLimiter, TokenService
+from authmw.errors import ConfigurationError
+from authmw.iam_api import AttemptLimiter, MintLimiter
 from authmw.proxy.app import origin_of
 from authmw.proxy.server import keep_issuers, loop_factory, parse_listen, reload_on_hangup
 from authmw.settings import Settings
 from authmw.store import Store
-from authmw.tokens import TokenSigner
 
 __all__ = ["build_authz", "serve_authz"]
 
@@ -53,15 +52,9 @@ def build_authz(
             "authz reads the X-Forwarded-For Envoy appends to: forwarded_header must be x-forwarded-for"
         )
     guard = open_guard(store, config=settings)
-    try:
-        token_key = store.token_signing_key(settings.token_algorithm)
-    except ChangeRefused as exc:
-        raise ConfigurationError(f"token_algorithm: {exc}") from None
-    signer = TokenSigner(*token_key, algorithm=settings.token_algorithm)
     if limiter is None or minter is None:
-        fresh_limiter, fresh_minter = token_limits(settings)
-        limiter, minter = limiter or fresh_limiter, minter or fresh_minter
-    service = None if guard.tokens is None else TokenService(store, signer, guard, limiter=limiter, minter=minter)
+        limiter, minter = token_limits(settings)
+    service = token_service(settings, store, guard, limiter, minter)
     audience = settings.assertion_audience or (origin_of(settings.upstream) if settings.upstream else None)
     return AuthzApp(
         guard=guard,

@@ -16,7 +16,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from authmw.admission import BodyBudget
-from authmw.assembly import keep_replay_window, open_guard, presets_in_force, token_limits
+from authmw.assembly import keep_replay_window, open_guard, presets_in_force, token_limits, token_service
 from authmw.auditlog import audit_to, close_audit, records_lost
 from authmw.errors import (
     AddressInUse,
@@ -177,15 +177,9 @@ def build_app(
     store.check_keyring()  # a store that was down at start-up had its master key ring checked by nobody yet
     guard = open_guard(store, config=settings)
     signing_key = store.signing_key()
-    try:
-        token_key = store.token_signing_key(settings.token_algorithm)
-    except ChangeRefused as exc:
-        raise ConfigurationError(f"token_algorithm: {exc}") from None
-    signer = TokenSigner(*token_key, algorithm=settings.token_algorithm)
     if limiter is None or minter is None:
-        fresh_limiter, fresh_minter = token_limits(settings)
-        limiter, minter = limiter or fresh_limiter, minter or fresh_minter
-    tokens = None if guard.tokens is None else TokenService(store, signer, guard, limiter=limiter, minter=minter)
+        limiter, minter = token_limits(settings)
+    tokens = token_service(settings, store, guard, limiter, minter)
     service = IamAdmin(store, guard, tokens=tokens, limiter=limiter)  # the IAM API: tokens and administration
     serve_workspaces = settings.serve_workspaces and "modelarts" in presets_in_force(settings)
     try:
