@@ -52,8 +52,9 @@ def build_authz(
             "authz reads the X-Forwarded-For Envoy appends to: forwarded_header must be x-forwarded-for"
         )
     guard = open_guard(store, config=settings)
-    if limiter is None or minter is None:
-        limiter, minter = token_limits(settings)
+    if limiter is None or minter is None:  # one given (a test's, say) is kept
+        fresh_limiter, fresh_minter = token_limits(settings)
+        limiter, minter = limiter or fresh_limiter, minter or fresh_minter
     service = token_service(settings, store, guard, limiter, minter)
     audience = settings.assertion_audience or (origin_of(settings.upstream) if settings.upstream else None)
     return AuthzApp(

@@ -177,8 +177,9 @@ def build_app(
     store.check_keyring()  # a store that was down at start-up had its master key ring checked by nobody yet
     guard = open_guard(store, config=settings)
     signing_key = store.signing_key()
-    if limiter is None or minter is None:
-        limiter, minter = token_limits(settings)
+    if limiter is None or minter is None:  # one given (a test's, say) is kept
+        fresh_limiter, fresh_minter = token_limits(settings)
+        limiter, minter = limiter or fresh_limiter, minter or fresh_minter
     tokens = token_service(settings, store, guard, limiter, minter)
     service = IamAdmin(store, guard, tokens=tokens, limiter=limiter)  # the IAM API: tokens and administration
     serve_workspaces = settings.serve_workspaces and "modelarts" in presets_in_force(settings)
