@@ -41,7 +41,7 @@ from tests.support.agencies import PASSWORD, login, request_credentials
 from tests.support.raw import JOBS, Ctx, exchange, signed
 from tests.support.servers import free_port, serve_asgi, wait_idle
 from tests.support.wire import huawei_call
-from tests.support.world import Key, World
+from tests.support.world import Key, World, whole_body
 
 
 def _envoy_binary() -> str | None:
@@ -99,12 +99,7 @@ class EchoApp:
             while (message := await receive())["type"] != "websocket.disconnect":
                 await send({"type": "websocket.send", "text": f"{user}:{message.get('text')}"})
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await whole_body(receive)
         payload = {
             "method": scope["method"],
             "raw_path": scope["raw_path"].decode("latin-1"),

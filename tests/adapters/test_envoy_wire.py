@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from authmw.envoy.wire import serve_http
+from tests.support.world import whole_body
 
 
 class App:
@@ -57,12 +58,7 @@ class App:
                 await send({"type": "http.response.body", "body": part, "more_body": True})
             await send({"type": "http.response.body", "body": b"c"})
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await whole_body(receive)
         text = f"{scope['method']} {scope['path']} {scope['raw_path'].decode()} {scope['query_string'].decode()} "
         await send(start)
         await send({"type": "http.response.body", "body": text.encode() + body})

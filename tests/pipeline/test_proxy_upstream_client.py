@@ -36,7 +36,7 @@ from authmw.proxy.upstream import HIGH_WATER, MAX_HEAD, UpstreamClient, Upstream
 from authmw.signing import sign_request
 from tests.support.forms import SETTINGS
 from tests.support.servers import serve_asgi
-from tests.support.world import World
+from tests.support.world import World, whole_body
 
 ONE = UpstreamLimits(pools=1, connections=4)  # one pool: sequential requests may reuse one connection
 BIG = 4 * 1024 * 1024
@@ -49,12 +49,7 @@ async def peer_app(scope: Any, receive: Any, send: Any) -> None:
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await whole_body(receive)
     path = scope["path"]
     if path == "/chunked":  # no length: uvicorn sends it chunked
         await send({"type": "http.response.start", "status": 200, "headers": []})

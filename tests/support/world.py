@@ -114,6 +114,16 @@ def _facts_of(context: Any) -> dict[str, Any] | None:
     }
 
 
+async def whole_body(receive: Any) -> bytes:
+    """An ASGI request's body, all its messages read (the test apps' one copy)."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
 async def echo_asgi(scope: Any, receive: Any, send: Any) -> None:
     """Answers 200 with what it received: headers, body length, and authmw's context (if any)."""
     if scope["type"] == "lifespan":
@@ -133,12 +143,7 @@ async def echo_asgi(scope: Any, receive: Any, send: Any) -> None:
             context = _facts_of(scope.get("authmw"))
             who = context["user"] if context else user
             await send({"type": "websocket.send", "text": f"{who}:{message.get('text')}"})
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await whole_body(receive)
     payload = {
         "path": scope["path"],
         "raw_path": (scope.get("raw_path") or b"").decode("latin-1"),
