@@ -66,7 +66,11 @@ RATIO_TARGET = 3.0
 ADDED_P99_TARGET_MS = 2.0
 CPU_TARGET_US = 60.0
 HOP, AUTHZ, PROXY = "(a) wrk → Envoy → bare app", "(b) wrk → Envoy → authz → bare app", "(c) wrk → proxy → bare app"
+#: ``--lean``: (b) and (c) again with ``allowed_actions_header: false`` (the 3.6 KiB allowed-actions header unsent).
+AUTHZ_LEAN, PROXY_LEAN = "(b′) (b), allowed_actions_header: false", "(c′) (c), allowed_actions_header: false"
 TARGETS = (HOP, AUTHZ, PROXY)
+LEAN_TARGETS = (HOP, AUTHZ, AUTHZ_LEAN, PROXY, PROXY_LEAN)
+LEAN = "allowed_actions_header: false\n"
 
 # -- the bare app (uvicorn: python -m uvicorn bench_envoy:bare_app) ---------------------------------------------
 
@@ -119,13 +123,19 @@ def uvicorn_app(name: str, port: int, cpus: str | None, env: dict[str, str], log
     return bp.Server(name, command, env, port, cpus, log)
 
 
-def authz_config(workdir: Path, upstream: str) -> Path:
-    path = workdir / "authz.yaml"
+def authz_config(workdir: Path, upstream: str, extra: str = "") -> Path:
+    path = workdir / f"authz{'-lean' if extra else ''}.yaml"
     path.write_text(
         "replay_protection: false\n"  # wrk replays one signed request (see the module docstring)
         "trusted_proxies: [127.0.0.1]\n"  # Envoy appends the client to X-Forwarded-For
-        f"upstream: {upstream}\n"
+        f"upstream: {upstream}\n" + extra
     )
+    return path
+
+
+def lean_proxy_config(workdir: Path) -> Path:
+    path = workdir / "proxy-lean.yaml"
+    path.write_text(bp.replayed_config(workdir).read_text() + LEAN)
     return path
 
 
@@ -138,67 +148,52 @@ class Stack:
 
 
 @contextmanager
-def running_stack(world: bp.World, workdir: Path, pin: str) -> Iterator[Stack]:
-    """Bare app, authz, the two Envoys and the proxy, started and pinned per ``pin``; stopped afterwards."""
+def running_stack(world: bp.World, workdir: Path, pin: str, lean: bool = False) -> Iterator[Stack]:
+    """Bare app, authz, the two Envoys and the proxy (with ``lean``, also authz + Envoy and the proxy with
+    ``allowed_actions_header: false``), started and pinned per ``pin``; stopped afterwards."""
     split = pin == "split"
     mine, rest = ("0", "1") if split else (None, None)
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHMW_", "BENCH_"))}
     store_env = {**base, **world.environ}
-    port = {name: bp.free_port() for name in ("app", "authz", "hop", "envoy", "proxy")}
+    names = ("app", "authz", "hop", "envoy", "proxy", "authz-lean", "envoy-lean", "proxy-lean")
+    port = {name: bp.free_port() for name in names}
     upstream = f"http://127.0.0.1:{port['app']}"
-    authz_url = f"http://127.0.0.1:{port['authz']}"
     envoy = envoy_binary()
 
-    def envoy_server(name: str, with_authz: bool) -> bp.Server:
+    def envoy_server(name: str, with_authz: bool, authz: str = "authz") -> bp.Server:
         config = envoy_config(
-            workdir / f"{name}.yaml", listen=f"127.0.0.1:{port[name]}", upstream=upstream, authz=authz_url,
-            with_authz=with_authz,
+            workdir / f"{name}.yaml", listen=f"127.0.0.1:{port[name]}", upstream=upstream,
+            authz=f"http://127.0.0.1:{port[authz]}", with_authz=with_authz,
         )  # fmt: skip
         command = [envoy, "-c", str(config), "--concurrency", "1", "--disable-hot-restart", "--log-level", "error",
                    "--base-id", str(port[name])]  # fmt: skip
         return bp.Server(f"envoy ({name})", command, base, port[name], rest, workdir / f"{name}.log")
 
-    authz = [*bp.authmw_command(), "authz"]
+    def authz_server(name: str, config: Path) -> bp.Server:
+        command = [*bp.authmw_command(), "authz", "--listen", f"127.0.0.1:{port[name]}", "--audit-log", os.devnull,
+                   "--config", str(config)]  # fmt: skip
+        return bp.Server(f"authmw {name}", command, store_env, port[name], mine, workdir / f"{name}.log")
+
+    def proxy_server(name: str, config: Path) -> bp.Server:
+        command = [*bp.authmw_command(), "proxy", "--upstream", upstream, "--listen", f"127.0.0.1:{port[name]}",
+                   "--audit-log", os.devnull, "--config", str(config)]  # fmt: skip
+        return bp.Server(f"authmw {name}", command, store_env, port[name], mine, workdir / f"{name}.log")
+
     servers = {
         "app": uvicorn_app("bare app", port["app"], rest, base, workdir / "app.log"),
-        "authz": bp.Server(
-            "authmw authz",
-            [
-                *authz,
-                "--listen",
-                f"127.0.0.1:{port['authz']}",
-                "--audit-log",
-                os.devnull,
-                "--config",
-                str(authz_config(workdir, upstream)),
-            ],
-            store_env,
-            port["authz"],
-            mine,
-            workdir / "authz.log",
-        ),
+        "authz": authz_server("authz", authz_config(workdir, upstream)),
         "hop": envoy_server("hop", False),
         "envoy": envoy_server("envoy", True),
-        "proxy": bp.Server(
-            "authmw proxy",
-            [
-                *bp.authmw_command(),
-                "proxy",
-                "--upstream",
-                upstream,
-                "--listen",
-                f"127.0.0.1:{port['proxy']}",
-                "--audit-log",
-                os.devnull,
-                "--config",
-                str(bp.replayed_config(workdir)),
-            ],
-            store_env,
-            port["proxy"],
-            mine,
-            workdir / "proxy.log",
-        ),
+        "proxy": proxy_server("proxy", bp.replayed_config(workdir)),
     }
+    ports = {HOP: port["hop"], AUTHZ: port["envoy"], PROXY: port["proxy"]}
+    working = {HOP: ["hop", "app"], AUTHZ: ["authz", "envoy", "app"], PROXY: ["proxy", "app"]}
+    if lean:
+        servers["authz-lean"] = authz_server("authz-lean", authz_config(workdir, upstream, LEAN))
+        servers["envoy-lean"] = envoy_server("envoy-lean", True, "authz-lean")
+        servers["proxy-lean"] = proxy_server("proxy-lean", lean_proxy_config(workdir))
+        ports |= {AUTHZ_LEAN: port["envoy-lean"], PROXY_LEAN: port["proxy-lean"]}
+        working |= {AUTHZ_LEAN: ["authz-lean", "envoy-lean", "app"], PROXY_LEAN: ["proxy-lean", "app"]}
     placement = (
         "taskset: authmw's process (authz, the proxy) alone on CPU 0; wrk, loadgen, both Envoys (--concurrency 1) "
         "and the bare app on CPU 1"
@@ -210,12 +205,7 @@ def running_stack(world: bp.World, workdir: Path, pin: str) -> Iterator[Stack]:
             server.start()
         for server in servers.values():
             server.wait_ready()
-        yield Stack(
-            servers,
-            {HOP: port["hop"], AUTHZ: port["envoy"], PROXY: port["proxy"]},
-            {HOP: ["hop", "app"], AUTHZ: ["authz", "envoy", "app"], PROXY: ["proxy", "app"]},
-            placement,
-        )
+        yield Stack(servers, ports, working, placement)
     finally:
         for server in servers.values():
             server.stop()
@@ -321,6 +311,7 @@ def paced_run(
 @dataclass
 class Result:
     placement: str
+    targets: tuple[str, ...] = TARGETS
     runs: list[Run] = field(default_factory=list)
     rate: float = 0.0
     in_process: dict[str, float] = field(default_factory=dict)
@@ -344,14 +335,14 @@ class Result:
 
 
 def http_phase(world: bp.World, workdir: Path, args: argparse.Namespace) -> Result:
-    with running_stack(world, workdir, args.pin) as stack:
-        result = Result(stack.placement)
-        for target in TARGETS:
+    with running_stack(world, workdir, args.pin, args.lean) as stack:
+        result = Result(stack.placement, LEAN_TARGETS if args.lean else TARGETS)
+        for target in result.targets:
             probe(stack.ports[target], world)
             print(f"  warm-up: {target}", file=sys.stderr, flush=True)
             wrk_run(stack, target, world, workdir, args.warmup, args.pin, -1)
         for round_ in range(args.rounds):
-            for target in TARGETS if round_ % 2 == 0 else reversed(TARGETS):
+            for target in result.targets if round_ % 2 == 0 else reversed(result.targets):
                 print(f"  wrk {target}, round {round_ + 1}/{args.rounds}", file=sys.stderr, flush=True)
                 result.runs.append(wrk_run(stack, target, world, workdir, args.duration, args.pin, round_))
         result.rate = 0.5 * result.median(AUTHZ, "wrk", "rps")
@@ -581,9 +572,9 @@ def report(result: Result, found: dict[str, Any], args: argparse.Namespace) -> d
           "CPU µs per request of each process over the run).\n")  # fmt: skip
     print("| target | req/s | p50 ms | p99 ms | authmw CPU µs/req | Envoy µs/req | app µs/req | errors |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    authmw = {HOP: None, AUTHZ: "authz", PROXY: "proxy"}
-    envoy = {HOP: "hop", AUTHZ: "envoy", PROXY: None}
-    for target in TARGETS:
+    authmw = {HOP: None, AUTHZ: "authz", PROXY: "proxy", AUTHZ_LEAN: "authz-lean", PROXY_LEAN: "proxy-lean"}
+    envoy = {HOP: "hop", AUTHZ: "envoy", PROXY: None, AUTHZ_LEAN: "envoy-lean", PROXY_LEAN: None}
+    for target in result.targets:
         runs = result.of(target, "wrk")
         rps = " / ".join(f"{r.rps:,.0f}" for r in runs)
         mine, env = authmw[target], envoy[target]
@@ -597,6 +588,17 @@ def report(result: Result, found: dict[str, Any], args: argparse.Namespace) -> d
     ratios = result.per_round("wrk", lambda by: by[AUTHZ].rps / by[PROXY].rps)
     ratio = statistics.median(ratios)
     cpu = result.cpu(AUTHZ, "wrk", "authz")
+    if AUTHZ_LEAN in result.targets:
+        lean = result.per_round("wrk", lambda by: by[AUTHZ_LEAN].rps / by[PROXY_LEAN].rps)
+        pairs = ((AUTHZ, "envoy"), (AUTHZ_LEAN, "envoy-lean"), (PROXY, "proxy"), (PROXY_LEAN, "proxy-lean"))
+        cpu_of = {name: result.cpu(target, "wrk", name) for target, name in pairs}
+        print(
+            f"\nWithout the allowed-actions header: authz CPU per decision "
+            f"{result.cpu(AUTHZ_LEAN, 'wrk', 'authz-lean'):.0f} µs (with it {cpu:.0f}), Envoy "
+            f"{cpu_of['envoy-lean']:.0f} µs/req (with it {cpu_of['envoy']:.0f}), the proxy {cpu_of['proxy-lean']:.0f} "
+            f"µs/req (with it {cpu_of['proxy']:.0f}); (b′)/(c′) req/s per round: "
+            f"{', '.join(f'{x:.2f}' for x in lean)} (median {statistics.median(lean):.2f}×)."
+        )
     print(
         f"\nLatency at half of (b)'s capacity: loadgen.py, {result.rate:,.0f} req/s offered over {CONNECTIONS} "
         f"connections (open loop, even schedule), {args.duration:g} s, {args.rounds} interleaved rounds.\n"
@@ -661,6 +663,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lines", type=int, default=35, help="rows per --profile table (35)")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--ab", metavar="SRC", help="authz of this tree against the one of SRC (a src/ folder)")
+    parser.add_argument("--lean", action="store_true", help="also (b) and (c) with allowed_actions_header: false")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.rounds, args.warmup = 3.0, 1, 1.0

@@ -65,6 +65,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "assertion_audience": (_text, "the name the upstream expects as the assertion's aud"),
     "forward_credentials": (_flag, "true or false"),
     "drop_underscore_headers": (_flag, "true or false"),
+    "allowed_actions_header": (_flag, "true or false"),
     "header_timeout": (_count(1, 3600), "seconds 1-3600"),
     "body_timeout": (_count(1, 86_400), "seconds 1-86400"),
     "body_budget": (_count(0, 1 << 40), "a size in bytes"),
@@ -197,6 +198,11 @@ ABOUT: dict[str, About] = {
         "The proxy: drop header names containing `_` (when kept, those folding onto a protected or present "
         "name are still dropped)."
     ),
+    "allowed_actions_header": About(
+        "The proxy and authz: send `X-Authmw-Allowed-Actions` upstream (every catalog action the caller may "
+        "perform: a few KiB per request with the ModelArts preset). `false` saves building, sending and parsing "
+        "it when the upstream does not read it; the other identity headers and the assertion are unchanged."
+    ),
     "header_timeout": About("The proxy: seconds for a request's head to arrive (408 `request_timeout`)."),
     "body_timeout": About("Seconds for a request's body to arrive (408 `request_timeout`)."),
     "body_budget": About("Bytes of request bodies held in memory at once (503 `server_busy` beyond)."),
@@ -315,6 +321,7 @@ class Settings:
     assertion_audience: str | None = None
     forward_credentials: bool = False
     drop_underscore_headers: bool = True
+    allowed_actions_header: bool = True
     header_timeout: int = 10
     body_timeout: int = 60
     body_budget: int = 256 * 1024 * 1024

@@ -76,6 +76,7 @@ class AuthzApp:
         assertion_audience: str | None = None,
         token_service: ASGIApp | None = None,
         forward_credentials: bool = False,
+        allowed_actions_header: bool = True,
         body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
         body_budget: BodyBudget | None = None,
     ) -> None:
@@ -86,6 +87,7 @@ class AuthzApp:
         self.assertion_audience = assertion_audience
         self.token_service = token_service
         self._allowed_extra = [_EMPTY] if forward_credentials else [_REMOVE_CREDENTIALS, _EMPTY]
+        self.allowed_actions_header = allowed_actions_header
         self.body_timeout = body_timeout
         self.body_budget = BodyBudget() if body_budget is None else body_budget
         self.draining = False
@@ -96,6 +98,7 @@ class AuthzApp:
         self.guard, self.signing_key, self._jwks_body = fresh.guard, fresh.signing_key, fresh._jwks_body
         self.assertion_ttl, self.assertion_audience = fresh.assertion_ttl, fresh.assertion_audience
         self.token_service, self._allowed_extra = fresh.token_service, fresh._allowed_extra
+        self.allowed_actions_header = fresh.allowed_actions_header
         self.body_timeout = fresh.body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -174,6 +177,7 @@ class AuthzApp:
             query=query,
             ttl=self.assertion_ttl,
             audience=self.assertion_audience,
+            allowed_actions=self.allowed_actions_header,
         )
         headers = [(_NAMES.get(name) or name.encode(), value.encode("latin-1")) for name, value in facts]
         headers += self._allowed_extra

@@ -65,6 +65,7 @@ def build_authz(
         assertion_audience=audience,
         token_service=service,
         forward_credentials=settings.forward_credentials,
+        allowed_actions_header=settings.allowed_actions_header,
         body_timeout=settings.body_timeout,
         body_budget=BodyBudget(settings.body_budget),
     )

@@ -110,8 +110,9 @@ _WAITING = b'{"status":"waiting for the store"}'
 _STORE_DOWN = b'{"status":"store unavailable"}'
 
 
-def identity_headers(context: AuthContext) -> list[tuple[str, str]]:
-    """The SPEC §3 ``X-Authmw-*`` facts of a checked request (without the assertion)."""
+def identity_headers(context: AuthContext, *, allowed_actions: bool = True) -> list[tuple[str, str]]:
+    """The SPEC §3 ``X-Authmw-*`` facts of a checked request (without the assertion; without the allowed actions
+    when not ``allowed_actions``)."""
     principal = context.principal
     headers = [("x-authmw-request-id", context.request_id)]
     if principal is None:
@@ -132,7 +133,8 @@ def identity_headers(context: AuthContext) -> list[tuple[str, str]]:
     agency = context.agency
     if agency is not None:  # the principal is the agency; the delegation chain says who asked
         headers.append(("x-authmw-agency", agency))
-    headers.append(("x-authmw-allowed-actions", ",".join(context.allowed_actions)))
+    if allowed_actions:
+        headers.append(("x-authmw-allowed-actions", ",".join(context.allowed_actions)))
     return headers
 
 
@@ -145,10 +147,12 @@ def asserted_identity(
     query: str,
     ttl: int,
     audience: str | None,
+    allowed_actions: bool = True,
 ) -> list[tuple[str, str]]:
     """The identity headers of a checked request and the ``X-Authmw-Assertion`` stating them, bound to the
-    ``method``, raw ``path`` and raw ``query`` the upstream receives (the sidecar and Envoy's ``authz`` alike)."""
-    facts = identity_headers(context)
+    ``method``, raw ``path`` and raw ``query`` the upstream receives (the sidecar and Envoy's ``authz`` alike).
+    The allowed actions, when sent, are not in the assertion (the upstream can decide one with the facts)."""
+    facts = identity_headers(context, allowed_actions=allowed_actions)
     claims = {name[len("x-authmw-") :]: value for name, value in facts if name != "x-authmw-allowed-actions"}
     kid, key = signing_key
     assertion = sign_assertion(
@@ -237,6 +241,7 @@ class ProxyApp:
         workspace_service: WorkspaceService | None = None,
         forward_credentials: bool = False,
         drop_underscore_headers: bool = True,
+        allowed_actions_header: bool = True,
         body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
         body_budget: BodyBudget | None = None,
         limits: UpstreamLimits | None = None,
@@ -255,6 +260,7 @@ class ProxyApp:
         self.assertion_audience = assertion_audience or origin_of(self.upstream)
         self.forward_credentials = forward_credentials
         self.drop_underscore_headers = drop_underscore_headers
+        self.allowed_actions_header = allowed_actions_header
         self.body_timeout = body_timeout
         self.body_budget = BodyBudget() if body_budget is None else body_budget
         self.metrics = Metrics()
@@ -284,7 +290,7 @@ class ProxyApp:
             fresh.forward_credentials,
             fresh.drop_underscore_headers,
         )
-        self.assertion_audience = fresh.assertion_audience
+        self.assertion_audience, self.allowed_actions_header = fresh.assertion_audience, fresh.allowed_actions_header
         self.limits = fresh.limits  # its timeouts; the pools, once open, keep their sizes
 
     @property
@@ -440,6 +446,7 @@ class ProxyApp:
             query=query,
             ttl=self.assertion_ttl,
             audience=self.assertion_audience,
+            allowed_actions=self.allowed_actions_header,
         )
         headers += [(name.encode(), value.encode()) for name, value in facts]
         chain = self.guard.proxies.header.encode()  # the one the deployment reads; the other never goes upstream

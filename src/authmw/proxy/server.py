@@ -194,6 +194,7 @@ def build_app(
             token_service=service,
             workspace_service=WorkspaceService(store) if serve_workspaces else None,
             forward_credentials=settings.forward_credentials,
+            allowed_actions_header=settings.allowed_actions_header,
             drop_underscore_headers=settings.drop_underscore_headers,
             body_timeout=settings.body_timeout,
             body_budget=BodyBudget(settings.body_budget),
