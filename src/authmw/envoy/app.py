@@ -8,12 +8,14 @@ forwards them unchanged) for Envoy to set upstream, and ``x-envoy-auth-headers-t
 credentials (unless ``forward_credentials``); refused → the SPEC §9 status and JSON error, which Envoy passes to
 the client. The client address is the one the trusted-proxy rules find in the ``X-Forwarded-For`` Envoy appends
 to, Envoy being the peer (so Envoy's address belongs in ``trusted_proxies``). ``/healthz``, ``/readyz``,
-``/.well-known/jwks.json`` and the token endpoints (which Envoy routes here) are served as by the sidecar.
+``/.well-known/jwks.json``, ``/metrics`` (decisions by outcome and code, decision latency, reloads, lost audit
+records) and the token endpoints (which Envoy routes here) are served as by the sidecar.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,7 +39,9 @@ from authmw.audit import log_decision
 from authmw.errors import AuthmwError, Forbidden
 from authmw.guard import Guard, bare_context
 from authmw.iam_api import SECURITY_TOKENS_PATH, TOKENS_PATH
+from authmw.models import AuthContext
 from authmw.proxy.app import asserted_identity
+from authmw.proxy.metrics import Metrics
 from authmw.tokens import PublicKey
 
 __all__ = ["CHECK_PREFIX", "AuthzApp"]
@@ -46,6 +50,7 @@ __all__ = ["CHECK_PREFIX", "AuthzApp"]
 CHECK_PREFIX = "/ext_authz"
 _PREFIX_BYTES = CHECK_PREFIX.encode()
 _HEALTH = b'{"status":"ok"}'
+_OWN = frozenset({"/healthz", "/readyz", "/.well-known/jwks.json", "/metrics"})
 _JSON = [(b"content-type", b"application/json")]
 #: What Envoy should not send upstream, by the ``x-envoy-auth-headers-to-remove`` of an allowed check.
 _REMOVE_CREDENTIALS = (b"x-envoy-auth-headers-to-remove", b", ".join(sorted(CREDENTIAL_HEADERS)))
@@ -90,6 +95,7 @@ class AuthzApp:
         self.allowed_actions_header = allowed_actions_header
         self.body_timeout = body_timeout
         self.body_budget = BodyBudget() if body_budget is None else body_budget
+        self.metrics = Metrics()
         self.draining = False
 
     def reload(self, fresh: AuthzApp) -> None:
@@ -116,7 +122,7 @@ class AuthzApp:
                 await self.token_service(scope, receive, send)
             else:
                 await self._refuse(scope, send, "no token service (token issuing is not configured)")
-        elif path in ("/healthz", "/readyz", "/.well-known/jwks.json") and scope["method"] in ("GET", "HEAD"):
+        elif path in _OWN and scope["method"] in ("GET", "HEAD"):
             await self._own(path, send)
         else:  # a check without the prefix (an Envoy configured without path_prefix): refused, fail closed
             await self._refuse(scope, send, f"not a check request: its path must start with {CHECK_PREFIX}/")
@@ -132,6 +138,11 @@ class AuthzApp:
                 return
 
     async def _own(self, path: str, send: Send) -> None:
+        if path == "/metrics":
+            await send_response(
+                send, 200, self.metrics.render(), [(b"content-type", self.metrics.content_type.encode())]
+            )
+            return
         if path == "/.well-known/jwks.json":
             await send_response(send, 200, self._jwks_body, _JSON)
             return
@@ -161,8 +172,15 @@ class AuthzApp:
             await self._refuse(scope, send, f"not a check request: its path must start with {CHECK_PREFIX}/")
             return
         original = {**scope, "path": scope["path"][len(CHECK_PREFIX) :], "raw_path": raw[len(_PREFIX_BYTES) :]}
+        started = time.perf_counter()
+
+        def observe(context: AuthContext, error: AuthmwError | None) -> None:
+            refused = error or context.error
+            outcome = "allow" if refused is None else "deny" if error is not None else "dry-run-deny"
+            self.metrics.decided(outcome, refused.code if refused else "", time.perf_counter() - started)
+
         checked = await admit(
-            self.guard, original, receive, send, body_timeout=self.body_timeout, budget=self.body_budget
+            self.guard, original, receive, send, observe, body_timeout=self.body_timeout, budget=self.body_budget
         )
         if checked is None:
             return

@@ -21,7 +21,7 @@ from dataclasses import replace
 
 from authmw.admission import BodyBudget
 from authmw.assembly import keep_replay_window, open_guard, token_limits, token_service
-from authmw.auditlog import audit_to, close_audit
+from authmw.auditlog import audit_to, close_audit, records_lost
 from authmw.envoy.app import CHECK_PREFIX, AuthzApp
 from authmw.envoy.wire import serve_http
 from authmw.errors import ConfigurationError
@@ -30,6 +30,7 @@ from authmw.proxy.app import origin_of
 from authmw.proxy.server import keep_issuers, loop_factory, parse_listen, reload_on_hangup
 from authmw.settings import Settings
 from authmw.store import Store
+from authmw.store.redisstate import RedisState, shared_state
 
 __all__ = ["build_authz", "serve_authz"]
 
@@ -79,6 +80,8 @@ def serve_authz(settings: Settings, store: Store, *, reload_settings: Callable[[
     audit_to(settings.audit_log)
     limiter, minter = token_limits(settings)  # one each for the process: a reload must not reset them
     app = build_authz(settings, store, limiter=limiter, minter=minter)
+    state = shared_state(settings)
+    app.metrics.watch(records_lost, (lambda: state.fallbacks) if isinstance(state, RedisState) else None)
     if not app.guard.proxies.networks:
         logger.warning(
             "trusted_proxies is empty: every client address is Envoy's; add Envoy's address to trusted_proxies"
@@ -103,10 +106,12 @@ def serve_authz(settings: Settings, store: Store, *, reload_settings: Callable[[
             try:
                 fresh, rebuilt = await asyncio.to_thread(rebuild)
             except Exception as exc:
+                app.metrics.reloads.labels("failed").inc()
                 logger.error("reload failed, keeping the running configuration: %s", exc)
                 return
             app.reload(rebuilt)
             running[0] = fresh
+            app.metrics.reloads.labels("ok").inc()
             logger.info("configuration and policies reloaded")
 
     async def main() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["Metrics"]
@@ -10,7 +12,7 @@ _BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 
 
 class Metrics:
-    """One registry per proxy app (tests can build several apps in one process)."""
+    """One registry per app, the sidecar's or authz's (tests can build several apps in one process)."""
 
     content_type = CONTENT_TYPE_LATEST
 
@@ -36,6 +38,12 @@ class Metrics:
             "Audit records lost because the audit log did not keep up (its buffer was full); see the warnings",
             registry=self.registry,
         )
+
+    def watch(self, records_lost: Callable[[], float], fallbacks: Callable[[], float] | None) -> None:
+        """Read the process's lost audit records (and, with Redis, its shared-state fallbacks) at each scrape."""
+        self.audit_records_lost.set_function(records_lost)
+        if fallbacks is not None:
+            self.shared_state_fallbacks.set_function(fallbacks)
 
     def decided(self, outcome: str, error_code: str, seconds: float) -> None:
         self.decisions.labels(outcome, error_code).inc()

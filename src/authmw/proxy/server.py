@@ -202,10 +202,8 @@ def build_app(
         )
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
-    app.metrics.audit_records_lost.set_function(records_lost)
     state = shared_state(settings)
-    if isinstance(state, RedisState):
-        app.metrics.shared_state_fallbacks.set_function(lambda: state.fallbacks)
+    app.metrics.watch(records_lost, (lambda: state.fallbacks) if isinstance(state, RedisState) else None)
     return app
 
 
