@@ -38,7 +38,12 @@ def request_from_environ(environ: Environ, body: bytes) -> Request:
     method = environ.get("REQUEST_METHOD", "GET")
     if not method.isupper():  # methods are case-sensitive: "get" is not GET, whatever the app would make of it
         raise MalformedRequest("the method must be an upper-case token")
-    if "," in environ.get("HTTP_HOST", ""):  # two Host headers, joined by the server (werkzeug): RFC 9112 §3.2, 400
+    # RFC 9112 §3.2: an HTTP/1.1 request without Host, or with two (werkzeug joins them with a comma), is a 400.
+    host = environ.get("HTTP_HOST")
+    if host is None:
+        if environ.get("SERVER_PROTOCOL") == "HTTP/1.1":
+            raise MalformedRequest("an HTTP/1.1 request without Host")
+    elif "," in host:
         raise MalformedRequest("more than one Host")
     target = environ.get("REQUEST_URI") or environ.get("RAW_URI")
     if not target or not target.startswith("/"):

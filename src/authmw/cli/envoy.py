@@ -55,9 +55,9 @@ def register(commands: Any) -> None:
             "Serve Envoy's HTTP ext_authz protocol (checks under /ext_authz/, as `authmw envoy-config` sets it up): "
             "an allowed request gets 200 with the X-Authmw-* identity headers and a signed X-Authmw-Assertion for "
             "Envoy to send upstream, a refused one the JSON error (docs/errors.md) for Envoy to send to the client. "
-            "Also serves the token and security-token endpoints, /healthz, /readyz, /metrics and /.well-known/jwks.json. "
-            "Put Envoy's address in trusted_proxies: the client address is read from the X-Forwarded-For Envoy "
-            "appends to. SIGHUP reloads --config; SIGTERM answers the checks in flight and stops."
+            "Also serves the token and security-token endpoints, /healthz, /readyz, /metrics and "
+            "/.well-known/jwks.json. Put Envoy's address in trusted_proxies: the client address is read from the "
+            "X-Forwarded-For Envoy appends to. SIGHUP reloads --config; SIGTERM answers the checks in flight and stops."
         ),
     )
     authz.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:8080)")
