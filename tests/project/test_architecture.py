@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "authmw"
 EDGE = ("authmw.store", "authmw.settings", "authmw.assembly", "authmw.admission", "authmw.asgi", "authmw.wsgi")
 EDGE += ("authmw.iam_api", "authmw.iam_admin", "authmw.workspace_api", "authmw.proxy", "authmw.contrib")
-EDGE += ("authmw.client", "authmw.envoy", "authmw.auditlog")
+EDGE += ("authmw.client", "authmw.envoy", "authmw.auditlog", "authmw.extras")
 CLI = ("authmw.cli", "authmw.__main__")
 FACADE = ("authmw",)
 LAYERS = {"core": 0, "edge": 1, "facade": 1, "cli": 2}  # the facade re-exports the core and open_guard
@@ -73,6 +73,10 @@ PUBLIC = {
     "authmw.auditlog": [
         "CAPACITY", "FLUSH_EVERY", "AuditWriter", "audit_to", "audit_to_logger", "close_audit", "records_lost",
     ],
+    "authmw.proxy": ["ProxyApp", "build_app", "identity_headers", "serve"],
+    "authmw.envoy": ["CHECK_PREFIX", "AuthzApp", "bootstrap", "build_authz", "serve_authz"],
+    "authmw.contrib": [],
+    "authmw.data": [],
     "authmw.cli": ["main"],
 }  # fmt: skip
 
@@ -179,6 +183,12 @@ def test_the_public_names_are_pinned(module: str) -> None:
     assert loaded.__all__ == order or module == "authmw"  # __version__ sorts with the functions in RUF022
     for name in loaded.__all__:
         assert hasattr(loaded, name)
+
+
+def test_every_package_is_pinned() -> None:
+    # Each package says through its __init__ what users import from it (a namespace package: nothing).
+    packages = {_module_name(path) for path in PACKAGE.rglob("__init__.py")}
+    assert packages <= set(PUBLIC)
 
 
 def test_every_error_class_is_exported() -> None:
