@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -183,6 +184,24 @@ def test_the_public_names_are_pinned(module: str) -> None:
     assert loaded.__all__ == order or module == "authmw"  # __version__ sorts with the functions in RUF022
     for name in loaded.__all__:
         assert hasattr(loaded, name)
+
+
+def test_the_readme_draws_every_module_in_its_layer() -> None:
+    # The README's diagram: the CLI above the first rule, the facade and the edge between the rules, the core below.
+    diagram = (SRC.parent / "README.md").read_text().split("## Architecture", 1)[1].split("```text\n", 1)[1]
+    drawn: dict[str, str] = {}
+    section = 0
+    for line in diagram.split("```", 1)[0].splitlines():
+        if line.strip().startswith("─"):
+            section += 1
+            continue
+        for word in re.findall(r"\w+(?:\.py|/)", line):
+            drawn[word] = ("cli", "edge", "core")[section]
+    top = {p.name if p.suffix == ".py" else f"{p.name}/" for p in PACKAGE.glob("*") if p.suffix == ".py" or p.is_dir()}
+    top -= {"__init__.py", "__main__.py", "__pycache__/"}
+    assert not sorted(top - set(drawn))  # modules the README's diagram leaves out
+    for word in sorted(top):
+        assert drawn[word] == _layer("authmw." + word.removesuffix(".py").removesuffix("/")), word
 
 
 def test_every_package_is_pinned() -> None:
