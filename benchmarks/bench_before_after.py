@@ -5,8 +5,11 @@ and middlewares built; their functions keep their own modules, so both run side 
 times one batch of each case of each tree (thread CPU time, GC off inside a batch); the report gives medians and
 the before ÷ after ratio. The workload is ``bench_pipeline``'s (an SDK-HMAC-SHA256 signed GET, allowed).
 
-    git archive <before> src | tar -x -C /tmp/before
+    git archive <before> src benchmarks | tar -x -C /tmp/before
     python benchmarks/bench_before_after.py /tmp/before/src src [--rounds 21] [--ops 1500]
+
+Each tree's own ``benchmarks/bench_pipeline.py`` builds its world and cases when the tree has one (the workload is
+the same in every version), so a tree from before an API change can be compared.
 """
 
 from __future__ import annotations
@@ -30,10 +33,21 @@ _OURS = ("authmw", "bench_pipeline", "bench_signing", "bench_store")
 
 
 def _load(src: str) -> Any:
+    """``bench_pipeline`` over ``src``: the tree's own (``src/../benchmarks``) when it has one, else this one's.
+
+    A tree from before the restructuring of issue 13 spells two things otherwise: ``request_from_scope`` lived in
+    ``authmw.asgi``, and guards were built by ``build_guard(settings, store=)``; both are mapped here."""
     for name in [m for m in sys.modules if m.split(".")[0] in _OURS]:
         del sys.modules[name]
-    sys.path[:] = [src, HERE, *[p for p in sys.path if p not in (src, HERE)]]
+    own = Path(src).resolve().parent / "benchmarks"
+    helpers = str(own) if (own / "bench_pipeline.py").is_file() else HERE
+    sys.path[:] = [src, helpers, *[p for p in sys.path if p not in (src, helpers, HERE)]]
     module = importlib.import_module("bench_pipeline")
+    if not hasattr(module, "admission"):
+        module.admission = module.asgi
+    if not hasattr(module, "open_guard"):
+        build_guard = importlib.import_module("authmw.assembly").build_guard
+        module.open_guard = lambda store, *, config: build_guard(config, store=store)
     assert module.admission.__file__.startswith(str(Path(src).resolve())), module.admission.__file__
     return module
 
@@ -95,11 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     batches: dict[str, dict[str, tuple[Callable[[int], None], bool]]] = {}
     audits: dict[str, Callable[[str | None], None]] = {}
     with tempfile.TemporaryDirectory(prefix="authmw-bench-ab-") as tmp:
-        world = None
         for label, src in (("before", args.before), ("after", args.after)):
             bp = _load(src)
-            if world is None:
-                world = bp.build_world(Path(tmp))
+            # Each tree builds its own store (the same world): the trees' schema versions may differ.
+            (Path(tmp) / label).mkdir()
+            world = bp.build_world(Path(tmp) / label)
             batches[label] = cases(bp, world, loop)
             audits[label] = bp.audit_to
             timed[label] = {name: [] for name in batches[label]}

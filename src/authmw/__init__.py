@@ -4,8 +4,9 @@
 ``Guard.check(Request)`` answers an :class:`AuthContext` or raises an :class:`AuthmwError` (``authmw.errors``).
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from authmw._lazy import lazy_names
 
 if TYPE_CHECKING:
     from authmw.assembly import open_guard
@@ -55,14 +56,4 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'authmw' has no attribute {name!r}")
-    value = getattr(import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOMES})
+__getattr__, __dir__ = lazy_names(__name__, _HOMES)

@@ -21,7 +21,7 @@ from authmw.oidc import TrustedIssuer
 from authmw.policy import modelarts_actions
 from authmw.routes import Route, RouteCatalog, Routes, modelarts_routes, route_from_mapping, routes_from_openapi
 from authmw.sessions import SessionSealer
-from authmw.settings import Settings, load_settings
+from authmw.settings import Settings, load_settings, read_text
 from authmw.sharedstate import Notices, SharedState
 from authmw.signing import ReplayGuard, Verifier
 from authmw.signing.verifier import ReplayGuardLike
@@ -97,13 +97,7 @@ def routes_of(settings: Settings, declared: Iterable[Route] = ()) -> RouteCatalo
 
 def _document(path: str) -> Any:
     """An OpenAPI document file: JSON, else YAML (with PyYAML)."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise ConfigurationError(f"openapi: cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigurationError(f"openapi: {path}: not UTF-8 text") from None
+    text = read_text(path, setting="openapi")
     try:
         return json.loads(text)
     except ValueError:

@@ -423,14 +423,7 @@ def load_settings(path: str | None) -> Settings:
         return Settings()
     with requires("yaml", "a YAML configuration file"):
         import yaml
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigurationError(f"{path}: not UTF-8 text") from None
-    loader = yaml.SafeLoader(text)
+    loader = yaml.SafeLoader(read_text(path))
     try:
         node = loader.get_single_node()
         data = None if node is None else loader.construct_document(node)
@@ -456,6 +449,19 @@ def load_settings(path: str | None) -> Settings:
             entries = {f"{name}[{i}]": _at(path, item.start_mark) for i, item in enumerate(value_node.value)}
         marks[name] = Mark(_at(path, key_node.start_mark), _at(path, value_node.start_mark), entries)
     return Settings.from_mapping(data, origin=path, marks=marks)
+
+
+def read_text(path: str, *, setting: str = "") -> str:
+    """The UTF-8 text of a file the configuration names; a :class:`ConfigurationError` naming the file (after
+    ``setting``, the setting that names it) if it cannot be read."""
+    prefix = f"{setting}: " if setting else ""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ConfigurationError(f"{prefix}cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{prefix}{path}: not UTF-8 text") from None
 
 
 def _at(path: str, mark: Any) -> str:

@@ -241,7 +241,7 @@ def test_a_token_stops_working_within_a_second_of_a_password_change(form: Form, 
     path = f"/v1/{world.project}/notebooks"
     assert token_call(form, token, path).status_code == 200
     time.sleep(1.01)  # password changes are recorded in whole seconds: a token of the same second stays valid
-    world.store.set_password(name, "a new password for this user")
+    world.store.update_user(name, password="a new password for this user")
     changed_at = time.monotonic()
     while (answer := token_call(form, token, path)).status_code == 200:
         assert time.monotonic() - changed_at < 1.0, "still accepted 1 s after the password changed"

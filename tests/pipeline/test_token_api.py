@@ -178,7 +178,7 @@ def test_a_caller_whose_password_changed_is_refused_by_head(proxy: Form, world: 
     both = {"X-Auth-Token": caller, "X-Subject-Token": subject}
     assert httpx.head(proxy.url + TOKENS, headers=both).status_code == 200
     time.sleep(1.01)  # password changes are recorded in whole seconds
-    world.store.set_password("changing-user", "another password for this user")
+    world.store.update_user("changing-user", password="another password for this user")
     deadline = time.monotonic() + 1.0
     while (status := httpx.head(proxy.url + TOKENS, headers=both).status_code) == 200:
         assert time.monotonic() < deadline, "the caller's token still works 1 s after its password changed"

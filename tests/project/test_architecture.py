@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "authmw"
 EDGE = ("authmw.store", "authmw.settings", "authmw.assembly", "authmw.admission", "authmw.asgi", "authmw.wsgi")
 EDGE += ("authmw.iam_api", "authmw.iam_admin", "authmw.workspace_api", "authmw.proxy", "authmw.contrib")
-EDGE += ("authmw.client", "authmw.envoy", "authmw.auditlog")
+EDGE += ("authmw.client", "authmw.envoy", "authmw.auditlog", "authmw.extras")
 CLI = ("authmw.cli", "authmw.__main__")
 FACADE = ("authmw",)
 LAYERS = {"core": 0, "edge": 1, "facade": 1, "cli": 2}  # the facade re-exports the core and open_guard
@@ -73,6 +74,10 @@ PUBLIC = {
     "authmw.auditlog": [
         "CAPACITY", "FLUSH_EVERY", "AuditWriter", "audit_to", "audit_to_logger", "close_audit", "records_lost",
     ],
+    "authmw.proxy": ["ProxyApp", "build_app", "identity_headers", "serve"],
+    "authmw.envoy": ["CHECK_PREFIX", "AuthzApp", "bootstrap", "build_authz", "serve_authz"],
+    "authmw.contrib": [],
+    "authmw.data": [],
     "authmw.cli": ["main"],
 }  # fmt: skip
 
@@ -179,6 +184,30 @@ def test_the_public_names_are_pinned(module: str) -> None:
     assert loaded.__all__ == order or module == "authmw"  # __version__ sorts with the functions in RUF022
     for name in loaded.__all__:
         assert hasattr(loaded, name)
+
+
+def test_the_readme_draws_every_module_in_its_layer() -> None:
+    # The README's diagram: the CLI above the first rule, the facade and the edge between the rules, the core below.
+    diagram = (SRC.parent / "README.md").read_text().split("## Architecture", 1)[1].split("```text\n", 1)[1]
+    drawn: dict[str, str] = {}
+    section = 0
+    for line in diagram.split("```", 1)[0].splitlines():
+        if line.strip().startswith("─"):
+            section += 1
+            continue
+        for word in re.findall(r"\w+(?:\.py|/)", line):
+            drawn[word] = ("cli", "edge", "core")[section]
+    top = {p.name if p.suffix == ".py" else f"{p.name}/" for p in PACKAGE.glob("*") if p.suffix == ".py" or p.is_dir()}
+    top -= {"__init__.py", "__main__.py", "__pycache__/"}
+    assert not sorted(top - set(drawn))  # modules the README's diagram leaves out
+    for word in sorted(top):
+        assert drawn[word] == _layer("authmw." + word.removesuffix(".py").removesuffix("/")), word
+
+
+def test_every_package_is_pinned() -> None:
+    # Each package says through its __init__ what users import from it (a namespace package: nothing).
+    packages = {_module_name(path) for path in PACKAGE.rglob("__init__.py")}
+    assert packages <= set(PUBLIC)
 
 
 def test_every_error_class_is_exported() -> None:

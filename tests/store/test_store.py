@@ -111,7 +111,7 @@ def test_passwords_are_scrypt_hashes(store: Store) -> None:
     assert stored.startswith("scrypt$") and "correct horse" not in stored
     assert verify_password("correct horse", stored)
     assert not verify_password("wrong horse!", stored)
-    store.set_password("alice", "battery staple")
+    store.update_user("alice", password="battery staple")
     with store.db.read() as tx:
         assert verify_password("battery staple", tx.one("SELECT password_hash FROM users")[0])
 
@@ -257,10 +257,7 @@ def test_agencies(store: Store) -> None:
         "modelarts_agency", trust="op_svc_modelarts", policies=["train", "ModelArts CommonOperations"]
     )
     assert (agency.trust_domain, agency.max_duration) == ("op_svc_modelarts", 86_400)
-    assert {p.name for p in store.agency_policies("modelarts_agency", domain="default")} == {
-        "train",
-        "ModelArts CommonOperations",
-    }
+    assert set(store.show_agency("modelarts_agency").policies) == {"train", "ModelArts CommonOperations"}
     with pytest.raises(ChangeRefused, match="already exists"):
         store.create_agency("modelarts_agency", trust="op_svc_modelarts")
     with pytest.raises(ChangeRefused, match="900-86400"):
@@ -268,10 +265,10 @@ def test_agencies(store: Store) -> None:
     with pytest.raises(NotFound):
         store.create_agency("ghost", trust="op_svc_modelarts", policies=["missing"])
     with pytest.raises(NotFound):
-        store.agency_policies("ghost", domain="default")  # the refused create left nothing behind
+        store.show_agency("ghost")  # the refused create left nothing behind
     store.create_policy("deny", json.dumps(DENY_DELETE))
     store.attach_policy("deny", agency="modelarts_agency")
-    assert len(store.agency_policies("modelarts_agency", domain="default")) == 3
+    assert len(store.show_agency("modelarts_agency").policies) == 3
 
 
 def test_workspaces_and_access_rules(store: Store) -> None:

@@ -7,8 +7,9 @@ Both sign with any scheme of :data:`authmw.signing.SCHEMES` through :func:`authm
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from authmw._lazy import lazy_names
 from authmw.client._common import SigningConfig
 from authmw.client._requests import RequestsAuth
 
@@ -18,9 +19,5 @@ if TYPE_CHECKING:
 __all__ = ["HttpxAuth", "RequestsAuth", "SigningConfig"]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "HttpxAuth":  # imported lazily so requests users need not install httpx
-        from authmw.client._httpx import HttpxAuth
-
-        return HttpxAuth
-    raise AttributeError(name)
+# HttpxAuth is imported on first use, so requests users need not install httpx.
+__getattr__, __dir__ = lazy_names(__name__, {"HttpxAuth": "authmw.client._httpx"})

@@ -183,10 +183,6 @@ class PolicySet:
             else:
                 self._by_service.setdefault(service, []).append(rule)
 
-    def reads_context(self, action: str) -> bool:
-        """Whether deciding ``action`` reads any condition key (else the decision depends on the resource only)."""
-        return bool(self._plan(action).keys)
-
     def candidates(self, action: str) -> tuple[_Rule, ...]:
         """The statements that can match ``action``, in document order (memoised per action)."""
         plan = self._plan(action)

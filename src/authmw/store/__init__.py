@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from authmw._lazy import lazy_names
 from authmw.store.names import DEFAULT_DOMAIN
 
 if TYPE_CHECKING:
@@ -38,17 +38,7 @@ DEFAULT_STORE_URL = "sqlite:///./authmw.db"
 _HOMES = {"CachedIdentity": "authmw.store.cached", "Keyring": "authmw.store.secrets", "Store": "authmw.store.facade"}
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'authmw.store' has no attribute {name!r}")
-    value = getattr(import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOMES})
+__getattr__, __dir__ = lazy_names(__name__, _HOMES)
 
 
 def open_store(

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from authmw.clientaddr import IpWhitelist
 from authmw.errors import ChangeRefused, InvalidPolicy, NotFound
 from authmw.models import AuthType, WhitelistScope, Workspace
-from authmw.policy import Policy, parse_policy, system_policies
+from authmw.policy import parse_policy, system_policies
 from authmw.policy.builtin import system_policy_documents
 from authmw.sessions import MAX_DURATION
 from authmw.store import keypairs, names
@@ -30,7 +30,7 @@ from authmw.store.inventory import (
     workspace_info,
 )
 from authmw.store.keys import access_key_context, sealer
-from authmw.store.reads import attached, workspace_at
+from authmw.store.reads import workspace_at
 from authmw.store.records import (
     AccessKeyInfo,
     Agency,
@@ -147,9 +147,6 @@ class Administration(StoreBase):
 
     def set_user_enabled(self, name: str, enabled: bool, *, domain: str = DEFAULT_DOMAIN) -> User:
         return self.update_user(name, domain=domain, enabled=enabled)
-
-    def set_password(self, name: str, password: str, *, domain: str = DEFAULT_DOMAIN) -> None:
-        self.update_user(name, domain=domain, password=password)
 
     def update_user(
         self, name: str, *, domain: str = DEFAULT_DOMAIN, enabled: bool | None = None, password: str | None = None
@@ -458,13 +455,6 @@ class Administration(StoreBase):
             tx.run("DELETE FROM attachments WHERE principal_type = 'agency' AND principal_id = ?", (agency.id,))
             tx.run("DELETE FROM agencies WHERE id = ?", (agency.id,))
         return agency
-
-    def agency_policies(self, name: str, *, domain: str) -> list[Policy]:
-        """The policies attached to an agency (temporary credentials act with exactly these)."""
-        with self.db.read() as tx:
-            agency_id = names.agency_id(tx, name, domain)
-            rows = attached(tx, [("agency", agency_id)])
-        return [parse_policy(document, name=policy, wildcard_limits=False) for _id, policy, document in rows]
 
     # -- workspaces ---------------------------------------------------------------------------------------
 

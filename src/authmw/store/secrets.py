@@ -19,7 +19,7 @@ import secrets
 import stat
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -317,10 +317,6 @@ def verify_password(password: str, encoded: str | None) -> bool:
         _scrypt(secret, _DUMMY_SALT, _N)
         return False
     return hmac.compare_digest(_scrypt(secret, salt_bytes, _N), expected)
-
-
-Opener = Callable[[str, str], bytes]
-Sealer = Callable[[bytes, str], str]
 
 
 class PassphraseBox:
