@@ -1,4 +1,4 @@
-"""The ``authmw`` command line (SPEC §8): administration, policy tools and request debugging."""
+"""The ``authmw`` command line: administration, policy tools and request debugging."""
 
 from __future__ import annotations
 
