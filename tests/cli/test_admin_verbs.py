@@ -340,6 +340,8 @@ def test_deletes_leave_nothing_dangling(cli: Cli) -> None:
     # a domain goes once it is empty
     acme = cli.json("domain", "show", "acme")["id"]  # type: ignore[index]
     assert "still holds 1 users" in cli.refused("domain", "delete", "acme")
+    assert cli.json("key", "delete", keys["carol"], "--domain", "acme")["status"] == "deleted"  # type: ignore[index]
+    assert cli.json("key", "list", "carol", "--domain", "acme") == []
     cli.run("user", "delete", "carol", "--domain", "acme")
     assert cli.json("domain", "delete", "acme") == {"id": acme, "name": "acme", "status": "deleted"}
     assert _rows_naming(cli, acme) == []
