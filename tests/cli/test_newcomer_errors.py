@@ -223,6 +223,12 @@ def _without(module: str, argv: list[str], tmp_path: Path) -> subprocess.Complet
         ("uvicorn", ["proxy", "--upstream", "http://127.0.0.1:9", "--listen", "127.0.0.1:0"], "proxy"),
         # the parser of the proxy's upstream client (httpx is needed only by the JWKS fetcher of external issuers)
         ("httptools", ["proxy", "--upstream", "http://127.0.0.1:9", "--listen", "127.0.0.1:0"], "proxy"),
+        ("httptools", ["authz", "--listen", "127.0.0.1:0"], "envoy"),
+        (
+            "yaml",
+            ["envoy-config", "--listen", "127.0.0.1:8080", "--upstream", "http://a", "--authz", "http://b"],
+            "envoy",
+        ),
         ("psycopg", ["user", "list", "--store", "postgresql://127.0.0.1:5432/test"], "postgres"),
         ("yaml", ["user", "list", "--config", "authmw.yaml"], "yaml"),
     ],
