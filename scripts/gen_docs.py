@@ -36,7 +36,7 @@ EXIT_MEANINGS = {
     "on stderr, and nothing was written",
     "EXIT_UNAVAILABLE": "the store is unavailable: missing (only `authmw init` creates one) or unreachable",
     "EXIT_INTERNAL": "an internal error (a bug); `AUTHMW_DEBUG=1` shows the traceback",
-    "EXIT_ADDRESS_IN_USE": "`authmw proxy`: the address to listen on is already in use",
+    "EXIT_ADDRESS_IN_USE": "`authmw proxy`, `authmw authz`: the address to listen on is already in use",
 }
 
 # The environment variables the command reads (settings' own variables are in docs/configuration.md too).

@@ -340,6 +340,8 @@ def test_deletes_leave_nothing_dangling(cli: Cli) -> None:
     # a domain goes once it is empty
     acme = cli.json("domain", "show", "acme")["id"]  # type: ignore[index]
     assert "still holds 1 users" in cli.refused("domain", "delete", "acme")
+    assert cli.json("key", "delete", keys["carol"], "--domain", "acme")["status"] == "deleted"  # type: ignore[index]
+    assert cli.json("key", "list", "carol", "--domain", "acme") == []
     cli.run("user", "delete", "carol", "--domain", "acme")
     assert cli.json("domain", "delete", "acme") == {"id": acme, "name": "acme", "status": "deleted"}
     assert _rows_naming(cli, acme) == []
@@ -573,3 +575,106 @@ def test_a_running_proxy_refuses_a_deleted_users_key_within_a_second(cli: Cli, t
         assert used["last_used_at"] is None  # type: ignore[index]  # not yet: one batch a minute
     # the proxy wrote the uses it held as it shut down
     assert cli.json("key", "show", bob["access"])["last_used_at"] is not None  # type: ignore[index]
+
+
+def test_a_running_proxy_sees_every_delete_and_revocation_within_a_second(cli: Cli, tmp_path: Path) -> None:
+    """Each verb that takes access away (or gives it back: a whitelist cleared) reaches a proxy process over the same
+    store within a second of the command's return: keys, users, group memberships and groups, attachments and
+    policies, workspace grants and workspaces, whitelists, agencies (their temporary credentials) and projects."""
+    import types
+
+    import httpx
+
+    from authmw.signing import sign_request
+    from tests.support.proxy import proxy_process
+
+    cli.run("init")
+    for project in ("cn-north-4", "cn-south-1"):
+        cli.run("project", "create", project)
+    projects = {name: cli.json("project", "show", name)["id"] for name in ("cn-north-4", "cn-south-1")}  # type: ignore[index]
+    policy = cli.file("policy.json", POLICY)
+    cli.run("policy", "create", "notebooks", "--file", policy)
+    cli.run("policy", "create", "spare", "--file", policy)
+    cli.run("group", "create", "developers")
+    cli.run("group", "create", "interns")
+    cli.run("policy", "attach", "notebooks", "--group", "developers")
+    cli.run("policy", "attach", "notebooks", "--group", "interns")
+    users = ("alice", "bob", "carol", "dave", "erin", "frank", "gina", "henry")
+    for user in users:
+        cli.run("user", "create", user)
+    cli.run("group", "add-user", "developers", "alice")
+    cli.run("group", "add-user", "interns", "gina")
+    for user in ("bob", "carol", "dave", "erin", "frank"):
+        cli.run("policy", "attach", "notebooks", "--user", user)
+    cli.run("policy", "attach", "spare", "--user", "henry")
+    for name in ("team-a", "team-b"):
+        cli.run("workspace", "create", name, "--auth-type", "INTERNAL", "--grant", "carol")
+    workspaces = {name: cli.json("workspace", "show", name)["id"] for name in ("team-a", "team-b")}  # type: ignore[index]
+    cli.run("whitelist", "set", "--user", "dave", "192.0.2.1")  # the proxy's clients come from 127.0.0.1
+    cli.run("domain", "create", "ops")
+    cli.run("user", "create", "ivan", "--domain", "ops")
+    cli.run("group", "create", "operators", "--domain", "ops")
+    cli.run("group", "add-user", "operators", "ivan", "--domain", "ops")
+    cli.run("policy", "attach", "Agent Operator", "--group", "operators", "--domain", "ops")
+    cli.run("agency", "create", "helper", "--trust", "ops", "--policy", "notebooks")
+    keys: dict[str, Any] = {user: cli.json("key", "create", user) for user in users}
+    keys["ivan"] = cli.json("agency", "assume", "helper", "--user", "ivan", "--caller-domain", "ops")
+    store = types.SimpleNamespace(url=cli.url, key_file=str(cli.home / "authmw.key"))
+
+    def answer(url: str, who: str, workspace: str | None = None, project: str = "cn-north-4") -> tuple[int, str]:
+        key = keys[who]
+        headers = {"X-Nonce": os.urandom(8).hex()}  # each request new: never a replay
+        if workspace is not None:
+            headers["X-Workspace-Id"] = workspaces[workspace]
+        signed = sign_request("GET", f"{url}/v1/{projects[project]}/notebooks", headers, b"",
+                              access_key=key["access"], secret_key=key["secret"],
+                              security_token=key.get("securitytoken"))  # fmt: skip
+        response = httpx.get(signed.url, headers=signed.headers)
+        return response.status_code, "ok" if response.is_success else response.json()["error_code"]
+
+    with proxy_process(store, tmp_path, "unmatched: deny\n") as (_process, url, _audit):  # type: ignore[arg-type]
+        for change, request, before, after in (
+            (["key", "delete", keys["erin"]["access"]], ("erin",), "ok", "signature_mismatch"),
+            (["user", "update", "frank", "--disable"], ("frank",), "ok", "signature_mismatch"),
+            (["group", "remove-user", "developers", "alice"], ("alice",), "ok", "action_denied"),
+            (["group", "delete", "interns"], ("gina",), "ok", "action_denied"),
+            (["policy", "detach", "notebooks", "--user", "bob"], ("bob",), "ok", "action_denied"),
+            (["policy", "delete", "spare", "--force"], ("henry",), "ok", "action_denied"),
+            (["workspace", "revoke", "team-a", "--user", "carol"], ("carol", "team-a"), "ok", "workspace_denied"),
+            (["workspace", "delete", "team-b"], ("carol", "team-b"), "ok", "workspace_not_found"),
+            (["whitelist", "clear", "--user", "dave"], ("dave",), "address_not_allowed", "ok"),
+            (["agency", "delete", "helper"], ("ivan",), "ok", "invalid_security_token"),
+            (["project", "delete", "cn-south-1"], ("carol", None, "cn-south-1"), "ok", "project_not_found"),
+        ):
+            assert answer(url, *request)[1] == before, change
+            cli.run(*change)
+            deadline = time.monotonic() + 1.0
+            while (seen := answer(url, *request))[1] != after:
+                assert time.monotonic() < deadline, f"{change}: still {seen} after 1 s"
+                time.sleep(0.05)
+        assert answer(url, "carol") == (200, "ok")  # and the rest stands
+
+
+def test_every_argument_says_what_it_is() -> None:
+    """The CLI reference (docs/cli.md, generated from the parsers) has a meaning for every argument."""
+    import argparse
+
+    from authmw.cli import build_parser
+
+    def leaves(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+        subcommands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subcommands:
+            yield parser
+        for action in subcommands:
+            for child in action.choices.values():
+                yield from leaves(child)
+
+    silent = [
+        f"{parser.prog} {action.metavar or action.dest}"
+        for parser in leaves(build_parser())
+        # notebook and ssh: cli/ssh.py, the remote-access commands, documented in adapters/ssh/README.md
+        if parser.prog.split()[1] not in ("notebook", "ssh")
+        for action in parser._actions
+        if not isinstance(action, argparse._HelpAction) and not action.help
+    ]
+    assert silent == []

@@ -158,7 +158,14 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def _proxy(tmp_path: Path, *argv: str) -> Iterator[subprocess.Popen[str]]:
-    command = [sys.executable, "-m", "authmw", "proxy", "--upstream", "http://127.0.0.1:9", *argv]
+    with _serving(tmp_path, "proxy", "--upstream", "http://127.0.0.1:9", *argv) as process:
+        yield process
+
+
+@contextlib.contextmanager
+def _serving(tmp_path: Path, *argv: str) -> Iterator[subprocess.Popen[str]]:
+    """``authmw ARGV`` as a process over the test's store, terminated after."""
+    command = [sys.executable, "-m", "authmw", *argv]
     process = subprocess.Popen(
         command, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
     )
@@ -216,6 +223,12 @@ def _without(module: str, argv: list[str], tmp_path: Path) -> subprocess.Complet
         ("uvicorn", ["proxy", "--upstream", "http://127.0.0.1:9", "--listen", "127.0.0.1:0"], "proxy"),
         # the parser of the proxy's upstream client (httpx is needed only by the JWKS fetcher of external issuers)
         ("httptools", ["proxy", "--upstream", "http://127.0.0.1:9", "--listen", "127.0.0.1:0"], "proxy"),
+        ("httptools", ["authz", "--listen", "127.0.0.1:0"], "envoy"),
+        (
+            "yaml",
+            ["envoy-config", "--listen", "127.0.0.1:8080", "--upstream", "http://a", "--authz", "http://b"],
+            "envoy",
+        ),
         ("psycopg", ["user", "list", "--store", "postgresql://127.0.0.1:5432/test"], "postgres"),
         ("yaml", ["user", "list", "--config", "authmw.yaml"], "yaml"),
     ],
@@ -265,13 +278,16 @@ def test_the_middleware_needs_httpx_only_for_external_issuers(tmp_path: Path, mo
 # -- 3. an address in use has its own message and exit code -------------------------------------------------
 
 
-def test_a_port_in_use_is_exit_5_with_its_address(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("command", [["proxy", "--upstream", "http://127.0.0.1:9"], ["authz"]], ids=lambda c: c[0])
+def test_a_port_in_use_is_exit_5_with_its_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
     fresh_store(tmp_path, monkeypatch)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with _proxy(tmp_path, "--listen", f"127.0.0.1:{port}") as process:
+        with _serving(tmp_path, *command, "--listen", f"127.0.0.1:{port}") as process:
             _out, err = process.communicate(timeout=60)
     assert process.returncode == 5, err
     assert err.strip().splitlines()[-1] == f"authmw: address already in use: 127.0.0.1:{port}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -72,6 +73,9 @@ def test_health_metrics_and_the_audit_log(world: World, tmp_path: Path) -> None:
     assert allow["request_id"] == allowed.json()["headers"]["x-authmw-request-id"]  # what the upstream was told
     assert deny["outcome"] == "deny" and deny["error_code"] == "action_denied" and deny["user_name"] == "outsider"
     assert deny["request_id"] == denied.json()["request_id"]
+    assert (allow["status"], deny["status"]) == (200, 403)  # the upstream's answer; the refusal's
+    for record in (allow, deny):  # RFC 3339 in UTC, written by the process's own audit writer
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", record["time"]), record["time"]
     text = audit.read_text()
     for secret in (world.scientist.secret, world.outsider.secret):
         assert secret not in text

@@ -1,4 +1,4 @@
-"""The ``authmw`` command line (SPEC §8): administration, policy tools and request debugging."""
+"""The ``authmw`` command line: administration, policy tools and request debugging."""
 
 from __future__ import annotations
 
@@ -52,8 +52,8 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
 
     Exit codes: 0 success; 1 a negative answer (invalid signature, deny); 2 bad input, a refused change or a
     missing extra (it names the ``pip install``), with one line on stderr; 3 the store is unavailable (no store at
-    the path, or unreachable); 4 an internal error (a bug); 5 the address ``authmw proxy`` is to listen on is
-    already in use.
+    the path, or unreachable); 4 an internal error (a bug); 5 the address ``authmw proxy`` or ``authmw authz`` is to
+    listen on is already in use.
     """
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout

@@ -185,7 +185,7 @@ def check_action(action: str) -> str:
 
 
 def decision_report(decision: Decision) -> dict[str, Any]:
-    """The SPEC §5 decision JSON: decision, explicit, statement, reason."""
+    """The decision as ``policy check`` and ``explain`` print it: decision, explicit, statement, reason."""
     return {
         "decision": "allow" if decision.allowed else "deny",
         "explicit": decision.explicit,

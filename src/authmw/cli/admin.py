@@ -1,4 +1,4 @@
-"""Store administration commands (SPEC §8): init, migrate, identities, keys, policies, workspaces, export."""
+"""Store administration commands: init, migrate, identities, keys, policies, workspaces, export."""
 
 from __future__ import annotations
 
@@ -486,6 +486,13 @@ def _explain(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
     return EXIT_OK if report["decision"] == "allow" else EXIT_INVALID
 
 
+#: What a workspace's access type means (``--auth-type``).
+_AUTH_TYPES = (
+    "PUBLIC: every user of the domain; PRIVATE: its owner and the domain's administrators; INTERNAL: those and the "
+    "granted users and groups"
+)
+
+
 def _with_domain(parser: argparse.ArgumentParser) -> None:
     default = os.environ.get(DOMAIN_ENV) or "default"
     parser.add_argument(
@@ -505,7 +512,7 @@ def _command(commands: Any, name: str, handler: Any, help_text: str, *, domain: 
 def _key_command(commands: Any, name: str, handler: Any, help_text: str) -> None:
     """A verb on one access key: key ids are unique in the store, so ``--domain`` only narrows (none: any)."""
     parser = _command(commands, name, handler, help_text, domain=False)
-    parser.add_argument("access_key", metavar="AK")
+    parser.add_argument("access_key", metavar="AK", help="the access key id")
     default = os.environ.get(DOMAIN_ENV) or None
     parser.add_argument(
         "--domain",
@@ -515,22 +522,46 @@ def _key_command(commands: Any, name: str, handler: Any, help_text: str) -> None
     )
 
 
-def _named(commands: Any, name: str, handler: Any, help_text: str, metavar: str = "NAME") -> argparse.ArgumentParser:
+def _named(commands: Any, name: str, handler: Any, help_text: str) -> argparse.ArgumentParser:
     parser = _command(commands, name, handler, help_text)
-    parser.add_argument("name", metavar=metavar)
+    _name(parser)
     return parser
+
+
+#: How each kind of entity is named on the command line, when not by its name in --domain alone.
+_NAMED_BY = {
+    "domain": "the domain's name",
+    "project": "the project's name or id in --domain",
+    "workspace": "the workspace's name or id in --domain",
+    "policy": "the policy's name: one of --domain's, or a system policy's",
+}
+
+
+def _name(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The entity the verb acts on (``authmw user show NAME``: a user), as ``_NAMED_BY`` names it."""
+    noun = parser.prog.split()[1]  # "authmw user show" -> "user"
+    parser.add_argument("name", metavar="NAME", help=_NAMED_BY.get(noun, f"the {noun}'s name in --domain"))
+    return parser
+
+
+def _user(parser: argparse.ArgumentParser, *, option: bool = False, text: str = "the user's name in --domain") -> None:
+    """The user a verb acts for: ``USER`` or ``--user U``."""
+    if option:
+        parser.add_argument("--user", required=True, metavar="U", help=text)
+    else:
+        parser.add_argument("user", metavar="USER", help=text)
 
 
 def _one_target(parser: argparse.ArgumentParser, *kinds: str) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     for kind in kinds:
-        target.add_argument(f"--{kind}", metavar=kind[0].upper())
+        target.add_argument(f"--{kind}", metavar=kind[0].upper(), help=f"the {kind}'s name in --domain")
 
 
 def _whitelist_target(parser: argparse.ArgumentParser) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--workspace", metavar="W", help="workspace name or id")
-    target.add_argument("--user", metavar="U")
+    target.add_argument("--user", metavar="U", help="the user's name in --domain")
     target.add_argument("--route", metavar="R", help="an action or 'METHOD /path/template' of the route catalog")
 
 
@@ -554,22 +585,22 @@ def register(commands: Any) -> None:
     _command(commands, "migrate", _migrate, "apply pending schema migrations", domain=False)
 
     domain = _group_of(commands, "domain", "domains (accounts)")
-    _command(domain, "create", _domain_create, "create a domain", domain=False).add_argument("name", metavar="NAME")
+    _name(_command(domain, "create", _domain_create, "create a domain", domain=False))
     _command(domain, "list", manage.domain_list, "list domains", domain=False)
-    _command(domain, "show", manage.domain_show, "show a domain and what it holds", domain=False).add_argument(
-        "name", metavar="NAME"
+    _name(_command(domain, "show", manage.domain_show, "show a domain and what it holds", domain=False))
+    _name(
+        _command(
+            domain,
+            "delete",
+            manage.domain_delete,
+            "delete an empty domain (refused while it holds anything, is trusted by an agency, or is 'default')",
+            domain=False,
+        )
     )
-    _command(
-        domain,
-        "delete",
-        manage.domain_delete,
-        "delete an empty domain (refused while it holds anything, is trusted by an agency, or is 'default')",
-        domain=False,
-    ).add_argument("name", metavar="NAME")
 
     project = _group_of(commands, "project", "projects (region-scoped)")
     create = _command(project, "create", _project_create, "create a project in a domain")
-    create.add_argument("name", metavar="NAME")
+    create.add_argument("name", metavar="NAME", help="the new project's name, e.g. cn-north-4_dev")
     create.add_argument("--region", metavar="R", help="region (default: the name up to its first _)")
     _command(project, "list", manage.project_list, "list the domain's projects")
     _named(project, "show", manage.project_show, "show a project (by name or id)")
@@ -577,17 +608,19 @@ def register(commands: Any) -> None:
 
     user = _group_of(commands, "user", "IAM users")
     create = _command(user, "create", _user_create, "create a user")
-    create.add_argument("name", metavar="NAME")
+    create.add_argument("name", metavar="NAME", help="the new user's name (unique in --domain)")
     create.add_argument("--password-stdin", action="store_true", help="read a password (8-128 chars) from stdin")
-    _command(user, "disable", _user_enable(False), "disable a user").add_argument("name", metavar="NAME")
-    _command(user, "enable", _user_enable(True), "enable a user").add_argument("name", metavar="NAME")
+    _named(user, "disable", _user_enable(False), "disable a user")
+    _named(user, "enable", _user_enable(True), "enable a user")
     listing = _command(user, "list", _user_list, "list users (of every domain unless --domain)")
     listing.set_defaults(domain=os.environ.get(DOMAIN_ENV) or None)
     _named(user, "show", manage.user_show, "show a user: groups, policies, keys, key pairs")
     update = _named(user, "update", manage.user_update, "enable or disable a user and/or set its password")
     state = update.add_mutually_exclusive_group()
-    state.add_argument("--enable", dest="enabled", action="store_const", const=True, default=None)
-    state.add_argument("--disable", dest="enabled", action="store_const", const=False)
+    state.add_argument("--enable", dest="enabled", action="store_const", const=True, default=None, help="enable it")
+    state.add_argument(
+        "--disable", dest="enabled", action="store_const", const=False, help="disable it: its keys and tokens stop"
+    )
     update.add_argument("--password-stdin", action="store_true", help="read the new password (8-128 chars) from stdin")
     _named(
         user,
@@ -598,20 +631,20 @@ def register(commands: Any) -> None:
     )
 
     group = _group_of(commands, "group", "user groups")
-    _command(group, "create", _group_create, "create a group").add_argument("name", metavar="NAME")
+    _named(group, "create", _group_create, "create a group")
     add = _command(group, "add-user", _group_add_user, "add a user to a group")
-    add.add_argument("group", metavar="GROUP")
-    add.add_argument("user", metavar="USER")
+    add.add_argument("group", metavar="GROUP", help="the group's name in --domain")
+    _user(add)
     _command(group, "list", manage.group_list, "list the domain's groups with their members")
     _named(group, "show", manage.group_show, "show a group: members and policies")
     remove = _command(group, "remove-user", manage.group_remove_user, "remove a user from a group")
-    remove.add_argument("group", metavar="GROUP")
-    remove.add_argument("user", metavar="USER")
+    remove.add_argument("group", metavar="GROUP", help="the group's name in --domain")
+    _user(remove)
     _named(group, "delete", manage.group_delete, "delete a group with its memberships, attachments and grants")
 
     key = _group_of(commands, "key", "permanent access keys (AK/SK), at most 2 per user")
     create = _command(key, "create", _key_create, "create an access key; the secret is shown this once")
-    create.add_argument("user", metavar="USER")
+    _user(create)
     create.add_argument("--access-key", metavar="AK", help="use this access key id (with --secret-key)")
     create.add_argument("--secret-key", metavar="SK", help="use this secret (with --access-key)")
     create.add_argument(
@@ -624,13 +657,13 @@ def register(commands: Any) -> None:
         ("show", manage.key_show, "show a key (never its secret), with when it was last used"),
     ):
         _key_command(key, name, handler, text)
-    _command(
-        key, "list", manage.key_list, "list a user's keys (never their secrets), with when each was last used"
-    ).add_argument("user", metavar="USER")
+    _user(
+        _command(key, "list", manage.key_list, "list a user's keys (never their secrets), with when each was last used")
+    )
 
     agency = _group_of(commands, "agency", "agencies: delegation to another domain or a cloud service")
     create = _command(agency, "create", _agency_create, "create an agency that the trusted domain may assume")
-    create.add_argument("name", metavar="NAME")
+    create.add_argument("name", metavar="NAME", help="the new agency's name (unique in --domain)")
     create.add_argument("--trust", required=True, metavar="DOMAIN", help="the trusted domain, e.g. op_svc_modelarts")
     create.add_argument("--policy", action="append", default=[], metavar="P", help="attach this policy (repeatable)")
     create.add_argument("--max-duration", type=int, default=MAX_DURATION, metavar="SECONDS", help=_DURATIONS)
@@ -640,7 +673,7 @@ def register(commands: Any) -> None:
         _agency_assume,
         "print temporary credentials of an agency (of --domain) for a user of its trusted domain",
     )
-    assumed.add_argument("name", metavar="NAME")
+    assumed.add_argument("name", metavar="NAME", help="the agency's name in --domain")
     assumed.add_argument("--user", required=True, metavar="U", help="the caller: a user of the trusted domain")
     assumed.add_argument("--caller-domain", metavar="D", help="the caller's domain (default: --domain)")
     assumed.add_argument(
@@ -660,8 +693,10 @@ def register(commands: Any) -> None:
 
     workspace = _group_of(commands, "workspace", "workspaces")
     create = _command(workspace, "create", _workspace_create, "create a workspace")
-    create.add_argument("name", metavar="NAME")
-    create.add_argument("--auth-type", default="PUBLIC", type=str.upper, choices=("PUBLIC", "PRIVATE", "INTERNAL"))
+    create.add_argument("name", metavar="NAME", help="the new workspace's name")
+    create.add_argument(
+        "--auth-type", default="PUBLIC", type=str.upper, choices=("PUBLIC", "PRIVATE", "INTERNAL"), help=_AUTH_TYPES
+    )
     create.add_argument("--grant", action="append", default=[], metavar="USER", help="grant a user (INTERNAL)")
     create.add_argument("--grant-group", action="append", default=[], metavar="GROUP", help="grant a group (INTERNAL)")
     create.add_argument("--owner", metavar="U", help="the owning user")
@@ -675,7 +710,7 @@ def register(commands: Any) -> None:
         grant.add_argument("--user", action="append", default=[], metavar="U", help="a user (repeatable)")
         grant.add_argument("--group", action="append", default=[], metavar="G", help="a group (repeatable)")
     update = _named(workspace, "update", manage.workspace_update, "change a workspace's access type or owner")
-    update.add_argument("--auth-type", type=str.upper, choices=("PUBLIC", "PRIVATE", "INTERNAL"))
+    update.add_argument("--auth-type", type=str.upper, choices=("PUBLIC", "PRIVATE", "INTERNAL"), help=_AUTH_TYPES)
     owner = update.add_mutually_exclusive_group()
     owner.add_argument("--owner", metavar="U", help="the new owning user")
     owner.add_argument("--no-owner", action="store_true", help="no owner (only admins enter a PRIVATE one)")
@@ -683,7 +718,7 @@ def register(commands: Any) -> None:
 
     token = _group_of(commands, "token", "IAM tokens")
     issue = _command(token, "create", _token_create, "issue an IAM token for a user (X-Auth-Token), for scripts")
-    issue.add_argument("--user", required=True, metavar="U")
+    _user(issue, option=True)
     issue.add_argument("--project", metavar="P", help="project name or id to scope the token to (else the domain)")
     issue.add_argument("--ttl", type=int, default=24 * 3600, metavar="SECONDS", help="validity (default 86400)")
     issue.add_argument("--algorithm", choices=TOKEN_ALGORITHMS, default="EdDSA", help="signing algorithm")
@@ -719,24 +754,22 @@ def register(commands: Any) -> None:
         "generate a key pair; the private key is shown once: on stdout (which a redirection may leave readable "
         "by others) or, with --out, in a new file of mode 0600",
     )
-    create.add_argument("name", metavar="NAME")
-    create.add_argument("--user", required=True, metavar="U")
+    create.add_argument("name", metavar="NAME", help="the new key pair's name (one user's are unique)")
+    _user(create, option=True, text="the owning user's name in --domain")
     create.add_argument("--type", choices=("ed25519", "rsa"), default="ed25519", help="ed25519 or RSA-3072")
     create.add_argument(
         "--out", metavar="FILE", help="write the private key to FILE, created with mode 0600 (never overwritten)"
     )
-    _command(keypair, "list", manage.keypair_list, "list a user's key pairs (no master key needed)").add_argument(
-        "--user", required=True, metavar="U"
-    )
+    _user(_command(keypair, "list", manage.keypair_list, "list a user's key pairs (no master key needed)"), option=True)
     for name, handler, text in (
         ("show", manage.keypair_show, "show a key pair's public key (no master key needed)"),
         ("delete", manage.keypair_delete, "delete a key pair"),
     ):
-        _named(keypair, name, handler, text).add_argument("--user", required=True, metavar="U")
+        _user(_named(keypair, name, handler, text), option=True, text="the owning user's name in --domain")
     imported = _command(keypair, "import", _keypair_import, "register an OpenSSH public key")
-    imported.add_argument("name", metavar="NAME")
-    imported.add_argument("--user", required=True, metavar="U")
-    imported.add_argument("--public-key-file", required=True, metavar="F")
+    imported.add_argument("name", metavar="NAME", help="the new key pair's name (one user's are unique)")
+    _user(imported, option=True, text="the owning user's name in --domain")
+    imported.add_argument("--public-key-file", required=True, metavar="F", help="an OpenSSH public key (.pub) file")
     for parser in (create, imported):
         parser.add_argument("--expires", type=expiry, metavar="TIME", help="ISO 8601 UTC time the key stops working")
     _command(
@@ -744,7 +777,8 @@ def register(commands: Any) -> None:
         "authorized-keys",
         _keypair_authorized_keys,
         "print the user's authorized_keys (public keys only: no master key needed)",
-    ).add_argument("--user", required=True, metavar="U")
+    )
+    _user(commands.choices["keypair"]._subparsers._group_actions[0].choices["authorized-keys"], option=True)
 
     whitelist = _group_of(commands, "whitelist", "IP whitelists")
     setter = _command(
@@ -756,7 +790,9 @@ def register(commands: Any) -> None:
         action="store_true",
         help="accept a --route the configured catalog does not know (a route declared in code)",
     )
-    setter.add_argument("addresses", nargs="*", metavar="ADDRESS_OR_CIDR")
+    setter.add_argument(
+        "addresses", nargs="*", metavar="ADDRESS_OR_CIDR", help="addresses or CIDRs, v4 or v6 (none: all allowed)"
+    )
     for name, handler, text in (
         ("show", manage.whitelist_show, "show a whitelist (empty: every address allowed)"),
         ("clear", manage.whitelist_clear, "remove a whitelist: every address allowed"),
@@ -793,7 +829,7 @@ def register(commands: Any) -> None:
 def register_policy(policy_commands: Any) -> None:
     """Add ``create`` and ``attach`` to the ``policy`` command."""
     create = _command(policy_commands, "create", _policy_create, "validate and store a policy of a domain")
-    create.add_argument("name", metavar="NAME")
+    create.add_argument("name", metavar="NAME", help="the new policy's name (unique in --domain)")
     create.add_argument("--file", required=True, metavar="F", help="the policy document (JSON)")
     attach = _named(policy_commands, "attach", _policy_attach, "attach a policy to a group, user or agency")
     _one_target(attach, "group", "user", "agency")

@@ -487,7 +487,7 @@ def register_policy(policy_commands: Any) -> None:
         "2 otherwise, with one line per problem on stderr. Statements of valid documents that can never apply "
         "to the route catalog (of --config; default: the ModelArts preset) are warned about on stderr.",
     )
-    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.add_argument("files", nargs="+", metavar="FILE", help="policy documents (JSON), one or more")
     add_common(validate)
     validate.set_defaults(handler=_policy_validate)
     check = policy_commands.add_parser(
@@ -513,6 +513,6 @@ def register_policy(policy_commands: Any) -> None:
         "entries that rely on the preset's inferred actions (derived by authmw's naming rule where the ModelArts "
         "documentation names none). Exit 0 no warnings, 1 warnings, 2 invalid input.",
     )
-    linter.add_argument("files", nargs="+", metavar="FILE")
+    linter.add_argument("files", nargs="+", metavar="FILE", help="policy documents (JSON), one or more")
     add_common(linter)
     linter.set_defaults(handler=_policy_lint)

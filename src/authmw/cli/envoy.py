@@ -8,12 +8,18 @@ from typing import Any, TextIO
 
 from authmw.cli._common import EXIT_OK, UsageError, add_common, add_shared_state, settings_of, with_flags
 from authmw.errors import ConfigurationError
+from authmw.extras import requires
 from authmw.settings import Settings, load_settings
 
 __all__ = ["register"]
 
 
 def _authz(args: argparse.Namespace, _stdin: TextIO, _stdout: TextIO) -> int:
+    with requires("envoy", "authmw authz"):
+        return _serve(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
     from authmw.cli._common import open_cli_store
     from authmw.envoy.server import build_authz, serve_authz
 
@@ -36,13 +42,15 @@ def _authz(args: argparse.Namespace, _stdin: TextIO, _stdout: TextIO) -> int:
 
 
 def _envoy_config(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
-    from authmw.envoy.bootstrap import bootstrap, render
+    with requires("envoy", "authmw envoy-config"):
+        from authmw.envoy.bootstrap import bootstrap, render
 
-    try:
-        config = bootstrap(listen=args.listen, upstream=args.upstream, authz=args.authz, body_limit=args.body_limit)
-    except ConfigurationError as exc:
-        raise UsageError(str(exc)) from None
-    stdout.write(render(config))
+        try:
+            config = bootstrap(listen=args.listen, upstream=args.upstream, authz=args.authz, body_limit=args.body_limit)
+        except ConfigurationError as exc:
+            raise UsageError(str(exc)) from None
+        text = render(config)
+    stdout.write(text)
     return EXIT_OK
 
 

@@ -1,4 +1,4 @@
-"""The administrator's list, show, update and delete verbs (SPEC §8, §12): parse, call the store, print.
+"""The administrator's list, show, update and delete verbs: parse, call the store, print.
 
 The rules (what may be deleted, what a delete takes along) live in the store; these handlers only name things.
 Times (``*_at``) print as UTC ISO 8601.

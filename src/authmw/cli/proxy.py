@@ -1,4 +1,4 @@
-"""``authmw proxy``: the sidecar reverse proxy (SPEC §8)."""
+"""``authmw proxy``: the sidecar reverse proxy."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ address clients cannot reach.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from authmw.assembly import keep_replay_window, open_guard, token_limits, token_
 from authmw.auditlog import audit_to, close_audit, records_lost
 from authmw.envoy.app import CHECK_PREFIX, AuthzApp
 from authmw.envoy.wire import serve_http
-from authmw.errors import ConfigurationError
+from authmw.errors import AddressInUse, ConfigurationError
 from authmw.iam_api import AttemptLimiter, MintLimiter
 from authmw.proxy.app import origin_of
 from authmw.proxy.server import keep_issuers, loop_factory, parse_listen, reload_on_hangup
@@ -136,8 +137,9 @@ def serve_authz(settings: Settings, store: Store, *, reload_settings: Callable[[
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             try:
                 runner.run(main())
-            except OSError as exc:  # the address is taken, or not ours
-                logger.error("cannot listen on %s:%d: %s", host, port, exc)
-                raise SystemExit(1) from None
+            except OSError as exc:  # the address is taken (exit 5, as the proxy's), or not ours (exit 2)
+                if exc.errno == errno.EADDRINUSE:
+                    raise AddressInUse(host, port) from None
+                raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     finally:
         close_audit()  # drained: every record written
