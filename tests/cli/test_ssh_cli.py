@@ -286,6 +286,15 @@ def test_bad_input_is_refused_with_exit_2_and_recorded(sqlite_cli: Cli) -> None:
     cli.run("ssh", "authorized-keys", "ma-user", key_type, blob, expect=2)  # no --notebook
 
 
+def test_an_unknown_login_account_is_refused_and_recorded_as_given(sqlite_cli: Cli) -> None:
+    cli = sqlite_cli
+    keys = setup_world(cli)
+    for login in ("nosuchuser", "ma-user\nrestrict ssh-ed25519 AAAA", "x" * 300, ""):
+        assert cli.gate(key=keys["alice"], login=login, expect=1) == ""
+        record = cli.last_audit()  # one JSON line whatever the account name holds
+        assert (record["login"], record["reason"], record["outcome"]) == (login, "wrong_login_account", "deny")
+
+
 def test_an_unusable_store_or_audit_log_refuses_with_exit_3(sqlite_cli: Cli, tmp_path: Path) -> None:
     cli = sqlite_cli
     keys = setup_world(cli)
@@ -302,6 +311,36 @@ def test_an_unusable_store_or_audit_log_refuses_with_exit_3(sqlite_cli: Cli, tmp
     unwritable = tmp_path / "no-such-dir" / "audit.jsonl"
     argv = ["ssh", "authorized-keys", "--notebook", "nb1", "--store", cli.url, "--audit-log", str(unwritable)]
     assert cli.run(*argv, "ma-user", key_type, blob, expect=3) == ""  # no record, no login
+
+
+def test_an_unreachable_or_foreign_postgresql_store_refuses_with_exit_3(sqlite_cli: Cli) -> None:
+    cli = sqlite_cli
+    keys = setup_world(cli)
+    key_type, blob = keys["alice"].split(" ")[:2]
+    for url in (
+        "postgresql://gate:s3cret@127.0.0.1:1/authmw",  # nothing listens
+        "postgresql://postgres:s3cret@127.0.0.1:5432/no_such_database",
+        "postgresql://postgres:s3cret@127.0.0.1:5432/test?options=-csearch_path%3Dno_such_schema",  # no store there
+    ):
+        argv = ["ssh", "authorized-keys", "--notebook", "nb1", "--store", url, "--audit-log", str(cli.audit)]
+        assert cli.run(*argv, "ma-user", key_type, blob, expect=3) == ""
+        record = cli.last_audit()
+        assert (record["reason"], record["outcome"]) == ("store_unavailable", "deny"), record
+    assert "s3cret" not in cli.audit.read_text()  # the record names the store, never its password
+
+
+def test_an_internal_error_refuses_with_exit_4(sqlite_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    cli = sqlite_cli
+    keys = setup_world(cli)
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("authmw.cli.ssh.decide", broken)
+    monkeypatch.delenv("AUTHMW_DEBUG", raising=False)
+    assert cli.gate(key=keys["alice"], expect=4) == ""
+    record = cli.last_audit()
+    assert (record["reason"], record["detail"], record["outcome"]) == ("internal_error", "RuntimeError", "deny")
 
 
 def test_the_gate_needs_no_master_key_and_writes_nothing(sqlite_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -348,6 +387,38 @@ def test_a_cold_process_imports_only_what_the_answer_needs(sqlite_cli: Cli) -> N
     assert report == {"code": 0, "heavy": []}, done.stderr
     assert done.stdout.startswith("restrict ssh-ed25519 ")
     assert elapsed < 5  # a loose bound (shared CI machines): the measured figure is in adapters/ssh/README.md
+
+
+def _cold_answer(argv: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds of one ``python -m authmw ssh authorized-keys ARGV`` process, environment cleared as
+    sshd and the recipe's wrapper leave it."""
+    started = time.perf_counter()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "authmw", "ssh", "authorized-keys", *argv],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(SRC)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    assert child.returncode == 0
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def test_a_cold_answer_costs_well_under_100_ms(sqlite_cli: Cli) -> None:
+    """The issue's bound, as CPU time (what a login waits for on an idle host; wall time on a shared CI machine
+    measures the other jobs): the best of seven cold processes after one that compiles the bytecode."""
+    cli = sqlite_cli
+    keys = setup_world(cli)
+    key_type, blob = keys["alice"].split(" ")[:2]
+    argv = ["--notebook", "nb1", "--store", cli.url, "--audit-log", str(cli.audit), "ma-user", key_type, blob]
+    _cold_answer(argv)
+    runs = [_cold_answer(argv) for _ in range(7)]
+    wall, cpu = min(w for w, _ in runs), min(c for _, c in runs)
+    print(f"cold authorized-keys: best wall {wall * 1000:.1f} ms, best CPU {cpu * 1000:.1f} ms")
+    assert cpu < 0.1, runs
+    assert len(cli.audit.read_text().splitlines()) == 8  # each answered, and recorded
 
 
 def test_export_and_import_carry_notebooks_and_expiry(
