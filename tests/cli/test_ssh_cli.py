@@ -7,13 +7,17 @@ nothing written to the store, and a cold process that imports only what the answ
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import socket
 import sqlite3
+import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +27,7 @@ import pytest
 import yaml
 
 from authmw.cli import main
+from authmw.contrib import openssh
 from authmw.store import open_store
 from tests.support.pgutil import pg_schema
 
@@ -390,11 +395,15 @@ def test_a_cold_process_imports_only_what_the_answer_needs(sqlite_cli: Cli) -> N
 
 
 def _cold_answer(argv: list[str]) -> tuple[float, float]:
-    """Wall and CPU seconds of one ``python -m authmw ssh authorized-keys ARGV`` process, environment cleared as
-    sshd and the recipe's wrapper leave it."""
+    return _cold(["-m", "authmw", "ssh", "authorized-keys", *argv])
+
+
+def _cold(argv: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds of one ``python ARGV`` process answering 0, environment cleared as sshd and the
+    recipe's wrapper leave it."""
     started = time.perf_counter()
     child = subprocess.Popen(
-        [sys.executable, "-m", "authmw", "ssh", "authorized-keys", *argv],
+        [sys.executable, *argv],
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(SRC)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -419,6 +428,114 @@ def test_a_cold_answer_costs_well_under_100_ms(sqlite_cli: Cli) -> None:
     print(f"cold authorized-keys: best wall {wall * 1000:.1f} ms, best CPU {cpu * 1000:.1f} ms")
     assert cpu < 0.1, runs
     assert len(cli.audit.read_text().splitlines()) == 8  # each answered, and recorded
+
+
+class Daemon:
+    """``authmw ssh serve`` in a process of its own, asked as sshd's command would through authmw.contrib.openssh."""
+
+    def __init__(self, cli: Cli, *extra: str) -> None:
+        self.socket = cli.home / "gate.sock"
+        argv = ["ssh", "serve", "--store", cli.url, "--socket", str(self.socket), "--audit-log", str(cli.audit)]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "authmw", *argv, *extra],
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(SRC)},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stderr is not None
+        assert "answering authorized-keys requests" in self.process.stderr.readline()
+
+    def ask(self, *argv: str) -> tuple[int, str]:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = openssh.main(["--socket", str(self.socket), *argv])
+        return code, out.getvalue()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        assert self.process.wait(timeout=10) == 0
+
+
+def test_the_daemon_answers_as_the_command_does(cli: Cli) -> None:
+    keys = setup_world(cli)
+    key_type, blob = keys["alice"].split(" ")[:2]
+    cli.run("notebook", "update", "nb1", "--whitelist", "127.0.0.1")
+    daemon = Daemon(cli, "--key-option", "pty")
+    try:
+        assert stat.S_IMODE(daemon.socket.stat().st_mode) == 0o600
+        direct = cli.gate("--key-option", "pty", key=keys["alice"])
+        assert daemon.ask("--notebook", "nb1", "ma-user", key_type, blob) == (0, direct)
+        assert direct.startswith('restrict,pty,from="127.0.0.1/32" ssh-ed25519 ')
+        assert cli.last_audit()["outcome"] == "allow"  # the daemon's record, in its audit log
+        bob_type, bob_blob = keys["bob"].split(" ")[:2]
+        assert daemon.ask("--notebook", "nb1", "ma-user", bob_type, bob_blob) == (1, "")
+        assert cli.last_audit()["reason"] == "key_not_of_notebook"
+        # A request cannot choose the daemon's options, and bad input is refused as by the command.
+        assert daemon.ask("--notebook", "nb1", "--key-option", "port-forwarding", "ma-user", key_type, blob) == (2, "")
+        assert daemon.ask("--notebook", "nb1", "--audit-log", os.devnull, "ma-user", key_type, blob) == (2, "")
+        assert daemon.ask("--notebook", "nb1", "ma-user", key_type, blob[:-2]) == (2, "")
+        assert cli.last_audit()["reason"] == "malformed_input"
+        for raw in (b"not json\n", b'{"argv": "ma-user"}\n', b'{"argv": [1]}\n', b'{"argv": []}', b"x" * 70000):
+            with socket.socket(socket.AF_UNIX) as conn:
+                conn.connect(str(daemon.socket))
+                conn.sendall(raw)
+                conn.shutdown(socket.SHUT_WR)
+                assert json.loads(conn.makefile("rb").read()) == {"code": 2, "line": None}, raw
+        # The store is read on every request: a revocation refuses the very next login.
+        cli.run("user", "disable", "alice")
+        assert daemon.ask("--notebook", "nb1", "ma-user", key_type, blob) == (1, "")
+        assert cli.last_audit()["reason"] == "user_disabled"
+        cli.run("user", "enable", "alice")
+        assert daemon.ask("--notebook", "nb1", "ma-user", key_type, blob)[0] == 0
+        cli.run("keypair", "delete", "laptop", "--user", "alice")
+        assert daemon.ask("--notebook", "nb1", "ma-user", key_type, blob) == (1, "")
+        assert cli.last_audit()["reason"] == "no_keypair"
+    finally:
+        daemon.stop()
+    # No daemon: a refusal, never a key.
+    assert not daemon.socket.exists()
+    assert daemon.ask("--notebook", "nb1", "ma-user", key_type, blob) == (3, "")
+
+
+def test_a_daemon_that_answers_nonsense_is_a_refusal(tmp_path: Path) -> None:
+    path = tmp_path / "fake.sock"
+    replies = [b"", b"garbage", b"[0]", b'{"code": 0, "line": null}', b'{"code": 0, "line": "a\\nb"}',
+               b'{"code": 9, "line": null}', b'{"code": "0", "line": "restrict k"}', b"x" * 70000]  # fmt: skip
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        server.listen()
+        for reply in replies:
+            answered = threading.Thread(target=_answer_once, args=(server, reply))
+            answered.start()
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                assert openssh.main(["--socket", str(path), "--notebook", "nb1", "u", "t", "k"]) == 3, reply
+            answered.join()
+            assert out.getvalue() == ""
+    assert openssh.main(["--notebook", "nb1", "u", "t", "k"]) == 2
+
+
+def _answer_once(server: socket.socket, reply: bytes) -> None:
+    conn, _ = server.accept()
+    with conn:
+        conn.makefile("rb").readline()
+        conn.sendall(reply)
+
+
+def test_a_cold_client_of_the_daemon_costs_a_fraction_of_100_ms(cli: Cli) -> None:
+    keys = setup_world(cli)
+    key_type, blob = keys["alice"].split(" ")[:2]
+    daemon = Daemon(cli)
+    try:
+        argv = ["-m", "authmw.contrib.openssh", "--socket", str(daemon.socket), "--notebook", "nb1"]
+        runs = [_cold([*argv, "ma-user", key_type, blob]) for _ in range(8)][1:]
+    finally:
+        daemon.stop()
+    wall, cpu = min(w for w, _ in runs), min(c for _, c in runs)
+    print(
+        f"cold client of ssh serve ({cli.url.split(':')[0]}): best wall {wall * 1000:.1f} ms, CPU {cpu * 1000:.1f} ms"
+    )
+    assert cpu < 0.06, runs
 
 
 def test_export_and_import_carry_notebooks_and_expiry(
