@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import shlex
 import socket
 import sqlite3
 import stat
@@ -26,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from authmw.cli import main
+from authmw.cli import build_parser, main
 from authmw.contrib import openssh
 from authmw.store import open_store
 from tests.support.pgutil import pg_schema
@@ -536,6 +537,15 @@ def test_a_cold_client_of_the_daemon_costs_a_fraction_of_100_ms(cli: Cli) -> Non
         f"cold client of ssh serve ({cli.url.split(':')[0]}): best wall {wall * 1000:.1f} ms, CPU {cpu * 1000:.1f} ms"
     )
     assert cpu < 0.06, runs
+
+
+def test_the_recipes_daemon_unit_runs_a_command_that_exists() -> None:
+    unit = (SRC.parent / "adapters" / "ssh" / "authmw-ssh-gate.service").read_text().replace("\\\n", " ")
+    command = shlex.split(next(line for line in unit.splitlines() if line.startswith("ExecStart=")))
+    assert command[1:3] == ["-m", "authmw"]
+    args = build_parser().parse_args(command[3:])
+    assert (args.ssh_command, args.socket, args.audit_log) == ("serve", "/run/authmw-ssh/gate.sock", "syslog")
+    assert "User=authmw-ssh" in unit and "RuntimeDirectoryMode=0700" in unit
 
 
 def test_export_and_import_carry_notebooks_and_expiry(
