@@ -163,14 +163,18 @@ def host(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
             run.mkdir(mode=0o700)
             os.chown(run, account.pw_uid, nogroup)
             socket_path = str(run / "gate.sock")
-            daemon = subprocess.Popen(
-                [python, "-m", "authmw", "ssh", "serve", "--store", url, "--socket", socket_path,
-                 "--audit-log", str(audit)],
-                user=GATE_USER, group=nogroup, stderr=subprocess.PIPE, text=True,
-                env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(gate / "src"), "PYTHONDONTWRITEBYTECODE": "1"},
-            )  # fmt: skip
-            assert daemon.stderr is not None
-            assert "answering authorized-keys requests" in daemon.stderr.readline()
+            daemon_log = home / "gate.log"
+            with daemon_log.open("w") as sink:
+                daemon = subprocess.Popen(
+                    [python, "-m", "authmw", "ssh", "serve", "--store", url, "--socket", socket_path,
+                     "--audit-log", str(audit)],
+                    user=GATE_USER, group=nogroup, stderr=sink,
+                    env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(gate / "src"), "PYTHONDONTWRITEBYTECODE": "1"},
+                )  # fmt: skip
+            deadline = time.monotonic() + 30
+            while "answering authorized-keys requests" not in daemon_log.read_text():
+                assert daemon.poll() is None and time.monotonic() < deadline, daemon_log.read_text()
+                time.sleep(0.02)
         wrapper = gate / "authmw-authorized-keys"
         wrapper.write_text(
             _render(

@@ -434,17 +434,21 @@ def test_a_cold_answer_costs_well_under_100_ms(sqlite_cli: Cli) -> None:
 class Daemon:
     """``authmw ssh serve`` in a process of its own, asked as sshd's command would through authmw.contrib.openssh."""
 
-    def __init__(self, cli: Cli, *extra: str) -> None:
+    def __init__(self, cli: Cli, *extra: str, url: str | None = None) -> None:
         self.socket = cli.home / "gate.sock"
-        argv = ["ssh", "serve", "--store", cli.url, "--socket", str(self.socket), "--audit-log", str(cli.audit)]
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "authmw", *argv, *extra],
-            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(SRC)},
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stderr is not None
-        assert "answering authorized-keys requests" in self.process.stderr.readline()
+        store = url or cli.url
+        argv = ["ssh", "serve", "--store", store, "--socket", str(self.socket), "--audit-log", str(cli.audit)]
+        self.log = cli.home / "gate.log"
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "authmw", *argv, *extra],
+                env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(SRC)},
+                stderr=log,
+            )
+        deadline = time.monotonic() + 30
+        while "answering authorized-keys requests" not in self.log.read_text():
+            assert self.process.poll() is None and time.monotonic() < deadline, self.log.read_text()
+            time.sleep(0.02)
 
     def ask(self, *argv: str) -> tuple[int, str]:
         out = io.StringIO()
@@ -496,6 +500,22 @@ def test_the_daemon_answers_as_the_command_does(cli: Cli) -> None:
     # No daemon: a refusal, never a key.
     assert not daemon.socket.exists()
     assert daemon.ask("--notebook", "nb1", "ma-user", key_type, blob) == (3, "")
+
+
+def test_a_daemon_whose_postgresql_store_is_down_refuses(sqlite_cli: Cli) -> None:
+    cli = sqlite_cli
+    keys = setup_world(cli)
+    key_type, blob = keys["alice"].split(" ")[:2]
+    daemon = Daemon(cli, url="postgresql://gate:s3cret@127.0.0.1:1/authmw")  # starts anyway: down is not fatal
+    try:
+        started = time.monotonic()
+        assert daemon.ask("--notebook", "nb1", "ma-user", key_type, blob) == (3, "")
+        assert time.monotonic() - started < 5  # the gate's own deadlines (2 s), not an administrator's (10 s)
+        record = cli.last_audit()
+        assert (record["reason"], record["outcome"]) == ("store_unavailable", "deny")
+    finally:
+        daemon.stop()
+    assert "s3cret" not in cli.audit.read_text()
 
 
 def test_a_daemon_that_answers_nonsense_is_a_refusal(tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ from authmw.sshaccess import (
     decide,
     offered_key,
 )
-from authmw.store.database import open_database
+from authmw.store.database import StoreTimeouts, open_database
 from authmw.store.names import DEFAULT_DOMAIN
 from authmw.store.notebook_reads import notebook_access
 
@@ -57,6 +57,9 @@ __all__ = ["AUDIT_SYSLOG", "REQUEST_LIMIT", "authorized_keys_main", "expiry", "r
 
 #: ``--audit-log`` value sending records to syslog (facility authpriv, where sshd logs too): the default.
 AUDIT_SYSLOG = "syslog"
+# A login waits for these on a PostgreSQL store that is down or slow, then is refused (the administrators'
+# defaults wait 10 s per attempt, and sshd asks once per key offered). libpq's connect floor is 2 s.
+_TIMEOUTS = StoreTimeouts(pool=2.0, statement=2.0, connect=2, keepalive=5, pool_size=1)
 
 
 # -- notebooks ----------------------------------------------------------------------------------------------
@@ -208,7 +211,7 @@ def _decide(args: argparse.Namespace, record: dict[str, Any], db: Database | Non
 
 def _read(args: argparse.Namespace) -> NotebookAccess | None:
     url = getattr(args, "store", None) or os.environ.get("AUTHMW_STORE") or "sqlite:///./authmw.db"
-    db = open_database(url, read_only=True)
+    db = open_database(url, read_only=True, timeouts=_TIMEOUTS)
     try:
         return notebook_access(db, args.notebook, args.domain)
     finally:
@@ -268,7 +271,8 @@ def _serve(args: argparse.Namespace, _stdin: TextIO, _stdout: TextIO) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     url = getattr(args, "store", None) or os.environ.get("AUTHMW_STORE") or "sqlite:///./authmw.db"
-    db = open_database(url, read_only=True, lazy=True)  # a PostgreSQL store down at start: refusals until it is up
+    # A PostgreSQL store down at start: refusals until it is up.
+    db = open_database(url, read_only=True, lazy=True, timeouts=_TIMEOUTS)
     path = args.socket
     try:
         if stat.S_ISSOCK(os.lstat(path).st_mode):
