@@ -173,7 +173,9 @@ def host(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
                 )  # fmt: skip
             deadline = time.monotonic() + 30
             while "answering authorized-keys requests" not in daemon_log.read_text():
-                assert daemon.poll() is None and time.monotonic() < deadline, daemon_log.read_text()
+                if daemon.poll() is not None or time.monotonic() > deadline:
+                    daemon.kill()
+                    raise AssertionError(daemon_log.read_text())
                 time.sleep(0.02)
         wrapper = gate / "authmw-authorized-keys"
         wrapper.write_text(

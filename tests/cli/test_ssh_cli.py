@@ -447,7 +447,9 @@ class Daemon:
             )
         deadline = time.monotonic() + 30
         while "answering authorized-keys requests" not in self.log.read_text():
-            assert self.process.poll() is None and time.monotonic() < deadline, self.log.read_text()
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                raise AssertionError(self.log.read_text())
             time.sleep(0.02)
 
     def ask(self, *argv: str) -> tuple[int, str]:

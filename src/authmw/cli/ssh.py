@@ -293,6 +293,8 @@ def _serve(args: argparse.Namespace, _stdin: TextIO, _stdout: TextIO) -> int:
     class Server(socketserver.ThreadingUnixStreamServer):
         daemon_threads = True
 
+    # SIGTERM held from the socket's creation until its handler is in place: a stop then always removes it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     mask = os.umask(0o177)  # the socket 0600: only the AuthorizedKeysCommandUser (the daemon's account) asks
     try:
         server = Server(path, Handler)
@@ -301,6 +303,7 @@ def _serve(args: argparse.Namespace, _stdin: TextIO, _stdout: TextIO) -> int:
     finally:
         os.umask(mask)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     sys.stderr.write(f"authmw: answering authorized-keys requests on {path}\n")
     sys.stderr.flush()
     try:
