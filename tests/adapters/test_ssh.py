@@ -2,8 +2,9 @@
 
 sshd (Debian's openssh-server) listens on a loopback port with the recipe's sshd_config lines and wrapper; the
 wrapper runs as ``nobody`` on a copy of the source in a root-owned 0755 directory (sshd checks the command and
-its parents), reading the store read-only. The OpenSSH client binds to 127.0.0.1 or 127.0.0.2 to come from a
-whitelisted address or not. Needs root (sshd's privilege separation) and the ``sshd``/``ssh`` binaries.
+its parents), reading the store read-only, or forwarding to ``authmw ssh serve`` running as ``nobody`` too. The
+OpenSSH client binds to 127.0.0.1 or 127.0.0.2 to come from a whitelisted address or not. Needs root (sshd's
+privilege separation) and the ``sshd``/``ssh`` binaries.
 """
 
 from __future__ import annotations
@@ -129,8 +130,10 @@ def _render(template: str, values: dict[str, str]) -> str:
     return template
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+@pytest.fixture(scope="module", params=["command", "daemon"])
+def host(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+    """The host's sshd asks a cold ``authmw ssh authorized-keys`` (``command``), or the recipe's wrapper forwards to
+    a running ``authmw ssh serve`` (``daemon``), both as the unprivileged account."""
     home = tmp_path_factory.mktemp("ssh")
     python = _gate_python()
     with _gate_tree() as gate:
@@ -153,11 +156,38 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
         audit = gate / "audit.jsonl"
         audit.touch(mode=0o600)
         os.chown(audit, account.pw_uid, nogroup)
+        daemon = None
+        socket_path = ""
+        if request.param == "daemon":  # as authmw-ssh-gate.service runs it: its own account, a 0700 directory
+            run = gate / "run"
+            run.mkdir(mode=0o700)
+            os.chown(run, account.pw_uid, nogroup)
+            socket_path = str(run / "gate.sock")
+            daemon_log = home / "gate.log"
+            with daemon_log.open("w") as sink:
+                daemon = subprocess.Popen(
+                    [python, "-m", "authmw", "ssh", "serve", "--store", url, "--socket", socket_path,
+                     "--audit-log", str(audit)],
+                    user=GATE_USER, group=nogroup, stderr=sink,
+                    env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(gate / "src"), "PYTHONDONTWRITEBYTECODE": "1"},
+                )  # fmt: skip
+            deadline = time.monotonic() + 30
+            while "answering authorized-keys requests" not in daemon_log.read_text():
+                if daemon.poll() is not None or time.monotonic() > deadline:
+                    daemon.kill()
+                    raise AssertionError(daemon_log.read_text())
+                time.sleep(0.02)
         wrapper = gate / "authmw-authorized-keys"
         wrapper.write_text(
             _render(
                 (RECIPE / "authmw-authorized-keys").read_text(),
-                {"PYTHON": python, "STORE": url, "AUDIT": str(audit), "AUTHMW_SRC": str(gate / "src")},
+                {
+                    "PYTHON": python,
+                    "STORE": url,
+                    "AUDIT": str(audit),
+                    "AUTHMW_SRC": str(gate / "src"),
+                    "SOCKET": socket_path,
+                },
             )
         )
         wrapper.chmod(0o755)
@@ -184,6 +214,9 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
         finally:
             server.terminate()
             server.wait(timeout=10)
+            if daemon is not None:
+                daemon.terminate()
+                assert daemon.wait(timeout=10) == 0
             store.close()
 
 

@@ -7,13 +7,18 @@ nothing written to the store, and a cold process that imports only what the answ
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import shlex
+import socket
 import sqlite3
+import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +27,8 @@ from typing import Any
 import pytest
 import yaml
 
-from authmw.cli import main
+from authmw.cli import build_parser, main
+from authmw.contrib import openssh
 from authmw.store import open_store
 from tests.support.pgutil import pg_schema
 
@@ -286,6 +292,15 @@ def test_bad_input_is_refused_with_exit_2_and_recorded(sqlite_cli: Cli) -> None:
     cli.run("ssh", "authorized-keys", "ma-user", key_type, blob, expect=2)  # no --notebook
 
 
+def test_an_unknown_login_account_is_refused_and_recorded_as_given(sqlite_cli: Cli) -> None:
+    cli = sqlite_cli
+    keys = setup_world(cli)
+    for login in ("nosuchuser", "ma-user\nrestrict ssh-ed25519 AAAA", "x" * 300, ""):
+        assert cli.gate(key=keys["alice"], login=login, expect=1) == ""
+        record = cli.last_audit()  # one JSON line whatever the account name holds
+        assert (record["login"], record["reason"], record["outcome"]) == (login, "wrong_login_account", "deny")
+
+
 def test_an_unusable_store_or_audit_log_refuses_with_exit_3(sqlite_cli: Cli, tmp_path: Path) -> None:
     cli = sqlite_cli
     keys = setup_world(cli)
@@ -302,6 +317,36 @@ def test_an_unusable_store_or_audit_log_refuses_with_exit_3(sqlite_cli: Cli, tmp
     unwritable = tmp_path / "no-such-dir" / "audit.jsonl"
     argv = ["ssh", "authorized-keys", "--notebook", "nb1", "--store", cli.url, "--audit-log", str(unwritable)]
     assert cli.run(*argv, "ma-user", key_type, blob, expect=3) == ""  # no record, no login
+
+
+def test_an_unreachable_or_foreign_postgresql_store_refuses_with_exit_3(sqlite_cli: Cli) -> None:
+    cli = sqlite_cli
+    keys = setup_world(cli)
+    key_type, blob = keys["alice"].split(" ")[:2]
+    for url in (
+        "postgresql://gate:s3cret@127.0.0.1:1/authmw",  # nothing listens
+        "postgresql://postgres:s3cret@127.0.0.1:5432/no_such_database",
+        "postgresql://postgres:s3cret@127.0.0.1:5432/test?options=-csearch_path%3Dno_such_schema",  # no store there
+    ):
+        argv = ["ssh", "authorized-keys", "--notebook", "nb1", "--store", url, "--audit-log", str(cli.audit)]
+        assert cli.run(*argv, "ma-user", key_type, blob, expect=3) == ""
+        record = cli.last_audit()
+        assert (record["reason"], record["outcome"]) == ("store_unavailable", "deny"), record
+    assert "s3cret" not in cli.audit.read_text()  # the record names the store, never its password
+
+
+def test_an_internal_error_refuses_with_exit_4(sqlite_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    cli = sqlite_cli
+    keys = setup_world(cli)
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("authmw.cli.ssh.decide", broken)
+    monkeypatch.delenv("AUTHMW_DEBUG", raising=False)
+    assert cli.gate(key=keys["alice"], expect=4) == ""
+    record = cli.last_audit()
+    assert (record["reason"], record["detail"], record["outcome"]) == ("internal_error", "RuntimeError", "deny")
 
 
 def test_the_gate_needs_no_master_key_and_writes_nothing(sqlite_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -348,6 +393,181 @@ def test_a_cold_process_imports_only_what_the_answer_needs(sqlite_cli: Cli) -> N
     assert report == {"code": 0, "heavy": []}, done.stderr
     assert done.stdout.startswith("restrict ssh-ed25519 ")
     assert elapsed < 5  # a loose bound (shared CI machines): the measured figure is in adapters/ssh/README.md
+
+
+def _cold_answer(argv: list[str]) -> tuple[float, float]:
+    return _cold(["-m", "authmw", "ssh", "authorized-keys", *argv])
+
+
+def _cold(argv: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds of one ``python ARGV`` process answering 0, environment cleared as sshd and the
+    recipe's wrapper leave it."""
+    started = time.perf_counter()
+    child = subprocess.Popen(
+        [sys.executable, *argv],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(SRC)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    assert child.returncode == 0
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def test_a_cold_answer_costs_well_under_100_ms(sqlite_cli: Cli) -> None:
+    """The issue's bound, as CPU time (what a login waits for on an idle host; wall time on a shared CI machine
+    measures the other jobs): the best of seven cold processes after one that compiles the bytecode."""
+    cli = sqlite_cli
+    keys = setup_world(cli)
+    key_type, blob = keys["alice"].split(" ")[:2]
+    argv = ["--notebook", "nb1", "--store", cli.url, "--audit-log", str(cli.audit), "ma-user", key_type, blob]
+    _cold_answer(argv)
+    runs = [_cold_answer(argv) for _ in range(7)]
+    wall, cpu = min(w for w, _ in runs), min(c for _, c in runs)
+    print(f"cold authorized-keys: best wall {wall * 1000:.1f} ms, best CPU {cpu * 1000:.1f} ms")
+    assert cpu < 0.1, runs
+    assert len(cli.audit.read_text().splitlines()) == 8  # each answered, and recorded
+
+
+class Daemon:
+    """``authmw ssh serve`` in a process of its own, asked as sshd's command would through authmw.contrib.openssh."""
+
+    def __init__(self, cli: Cli, *extra: str, url: str | None = None) -> None:
+        self.socket = cli.home / "gate.sock"
+        store = url or cli.url
+        argv = ["ssh", "serve", "--store", store, "--socket", str(self.socket), "--audit-log", str(cli.audit)]
+        self.log = cli.home / "gate.log"
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "authmw", *argv, *extra],
+                env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(SRC)},
+                stderr=log,
+            )
+        deadline = time.monotonic() + 30
+        while "answering authorized-keys requests" not in self.log.read_text():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                raise AssertionError(self.log.read_text())
+            time.sleep(0.02)
+
+    def ask(self, *argv: str) -> tuple[int, str]:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = openssh.main(["--socket", str(self.socket), *argv])
+        return code, out.getvalue()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        assert self.process.wait(timeout=10) == 0
+
+
+def test_the_daemon_answers_as_the_command_does(cli: Cli) -> None:
+    keys = setup_world(cli)
+    key_type, blob = keys["alice"].split(" ")[:2]
+    cli.run("notebook", "update", "nb1", "--whitelist", "127.0.0.1")
+    daemon = Daemon(cli, "--key-option", "pty")
+    try:
+        assert stat.S_IMODE(daemon.socket.stat().st_mode) == 0o600
+        direct = cli.gate("--key-option", "pty", key=keys["alice"])
+        assert daemon.ask("--notebook", "nb1", "ma-user", key_type, blob) == (0, direct)
+        assert direct.startswith('restrict,pty,from="127.0.0.1/32" ssh-ed25519 ')
+        assert cli.last_audit()["outcome"] == "allow"  # the daemon's record, in its audit log
+        bob_type, bob_blob = keys["bob"].split(" ")[:2]
+        assert daemon.ask("--notebook", "nb1", "ma-user", bob_type, bob_blob) == (1, "")
+        assert cli.last_audit()["reason"] == "key_not_of_notebook"
+        # A request cannot choose the daemon's options, and bad input is refused as by the command.
+        assert daemon.ask("--notebook", "nb1", "--key-option", "port-forwarding", "ma-user", key_type, blob) == (2, "")
+        assert daemon.ask("--notebook", "nb1", "--audit-log", os.devnull, "ma-user", key_type, blob) == (2, "")
+        assert daemon.ask("--notebook", "nb1", "ma-user", key_type, blob[:-2]) == (2, "")
+        assert cli.last_audit()["reason"] == "malformed_input"
+        for raw in (b"not json\n", b'{"argv": "ma-user"}\n', b'{"argv": [1]}\n', b'{"argv": []}', b"x" * 70000):
+            with socket.socket(socket.AF_UNIX) as conn:
+                conn.connect(str(daemon.socket))
+                conn.sendall(raw)
+                conn.shutdown(socket.SHUT_WR)
+                assert json.loads(conn.makefile("rb").read()) == {"code": 2, "line": None}, raw
+        # The store is read on every request: a revocation refuses the very next login.
+        cli.run("user", "disable", "alice")
+        assert daemon.ask("--notebook", "nb1", "ma-user", key_type, blob) == (1, "")
+        assert cli.last_audit()["reason"] == "user_disabled"
+        cli.run("user", "enable", "alice")
+        assert daemon.ask("--notebook", "nb1", "ma-user", key_type, blob)[0] == 0
+        cli.run("keypair", "delete", "laptop", "--user", "alice")
+        assert daemon.ask("--notebook", "nb1", "ma-user", key_type, blob) == (1, "")
+        assert cli.last_audit()["reason"] == "no_keypair"
+    finally:
+        daemon.stop()
+    # No daemon: a refusal, never a key.
+    assert not daemon.socket.exists()
+    assert daemon.ask("--notebook", "nb1", "ma-user", key_type, blob) == (3, "")
+
+
+def test_a_daemon_whose_postgresql_store_is_down_refuses(sqlite_cli: Cli) -> None:
+    cli = sqlite_cli
+    keys = setup_world(cli)
+    key_type, blob = keys["alice"].split(" ")[:2]
+    daemon = Daemon(cli, url="postgresql://gate:s3cret@127.0.0.1:1/authmw")  # starts anyway: down is not fatal
+    try:
+        started = time.monotonic()
+        assert daemon.ask("--notebook", "nb1", "ma-user", key_type, blob) == (3, "")
+        assert time.monotonic() - started < 5  # the gate's own deadlines (2 s), not an administrator's (10 s)
+        record = cli.last_audit()
+        assert (record["reason"], record["outcome"]) == ("store_unavailable", "deny")
+    finally:
+        daemon.stop()
+    assert "s3cret" not in cli.audit.read_text()
+
+
+def test_a_daemon_that_answers_nonsense_is_a_refusal(tmp_path: Path) -> None:
+    path = tmp_path / "fake.sock"
+    replies = [b"", b"garbage", b"[0]", b'{"code": 0, "line": null}', b'{"code": 0, "line": "a\\nb"}',
+               b'{"code": 9, "line": null}', b'{"code": "0", "line": "restrict k"}', b"x" * 70000]  # fmt: skip
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        server.listen()
+        for reply in replies:
+            answered = threading.Thread(target=_answer_once, args=(server, reply))
+            answered.start()
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                assert openssh.main(["--socket", str(path), "--notebook", "nb1", "u", "t", "k"]) == 3, reply
+            answered.join()
+            assert out.getvalue() == ""
+    assert openssh.main(["--notebook", "nb1", "u", "t", "k"]) == 2
+
+
+def _answer_once(server: socket.socket, reply: bytes) -> None:
+    conn, _ = server.accept()
+    with conn:
+        conn.makefile("rb").readline()
+        conn.sendall(reply)
+
+
+def test_a_cold_client_of_the_daemon_costs_a_fraction_of_100_ms(cli: Cli) -> None:
+    keys = setup_world(cli)
+    key_type, blob = keys["alice"].split(" ")[:2]
+    daemon = Daemon(cli)
+    try:
+        argv = ["-m", "authmw.contrib.openssh", "--socket", str(daemon.socket), "--notebook", "nb1"]
+        runs = [_cold([*argv, "ma-user", key_type, blob]) for _ in range(8)][1:]
+    finally:
+        daemon.stop()
+    wall, cpu = min(w for w, _ in runs), min(c for _, c in runs)
+    print(
+        f"cold client of ssh serve ({cli.url.split(':')[0]}): best wall {wall * 1000:.1f} ms, CPU {cpu * 1000:.1f} ms"
+    )
+    assert cpu < 0.06, runs
+
+
+def test_the_recipes_daemon_unit_runs_a_command_that_exists() -> None:
+    unit = (SRC.parent / "adapters" / "ssh" / "authmw-ssh-gate.service").read_text().replace("\\\n", " ")
+    command = shlex.split(next(line for line in unit.splitlines() if line.startswith("ExecStart=")))
+    assert command[1:3] == ["-m", "authmw"]
+    args = build_parser().parse_args(command[3:])
+    assert (args.ssh_command, args.socket, args.audit_log) == ("serve", "/run/authmw-ssh/gate.sock", "syslog")
+    assert "User=authmw-ssh" in unit and "RuntimeDirectoryMode=0700" in unit
 
 
 def test_export_and_import_carry_notebooks_and_expiry(

@@ -6,16 +6,22 @@ one ``authorized_keys`` line that key may log in with, or nothing, and writes on
 (before any key is printed: no login without a record). Exit codes: 0 a line printed; 1 refused; 2 malformed
 input (``%t``, ``%k``, ``%C``, arguments); 3 the store or the audit log unusable; 4 an internal error. Only
 what the answer needs is imported, and the store is read afresh each time (no cache to go stale).
+
+``authmw ssh serve --socket PATH`` gives the same answers from a process that stays up, for stores a cold
+process cannot reach quickly (PostgreSQL: its driver alone takes longer to import than a login should wait):
+sshd then runs :mod:`authmw.contrib.openssh`, which forwards its arguments over the Unix socket. The daemon
+still reads the store on every request, so a revocation is seen by the very next login either way.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from authmw.cli._common import (
     DOMAIN_ENV,
@@ -40,14 +46,20 @@ from authmw.sshaccess import (
     decide,
     offered_key,
 )
-from authmw.store.database import open_database
+from authmw.store.database import StoreTimeouts, open_database
 from authmw.store.names import DEFAULT_DOMAIN
 from authmw.store.notebook_reads import notebook_access
 
-__all__ = ["AUDIT_SYSLOG", "authorized_keys_main", "expiry", "register"]
+if TYPE_CHECKING:
+    from authmw.store.database import Database
+
+__all__ = ["AUDIT_SYSLOG", "REQUEST_LIMIT", "authorized_keys_main", "expiry", "register"]
 
 #: ``--audit-log`` value sending records to syslog (facility authpriv, where sshd logs too): the default.
 AUDIT_SYSLOG = "syslog"
+# A login waits for these on a PostgreSQL store that is down or slow, then is refused (the administrators'
+# defaults wait 10 s per attempt, and sshd asks once per key offered). libpq's connect floor is 2 s.
+_TIMEOUTS = StoreTimeouts(pool=2.0, statement=2.0, connect=2, keepalive=5, pool_size=1)
 
 
 # -- notebooks ----------------------------------------------------------------------------------------------
@@ -124,7 +136,8 @@ def _notebook_delete(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -
 def authorized_keys_main(argv: list[str], stdout: TextIO) -> int:
     """``authmw ssh authorized-keys ARGS``, parsed by itself so that nothing else of the CLI is imported."""
     parser = Parser(prog="authmw ssh authorized-keys", description=_AUTHORIZED_KEYS_HELP)
-    _authorized_keys_arguments(parser)
+    _gate_arguments(parser)
+    _request_arguments(parser)
     parser.add_argument("--store", metavar="URL", help="store URL (env AUTHMW_STORE; default sqlite:///./authmw.db)")
     try:
         args = parser.parse_args(argv)
@@ -134,7 +147,8 @@ def authorized_keys_main(argv: list[str], stdout: TextIO) -> int:
     return _authorized_keys(args, sys.stdin, stdout)
 
 
-def _authorized_keys(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
+def _authorized_keys(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO, db: Database | None = None) -> int:
+    """Answer one attempt: print the line (exit 0) or nothing; ``db``: the daemon's open store (else opened)."""
     record: dict[str, Any] = {
         "event": "ssh_authorized_keys",
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -149,7 +163,7 @@ def _authorized_keys(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -
         "reason": None,
     }
     try:
-        line, code = _decide(args, record)
+        line, code = _decide(args, record, db)
     except Exception as exc:  # a bug must still refuse, and say so in the audit log
         if os.environ.get("AUTHMW_DEBUG"):
             raise
@@ -168,7 +182,7 @@ def _authorized_keys(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -
     return EXIT_OK
 
 
-def _decide(args: argparse.Namespace, record: dict[str, Any]) -> tuple[str | None, int]:
+def _decide(args: argparse.Namespace, record: dict[str, Any], db: Database | None) -> tuple[str | None, int]:
     """The line to print (None: refused) and the exit code, filling the audit ``record`` in."""
     try:
         options = check_key_options(args.key_option or ())
@@ -180,7 +194,7 @@ def _decide(args: argparse.Namespace, record: dict[str, Any]) -> tuple[str | Non
         return None, EXIT_USAGE
     record["fingerprint"] = blob_fingerprint(blob)
     try:
-        access = _read(args)
+        access = _read(args) if db is None else notebook_access(db, args.notebook, args.domain)
     except (ServiceUnavailable, ConfigurationError, ChangeRefused, ValueError) as exc:
         record["reason"] = "store_unavailable"
         record["detail"] = " ".join(str(getattr(exc, "detail", None) or exc).split())
@@ -197,7 +211,7 @@ def _decide(args: argparse.Namespace, record: dict[str, Any]) -> tuple[str | Non
 
 def _read(args: argparse.Namespace) -> NotebookAccess | None:
     url = getattr(args, "store", None) or os.environ.get("AUTHMW_STORE") or "sqlite:///./authmw.db"
-    db = open_database(url, read_only=True)
+    db = open_database(url, read_only=True, timeouts=_TIMEOUTS)
     try:
         return notebook_access(db, args.notebook, args.domain)
     finally:
@@ -234,13 +248,104 @@ def _audit(destination: str, record: dict[str, Any]) -> None:
             os.close(fd)
 
 
+# -- the daemon ----------------------------------------------------------------------------------------------
+
+#: The most a forwarded request may hold, in bytes (sshd's arguments: an offered key is at most 16 KB of base64).
+REQUEST_LIMIT = 65536
+_REQUEST_TIMEOUT = 5.0  # seconds a client may take to send its request: a stuck one holds one thread only
+
+_SERVE_HELP = (
+    "answer the authorized-keys requests authmw.contrib.openssh forwards over a Unix socket, from a process that "
+    "stays up (for a PostgreSQL store); the store is still read on every request"
+)
+
+
+def _serve(args: argparse.Namespace, _stdin: TextIO, _stdout: TextIO) -> int:
+    import signal
+    import socketserver
+    import stat
+    import threading
+
+    try:
+        check_key_options(args.key_option or ())  # a typo stops the daemon at start, not every login
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    url = getattr(args, "store", None) or os.environ.get("AUTHMW_STORE") or "sqlite:///./authmw.db"
+    # A PostgreSQL store down at start: refusals until it is up.
+    db = open_database(url, read_only=True, lazy=True, timeouts=_TIMEOUTS)
+    path = args.socket
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)  # a previous daemon's; anything else there makes bind fail
+    except FileNotFoundError:
+        pass
+
+    class Handler(socketserver.StreamRequestHandler):
+        timeout = _REQUEST_TIMEOUT
+
+        def handle(self) -> None:
+            try:
+                raw = self.rfile.readline(REQUEST_LIMIT + 1)
+                self.wfile.write(json.dumps(_forwarded(raw, args, db)).encode() + b"\n")
+            except OSError:
+                pass  # the client went away or was too slow: it refuses on its own
+
+    class Server(socketserver.ThreadingUnixStreamServer):
+        daemon_threads = True
+
+    # SIGTERM held from the socket's creation until its handler is in place: a stop then always removes it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    mask = os.umask(0o177)  # the socket 0600: only the AuthorizedKeysCommandUser (the daemon's account) asks
+    try:
+        server = Server(path, Handler)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {path}: {exc.strerror}") from None
+    finally:
+        os.umask(mask)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    sys.stderr.write(f"authmw: answering authorized-keys requests on {path}\n")
+    sys.stderr.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        os.unlink(path)
+        db.close()
+    return EXIT_OK
+
+
+def _forwarded(raw: bytes, gate: argparse.Namespace, db: Database) -> dict[str, Any]:
+    """The answer to one forwarded request, ``{"argv": [sshd's arguments]}``: ``{"code": N, "line": L}``, with
+    the daemon's own key options and audit destination (a request cannot choose them)."""
+    try:
+        if len(raw) > REQUEST_LIMIT or not raw.endswith(b"\n"):
+            raise ValueError("too long, or cut short")
+        argv = json.loads(raw)["argv"]
+        if not isinstance(argv, list) or not all(isinstance(arg, str) for arg in argv):
+            raise ValueError("argv is not a list of strings")
+        parser = Parser(prog="authmw ssh authorized-keys", add_help=False)
+        _request_arguments(parser)
+        args = parser.parse_args(argv)
+    except (ValueError, KeyError, TypeError, UsageError) as exc:
+        sys.stderr.write(f"authmw: a malformed request refused: {exc}\n")
+        return {"code": EXIT_USAGE, "line": None}
+    args.key_option, args.audit_log = gate.key_option, gate.audit_log
+    out = io.StringIO()
+    code = _authorized_keys(args, sys.stdin, out, db)
+    return {"code": code, "line": out.getvalue().rstrip("\n") if code == EXIT_OK else None}
+
+
 _AUTHORIZED_KEYS_HELP = (
     "OpenSSH AuthorizedKeysCommand: print the authorized_keys line the offered key may log into the notebook "
     "with, or nothing (read-only, no master key)"
 )
 
 
-def _authorized_keys_arguments(parser: argparse.ArgumentParser) -> None:
+def _request_arguments(parser: argparse.ArgumentParser) -> None:
+    """What sshd's ``AuthorizedKeysCommand`` line passes: the notebook, and the attempt's ``%u %t %k``."""
     parser.add_argument("--notebook", required=True, metavar="NAME", help="the notebook this host runs")
     parser.add_argument("--domain", default=DEFAULT_DOMAIN, metavar="D", help="the notebook's domain")
     parser.add_argument(
@@ -249,11 +354,18 @@ def _authorized_keys_arguments(parser: argparse.ArgumentParser) -> None:
         help="sshd's %%C (client address and port, local address and port): refuse sources the whitelists do not "
         "allow, and record the source",
     )
+    parser.add_argument("login", metavar="LOGIN", help="sshd's %%u: the account being logged into")
+    parser.add_argument("key_type", metavar="KEY_TYPE", help="sshd's %%t: the offered key's type")
+    parser.add_argument("key", metavar="KEY", help="sshd's %%k: the offered key, base64")
+
+
+def _gate_arguments(parser: argparse.ArgumentParser) -> None:
+    """What the operator decides (the command's own options, or the daemon's: never a forwarded request's)."""
     parser.add_argument(
         "--key-option",
         action="append",
         metavar="OPT",
-        help="re-enable after restrict (repeatable): agent-forwarding, port-forwarding, pty, user-rc, X11-forwarding",
+        help="re-enable after restrict: agent-forwarding, port-forwarding, pty, user-rc, X11-forwarding",
     )
     parser.add_argument(
         "--audit-log",
@@ -261,9 +373,6 @@ def _authorized_keys_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DEST",
         help="where each decision is recorded: a file (JSON lines), - for stderr, or syslog (default; authpriv)",
     )
-    parser.add_argument("login", metavar="LOGIN", help="sshd's %%u: the account being logged into")
-    parser.add_argument("key_type", metavar="KEY_TYPE", help="sshd's %%t: the offered key's type")
-    parser.add_argument("key", metavar="KEY", help="sshd's %%k: the offered key, base64")
 
 
 def expiry(text: str) -> int:
@@ -331,5 +440,11 @@ def register(commands: Any) -> None:
     ssh_verbs = ssh.add_subparsers(dest="ssh_command", required=True, parser_class=Parser)
     keys = ssh_verbs.add_parser("authorized-keys", help=_AUTHORIZED_KEYS_HELP, description=_AUTHORIZED_KEYS_HELP)
     keys.add_argument("--store", metavar="URL", default=argparse.SUPPRESS, help="store URL (env AUTHMW_STORE)")
-    _authorized_keys_arguments(keys)
+    _gate_arguments(keys)
+    _request_arguments(keys)
     keys.set_defaults(handler=_authorized_keys)
+    serve = ssh_verbs.add_parser("serve", help=_SERVE_HELP, description=_SERVE_HELP)
+    serve.add_argument("--store", metavar="URL", default=argparse.SUPPRESS, help="store URL (env AUTHMW_STORE)")
+    serve.add_argument("--socket", required=True, metavar="PATH", help="the Unix socket to answer on (made 0600)")
+    _gate_arguments(serve)
+    serve.set_defaults(handler=_serve)

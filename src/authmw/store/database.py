@@ -420,6 +420,8 @@ class PostgresDatabase:
 
     @contextmanager
     def write(self, *, bump: bool = True) -> Iterator[_PgTx]:
+        if self.read_only:  # refused here as on SQLite; the session would refuse the first change anyway
+            raise ChangeRefused("the store was opened read-only")
         # One advisory lock orders every writer, including the first migration (before the revision row exists).
         with self._transaction(f"SELECT pg_advisory_xact_lock({_PG_WRITE_LOCK})") as tx:
             if bump and table_exists(tx, self.dialect, "authmw_meta"):
