@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shlex
 import socket
 import sqlite3
@@ -112,6 +113,7 @@ def test_the_owner_key_gets_its_line_and_everything_else_nothing(cli: Cli) -> No
     assert record["outcome"] == "allow" and record["reason"] == "allowed" and record["user"] == "alice"
     assert record["notebook"] == "nb1" and record["login"] == "ma-user" and record["key_type"] == "ssh-ed25519"
     assert record["fingerprint"].startswith("SHA256:") and record["fingerprint"] != fingerprint
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", record["time"])  # RFC 3339 UTC, as every record
 
     assert cli.gate(key=keys["bob"], expect=1) == ""
     assert cli.last_audit()["reason"] == "key_not_of_notebook"

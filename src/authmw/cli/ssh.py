@@ -147,11 +147,17 @@ def authorized_keys_main(argv: list[str], stdout: TextIO) -> int:
     return _authorized_keys(args, sys.stdin, stdout)
 
 
+def _now() -> str:
+    """RFC 3339 UTC with microseconds, as every other audit record has it (without importing the token module)."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1_000_000):06d}Z"
+
+
 def _authorized_keys(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO, db: Database | None = None) -> int:
     """Answer one attempt: print the line (exit 0) or nothing; ``db``: the daemon's open store (else opened)."""
     record: dict[str, Any] = {
         "event": "ssh_authorized_keys",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "time": _now(),
         "notebook": args.notebook,
         "domain": args.domain,
         "login": args.login,
@@ -393,7 +399,7 @@ def expiry(text: str) -> int:
 
 def _command(commands: Any, name: str, handler: Any, help_text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=help_text)
-    add_common(parser)
+    add_common(parser, formats=("table", "json"))  # as every administration verb
     default = os.environ.get(DOMAIN_ENV) or DEFAULT_DOMAIN
     parser.add_argument(
         "--domain", default=default, metavar="D", help=f"the domain (env {DOMAIN_ENV}; default: {default})"
