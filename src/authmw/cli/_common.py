@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
@@ -26,7 +26,6 @@ __all__ = [
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
     "STORE_HELP",
-    "Handler",
     "Parser",
     "UsageError",
     "add_common",
@@ -51,7 +50,6 @@ EXIT_CODES = (
     "(a bug); 5 the address to listen on is already in use"
 )
 
-Handler = Callable[[argparse.Namespace, TextIO, TextIO], int]
 STORE_HELP = (
     "store URL: sqlite:///relative/path.db, sqlite:////absolute/path.db or postgresql://... "
     "(env AUTHMW_STORE; default sqlite:///./authmw.db; only 'authmw init' creates a store)"
