@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -316,7 +317,8 @@ def test_deletions_and_expiry_stop_the_next_login(host: Host) -> None:
 
 
 def _seconds(stamp: str) -> float:
-    return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    """The POSIX time of an audit record's RFC 3339 UTC ``time`` (``2026-12-08T02:18:57.467602Z``)."""
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
 def test_no_key_is_printed_when_the_store_is_unreadable(host: Host) -> None:
