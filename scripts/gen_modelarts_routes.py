@@ -20,8 +20,9 @@ sub-resources), ``create``/``list``/``get``/``update``/``delete`` by method and 
 operation verbs (``start``, ``stop``, ...) where the path ends in one. Such a row (its route named by no
 documented row or fact) is marked ``inferred`` in the last column, whether or not its derived action is also
 a documented one; the actions only inferred rows carry are the inferred actions, which ``authmw policy lint``
-lists when a policy relies on one. Where the body names a workspace is read from the SDK's request models (every ``workspace_id`` or
-``os.modelarts/workspace.id`` key reachable through nested models, not through lists).
+lists when a policy relies on one. Where the body names a workspace is read from the SDK's request models
+(every ``workspace_id`` or ``os.modelarts/workspace.id`` key reachable through nested models, not through
+lists).
 """
 
 from __future__ import annotations
