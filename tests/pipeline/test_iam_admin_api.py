@@ -16,7 +16,6 @@ import pytest
 from huaweicloudsdkcore.auth.credentials import GlobalCredentials
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from huaweicloudsdkcore.http.http_config import HttpConfig
-from huaweicloudsdkcore.signer.signer import Signer
 from huaweicloudsdkiam.v3 import IamClient
 from huaweicloudsdkiam.v3 import model as m
 
@@ -28,6 +27,7 @@ from authmw.iam_api import TokenService
 from authmw.signing import sign_request
 from authmw.tokens import TokenSigner
 from tests.support.forms import SETTINGS, Form, running
+from tests.support.huawei import token_credentials
 from tests.support.servers import serve_asgi
 from tests.support.world import Key, World, build_world, echo_asgi
 
@@ -44,26 +44,13 @@ class NoncedCredentials(GlobalCredentials):  # type: ignore[misc]  # the SDK is 
         return super().sign_request(request)
 
 
-class TokenCredentials(GlobalCredentials):  # type: ignore[misc]
-    """The SDK's global credentials sending an IAM token (``X-Auth-Token``) instead of signing."""
-
-    def __init__(self, token: str, domain_id: str) -> None:
-        super().__init__("token-only", "token-only", domain_id)
-        self.token = token
-
-    def sign_request(self, request: Any) -> Any:
-        request.header_params["X-Auth-Token"] = self.token
-        Signer.process_request_uri(request)
-        return request
-
-
 # The client builder accepts credentials by class name.
-NoncedCredentials.__name__ = TokenCredentials.__name__ = GlobalCredentials.__name__
+NoncedCredentials.__name__ = GlobalCredentials.__name__
 
 
 def eventually(call: Callable[[], Any], status: int) -> ClientRequestException:
     """The refusal of ``call`` once it is ``status``: a change reaches every guard's cache within a second."""
-    deadline = time.monotonic() + 1.5
+    deadline = time.monotonic() + 1.0
     while True:
         error = refused(call)
         if error.status_code == status or time.monotonic() > deadline:
@@ -105,7 +92,7 @@ def client(url: str, world: World, key: Key | None = None, *, token: str | None 
     config = HttpConfig.get_default_config()
     config.timeout = 30
     if token is not None:
-        credentials = TokenCredentials(token, domain_id(world))
+        credentials = token_credentials(GlobalCredentials, token, domain_id(world))
     else:
         key = key or world.admin
         credentials = NoncedCredentials(key.access, key.secret, domain_id(world))
@@ -304,8 +291,14 @@ def test_agencies_and_their_policies(proxy: Form, world: World) -> None:
     assert (missing.status_code, missing.error_code) == (404, "not_found")
 
 
-def test_a_user_without_the_policy_is_refused(proxy: Form, world: World, caplog: pytest.LogCaptureFixture) -> None:
-    iam = client(proxy.url, world, world.scientist)
+@pytest.fixture(params=["proxy", "mounted"])
+def served(request: pytest.FixtureRequest) -> str:
+    """The URL of the IAM API as the sidecar serves it, then as an ASGI app mounts it (with_iam_admin)."""
+    return request.getfixturevalue("proxy").url if request.param == "proxy" else request.getfixturevalue("mounted")
+
+
+def test_a_user_without_the_policy_is_refused(served: str, world: World, caplog: pytest.LogCaptureFixture) -> None:
+    iam = client(served, world, world.scientist)
     caplog.set_level(logging.INFO, logger=AUDIT_LOGGER.name)
     for call in (
         lambda: iam.keystone_list_users(m.KeystoneListUsersRequest()),
@@ -321,16 +314,14 @@ def test_a_user_without_the_policy_is_refused(proxy: Form, world: World, caplog:
     listed = next(r for r in records if r["action"] == "iam:users:listUsers")
     assert listed["event"] == "iam_admin" and listed["outcome"] == "deny" and listed["user_name"] == "scientist"
     assert listed["error_code"] == "action_denied" and listed["path"] == "/v3/users"
-    stranger = refused(
-        lambda: client(proxy.url, world, world.stranger).keystone_list_users(m.KeystoneListUsersRequest())
-    )
+    stranger = refused(lambda: client(served, world, world.stranger).keystone_list_users(m.KeystoneListUsersRequest()))
     assert (stranger.status_code, stranger.error_code) == (403, "action_denied")  # another domain, no policy
-    walled = refused(lambda: client(proxy.url, world, world.walled).keystone_list_users(m.KeystoneListUsersRequest()))
+    walled = refused(lambda: client(served, world, world.walled).keystone_list_users(m.KeystoneListUsersRequest()))
     assert (walled.status_code, walled.error_code) == (403, "address_not_allowed")  # its user whitelist, first
 
 
-def test_malformed_requests_and_other_domains(proxy: Form, world: World) -> None:
-    iam = client(proxy.url, world)
+def test_malformed_requests_and_other_domains(served: str, world: World) -> None:
+    iam = client(served, world)
     nameless = refused(
         lambda: iam.keystone_create_user(
             m.KeystoneCreateUserRequest(m.KeystoneCreateUserRequestBody(m.KeystoneCreateUserOption(enabled=True)))
@@ -357,9 +348,9 @@ def test_malformed_requests_and_other_domains(proxy: Form, world: World) -> None
     stranger = world.store.find_user("stranger", domain="other").id
     hidden = refused(lambda: iam.keystone_show_user(m.KeystoneShowUserRequest(stranger)))
     assert (hidden.status_code, hidden.error_code) == (404, "not_found")
-    unknown = httpx.get(proxy.url + "/v3/users/x/unknown", timeout=30)
+    unknown = httpx.get(served + "/v3/users/x/unknown", timeout=30)
     assert unknown.status_code == 404 and unknown.json()["error_code"] == "not_found"
-    anonymous = httpx.get(proxy.url + "/v3/users", timeout=30)
+    anonymous = httpx.get(served + "/v3/users", timeout=30)
     assert anonymous.status_code == 401 and anonymous.json()["error_code"] == "missing_credentials"
 
 
