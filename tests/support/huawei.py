@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from huaweicloudsdkcore.signer.signer import Signer
+from huaweicloudsdkcore.signer.signer import Signer  # type: ignore[import-untyped]
 
 
 def token_credentials(base: type, token: str, scope_id: str) -> Any:
     """Credentials of the SDK class ``base`` (``BasicCredentials`` with a project id, ``GlobalCredentials`` with a
     domain id) that send ``token`` as ``X-Auth-Token``: no signature, no access key."""
 
-    class Token(base):  # type: ignore[misc, valid-type]  # the SDK is untyped
+    class Token(base):  # type: ignore[misc]  # the SDK is untyped
         def sign_request(self, request: Any) -> Any:
             request.header_params["X-Auth-Token"] = token
             Signer.process_request_uri(request)  # the query string, as the signer would have built it
