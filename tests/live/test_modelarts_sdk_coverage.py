@@ -194,3 +194,14 @@ def test_commonoperations_reads_everything_and_cannot_manage_pools(proxied: tupl
 
 def test_the_packaged_table_is_what_the_sdk_and_the_documentation_give() -> None:
     assert GEN.main(["--check"]) == 0  # else: rerun scripts/gen_modelarts_routes.py
+
+
+def test_sub_resources_take_their_parents_resource_type() -> None:
+    """A derived row's action names the resource type of its path's top collection (a training job's tasks,
+    logs and metrics are ``trainJob``'s; a service's deployments ``service``'s), tag operations excepted."""
+    derived = [(call, row) for call, row in ROUTED.values() if row.inferred]
+    nested = [(call, row) for call, row in derived if len(GEN._segments(call.template)) > 2]
+    assert len(nested) > 100
+    for call, row in derived:
+        kind = row.action.split(":")[1]
+        assert kind in {GEN.family_type(call.template), "tag"}, (call.name, call.template, row.action)

@@ -396,6 +396,10 @@ def test_an_iam_token_administers_and_is_validated(proxy: Form, world: World) ->
     assert (stale.status_code, stale.error_code) == (401, "invalid_token")  # issued before the password changed
     others = refused(lambda: iam.keystone_update_user_password(m.KeystoneUpdateUserPasswordRequest(scientist_id, body)))
     assert (others.status_code, others.error_code) == (403, "action_denied")  # administrators PATCH the user
+    reset = m.KeystoneUpdateUserByAdminRequestBody(m.KeystoneUpdateUserOption(password=PASSWORD))
+    iam.keystone_update_user_by_admin(m.KeystoneUpdateUserByAdminRequest(scientist_id, reset))
+    assert world.store.check_password("scientist", PASSWORD, domain="default") is not None  # set back by the admin
+    assert login(proxy.url, "scientist")
 
 
 def test_the_mounted_api_sees_changes_made_through_the_proxy(proxy: Form, mounted: str, world: World) -> None:
