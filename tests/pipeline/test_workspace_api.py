@@ -258,6 +258,16 @@ def test_the_asgi_middleware_serves_it_too(world: World) -> None:
     assert "api-asgi" not in [w.name for w in world.store.list_workspaces()]
 
 
+def test_the_users_a_workspace_may_be_granted_to_are_the_stores(world: World, proxies: tuple[str, str]) -> None:
+    listed = client(proxies[0], world.scientist, world.project).list_users(v1.ListUsersRequest()).users
+    assert [u.user_name for u in listed] == [u.name for u in world.store.list_users(domain="default")]  # its domain
+    assert "stranger" not in [u.user_name for u in listed]
+    error = refused(client(proxies[0], world.outsider, world.project).list_users, v1.ListUsersRequest())
+    assert (error.status_code, error.error_code) == (403, "action_denied")  # modelarts:workspace:list
+    upstream = signed(world, world.admin, "GET", f"{proxies[1]}/v1/{world.project}/workspaces/users/list")
+    assert upstream.json()["path"].endswith("/workspaces/users/list")  # the option off: the service's
+
+
 def test_quotas_are_not_served(world: World, proxies: tuple[str, str]) -> None:
     """Quotas are the service's: they go upstream even when the workspace API is served."""
     answer = signed(world, world.admin, "GET", f"{proxies[0]}/v1/{world.project}/workspaces/{world.internal_ws}/quotas")
