@@ -40,6 +40,8 @@ PASSWORD = "correct horse battery staple"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     built = build_world(tmp_path_factory.mktemp("wsapi"))
+    for user in ("admin", "scientist", "outsider"):  # before any login: a password change revokes older tokens
+        built.store.update_user(user, password=PASSWORD)
     yield built
     built.store.close()
 
@@ -276,7 +278,6 @@ def test_quotas_are_not_served(world: World, proxies: tuple[str, str]) -> None:
 
 def login(url: str, world: World, user: str) -> str:
     """A password login scoped to the world's project, at the proxy's token endpoint: the IAM token."""
-    world.store.update_user(user, password=PASSWORD)
     scope = {"project": {"id": world.project}}
     identity = {"methods": ["password"], "password": {"user": {"name": user, "password": PASSWORD,
                                                                "domain": {"name": "default"}}}}  # fmt: skip
