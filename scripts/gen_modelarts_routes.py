@@ -88,9 +88,11 @@ _SOURCES: dict[str, dict[tuple[str, str], str]] = {
         ("DELETE", "/v2/{project_id}/workflows/{workflow_id}"): "modelarts:workflow:delete",
         ("POST", "/v2/{project_id}/workflows/{workflow_id}/executions"): "modelarts:workflow:execute",
     },
-    # api-modelarts/modelarts_03_0364 (training jobs) and ListTrainingJobEvents (alias of trainJob:listEvents)
+    # api-modelarts/modelarts_03_0364 (training jobs), ListTrainingJobEvents (alias of trainJob:listEvents) and
+    # ShowTrainingJobLogsFromAom (its identity-policy action trainJob:getLogs has the alias trainJob:get)
     "modelarts_03_0364": {
         ("GET", "/v2/{project_id}/training-jobs/{training_job_id}/events"): "modelarts:trainJob:get",
+        ("GET", "/v2/{project_id}/training-jobs/{training_job_id}/logs/{task_id}"): "modelarts:trainJob:get",
     },
     # api-modelarts/modelarts_03_0167 (granting management permissions; the agency route names no ModelArts action)
     "modelarts_03_0167": {
