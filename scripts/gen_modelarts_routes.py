@@ -17,10 +17,12 @@ from the ModelArts API reference and permission pages, source named per entry), 
 documented naming rule ``modelarts:<resourceType>:<verb>`` (:func:`derive`): the resource type of the path's
 top collection (sub-resources inherit their parent's type, as the docs do for dataset and service
 sub-resources), ``create``/``list``/``get``/``update``/``delete`` by method and position, and the documented
-operation verbs (``start``, ``stop``, ...) where the path ends in one. An action that no documented row or fact
-names is marked ``inferred`` in the last column (``authmw policy lint`` lists the inferred actions a policy
-relies on). Where the body names a workspace is read from the SDK's request models (every ``workspace_id`` or
-``os.modelarts/workspace.id`` key reachable through nested models, not through lists).
+operation verbs (``start``, ``stop``, ...) where the path ends in one. Such a row (its route named by no
+documented row or fact) is marked ``inferred`` in the last column, whether or not its derived action is also
+a documented one; the actions only inferred rows carry are the inferred actions, which ``authmw policy lint``
+lists when a policy relies on one. Where the body names a workspace is read from the SDK's request models
+(every ``workspace_id`` or ``os.modelarts/workspace.id`` key reachable through nested models, not through
+lists).
 """
 
 from __future__ import annotations
@@ -86,15 +88,28 @@ _SOURCES: dict[str, dict[tuple[str, str], str]] = {
         ("DELETE", "/v2/{project_id}/workflows/{workflow_id}"): "modelarts:workflow:delete",
         ("POST", "/v2/{project_id}/workflows/{workflow_id}/executions"): "modelarts:workflow:execute",
     },
-    # api-modelarts/modelarts_03_0364 (training jobs) and ListTrainingJobEvents (alias of trainJob:listEvents)
+    # api-modelarts/modelarts_03_0364 (training jobs), ListTrainingJobEvents (alias of trainJob:listEvents) and
+    # ShowTrainingJobLogsFromAom (its identity-policy action trainJob:getLogs has the alias trainJob:get)
     "modelarts_03_0364": {
         ("GET", "/v2/{project_id}/training-jobs/{training_job_id}/events"): "modelarts:trainJob:get",
+        ("GET", "/v2/{project_id}/training-jobs/{training_job_id}/logs/{task_id}"): "modelarts:trainJob:get",
     },
     # api-modelarts/modelarts_03_0167 (granting management permissions; the agency route names no ModelArts action)
     "modelarts_03_0167": {
         ("POST", "/v2/{project_id}/authorizations"): "modelarts:authorization:create",
         ("GET", "/v2/{project_id}/authorizations"): "modelarts:authorization:list",
         ("DELETE", "/v2/{project_id}/authorizations"): "modelarts:authorization:delete",
+    },
+    # api-modelarts/CreateNetwork, ListNetworks, ShowNetwork, DeleteNetwork ("授权信息": the identity-policy action)
+    "network-pages": {
+        ("POST", "/v1/{project_id}/networks"): "modelarts:network:create",
+        ("GET", "/v1/{project_id}/networks"): "modelarts:network:list",
+        ("GET", "/v1/{project_id}/networks/{network_name}"): "modelarts:network:get",
+        ("DELETE", "/v1/{project_id}/networks/{network_name}"): "modelarts:network:delete",
+    },
+    # api-modelarts/StartV2Service ("授权信息": starting a service is modelarts:service:action, as in v1)
+    "StartV2Service": {
+        ("POST", "/v2/{project_id}/services/{service_id}/start"): "modelarts:service:action",
     },
     # api-modelarts/modelarts_03_0174 (inference, new version), CreateInferService, ListInferServices (aliases)
     "modelarts_03_0174": {
@@ -271,6 +286,8 @@ def derive(method: str, template: str) -> str:
     if method == "GET":
         return f"modelarts:{kind}:{'get' if item else 'list'}"
     if literals and literals[-1] in _OPERATIONS:
+        if kind == "service" and literals[-1] in {"start", "stop"}:
+            return "modelarts:service:action"  # the docs' one action for starting and stopping a service
         return f"modelarts:{kind}:{_OPERATIONS[literals[-1]]}"
     if not rest or not item:
         verb = {"POST": "create", "DELETE": "delete"}.get(method, "update")
@@ -339,7 +356,6 @@ def _shape_of_row(row: Row) -> tuple[str, str]:
 def build() -> tuple[list[Row], dict[str, tuple[SdkCall, Row]]]:
     """The table's rows, and for each SDK call the row that routes it."""
     rows = existing_rows()
-    documented = documented_actions()
     by_shape = {_shape_of_row(row): row for row in rows if row.method != "-"}
     added: list[Row] = []
     routed: dict[str, tuple[SdkCall, Row]] = {}
@@ -355,7 +371,7 @@ def build() -> tuple[list[Row], dict[str, tuple[SdkCall, Row]]]:
                 action,
                 resource=resource_of(call.template, action),
                 workspace_fields=" ".join(fields),
-                inferred="" if action in documented else "inferred",
+                inferred="" if (call.method, call.template) in DOCUMENTED else "inferred",
             )
             by_shape[key] = row
             added.append(row)
@@ -377,14 +393,16 @@ def report(routed: dict[str, tuple[SdkCall, Row]]) -> str:
     groups: dict[str, list[Row]] = {}
     for call, row in routed.values():
         groups.setdefault(group_of(call), []).append(row)
-    lines = ["group\tcalls\tmapped\tinferred"]
+    lines = ["group\tcalls\tmapped\tinferred (calls whose route no documentation names)"]
     for group in sorted(groups, key=lambda g: (g not in TARGET_GROUPS, g)):
         found = groups[group]
         mapped = [r for r in found if r.action]
         lines.append(f"{group}\t{len(found)}\t{len(mapped)}\t{sum(1 for r in found if r.inferred)}")
-    inferred = sorted({row.action for _call, row in routed.values() if row.inferred})
-    lines.append(f"total\t{len(routed)}\t{sum(1 for _c, r in routed.values() if r.action)}\t{len(inferred)} actions")
-    return "\n".join([*lines, "inferred actions: " + " ".join(inferred)])
+    guessed = sum(1 for _call, row in routed.values() if row.inferred)
+    inferred = sorted({row.action for _call, row in routed.values() if row.inferred} - documented_actions())
+    mapped = sum(1 for _call, row in routed.values() if row.action)
+    lines.append(f"total\t{len(routed)}\t{mapped}\t{guessed}")
+    return "\n".join([*lines, f"inferred actions ({len(inferred)}): " + " ".join(inferred)])
 
 
 def main(argv: list[str] | None = None) -> int:

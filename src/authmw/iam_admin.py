@@ -10,8 +10,8 @@ the CLI calls too: this module parses, resolves Huawei's ids to the store's name
 
 ``/v3/auth/tokens`` and ``/v3.0/OS-CREDENTIAL/securitytokens`` are handed to the :class:`TokenService` given.
 Mount it in an ASGI app with :func:`with_iam_admin` (IAM paths here, everything else to the app); the sidecar
-serves it (:func:`is_iam_path` decides which paths). Policies are attached domain-wide in authmw: a grant on a
-project is refused (``unsupported_scope``), never widened to the domain.
+serves it (:func:`is_iam_path` decides which paths). A policy granted to a group or an agency on a project
+applies to requests in that project only, as IAM's project-level grants do.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from authmw.errors import (
     NotFound,
     ResourceNotFound,
     UnsignedPayloadRefused,
-    UnsupportedScope,
 )
 from authmw.guard import Guard
 from authmw.iam_api import SECURITY_TOKENS_PATH, TOKENS_PATH, AttemptLimiter
@@ -65,8 +64,8 @@ _T = TypeVar("_T")
 
 _GROUP_ROLES = "/v3/domains/{domain_id}/groups/{group_id}/roles"
 _AGENCY_ROLES = "/v3.0/OS-AGENCY/domains/{domain_id}/agencies/{agency_id}/roles"
-_ON_PROJECT = "/v3/projects/{project_id}"
-_AGENCY_ON_PROJECT = "/v3.0/OS-AGENCY/projects/{project_id}/agencies/{agency_id}/roles/{role_id}"
+_GROUP_ON_PROJECT = "/v3/projects/{project_id}/groups/{group_id}/roles"
+_AGENCY_ON_PROJECT = "/v3.0/OS-AGENCY/projects/{project_id}/agencies/{agency_id}/roles"
 _P = "iam:permissions:"
 #: (method, path template, IAM action, handler): the actions are named as in Huawei's IAM API reference.
 ROUTES: tuple[tuple[str, str, str, str], ...] = (
@@ -102,7 +101,10 @@ ROUTES: tuple[tuple[str, str, str, str], ...] = (
     ("PUT", _GROUP_ROLES + "/{role_id}", _P + "grantRoleToGroupOnDomain", "grant_group"),
     ("HEAD", _GROUP_ROLES + "/{role_id}", _P + "checkRoleForGroupOnDomain", "check_group_grant"),
     ("DELETE", _GROUP_ROLES + "/{role_id}", _P + "revokeRoleFromGroupOnDomain", "revoke_group"),
-    ("PUT", _ON_PROJECT + "/groups/{group_id}/roles/{role_id}", _P + "grantRoleToGroupOnProject", "project_grant"),
+    ("GET", _GROUP_ON_PROJECT, _P + "listRolesForGroupOnProject", "group_project_roles"),
+    ("PUT", _GROUP_ON_PROJECT + "/{role_id}", _P + "grantRoleToGroupOnProject", "grant_group_project"),
+    ("HEAD", _GROUP_ON_PROJECT + "/{role_id}", _P + "checkRoleForGroupOnProject", "check_group_project_grant"),
+    ("DELETE", _GROUP_ON_PROJECT + "/{role_id}", _P + "revokeRoleFromGroupOnProject", "revoke_group_project"),
     ("POST", "/v3.0/OS-AGENCY/agencies", "iam:agencies:createAgency", "create_agency"),
     ("GET", "/v3.0/OS-AGENCY/agencies", "iam:agencies:listAgencies", "list_agencies"),
     ("GET", "/v3.0/OS-AGENCY/agencies/{agency_id}", "iam:agencies:getAgency", "show_agency"),
@@ -112,7 +114,10 @@ ROUTES: tuple[tuple[str, str, str, str], ...] = (
     ("PUT", _AGENCY_ROLES + "/{role_id}", _P + "grantRoleToAgencyOnDomain", "grant_agency"),
     ("HEAD", _AGENCY_ROLES + "/{role_id}", _P + "checkRoleForAgencyOnDomain", "check_agency_grant"),
     ("DELETE", _AGENCY_ROLES + "/{role_id}", _P + "revokeRoleFromAgencyOnDomain", "revoke_agency"),
-    ("PUT", _AGENCY_ON_PROJECT, _P + "grantRoleToAgencyOnProject", "project_grant"),
+    ("GET", _AGENCY_ON_PROJECT, _P + "listRolesForAgencyOnProject", "agency_project_roles"),
+    ("PUT", _AGENCY_ON_PROJECT + "/{role_id}", _P + "grantRoleToAgencyOnProject", "grant_agency_project"),
+    ("HEAD", _AGENCY_ON_PROJECT + "/{role_id}", _P + "checkRoleForAgencyOnProject", "check_agency_project_grant"),
+    ("DELETE", _AGENCY_ON_PROJECT + "/{role_id}", _P + "revokeRoleFromAgencyOnProject", "revoke_agency_project"),
 )  # fmt: skip
 
 
@@ -209,7 +214,7 @@ class IamAdmin:
             call = _Call(principal, credential, client, match.params, _query(scope), _json(body))
             handler = getattr(self, "_" + self._handlers[match.route.name])
             status, payload = await asyncio.to_thread(handler, call)
-        except (AdminChangeRefused, ResourceNotFound, UnsupportedScope) as exc:  # the administrator is told why
+        except (AdminChangeRefused, ResourceNotFound) as exc:  # the administrator is told why
             log_event("iam_admin", context, None, method, path, status=exc.status, refused=exc.code)
             await _send_json(send, exc.status, _error(exc.code, exc.detail, request_id), request_id)
             return
@@ -465,10 +470,35 @@ class IamAdmin:
         _store(lambda: self.store.detach_policy(role.name, group=group.name, domain=call.domain))
         return 204, None
 
-    def _project_grant(self, _call: _Call) -> _Answer:
-        raise UnsupportedScope(
-            "authmw attaches policies domain-wide: grant on the domain (a g:ProjectId condition narrows a policy)",
+    # A grant on a project applies to requests in that project only (the store reads it with a g:ProjectId
+    # condition on each statement); the project is one of the caller's domain, by id.
+
+    def _group_project_roles(self, call: _Call) -> _Answer:
+        group = self._group(call)
+        granted = _store(
+            lambda: self.store.project_grants(call.params["project_id"], group=group.name, domain=call.domain)
         )
+        roles = [_role(p, call.principal.domain_id) for p in self._roles(call) if p.name in granted]
+        return 200, {"roles": roles, "links": {"self": ""}}
+
+    def _grant_group_project(self, call: _Call) -> _Answer:
+        group, role, project = self._group(call), self._role(call), call.params["project_id"]
+        _store(lambda: self.store.attach_policy(role.name, group=group.name, project=project, domain=call.domain))
+        return 204, None
+
+    def _check_group_project_grant(self, call: _Call) -> _Answer:
+        group, role = self._group(call), self._role(call)
+        granted = _store(
+            lambda: self.store.project_grants(call.params["project_id"], group=group.name, domain=call.domain)
+        )
+        if role.name not in granted:
+            raise ResourceNotFound("the policy is not granted to the group on the project")
+        return 204, None
+
+    def _revoke_group_project(self, call: _Call) -> _Answer:
+        group, role, project = self._group(call), self._role(call), call.params["project_id"]
+        _store(lambda: self.store.detach_policy(role.name, group=group.name, project=project, domain=call.domain))
+        return 204, None
 
     # -- agencies -------------------------------------------------------------------------------------------
 
@@ -524,6 +554,32 @@ class IamAdmin:
         self._domain_param(call)
         agency, role = self._agency(call), self._role(call)
         _store(lambda: self.store.detach_policy(role.name, agency=agency.name, domain=call.domain))
+        return 204, None
+
+    def _agency_project_roles(self, call: _Call) -> _Answer:
+        agency = self._agency(call)
+        granted = _store(
+            lambda: self.store.project_grants(call.params["project_id"], agency=agency.name, domain=call.domain)
+        )
+        return 200, {"roles": [_role(p, call.principal.domain_id) for p in self._roles(call) if p.name in granted]}
+
+    def _grant_agency_project(self, call: _Call) -> _Answer:
+        agency, role, project = self._agency(call), self._role(call), call.params["project_id"]
+        _store(lambda: self.store.attach_policy(role.name, agency=agency.name, project=project, domain=call.domain))
+        return 204, None
+
+    def _check_agency_project_grant(self, call: _Call) -> _Answer:
+        agency, role = self._agency(call), self._role(call)
+        granted = _store(
+            lambda: self.store.project_grants(call.params["project_id"], agency=agency.name, domain=call.domain)
+        )
+        if role.name not in granted:
+            raise ResourceNotFound("the policy is not granted to the agency on the project")
+        return 204, None
+
+    def _revoke_agency_project(self, call: _Call) -> _Answer:
+        agency, role, project = self._agency(call), self._role(call), call.params["project_id"]
+        _store(lambda: self.store.detach_policy(role.name, agency=agency.name, project=project, domain=call.domain))
         return 204, None
 
     # -- Huawei's ids to the store's names (within the caller's domain) -------------------------------------

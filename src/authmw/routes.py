@@ -599,9 +599,9 @@ def modelarts_routes() -> tuple[Route, ...]:
     CreateDataset.html). Pools and networks label it ``metadata.labels."os.modelarts/workspace.id"``
     (PoolMetaLabels). The SDK's rows take theirs from its request models (the generator walks them). Whatever a
     route declares, the guard also checks every workspace id anywhere in a JSON body.
-    ``inferred``: the generator derived the action by the documented naming rule
-    ``modelarts:<resourceType>:<verb>`` and no ModelArts documentation names it (:func:`modelarts_inferred_actions`;
-    ``authmw policy lint`` warns about policies that rely on one).
+    ``inferred``: no ModelArts documentation names the route's action, the generator derived it by the documented
+    naming rule ``modelarts:<resourceType>:<verb>`` (the actions only such rows carry are
+    :func:`modelarts_inferred_actions`; ``authmw policy lint`` warns about policies that rely on one).
     """
     routes: dict[tuple[str, str], Route] = {}
     for row in _modelarts_rows():

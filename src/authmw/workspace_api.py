@@ -4,7 +4,8 @@ workspaces the guard enforces (issue 15 item 2).
 
 An ASGI app behind the guard: it reads the request's :class:`~authmw.models.AuthContext` from ``scope["authmw"]``
 (the sidecar sets it once the guard admitted the request; :class:`authmw.asgi.AuthMiddleware` sets it for an app)
-and answers the five routes of the ``modelarts`` preset it serves (:meth:`WorkspaceService.serves`); anything else
+and answers the six routes of the ``modelarts`` preset it serves (the five above, and ``list_users``: the users of
+the caller's domain, whom a workspace may be granted to) (:meth:`WorkspaceService.serves`); anything else
 goes to ``app`` (404 without one). The guard has authorized the request by the route's ``modelarts:workspace:*``
 action and, for one workspace, checked the caller may enter it; the service acts only on that decision (a refused
 decision in dry-run mode is refused here: dry-run never changes the store). Changes go through the store's
@@ -15,7 +16,7 @@ malformed body or query, or a value authmw does not keep: a description, an ente
 ``"0"``, a federated or agency grant), ``ModelArts.4001`` (400, the change breaks a rule of the store: a name
 taken or invalid, grants on a workspace that is not INTERNAL, the default workspace), ``ModelArts.4030`` (403)
 and ``ModelArts.4040`` (404). Quotas (``/workspaces/{workspace_id}/quotas``) are the service's, not authmw's:
-they go upstream.
+they go upstream, and so does ``validate_authorization`` (``POST .../workspaces/{id}/auth``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ WORKSPACE_OPERATIONS: Mapping[tuple[str, str], tuple[str, str]] = {
     ("GET", _ONE): ("show", "modelarts:workspace:get"),
     ("PUT", _ONE): ("update", "modelarts:workspace:update"),
     ("DELETE", _ONE): ("delete", "modelarts:workspace:delete"),
+    # The users a workspace may be granted to (the SDK's list_users): the caller's domain's, as the store has them.
+    ("GET", "/v1/{project_id}/workspaces/users/list"): ("users", "modelarts:workspace:list"),
 }
 _MAX_BODY = 256 * 1024  # a workspace with 500 grants is far smaller
 _MAX_GRANTS = 500  # as ModelArts allows
@@ -121,6 +124,8 @@ class WorkspaceService:
             return 200, self._create(principal, context.agency, _object(body))
         if operation == "list":
             return 200, self._list(principal, query)
+        if operation == "users":
+            return 200, {"users": [{"userName": user.name} for user in self.store.list_users(domain=domain)]}
         workspace_id = path.rstrip("/").rpartition("/")[2]
         if context.workspace is None or context.workspace.id != workspace_id:  # the guard checked this one
             raise _Refused(403, "ModelArts.4030", "the workspace was not checked by the guard")

@@ -523,6 +523,7 @@ def test_a_version_2_store_migrates_and_keeps_its_keys(cli: Cli) -> None:
         with db.write() as tx:
             tx.run("ALTER TABLE access_keys DROP COLUMN last_used_at")
             tx.run("DROP TABLE notebooks")  # and none of what later versions added
+            tx.run("DROP TABLE project_attachments")
             tx.run("ALTER TABLE keypairs DROP COLUMN expires_at")
             tx.run("UPDATE authmw_meta SET value = 2 WHERE name = 'schema_version'")
     finally:

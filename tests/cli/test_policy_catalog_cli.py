@@ -142,20 +142,20 @@ def test_lint_reports_them_with_its_other_warnings(tmp_path: Path) -> None:
 
 
 def test_lint_lists_the_inferred_actions_of_the_preset_a_policy_relies_on(tmp_path: Path) -> None:
-    # modelarts:network:* matches only actions the generator inferred (no documentation names them); the
+    # modelarts:authMode:* matches only actions the generator inferred (no documentation names them); the
     # documented notebook actions and the service-wide wildcard rely on no one inferred action.
     relying = {
         "Version": "1.1",
         "Statement": [
-            {"Effect": "Allow", "Action": ["modelarts:network:*", "modelarts:notebook:*"]},
+            {"Effect": "Allow", "Action": ["modelarts:authMode:*", "modelarts:notebook:*"]},
             {"Effect": "Allow", "Action": ["modelarts:devserver:reboot", "modelarts:*:*"]},
         ],
     }
     code, out = run("policy", "lint", _file(tmp_path, "relying.json", relying), "--format", "json")
     found = [(w["statement"], w["message"]) for w in json.loads(out)["warnings"]]
     assert code == 1 and [(s, m.split(" relies")[0]) for s, m in found] == [
-        (0, "Action modelarts:network:*"),
+        (0, "Action modelarts:authmode:*"),  # actions compare (and print) in lower case
         (1, "Action modelarts:devserver:reboot"),
     ]
-    assert "modelarts:network:create" in found[0][1] and "no ModelArts documentation names them" in found[0][1]
+    assert "modelarts:authmode:update" in found[0][1] and "no ModelArts documentation names them" in found[0][1]
     assert run("policy", "lint", _file(tmp_path, "plain.json", PLAIN))[0] == 0

@@ -5,7 +5,8 @@ model built with dummy ids in its path and an empty body model, and sent by a ``
 endpoint is the proxy, with the SDK's AK/SK signing (``BasicCredentials``). The upstream echoes 200 to
 everything; the SDK may fail to read that answer, so what counts is authmw's decision, read from the proxy's
 audit log. A ``ModelArts FullAccess`` user must not be refused; a ``ModelArts CommonOperations`` user may read
-everything and may not create a dedicated resource pool.
+everything (GETs, and the POST searches and tag queries whose action reads) and may not create, update or
+delete a dedicated resource pool.
 """
 
 from __future__ import annotations
@@ -157,23 +158,50 @@ def test_every_sdk_call_is_allowed_for_fullaccess(proxied: tuple[World, str, Pat
     assert not refused  # every call the table maps is allowed; none is left unmapped
 
 
-def test_commonoperations_reads_everything_and_cannot_create_a_pool(proxied: tuple[World, str, Path]) -> None:
+def is_read(call: Any) -> bool:
+    """A read-only call: a GET, or an action that reads (``get...``/``list...``, as POST searches and tag
+    queries are)."""
+    verb = ROUTED[call.name][1].action.split(":")[2]
+    return call.method == "GET" or verb.startswith(("get", "list"))
+
+
+# ModelArts CommonOperations, as Huawei defines it: every ModelArts operation but creating, updating and deleting
+# dedicated resource pools (the three actions its Deny statement names).
+POOL_MANAGEMENT = {"modelarts:pool:create", "modelarts:pool:update", "modelarts:pool:delete"}
+
+
+def test_commonoperations_reads_everything_and_cannot_manage_pools(proxied: tuple[World, str, Path]) -> None:
     world, url, audit = proxied
-    reads = [call for call in CALLS if call.method == "GET"]
-    create_pool = next(call for call in CALLS if call.name == "create_pool")
+    reads = [call for call in CALLS if is_read(call)]
+    pools = [call for call in CALLS if ROUTED[call.name][1].action in POOL_MANAGEMENT]
     before = len(audit_records(audit))
-    statuses = send_all(url, world.scientist, world, [*reads, create_pool])
-    records = audit_of_batch(audit, before, len(reads) + 1)
-    refused = [
-        f"{call.name}: {records[(call.method, path_of(call, world))]['error_code']}"
-        for call in reads
-        if records[(call.method, path_of(call, world))]["outcome"] != "allow"
-    ]
-    assert len(reads) > 120 and not refused
-    record = records[("POST", path_of(create_pool, world))]
-    assert (record["status"], record["error_code"], record["action"]) == (403, "action_denied", "modelarts:pool:create")
+    statuses = send_all(url, world.scientist, world, [*reads, *pools])
+    records = audit_of_batch(audit, before, len(reads) + len(pools))
+
+    def record(call: Any) -> dict[str, Any]:
+        return records[(call.method, path_of(call, world))]
+
+    refused = [f"{call.name}: {record(call)['error_code']}" for call in reads if record(call)["outcome"] != "allow"]
+    assert len(reads) > 140 and any(call.method == "POST" for call in reads) and not refused
+    assert {ROUTED[call.name][1].action for call in reads}.isdisjoint(POOL_MANAGEMENT)
+    assert len(pools) >= 10 and "create_pool" in {call.name for call in pools}
+    for call in pools:
+        found = record(call)
+        assert (found["status"], found["error_code"]) == (403, "action_denied"), call.name
+        assert found["action"] == ROUTED[call.name][1].action
     assert statuses["create_pool"] == 403  # and the SDK raised it as a ClientRequestException
 
 
 def test_the_packaged_table_is_what_the_sdk_and_the_documentation_give() -> None:
     assert GEN.main(["--check"]) == 0  # else: rerun scripts/gen_modelarts_routes.py
+
+
+def test_sub_resources_take_their_parents_resource_type() -> None:
+    """A derived row's action names the resource type of its path's top collection (a training job's tasks,
+    logs and metrics are ``trainJob``'s; a service's deployments ``service``'s), tag operations excepted."""
+    derived = [(call, row) for call, row in ROUTED.values() if row.inferred]
+    nested = [(call, row) for call, row in derived if len(GEN._segments(call.template)) > 2]
+    assert len(nested) > 100
+    for call, row in derived:
+        kind = row.action.split(":")[1]
+        assert kind in {GEN.family_type(call.template), "tag"}, (call.name, call.template, row.action)

@@ -1,6 +1,7 @@
 """The ModelArts workspace API answered from the store (issue 15 item 2), driven by ``huaweicloudsdkmodelarts``.
 
-The SDK signs with AK/SK and talks to a real ``authmw proxy`` process (and to the ASGI middleware wrapping
+The SDK signs with AK/SK (or sends an IAM token from the proxy's token endpoint) and talks to a real
+``authmw proxy`` process (and to the ASGI middleware wrapping
 :class:`~authmw.workspace_api.WorkspaceService`); a second proxy process on the same store, with
 ``serve_workspaces: false``, shows both that the option sends the API upstream and that a workspace created
 through the API is enforced by every running process within a second.
@@ -27,16 +28,20 @@ from authmw.client import HttpxAuth
 from authmw.models import Request
 from authmw.signing import sign_request
 from authmw.workspace_api import WorkspaceService
+from tests.support.huawei import token_credentials
 from tests.support.proxy import proxy_process
 from tests.support.servers import serve_asgi
 from tests.support.world import Key, World, build_world, echo_asgi
 
 WORKSPACE_ID = re.compile(r"[0-9a-f]{32}")
+PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     built = build_world(tmp_path_factory.mktemp("wsapi"))
+    for user in ("admin", "scientist", "outsider"):  # before any login: a password change revokes older tokens
+        built.store.update_user(user, password=PASSWORD)
     yield built
     built.store.close()
 
@@ -56,10 +61,15 @@ def proxies(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield url, other
 
 
-def client(url: str, key: Key, project: str) -> Any:
+def client(url: str, key: Key | None, project: str, *, token: str | None = None) -> Any:
+    """The SDK signing with ``key``'s AK/SK, or sending the IAM ``token``."""
     config = HttpConfig.get_default_config()
     config.timeout = (5, 20)
-    credentials = BasicCredentials(key.access, key.secret, project)
+    if token is not None:
+        credentials = token_credentials(BasicCredentials, token, project)
+    else:
+        assert key is not None
+        credentials = BasicCredentials(key.access, key.secret, project)
     return v1.ModelArtsClient.new_builder().with_credentials(credentials).with_http_config(config).with_endpoints(
         [url]
     ).build()  # fmt: skip
@@ -250,7 +260,44 @@ def test_the_asgi_middleware_serves_it_too(world: World) -> None:
     assert "api-asgi" not in [w.name for w in world.store.list_workspaces()]
 
 
+def test_the_users_a_workspace_may_be_granted_to_are_the_stores(world: World, proxies: tuple[str, str]) -> None:
+    listed = client(proxies[0], world.scientist, world.project).list_users(v1.ListUsersRequest()).users
+    assert [u.user_name for u in listed] == [u.name for u in world.store.list_users(domain="default")]  # its domain
+    assert "stranger" not in [u.user_name for u in listed]
+    error = refused(client(proxies[0], world.outsider, world.project).list_users, v1.ListUsersRequest())
+    assert (error.status_code, error.error_code) == (403, "action_denied")  # modelarts:workspace:list
+    upstream = signed(world, world.admin, "GET", f"{proxies[1]}/v1/{world.project}/workspaces/users/list")
+    assert upstream.json()["path"].endswith("/workspaces/users/list")  # the option off: the service's
+
+
 def test_quotas_are_not_served(world: World, proxies: tuple[str, str]) -> None:
     """Quotas are the service's: they go upstream even when the workspace API is served."""
     answer = signed(world, world.admin, "GET", f"{proxies[0]}/v1/{world.project}/workspaces/{world.internal_ws}/quotas")
     assert answer.status_code == 200 and answer.json()["path"].endswith("/quotas")
+
+
+def login(url: str, world: World, user: str) -> str:
+    """A password login scoped to the world's project, at the proxy's token endpoint: the IAM token."""
+    scope = {"project": {"id": world.project}}
+    identity = {"methods": ["password"], "password": {"user": {"name": user, "password": PASSWORD,
+                                                               "domain": {"name": "default"}}}}  # fmt: skip
+    answer = httpx.post(url + "/v3/auth/tokens", json={"auth": {"identity": identity, "scope": scope}}, timeout=30)
+    assert answer.status_code == 201, answer.text
+    return str(answer.headers["x-subject-token"])
+
+
+def test_an_iam_token_manages_workspaces_too(world: World, proxies: tuple[str, str]) -> None:
+    url = proxies[0]
+    sdk = client(url, None, world.project, token=login(url, world, "admin"))
+    made = sdk.create_workspace(create("api-token", "PRIVATE"))
+    assert made.owner == "admin" and world.store.show_workspace("api-token").auth_type == "PRIVATE"
+    assert "api-token" in [w.name for w in sdk.list_workspace(v1.ListWorkspaceRequest()).workspaces]
+    assert sdk.show_workspace(v1.ShowWorkspaceRequest(made.id)).name == "api-token"
+    scientist = client(url, None, world.project, token=login(url, world, "scientist"))
+    error = refused(scientist.show_workspace, v1.ShowWorkspaceRequest(made.id))  # the owner's PRIVATE one
+    assert (error.status_code, error.error_code) == (403, "workspace_denied")
+    outsider = client(url, None, world.project, token=login(url, world, "outsider"))  # no policy
+    error = refused(outsider.list_workspace, v1.ListWorkspaceRequest())
+    assert (error.status_code, error.error_code) == (403, "action_denied")
+    assert sdk.delete_workspace(v1.DeleteWorkspaceRequest(made.id)).workspace_id == made.id
+    assert "api-token" not in [w.name for w in world.store.list_workspaces()]

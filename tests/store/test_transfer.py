@@ -42,6 +42,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     store.attach_policy("train", group="developers")
     store.attach_policy("ModelArts CommonOperations", user="alice")
     store.create_agency("ma", trust="op_svc_modelarts", policies=["train"])
+    store.attach_policy("train", group="developers", project="cn-north-4")  # granted on a project too
+    store.attach_policy("ModelArts CommonOperations", agency="ma", project="cn-north-4")
     store.create_workspace("team-a", auth_type="INTERNAL", grant_users=["alice"], owner="root")
     store.create_keypair("laptop", user="alice")
     store.set_whitelist("user", "alice", ["10.0.0.0/8"])

@@ -26,6 +26,7 @@ from authmw.store.inventory import (
     access_key_at,
     agency_at,
     domain_summary,
+    project_at,
     whitelist_scope_id,
     workspace_info,
 )
@@ -121,12 +122,14 @@ class Administration(StoreBase):
     def find_project(self, name_or_id: str, *, domain: str = DEFAULT_DOMAIN) -> Project:
         """A project of ``domain`` by id or by name."""
         with self.db.read() as tx:
-            return _project_at(tx, name_or_id, domain)
+            return project_at(tx, name_or_id, domain)
 
     def delete_project(self, name_or_id: str, *, domain: str = DEFAULT_DOMAIN) -> Project:
-        """Delete a project; tokens scoped to it are refused from then on (their project is gone)."""
+        """Delete a project and the policies granted on it; tokens scoped to it are refused from then on (their
+        project is gone)."""
         with self.db.write() as tx:
-            project = _project_at(tx, name_or_id, domain)
+            project = project_at(tx, name_or_id, domain)
+            tx.run("DELETE FROM project_attachments WHERE project_id = ?", (project.id,))
             tx.run("DELETE FROM projects WHERE id = ?", (project.id,))
         return project
 
@@ -266,6 +269,7 @@ class Administration(StoreBase):
             for sql in (
                 "DELETE FROM group_members WHERE group_id = ?",
                 "DELETE FROM attachments WHERE principal_type = 'group' AND principal_id = ?",
+                "DELETE FROM project_attachments WHERE principal_type = 'group' AND principal_id = ?",
                 "DELETE FROM workspace_grants WHERE principal_type = 'group' AND principal_id = ?",
                 "DELETE FROM groups_ WHERE id = ?",
             ):
@@ -352,10 +356,21 @@ class Administration(StoreBase):
         user: str | None = None,
         agency: str | None = None,
         domain: str = DEFAULT_DOMAIN,
+        project: str | None = None,
     ) -> None:
-        """Detach the domain's (or a system) policy from exactly one group, user or agency."""
+        """Detach the domain's (or a system) policy from exactly one group, user or agency (from a group or an
+        agency on ``project`` only, given one)."""
         with self.db.write() as tx:
             key, kind, target = _attachment(tx, name, group, user, agency, domain=domain)
+            if project is not None:
+                scoped = (*key, project_at(tx, project, domain).id)
+                if not tx.run(
+                    "DELETE FROM project_attachments "
+                    "WHERE policy_id = ? AND principal_type = ? AND principal_id = ? AND project_id = ?",
+                    scoped,
+                ):
+                    raise NotFound(f"policy {name!r} is not granted to {kind} {target!r} on project {project!r}")
+                return
             if not tx.run(
                 "DELETE FROM attachments WHERE policy_id = ? AND principal_type = ? AND principal_id = ?", key
             ):
@@ -365,12 +380,17 @@ class Administration(StoreBase):
         """Delete a domain's policy; refused while attached unless ``force``, which detaches it everywhere."""
         with self.db.write() as tx:
             info = _own_policy(tx, name, domain)
-            count = tx.one("SELECT COUNT(*) FROM attachments WHERE policy_id = ?", (info.id,))
+            count = tx.one(
+                "SELECT (SELECT COUNT(*) FROM attachments WHERE policy_id = ?) "
+                "+ (SELECT COUNT(*) FROM project_attachments WHERE policy_id = ?)",
+                (info.id, info.id),
+            )
             if count and int(count[0]) and not force:
                 raise ChangeRefused(
                     f"policy {name!r} is attached to {int(count[0])} principal(s): detach it first, or --force"
                 )
             tx.run("DELETE FROM attachments WHERE policy_id = ?", (info.id,))
+            tx.run("DELETE FROM project_attachments WHERE policy_id = ?", (info.id,))
             tx.run("DELETE FROM policies WHERE id = ?", (info.id,))
         return info
 
@@ -382,10 +402,24 @@ class Administration(StoreBase):
         user: str | None = None,
         agency: str | None = None,
         domain: str = DEFAULT_DOMAIN,
+        project: str | None = None,
     ) -> None:
-        """Attach the domain's (or a system) policy to exactly one group, user or agency."""
+        """Attach the domain's (or a system) policy to exactly one group, user or agency; given a ``project`` (a
+        group or an agency only, as IAM grants), it applies to requests in that project only."""
         with self.db.write() as tx:
             key, kind, target = _attachment(tx, name, group, user, agency, domain=domain)
+            if project is not None:
+                if kind == "user":
+                    raise ChangeRefused("a policy is granted on a project to a group or an agency, not to a user")
+                scoped = (*key, project_at(tx, project, domain).id)
+                if tx.one(
+                    "SELECT 1 FROM project_attachments "
+                    "WHERE policy_id = ? AND principal_type = ? AND principal_id = ? AND project_id = ?",
+                    scoped,
+                ):
+                    raise ChangeRefused(f"policy {name!r} is already granted to {kind} {target!r} on {project!r}")
+                tx.run("INSERT INTO project_attachments VALUES (?, ?, ?, ?)", scoped)
+                return
             if tx.one("SELECT 1 FROM attachments WHERE policy_id = ? AND principal_type = ? AND principal_id = ?", key):
                 raise ChangeRefused(f"policy {name!r} is already attached to {kind} {target!r}")
             tx.run("INSERT INTO attachments VALUES (?, ?, ?)", key)
@@ -453,6 +487,7 @@ class Administration(StoreBase):
         with self.db.write() as tx:
             agency = agency_at(tx, names.agency_id(tx, name, domain))
             tx.run("DELETE FROM attachments WHERE principal_type = 'agency' AND principal_id = ?", (agency.id,))
+            tx.run("DELETE FROM project_attachments WHERE principal_type = 'agency' AND principal_id = ?", (agency.id,))
             tx.run("DELETE FROM agencies WHERE id = ?", (agency.id,))
         return agency
 
@@ -710,17 +745,6 @@ class Administration(StoreBase):
                 "INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES (?, ?, ?) ON CONFLICT (jti) DO NOTHING",
                 (token_id, user_id, expires_at),
             )
-
-
-def _project_at(tx: Tx, name_or_id: str, domain: str) -> Project:
-    row = tx.one(
-        "SELECT p.id, p.name, p.domain_id, p.region FROM projects p JOIN domains d ON d.id = p.domain_id "
-        "WHERE (p.id = ? OR p.name = ?) AND d.name = ? ORDER BY p.id = ? DESC LIMIT 1",
-        (name_or_id, name_or_id, domain, name_or_id),
-    )
-    if row is None:
-        raise NotFound(f"no project {name_or_id!r} in domain {domain!r}")
-    return Project(row[0], row[1], row[2], row[3])
 
 
 def _policy_text(name: str, document: str | bytes) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 from authmw.clientaddr import IpWhitelist
-from authmw.errors import NotFound
+from authmw.errors import ChangeRefused, NotFound
 from authmw.models import WhitelistScope
 from authmw.store import names
 from authmw.store.base import StoreBase
@@ -108,6 +108,24 @@ class Inventory(StoreBase):
     def show_group(self, name: str, *, domain: str = DEFAULT_DOMAIN) -> GroupDetail:
         with self.db.read() as tx:
             return _group(tx, names.group_id(tx, name, domain), name, domain)
+
+    def project_grants(
+        self, project: str, *, group: str | None = None, agency: str | None = None, domain: str = DEFAULT_DOMAIN
+    ) -> tuple[str, ...]:
+        """The names of the policies granted to ``group`` (or ``agency``) on ``project`` (by name or id)."""
+        if (group is None) == (agency is None):
+            raise ChangeRefused("name exactly one of a group or an agency")
+        with self.db.read() as tx:
+            project_id = project_at(tx, project, domain).id
+            kind = "group" if group is not None else "agency"
+            resolve = names.group_id if group is not None else names.agency_id
+            principal_id = resolve(tx, group or agency or "", domain)
+            rows = tx.rows(
+                "SELECT p.name FROM project_attachments a JOIN policies p ON p.id = a.policy_id "
+                "WHERE a.principal_type = ? AND a.principal_id = ? AND a.project_id = ? ORDER BY p.name",
+                (kind, principal_id, project_id),
+            )
+        return tuple(str(r[0]) for r in rows)
 
     def show_access_key(self, access_key: str, *, domain: str | None = None) -> AccessKeyInfo:
         """A key by id, of a user of ``domain`` if given (access key ids are unique in the whole store)."""
@@ -217,6 +235,18 @@ def access_key_at(tx: Tx, access_key: str, domain: str | None) -> AccessKeyInfo:
     if row is None or (domain is not None and row[4] != domain):
         raise NotFound(f"no access key {access_key!r}" + ("" if domain is None else f" in domain {domain!r}"))
     return AccessKeyInfo(access_key, row[0], row[1], int(row[2]), _opt_int(row[3]))
+
+
+def project_at(tx: Tx, name_or_id: str, domain: str) -> Project:
+    """A project of ``domain`` by id or by name (the id first)."""
+    row = tx.one(
+        "SELECT p.id, p.name, p.domain_id, p.region FROM projects p JOIN domains d ON d.id = p.domain_id "
+        "WHERE (p.id = ? OR p.name = ?) AND d.name = ? ORDER BY p.id = ? DESC LIMIT 1",
+        (name_or_id, name_or_id, domain, name_or_id),
+    )
+    if row is None:
+        raise NotFound(f"no project {name_or_id!r} in domain {domain!r}")
+    return Project(row[0], row[1], row[2], row[3])
 
 
 def agency_at(tx: Tx, agency_id: str) -> Agency:

@@ -190,7 +190,8 @@ def _revision_at(tx: Tx) -> int:
 
 
 def attached(tx: Tx, principals: Sequence[tuple[str, str]]) -> tuple[tuple[str, str, str], ...]:
-    """(id, name, document) of the policies attached to any of ``principals``, each once, ordered by id."""
+    """(id, name, document) of the policies attached to any of ``principals``, each once, ordered by id; a policy
+    granted on a project is there as :func:`scoped_to_project` makes it (id ``<policy id>@<project id>``)."""
     found: dict[str, tuple[str, str, str]] = {}
     for kind, principal_id in principals:
         for row in tx.rows(
@@ -199,4 +200,31 @@ def attached(tx: Tx, principals: Sequence[tuple[str, str]]) -> tuple[tuple[str, 
             (kind, principal_id),
         ):
             found[row[0]] = (row[0], row[1], row[2])
+        for row in tx.rows(
+            "SELECT p.id, p.name, p.document, a.project_id FROM project_attachments a "
+            "JOIN policies p ON p.id = a.policy_id WHERE a.principal_type = ? AND a.principal_id = ?",
+            (kind, principal_id),
+        ):
+            document = scoped_to_project(row[2], row[3])
+            if document is not None:
+                found[f"{row[0]}@{row[3]}"] = (f"{row[0]}@{row[3]}", row[1], document)
     return tuple(found[key] for key in sorted(found))
+
+
+def scoped_to_project(document: str, project_id: str) -> str | None:
+    """A policy document granted on one project: each statement also requires ``g:ProjectId`` to be
+    ``project_id`` (ANDed with a ``StringEquals`` on it the statement has: a statement naming other projects only
+    never applies, and a document left with none is None). Outside a project's requests none of it applies, Deny
+    statements included, as IAM applies a project-level grant."""
+    policy = json.loads(document)
+    kept = []
+    for statement in policy.get("Statement", []):
+        condition = {operator: dict(keys) for operator, keys in (statement.get("Condition") or {}).items()}
+        equals = condition.setdefault("StringEquals", {})
+        key = next((k for k in equals if k.lower() == "g:projectid"), "g:ProjectId")
+        named = equals.get(key)
+        if named is not None and project_id not in ([named] if isinstance(named, str) else named):
+            continue
+        equals[key] = [project_id]
+        kept.append({**statement, "Condition": condition})
+    return json.dumps({**policy, "Statement": kept}) if kept else None

@@ -89,8 +89,18 @@ _V4_NOTEBOOKS = [
     "ALTER TABLE keypairs ADD COLUMN expires_at BIGINT",
 ]
 
+# v5: policies granted to a group or an agency on one project (IAM's project-level grants): they apply to requests
+# in that project only (the store reads them with a g:ProjectId condition on every statement).
+_V5_PROJECT_GRANTS = [
+    """CREATE TABLE project_attachments (
+        policy_id TEXT NOT NULL REFERENCES policies(id),
+        principal_type TEXT NOT NULL CHECK (principal_type IN ('group', 'agency')),
+        principal_id TEXT NOT NULL, project_id TEXT NOT NULL REFERENCES projects(id),
+        PRIMARY KEY (principal_type, principal_id, policy_id, project_id))""",
+]
+
 #: Migrations in order; ``MIGRATIONS[i]`` brings the schema from version ``i`` to ``i + 1``.
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4_NOTEBOOKS]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4_NOTEBOOKS, _V5_PROJECT_GRANTS]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -72,6 +72,13 @@ _TABLES: list[tuple[str, str, tuple[str, ...], str | None, str]] = [
     ("policies", "policies", ("id", "domain_id", "name", "document", "created_at"), None, "id"),
     ("agencies", "agencies", ("id", "domain_id", "name", "trust_domain", "max_duration", "created_at"), None, "id"),
     ("attachments", "attachments", ("policy_id", "principal_type", "principal_id"), None, "1, 2, 3"),
+    (
+        "project_attachments",
+        "project_attachments",
+        ("policy_id", "principal_type", "principal_id", "project_id"),
+        None,
+        "1, 2, 3, 4",
+    ),
     ("workspaces", "workspaces", ("id", "domain_id", "name", "auth_type", "owner_id", "created_at"), None, "id"),
     ("workspace_grants", "workspace_grants", ("workspace_id", "principal_type", "principal_id"), None, "1, 2, 3"),
     (
@@ -364,6 +371,13 @@ class _Model:
             raise ChangeRefused("principal_type must be group, user or agency")
         domain = self._ref(v["principal_type"], v["principal_id"])
         self._ref("policy", v["policy_id"], domain)
+
+    def _project_attachments(self, v: Row) -> None:
+        if v["principal_type"] not in ("group", "agency"):
+            raise ChangeRefused("principal_type must be group or agency")
+        domain = self._ref(v["principal_type"], v["principal_id"])
+        self._ref("policy", v["policy_id"], domain)
+        self._ref("project", v["project_id"], domain)
 
     def _agencies(self, v: Row) -> None:
         check_name("agency", v["name"])
