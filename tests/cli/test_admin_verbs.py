@@ -679,3 +679,30 @@ def test_every_argument_says_what_it_is() -> None:
         if not isinstance(action, argparse._HelpAction) and not action.help
     ]
     assert silent == []
+
+
+def test_a_policy_is_granted_and_revoked_on_one_project(cli: Cli) -> None:
+    """``policy attach|detach --project``: the IAM API's project grants from the CLI, to a group or an agency."""
+    populate(cli)
+    cli.run("policy", "create", "spare", "--file", cli.file("narrow.json", NARROWER))
+    granted = cli.json("policy", "attach", "spare", "--group", "developers", "--project", "cn-north-4")
+    assert granted == {"policy": "spare", "group": "developers", "project": "cn-north-4"}
+    cli.run("policy", "attach", "spare", "--agency", "ma_agency", "--project", "cn-north-4")
+    store = open_store(cli.url)
+    try:
+        assert store.project_grants("cn-north-4", group="developers") == ("spare",)
+        assert store.project_grants("cn-north-4", agency="ma_agency") == ("spare",)
+        assert "a group or an agency" in cli.refused(
+            "policy", "attach", "spare", "--user", "bob", "--project", "cn-north-4"
+        )
+        assert "no-such" in cli.refused("policy", "attach", "spare", "--group", "developers", "--project", "no-such")
+        cli.run("policy", "detach", "spare", "--group", "developers", "--project", "cn-north-4")
+        assert store.project_grants("cn-north-4", group="developers") == ()
+        # Revoking a grant on a project leaves a domain-wide attachment alone, and the other way round.
+        assert "not granted" in cli.refused(
+            "policy", "detach", "notebooks", "--group", "developers", "--project", "cn-north-4"
+        )
+        cli.run("policy", "detach", "notebooks", "--group", "developers")
+        assert store.project_grants("cn-north-4", agency="ma_agency") == ("spare",)
+    finally:
+        store.close()

@@ -172,9 +172,11 @@ def _policy_create(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> 
 def _policy_attach(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
     with open_cli_store(args) as store:
         store.require_schema()
-        store.attach_policy(args.name, group=args.group, user=args.user, agency=args.agency, domain=args.domain)
+        store.attach_policy(
+            args.name, group=args.group, user=args.user, agency=args.agency, domain=args.domain, project=args.project
+        )
     target = {"group": args.group} if args.group else {"user": args.user} if args.user else {"agency": args.agency}
-    emit(args, stdout, {"policy": args.name, **target})
+    emit(args, stdout, {"policy": args.name, **target, **({"project": args.project} if args.project else {})})
     return EXIT_OK
 
 
@@ -558,6 +560,10 @@ def _one_target(parser: argparse.ArgumentParser, *kinds: str) -> None:
         target.add_argument(f"--{kind}", metavar=kind[0].upper(), help=f"the {kind}'s name in --domain")
 
 
+def _project_scope(parser: argparse.ArgumentParser, meaning: str) -> None:
+    parser.add_argument("--project", metavar="P", help=f"a project's name or id in --domain: {meaning}")
+
+
 def _whitelist_target(parser: argparse.ArgumentParser) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--workspace", metavar="W", help="workspace name or id")
@@ -833,11 +839,13 @@ def register_policy(policy_commands: Any) -> None:
     create.add_argument("--file", required=True, metavar="F", help="the policy document (JSON)")
     attach = _named(policy_commands, "attach", _policy_attach, "attach a policy to a group, user or agency")
     _one_target(attach, "group", "user", "agency")
+    _project_scope(attach, "grant it on this project only (a group or an agency; requests in other projects ignore it)")
     _command(policy_commands, "list", manage.policy_list, "list the domain's policies and the system policies")
     _named(policy_commands, "show", manage.policy_show, "show a policy: its document and attachments")
     update = _named(policy_commands, "update", manage.policy_update, "replace a domain policy's document")
     update.add_argument("--file", required=True, metavar="F", help="the new policy document (JSON)")
     detach = _named(policy_commands, "detach", manage.policy_detach, "detach a policy from a group, user or agency")
     _one_target(detach, "group", "user", "agency")
+    _project_scope(detach, "revoke its grant on this project (not a domain-wide attachment)")
     delete = _named(policy_commands, "delete", manage.policy_delete, "delete a domain policy")
     delete.add_argument("--force", action="store_true", help="detach it from everyone first (else refused if attached)")

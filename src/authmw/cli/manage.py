@@ -278,9 +278,12 @@ def policy_update(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> i
 def policy_detach(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> int:
     with open_cli_store(args) as store:
         store.require_schema()
-        store.detach_policy(args.name, group=args.group, user=args.user, agency=args.agency, domain=args.domain)
+        store.detach_policy(
+            args.name, group=args.group, user=args.user, agency=args.agency, domain=args.domain, project=args.project
+        )
     target = {"group": args.group} if args.group else {"user": args.user} if args.user else {"agency": args.agency}
-    emit(args, stdout, {"policy": args.name, **target, "status": "detached"})
+    scope = {"project": args.project} if args.project else {}
+    emit(args, stdout, {"policy": args.name, **target, **scope, "status": "detached"})
     return EXIT_OK
 
 
