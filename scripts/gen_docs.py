@@ -52,8 +52,6 @@ ENVIRONMENT = {
 ERROR_MEANINGS = {
     "change_refused": "an IAM administration call the store refused (a name taken or invalid, a rule of the model); "
     "the message says which",
-    "unsupported_scope": "a policy granted on a project: authmw grants policies domain-wide (narrow one with a "
-    "`g:ProjectId` condition)",
     "not_found": "an IAM administration call names a user, group, policy, agency or domain the caller's domain does "
     "not hold",
     "authmw_error": "the base of every refusal; never raised itself",

@@ -150,7 +150,6 @@ __all__ = [
     "UnsignedPayloadRefused",
     "UnsupportedPayload",
     "UnsupportedScheme",
-    "UnsupportedScope",
     "UpstreamUnavailable",
     "WorkspaceDenied",
     "WorkspaceNotFound",
@@ -407,11 +406,6 @@ class AdminChangeRefused(BadRequest):
 
     code = "change_refused"
     message = "the store refused the change"
-
-
-class UnsupportedScope(BadRequest):
-    code = "unsupported_scope"
-    message = "authmw grants policies domain-wide only"
 
 
 class ResourceNotFound(AuthmwError):
