@@ -3,7 +3,7 @@
 :func:`admit` prechecks the head, reads the body within its limits (413 beyond the guard's ``max_body``, 408 beyond
 ``body_timeout``, 503 beyond the :class:`BodyBudget` of bodies held at once), checks the request (in a worker thread
 above :data:`OFFLOAD_BODY`, at most :data:`OFFLOAD_THREADS` at once: hashing and parsing a large body would hold the
-event loop), audits the decision and answers a refusal with the SPEC §9 error. Internal: apps use
+event loop), audits the decision and answers a refusal with the documented error. Internal: apps use
 :class:`authmw.asgi.AuthMiddleware`.
 """
 
@@ -282,7 +282,7 @@ async def send_response(send: Send, status: int, body: bytes, headers: list[tupl
 
 
 async def send_error(scope: Scope, send: Send, error: AuthmwError, request_id: str) -> None:
-    """Answer with the SPEC §9 error (a websocket handshake: as HTTP where the server can, else close 1008)."""
+    """Answer with the documented error (a websocket handshake: as HTTP where the server can, else close 1008)."""
     status, headers, body = render(error, request_id)
     raw_headers = [(k.encode(), v.encode()) for k, v in headers]
     if scope["type"] == "http":

@@ -72,7 +72,7 @@ class AuthMiddleware:
 
     On success the app finds the :class:`~authmw.guard.AuthContext` in ``scope["authmw"]`` (the guard in
     ``scope["authmw.guard"]``, for further checks) and Starlette's
-    ``scope["user"]`` / ``scope["auth"]``; a refusal is answered with the SPEC §9 JSON error and the app is
+    ``scope["user"]`` / ``scope["auth"]``; a refusal is answered with the documented JSON error and the app is
     not called. Every decision goes to the ``authmw.audit`` logger. A body must arrive within ``body_timeout``
     seconds (408; None: no deadline), and the bodies held at once within ``body_budget`` (503; one budget may be
     shared by several middlewares).

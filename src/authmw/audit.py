@@ -1,4 +1,4 @@
-"""The audit record of one decision (SPEC §10): who, what, where, the outcome and what decided it.
+"""The audit record of one decision (docs/audit.md): who, what, where, the outcome and what decided it.
 
 Every record has the same keys; ``time`` is when it was written, in RFC 3339 UTC with microseconds
 (``2026-12-07T19:51:23.123456Z``); ``event`` says what it records: ``request`` (a request the pipeline checked), or

@@ -208,7 +208,7 @@ class AuthmwError(Exception):
         return {}
 
     def to_dict(self, request_id: str = "") -> dict[str, str]:
-        """The SPEC §9 error body."""
+        """The documented error body."""
         return {"error_code": self.code, "error_msg": self.message, "request_id": request_id}
 
 
@@ -593,7 +593,7 @@ def all_error_classes() -> list[type[AuthmwError]]:
 
 
 def render(error: AuthmwError, request_id: str) -> tuple[int, list[tuple[str, str]], bytes]:
-    """The SPEC §9 response for ``error``: status, headers and JSON body (generic message, no detail)."""
+    """The documented response for ``error``: status, headers and JSON body (generic message, no detail)."""
     body = json.dumps(error.to_dict(request_id), separators=(",", ":")).encode()
     headers = [
         ("content-type", "application/json"),

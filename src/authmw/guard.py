@@ -1,4 +1,4 @@
-"""The request pipeline (SPEC §2): client address → route → credential → workspace → whitelists → policy.
+"""The request pipeline (docs/access-model.md): client address → route → credential → workspace → whitelists → policy.
 
 :meth:`Guard.check` runs it over one :class:`~authmw.models.Request` and returns an :class:`AuthContext`, or
 raises the :class:`~authmw.errors.AuthmwError` leaf of the first step that failed (the partial context rides

@@ -1,5 +1,6 @@
-"""The IAM endpoints (SPEC §6) as an ASGI app: ``POST /v3/auth/tokens`` (password), ``GET``, ``HEAD``, ``DELETE``, and
-``POST /v3.0/OS-CREDENTIAL/securitytokens`` (temporary credentials: ``assume_role`` an agency, or ``token``).
+"""The IAM endpoints (docs/apis.md) as an ASGI app: ``POST /v3/auth/tokens`` (password), ``GET``, ``HEAD``,
+``DELETE``, and ``POST /v3.0/OS-CREDENTIAL/securitytokens`` (temporary credentials: ``assume_role`` an agency, or
+``token``).
 
 ``authmw proxy`` serves it; an app can mount it. Passwords are checked with scrypt in a worker thread, each
 attempt reserved first against the limits (:class:`AttemptLimiter`: per user and per client address, failures

@@ -57,7 +57,7 @@ class Access(enum.Enum):
 
 
 class Unmatched(enum.Enum):
-    """What happens to a request no route matches (SPEC §2)."""
+    """What happens to a request no route matches (docs/access-model.md)."""
 
     DENY = "deny"
     AUTHENTICATE_ONLY = "authenticate-only"

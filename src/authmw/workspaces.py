@@ -1,4 +1,5 @@
-"""Workspace resolution (SPEC §2, the workspace step): which workspace a request names, and who may enter it.
+"""Workspace resolution (the pipeline's workspace step, docs/access-model.md): which workspace a request names,
+and who may enter it.
 
 Pure functions the guard calls (no I/O): a request may name its workspace in the path, the query, the
 ``X-Workspace-Id`` header and its body (every spelling an app or a backend could read); all must agree, and

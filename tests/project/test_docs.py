@@ -240,6 +240,17 @@ def test_no_reference_to_files_outside_the_repo() -> None:
             assert stale not in text, f"{path.relative_to(ROOT)} mentions {stale!r}, which users do not have"
 
 
+def test_the_code_points_users_to_the_docs_not_the_spec() -> None:
+    """Docstrings and messages are read by users too (help(), tracebacks): they name docs/ pages, not the SPEC."""
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted((ROOT / "src").rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if "SPEC §" in line
+    ]
+    assert not found, f"SPEC references users do not have: {found}"
+
+
 def test_generated_pages_are_current() -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "gen_docs.py"), "--check"],

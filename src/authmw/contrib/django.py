@@ -27,7 +27,7 @@ def context(request: Any) -> AuthContext:
 
 
 def _check(request: Any, guard: Guard | None, action: str, resource: str | None) -> Any:
-    """None if allowed, else the SPEC §9 ``HttpResponse``."""
+    """None if allowed, else the documented ``HttpResponse``."""
     carrier = _carrier(request)
     try:
         authorize(
@@ -42,7 +42,7 @@ def _check(request: Any, guard: Guard | None, action: str, resource: str | None)
 
 def require(action: str, resource: str | None = None, *, guard: Guard | None = None) -> Callable[[View], View]:
     """Decorate a view (sync or async) so it runs only if the principal may perform ``action`` (on
-    ``resource``); a refusal is answered with the SPEC §9 error. The guard is ``guard``, else the middleware's."""
+    ``resource``); a refusal is answered with the documented error. The guard is ``guard``, else the middleware's."""
 
     def decorate(view: View) -> View:
         return wrap_view(view, lambda request, *_args: _check(request, guard, action, resource))

@@ -1,6 +1,6 @@
 """Flask helpers for apps wrapped by :class:`authmw.wsgi.AuthMiddleware` (``app.wsgi_app = AuthMiddleware(...)``).
 
-``@require(action)`` answers a refusal itself with the SPEC §9 error; :func:`install_error_handler` does the
+``@require(action)`` answers a refusal itself with the documented error; :func:`install_error_handler` does the
 same for an :class:`~authmw.errors.AuthmwError` a view raises (from its own ``guard.authorize`` call).
 
 ``protect(app, store=...)``, called once the views are registered, builds the guard's route table from the app
@@ -45,7 +45,7 @@ def context() -> AuthContext:
 
 
 def _check(guard: Guard | None, action: str, resource: str | None) -> Response | None:
-    """None if allowed, else the SPEC §9 response."""
+    """None if allowed, else the documented response."""
     environ = request.environ
     try:
         checked = context_of(environ)
@@ -75,7 +75,7 @@ def require(action: str, resource: str | None = None, *, guard: Guard | None = N
 
 
 def install_error_handler(app: Flask) -> None:
-    """Answer every :class:`AuthmwError` a view raises with the SPEC §9 status, headers and JSON body."""
+    """Answer every :class:`AuthmwError` a view raises with the documented status, headers and JSON body."""
     app.register_error_handler(AuthmwError, _refusal)
 
 
@@ -130,7 +130,7 @@ def protect(
 
     The guard opens ``store`` (as ``authmw --store``; default ``$AUTHMW_STORE``) with ``settings`` as in the
     configuration file (``routes`` there are added to the app's, and a route in both is refused), or reads them
-    from the YAML file ``config``. Refusals a view raises are answered as SPEC §9 errors
+    from the YAML file ``config``. Refusals a view raises are answered as documented errors
     (:func:`install_error_handler`).
     """
     derived = routes_from_app(app, static_access=static_access)

@@ -3,7 +3,7 @@
 ``require(action)`` is a FastAPI dependency (``Depends(require("svc:type:op"))``) and, in plain Starlette, a
 coroutine function to await with the request; ``@action_required(action)`` decorates a plain Starlette endpoint.
 A refusal raises the :class:`~authmw.errors.AuthmwError`, which the handler from :func:`install_error_handler`
-answers with the SPEC §9 error (without it Starlette answers 500).
+answers with the documented error (without it Starlette answers 500).
 
 ``protect(app, store=...)``, called once the app's routes are declared, builds the guard's route table from the
 app itself (:func:`routes_from_app`: the action each route's ``require`` dependency or decorator names, its
@@ -112,7 +112,7 @@ def action_required(action: str, resource: str | None = None, *, guard: Guard | 
 
 
 class _Refusal(Response):
-    """The SPEC §9 answer; a websocket handshake gets it as HTTP where the server can, else a 1008 close."""
+    """The documented answer; a websocket handshake gets it as HTTP where the server can, else a 1008 close."""
 
     def __init__(self, error: AuthmwError, request_id: str) -> None:
         status, headers, body = render(error, request_id)
@@ -131,7 +131,7 @@ async def _answer(connection: HTTPConnection, error: Exception) -> Response:
 
 def install_error_handler(app: Starlette) -> None:
     """Answer every :class:`AuthmwError` the app raises (a ``require`` refusal, a ``guard.authorize`` call)
-    with the SPEC §9 status, headers and JSON body."""
+    with the documented status, headers and JSON body."""
     app.add_exception_handler(AuthmwError, _answer)
 
 
@@ -266,7 +266,7 @@ def protect(
 
     The guard opens ``store`` (as ``authmw --store``; default ``$AUTHMW_STORE``) with ``settings`` as in the
     configuration file (``routes`` there are added to the app's, and a route in both is refused), or reads them
-    from the YAML file ``config``. Refusals a handler raises are answered as SPEC §9 errors
+    from the YAML file ``config``. Refusals a handler raises are answered as documented errors
     (:func:`install_error_handler`). A route declared after this call stops the app at start-up (ASGI lifespan).
     """
     derived = routes_from_app(app, docs_access=docs_access)

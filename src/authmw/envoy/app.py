@@ -5,7 +5,7 @@ Envoy's ``ext_authz`` filter sends each request's method, headers and body here,
 :func:`~authmw.admission.admit` as the middleware and the sidecar: allowed → 200 with the ``X-Authmw-*`` identity
 headers and the signed ``X-Authmw-Assertion`` (bound to the method, path and query the upstream receives: Envoy
 forwards them unchanged) for Envoy to set upstream, and ``x-envoy-auth-headers-to-remove`` naming the caller's
-credentials (unless ``forward_credentials``); refused → the SPEC §9 status and JSON error, which Envoy passes to
+credentials (unless ``forward_credentials``); refused → the documented status and JSON error, which Envoy passes to
 the client. The client address is the one the trusted-proxy rules find in the ``X-Forwarded-For`` Envoy appends
 to, Envoy being the peer (so Envoy's address belongs in ``trusted_proxies``). ``/healthz``, ``/readyz``,
 ``/.well-known/jwks.json``, ``/metrics`` (decisions by outcome and code, decision latency, reloads, lost audit

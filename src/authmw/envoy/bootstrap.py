@@ -25,7 +25,7 @@ __all__ = ["bootstrap", "render"]
 
 _EXT_AUTHZ = "envoy.filters.http.ext_authz"
 _TYPES = "type.googleapis.com/envoy.extensions.filters"
-#: What the refused client is told besides the status and body (the SPEC §9 headers of ``errors.render``).
+#: What the refused client is told besides the status and body (the documented headers of ``errors.render``).
 _CLIENT_HEADERS = ("content-type", "cache-control", "www-authenticate", "retry-after", "x-request-id")
 #: Connection facts only a proxy may state: a client's own are removed before anyone reads them (Envoy states the
 #: client's address in X-Forwarded-For only; an upstream reading Forwarded would believe the client).

@@ -1,9 +1,9 @@
 """The sidecar as an ASGI app: check each request with the guard, then stream it to the upstream.
 
-Every incoming ``X-Authmw-*`` header is dropped and the SPEC §3 identity headers are added, with the signed
-``X-Authmw-Assertion`` (bound to the method, path, query and request id the upstream receives). The caller's
-credentials (``Authorization``, ``X-Auth-Token``, ``X-Security-Token``, ``X-Amz-Security-Token``, and a presigned
-URL's ``X-Amz-Signature`` / ``X-Amz-Security-Token`` query parameters) are not forwarded unless
+Every incoming ``X-Authmw-*`` header is dropped and the documented identity headers (docs/deployment.md) are added,
+with the signed ``X-Authmw-Assertion`` (bound to the method, path, query and request id the upstream receives). The
+caller's credentials (``Authorization``, ``X-Auth-Token``, ``X-Security-Token``, ``X-Amz-Security-Token``, and a
+presigned URL's ``X-Amz-Signature`` / ``X-Amz-Security-Token`` query parameters) are not forwarded unless
 ``forward_credentials``: an upstream's logs or a less trusted app could otherwise replay them at the sidecar.
 Header names containing ``_`` are dropped (as nginx does), since WSGI servers fold ``X_Authmw_Agency`` onto
 ``X-Authmw-Agency``; kept with ``drop_underscore_headers=False``, one that folds onto a protected or present name
@@ -111,7 +111,7 @@ _STORE_DOWN = b'{"status":"store unavailable"}'
 
 
 def identity_headers(context: AuthContext, *, allowed_actions: bool = True) -> list[tuple[str, str]]:
-    """The SPEC §3 ``X-Authmw-*`` facts of a checked request (without the assertion; without the allowed actions
+    """The documented ``X-Authmw-*`` facts of a checked request (without the assertion; without the allowed actions
     when not ``allowed_actions``)."""
     principal = context.principal
     headers = [("x-authmw-request-id", context.request_id)]
