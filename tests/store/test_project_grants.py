@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from authmw.errors import ChangeRefused, NotFound
+from authmw.policy.document import MAX_POLICY_CHARS
 from authmw.store import Keyring, Store
 from authmw.store.database import open_database
 from authmw.store.reads import scoped_to_project
@@ -80,6 +81,23 @@ def test_a_project_grant_reaches_the_principal_for_that_project_only(store: Stor
     store.detach_policy("read", group="readers", project="cn-east-3")
     with pytest.raises(NotFound, match="on project"):
         store.detach_policy("read", group="readers", project="cn-east-3")
+
+
+def test_a_policy_near_the_size_limit_still_loads_once_granted_on_a_project(store: Store) -> None:
+    """The scoped copy adds a condition to each statement and may pass MAX_POLICY_CHARS: the limit holds for the
+    document as written, so the grant must not make the member's policies unreadable (every request refused)."""
+    statements = [{"Effect": "Allow", "Action": [f"modelarts:nb{j}:get{i}" for i in range(33)]} for j in range(8)]
+    document = json.dumps({"Version": "1.1", "Statement": statements}, separators=(",", ":"))
+    assert MAX_POLICY_CHARS - 400 < len(document) <= MAX_POLICY_CHARS
+    store.create_policy("big", document)
+    store.attach_policy("read", group="readers")
+    store.attach_policy("big", group="readers", project="cn-east-3")
+    east = store.find_project("cn-east-3").id
+    principal = store.principal(store.find_user("alice").id)
+    assert principal is not None
+    assert principal.policies.decide("modelarts:trainJob:get", None, {}).allowed  # the domain-wide grant
+    assert principal.policies.decide("modelarts:nb7:get32", None, {"g:projectid": east}).allowed
+    assert not principal.policies.decide("modelarts:nb7:get32", None, {}).allowed
 
 
 def test_grants_go_with_their_project_group_agency_or_policy(store: Store) -> None:

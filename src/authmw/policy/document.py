@@ -63,12 +63,18 @@ class Policy:
 
 
 def parse_policy(
-    source: str | bytes | Mapping[str, Any], *, name: str = "policy", wildcard_limits: bool = True
+    source: str | bytes | Mapping[str, Any],
+    *,
+    name: str = "policy",
+    wildcard_limits: bool = True,
+    size_limit: bool = True,
 ) -> Policy:
     """Validate and parse one document (JSON text or an already decoded object).
 
     ``wildcard_limits=False`` re-reads a stored document, which may predate :data:`MAX_WILDCARDS` and
     :data:`MAX_SEARCHED_WIDTH` (matching it stays bounded: those limits only keep the worst case small).
+    ``size_limit=False`` compiles what the store derives from a stored document (a grant on a project adds a
+    condition to each statement): :data:`MAX_POLICY_CHARS` held for the document as written, not for that.
     """
     if isinstance(source, str | bytes):
         text = source.decode() if isinstance(source, bytes) else source
@@ -80,7 +86,7 @@ def parse_policy(
         document = source
         text = json.dumps(document, ensure_ascii=False)
     problems: list[str] = []
-    if len(text) > MAX_POLICY_CHARS:
+    if size_limit and len(text) > MAX_POLICY_CHARS:
         problems.append(f"policy: {len(text)} characters, at most {MAX_POLICY_CHARS} allowed")
     if not isinstance(document, dict):
         raise InvalidPolicy(name, [*problems, "policy: must be a JSON object"])

@@ -34,8 +34,11 @@ _T = TypeVar("_T")
 
 
 def compile_policies(policies: tuple[tuple[str, str, str], ...]) -> PolicySet:
-    # Stored documents are read as stored: the wildcard limits apply when a policy is created, not to old ones.
-    return PolicySet(parse_policy(document, name=name, wildcard_limits=False) for _id, name, document in policies)
+    # Stored documents are read as stored: the wildcard limits apply when a policy is created, not to old ones, and
+    # the size limit to the document as written (a grant on a project adds ~70 characters per statement to it).
+    return PolicySet(
+        parse_policy(document, name=name, wildcard_limits=False, size_limit=False) for _id, name, document in policies
+    )
 
 
 def _value(read: Callable[Concatenate[_S, _P], tuple[int, _T]]) -> Callable[Concatenate[_S, _P], _T]:
