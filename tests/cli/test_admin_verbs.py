@@ -688,6 +688,8 @@ def test_a_policy_is_granted_and_revoked_on_one_project(cli: Cli) -> None:
     granted = cli.json("policy", "attach", "spare", "--group", "developers", "--project", "cn-north-4")
     assert granted == {"policy": "spare", "group": "developers", "project": "cn-north-4"}
     cli.run("policy", "attach", "spare", "--agency", "ma_agency", "--project", "cn-north-4")
+    shown = cli.json("policy", "show", "spare")["attached_to"]  # type: ignore[index]
+    assert shown == ["agency:ma_agency@cn-north-4", "group:developers@cn-north-4"]  # grants in force show where
     store = open_store(cli.url)
     try:
         assert store.project_grants("cn-north-4", group="developers") == ("spare",)

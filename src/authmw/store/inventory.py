@@ -307,9 +307,17 @@ def _policy(tx: Tx, row: Row, domain: str, domain_id: str) -> PolicyDetail:
         "WHERE a.policy_id = ? AND COALESCE(u.name, g.name, y.name) IS NOT NULL ORDER BY 1",
         (domain_id, domain_id, domain_id, policy_id),
     )
-    return PolicyDetail(
-        policy_id, row[1], None if row[2] is None else domain, tuple(str(a[0]) for a in attached), str(row[3])
+    # Grants on a project too, as ``group:NAME@PROJECT``: a grant that is in force must show where it hangs.
+    on_projects = tx.rows(
+        "SELECT a.principal_type || ':' || COALESCE(g.name, y.name) || '@' || r.name FROM project_attachments a "
+        "JOIN projects r ON r.id = a.project_id AND r.domain_id = ? "
+        "LEFT JOIN groups_ g ON a.principal_type = 'group' AND g.id = a.principal_id "
+        "LEFT JOIN agencies y ON a.principal_type = 'agency' AND y.id = a.principal_id "
+        "WHERE a.policy_id = ? AND COALESCE(g.name, y.name) IS NOT NULL ORDER BY 1",
+        (domain_id, policy_id),
     )
+    named = tuple(str(a[0]) for a in [*attached, *on_projects])
+    return PolicyDetail(policy_id, row[1], None if row[2] is None else domain, named, str(row[3]))
 
 
 def _names(tx: Tx, sql: str, key: str) -> tuple[str, ...]:
