@@ -484,7 +484,8 @@ def test_the_daemon_answers_as_the_command_does(cli: Cli) -> None:
         assert daemon.ask("--notebook", "nb1", "--audit-log", os.devnull, "ma-user", key_type, blob) == (2, "")
         assert daemon.ask("--notebook", "nb1", "ma-user", key_type, blob[:-2]) == (2, "")
         assert cli.last_audit()["reason"] == "malformed_input"
-        for raw in (b"not json\n", b'{"argv": "ma-user"}\n', b'{"argv": [1]}\n', b'{"argv": []}', b"x" * 70000):
+        nested = b'{"argv": ' + b"[" * 5_000 + b"]" * 5_000 + b"}\n"  # RecursionError in json.loads
+        for raw in (b"not json\n", b'{"argv": "ma-user"}\n', b'{"argv": [1]}\n', b'{"argv": []}', b"x" * 70000, nested):
             with socket.socket(socket.AF_UNIX) as conn:
                 conn.connect(str(daemon.socket))
                 conn.sendall(raw)
@@ -618,3 +619,40 @@ def test_the_full_parser_answers_too(sqlite_cli: Cli) -> None:
     out = cli.run("--store", cli.url, "ssh", "authorized-keys", "--notebook", "nb1", "--audit-log", str(cli.audit),
                   "ma-user", key_type, blob)  # fmt: skip
     assert out.startswith("restrict ssh-ed25519 ")
+
+
+def test_a_request_trickled_in_gets_one_deadline_for_the_whole_of_it() -> None:
+    """The daemon's deadline is for the whole request, not for each read: a client sending a byte now and then
+    (each read well within any per-read timeout) is cut off at the deadline."""
+    from authmw.cli.ssh import _read_request
+
+    ours, theirs = socket.socketpair()
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.wait(0.05):
+            with contextlib.suppress(OSError):
+                theirs.sendall(b"x")
+
+    sender = threading.Thread(target=trickle, daemon=True)
+    sender.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError):
+            _read_request(ours, started + 0.5)
+        assert time.monotonic() - started < 1.5
+        assert _read_request_line(b'{"argv": []}\nmore') == b'{"argv": []}\nmore'  # stops at the line's end
+    finally:
+        stop.set()
+        sender.join()
+        ours.close()
+        theirs.close()
+
+
+def _read_request_line(data: bytes) -> bytes:
+    from authmw.cli.ssh import _read_request
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(data)  # no shutdown: the line's newline must end the read, not the peer
+        return _read_request(ours, time.monotonic() + 2)

@@ -16,6 +16,7 @@ still reads the store on every request, so a revocation is seen by the very next
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -258,7 +259,9 @@ def _audit(destination: str, record: dict[str, Any]) -> None:
 
 #: The most a forwarded request may hold, in bytes (sshd's arguments: an offered key is at most 16 KB of base64).
 REQUEST_LIMIT = 65536
-_REQUEST_TIMEOUT = 5.0  # seconds a client may take to send its request: a stuck one holds one thread only
+_REQUEST_TIMEOUT = 5.0  # seconds a client may take to send its whole request: a stuck one holds one thread only
+#: Requests answered at once (a thread each); a connection beyond them is closed unanswered: the client refuses.
+CONCURRENT_REQUESTS = 32
 
 _SERVE_HELP = (
     "answer the authorized-keys requests authmw.contrib.openssh forwards over a Unix socket, from a process that "
@@ -286,18 +289,27 @@ def _serve(args: argparse.Namespace, _stdin: TextIO, _stdout: TextIO) -> int:
     except FileNotFoundError:
         pass
 
-    class Handler(socketserver.StreamRequestHandler):
-        timeout = _REQUEST_TIMEOUT
-
+    class Handler(socketserver.BaseRequestHandler):
         def handle(self) -> None:
             try:
-                raw = self.rfile.readline(REQUEST_LIMIT + 1)
-                self.wfile.write(json.dumps(_forwarded(raw, args, db)).encode() + b"\n")
+                raw = _read_request(self.request, time.monotonic() + _REQUEST_TIMEOUT)
+                self.request.sendall(json.dumps(_forwarded(raw, args, db)).encode() + b"\n")
             except OSError:
                 pass  # the client went away or was too slow: it refuses on its own
 
+    slots = threading.BoundedSemaphore(CONCURRENT_REQUESTS)
+
     class Server(socketserver.ThreadingUnixStreamServer):
         daemon_threads = True
+
+        def verify_request(self, _request: Any, _client_address: Any) -> bool:
+            return slots.acquire(blocking=False)  # False: closed at once, without a thread
+
+        def process_request_thread(self, request: Any, client_address: Any) -> None:
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                slots.release()
 
     # SIGTERM held from the socket's creation until its handler is in place: a stop then always removes it.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
@@ -323,6 +335,29 @@ def _serve(args: argparse.Namespace, _stdin: TextIO, _stdout: TextIO) -> int:
     return EXIT_OK
 
 
+def _read_request(sock: Any, deadline: float) -> bytes:
+    """One request line, read whole before ``deadline`` (a client trickling bytes gets no more time than a silent
+    one): at most ``REQUEST_LIMIT + 1`` bytes, up to the first newline."""
+    raw = b""
+    while b"\n" not in raw and len(raw) <= REQUEST_LIMIT:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        sock.settimeout(left)
+        chunk = sock.recv(min(4096, REQUEST_LIMIT + 1 - len(raw)))
+        if not chunk:
+            break
+        raw += chunk
+    if len(raw) > REQUEST_LIMIT:  # refused; what else was sent is read and dropped (bounded), so that the client
+        # gets the refusal rather than a reset from a close with its bytes unread
+        with contextlib.suppress(OSError):
+            for _ in range(16):
+                sock.settimeout(max(0.001, min(0.2, deadline - time.monotonic())))
+                if not sock.recv(65536):
+                    break
+    return raw
+
+
 def _forwarded(raw: bytes, gate: argparse.Namespace, db: Database) -> dict[str, Any]:
     """The answer to one forwarded request, ``{"argv": [sshd's arguments]}``: ``{"code": N, "line": L}``, with
     the daemon's own key options and audit destination (a request cannot choose them)."""
@@ -335,8 +370,8 @@ def _forwarded(raw: bytes, gate: argparse.Namespace, db: Database) -> dict[str, 
         parser = Parser(prog="authmw ssh authorized-keys", add_help=False)
         _request_arguments(parser)
         args = parser.parse_args(argv)
-    except (ValueError, KeyError, TypeError, UsageError) as exc:
-        sys.stderr.write(f"authmw: a malformed request refused: {exc}\n")
+    except (ValueError, KeyError, TypeError, RecursionError, UsageError) as exc:  # RecursionError: nested JSON
+        sys.stderr.write(f"authmw: a malformed request refused: {type(exc).__name__}: {str(exc)[:200]}\n")
         return {"code": EXIT_USAGE, "line": None}
     args.key_option, args.audit_log = gate.key_option, gate.audit_log
     out = io.StringIO()
