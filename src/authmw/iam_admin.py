@@ -474,30 +474,38 @@ class IamAdmin:
     # condition on each statement); the project is one of the caller's domain, by id.
 
     def _group_project_roles(self, call: _Call) -> _Answer:
-        group = self._group(call)
-        granted = _store(
-            lambda: self.store.project_grants(call.params["project_id"], group=group.name, domain=call.domain)
-        )
-        roles = [_role(p, call.principal.domain_id) for p in self._roles(call) if p.name in granted]
-        return 200, {"roles": roles, "links": {"self": ""}}
+        return 200, {"roles": self._project_roles(call, "group"), "links": {"self": ""}}
 
     def _grant_group_project(self, call: _Call) -> _Answer:
-        group, role, project = self._group(call), self._role(call), call.params["project_id"]
-        _store(lambda: self.store.attach_policy(role.name, group=group.name, project=project, domain=call.domain))
-        return 204, None
+        return self._project_grant(call, "group", self.store.attach_policy)
 
     def _check_group_project_grant(self, call: _Call) -> _Answer:
-        group, role = self._group(call), self._role(call)
-        granted = _store(
-            lambda: self.store.project_grants(call.params["project_id"], group=group.name, domain=call.domain)
-        )
-        if role.name not in granted:
-            raise ResourceNotFound("the policy is not granted to the group on the project")
-        return 204, None
+        return self._check_project_grant(call, "group")
 
     def _revoke_group_project(self, call: _Call) -> _Answer:
-        group, role, project = self._group(call), self._role(call), call.params["project_id"]
-        _store(lambda: self.store.detach_policy(role.name, group=group.name, project=project, domain=call.domain))
+        return self._project_grant(call, "group", self.store.detach_policy)
+
+    def _holder(self, call: _Call, kind: str) -> dict[str, str]:
+        """The group or agency a project grant hangs on, as the store's keyword (``group=NAME``)."""
+        return {kind: (self._group(call) if kind == "group" else self._agency(call)).name}
+
+    def _granted_on_project(self, call: _Call, holder: dict[str, str]) -> tuple[str, ...]:
+        project = call.params["project_id"]
+        return _store(lambda: self.store.project_grants(project, **holder, domain=call.domain))
+
+    def _project_roles(self, call: _Call, kind: str) -> list[dict[str, Any]]:
+        granted = self._granted_on_project(call, self._holder(call, kind))
+        return [_role(p, call.principal.domain_id) for p in self._roles(call) if p.name in granted]
+
+    def _project_grant(self, call: _Call, kind: str, change: Callable[..., None]) -> _Answer:
+        holder, role, project = self._holder(call, kind), self._role(call), call.params["project_id"]
+        _store(lambda: change(role.name, **holder, project=project, domain=call.domain))
+        return 204, None
+
+    def _check_project_grant(self, call: _Call, kind: str) -> _Answer:
+        holder, role = self._holder(call, kind), self._role(call)
+        if role.name not in self._granted_on_project(call, holder):
+            raise ResourceNotFound(f"the policy is not granted to the {kind} on the project")
         return 204, None
 
     # -- agencies -------------------------------------------------------------------------------------------
@@ -557,30 +565,16 @@ class IamAdmin:
         return 204, None
 
     def _agency_project_roles(self, call: _Call) -> _Answer:
-        agency = self._agency(call)
-        granted = _store(
-            lambda: self.store.project_grants(call.params["project_id"], agency=agency.name, domain=call.domain)
-        )
-        return 200, {"roles": [_role(p, call.principal.domain_id) for p in self._roles(call) if p.name in granted]}
+        return 200, {"roles": self._project_roles(call, "agency")}
 
     def _grant_agency_project(self, call: _Call) -> _Answer:
-        agency, role, project = self._agency(call), self._role(call), call.params["project_id"]
-        _store(lambda: self.store.attach_policy(role.name, agency=agency.name, project=project, domain=call.domain))
-        return 204, None
+        return self._project_grant(call, "agency", self.store.attach_policy)
 
     def _check_agency_project_grant(self, call: _Call) -> _Answer:
-        agency, role = self._agency(call), self._role(call)
-        granted = _store(
-            lambda: self.store.project_grants(call.params["project_id"], agency=agency.name, domain=call.domain)
-        )
-        if role.name not in granted:
-            raise ResourceNotFound("the policy is not granted to the agency on the project")
-        return 204, None
+        return self._check_project_grant(call, "agency")
 
     def _revoke_agency_project(self, call: _Call) -> _Answer:
-        agency, role, project = self._agency(call), self._role(call), call.params["project_id"]
-        _store(lambda: self.store.detach_policy(role.name, agency=agency.name, project=project, domain=call.domain))
-        return 204, None
+        return self._project_grant(call, "agency", self.store.detach_policy)
 
     # -- Huawei's ids to the store's names (within the caller's domain) -------------------------------------
 

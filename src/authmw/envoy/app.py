@@ -15,7 +15,6 @@ records) and the token endpoints (which Envoy routes here) are served as by the 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,7 +38,6 @@ from authmw.audit import log_decision
 from authmw.errors import AuthmwError, Forbidden
 from authmw.guard import Guard, bare_context
 from authmw.iam_api import SECURITY_TOKENS_PATH, TOKENS_PATH
-from authmw.models import AuthContext
 from authmw.proxy.app import asserted_identity
 from authmw.proxy.metrics import Metrics
 from authmw.tokens import PublicKey
@@ -172,15 +170,14 @@ class AuthzApp:
             await self._refuse(scope, send, f"not a check request: its path must start with {CHECK_PREFIX}/")
             return
         original = {**scope, "path": scope["path"][len(CHECK_PREFIX) :], "raw_path": raw[len(_PREFIX_BYTES) :]}
-        started = time.perf_counter()
-
-        def observe(context: AuthContext, error: AuthmwError | None) -> None:
-            refused = error or context.error
-            outcome = "allow" if refused is None else "deny" if error is not None else "dry-run-deny"
-            self.metrics.decided(outcome, refused.code if refused else "", time.perf_counter() - started)
-
         checked = await admit(
-            self.guard, original, receive, send, observe, body_timeout=self.body_timeout, budget=self.body_budget
+            self.guard,
+            original,
+            receive,
+            send,
+            self.metrics.observer(),
+            body_timeout=self.body_timeout,
+            budget=self.body_budget,
         )
         if checked is None:
             return

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
@@ -393,20 +392,13 @@ class ProxyApp:
     # -- the pipeline ----------------------------------------------------------------------------------
 
     async def _check(self, scope: Scope, receive: Receive, send: Send) -> tuple[AuthContext, bytes] | None:
-        started = time.perf_counter()
-
-        def observe(context: AuthContext, error: AuthmwError | None) -> None:
-            refused = error or context.error
-            outcome = "allow" if refused is None else "deny" if error is not None else "dry-run-deny"
-            self.metrics.decided(outcome, refused.code if refused else "", time.perf_counter() - started)
-
         assert self.guard is not None  # requests reach the pipeline only with a guard
         return await admit(
             self.guard,
             scope,
             receive,
             send,
-            observe,
+            self.metrics.observer(),
             body_timeout=self.body_timeout,
             budget=self.body_budget,
             audit_admitted=False,  # audited by _audited, with how the upstream answered

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from authmw.admission import Observer
+from authmw.errors import AuthmwError
+from authmw.models import AuthContext
 
 __all__ = ["Metrics"]
 
@@ -48,6 +53,17 @@ class Metrics:
     def decided(self, outcome: str, error_code: str, seconds: float) -> None:
         self.decisions.labels(outcome, error_code).inc()
         self.latency.observe(seconds)
+
+    def observer(self) -> Observer:
+        """What :func:`~authmw.admission.admit` tells of one request's decision, counted with the time from now."""
+        started = time.perf_counter()
+
+        def observe(context: AuthContext, error: AuthmwError | None) -> None:
+            refused = error or context.error
+            outcome = "allow" if refused is None else "deny" if error is not None else "dry-run-deny"
+            self.decided(outcome, refused.code if refused else "", time.perf_counter() - started)
+
+        return observe
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
