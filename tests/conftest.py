@@ -7,6 +7,7 @@
 - Children import this checkout's authmw (``src``) and test helpers (the root), whatever is installed.
 - ``.ci/run`` turns on the read audit (tests/support/reads.py).
 - httpx clients share one default TLS context (``_share_the_default_tls_context``).
+- Tests marked ``slow`` run first (``pytest_collection_modifyitems``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import os
 import ssl
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from authmw.store.secrets import use_test_scrypt_cost
 from tests.support import reads
@@ -30,6 +33,12 @@ def pytest_configure() -> None:
     inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     ours = [str(CHILD_SITE), str(ROOT / "src"), str(ROOT)]
     os.environ["PYTHONPATH"] = os.pathsep.join([*ours, *(p for p in inherited if p not in ours)])
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` (seconds each: the longest takes ~30) first, the rest in their order: xdist hands tests
+    out in collection order, and a long test handed out last ran on while every other worker sat idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def _share_the_default_tls_context() -> None:

@@ -220,6 +220,7 @@ def test_connections_beyond_the_limit_get_503() -> None:
         assert read_answers(first, 1)[0][0] == 200
 
 
+@pytest.mark.slow
 def test_the_drain_answers_the_checks_in_flight_and_closes_the_rest() -> None:
     app = App()
     with serving(app) as (address, stop):
@@ -241,6 +242,7 @@ def test_the_drain_answers_the_checks_in_flight_and_closes_the_rest() -> None:
     assert app.lifespan[-1] == "lifespan.shutdown"
 
 
+@pytest.mark.slow
 def test_an_idle_connection_is_closed_after_keep_alive_and_a_used_one_later() -> None:
     with serving(App(), keep_alive=2.0) as (address, _stop), socket.create_connection(address, timeout=10) as sock:
         time.sleep(1.2)
@@ -264,6 +266,7 @@ def test_an_upgrade_request_is_answered_as_the_plain_request_it_is_then_closed()
         assert closed(sock)
 
 
+@pytest.mark.slow
 def test_a_client_that_does_not_read_its_answers_is_not_read_either() -> None:
     """Pipelined requests sent without reading an answer: once the answers back up, the server stops reading (the
     client's sending stalls) instead of holding every answer in memory."""

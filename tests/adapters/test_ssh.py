@@ -237,6 +237,7 @@ def _notebook(store: Store, owner: str, keypair: str, **fields: Any) -> None:
     store.create_notebook("nb1", owner=owner, keypair=keypair, login_user="root", **fields)
 
 
+@pytest.mark.slow
 def test_real_logins_through_openssh(host: Host) -> None:
     store, home = host.store, host.home
     for name in ("alice", "bob"):
@@ -283,6 +284,7 @@ def test_workspace_access_is_required(host: Host) -> None:
     assert host.decisions()[-1]["reason"] == "workspace_denied"
 
 
+@pytest.mark.slow
 def test_deletions_and_expiry_stop_the_next_login(host: Host) -> None:
     store, home = host.store, host.home
     store.create_user("dave")

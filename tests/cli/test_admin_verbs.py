@@ -578,6 +578,7 @@ def test_a_running_proxy_refuses_a_deleted_users_key_within_a_second(cli: Cli, t
     assert cli.json("key", "show", bob["access"])["last_used_at"] is not None  # type: ignore[index]
 
 
+@pytest.mark.slow
 def test_a_running_proxy_sees_every_delete_and_revocation_within_a_second(cli: Cli, tmp_path: Path) -> None:
     """Each verb that takes access away (or gives it back: a whitelist cleared) reaches a proxy process over the same
     store within a second of the command's return: keys, users, group memberships and groups, attachments and

@@ -177,6 +177,7 @@ def _serving(tmp_path: Path, *argv: str) -> Iterator[subprocess.Popen[str]]:
             process.wait(30)
 
 
+@pytest.mark.slow
 def test_a_sighup_reload_of_a_deleted_store_fails_and_creates_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

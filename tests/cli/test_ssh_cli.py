@@ -507,6 +507,7 @@ def test_the_daemon_answers_as_the_command_does(cli: Cli) -> None:
     assert daemon.ask("--notebook", "nb1", "ma-user", key_type, blob) == (3, "")
 
 
+@pytest.mark.slow
 def test_a_daemon_whose_postgresql_store_is_down_refuses(sqlite_cli: Cli) -> None:
     cli = sqlite_cli
     keys = setup_world(cli)

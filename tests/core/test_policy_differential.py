@@ -838,6 +838,7 @@ def _settings(examples: int) -> settings:
     )
 
 
+@pytest.mark.slow
 @_settings(10_000)
 @given(shapes=POLICY_SETS, request_seeds=REQUESTS)
 def test_engine_agrees_with_reference(shapes: list[tuple[str, list[int]]], request_seeds: list[int]) -> None:

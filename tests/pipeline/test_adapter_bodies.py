@@ -153,6 +153,7 @@ def _slow_when_large(request: Request) -> None:
         time.sleep(3)  # as hashing and parsing a 12 MiB body did, on the loop
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["asgi", "proxy"])
 def test_a_slow_check_of_a_large_body_does_not_stop_other_requests(world: World, form: str) -> None:
     """While a large body's check takes 3 s, ``/healthz`` (the proxy) and a small signed request are answered at

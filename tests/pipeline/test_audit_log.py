@@ -231,6 +231,7 @@ def _redis_up() -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_each_record_of_a_proxy_stopped_by_sigterm_is_written(world: World, tmp_path: Path, workers: int) -> None:
     """Requests up to the signal (one of them in flight through it), then SIGTERM: the proxy drains, and every

@@ -832,6 +832,7 @@ SMUGGLERS: dict[str, Callable[[Ctx, bytes], Raw]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("smuggler", list(SMUGGLERS), ids=list(SMUGGLERS))
 def test_a_refused_requests_body_is_never_read_as_a_request(target: Target, smuggler: str) -> None:
     """A refused request whose body is a complete signed request, then a good request, on one keep-alive

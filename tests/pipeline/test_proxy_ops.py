@@ -158,6 +158,7 @@ def test_a_changed_configuration_file_is_taken_up_without_a_signal(world: World,
         assert reloads(httpx.get(url + "/metrics").text, "ok") == 1
 
 
+@pytest.mark.slow
 def test_a_file_being_written_is_not_taken_up_half_written(world: World, tmp_path: Path) -> None:
     """A file written in place is empty between its truncation and its write: the watcher waits for it to settle
     instead of loading the empty file (defaults: unmatched routes denied) as the configuration."""
@@ -193,6 +194,7 @@ def test_the_proxy_accepts_a_signed_request_once_and_a_reload_keeps_the_window(w
         assert (again.status_code, again.json()["error_code"]) == (401, "replayed_request")
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_the_request_in_flight(world: World, tmp_path: Path) -> None:
     with proxy_process(world, tmp_path, "unmatched: authenticate-only\n") as (process, url, _audit):
         result: list[httpx.Response] = []

@@ -456,6 +456,7 @@ def test_the_proxy_forwards_over_kept_alive_connections_and_streams_bodies(world
     assert len(ports) == 1, ports
 
 
+@pytest.mark.slow
 def test_the_proxy_answers_502_when_the_upstream_is_too_slow(world: World) -> None:
     settings = replace(SETTINGS, upstream_timeout=1)
     with (

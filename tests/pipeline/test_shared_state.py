@@ -294,6 +294,7 @@ def _report(name: str, delays: list[float]) -> float:
     return p99
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("with_redis", [True, False], ids=["redis", "polling"])
 def test_changes_are_enforced_on_every_instance_within_the_bound(site: Site, with_redis: bool) -> None:
     """p99 over 3 instances × 40 trials (20 for tokens, each a login). This machine's 2 cores are shared with other
@@ -553,6 +554,7 @@ app = AuthMiddleware(pid, guard=guard)
 """
 
 
+@pytest.mark.slow
 def test_the_asgi_middleware_under_two_uvicorn_workers_shares_one_replay_window_and_hears_changes(site: Site) -> None:
     (site.tmp / "pid_app.py").write_text(MIDDLEWARE_APP)
     port = free_port()
@@ -615,6 +617,7 @@ app = pid_header(AuthMiddleware(ok, guard=guard))
 """
 
 
+@pytest.mark.slow
 def test_the_wsgi_middleware_under_two_gunicorn_workers_shares_one_replay_window_and_hears_changes(site: Site) -> None:
     """The WSGI twin of the test above, with the recipe adapters/README.md gives for Flask and Django: gunicorn
     ``--workers 2``, each worker building its guard after the fork (no ``--preload``), the shared state named to

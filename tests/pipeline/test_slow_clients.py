@@ -197,6 +197,7 @@ def test_an_idle_connection_is_closed_without_a_word(http: str, after_a_request:
     assert closed - started < DEADLINE + 1.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("http", PROTOCOLS)
 def test_the_deadline_is_the_heads_alone(http: str) -> None:
     """A request whose head arrived is not cut: not while the app takes longer than the deadline, not while the
@@ -258,6 +259,7 @@ def test_a_signed_body_is_still_read_and_checked(world: World) -> None:
             assert status_of(sock, 5.0)[0] == 200
 
 
+@pytest.mark.slow
 def test_half_sent_bodies_of_a_known_key_id_stay_within_the_budget_and_time_out(world: World, tmp_path: Path) -> None:
     """An access key id is no secret: with one, a client passes the head's precheck (the signature needs the
     body). 24 such clients announcing 12 MiB and sending 4 MiB each: the bodies held stay within ``body_budget``

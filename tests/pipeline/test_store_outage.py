@@ -171,6 +171,7 @@ def via(relay: Relay, url: str) -> str:
     return url.replace(host, f"127.0.0.1:{relay.port}", 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("failure", ["down", "blackhole"])
 def test_a_postgres_outage_serves_the_cached_within_the_grace_and_recovers(
     pg_store: tuple[str, str, dict[str, Key]], tmp_path: Path, failure: str
@@ -216,6 +217,7 @@ def test_a_proxy_starts_while_postgres_is_down_and_is_ready_once_it_answers(
             assert recovery < 2.0
 
 
+@pytest.mark.slow
 def test_a_key_rotation_is_published_by_every_instance_within_a_second(
     pg_store: tuple[str, str, dict[str, Key]], tmp_path: Path
 ) -> None:

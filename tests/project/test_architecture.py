@@ -11,6 +11,7 @@ import ast
 import importlib
 import inspect
 import re
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,7 @@ def _skipped(tree: ast.Module) -> set[ast.AST]:
     return skipped
 
 
+@cache  # parsed when a test asks, not at collection: every xdist worker collects, few run these
 def _imports(module: str) -> set[str]:
     """Every authmw module and third-party top-level package ``module`` imports, deferred imports included."""
     tree = ast.parse(MODULES[module].read_text())
@@ -127,7 +129,10 @@ def _imports(module: str) -> set[str]:
     return found
 
 
-GRAPH = {module: {name for name in _imports(module) if name in MODULES} for module in MODULES}
+@cache
+def _graph(module: str) -> set[str]:
+    """The authmw modules ``module`` imports."""
+    return {name for name in _imports(module) if name in MODULES}
 
 
 def test_every_module_has_all() -> None:
@@ -145,7 +150,7 @@ def test_imports_go_down_the_layers(module: str) -> None:
     layer = _layer(module)
     upward = sorted(
         name
-        for name in GRAPH[module]
+        for name in _graph(module)
         if LAYERS[_layer(name)] > LAYERS[layer] or (_layer(name) == "facade" and layer in ("core", "edge"))
     )
     assert not upward, f"{module} ({layer}) imports {upward}"
@@ -161,7 +166,7 @@ def test_the_import_graph_has_no_cycle() -> None:
     def visit(module: str) -> None:
         state[module] = 1
         path.append(module)
-        for name in sorted(GRAPH[module]):
+        for name in sorted(_graph(module)):
             if state.get(name) == 1:
                 cycle = [*path[path.index(name) :], name]
                 raise AssertionError(" -> ".join(cycle))

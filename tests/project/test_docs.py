@@ -201,6 +201,7 @@ def _check_document(path: Path, work: Path) -> None:
                 _run([sys.executable, "-c", block.code], block, work, env)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_code_block_runs(path: Path, tmp_path: Path) -> None:
     _check_document(path, tmp_path)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from authmw import errors
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +35,7 @@ def test_signing_demo_runs_end_to_end() -> None:
         assert f"-> 401 {code}" in out
 
 
+@pytest.mark.slow
 def test_make_demo_walkthrough_runs_end_to_end(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHMW_")}
     done = subprocess.run(

@@ -131,6 +131,7 @@ def call(where: Path, port: int, reports: str = "/reports") -> list[str]:
     return done.stdout.splitlines()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework", ["fastapi", "flask"])
 def test_the_quickstart_app_answers_as_the_snippet_shows(directory: Path, framework: str) -> None:
     port = free_port()

@@ -472,6 +472,7 @@ def assert_killed_before_commit(child: Child) -> None:
     assert "COMMITTED" not in child.seen, f"the transaction had committed before the kill: {child.seen}"
 
 
+@pytest.mark.slow
 def test_a_killed_import_leaves_the_store_exactly_before_or_after(
     store: Store, store_url: str, keyring: Keyring, bulk_export: Path, spawn: Callable[..., Child]
 ) -> None:
