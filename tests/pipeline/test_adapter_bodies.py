@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -148,26 +149,38 @@ def test_wsgi_bodies_arrive_whole_and_over_long_ones_get_413(world: World, chunk
 # -- review finding 1, adapter side: a slow check of a large body runs off the event loop ------------------------
 
 
-def _slow_when_large(request: Request) -> None:
-    if len(request.body) > admission.OFFLOAD_BODY:
-        time.sleep(3)  # as hashing and parsing a 12 MiB body did, on the loop
+class SlowWhenLarge:
+    """A check that takes up to 3 s for a large body (as hashing and parsing a 12 MiB body did, on the loop): it
+    says when it has begun, and ends early once :attr:`release` is set (the test has what it waited for)."""
+
+    def __init__(self) -> None:
+        self.begun, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, request: Request) -> None:
+        if len(request.body) > admission.OFFLOAD_BODY:
+            self.begun.set()
+            self.release.wait(3)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("form", ["asgi", "proxy"])
 def test_a_slow_check_of_a_large_body_does_not_stop_other_requests(world: World, form: str) -> None:
-    """While a large body's check takes 3 s, ``/healthz`` (the proxy) and a small signed request are answered at
-    once; the large request is then answered as usual. On the loop, both waited the 3 s out."""
+    """While a large body's check takes (up to) 3 s, ``/healthz`` (the proxy) and a small signed request are
+    answered at once; the large request is then answered as usual. On the loop, both waited the 3 s out."""
     large = b'{"kind": "job", "pad": "' + b"x" * (2 * MIB) + b'"}'
-    with served(world, form, _slow_when_large) as (url, budget), ThreadPoolExecutor(1) as pool:
+    slow = SlowWhenLarge()
+    with served(world, form, slow) as (url, budget), ThreadPoolExecutor(1) as pool:
         pending = pool.submit(post, world, url, large)
-        time.sleep(0.5)  # the large body is sent and being checked
+        assert slow.begun.wait(10)  # the large body is sent and being checked
         started = time.monotonic()
-        if form == "proxy":
-            assert httpx.get(url + "/healthz", timeout=10).status_code == 200
-        assert post(world, url, b'{"kind": "job"}').status_code == 200
-        waited = time.monotonic() - started
-        assert not pending.done()
+        try:
+            if form == "proxy":
+                assert httpx.get(url + "/healthz", timeout=10).status_code == 200
+            assert post(world, url, b'{"kind": "job"}').status_code == 200
+            waited = time.monotonic() - started
+            assert not pending.done()
+        finally:
+            slow.release.set()  # the check ends now rather than after its 3 s
         assert pending.result(30).status_code == 200
         assert waited < 1.5, waited
         assert drained(budget)
