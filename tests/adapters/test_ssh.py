@@ -289,6 +289,15 @@ def test_deletions_and_expiry_stop_the_next_login(host: Host) -> None:
     store, home = host.store, host.home
     store.create_user("dave")
     dave = _private_key(home, "dave", store.create_keypair("laptop", user="dave").private_key)
+
+    # A key that expires in 3 s logs in now; it is tried again once expired, at the end (the deletions below
+    # take part of the wait).
+    expires_at = int(time.time()) + 3
+    expiring = store.create_keypair("expiring", user="dave", expires_at=expires_at)
+    key = _private_key(home, "dave-expiring", expiring.private_key)
+    _notebook(store, "dave", "expiring")
+    assert host.logs_in(key)
+
     _notebook(store, "dave", "laptop")
     assert host.logs_in(dave)
 
@@ -307,12 +316,8 @@ def test_deletions_and_expiry_stop_the_next_login(host: Host) -> None:
     assert not host.logs_in(dave)
     assert host.decisions()[-1]["reason"] == "no_keypair"
 
-    # The key expires: refused by authmw (and by sshd's own expiry-time= check, were the line cached anywhere).
-    expires_at = int(time.time()) + 3
-    expiring = store.create_keypair("expiring", user="dave", expires_at=expires_at)
-    key = _private_key(home, "dave-expiring", expiring.private_key)
+    # The key expired: refused by authmw (and by sshd's own expiry-time= check, were the line cached anywhere).
     store.update_notebook("nb1", keypair="expiring")
-    assert host.logs_in(key)
     time.sleep(max(0.0, expires_at - time.time() + 1))
     assert not host.logs_in(key)
     assert host.decisions()[-1]["reason"] == "key_expired"

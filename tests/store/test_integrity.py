@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import functools
 import json
 import os
@@ -439,8 +440,24 @@ def eventually(condition: Callable[[], bool], deadline: float, what: str) -> Non
 @pytest.fixture(scope="module")
 def bulk_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A JSON export (secrets sealed under :data:`PASSPHRASE`) of a store holding 20,000 users and 40,000
-    access keys, and a few disabled users, passwords, inactive keys, groups..."""
-    folder = tmp_path_factory.mktemp("bulk")
+    access keys, and a few disabled users, passwords, inactive keys, groups... Built once per run: the xdist
+    workers of a run share it (their temporary directories' parent is the run's), as the killed-import tests of
+    both backends usually run on two workers (building it costs ~2 s of CPU)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return _bulk_export(tmp_path_factory.mktemp("bulk"))
+    shared = tmp_path_factory.getbasetemp().parent / "integrity-bulk"
+    shared.mkdir(exist_ok=True)
+    with (shared / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another worker building it: wait for its export
+        path = shared / "export.json"
+        return path if path.exists() else _bulk_export(shared)
+
+
+def _bulk_export(folder: Path) -> Path:
+    """Build :func:`bulk_export`'s file in ``folder``; written under another name and renamed, whole or not at
+    all."""
+    for leftover in folder.glob("source.db*"):  # of a worker that failed building it
+        leftover.unlink()
     source = Store(open_database(f"sqlite:///{folder / 'source.db'}", create=True), Keyring.from_keys(MASTER))
     try:
         source.initialize()
@@ -450,7 +467,9 @@ def bulk_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
         source.close()
     assert (len(document["users"]), len(document["access_keys"])) == (BULK_USERS, 2 * BULK_USERS)
     path = folder / "export.json"
-    path.write_text(json.dumps(document))
+    partial = folder / "export.json.partial"
+    partial.write_text(json.dumps(document))
+    partial.rename(path)
     return path
 
 
