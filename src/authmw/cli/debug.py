@@ -35,7 +35,6 @@ from authmw.errors import (
 from authmw.models import AccessKey, AuthContext, Request
 from authmw.policy import Policy, PolicySet, RouteUse, lint, modelarts_actions, never_applies, parse_policy
 from authmw.rawhttp import parse_raw_request
-from authmw.signing import SCHEMES, Verifier
 
 __all__ = [
     "add_explain_options",
@@ -103,6 +102,8 @@ def _read(path: str, stdin: TextIO) -> bytes:
 
 
 def _verify_request(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    from authmw.signing import Verifier  # on use: the signature schemes are this command's alone
+
     raw = _read(args.file, stdin)
     try:
         request = parse_raw_request(raw)
@@ -457,6 +458,7 @@ def _request_text(report: dict[str, Any]) -> str:
 
 def register(commands: Any) -> None:
     """Add ``verify-request`` to the command parsers."""
+    from authmw.signing import SCHEMES  # on use: the parser of another command never needs it
 
     verify = commands.add_parser(
         "verify-request",
