@@ -37,10 +37,10 @@ from authmw.policy import Policy, PolicySet, RouteUse, lint, modelarts_actions, 
 from authmw.rawhttp import parse_raw_request
 
 __all__ = [
+    "COMMANDS",
     "add_explain_options",
     "explain_request",
     "refuse_request_options",
-    "register",
     "register_policy",
     "route_use",
     "warn_never_applies",
@@ -456,9 +456,8 @@ def _request_text(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def register(commands: Any) -> None:
-    """Add ``verify-request`` to the command parsers."""
-    from authmw.signing import SCHEMES  # on use: the parser of another command never needs it
+def _add_verify_request(commands: Any) -> None:
+    from authmw.signing import SCHEMES  # on use: only this command's parser names them
 
     verify = commands.add_parser(
         "verify-request",
@@ -518,3 +517,8 @@ def register_policy(policy_commands: Any) -> None:
     linter.add_argument("files", nargs="+", metavar="FILE", help="policy documents (JSON), one or more")
     add_common(linter)
     linter.set_defaults(handler=_policy_lint)
+
+
+#: The command this module adds, with the function adding its parser (``policy validate|check|lint``: see
+#: :func:`register_policy`).
+COMMANDS = {"verify-request": _add_verify_request}
