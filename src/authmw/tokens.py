@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from authmw.cache import BoundedCache
@@ -148,6 +147,8 @@ class TokenSigner:
         }
         if project_id is not None:
             payload["project"] = {"id": project_id, "name": project_name}
+        import jwt  # on use: it imports cryptography.x509 (~25 ms); the store and the CLI need this module's types
+
         token = jwt.encode(payload, self._key, algorithm=self.algorithm, headers={"kid": self.kid})
         return token, claims
 
@@ -216,6 +217,8 @@ class TokenVerifier:
         return key
 
     def _decode(self, token: str, now: float) -> TokenClaims:
+        import jwt  # on use, as in TokenSigner.issue
+
         if not isinstance(token, str) or not 0 < len(token) <= _MAX_TOKEN:
             raise InvalidToken("not a token")
         try:

@@ -5,7 +5,9 @@ How a block is checked, by the language of its fence (an unlisted language fails
 
 - ``bash``: run with ``bash -eu -o pipefail`` in the document's own temporary directory, where ``authmw`` is this
   checkout's command (``python -m authmw``) and no ``AUTHMW_*`` variable is set, so the store is the default
-  ``./authmw.db`` with ``./authmw.key`` in that directory.
+  ``./authmw.db`` with ``./authmw.key`` in that directory. Passwords are hashed at the test run's scrypt cost, as
+  in every process a test starts (tests/support/child_site, first on PYTHONPATH; tests/store/test_store.py checks
+  the production cost, at which each ``user create --password-stdin`` or export with a passphrase took 0.5-1 s).
 - ``python``: run with this checkout's interpreter (``authmw`` importable) in the same directory.
 - ``yaml``: a configuration file: loaded by ``authmw.settings.load_settings``, its routes compiled and its OIDC
   issuers checked, as ``authmw proxy --config`` would at start-up.
@@ -101,7 +103,10 @@ def _environment(work: Path) -> dict[str, str]:
     shim.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHMW_")}
     env["PATH"] = f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = str(ROOT / "src")
+    # As every process a test starts (tests/conftest.py): the test run's scrypt cost, then this checkout's authmw.
+    env["PYTHONPATH"] = os.pathsep.join(
+        str(path) for path in (ROOT / "tests" / "support" / "child_site", ROOT / "src", ROOT)
+    )
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

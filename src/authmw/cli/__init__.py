@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import TextIO
+from typing import Any, TextIO
 
 from authmw import __version__
 from authmw.cli import ssh
@@ -28,15 +28,16 @@ __all__ = ["main"]
 
 
 def build_parser() -> Parser:
-    """The whole CLI's parser, built once per process and value of ``AUTHMW_DOMAIN`` (the ``--domain`` defaults and
-    their help read it). Building it costs ~18 ms, which a program calling :func:`main` repeatedly paid each call."""
-    return _parser_for(os.environ.get(DOMAIN_ENV))
+    """The whole CLI's parser (what ``authmw --help`` and docs/cli.md show), built once per process and value of
+    ``AUTHMW_DOMAIN`` (the ``--domain`` defaults and their help read it)."""
+    return _parser_for(os.environ.get(DOMAIN_ENV), None)
 
 
-@lru_cache(maxsize=2)
-def _parser_for(domain_env: str | None) -> Parser:  # noqa: ARG001 (the cache key: registrations read the variable)
-    from authmw.cli import admin, debug, envoy, proxy  # on use: sshd's `ssh authorized-keys` skips them (see main)
-
+@lru_cache(maxsize=64)
+def _parser_for(domain_env: str | None, command: str | None) -> Parser:  # noqa: ARG001 (the cache key: registrations read the variable)
+    """The CLI's parser with every command (``command`` None) or with ``command`` alone: a process runs one command,
+    and building them all costs ~15 ms. Built once per process, command and value of ``AUTHMW_DOMAIN``, which the
+    registrations read: a program calling :func:`main` repeatedly paid the building each call."""
     parser = Parser(
         prog="authmw", description="Cloud-grade authentication and access control for web apps.", epilog=EXIT_CODES
     )
@@ -44,16 +45,46 @@ def _parser_for(domain_env: str | None) -> Parser:  # noqa: ARG001 (the cache ke
     parser.add_argument("--store", metavar="URL", help=STORE_HELP)
     parser.add_argument("--config", metavar="FILE", help="YAML configuration file")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    admin.register(commands)
+    for name, add in _commands().items():
+        if command in (None, name):
+            add(commands)
+    return parser
+
+
+def _commands() -> dict[str, Callable[[Any], None]]:
+    """Every command, in the order ``authmw --help`` lists them, with the function adding its parser."""
+    from authmw.cli import admin, debug, envoy, proxy  # on use: sshd's `ssh authorized-keys` skips them (see main)
+
+    return {
+        **admin.COMMANDS,
+        "policy": _add_policy,
+        **debug.COMMANDS,
+        **proxy.COMMANDS,
+        **envoy.COMMANDS,
+        **ssh.COMMANDS,
+    }
+
+
+def _add_policy(commands: Any) -> None:
+    from authmw.cli import admin, debug
+
     policy = commands.add_parser("policy", help="create, attach, validate, check and lint policies")
     policy_commands = policy.add_subparsers(dest="policy_command", required=True, parser_class=Parser)
     admin.register_policy(policy_commands)
     debug.register_policy(policy_commands)
-    debug.register(commands)
-    proxy.register(commands)
-    envoy.register(commands)
-    ssh.register(commands)
-    return parser
+
+
+def _command_named(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names after the global options (``--store URL``, ``--config FILE``, or with ``=``); None
+    when anything else comes first (``--help``, ``--version``, an abbreviation) or the word is no command: the whole
+    parser answers those."""
+    index = 0
+    while index < len(argv) and (
+        argv[index] in ("--store", "--config") or argv[index].startswith(("--store=", "--config="))
+    ):
+        index += 1 if "=" in argv[index] else 2
+    named = argv[index] if index < len(argv) else None
+    return named if named in _commands() else None
 
 
 def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
@@ -70,7 +101,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
     if argv[:2] == ["ssh", "authorized-keys"]:
         return ssh.authorized_keys_main(argv[2:], stdout)  # sshd runs it per login attempt: the lean path
     try:
-        args = build_parser().parse_args(argv)
+        args = _parser_for(os.environ.get(DOMAIN_ENV), _command_named(argv)).parse_args(argv)
         code: int = args.handler(args, stdin, stdout)
     except AddressInUse as exc:
         sys.stderr.write(f"authmw: {exc}\n")

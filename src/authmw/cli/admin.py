@@ -38,7 +38,7 @@ from authmw.sessions import DEFAULT_DURATION, MAX_DURATION, MIN_DURATION
 from authmw.tokens import TOKEN_ALGORITHMS
 from authmw.workspaces import DEFAULT_WORKSPACE_ID, can_access_workspace
 
-__all__ = ["register", "register_policy"]
+__all__ = ["COMMANDS", "register_policy"]
 
 PASSPHRASE_ENV = "AUTHMW_EXPORT_PASSPHRASE"
 _DURATIONS = f"{MIN_DURATION}-{MAX_DURATION}"
@@ -578,8 +578,7 @@ def _group_of(commands: Any, name: str, help_text: str) -> Any:
     return parser.add_subparsers(dest=f"{name}_command", required=True, parser_class=Parser)
 
 
-def register(commands: Any) -> None:
-    """Add the administration commands (``policy create|attach`` go through :func:`register_policy`)."""
+def _add_init(commands: Any) -> None:
     _command(
         commands,
         "init",
@@ -588,8 +587,13 @@ def register(commands: Any) -> None:
         "(mode 0600) and a token signing key",
         domain=False,
     )
+
+
+def _add_migrate(commands: Any) -> None:
     _command(commands, "migrate", _migrate, "apply pending schema migrations", domain=False)
 
+
+def _add_domain(commands: Any) -> None:
     domain = _group_of(commands, "domain", "domains (accounts)")
     _name(_command(domain, "create", _domain_create, "create a domain", domain=False))
     _command(domain, "list", manage.domain_list, "list domains", domain=False)
@@ -604,6 +608,8 @@ def register(commands: Any) -> None:
         )
     )
 
+
+def _add_project(commands: Any) -> None:
     project = _group_of(commands, "project", "projects (region-scoped)")
     create = _command(project, "create", _project_create, "create a project in a domain")
     create.add_argument("name", metavar="NAME", help="the new project's name, e.g. cn-north-4_dev")
@@ -612,6 +618,8 @@ def register(commands: Any) -> None:
     _named(project, "show", manage.project_show, "show a project (by name or id)")
     _named(project, "delete", manage.project_delete, "delete a project; tokens scoped to it stop working")
 
+
+def _add_user(commands: Any) -> None:
     user = _group_of(commands, "user", "IAM users")
     create = _command(user, "create", _user_create, "create a user")
     create.add_argument("name", metavar="NAME", help="the new user's name (unique in --domain)")
@@ -636,6 +644,8 @@ def register(commands: Any) -> None:
         "(refused while it owns a workspace)",
     )
 
+
+def _add_group(commands: Any) -> None:
     group = _group_of(commands, "group", "user groups")
     _named(group, "create", _group_create, "create a group")
     add = _command(group, "add-user", _group_add_user, "add a user to a group")
@@ -648,6 +658,8 @@ def register(commands: Any) -> None:
     _user(remove)
     _named(group, "delete", manage.group_delete, "delete a group with its memberships, attachments and grants")
 
+
+def _add_key(commands: Any) -> None:
     key = _group_of(commands, "key", "permanent access keys (AK/SK), at most 2 per user")
     create = _command(key, "create", _key_create, "create an access key; the secret is shown this once")
     _user(create)
@@ -667,6 +679,8 @@ def register(commands: Any) -> None:
         _command(key, "list", manage.key_list, "list a user's keys (never their secrets), with when each was last used")
     )
 
+
+def _add_agency(commands: Any) -> None:
     agency = _group_of(commands, "agency", "agencies: delegation to another domain or a cloud service")
     create = _command(agency, "create", _agency_create, "create an agency that the trusted domain may assume")
     create.add_argument("name", metavar="NAME", help="the new agency's name (unique in --domain)")
@@ -697,6 +711,8 @@ def register(commands: Any) -> None:
     update.add_argument("--max-duration", type=int, metavar="SECONDS", help=_DURATIONS)
     _named(agency, "delete", manage.agency_delete, "delete an agency; its sessions stop working")
 
+
+def _add_workspace(commands: Any) -> None:
     workspace = _group_of(commands, "workspace", "workspaces")
     create = _command(workspace, "create", _workspace_create, "create a workspace")
     create.add_argument("name", metavar="NAME", help="the new workspace's name")
@@ -722,6 +738,8 @@ def register(commands: Any) -> None:
     owner.add_argument("--no-owner", action="store_true", help="no owner (only admins enter a PRIVATE one)")
     _named(workspace, "delete", manage.workspace_delete, "delete a workspace with its grants and whitelist")
 
+
+def _add_token(commands: Any) -> None:
     token = _group_of(commands, "token", "IAM tokens")
     issue = _command(token, "create", _token_create, "issue an IAM token for a user (X-Auth-Token), for scripts")
     _user(issue, option=True)
@@ -729,6 +747,8 @@ def register(commands: Any) -> None:
     issue.add_argument("--ttl", type=int, default=24 * 3600, metavar="SECONDS", help="validity (default 86400)")
     issue.add_argument("--algorithm", choices=TOKEN_ALGORITHMS, default="EdDSA", help="signing algorithm")
 
+
+def _add_signing_key(commands: Any) -> None:
     signing = _group_of(commands, "signing-key", "the key that signs IAM tokens and sidecar assertions")
     _command(
         signing,
@@ -743,6 +763,8 @@ def register(commands: Any) -> None:
         help="the key's algorithm (EdDSA also signs sidecar assertions; ES256/RS256 for token_algorithm)",
     )
 
+
+def _add_sealing_key(commands: Any) -> None:
     sealing = _group_of(commands, "sealing-key", "the key that seals temporary credentials' security tokens")
     _command(
         sealing,
@@ -752,6 +774,8 @@ def register(commands: Any) -> None:
         domain=False,
     )
 
+
+def _add_keypair(commands: Any) -> None:
     keypair = _group_of(commands, "keypair", "SSH key pairs for remote access")
     create = _command(
         keypair,
@@ -778,14 +802,16 @@ def register(commands: Any) -> None:
     imported.add_argument("--public-key-file", required=True, metavar="F", help="an OpenSSH public key (.pub) file")
     for parser in (create, imported):
         parser.add_argument("--expires", type=expiry, metavar="TIME", help="ISO 8601 UTC time the key stops working")
-    _command(
+    authorized_keys = _command(
         keypair,
         "authorized-keys",
         _keypair_authorized_keys,
         "print the user's authorized_keys (public keys only: no master key needed)",
     )
-    _user(commands.choices["keypair"]._subparsers._group_actions[0].choices["authorized-keys"], option=True)
+    _user(authorized_keys, option=True)
 
+
+def _add_whitelist(commands: Any) -> None:
     whitelist = _group_of(commands, "whitelist", "IP whitelists")
     setter = _command(
         whitelist, "set", _whitelist_set, "replace a whitelist: addresses or CIDRs (v4/v6); none allows all"
@@ -805,31 +831,68 @@ def register(commands: Any) -> None:
     ):
         _whitelist_target(_command(whitelist, name, handler, text))
 
-    for name, handler, text in (
-        ("export", _export, "write the store as YAML to stdout (no secrets unless --include-secrets)"),
-        ("import", _import, "load an export into a fresh store, all or nothing"),
-    ):
-        parser = _command(commands, name, handler, text, domain=False)
-        parser.add_argument(
-            "--passphrase-file", metavar="F", help=f"passphrase sealing the secrets (else ${PASSPHRASE_ENV})"
-        )
-    commands.choices["export"].add_argument(
-        "--include-secrets", action="store_true", help="include secrets, sealed under the passphrase"
+
+def _add_export(commands: Any) -> None:
+    export = _command(
+        commands,
+        "export",
+        _export,
+        "write the store as YAML to stdout (no secrets unless --include-secrets)",
+        domain=False,
     )
-    commands.choices["import"].add_argument("file", metavar="FILE", help="an export, or - for stdin")
-    commands.choices["import"].add_argument(
-        "--replace", action="store_true", help="delete the store's current content first"
+    _passphrase_file(export)
+    export.add_argument("--include-secrets", action="store_true", help="include secrets, sealed under the passphrase")
+
+
+def _add_import(commands: Any) -> None:
+    imported = _command(commands, "import", _import, "load an export into a fresh store, all or nothing", domain=False)
+    _passphrase_file(imported)
+    imported.add_argument("file", metavar="FILE", help="an export, or - for stdin")
+    imported.add_argument("--replace", action="store_true", help="delete the store's current content first")
+
+
+def _passphrase_file(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--passphrase-file", metavar="F", help=f"passphrase sealing the secrets (else ${PASSPHRASE_ENV})"
     )
 
+
+def _add_master_key(commands: Any) -> None:
     master = _group_of(commands, "master-key", "the master key sealing stored secrets")
     _command(
         master, "rotate", _master_key_rotate, "new master key; re-seal every secret in one transaction", domain=False
     )
 
+
+def _add_explain(commands: Any) -> None:
     explain = _command(
         commands, "explain", _explain, "decide an action, or a whole request, for a user from the store, and say why"
     )
     add_explain_options(explain)
+
+
+#: The administration commands, in the order ``authmw --help`` lists them, each with the function adding its
+#: parser (``policy create|attach|...``: see :func:`register_policy`).
+COMMANDS = {
+    "init": _add_init,
+    "migrate": _add_migrate,
+    "domain": _add_domain,
+    "project": _add_project,
+    "user": _add_user,
+    "group": _add_group,
+    "key": _add_key,
+    "agency": _add_agency,
+    "workspace": _add_workspace,
+    "token": _add_token,
+    "signing-key": _add_signing_key,
+    "sealing-key": _add_sealing_key,
+    "keypair": _add_keypair,
+    "whitelist": _add_whitelist,
+    "export": _add_export,
+    "import": _add_import,
+    "master-key": _add_master_key,
+    "explain": _add_explain,
+}
 
 
 def register_policy(policy_commands: Any) -> None:

@@ -35,13 +35,12 @@ from authmw.errors import (
 from authmw.models import AccessKey, AuthContext, Request
 from authmw.policy import Policy, PolicySet, RouteUse, lint, modelarts_actions, never_applies, parse_policy
 from authmw.rawhttp import parse_raw_request
-from authmw.signing import SCHEMES, Verifier
 
 __all__ = [
+    "COMMANDS",
     "add_explain_options",
     "explain_request",
     "refuse_request_options",
-    "register",
     "register_policy",
     "route_use",
     "warn_never_applies",
@@ -103,6 +102,8 @@ def _read(path: str, stdin: TextIO) -> bytes:
 
 
 def _verify_request(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    from authmw.signing import Verifier  # on use: the signature schemes are this command's alone
+
     raw = _read(args.file, stdin)
     try:
         request = parse_raw_request(raw)
@@ -455,8 +456,8 @@ def _request_text(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def register(commands: Any) -> None:
-    """Add ``verify-request`` to the command parsers."""
+def _add_verify_request(commands: Any) -> None:
+    from authmw.signing import SCHEMES  # on use: only this command's parser names them
 
     verify = commands.add_parser(
         "verify-request",
@@ -516,3 +517,8 @@ def register_policy(policy_commands: Any) -> None:
     linter.add_argument("files", nargs="+", metavar="FILE", help="policy documents (JSON), one or more")
     add_common(linter)
     linter.set_defaults(handler=_policy_lint)
+
+
+#: The command this module adds, with the function adding its parser (``policy validate|check|lint``: see
+#: :func:`register_policy`).
+COMMANDS = {"verify-request": _add_verify_request}

@@ -11,7 +11,7 @@ from authmw.errors import ConfigurationError
 from authmw.extras import requires
 from authmw.settings import Settings, load_settings
 
-__all__ = ["register"]
+__all__ = ["COMMANDS"]
 
 
 def _authz(args: argparse.Namespace, _stdin: TextIO, _stdout: TextIO) -> int:
@@ -54,8 +54,7 @@ def _envoy_config(args: argparse.Namespace, _stdin: TextIO, stdout: TextIO) -> i
     return EXIT_OK
 
 
-def register(commands: Any) -> None:
-    """Add ``authz`` and ``envoy-config`` to the command parsers."""
+def _add_authz(commands: Any) -> None:
     authz = commands.add_parser(
         "authz",
         help="answer Envoy's HTTP external authorization checks",
@@ -74,6 +73,8 @@ def register(commands: Any) -> None:
     add_common(authz, formats=("text",))
     authz.set_defaults(handler=_authz)
 
+
+def _add_envoy_config(commands: Any) -> None:
     envoy = commands.add_parser(
         "envoy-config",
         help="print an Envoy bootstrap that asks `authmw authz` about every request",
@@ -95,3 +96,7 @@ def register(commands: Any) -> None:
         help="largest request body checked, in bytes (larger: 413; default: max_body's default)",
     )
     envoy.set_defaults(handler=_envoy_config)
+
+
+#: The commands this module adds, each with the function adding its parser.
+COMMANDS = {"authz": _add_authz, "envoy-config": _add_envoy_config}

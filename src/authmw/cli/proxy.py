@@ -18,7 +18,7 @@ from authmw.settings import Settings, load_settings
 logger = logging.getLogger("authmw.proxy")
 _STARTUP = 5.0  # seconds: a worker dying sooner could not start, and is not started again
 
-__all__ = ["register"]
+__all__ = ["COMMANDS"]
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -158,8 +158,7 @@ def _workers(text: str) -> int:
     return int(text)
 
 
-def register(commands: Any) -> None:
-    """Add ``proxy`` to the command parsers."""
+def _add_proxy(commands: Any) -> None:
     proxy = commands.add_parser(
         "proxy",
         help="run the sidecar reverse proxy in front of an upstream",
@@ -187,3 +186,7 @@ def register(commands: Any) -> None:
     add_shared_state(proxy)
     add_common(proxy, formats=("text",))
     proxy.set_defaults(handler=_proxy)
+
+
+#: The command this module adds, with the function adding its parser.
+COMMANDS = {"proxy": _add_proxy}

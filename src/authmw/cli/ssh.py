@@ -54,7 +54,7 @@ from authmw.store.notebook_reads import notebook_access
 if TYPE_CHECKING:
     from authmw.store.database import Database
 
-__all__ = ["AUDIT_SYSLOG", "REQUEST_LIMIT", "authorized_keys_main", "expiry", "register"]
+__all__ = ["AUDIT_SYSLOG", "COMMANDS", "REQUEST_LIMIT", "authorized_keys_main", "expiry"]
 
 #: ``--audit-log`` value sending records to syslog (facility authpriv, where sshd logs too): the default.
 AUDIT_SYSLOG = "syslog"
@@ -458,8 +458,7 @@ def _notebook_fields(parser: argparse.ArgumentParser, *, creating: bool) -> None
     )
 
 
-def register(commands: Any) -> None:
-    """Add ``notebook`` and ``ssh``."""
+def _add_notebook(commands: Any) -> None:
     notebook = commands.add_parser("notebook", help="notebook instances: SSH remote access")
     verbs = notebook.add_subparsers(dest="notebook_command", required=True, parser_class=Parser)
     create = _command(verbs, "create", _notebook_create, "create a notebook opened by its owner's key pair")
@@ -477,6 +476,8 @@ def register(commands: Any) -> None:
         "name", metavar="NAME"
     )
 
+
+def _add_ssh(commands: Any) -> None:
     ssh = commands.add_parser("ssh", help="OpenSSH integration")
     ssh_verbs = ssh.add_subparsers(dest="ssh_command", required=True, parser_class=Parser)
     keys = ssh_verbs.add_parser("authorized-keys", help=_AUTHORIZED_KEYS_HELP, description=_AUTHORIZED_KEYS_HELP)
@@ -489,3 +490,7 @@ def register(commands: Any) -> None:
     serve.add_argument("--socket", required=True, metavar="PATH", help="the Unix socket to answer on (made 0600)")
     _gate_arguments(serve)
     serve.set_defaults(handler=_serve)
+
+
+#: The commands this module adds, each with the function adding its parser.
+COMMANDS = {"notebook": _add_notebook, "ssh": _add_ssh}
