@@ -30,6 +30,11 @@ NARROWER = {"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["mode
 PASSWORD = "alice-password-7Q!"
 
 
+# What these proxies prove is when a change reaches them; the store's 50 ms read deadline is not their subject (on
+# a loaded machine a read missed it: 503 store_unavailable), so it has room here.
+PROXY_CONFIG = "unmatched: deny\nstore_timeout: 2000\n"
+
+
 class Cli:
     """``authmw`` in-process against one store; stderr captured to check the one-line messages."""
 
@@ -564,7 +569,7 @@ def test_a_running_proxy_refuses_a_deleted_users_key_within_a_second(cli: Cli, t
         signed = sign_request("GET", path, nonce, b"", access_key=key["access"], secret_key=key["secret"])
         return httpx.get(signed.url, headers=signed.headers).status_code
 
-    with proxy_process(store, tmp_path, "unmatched: deny\n") as (_process, url, _audit):  # type: ignore[arg-type]
+    with proxy_process(store, tmp_path, PROXY_CONFIG) as (_process, url, _audit):  # type: ignore[arg-type]
         assert status(url, alice) == 403  # authenticated; no policy allows it
         cli.run("user", "delete", "alice")
         deadline = time.monotonic() + 1.0
@@ -634,7 +639,7 @@ def test_a_running_proxy_sees_every_delete_and_revocation_within_a_second(cli: C
         response = httpx.get(signed.url, headers=signed.headers)
         return response.status_code, "ok" if response.is_success else response.json()["error_code"]
 
-    with proxy_process(store, tmp_path, "unmatched: deny\n") as (_process, url, _audit):  # type: ignore[arg-type]
+    with proxy_process(store, tmp_path, PROXY_CONFIG) as (_process, url, _audit):  # type: ignore[arg-type]
         for change, request, before, after in (
             (["key", "delete", keys["erin"]["access"]], ("erin",), "ok", "signature_mismatch"),
             (["user", "update", "frank", "--disable"], ("frank",), "ok", "signature_mismatch"),

@@ -125,7 +125,9 @@ def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, s
     world = build_world(directory)
     # The workspace API goes upstream too: served, its delete_workspace would delete the workspace the other
     # calls name (what is measured here is each call's decision; tests/pipeline/test_workspace_api.py serves it).
-    with proxy_process(world, directory, "unmatched: deny\nserve_workspaces: false\n") as (_process, url, audit):
+    # The store's 50 ms read deadline has room: not this test's subject (a loaded machine's read missed it: 503).
+    config = "unmatched: deny\nserve_workspaces: false\nstore_timeout: 2000\n"
+    with proxy_process(world, directory, config) as (_process, url, audit):
         yield world, url, audit
     world.store.close()
 
