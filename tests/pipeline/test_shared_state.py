@@ -362,7 +362,8 @@ def test_changes_are_enforced_on_every_instance_within_the_bound(site: Site, wit
             tokens = [login(urls[i % 3], project=site.project).headers["x-subject-token"] for i in range(20)]
             delays: list[float] = []
             for i, token in enumerate(tokens):
-                assert all(client(u).get(u + path, headers={"X-Auth-Token": token}).status_code == 200 for u in urls)
+                before = [client(u).get(u + path, headers={"X-Auth-Token": token}) for u in urls]
+                assert all(b.status_code == 200 for b in before), [(b.status_code, b.text[:200]) for b in before]
                 headers = {"X-Auth-Token": token, "X-Subject-Token": token}
                 start = time.perf_counter()
                 assert client(urls[i % 3]).delete(urls[i % 3] + TOKENS, headers=headers).status_code == 204  # via one
