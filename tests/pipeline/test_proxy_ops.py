@@ -20,6 +20,7 @@ import pytest
 
 from authmw.signing import sign_request
 from tests.support.proxy import SLOW_ARRIVED, proxy_process
+from tests.support.servers import free_port
 from tests.support.world import Key, World
 
 
@@ -208,6 +209,43 @@ def test_sigterm_finishes_the_request_in_flight(world: World, tmp_path: Path) ->
         request.join(10)
         assert process.wait(15) == 0
     assert result and result[0].status_code == 200
+
+
+# serve() with SIGTERM sent to itself at its last step before uvicorn serves (where uvicorn's own handler is not in
+# place yet): a worker of `authmw proxy --workers 2` still starting when the supervisor forwards a SIGTERM.
+SIGTERM_WHILE_STARTING = """
+import os, signal, sys
+from authmw.proxy import server
+from authmw.settings import Settings
+from authmw.store import open_store
+
+hook = server.reload_on_hangup
+
+def reload_on_hangup(loop, reload):
+    hook(loop, reload)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+server.reload_on_hangup = reload_on_hangup
+store = open_store(os.environ["AUTHMW_STORE"])
+server.serve(Settings(upstream="http://127.0.0.1:9", listen="127.0.0.1:" + sys.argv[1], audit_log=os.devnull), store)
+print("stopped")
+"""
+
+
+def test_a_sigterm_while_the_proxy_starts_stops_it(world: World) -> None:
+    """Before the fix the signal hit a no-op handler (the one uvicorn re-raises to once drained) and was lost:
+    the proxy served on, and `authmw proxy --workers 2` waited for that worker forever (seen under load)."""
+    env = {**os.environ, "AUTHMW_STORE": world.url, "AUTHMW_MASTER_KEY_FILE": world.key_file}
+    command = [sys.executable, "-c", SIGTERM_WHILE_STARTING, str(free_port())]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        pytest.fail("a SIGTERM while starting was lost: the proxy still serves after 30 s")
+    assert process.returncode == 0, err
+    assert out.strip() == "stopped"
 
 
 @pytest.mark.parametrize("argv", [["--upstream", "ftp://x"], ["--listen", "nowhere"]])

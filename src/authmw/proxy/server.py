@@ -453,10 +453,14 @@ def serve(
             except AuthmwError:
                 continue  # the store is down: what is cached is served within the grace; looked at again next time
 
-    # uvicorn drains on SIGINT/SIGTERM, then re-raises the signal to the handler it found: make that one a
-    # no-op, so a drained shutdown ends with exit status 0 instead of death by signal.
+    # uvicorn drains on SIGINT/SIGTERM, then re-raises the signal to the handler it found: make that one stop the
+    # server (a no-op once drained), so a drained shutdown ends with exit status 0 instead of death by signal, and a
+    # signal that comes before uvicorn's handler is in place (a worker still starting) stops it too, not lost.
+    def stop_soon(_signum: int, _frame: Any) -> None:
+        server.should_exit = True
+
     for stop in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(stop, lambda _signum, _frame: None)
+        signal.signal(stop, stop_soon)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
