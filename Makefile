@@ -37,8 +37,15 @@ lint: $(TEST_STAMP)
 typecheck: $(TEST_STAMP)
 	$(VENV)/bin/mypy --strict src
 
+# Tests marked quiet hold a latency bound of the product (Redis change notices within 100 ms at p99): on CPUs
+# oversubscribed by the workers their probes wait for a CPU for longer than that (p50 ~100 ms with the machine
+# busy, ~10 ms idle), so they run after the others, one at a time; only the files that hold them are collected.
+# Both phases run whatever the first one's outcome; the target fails if either did.
 test: lint typecheck
-	$(PY) -m pytest -q -n $(WORKERS) --dist worksteal
+	status=0; \
+	$(PY) -m pytest -q -n $(WORKERS) --dist worksteal -m "not quiet" || status=$$?; \
+	$(PY) -m pytest -q -m quiet $$(grep -rl --include='test_*.py' 'pytest.mark.quiet' tests) || status=$$?; \
+	exit $$status
 
 # The property and differential tests (Hypothesis marks them) with their full example budgets: `make test`
 # runs a tenth of each (tests/support/budget.py).
