@@ -101,12 +101,9 @@ def _environment(work: Path) -> dict[str, str]:
     shim = bin_dir / "authmw"
     shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m authmw "$@"\n')
     shim.chmod(0o755)
+    # PYTHONPATH as tests/conftest.py set it for every process a test starts: the run's scrypt cost, this checkout.
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHMW_")}
     env["PATH"] = f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    # As every process a test starts (tests/conftest.py): the test run's scrypt cost, then this checkout's authmw.
-    env["PYTHONPATH"] = os.pathsep.join(
-        str(path) for path in (ROOT / "tests" / "support" / "child_site", ROOT / "src", ROOT)
-    )
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
